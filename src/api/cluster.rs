@@ -1,0 +1,285 @@
+//! The `ReplicationCluster` resource: one replicated data set, its members and its failover policy.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema, core::Duration};
+use serde::{Deserialize, Serialize};
+
+use super::quantity::ByteSize;
+
+/// One replicated data set: its members, the desired primary, and how failover may happen.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "replicant.dev",
+    version = "v1alpha1",
+    kind = "ReplicationCluster",
+    namespaced,
+    status = "ReplicationClusterStatus",
+    shortname = "rc",
+    shortname = "rcluster",
+    category = "replicant",
+    printcolumn = r#"{"name":"Engine","type":"string","jsonPath":".spec.engine"}"#,
+    printcolumn = r#"{"name":"Primary","type":"string","description":"The member that is master now","jsonPath":".status.currentPrimary"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","description":"Members replicating as desired / members","jsonPath":".status.readyMembers"}"#,
+    printcolumn = r#"{"name":"Epoch","type":"integer","priority":1,"jsonPath":".status.epoch"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("self.members.exists(m, m.name == self.primary)").message("spec.primary must name one of spec.members"),
+    validation = Rule::new("self.members.all(m, m.name != self.primary || m.priority > 0)").message("the desired primary must have priority > 0"),
+    validation = Rule::new("!has(self.failover) || !has(self.failover.standby) || self.members.exists(m, m.name == self.failover.standby)").message("spec.failover.standby must name one of spec.members"),
+    validation = Rule::new("self.members.all(m, !has(m.upstream) || self.members.exists(n, n.name == m.upstream))").message("every member upstream must name one of spec.members"),
+    validation = Rule::new("self.members.all(m, !has(m.upstream) || m.upstream != m.name)").message("a member cannot replicate from itself"),
+    validation = Rule::new("self.members.all(m, !has(m.upstream) || m.name != self.primary)").message("the desired primary cannot have an upstream")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationClusterSpec {
+    /// The database engine of every member.
+    pub engine: Engine,
+    /// The servers of the data set. `name` is the physical name administrators use.
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub members: Vec<Member>,
+    /// The member that should be master. Changing it is a planned switchover.
+    pub primary: String,
+    /// When and how the controller may promote another member.
+    #[serde(default)]
+    pub failover: FailoverPolicy,
+    /// How writes reach the replicas.
+    #[serde(default)]
+    pub replication: ReplicationPolicy,
+    /// Where the password for the members is kept. Never written inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsRef>,
+    /// Observe and report only; take no action.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Redis,
+    Postgres,
+}
+
+/// One server of the data set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    /// Physical name, unique in the cluster (a DNS label).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// `host:port` the controller and virtual names connect to.
+    #[schemars(
+        length(min = 3, max = 260),
+        regex(pattern = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$")
+    )]
+    pub address: String,
+    /// Promotion priority: higher wins ties; 0 means never promoted.
+    #[serde(default = "default_priority")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub priority: u32,
+    /// Replicate from this member instead of the primary (it then acts as a repli-master).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Failure domain, reported in status and used to explain placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+fn default_priority() -> u32 {
+    1
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FailoverMode {
+    /// Promote a replica on its own once the master is unreachable for `detectAfter`.
+    #[default]
+    Automatic,
+    /// Only report; a person triggers failover by changing `spec.primary`.
+    Manual,
+}
+
+/// When and how the controller may promote another member.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverPolicy {
+    #[serde(default)]
+    pub mode: FailoverMode,
+    /// The secondary station: tried first when the master fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<String>,
+    /// How long the master must stay unreachable before a failover starts ("1s", "500ms").
+    #[serde(default = "default_detect_after")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub detect_after: Duration,
+    /// Recovery point objective: a replica further behind than this is never promoted.
+    #[serde(default = "default_max_lag")]
+    pub max_lag: ByteSize,
+    /// No second automatic failover within this long of the last promotion (flap protection).
+    #[serde(default = "default_cooldown")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub cooldown: Duration,
+}
+
+impl Default for FailoverPolicy {
+    fn default() -> Self {
+        Self {
+            mode: FailoverMode::default(),
+            standby: None,
+            detect_after: default_detect_after(),
+            max_lag: default_max_lag(),
+            cooldown: default_cooldown(),
+        }
+    }
+}
+
+fn default_detect_after() -> Duration {
+    std::time::Duration::from_secs(1).into()
+}
+
+fn default_cooldown() -> Duration {
+    std::time::Duration::from_secs(60).into()
+}
+
+fn default_max_lag() -> ByteSize {
+    "1Mi".parse().expect("a valid size")
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// The master acknowledges writes before replicas have them; a failover may lose the tail.
+    #[default]
+    Async,
+    /// A write is acknowledged only once `minSyncReplicas` replicas have it.
+    Sync,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationPolicy {
+    #[serde(default)]
+    pub mode: ReplicationMode,
+    /// In sync mode, how many replicas must hold a write before it is acknowledged.
+    #[serde(default = "default_min_sync_replicas")]
+    #[schemars(range(min = 1, max = 63))]
+    pub min_sync_replicas: u32,
+}
+
+impl Default for ReplicationPolicy {
+    fn default() -> Self {
+        Self {
+            mode: ReplicationMode::Async,
+            min_sync_replicas: default_min_sync_replicas(),
+        }
+    }
+}
+
+fn default_min_sync_replicas() -> u32 {
+    1
+}
+
+/// Where the members' password comes from: exactly one of `secretRef`, `passwordFile`, `passwordEnv`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsRef {
+    /// User name for engines with ACLs; omitted means the default user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// A Kubernetes Secret in the cluster's namespace (operator mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// A file holding the password (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// An environment variable holding the password (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub name: String,
+    #[serde(default = "default_password_key")]
+    pub key: String,
+}
+
+fn default_password_key() -> String {
+    "password".to_string()
+}
+
+/// What the controller observed and did, computed from what was actually applied.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The member that is master now (may differ from `spec.primary` after a failover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_primary: Option<String>,
+    /// Bumped on every promotion.
+    #[serde(default)]
+    pub epoch: u64,
+    /// "ready/total": members reachable and replicating as desired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_members: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The most recent failovers and switchovers, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<PromotionRecord>,
+}
+
+/// A member as last observed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub name: String,
+    pub reachable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::observed::Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Bytes behind the current primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_up: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One completed or abandoned change of master.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionRecord {
+    pub kind: crate::journal::OperationKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub to: String,
+    pub epoch: u64,
+    /// RFC 3339 time the operation started.
+    pub started_at: String,
+    /// RFC 3339 time the operation ended.
+    pub finished_at: String,
+    pub outcome: crate::journal::Outcome,
+    pub reason: String,
+}

@@ -1,0 +1,20 @@
+//! The resources users write (API group `replicant.dev`, version `v1alpha1`); types only, no I/O.
+
+pub mod cluster;
+pub mod quantity;
+pub mod virtual_name;
+
+pub use cluster::{
+    CredentialsRef, Engine, FailoverMode, FailoverPolicy, Member, MemberStatus, PromotionRecord,
+    ReplicationCluster, ReplicationClusterSpec, ReplicationClusterStatus, ReplicationMode,
+    ReplicationPolicy, SecretKeyRef,
+};
+pub use quantity::{ByteSize, human_bytes};
+pub use virtual_name::{
+    Balancing, Fallback, Target, VirtualName, VirtualNameSpec, VirtualNameStatus,
+};
+
+/// API group of every replicant resource.
+pub const GROUP: &str = "replicant.dev";
+/// The one served version.
+pub const VERSION: &str = "v1alpha1";

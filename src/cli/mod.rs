@@ -1,0 +1,242 @@
+//! The command line: parses arguments and runs one subcommand; prints to stdout/stderr, reads only the files named.
+
+mod render;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{
+    desired::{Desired, NamedVirtualName},
+    observed::Observed,
+    plan,
+    validate::{self, Resource},
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "replicant",
+    version,
+    about = "Declarative reconcile controller for master/replica replication clusters"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check spec files (multi-document YAML); exit 1 and list every problem if any is invalid.
+    Validate {
+        /// Spec files, checked together (a VirtualName may name a cluster in another file).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Dry run: print what the controller would do for a cluster, and why.
+    Plan {
+        /// Spec file(s) holding the ReplicationCluster and its VirtualNames.
+        #[arg(long = "spec", required = true)]
+        specs: Vec<PathBuf>,
+        /// YAML or JSON file describing what was observed (members, virtual names, journal).
+        #[arg(long)]
+        observed: PathBuf,
+        /// Which cluster, when the spec files hold several.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// The time to plan at (RFC 3339); defaults to now.
+        #[arg(long)]
+        now: Option<jiff::Timestamp>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Print the CustomResourceDefinitions generated from the Rust types.
+    Crd {
+        /// Write one file per CRD into this directory instead of printing.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Encode(String),
+}
+
+/// Parse the command line and run it.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.execute() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Cli {
+    pub fn execute(self) -> Result<ExitCode, CliError> {
+        match self.command {
+            Command::Validate { files } => Ok(validate_command(&files)),
+            Command::Plan {
+                specs,
+                observed,
+                cluster,
+                now,
+                format,
+            } => plan_command(&specs, &observed, cluster.as_deref(), now, format),
+            Command::Crd { dir } => crd_command(dir.as_deref()),
+        }
+    }
+}
+
+fn validate_command(files: &[PathBuf]) -> ExitCode {
+    let report = validate::validate_files(files);
+    for (file, what) in &report.skipped {
+        eprintln!("{file}: skipped {what} (not a replicant resource)");
+    }
+    if report.is_valid() {
+        let count = report.documents.len();
+        println!("{count} resource(s) valid in {} file(s)", files.len());
+        ExitCode::SUCCESS
+    } else {
+        for problem in &report.problems {
+            println!("{problem}");
+        }
+        eprintln!("{} problem(s) found", report.problems.len());
+        ExitCode::FAILURE
+    }
+}
+
+/// Load, validate and assemble the desired state of one cluster from spec files.
+pub fn load_desired(specs: &[PathBuf], cluster: Option<&str>) -> Result<Desired, CliError> {
+    let report = validate::validate_files(specs);
+    if !report.is_valid() {
+        let lines: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+        return Err(CliError::Invalid(format!(
+            "the spec is invalid; nothing planned:\n{}",
+            lines.join("\n")
+        )));
+    }
+    let clusters: Vec<_> = report
+        .documents
+        .iter()
+        .filter_map(|d| match &d.resource {
+            Resource::Cluster(c) if cluster.is_none_or(|name| d.resource.name() == name) => {
+                Some((d, c))
+            }
+            _ => None,
+        })
+        .collect();
+    let (doc, chosen) = match clusters.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(CliError::Invalid(
+                "no matching ReplicationCluster in the spec files".into(),
+            ));
+        }
+        many => {
+            let names: Vec<&str> = many.iter().map(|(d, _)| d.resource.name()).collect();
+            return Err(CliError::Invalid(format!(
+                "the spec files hold several clusters ({}); choose one with --cluster",
+                names.join(", ")
+            )));
+        }
+    };
+    let name = doc.resource.name().to_string();
+    let namespace = doc.resource.namespace();
+    let virtual_names = report
+        .documents
+        .iter()
+        .filter_map(|d| match &d.resource {
+            Resource::VirtualName(vn)
+                if vn.spec.cluster == name && d.resource.namespace() == namespace =>
+            {
+                Some(NamedVirtualName {
+                    name: d.resource.name().to_string(),
+                    spec: vn.spec.clone(),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(Desired {
+        name,
+        spec: chosen.spec.clone(),
+        virtual_names,
+    })
+}
+
+fn read(path: &Path) -> Result<String, CliError> {
+    fs::read_to_string(path).map_err(|source| CliError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Read an observation file (YAML or JSON), naming the field that is wrong.
+pub fn load_observed(path: &Path) -> Result<Observed, CliError> {
+    let text = read(path)?;
+    let de = serde_yaml::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| CliError::Invalid(format!("{}: {}: {}", path.display(), e.path(), e.inner())))
+}
+
+fn plan_command(
+    specs: &[PathBuf],
+    observed: &Path,
+    cluster: Option<&str>,
+    now: Option<jiff::Timestamp>,
+    format: Format,
+) -> Result<ExitCode, CliError> {
+    let desired = load_desired(specs, cluster)?;
+    let observed = load_observed(observed)?;
+    let now = now.unwrap_or_else(jiff::Timestamp::now);
+    let plan = plan::plan(&desired, &observed, now);
+    let text = match format {
+        Format::Table => render::plan_table(&desired, &observed, &plan),
+        Format::Json => {
+            serde_json::to_string_pretty(&plan).map_err(|e| CliError::Encode(e.to_string()))? + "\n"
+        }
+        Format::Yaml => {
+            serde_yaml::to_string(&plan).map_err(|e| CliError::Encode(e.to_string()))?
+        }
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn crd_command(dir: Option<&Path>) -> Result<ExitCode, CliError> {
+    match dir {
+        None => print!("{}", crate::crd::all_yaml()),
+        Some(dir) => {
+            for (file, crd) in crate::crd::all() {
+                let path = dir.join(file);
+                fs::write(&path, crate::crd::to_yaml(&crd)).map_err(|source| CliError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

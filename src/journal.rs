@@ -1,0 +1,136 @@
+//! The controller's durable memory of one cluster (epoch, current primary, in-flight operation, history) and its pure transitions.
+//!
+//! The runtime writes the journal before each step of an operation is taken, and records the
+//! step's outcome after; a controller that restarts reads it back and resumes. Nothing here does I/O.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{api::PromotionRecord, plan::Action};
+
+/// How many promotions the history keeps.
+pub const HISTORY_LIMIT: usize = 10;
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Journal {
+    /// Bumped on every promotion; 0 until the cluster is first adopted.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The member the controller made (or found) master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_primary: Option<String>,
+    /// `spec.primary` as last acted on. A spec naming another member is a switchover request;
+    /// a spec still naming this one after a failover is merely out of date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_primary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_promotion_at: Option<Timestamp>,
+    /// Replication offset of the current primary when it was promoted: a former master
+    /// holding more than this accepted writes nobody else has, and has diverged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at_offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
+    /// Finished operations, oldest first, at most [`HISTORY_LIMIT`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<PromotionRecord>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OperationKind {
+    /// Unplanned: the master failed.
+    Failover,
+    /// Planned: `spec.primary` changed while the master was healthy.
+    Switchover,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    Succeeded,
+    Aborted,
+}
+
+/// The step of an operation last started; written before the step is taken.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Step {
+    Fence,
+    Promote,
+    Repoint,
+    MoveNames,
+}
+
+/// A failover or switchover in flight.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Operation {
+    pub kind: OperationKind,
+    /// The master being replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The member being promoted. Fixed once chosen: a resumed operation never re-chooses.
+    pub to: String,
+    /// The epoch `to` is promoted at.
+    pub epoch: u64,
+    pub started_at: Timestamp,
+    pub step: Step,
+    /// Why the operation started, for people.
+    pub reason: String,
+}
+
+impl Operation {
+    pub fn promoted(&self, journal: &Journal) -> bool {
+        journal.epoch >= self.epoch && journal.current_primary.as_deref() == Some(self.to.as_str())
+    }
+}
+
+impl Journal {
+    /// Record that `action` is about to be taken. Called, and persisted, before the action runs.
+    pub fn step_started(&mut self, action: &Action) {
+        if let Some(op) = self.operation.as_mut() {
+            op.step = action.step();
+        }
+    }
+
+    /// Record a successful action. `offset` is the replication offset the engine reported
+    /// for a promoted member.
+    pub fn step_done(&mut self, action: &Action, now: Timestamp, offset: Option<u64>) {
+        if let Action::Promote { member, epoch } = action {
+            self.epoch = self.epoch.max(*epoch);
+            self.current_primary = Some(member.clone());
+            self.last_promotion_at = Some(now);
+            self.promoted_at_offset = offset;
+        }
+    }
+
+    /// End the in-flight operation and remember it in the history.
+    pub fn finish_operation(&mut self, outcome: Outcome, now: Timestamp, note: &str) {
+        let Some(op) = self.operation.take() else {
+            return;
+        };
+        // An abandoned promotion may still have happened on the server: never reuse its epoch.
+        self.epoch = self.epoch.max(op.epoch);
+        let reason = if note.is_empty() {
+            op.reason
+        } else {
+            format!("{}; {note}", op.reason)
+        };
+        self.history.push(PromotionRecord {
+            kind: op.kind,
+            from: op.from,
+            to: op.to,
+            epoch: op.epoch,
+            started_at: op.started_at.to_string(),
+            finished_at: now.to_string(),
+            outcome,
+            reason,
+        });
+        if self.history.len() > HISTORY_LIMIT {
+            let excess = self.history.len() - HISTORY_LIMIT;
+            self.history.drain(..excess);
+        }
+    }
+}

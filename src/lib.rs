@@ -1,0 +1,13 @@
+//! replicant: a declarative reconcile controller for master/replica replication clusters.
+//!
+//! `observe -> plan -> act -> status`: [`plan::plan`] is pure and holds the decisions; the
+//! resources users write live in [`api`]; [`validate`] rejects bad specs with field paths.
+
+pub mod api;
+pub mod cli;
+pub mod crd;
+pub mod desired;
+pub mod journal;
+pub mod observed;
+pub mod plan;
+pub mod validate;

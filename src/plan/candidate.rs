@@ -1,0 +1,216 @@
+//! Choosing whom to promote when the master is gone: eligibility, the RPO gate and a deterministic order. Pure.
+
+use crate::{
+    api::{ReplicationMode, human_bytes},
+    desired::Desired,
+    observed::{MemberObservation, Observed, Role},
+};
+
+/// Why one member can or cannot be promoted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assessment {
+    pub member: String,
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Eligible {
+        offset: u64,
+        lag: u64,
+        priority: u32,
+    },
+    Refused(String),
+}
+
+/// The outcome of candidate selection: who, why, and why not the others.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    pub chosen: Option<String>,
+    /// Why `chosen` won, for the plan's explanation.
+    pub why: String,
+    pub assessments: Vec<Assessment>,
+}
+
+impl Selection {
+    /// "orders-b: lag 784 MiB exceeds maxLag 1 MiB; orders-c: unreachable"
+    pub fn refusals(&self) -> String {
+        let parts: Vec<String> = self
+            .assessments
+            .iter()
+            .filter_map(|a| match &a.verdict {
+                Verdict::Refused(why) => Some(format!("{}: {why}", a.member)),
+                Verdict::Eligible { .. } => None,
+            })
+            .collect();
+        if parts.is_empty() {
+            "the cluster has no other member".to_string()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+const UNKNOWN: MemberObservation = MemberObservation {
+    reachable: false,
+    unreachable_since: None,
+    role: None,
+    upstream: None,
+    offset: None,
+    link_up: None,
+    read_only: None,
+    syncing: false,
+    error: None,
+};
+
+/// An observation, or "never seen" for a member that has not been probed.
+pub fn observation<'a>(observed: &'a Observed, member: &str) -> &'a MemberObservation {
+    observed.members.get(member).unwrap_or(&UNKNOWN)
+}
+
+/// Rank every member except `failed` as a replacement for it.
+///
+/// Only reachable, fully synced replicas with priority > 0 and lag within `maxLag` qualify.
+/// The standby wins if it qualifies; otherwise highest offset, then highest priority, then
+/// lowest name. In sync mode only the most up-to-date replicas qualify, and nobody does while
+/// so many replicas are unreachable that an acknowledged write may exist only on them.
+pub fn select(desired: &Desired, observed: &Observed, failed: &str) -> Selection {
+    let spec = &desired.spec;
+    let others: Vec<_> = spec.members.iter().filter(|m| m.name != failed).collect();
+    let reference = others
+        .iter()
+        .map(|m| observation(observed, &m.name))
+        .filter(|o| o.is_replica())
+        .filter_map(|o| o.offset)
+        .chain(observation(observed, failed).offset)
+        .max()
+        .unwrap_or(0);
+    let max_lag = spec.failover.max_lag.bytes();
+    let sync = spec.replication.mode == ReplicationMode::Sync;
+    let best_replica_offset = others
+        .iter()
+        .map(|m| observation(observed, &m.name))
+        .filter(|o| o.is_replica() && !o.syncing)
+        .filter_map(|o| o.offset)
+        .max();
+    let unreachable: Vec<&str> = others
+        .iter()
+        .filter(|m| !observation(observed, &m.name).reachable)
+        .map(|m| m.name.as_str())
+        .collect();
+    let sync_gate = (sync && unreachable.len() >= spec.replication.min_sync_replicas as usize)
+        .then(|| {
+            format!(
+                "sync replication: {} unreachable and may hold acknowledged writes the others lack",
+                unreachable.join(", ")
+            )
+        });
+
+    let assessments: Vec<Assessment> = others
+        .iter()
+        .map(|m| {
+            let o = observation(observed, &m.name);
+            let verdict = if m.priority == 0 {
+                Verdict::Refused("priority 0 (never promoted)".into())
+            } else if !o.reachable {
+                Verdict::Refused("unreachable".into())
+            } else if o.role != Some(Role::Replica) {
+                Verdict::Refused(match o.role {
+                    Some(Role::Master) => "not a replica of the failed master (it is a master itself)".into(),
+                    _ => "role unknown".into(),
+                })
+            } else if o.syncing {
+                Verdict::Refused("still loading a full sync (its data is partial)".into())
+            } else if let Some(gate) = &sync_gate {
+                Verdict::Refused(gate.clone())
+            } else {
+                match o.offset {
+                    None => Verdict::Refused("replication offset unknown".into()),
+                    Some(offset) => {
+                        let lag = reference.saturating_sub(offset);
+                        if lag > max_lag {
+                            Verdict::Refused(format!(
+                                "lag {} exceeds maxLag {}",
+                                human_bytes(lag),
+                                human_bytes(max_lag)
+                            ))
+                        } else if sync && Some(offset) < best_replica_offset {
+                            Verdict::Refused(format!(
+                                "{} behind the most up-to-date replica (sync mode promotes only a replica holding every acknowledged write)",
+                                human_bytes(best_replica_offset.unwrap_or(0) - offset)
+                            ))
+                        } else {
+                            Verdict::Eligible {
+                                offset,
+                                lag,
+                                priority: m.priority,
+                            }
+                        }
+                    }
+                }
+            };
+            Assessment {
+                member: m.name.clone(),
+                verdict,
+            }
+        })
+        .collect();
+
+    let standby = spec.failover.standby.as_deref();
+    let chosen = assessments
+        .iter()
+        .filter_map(|a| match a.verdict {
+            Verdict::Eligible {
+                offset,
+                lag,
+                priority,
+            } => Some((a, offset, lag, priority)),
+            Verdict::Refused(_) => None,
+        })
+        .min_by(|(a, off_a, _, pri_a), (b, off_b, _, pri_b)| {
+            let standby_first =
+                (Some(b.member.as_str()) == standby).cmp(&(Some(a.member.as_str()) == standby));
+            standby_first
+                .then(off_b.cmp(off_a))
+                .then(pri_b.cmp(pri_a))
+                .then(a.member.cmp(&b.member))
+        });
+    let (chosen, why) = match chosen {
+        Some((a, offset, lag, priority)) => {
+            let role = if Some(a.member.as_str()) == standby {
+                "the designated standby"
+            } else {
+                "the most up-to-date eligible replica"
+            };
+            (
+                Some(a.member.clone()),
+                format!(
+                    "{} is {role} (offset {offset}, lag {}, priority {priority})",
+                    a.member,
+                    human_bytes(lag)
+                ),
+            )
+        }
+        None => (None, String::new()),
+    };
+    Selection {
+        chosen,
+        why,
+        assessments,
+    }
+}
+
+/// Can `member` be switched to while the master is healthy? Catch-up is awaited later, so lag
+/// does not matter here; reachability, role and completeness do.
+pub fn switchover_refusal(observed: &Observed, member: &str) -> Option<String> {
+    let o = observation(observed, member);
+    if !o.reachable {
+        Some(format!("{member} is unreachable"))
+    } else if o.role != Some(Role::Replica) {
+        Some(format!("{member} is not a replica of the current primary"))
+    } else if o.syncing {
+        Some(format!("{member} is still loading a full sync"))
+    } else {
+        None
+    }
+}

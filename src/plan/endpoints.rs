@@ -1,0 +1,97 @@
+//! Where each virtual name should point, from the primary and the health and lag of replicas. Pure.
+
+use serde::{Deserialize, Serialize};
+
+use super::candidate::observation;
+use crate::{
+    api::{Fallback, Target, VirtualNameSpec},
+    desired::Desired,
+    observed::Observed,
+};
+
+/// One backend of a virtual name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub member: String,
+    pub address: String,
+}
+
+/// A replica fit to serve reads: reachable, linked, fully synced, and within `max_lag` of the primary.
+fn serves_reads(
+    observed: &Observed,
+    primary: Option<&str>,
+    member: &str,
+    max_lag: Option<u64>,
+) -> bool {
+    let o = observation(observed, member);
+    if !o.is_replica() || o.link_up != Some(true) || o.syncing {
+        return false;
+    }
+    let Some(max_lag) = max_lag else {
+        return true;
+    };
+    let primary_offset = primary.and_then(|p| observation(observed, p).offset);
+    match (primary_offset, o.offset) {
+        (Some(p), Some(r)) => p.saturating_sub(r) <= max_lag,
+        // Lag cannot be judged without both offsets: leave the replica out rather than guess.
+        _ => false,
+    }
+}
+
+/// The endpoints `vn` should have, given the member that is (or is being made) primary.
+pub fn compute(
+    desired: &Desired,
+    observed: &Observed,
+    vn: &VirtualNameSpec,
+    primary: Option<&str>,
+) -> Vec<Endpoint> {
+    let max_lag = vn.max_lag.as_ref().map(|l| l.bytes());
+    let endpoint = |name: &str| {
+        desired.member(name).map(|m| Endpoint {
+            member: m.name.clone(),
+            address: m.address.clone(),
+        })
+    };
+    let replicas = || -> Vec<Endpoint> {
+        desired
+            .spec
+            .members
+            .iter()
+            .filter(|m| Some(m.name.as_str()) != primary)
+            .filter(|m| serves_reads(observed, primary, &m.name, max_lag))
+            .filter_map(|m| endpoint(&m.name))
+            .collect()
+    };
+    let fallback = || match vn.fallback {
+        Fallback::Primary => primary.and_then(endpoint).into_iter().collect(),
+        Fallback::None => Vec::new(),
+    };
+    let chosen: Vec<Endpoint> = match &vn.target {
+        Target::Primary => primary.and_then(endpoint).into_iter().collect(),
+        Target::Replicas => replicas(),
+        Target::Any => primary
+            .and_then(endpoint)
+            .into_iter()
+            .chain(replicas())
+            .collect(),
+        Target::Member(name) if Some(name.as_str()) == primary => {
+            if observation(observed, name).reachable {
+                endpoint(name).into_iter().collect()
+            } else {
+                Vec::new()
+            }
+        }
+        Target::Member(name) => {
+            if serves_reads(observed, primary, name, max_lag) {
+                endpoint(name).into_iter().collect()
+            } else {
+                Vec::new()
+            }
+        }
+    };
+    if chosen.is_empty() && vn.target != Target::Primary {
+        fallback()
+    } else {
+        chosen
+    }
+}

@@ -1,0 +1,399 @@
+//! The pure planner: from what is desired, what was observed and the time, decide what to do and why.
+//!
+//! `plan` takes no client and no clock. It is where every decision lives: adoption, failure
+//! detection, candidate choice, fencing order, cooldown, the RPO gate and epochs. Its output is
+//! an ordered list of actions, the journal to persist before acting, findings for status, and
+//! when to look again.
+
+mod candidate;
+mod endpoints;
+pub mod findings;
+mod operation;
+mod topology;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub use self::{
+    candidate::{Assessment, Selection, Verdict, observation, select},
+    endpoints::Endpoint,
+    findings::{Blocker, Finding, human_duration},
+};
+use crate::{
+    desired::Desired,
+    journal::{Journal, Step},
+    observed::Observed,
+};
+
+/// How soon to look again while an operation is moving.
+pub const FAST_REQUEUE: Duration = Duration::from_millis(50);
+/// How long a switchover waits for its target to catch up before giving up.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One thing to do to the world.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Action {
+    /// Make `member` a replica of `from` (partial resync where the engine can).
+    Replicate { member: String, from: String },
+    /// Discard `member`'s data and copy `from` in full.
+    FullResync { member: String, from: String },
+    /// Stop `member` accepting writes.
+    Fence { member: String },
+    /// Make `member` master at `epoch`; the engine verifies it took.
+    Promote { member: String, epoch: u64 },
+    /// Set whether `member` rejects writes.
+    SetReadOnly { member: String, read_only: bool },
+    /// Point a virtual name at `endpoints`.
+    RetargetVirtualName {
+        name: String,
+        endpoints: Vec<Endpoint>,
+    },
+}
+
+impl Action {
+    /// The journal step this action belongs to.
+    pub fn step(&self) -> Step {
+        match self {
+            Action::Fence { .. } => Step::Fence,
+            Action::Promote { .. } => Step::Promote,
+            Action::Replicate { .. } | Action::FullResync { .. } | Action::SetReadOnly { .. } => {
+                Step::Repoint
+            }
+            Action::RetargetVirtualName { .. } => Step::MoveNames,
+        }
+    }
+
+    /// The member or virtual name acted on.
+    pub fn subject(&self) -> &str {
+        match self {
+            Action::Replicate { member, .. }
+            | Action::FullResync { member, .. }
+            | Action::Fence { member }
+            | Action::Promote { member, .. }
+            | Action::SetReadOnly { member, .. } => member,
+            Action::RetargetVirtualName { name, .. } => name,
+        }
+    }
+}
+
+/// An action with its reason, and whether the rest of the plan depends on it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedAction {
+    #[serde(flatten)]
+    pub action: Action,
+    pub why: String,
+    /// If a required action fails, the actions after it are not taken this round.
+    pub required: bool,
+}
+
+/// What the controller should do now.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The durable state to write before any action is taken.
+    pub journal: Journal,
+    pub actions: Vec<PlannedAction>,
+    /// Conditions to publish (before timestamps).
+    pub findings: Vec<Finding>,
+    /// When to observe and plan again.
+    #[serde(with = "duration_text")]
+    pub requeue_after: Duration,
+}
+
+/// Decide what to do. Pure: same inputs, same plan.
+pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
+    let mut planner = Planner::new(desired, observed, now);
+    if desired.spec.suspend {
+        return planner.suspended();
+    }
+    planner.adopt_cluster(); //          first sight: record who is master
+    planner.drive_operation(); //        resume, finish or abandon a failover/switchover in flight
+    planner.detect_failure(); //         start a failover when the master has been gone too long
+    planner.follow_spec_primary(); //    start a planned switchover, or report an out-of-date spec
+    planner.converge_members(); //       fence stray masters, re-point replicas, fix read-only flags
+    planner.retarget_virtual_names(); // endpoints follow the primary and healthy replicas
+    planner.finish()
+}
+
+/// Working state of one planning pass.
+struct Planner<'a> {
+    desired: &'a Desired,
+    observed: &'a Observed,
+    now: Timestamp,
+    journal: Journal,
+    /// The member that is, or is being made, master in this plan.
+    primary: Option<String>,
+    actions: Vec<PlannedAction>,
+    requeue: Duration,
+    /// Stop changing replication this round (e.g. waiting for a switchover target to catch up).
+    hold: bool,
+    /// Who is master has been decided this round: start no new operation.
+    decided: bool,
+    blocker: Option<Blocker>,
+    /// Why the cluster is not yet as desired although nothing is blocked.
+    progress: Option<(&'static str, String)>,
+    mismatch: Option<String>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(desired: &'a Desired, observed: &'a Observed, now: Timestamp) -> Self {
+        let journal = observed.journal.clone();
+        let primary = journal.current_primary.clone();
+        Self {
+            desired,
+            observed,
+            now,
+            journal,
+            primary,
+            actions: Vec::new(),
+            requeue: probe_interval(desired),
+            hold: false,
+            decided: false,
+            blocker: None,
+            progress: None,
+            mismatch: None,
+        }
+    }
+
+    /// Plan `action`, unless an earlier stage already planned exactly that.
+    fn push(&mut self, action: Action, required: bool, why: impl Into<String>) {
+        if self.actions.iter().any(|a| a.action == action) {
+            return;
+        }
+        self.actions.push(PlannedAction {
+            action,
+            why: why.into(),
+            required,
+        });
+    }
+
+    fn requeue_within(&mut self, after: Duration) {
+        self.requeue = self.requeue.min(after.max(Duration::from_millis(10)));
+    }
+
+    fn block(&mut self, reason: &'static str, message: impl Into<String>) {
+        self.blocker.get_or_insert(Blocker {
+            reason,
+            message: message.into(),
+        });
+    }
+
+    fn note_progress(&mut self, reason: &'static str, message: impl Into<String>) {
+        self.progress.get_or_insert((reason, message.into()));
+    }
+
+    /// How long `member` has been unreachable, if it is.
+    fn down_for(&self, member: &str) -> Option<Duration> {
+        let o = observation(self.observed, member);
+        if o.reachable {
+            return None;
+        }
+        let since = o.unreachable_since.unwrap_or(self.now);
+        Some(self.now.duration_since(since).unsigned_abs())
+    }
+
+    fn detect_after(&self) -> Duration {
+        self.desired.spec.failover.detect_after.into()
+    }
+
+    fn retarget_virtual_names(&mut self) {
+        if self.primary.is_none() {
+            return; // not adopted yet: nothing known to point at
+        }
+        for vn in &self.desired.virtual_names {
+            let wanted = endpoints::compute(
+                self.desired,
+                self.observed,
+                &vn.spec,
+                self.primary.as_deref(),
+            );
+            let wanted_members: Vec<&str> = wanted.iter().map(|e| e.member.as_str()).collect();
+            let current = self.observed.virtual_names.get(&vn.name);
+            let unchanged = current.is_some_and(|c| {
+                c.iter()
+                    .map(String::as_str)
+                    .eq(wanted_members.iter().copied())
+            });
+            if !unchanged {
+                let why = if wanted.is_empty() {
+                    format!(
+                        "no member qualifies for target {} (fallback {:?})",
+                        vn.spec.target, vn.spec.fallback
+                    )
+                } else {
+                    format!(
+                        "target {} is now {}",
+                        vn.spec.target,
+                        wanted_members.join(", ")
+                    )
+                };
+                self.push(
+                    Action::RetargetVirtualName {
+                        name: vn.name.clone(),
+                        endpoints: wanted,
+                    },
+                    false,
+                    why,
+                );
+            }
+        }
+    }
+
+    fn suspended(self) -> Plan {
+        let findings = vec![
+            Finding::new(
+                findings::SUSPENDED,
+                true,
+                findings::reason::SUSPENDED,
+                "spec.suspend is true: observing only, taking no action",
+            ),
+            Finding::new(
+                findings::READY,
+                false,
+                findings::reason::SUSPENDED,
+                "reconciliation is suspended",
+            ),
+            Finding::new(
+                findings::RECONCILING,
+                false,
+                findings::reason::SUSPENDED,
+                "",
+            ),
+            Finding::new(findings::STALLED, false, findings::reason::SUSPENDED, ""),
+        ];
+        Plan {
+            journal: self.journal,
+            actions: Vec::new(),
+            findings,
+            requeue_after: self.requeue,
+        }
+    }
+
+    fn finish(mut self) -> Plan {
+        use findings::reason;
+
+        let operation = self.journal.operation.clone();
+        if let Some(op) = &operation
+            && op.promoted(&self.journal)
+            && self.actions.is_empty()
+            && !self.hold
+        {
+            self.journal
+                .finish_operation(crate::journal::Outcome::Succeeded, self.now, "");
+        }
+        let in_flight = self.journal.operation.clone();
+        if in_flight.is_some() || !self.actions.is_empty() {
+            self.requeue_within(FAST_REQUEUE);
+        }
+
+        let stalled = self.blocker.clone();
+        let reconciling: Option<(&str, String)> = match &in_flight {
+            Some(op) => Some((
+                match op.kind {
+                    crate::journal::OperationKind::Failover => reason::FAILOVER,
+                    crate::journal::OperationKind::Switchover => reason::SWITCHOVER,
+                },
+                format!(
+                    "{:?} to {} at epoch {}: {}",
+                    op.kind, op.to, op.epoch, op.reason
+                ),
+            )),
+            None if !self.actions.is_empty() => {
+                Some((reason::CONVERGING, self.actions[0].why.clone()))
+            }
+            None => self.progress.clone(),
+        };
+        let unavailable: Vec<&str> = self
+            .desired
+            .spec
+            .members
+            .iter()
+            .filter(|m| !observation(self.observed, &m.name).reachable)
+            .map(|m| m.name.as_str())
+            .collect();
+
+        let ready = match (&stalled, &reconciling) {
+            (Some(b), _) => Finding::new(findings::READY, false, b.reason, b.message.clone()),
+            (None, Some((r, m))) => Finding::new(findings::READY, false, r, m.clone()),
+            (None, None) if !unavailable.is_empty() => Finding::new(
+                findings::READY,
+                false,
+                reason::MEMBERS_UNAVAILABLE,
+                format!("unreachable: {}", unavailable.join(", ")),
+            ),
+            (None, None) => Finding::new(
+                findings::READY,
+                true,
+                reason::READY,
+                format!(
+                    "{} is primary; every member replicates as desired",
+                    self.primary.as_deref().unwrap_or("?")
+                ),
+            ),
+        };
+        let findings = vec![
+            ready,
+            match &reconciling {
+                Some((r, m)) => Finding::new(findings::RECONCILING, true, r, m.clone()),
+                None => Finding::new(findings::RECONCILING, false, reason::IDLE, ""),
+            },
+            match &stalled {
+                Some(b) => Finding::new(findings::STALLED, true, b.reason, b.message.clone()),
+                None => Finding::new(findings::STALLED, false, reason::NOT_BLOCKED, ""),
+            },
+            match stalled
+                .as_ref()
+                .filter(|b| b.reason != reason::ADOPTION_REFUSED)
+            {
+                Some(b) => Finding::new(
+                    findings::PROMOTION_BLOCKED,
+                    true,
+                    b.reason,
+                    b.message.clone(),
+                ),
+                None => Finding::new(findings::PROMOTION_BLOCKED, false, reason::NOT_BLOCKED, ""),
+            },
+            match &self.mismatch {
+                Some(m) => Finding::new(
+                    findings::PRIMARY_MISMATCH,
+                    true,
+                    reason::SPEC_OUT_OF_DATE,
+                    m.clone(),
+                ),
+                None => Finding::new(findings::PRIMARY_MISMATCH, false, reason::SPEC_MATCHES, ""),
+            },
+        ];
+        Plan {
+            journal: self.journal,
+            actions: self.actions,
+            findings,
+            requeue_after: self.requeue,
+        }
+    }
+}
+
+/// Probe often enough to notice a failure well within `detectAfter`: a quarter of it, 100ms to 1s.
+pub fn probe_interval(desired: &Desired) -> Duration {
+    let detect: Duration = desired.spec.failover.detect_after.into();
+    (detect / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// Serialises a std duration the Kubernetes way ("250ms").
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&kube::core::Duration::from(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        Ok(kube::core::Duration::deserialize(d)?.into())
+    }
+}

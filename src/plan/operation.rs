@@ -1,0 +1,467 @@
+//! Planning stages that change who is master: adoption, failover, switchover, and resuming them from the journal. Pure.
+
+use std::time::Duration;
+
+use super::{
+    Action, CATCH_UP_TIMEOUT, FAST_REQUEUE, Planner,
+    candidate::{self, observation},
+    findings::{human_duration, reason},
+};
+use crate::{
+    api::{FailoverMode, human_bytes},
+    journal::{Operation, OperationKind, Outcome, Step},
+    observed::Role,
+};
+
+impl Planner<'_> {
+    /// First sight of a cluster: record the member that is master as the current primary.
+    ///
+    /// The desired primary is adopted when it is a master and no other master holds data it
+    /// lacks. When it is a replica, the master it replicates from is adopted, and the spec then
+    /// reads as a switchover request.
+    pub(super) fn adopt_cluster(&mut self) {
+        if self.journal.current_primary.is_some() {
+            return;
+        }
+        let wanted = self.desired.spec.primary.clone();
+        let o = observation(self.observed, &wanted);
+        if !o.reachable || o.role.is_none() {
+            self.hold = true;
+            self.note_progress(
+                reason::WAITING,
+                format!("waiting for {wanted} (spec.primary) to answer before taking charge of the cluster"),
+            );
+            return;
+        }
+        if o.role == Some(Role::Master) {
+            let own = o.offset.unwrap_or(0);
+            let richer: Vec<String> = self
+                .desired
+                .spec
+                .members
+                .iter()
+                .filter(|m| m.name != wanted)
+                .filter_map(|m| {
+                    let other = observation(self.observed, &m.name);
+                    let offset = other.offset.unwrap_or(0);
+                    (other.is_master() && offset > own)
+                        .then(|| format!("{} (offset {offset})", m.name))
+                })
+                .collect();
+            if !richer.is_empty() {
+                self.hold = true;
+                self.block(
+                    reason::ADOPTION_REFUSED,
+                    format!(
+                        "{} already master with data that {wanted} (offset {own}) lacks; making {wanted} primary would discard it. \
+                         Set spec.primary to the member whose data you want to keep, or empty the others",
+                        richer.join(", ") + if richer.len() == 1 { " is" } else { " are" },
+                    ),
+                );
+                return;
+            }
+            self.journal.current_primary = Some(wanted.clone());
+            self.journal.acknowledged_primary = Some(wanted.clone());
+            self.primary = Some(wanted);
+            return;
+        }
+        // A replica: follow its upstreams to the master that is really in charge.
+        let mut seen = vec![wanted.clone()];
+        let mut cursor = wanted.clone();
+        while let Some(up) = observation(self.observed, &cursor).upstream.clone() {
+            if seen.contains(&up) || self.desired.member(&up).is_none() {
+                break;
+            }
+            seen.push(up.clone());
+            if observation(self.observed, &up).is_master() {
+                self.journal.current_primary = Some(up.clone());
+                self.primary = Some(up);
+                return;
+            }
+            cursor = up;
+        }
+        // Its master is gone or not a member: the spec's word decides.
+        let epoch = self.journal.epoch + 1;
+        self.push(
+            Action::Promote {
+                member: wanted.clone(),
+                epoch,
+            },
+            true,
+            format!("{wanted} (spec.primary) is a replica of no reachable member; promoted to take charge"),
+        );
+        self.journal.acknowledged_primary = Some(wanted.clone());
+        self.primary = Some(wanted);
+    }
+
+    /// Carry an in-flight operation forward. Its target is fixed: a resumed operation never
+    /// re-chooses, so it can never revert a promotion that may already have happened.
+    pub(super) fn drive_operation(&mut self) {
+        let Some(op) = self.journal.operation.clone() else {
+            return;
+        };
+        if op.promoted(&self.journal) {
+            self.primary = Some(op.to.clone());
+            return;
+        }
+        match op.kind {
+            OperationKind::Failover => self.resume_failover(op),
+            OperationKind::Switchover => self.continue_switchover(op),
+        }
+    }
+
+    fn resume_failover(&mut self, op: Operation) {
+        if !observation(self.observed, &op.to).reachable {
+            self.journal.finish_operation(
+                Outcome::Aborted,
+                self.now,
+                &format!(
+                    "{} became unreachable before its promotion was confirmed",
+                    op.to
+                ),
+            );
+            return;
+        }
+        self.take_over(&op);
+    }
+
+    /// Fence the old master (best effort when it is unreachable) and promote the target.
+    fn take_over(&mut self, op: &Operation) {
+        if let Some(from) = &op.from {
+            let reachable = observation(self.observed, from).reachable;
+            let why = if reachable {
+                format!(
+                    "{from} must stop accepting writes before {} is promoted",
+                    op.to
+                )
+            } else {
+                format!("{from} is unreachable; it is demoted as soon as it answers again")
+            };
+            self.push(
+                Action::Fence {
+                    member: from.clone(),
+                },
+                reachable,
+                why,
+            );
+        }
+        self.push(
+            Action::Promote {
+                member: op.to.clone(),
+                epoch: op.epoch,
+            },
+            true,
+            op.reason.clone(),
+        );
+        self.primary = Some(op.to.clone());
+    }
+
+    fn continue_switchover(&mut self, op: Operation) {
+        let from = op.from.clone().unwrap_or_default();
+        if let Some(refusal) = candidate::switchover_refusal(self.observed, &op.to) {
+            return self.abort_switchover(&from, format!("{refusal}; {from} stays primary"));
+        }
+        let old = observation(self.observed, &from);
+        let target = observation(self.observed, &op.to);
+        let lag = old
+            .offset
+            .unwrap_or(0)
+            .saturating_sub(target.offset.unwrap_or(0));
+        if !old.reachable {
+            // The old master died mid-switchover. Its last known offset is the bar.
+            let down = self.down_for(&from).unwrap_or_default();
+            if down < self.detect_after() {
+                self.hold = true;
+                self.requeue_within(self.detect_after() - down);
+                self.note_progress(
+                    reason::SWITCHOVER,
+                    format!("{from} stopped answering during the switchover"),
+                );
+                return;
+            }
+            let max_lag = self.desired.spec.failover.max_lag.bytes();
+            if lag > max_lag {
+                return self.abort_switchover(
+                    &from,
+                    format!(
+                        "{from} failed during the switchover and {} is {} behind its last known offset (maxLag {})",
+                        op.to,
+                        human_bytes(lag),
+                        human_bytes(max_lag)
+                    ),
+                );
+            }
+            return self.take_over(&op);
+        }
+        if old.read_only != Some(true) {
+            self.push(
+                Action::Fence {
+                    member: from.clone(),
+                },
+                true,
+                format!(
+                    "{from} must stop accepting writes so {} can catch up exactly",
+                    op.to
+                ),
+            );
+            self.hold = true;
+            self.requeue_within(FAST_REQUEUE);
+            return;
+        }
+        if lag == 0 && target.offset.is_some() {
+            return self.take_over(&op);
+        }
+        let waited = self.now.duration_since(op.started_at).unsigned_abs();
+        if waited > CATCH_UP_TIMEOUT {
+            return self.abort_switchover(
+                &from,
+                format!(
+                    "{} did not catch up within {} (still {} behind)",
+                    op.to,
+                    human_duration(CATCH_UP_TIMEOUT),
+                    human_bytes(lag)
+                ),
+            );
+        }
+        self.hold = true;
+        self.requeue_within(Duration::from_millis(20));
+        self.note_progress(
+            reason::SWITCHOVER,
+            format!(
+                "waiting for {} to catch up with fenced {from} ({} behind)",
+                op.to,
+                human_bytes(lag)
+            ),
+        );
+    }
+
+    fn abort_switchover(&mut self, from: &str, why: String) {
+        if observation(self.observed, from).is_master() {
+            self.push(
+                Action::SetReadOnly {
+                    member: from.to_string(),
+                    read_only: false,
+                },
+                true,
+                format!("switchover abandoned: {from} accepts writes again"),
+            );
+        }
+        let to = self
+            .journal
+            .operation
+            .as_ref()
+            .map(|op| op.to.clone())
+            .unwrap_or_default();
+        self.journal
+            .finish_operation(Outcome::Aborted, self.now, &why);
+        // The spec still asks for `to`: leaving the old value acknowledged makes it a request
+        // again once the cooldown has passed.
+        self.journal.acknowledged_primary = Some(from.to_string());
+        self.primary = Some(from.to_string());
+        self.decided = true;
+        self.block(
+            reason::SWITCHOVER_ABORTED,
+            format!(
+                "switchover to {to} abandoned: {why}. Retried after failover.cooldown ({}); fix the cause or set spec.primary back to {from}",
+                human_duration(self.desired.spec.failover.cooldown.into())
+            ),
+        );
+    }
+
+    /// Start a failover when the current primary has been unreachable for `detectAfter`.
+    pub(super) fn detect_failure(&mut self) {
+        if self.hold || self.decided || self.journal.operation.is_some() {
+            return;
+        }
+        let Some(current) = self.primary.clone() else {
+            return;
+        };
+        let Some(down) = self.down_for(&current) else {
+            return;
+        };
+        let detect = self.detect_after();
+        if down < detect {
+            self.requeue_within(detect - down);
+            self.note_progress(
+                reason::MASTER_UNREACHABLE,
+                format!(
+                    "{current} unreachable for {}; failover starts after {}",
+                    human_duration(down),
+                    human_duration(detect)
+                ),
+            );
+            return;
+        }
+        let spec = &self.desired.spec;
+        let headline = format!(
+            "{current} unreachable for {} (detectAfter {})",
+            human_duration(down),
+            human_duration(detect)
+        );
+        let selection = candidate::select(self.desired, self.observed, &current);
+
+        if self.spec_requests_new_primary(&current) {
+            let wanted = spec.primary.clone();
+            let verdict = selection
+                .assessments
+                .iter()
+                .find(|a| a.member == wanted)
+                .map(|a| &a.verdict);
+            return match verdict {
+                Some(candidate::Verdict::Eligible { .. }) => {
+                    self.journal.acknowledged_primary = Some(wanted.clone());
+                    self.start(
+                        OperationKind::Failover,
+                        &current,
+                        &wanted,
+                        format!("{headline}; spec.primary requests {wanted}"),
+                    );
+                }
+                Some(candidate::Verdict::Refused(why)) => self.block(
+                    reason::NO_CANDIDATE,
+                    format!(
+                        "{headline}; spec.primary names {wanted}, which cannot be promoted: {why}"
+                    ),
+                ),
+                None => self.block(
+                    reason::NO_CANDIDATE,
+                    format!("{headline}; spec.primary names {wanted}, which is not a member"),
+                ),
+            };
+        }
+        let suggestion = match &selection.chosen {
+            Some(c) => format!(
+                "set spec.primary to {c} to fail over now ({})",
+                selection.why
+            ),
+            None => format!("no member can be promoted: {}", selection.refusals()),
+        };
+        if spec.failover.mode == FailoverMode::Manual {
+            return self.block(
+                reason::MANUAL_MODE,
+                format!("{headline}; failover.mode is manual: {suggestion}"),
+            );
+        }
+        if let Some(last) = self.journal.last_promotion_at {
+            let since = self.now.duration_since(last).unsigned_abs();
+            let cooldown: Duration = spec.failover.cooldown.into();
+            if since < cooldown {
+                self.requeue_within(cooldown - since);
+                return self.block(
+                    reason::COOLDOWN,
+                    format!(
+                        "{headline}; the last promotion was {} ago and failover.cooldown {} allows the next automatic failover in {}; {suggestion}",
+                        human_duration(since),
+                        human_duration(cooldown),
+                        human_duration(cooldown - since)
+                    ),
+                );
+            }
+        }
+        match selection.chosen.clone() {
+            Some(chosen) => self.start(
+                OperationKind::Failover,
+                &current,
+                &chosen,
+                format!("{headline}; {}", selection.why),
+            ),
+            None => self.block(
+                reason::NO_CANDIDATE,
+                format!(
+                    "{headline}; no member can be promoted: {}",
+                    selection.refusals()
+                ),
+            ),
+        }
+    }
+
+    /// Has the user changed `spec.primary` since the controller last acted on it?
+    fn spec_requests_new_primary(&self, current: &str) -> bool {
+        let wanted = &self.desired.spec.primary;
+        wanted != current && self.journal.acknowledged_primary.as_deref() != Some(wanted.as_str())
+    }
+
+    /// Journal a new operation and plan its first steps.
+    fn start(&mut self, kind: OperationKind, from: &str, to: &str, reason: String) {
+        let op = Operation {
+            kind,
+            from: Some(from.to_string()),
+            to: to.to_string(),
+            epoch: self.journal.epoch + 1,
+            started_at: self.now,
+            step: Step::Fence,
+            reason,
+        };
+        self.journal.operation = Some(op.clone());
+        match kind {
+            OperationKind::Failover => self.take_over(&op),
+            OperationKind::Switchover => self.continue_switchover(op),
+        }
+    }
+
+    /// `spec.primary` differs from the current primary: a planned switchover if the user changed
+    /// it, otherwise a spec left behind by an automatic failover, which is reported and never
+    /// "fixed" by failing back.
+    pub(super) fn follow_spec_primary(&mut self) {
+        if self.hold || self.decided || self.journal.operation.is_some() {
+            return;
+        }
+        let Some(current) = self.primary.clone() else {
+            return;
+        };
+        if !observation(self.observed, &current).reachable {
+            return;
+        }
+        let wanted = self.desired.spec.primary.clone();
+        if wanted == current {
+            self.journal.acknowledged_primary = Some(wanted);
+            return;
+        }
+        if !self.spec_requests_new_primary(&current) {
+            let how = match self.journal.history.last() {
+                Some(last) if last.to == current => {
+                    format!("{:?} at epoch {} ({})", last.kind, last.epoch, last.reason)
+                }
+                _ => "a change of master".to_string(),
+            };
+            self.mismatch = Some(format!(
+                "{current} is primary after {how}, but spec.primary still names {wanted}. \
+                 Set spec.primary to {current} to acknowledge; replicant never fails back on its own"
+            ));
+            return;
+        }
+        if let Some(refusal) = candidate::switchover_refusal(self.observed, &wanted) {
+            return self.block(
+                reason::SWITCHOVER_BLOCKED,
+                format!("cannot switch over to {wanted}: {refusal}; {current} stays primary"),
+            );
+        }
+        if let Some(last) = self.journal.history.last().cloned()
+            && last.outcome == Outcome::Aborted
+            && last.to == wanted
+            && let Ok(ended) = last.finished_at.parse::<jiff::Timestamp>()
+        {
+            let since = self.now.duration_since(ended).unsigned_abs();
+            let cooldown: Duration = self.desired.spec.failover.cooldown.into();
+            if since < cooldown {
+                self.requeue_within(cooldown - since);
+                return self.block(
+                    reason::SWITCHOVER_BLOCKED,
+                    format!(
+                        "the last switchover to {wanted} was abandoned {} ago ({}); retrying in {}",
+                        human_duration(since),
+                        last.reason,
+                        human_duration(cooldown - since)
+                    ),
+                );
+            }
+        }
+        self.journal.acknowledged_primary = Some(wanted.clone());
+        self.start(
+            OperationKind::Switchover,
+            &current,
+            &wanted,
+            format!("spec.primary changed from {current} to {wanted}"),
+        );
+    }
+}

@@ -1,0 +1,1165 @@
+//! Table tests for every planner decision, built from small fixtures, plus proptest invariants.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use pretty_assertions::assert_eq;
+
+use super::{Action, Plan, findings, plan};
+use crate::{
+    api::{ReplicationMode, Target, VirtualNameSpec},
+    desired::{Desired, NamedVirtualName},
+    journal::{Journal, Operation, OperationKind, Outcome, Step},
+    observed::{MemberObservation, Observed, Role},
+};
+
+const T0: &str = "2026-01-01T00:00:00Z";
+
+fn t0() -> Timestamp {
+    T0.parse().unwrap()
+}
+
+fn at(secs: f64) -> Timestamp {
+    t0() + SignedDuration::from_secs_f64(secs)
+}
+
+/// Three members a (priority 2), b (priority 2, standby) and c (priority 1); primary a;
+/// detectAfter 1s, maxLag 1Mi, cooldown 1m; a read-write and a read-only virtual name.
+fn cluster() -> Desired {
+    let yaml = r#"
+name: orders
+spec:
+  engine: redis
+  primary: a
+  members:
+    - { name: a, address: "10.0.0.1:6379", priority: 2 }
+    - { name: b, address: "10.0.0.2:6379", priority: 2 }
+    - { name: c, address: "10.0.0.3:6379", priority: 1 }
+  failover: { standby: b, detectAfter: 1s, maxLag: 1Mi, cooldown: 1m }
+virtualNames:
+  - name: rw
+    spec: { cluster: orders, target: primary }
+  - name: ro
+    spec: { cluster: orders, target: replicas, fallback: none }
+"#;
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn master(offset: u64) -> MemberObservation {
+    MemberObservation {
+        reachable: true,
+        role: Some(Role::Master),
+        offset: Some(offset),
+        read_only: Some(false),
+        ..Default::default()
+    }
+}
+
+fn replica(of: &str, offset: u64) -> MemberObservation {
+    MemberObservation {
+        reachable: true,
+        role: Some(Role::Replica),
+        upstream: Some(of.into()),
+        offset: Some(offset),
+        link_up: Some(true),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+/// The cluster as it should be: `primary` master at epoch 1, the others replicating from it,
+/// virtual names in place, everything at offset 1000.
+fn healthy(primary: &str) -> Observed {
+    let mut observed = Observed::default();
+    for m in ["a", "b", "c"] {
+        let o = if m == primary {
+            master(1000)
+        } else {
+            replica(primary, 1000)
+        };
+        observed.members.insert(m.into(), o);
+    }
+    let replicas: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .filter(|m| **m != primary)
+        .map(|m| m.to_string())
+        .collect();
+    observed
+        .virtual_names
+        .insert("rw".into(), vec![primary.into()]);
+    observed.virtual_names.insert("ro".into(), replicas);
+    observed.journal = Journal {
+        epoch: 1,
+        current_primary: Some(primary.into()),
+        acknowledged_primary: Some(primary.into()),
+        last_promotion_at: Some(at(-3600.0)),
+        ..Default::default()
+    };
+    observed
+}
+
+fn down(observed: &mut Observed, member: &str, since: f64) {
+    let o = observed.members.get_mut(member).unwrap();
+    o.reachable = false;
+    o.unreachable_since = Some(at(since));
+    o.link_up = None;
+}
+
+fn actions(plan: &Plan) -> Vec<Action> {
+    plan.actions.iter().map(|a| a.action.clone()).collect()
+}
+
+fn finding<'a>(plan: &'a Plan, type_: &str) -> &'a findings::Finding {
+    plan.findings.iter().find(|f| f.type_ == type_).unwrap()
+}
+
+fn promote(member: &str, epoch: u64) -> Action {
+    Action::Promote {
+        member: member.into(),
+        epoch,
+    }
+}
+
+fn fence(member: &str) -> Action {
+    Action::Fence {
+        member: member.into(),
+    }
+}
+
+fn replicate(member: &str, from: &str) -> Action {
+    Action::Replicate {
+        member: member.into(),
+        from: from.into(),
+    }
+}
+
+fn retarget(plan: &Plan, name: &str) -> Option<Vec<String>> {
+    plan.actions.iter().find_map(|a| match &a.action {
+        Action::RetargetVirtualName { name: n, endpoints } if n == name => {
+            Some(endpoints.iter().map(|e| e.member.clone()).collect())
+        }
+        _ => None,
+    })
+}
+
+fn promotions(plan: &Plan) -> Vec<(String, u64)> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            Action::Promote { member, epoch } => Some((member.clone(), *epoch)),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- steady state and topology
+
+#[test]
+fn steady_state_needs_nothing() {
+    let p = plan(&cluster(), &healthy("a"), at(0.0));
+    assert_eq!(actions(&p), vec![]);
+    let ready = finding(&p, findings::READY);
+    assert!(ready.status, "{ready:?}");
+    assert!(!finding(&p, findings::RECONCILING).status);
+    assert!(!finding(&p, findings::STALLED).status);
+    assert_eq!(p.journal, healthy("a").journal, "nothing to remember");
+    assert_eq!(
+        p.requeue_after,
+        Duration::from_millis(250),
+        "probe at a quarter of detectAfter"
+    );
+}
+
+#[test]
+fn replica_with_the_wrong_upstream_is_repointed() {
+    let mut observed = healthy("a");
+    observed.members.insert("c".into(), replica("b", 1000));
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p), vec![replicate("c", "a")]);
+    assert!(
+        p.actions[0]
+            .why
+            .contains("replicates from b; it should replicate from a"),
+        "{}",
+        p.actions[0].why
+    );
+    assert!(!finding(&p, findings::READY).status);
+}
+
+#[test]
+fn stray_master_is_fenced_then_demoted() {
+    let mut observed = healthy("a");
+    observed.members.insert("c".into(), master(1000));
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p)[..2], [fence("c"), replicate("c", "a")]);
+    assert_eq!(
+        retarget(&p, "ro"),
+        Some(vec!["b".to_string()]),
+        "a master serves no reads as a replica"
+    );
+}
+
+#[test]
+fn writable_replica_is_made_read_only() {
+    let mut observed = healthy("a");
+    observed.members.get_mut("b").unwrap().read_only = Some(false);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(
+        actions(&p),
+        vec![Action::SetReadOnly {
+            member: "b".into(),
+            read_only: true
+        }]
+    );
+}
+
+#[test]
+fn primary_left_fenced_is_unfenced() {
+    let mut observed = healthy("a");
+    observed.members.get_mut("a").unwrap().read_only = Some(true);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(
+        actions(&p),
+        vec![Action::SetReadOnly {
+            member: "a".into(),
+            read_only: false
+        }]
+    );
+}
+
+#[test]
+fn cascading_replica_follows_its_upstream_and_falls_back_to_the_primary() {
+    let mut desired = cluster();
+    desired.spec.members[2].upstream = Some("b".into());
+    let observed = healthy("a");
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(
+        actions(&p),
+        vec![replicate("c", "b")],
+        "c cascades from b, a repli-master"
+    );
+
+    let mut observed = healthy("a");
+    observed.members.insert("c".into(), replica("b", 1000));
+    down(&mut observed, "b", -5.0);
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(
+        actions(&p)[0],
+        replicate("c", "a"),
+        "b is down: c replicates from the primary meanwhile"
+    );
+}
+
+#[test]
+fn unreachable_replica_is_reported_not_acted_on() {
+    let mut observed = healthy("a");
+    down(&mut observed, "c", -30.0);
+    observed.virtual_names.insert("ro".into(), vec!["b".into()]);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p), vec![]);
+    let ready = finding(&p, findings::READY);
+    assert!(!ready.status);
+    assert_eq!(ready.reason, findings::reason::MEMBERS_UNAVAILABLE);
+    assert!(ready.message.contains('c'));
+}
+
+// ---------------------------------------------------------------- adoption
+
+#[test]
+fn fresh_servers_are_adopted_around_the_desired_primary() {
+    let mut observed = Observed::default();
+    for m in ["a", "b", "c"] {
+        observed.members.insert(m.into(), master(0));
+    }
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(
+        actions(&p)[..4],
+        [
+            fence("b"),
+            fence("c"),
+            replicate("b", "a"),
+            replicate("c", "a")
+        ],
+        "every other master is fenced before any is demoted"
+    );
+    assert_eq!(p.journal.current_primary.as_deref(), Some("a"));
+    assert_eq!(p.journal.acknowledged_primary.as_deref(), Some("a"));
+    assert_eq!(retarget(&p, "rw"), Some(vec!["a".to_string()]));
+    assert!(promotions(&p).is_empty(), "a is already master");
+}
+
+#[test]
+fn adoption_refuses_to_discard_data_held_by_another_master() {
+    let mut observed = Observed::default();
+    observed.members.insert("a".into(), master(0));
+    observed.members.insert("b".into(), master(5000));
+    observed.members.insert("c".into(), master(0));
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p), vec![]);
+    let stalled = finding(&p, findings::STALLED);
+    assert!(stalled.status);
+    assert_eq!(stalled.reason, findings::reason::ADOPTION_REFUSED);
+    assert!(
+        stalled
+            .message
+            .contains("b (offset 5000) is already master"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(p.journal.current_primary, None, "nothing adopted");
+}
+
+#[test]
+fn adoption_waits_for_the_desired_primary() {
+    let mut observed = Observed::default();
+    observed.members.insert("b".into(), master(0));
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p), vec![]);
+    assert_eq!(
+        finding(&p, findings::RECONCILING).reason,
+        findings::reason::WAITING
+    );
+}
+
+#[test]
+fn existing_cluster_is_adopted_as_is_then_switched_over() {
+    // b is master today; the spec wants a. Adopt b, then a planned switchover begins.
+    let mut observed = healthy("b");
+    observed.journal = Journal::default();
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(p.journal.current_primary.as_deref(), Some("b"));
+    assert_eq!(actions(&p), vec![fence("b")]);
+    let op = p.journal.operation.as_ref().unwrap();
+    assert_eq!(
+        (op.kind, op.to.as_str(), op.epoch),
+        (OperationKind::Switchover, "a", 1)
+    );
+}
+
+// ---------------------------------------------------------------- planned switchover
+
+fn switchover_started(to: &str) -> (Desired, Observed) {
+    let mut desired = cluster();
+    desired.spec.primary = to.into();
+    let mut observed = healthy("a");
+    observed.journal.operation = Some(Operation {
+        kind: OperationKind::Switchover,
+        from: Some("a".into()),
+        to: to.into(),
+        epoch: 2,
+        started_at: at(0.0),
+        step: Step::Fence,
+        reason: format!("spec.primary changed from a to {to}"),
+    });
+    observed.journal.acknowledged_primary = Some(to.into());
+    (desired, observed)
+}
+
+#[test]
+fn switchover_starts_by_fencing_the_old_master_only() {
+    let mut desired = cluster();
+    desired.spec.primary = "c".into();
+    let p = plan(&desired, &healthy("a"), at(0.0));
+    assert_eq!(
+        actions(&p),
+        vec![fence("a")],
+        "nothing else until c has caught up"
+    );
+    assert!(p.actions[0].required);
+    let op = p.journal.operation.as_ref().unwrap();
+    assert_eq!(
+        (op.kind, op.from.as_deref(), op.to.as_str(), op.epoch),
+        (OperationKind::Switchover, Some("a"), "c", 2)
+    );
+    assert!(p.requeue_after <= Duration::from_millis(50));
+}
+
+#[test]
+fn switchover_promotes_once_the_target_caught_up_with_the_fenced_master() {
+    let (desired, mut observed) = switchover_started("c");
+    observed.members.get_mut("a").unwrap().read_only = Some(true);
+    let p = plan(&desired, &observed, at(0.3));
+    assert_eq!(
+        actions(&p)[..5],
+        [
+            fence("a"),
+            promote("c", 2),
+            replicate("a", "c"),
+            replicate("b", "c"),
+            Action::RetargetVirtualName {
+                name: "rw".into(),
+                endpoints: vec![super::Endpoint {
+                    member: "c".into(),
+                    address: "10.0.0.3:6379".into()
+                }]
+            }
+        ]
+    );
+}
+
+#[test]
+fn switchover_waits_for_catch_up() {
+    let (desired, mut observed) = switchover_started("c");
+    observed.members.get_mut("a").unwrap().read_only = Some(true);
+    observed.members.get_mut("c").unwrap().offset = Some(900);
+    let p = plan(&desired, &observed, at(0.3));
+    assert_eq!(actions(&p), vec![], "no promotion while c lacks 100 bytes");
+    let reconciling = finding(&p, findings::RECONCILING);
+    assert!(reconciling.status);
+    assert!(p.journal.operation.is_some());
+    assert!(p.requeue_after <= Duration::from_millis(50));
+}
+
+#[test]
+fn switchover_refences_a_master_whose_fence_lapsed() {
+    let (desired, observed) = switchover_started("c");
+    let p = plan(&desired, &observed, at(0.3));
+    assert_eq!(actions(&p), vec![fence("a")]);
+}
+
+#[test]
+fn switchover_gives_up_after_the_catch_up_timeout_and_unfences() {
+    let (desired, mut observed) = switchover_started("c");
+    observed.members.get_mut("a").unwrap().read_only = Some(true);
+    observed.members.get_mut("c").unwrap().offset = Some(900);
+    let p = plan(&desired, &observed, at(11.0));
+    assert_eq!(
+        actions(&p),
+        vec![Action::SetReadOnly {
+            member: "a".into(),
+            read_only: false
+        }]
+    );
+    assert_eq!(p.journal.operation, None);
+    assert_eq!(p.journal.history.last().unwrap().outcome, Outcome::Aborted);
+    let blocked = finding(&p, findings::PROMOTION_BLOCKED);
+    assert_eq!(blocked.reason, findings::reason::SWITCHOVER_ABORTED);
+    assert!(
+        blocked.message.contains("did not catch up within 10s"),
+        "{}",
+        blocked.message
+    );
+    assert_eq!(p.journal.epoch, 2, "the abandoned epoch is never reused");
+
+    // Within the cooldown the same switchover is not retried...
+    let mut later = observed.clone();
+    later.journal = p.journal.clone();
+    later.members.get_mut("a").unwrap().read_only = Some(false);
+    let retry = plan(&desired, &later, at(20.0));
+    assert_eq!(actions(&retry), vec![]);
+    assert_eq!(
+        finding(&retry, findings::PROMOTION_BLOCKED).reason,
+        findings::reason::SWITCHOVER_BLOCKED
+    );
+    // ...and after it, it is.
+    let retry = plan(&desired, &later, at(80.0));
+    assert_eq!(actions(&retry), vec![fence("a")]);
+    assert_eq!(retry.journal.operation.as_ref().unwrap().epoch, 3);
+}
+
+#[test]
+fn switchover_to_an_unreachable_member_is_refused() {
+    let mut desired = cluster();
+    desired.spec.primary = "c".into();
+    let mut observed = healthy("a");
+    down(&mut observed, "c", -10.0);
+    observed.virtual_names.insert("ro".into(), vec!["b".into()]);
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(actions(&p), vec![]);
+    let blocked = finding(&p, findings::PROMOTION_BLOCKED);
+    assert!(blocked.status);
+    assert_eq!(blocked.reason, findings::reason::SWITCHOVER_BLOCKED);
+    assert!(
+        blocked
+            .message
+            .contains("c is unreachable; a stays primary"),
+        "{}",
+        blocked.message
+    );
+}
+
+// ---------------------------------------------------------------- automatic failover
+
+#[test]
+fn master_unreachable_shorter_than_detect_after_is_only_watched() {
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -0.4);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p), vec![]);
+    assert_eq!(
+        finding(&p, findings::RECONCILING).reason,
+        findings::reason::MASTER_UNREACHABLE
+    );
+    assert!(
+        p.requeue_after <= Duration::from_millis(600),
+        "look again when detectAfter expires"
+    );
+}
+
+#[test]
+fn failover_fences_promotes_the_standby_repoints_and_moves_names() {
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -1.5);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(
+        actions(&p)[..4],
+        [
+            fence("a"),
+            promote("b", 2),
+            replicate("c", "b"),
+            Action::RetargetVirtualName {
+                name: "rw".into(),
+                endpoints: vec![super::Endpoint {
+                    member: "b".into(),
+                    address: "10.0.0.2:6379".into()
+                }]
+            }
+        ]
+    );
+    assert!(
+        !p.actions[0].required,
+        "fencing an unreachable master is best effort"
+    );
+    assert!(p.actions[1].required);
+    let op = p.journal.operation.as_ref().unwrap();
+    assert_eq!(
+        (op.kind, op.to.as_str(), op.epoch),
+        (OperationKind::Failover, "b", 2)
+    );
+    assert!(
+        op.reason
+            .contains("a unreachable for 1.5s (detectAfter 1s)"),
+        "{}",
+        op.reason
+    );
+    assert!(op.reason.contains("designated standby"), "{}", op.reason);
+}
+
+#[test]
+fn standby_over_max_lag_gives_way_to_the_most_up_to_date_replica() {
+    let mut observed = healthy("a");
+    observed.members.get_mut("a").unwrap().offset = Some(3_000_000);
+    observed.members.get_mut("b").unwrap().offset = Some(100);
+    observed.members.get_mut("c").unwrap().offset = Some(2_900_000);
+    down(&mut observed, "a", -2.0);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(promotions(&p), vec![("c".to_string(), 2)]);
+}
+
+#[test]
+fn ties_break_on_offset_then_priority_then_name() {
+    let mut desired = cluster();
+    desired.spec.failover.standby = None;
+    desired.spec.members.push(
+        serde_yaml::from_str(r#"{ name: d, address: "10.0.0.4:6379", priority: 2 }"#).unwrap(),
+    );
+    let cases = [
+        // (offsets b, c, d; priorities b, c, d) -> winner
+        ((900, 1000, 950), (2, 1, 2), "c"), // highest offset wins over priority
+        ((1000, 1000, 1000), (1, 3, 2), "c"), // equal offsets: highest priority
+        ((1000, 1000, 1000), (2, 1, 2), "b"), // equal offset and priority: lowest name
+    ];
+    for ((ob, oc, od), (pb, pc, pd), winner) in cases {
+        desired.spec.members[1].priority = pb;
+        desired.spec.members[2].priority = pc;
+        desired.spec.members[3].priority = pd;
+        let mut observed = healthy("a");
+        observed.members.insert("d".into(), replica("a", od));
+        observed.members.get_mut("b").unwrap().offset = Some(ob);
+        observed.members.get_mut("c").unwrap().offset = Some(oc);
+        down(&mut observed, "a", -2.0);
+        let p = plan(&desired, &observed, at(0.0));
+        assert_eq!(
+            promotions(&p),
+            vec![(winner.to_string(), 2)],
+            "offsets {ob},{oc},{od} priorities {pb},{pc},{pd}"
+        );
+    }
+}
+
+#[test]
+fn no_candidate_blocks_promotion_with_every_reason() {
+    let mut desired = cluster();
+    desired.spec.members[2].priority = 0;
+    let mut observed = healthy("a");
+    observed.members.get_mut("a").unwrap().offset = Some(784 * 1024 * 1024 + 1000);
+    down(&mut observed, "a", -3.0);
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(promotions(&p), vec![]);
+    let blocked = finding(&p, findings::PROMOTION_BLOCKED);
+    assert!(blocked.status);
+    assert_eq!(blocked.reason, findings::reason::NO_CANDIDATE);
+    assert!(
+        blocked
+            .message
+            .contains("b: lag 784 MiB exceeds maxLag 1 MiB"),
+        "{}",
+        blocked.message
+    );
+    assert!(
+        blocked.message.contains("c: priority 0 (never promoted)"),
+        "{}",
+        blocked.message
+    );
+    assert!(finding(&p, findings::STALLED).status);
+    assert_eq!(p.journal.operation, None);
+}
+
+#[test]
+fn refusal_reasons_name_unreachable_and_syncing_replicas() {
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -3.0);
+    down(&mut observed, "b", -3.0);
+    observed.members.get_mut("c").unwrap().syncing = true;
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(promotions(&p), vec![]);
+    let message = &finding(&p, findings::PROMOTION_BLOCKED).message;
+    assert!(message.contains("b: unreachable"), "{message}");
+    assert!(
+        message.contains("c: still loading a full sync"),
+        "{message}"
+    );
+}
+
+#[test]
+fn priority_zero_is_never_promoted_even_when_alone() {
+    let mut desired = cluster();
+    desired.spec.failover.standby = None;
+    desired.spec.members[1].priority = 0;
+    desired.spec.members[2].priority = 0;
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -5.0);
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(promotions(&p), vec![]);
+}
+
+#[test]
+fn cooldown_prevents_a_second_automatic_failover() {
+    let mut observed = healthy("b");
+    observed.journal.epoch = 2;
+    observed.journal.acknowledged_primary = Some("a".into());
+    observed.journal.last_promotion_at = Some(at(-20.0));
+    down(&mut observed, "b", -2.0);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(promotions(&p), vec![]);
+    let blocked = finding(&p, findings::PROMOTION_BLOCKED);
+    assert_eq!(blocked.reason, findings::reason::COOLDOWN);
+    assert!(
+        blocked
+            .message
+            .contains("allows the next automatic failover in 40s"),
+        "{}",
+        blocked.message
+    );
+    assert!(p.requeue_after <= Duration::from_secs(40));
+
+    let p = plan(&cluster(), &observed, at(45.0));
+    assert_eq!(
+        promotions(&p).len(),
+        1,
+        "after the cooldown the failover goes ahead"
+    );
+}
+
+#[test]
+fn manual_mode_reports_instead_of_promoting() {
+    let mut desired = cluster();
+    desired.spec.failover.mode = crate::api::FailoverMode::Manual;
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -5.0);
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(promotions(&p), vec![]);
+    let blocked = finding(&p, findings::PROMOTION_BLOCKED);
+    assert_eq!(blocked.reason, findings::reason::MANUAL_MODE);
+    assert!(
+        blocked.message.contains("set spec.primary to b"),
+        "{}",
+        blocked.message
+    );
+
+    // The person does as told: that is a failover to the member they named.
+    desired.spec.primary = "c".into();
+    let p = plan(&desired, &observed, at(1.0));
+    assert_eq!(promotions(&p), vec![("c".to_string(), 2)]);
+    assert_eq!(p.journal.acknowledged_primary.as_deref(), Some("c"));
+}
+
+#[test]
+fn suspend_means_no_action_at_all() {
+    let mut desired = cluster();
+    desired.spec.suspend = true;
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -60.0);
+    observed.members.insert("c".into(), master(0));
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(actions(&p), vec![]);
+    assert!(finding(&p, findings::SUSPENDED).status);
+    assert_eq!(p.journal, observed.journal);
+}
+
+// ---------------------------------------------------------------- after a failover
+
+/// b was promoted at epoch 2 by an automatic failover; the spec still says a.
+fn after_failover() -> Observed {
+    let mut observed = healthy("b");
+    observed.journal.epoch = 2;
+    observed.journal.acknowledged_primary = Some("a".into());
+    observed.journal.last_promotion_at = Some(at(-10.0));
+    observed.journal.promoted_at_offset = Some(1000);
+    observed
+}
+
+#[test]
+fn spec_left_behind_by_a_failover_is_reported_not_failed_back() {
+    let p = plan(&cluster(), &after_failover(), at(0.0));
+    assert_eq!(actions(&p), vec![], "no surprise fail-back to a");
+    let mismatch = finding(&p, findings::PRIMARY_MISMATCH);
+    assert!(mismatch.status);
+    assert!(
+        mismatch
+            .message
+            .contains("Set spec.primary to b to acknowledge"),
+        "{}",
+        mismatch.message
+    );
+
+    let mut acknowledged = cluster();
+    acknowledged.spec.primary = "b".into();
+    let p = plan(&acknowledged, &after_failover(), at(0.0));
+    assert!(!finding(&p, findings::PRIMARY_MISMATCH).status);
+    assert_eq!(p.journal.acknowledged_primary.as_deref(), Some("b"));
+}
+
+#[test]
+fn returning_old_master_is_demoted_never_left_writable() {
+    let mut observed = after_failover();
+    observed.members.insert("a".into(), master(1000));
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p)[..2], [fence("a"), replicate("a", "b")]);
+    assert_eq!(retarget(&p, "rw"), None, "rw stays on b");
+    assert_eq!(retarget(&p, "ro"), Some(vec!["c".to_string()]));
+}
+
+#[test]
+fn diverged_old_master_gets_a_full_resync_and_the_loss_is_named() {
+    let mut observed = after_failover();
+    observed.members.insert("a".into(), master(1500));
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(
+        actions(&p)[..2],
+        [
+            fence("a"),
+            Action::FullResync {
+                member: "a".into(),
+                from: "b".into()
+            }
+        ]
+    );
+    assert!(
+        p.actions[1]
+            .why
+            .contains("500 B of writes made after b took over"),
+        "{}",
+        p.actions[1].why
+    );
+}
+
+// ---------------------------------------------------------------- resuming from the journal
+
+fn failover_in_flight(to: &str) -> Observed {
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -3.0);
+    observed.journal.operation = Some(Operation {
+        kind: OperationKind::Failover,
+        from: Some("a".into()),
+        to: to.into(),
+        epoch: 2,
+        started_at: at(-1.0),
+        step: Step::Promote,
+        reason: "a unreachable".into(),
+    });
+    observed
+}
+
+#[test]
+fn resumed_failover_keeps_its_target_and_epoch() {
+    let mut observed = failover_in_flight("b");
+    // Since the crash c got ahead of b: the journaled choice still stands.
+    observed.members.get_mut("c").unwrap().offset = Some(5000);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(promotions(&p), vec![("b".to_string(), 2)]);
+}
+
+#[test]
+fn resumed_failover_whose_target_died_starts_over_at_a_new_epoch() {
+    let mut observed = failover_in_flight("b");
+    down(&mut observed, "b", -2.0);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(
+        promotions(&p),
+        vec![("c".to_string(), 3)],
+        "epoch 2 may have been used by b"
+    );
+    assert_eq!(p.journal.history.last().unwrap().outcome, Outcome::Aborted);
+}
+
+#[test]
+fn promoted_and_converged_operation_is_finished_into_history() {
+    let mut observed = after_failover();
+    observed.journal.operation = Some(Operation {
+        kind: OperationKind::Failover,
+        from: Some("a".into()),
+        to: "b".into(),
+        epoch: 2,
+        started_at: at(-10.0),
+        step: Step::MoveNames,
+        reason: "a unreachable".into(),
+    });
+    down(&mut observed, "a", -12.0);
+    observed.virtual_names.insert("ro".into(), vec!["c".into()]);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p), vec![]);
+    assert_eq!(p.journal.operation, None);
+    let last = p.journal.history.last().unwrap();
+    assert_eq!(
+        (last.kind, last.outcome, last.epoch),
+        (OperationKind::Failover, Outcome::Succeeded, 2)
+    );
+}
+
+// ---------------------------------------------------------------- sync replication
+
+#[test]
+fn sync_mode_never_promotes_while_an_acknowledged_write_may_be_out_of_reach() {
+    let mut desired = cluster();
+    desired.spec.replication.mode = ReplicationMode::Sync;
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -2.0);
+    down(&mut observed, "c", -2.0);
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(promotions(&p), vec![]);
+    let message = &finding(&p, findings::PROMOTION_BLOCKED).message;
+    assert!(
+        message.contains("sync replication: c unreachable"),
+        "{message}"
+    );
+}
+
+#[test]
+fn sync_mode_promotes_only_the_most_up_to_date_replica() {
+    let mut desired = cluster();
+    desired.spec.replication.mode = ReplicationMode::Sync;
+    let mut observed = healthy("a");
+    observed.members.get_mut("b").unwrap().offset = Some(990);
+    down(&mut observed, "a", -2.0);
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(
+        promotions(&p),
+        vec![("c".to_string(), 2)],
+        "the standby b lacks 10 bytes c has"
+    );
+}
+
+// ---------------------------------------------------------------- virtual names
+
+#[test]
+fn read_names_leave_out_lagging_and_unlinked_replicas() {
+    let mut desired = cluster();
+    desired.virtual_names[1].spec.max_lag = Some("100".parse().unwrap());
+    let mut observed = healthy("a");
+    observed.members.get_mut("b").unwrap().offset = Some(800);
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(retarget(&p, "ro"), Some(vec!["c".to_string()]));
+
+    observed.members.get_mut("c").unwrap().link_up = Some(false);
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(
+        retarget(&p, "ro"),
+        Some(vec![]),
+        "fallback none: no endpoints rather than a stale replica"
+    );
+}
+
+#[test]
+fn pinned_and_any_names() {
+    let mut desired = cluster();
+    desired.virtual_names.push(NamedVirtualName {
+        name: "pin".into(),
+        spec: VirtualNameSpec {
+            cluster: "orders".into(),
+            target: Target::Member("c".into()),
+            max_lag: None,
+            balancing: Default::default(),
+            fallback: Default::default(),
+            listen: None,
+        },
+    });
+    desired.virtual_names.push(NamedVirtualName {
+        name: "all".into(),
+        spec: VirtualNameSpec {
+            target: Target::Any,
+            ..desired.virtual_names[2].spec.clone()
+        },
+    });
+    let mut observed = healthy("a");
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(retarget(&p, "pin"), Some(vec!["c".to_string()]));
+    assert_eq!(
+        retarget(&p, "all"),
+        Some(vec!["a".to_string(), "b".to_string(), "c".to_string()])
+    );
+
+    down(&mut observed, "c", -5.0);
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(
+        retarget(&p, "pin"),
+        Some(vec!["a".to_string()]),
+        "pinned member down: fallback to the primary"
+    );
+}
+
+// ---------------------------------------------------------------- YAML fixtures
+
+/// Each fixture in `tests/fixtures/plan/` holds `desired`, `observed`, `now` and the expected
+/// `actions` (as `Type subject`) plus optional expected condition reasons.
+#[test]
+fn yaml_fixtures() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fixture {
+        desired: Desired,
+        observed: Observed,
+        now: Timestamp,
+        actions: Vec<String>,
+        #[serde(default)]
+        conditions: std::collections::BTreeMap<String, String>,
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plan");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let fixture: Fixture = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let p = plan(&fixture.desired, &fixture.observed, fixture.now);
+        let got: Vec<String> = p
+            .actions
+            .iter()
+            .map(|a| {
+                let kind = serde_json::to_value(&a.action).unwrap()["type"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                format!("{kind} {}", a.action.subject())
+            })
+            .collect();
+        assert_eq!(got, fixture.actions, "{}", path.display());
+        for (type_, reason) in &fixture.conditions {
+            assert_eq!(
+                &finding(&p, type_).reason,
+                reason,
+                "{}: {type_}",
+                path.display()
+            );
+        }
+        count += 1;
+    }
+    assert!(count >= 3, "fixtures missing from {}", dir.display());
+}
+
+// ---------------------------------------------------------------- invariants
+
+mod invariants {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn desired_strategy() -> impl Strategy<Value = Desired> {
+        (
+            2usize..=5,
+            prop::collection::vec(0u32..3, 5),
+            prop::option::of(0usize..5),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(n, priorities, standby, manual, sync)| {
+                let names = ["a", "b", "c", "d", "e"];
+                let mut desired = cluster();
+                desired.spec.members = (0..n)
+                    .map(|i| crate::api::Member {
+                        name: names[i].into(),
+                        address: format!("10.0.0.{}:6379", i + 1),
+                        priority: if i == 0 {
+                            priorities[i].max(1)
+                        } else {
+                            priorities[i]
+                        },
+                        upstream: None,
+                        zone: None,
+                    })
+                    .collect();
+                desired.spec.failover.standby = standby
+                    .filter(|&s| s > 0 && s < n)
+                    .map(|s| names[s].to_string());
+                if manual {
+                    desired.spec.failover.mode = crate::api::FailoverMode::Manual;
+                }
+                if sync {
+                    desired.spec.replication.mode = ReplicationMode::Sync;
+                }
+                desired
+            })
+    }
+
+    fn observation_strategy() -> impl Strategy<Value = MemberObservation> {
+        (
+            any::<bool>(),
+            prop::option::of(prop_oneof![Just(Role::Master), Just(Role::Replica)]),
+            prop::option::of(0usize..5),
+            prop::option::of(0u64..3_000_000),
+            prop::option::of(any::<bool>()),
+            any::<bool>(),
+            0u64..10,
+        )
+            .prop_map(
+                |(reachable, role, upstream, offset, read_only, syncing, down_secs)| {
+                    MemberObservation {
+                        reachable,
+                        unreachable_since: (!reachable).then(|| at(-(down_secs as f64))),
+                        role,
+                        upstream: upstream.map(|i| ["a", "b", "c", "d", "e"][i].to_string()),
+                        offset,
+                        link_up: Some(reachable),
+                        read_only,
+                        syncing,
+                        error: None,
+                    }
+                },
+            )
+    }
+
+    fn world_strategy() -> impl Strategy<Value = (Desired, Observed, Timestamp)> {
+        (
+            desired_strategy(),
+            prop::collection::vec(observation_strategy(), 5),
+            prop::option::of(0usize..5),
+            0u64..5,
+            prop::option::of((0usize..5, any::<bool>(), 0u64..3)),
+            0u64..120,
+        )
+            .prop_map(
+                |(desired, observations, current, epoch, operation, last_promo)| {
+                    let names: Vec<String> = desired
+                        .spec
+                        .members
+                        .iter()
+                        .map(|m| m.name.clone())
+                        .collect();
+                    let mut observed = Observed::default();
+                    for (name, o) in names.iter().zip(observations) {
+                        observed.members.insert(name.clone(), o);
+                    }
+                    let current = current
+                        .filter(|&i| i < names.len())
+                        .map(|i| names[i].clone());
+                    observed.journal = Journal {
+                        epoch,
+                        current_primary: current.clone(),
+                        acknowledged_primary: current.clone(),
+                        last_promotion_at: Some(at(-(last_promo as f64))),
+                        ..Default::default()
+                    };
+                    if let (Some(from), Some((to, switchover, extra))) = (current, operation) {
+                        let to = names[to % names.len()].clone();
+                        if to != from && desired.member(&to).is_some_and(|m| m.priority > 0) {
+                            observed.journal.operation = Some(Operation {
+                                kind: if switchover {
+                                    OperationKind::Switchover
+                                } else {
+                                    OperationKind::Failover
+                                },
+                                from: Some(from),
+                                to,
+                                epoch: epoch + 1 + extra,
+                                started_at: at(-2.0),
+                                step: Step::Fence,
+                                reason: "test".into(),
+                            });
+                        }
+                    }
+                    (desired, observed, at(0.0))
+                },
+            )
+    }
+
+    /// Reachable members that accept writes once `plan`'s actions have all succeeded.
+    fn writable_after(observed: &Observed, plan: &Plan) -> Vec<String> {
+        let mut world = observed.members.clone();
+        for a in &plan.actions {
+            let Some(o) = world.get_mut(a.action.subject()) else {
+                continue;
+            };
+            if !o.reachable {
+                continue;
+            }
+            match &a.action {
+                Action::Fence { .. } => o.read_only = Some(true),
+                Action::Promote { .. } => {
+                    o.role = Some(Role::Master);
+                    o.read_only = Some(false);
+                }
+                Action::Replicate { .. } | Action::FullResync { .. } => {
+                    o.role = Some(Role::Replica);
+                    o.read_only = Some(true);
+                }
+                Action::SetReadOnly { read_only, .. } => o.read_only = Some(*read_only),
+                Action::RetargetVirtualName { .. } => {}
+            }
+        }
+        world
+            .into_iter()
+            .filter(|(_, o)| o.is_writable_master())
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn plans_are_safe((desired, observed, now) in world_strategy()) {
+            let p = plan(&desired, &observed, now);
+
+            // Deterministic.
+            prop_assert_eq!(&p, &plan(&desired, &observed, now));
+
+            // Never a priority-0 promotion; at most one promotion; epochs only go up.
+            let promoted = promotions(&p);
+            prop_assert!(promoted.len() <= 1, "{:?}", promoted);
+            for (member, epoch) in &promoted {
+                prop_assert!(desired.member(member).unwrap().priority > 0, "promoted priority-0 {}", member);
+                prop_assert!(*epoch > observed.journal.epoch, "epoch {} not above {}", epoch, observed.journal.epoch);
+            }
+            prop_assert!(p.journal.epoch >= observed.journal.epoch);
+
+            // At most one writable master once the plan is applied, whenever it promotes; and a
+            // plan never adds a writable master beyond the one it means to have.
+            let before = observed.members.values().filter(|o| o.is_writable_master()).count();
+            let after = writable_after(&observed, &p);
+            if !promoted.is_empty() {
+                prop_assert!(after.len() <= 1, "two writable masters after promoting: {:?}", after);
+            }
+            prop_assert!(after.len() <= before.max(1), "plan added writable masters: {:?}", after);
+            if observed.journal.current_primary.is_some() && !desired.spec.suspend {
+                let in_switchover_wait = p.journal.operation.as_ref().is_some_and(|op| op.kind == OperationKind::Switchover) && promoted.is_empty();
+                if !in_switchover_wait {
+                    prop_assert!(after.len() <= 1, "writable masters left: {:?}", after);
+                }
+            }
+
+            // A suspended cluster is never touched.
+            let mut suspended = desired.clone();
+            suspended.spec.suspend = true;
+            prop_assert!(plan(&suspended, &observed, now).actions.is_empty());
+        }
+    }
+}

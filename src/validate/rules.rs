@@ -1,0 +1,385 @@
+//! The rules a schema cannot express: references between members, cycles, priorities, durations, cross-object links.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use super::{Document, Problem, Resource};
+use crate::api::{ReplicationCluster, ReplicationMode, Target, VirtualName};
+
+/// Shortest `detectAfter` accepted: below it a scheduling hiccup looks like a dead master.
+pub const MIN_DETECT_AFTER: Duration = Duration::from_millis(100);
+/// Highest member priority.
+pub const MAX_PRIORITY: u32 = 1000;
+
+/// Check every document, alone and against the others (duplicates, VirtualName -> cluster links).
+pub fn check(documents: &[Document]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut seen: BTreeMap<(&str, &str, &str), &Document> = BTreeMap::new();
+    for doc in documents {
+        let mut out = Out {
+            doc,
+            problems: &mut problems,
+        };
+        check_metadata_name(&mut out);
+        match &doc.resource {
+            Resource::Cluster(cluster) => check_cluster(cluster, &mut out),
+            Resource::VirtualName(vn) => check_virtual_name(vn, documents, &mut out),
+        }
+        let key = (
+            doc.resource.kind(),
+            doc.resource.namespace(),
+            doc.resource.name(),
+        );
+        if key.2.is_empty() {
+            continue;
+        }
+        if let Some(first) = seen.get(&key) {
+            out.fail(
+                "metadata.name",
+                format!(
+                    "defined twice in namespace {} (first in {}, document {})",
+                    key.1, first.file, first.index
+                ),
+            );
+        } else {
+            seen.insert(key, doc);
+        }
+    }
+    check_listen_addresses(documents, &mut problems);
+    problems
+}
+
+struct Out<'a> {
+    doc: &'a Document,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Out<'_> {
+    fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.doc.file.clone(),
+            object: Some(self.doc.label()),
+            path: Some(path.into()),
+            message: message.into(),
+        });
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn check_metadata_name(out: &mut Out<'_>) {
+    let name = out.doc.resource.name().to_string();
+    if !name.is_empty() && !is_dns_subdomain(&name) {
+        out.fail(
+            "metadata.name",
+            format!("{name:?} is not a valid name: lowercase letters, digits, '-' and '.', at most 253 characters"),
+        );
+    }
+}
+
+/// Why `address` is not a usable `host:port`, if it is not.
+pub fn address_problem(address: &str) -> Option<String> {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Some(format!("{address:?} is not host:port"));
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && !host.contains(':')
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+    };
+    if !host_ok {
+        return Some(format!(
+            "{address:?}: host {host:?} is not a host name or IP address (IPv6 goes in brackets)"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => None,
+        _ => Some(format!(
+            "{address:?}: port {port:?} is not a number from 1 to 65535"
+        )),
+    }
+}
+
+fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
+    let spec = &cluster.spec;
+    let names: Vec<&str> = spec.members.iter().map(|m| m.name.as_str()).collect();
+    let known = || names.join(", ");
+    let index_of = |name: &str| names.iter().position(|n| *n == name);
+
+    if spec.members.is_empty() {
+        out.fail("spec.members", "at least one member is required");
+    }
+    let mut addresses: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, m) in spec.members.iter().enumerate() {
+        let at = |field: &str| format!("spec.members[{i}].{field}");
+        if !is_dns_label(&m.name) {
+            out.fail(
+                at("name"),
+                format!("{:?} is not a valid member name: lowercase letters, digits and '-', at most 63 characters", m.name),
+            );
+        }
+        if let Some(first) = index_of(&m.name).filter(|&first| first != i) {
+            out.fail(
+                at("name"),
+                format!(
+                    "duplicate member name {:?} (also spec.members[{first}])",
+                    m.name
+                ),
+            );
+        }
+        if let Some(problem) = address_problem(&m.address) {
+            out.fail(at("address"), problem);
+        } else if let Some(first) = addresses.insert(m.address.as_str(), i) {
+            out.fail(
+                at("address"),
+                format!("{} is also the address of spec.members[{first}]", m.address),
+            );
+        }
+        if m.priority > MAX_PRIORITY {
+            out.fail(
+                at("priority"),
+                format!("{} is above the maximum {MAX_PRIORITY}", m.priority),
+            );
+        }
+        if let Some(up) = &m.upstream {
+            if up == &m.name {
+                out.fail(at("upstream"), "a member cannot replicate from itself");
+            } else if index_of(up).is_none() {
+                out.fail(
+                    at("upstream"),
+                    format!("unknown member {up:?} (members: {})", known()),
+                );
+            } else if m.name == spec.primary {
+                out.fail(
+                    at("upstream"),
+                    format!("{} is spec.primary, which replicates from nobody", m.name),
+                );
+            }
+        }
+    }
+    for cycle in upstream_cycles(cluster) {
+        let first = index_of(&cycle[0]).unwrap_or(0);
+        out.fail(
+            format!("spec.members[{first}].upstream"),
+            format!("upstream cycle: {}", cycle.join(" -> ")),
+        );
+    }
+
+    match index_of(&spec.primary) {
+        None => out.fail(
+            "spec.primary",
+            format!("unknown member {:?} (members: {})", spec.primary, known()),
+        ),
+        Some(i) if spec.members[i].priority == 0 => out.fail(
+            "spec.primary",
+            format!(
+                "{} has priority 0 (spec.members[{i}].priority) and can never be primary",
+                spec.primary
+            ),
+        ),
+        Some(_) => {}
+    }
+
+    let failover = &spec.failover;
+    if let Some(standby) = &failover.standby {
+        match index_of(standby) {
+            None => out.fail("spec.failover.standby", format!("unknown member {standby:?} (members: {})", known())),
+            Some(_) if standby == &spec.primary => {
+                out.fail("spec.failover.standby", "the standby must be a member other than spec.primary")
+            }
+            Some(i) if spec.members[i].priority == 0 => out.fail(
+                "spec.failover.standby",
+                format!("{standby} has priority 0 (spec.members[{i}].priority) and can never be promoted"),
+            ),
+            Some(_) => {}
+        }
+    }
+    if failover.detect_after.is_negative() || failover.detect_after < MIN_DETECT_AFTER {
+        out.fail(
+            "spec.failover.detectAfter",
+            format!(
+                "{} is too short: at least 100ms, or a hiccup looks like a dead master",
+                failover.detect_after
+            ),
+        );
+    }
+    if failover.cooldown.is_negative() {
+        out.fail(
+            "spec.failover.cooldown",
+            format!("{} must not be negative", failover.cooldown),
+        );
+    }
+
+    let replication = &spec.replication;
+    let replicas = spec.members.len().saturating_sub(1);
+    if replication.mode == ReplicationMode::Sync
+        && (replication.min_sync_replicas as usize) > replicas
+    {
+        out.fail(
+            "spec.replication.minSyncReplicas",
+            format!(
+                "sync mode needs {} replica(s) to acknowledge each write, but the cluster has only {replicas}",
+                replication.min_sync_replicas
+            ),
+        );
+    }
+    if replication.min_sync_replicas == 0 {
+        out.fail("spec.replication.minSyncReplicas", "must be at least 1");
+    }
+
+    if let Some(creds) = &spec.credentials {
+        let sources = [
+            creds.secret_ref.is_some(),
+            creds.password_file.is_some(),
+            creds.password_env.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            out.fail(
+                "spec.credentials",
+                "set exactly one of secretRef, passwordFile, passwordEnv",
+            );
+        }
+        if let Some(var) = &creds.password_env
+            && (var.is_empty()
+                || var.starts_with(|c: char| c.is_ascii_digit())
+                || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            out.fail(
+                "spec.credentials.passwordEnv",
+                format!("{var:?} is not an environment variable name"),
+            );
+        }
+        if let Some(secret) = &creds.secret_ref
+            && !is_dns_subdomain(&secret.name)
+        {
+            out.fail(
+                "spec.credentials.secretRef.name",
+                format!("{:?} is not a valid Secret name", secret.name),
+            );
+        }
+    }
+}
+
+/// Every upstream cycle once, as member names starting from the first in spec order.
+fn upstream_cycles(cluster: &ReplicationCluster) -> Vec<Vec<String>> {
+    let upstream: BTreeMap<&str, &str> = cluster
+        .spec
+        .members
+        .iter()
+        .filter_map(|m| m.upstream.as_deref().map(|u| (m.name.as_str(), u)))
+        .filter(|(m, u)| m != u)
+        .collect();
+    let mut cycles: Vec<Vec<String>> = Vec::new();
+    for m in &cluster.spec.members {
+        let mut path = vec![m.name.as_str()];
+        let mut cursor = m.name.as_str();
+        while let Some(&next) = upstream.get(cursor) {
+            if let Some(start) = path.iter().position(|p| *p == next) {
+                let mut cycle: Vec<String> = path[start..].iter().map(|s| s.to_string()).collect();
+                cycle.push(next.to_string());
+                let members: std::collections::BTreeSet<&String> = cycle.iter().collect();
+                let known = cycles
+                    .iter()
+                    .any(|c| c.iter().collect::<std::collections::BTreeSet<_>>() == members);
+                if !known && start == 0 {
+                    cycles.push(cycle);
+                }
+                break;
+            }
+            path.push(next);
+            cursor = next;
+        }
+    }
+    cycles
+}
+
+fn check_virtual_name(vn: &VirtualName, documents: &[Document], out: &mut Out<'_>) {
+    let spec = &vn.spec;
+    let namespace = out.doc.resource.namespace().to_string();
+    let cluster = documents.iter().find_map(|d| match &d.resource {
+        Resource::Cluster(c)
+            if d.resource.name() == spec.cluster && d.resource.namespace() == namespace =>
+        {
+            Some(c)
+        }
+        _ => None,
+    });
+    match cluster {
+        None => out.fail(
+            "spec.cluster",
+            format!(
+                "no ReplicationCluster named {:?} in namespace {namespace} among the files given",
+                spec.cluster
+            ),
+        ),
+        Some(cluster) => {
+            if let Target::Member(member) = &spec.target
+                && !cluster.spec.members.iter().any(|m| &m.name == member)
+            {
+                let names: Vec<&str> = cluster
+                    .spec
+                    .members
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect();
+                out.fail(
+                    "spec.target",
+                    format!(
+                        "{member:?} is neither primary, replicas, any, nor a member of {} (members: {})",
+                        spec.cluster,
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    if spec.max_lag.is_some() && spec.target == Target::Primary {
+        out.fail(
+            "spec.maxLag",
+            "applies only to read targets (replicas, any or a member)",
+        );
+    }
+    if let Some(listen) = &spec.listen
+        && let Some(problem) = address_problem(listen)
+    {
+        out.fail("spec.listen", problem);
+    }
+}
+
+fn check_listen_addresses(documents: &[Document], problems: &mut Vec<Problem>) {
+    let mut taken: BTreeMap<&str, &Document> = BTreeMap::new();
+    for doc in documents {
+        let Resource::VirtualName(vn) = &doc.resource else {
+            continue;
+        };
+        let Some(listen) = vn.spec.listen.as_deref() else {
+            continue;
+        };
+        if let Some(first) = taken.get(listen) {
+            Out { doc, problems }.fail(
+                "spec.listen",
+                format!(
+                    "{listen} is also the listen address of {} ({})",
+                    first.label(),
+                    first.file
+                ),
+            );
+        } else {
+            taken.insert(listen, doc);
+        }
+    }
+}
