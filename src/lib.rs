@@ -10,4 +10,5 @@ pub mod desired;
 pub mod journal;
 pub mod observed;
 pub mod plan;
+pub mod status;
 pub mod validate;

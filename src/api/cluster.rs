@@ -1,10 +1,10 @@
 //! The `ReplicationCluster` resource: one replicated data set, its members and its failover policy.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema, core::Duration};
+use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::quantity::ByteSize;
+use super::{duration::Duration, quantity::ByteSize};
 
 /// One replicated data set: its members, the desired primary, and how failover may happen.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -118,14 +118,12 @@ pub struct FailoverPolicy {
     pub standby: Option<String>,
     /// How long the master must stay unreachable before a failover starts ("1s", "500ms").
     #[serde(default = "default_detect_after")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub detect_after: Duration,
     /// Recovery point objective: a replica further behind than this is never promoted.
     #[serde(default = "default_max_lag")]
     pub max_lag: ByteSize,
     /// No second automatic failover within this long of the last promotion (flap protection).
     #[serde(default = "default_cooldown")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub cooldown: Duration,
 }
 

@@ -1,6 +1,7 @@
 //! The resources users write (API group `replicant.dev`, version `v1alpha1`); types only, no I/O.
 
 pub mod cluster;
+pub mod duration;
 pub mod quantity;
 pub mod virtual_name;
 
@@ -9,6 +10,7 @@ pub use cluster::{
     ReplicationCluster, ReplicationClusterSpec, ReplicationClusterStatus, ReplicationMode,
     ReplicationPolicy, SecretKeyRef,
 };
+pub use duration::Duration;
 pub use quantity::{ByteSize, human_bytes};
 pub use virtual_name::{
     Balancing, Fallback, Target, VirtualName, VirtualNameSpec, VirtualNameStatus,

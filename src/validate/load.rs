@@ -249,9 +249,13 @@ fn load_document(file: &str, index: usize, value: Value, report: &mut Report) {
     match parsed {
         Ok((resource, unknown)) => {
             for path in unknown {
-                let message = match suggest::field(&kind, &path) {
-                    Some(known) => format!("unknown field (did you mean {known}?)"),
-                    None => "unknown field".to_string(),
+                let message = if path.ends_with("credentials.password") {
+                    "unknown field (passwords are never written in a spec: use secretRef, passwordFile or passwordEnv)".to_string()
+                } else {
+                    match suggest::field(&kind, &path) {
+                        Some(known) => format!("unknown field (did you mean {known}?)"),
+                        None => "unknown field".to_string(),
+                    }
                 };
                 report
                     .problems

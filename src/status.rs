@@ -1,0 +1,289 @@
+//! Status computed from what was actually applied, never from the plan alone. Pure.
+//!
+//! Conditions keep their `lastTransitionTime` while their status is unchanged, and are compared
+//! without timestamps, so publishing the same state twice writes nothing.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::{
+    api::{MemberStatus, ReplicationClusterStatus},
+    desired::Desired,
+    journal::Journal,
+    observed::{Observed, Role},
+    plan::{Action, Finding, PlannedAction, findings, observation},
+};
+
+/// What became of one planned action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActionResult {
+    Done,
+    Failed(String),
+    /// Not attempted because a required action before it failed.
+    Skipped,
+}
+
+/// The outcome of `act`: the journal as finally written and each action's result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    pub journal: Journal,
+    pub results: Vec<(PlannedAction, ActionResult)>,
+}
+
+impl Applied {
+    pub fn failures(&self) -> impl Iterator<Item = (&PlannedAction, &str)> {
+        self.results.iter().filter_map(|(a, r)| match r {
+            ActionResult::Failed(e) => Some((a, e.as_str())),
+            _ => None,
+        })
+    }
+}
+
+/// Build the status to publish.
+pub fn cluster_status(
+    desired: &Desired,
+    observed: &Observed,
+    findings: &[Finding],
+    applied: &Applied,
+    previous: Option<&ReplicationClusterStatus>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> ReplicationClusterStatus {
+    let journal = &applied.journal;
+    let primary = journal.current_primary.as_deref();
+    let primary_offset = primary.and_then(|p| observation(observed, p).offset);
+    let members: Vec<MemberStatus> = desired
+        .spec
+        .members
+        .iter()
+        .map(|m| {
+            let o = observation(observed, &m.name);
+            let lag_bytes = match (o.role, primary_offset, o.offset) {
+                (Some(Role::Replica), Some(p), Some(r)) => Some(p.saturating_sub(r)),
+                _ => None,
+            };
+            MemberStatus {
+                name: m.name.clone(),
+                reachable: o.reachable,
+                role: o.role,
+                upstream: o.upstream.clone(),
+                offset: o.offset,
+                lag_bytes,
+                link_up: o.link_up,
+                read_only: o.read_only,
+                message: o.error.clone(),
+            }
+        })
+        .collect();
+    let untouched = |name: &str| {
+        !applied
+            .results
+            .iter()
+            .any(|(a, _)| a.action.subject() == name)
+    };
+    let ready = members
+        .iter()
+        .filter(|m| m.reachable && untouched(&m.name))
+        .filter(|m| match m.role {
+            Some(Role::Master) => Some(m.name.as_str()) == primary && m.read_only != Some(true),
+            Some(Role::Replica) => Some(m.name.as_str()) != primary,
+            None => false,
+        })
+        .count();
+
+    let mut adjusted: Vec<Finding> = findings.to_vec();
+    if let Some((action, error)) = applied.failures().next() {
+        let message = format!("{} failed: {error}", describe(&action.action));
+        for f in adjusted.iter_mut() {
+            if f.type_ == findings::READY {
+                *f = Finding::new(findings::READY, false, "ActionFailed", message.clone());
+            } else if f.type_ == findings::RECONCILING {
+                *f = Finding::new(findings::RECONCILING, true, "ActionFailed", message.clone());
+            }
+        }
+    }
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let conditions = adjusted
+        .iter()
+        .map(|f| to_condition(f, previous_conditions, generation, now))
+        .collect();
+
+    ReplicationClusterStatus {
+        observed_generation: generation,
+        current_primary: journal.current_primary.clone(),
+        epoch: journal.epoch,
+        ready_members: Some(format!("{ready}/{}", desired.spec.members.len())),
+        members,
+        conditions,
+        history: journal.history.clone(),
+    }
+}
+
+/// "Promote orders-b (epoch 4)", for messages.
+pub fn describe(action: &Action) -> String {
+    match action {
+        Action::Replicate { member, from } => format!("Replicate {member} from {from}"),
+        Action::FullResync { member, from } => format!("FullResync {member} from {from}"),
+        Action::Fence { member } => format!("Fence {member}"),
+        Action::Promote { member, epoch } => format!("Promote {member} (epoch {epoch})"),
+        Action::SetReadOnly { member, read_only } => format!("SetReadOnly {member} {read_only}"),
+        Action::RetargetVirtualName { name, .. } => format!("RetargetVirtualName {name}"),
+    }
+}
+
+fn to_condition(
+    f: &Finding,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if f.status { "True" } else { "False" }.to_string();
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == f.type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: f.type_.clone(),
+        status,
+        reason: f.reason.clone(),
+        message: f.message.clone(),
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// Whether two condition lists say the same thing, ignoring when they started saying it.
+pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
+    let key = |c: &Condition| {
+        (
+            c.type_.clone(),
+            c.status.clone(),
+            c.reason.clone(),
+            c.message.clone(),
+            c.observed_generation,
+        )
+    };
+    let mut a: Vec<_> = a.iter().map(key).collect();
+    let mut b: Vec<_> = b.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        observed::MemberObservation,
+        plan::{self, PlannedAction},
+    };
+
+    fn desired() -> Desired {
+        serde_yaml::from_str(
+            r#"
+name: orders
+spec:
+  engine: redis
+  primary: a
+  members:
+    - { name: a, address: "127.0.0.1:1" }
+    - { name: b, address: "127.0.0.1:2" }
+"#,
+        )
+        .unwrap()
+    }
+
+    fn observed() -> Observed {
+        let mut o = Observed::default();
+        o.members.insert(
+            "a".into(),
+            MemberObservation {
+                reachable: true,
+                role: Some(Role::Master),
+                offset: Some(500),
+                read_only: Some(false),
+                ..Default::default()
+            },
+        );
+        o.members.insert(
+            "b".into(),
+            MemberObservation {
+                reachable: true,
+                role: Some(Role::Replica),
+                upstream: Some("a".into()),
+                offset: Some(400),
+                link_up: Some(true),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        );
+        o.journal.current_primary = Some("a".into());
+        o.journal.acknowledged_primary = Some("a".into());
+        o
+    }
+
+    #[test]
+    fn status_reports_members_lag_and_readiness() {
+        let (d, o) = (desired(), observed());
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let p = plan::plan(&d, &o, now);
+        let applied = Applied {
+            journal: p.journal.clone(),
+            results: vec![],
+        };
+        let s = cluster_status(&d, &o, &p.findings, &applied, None, Some(3), now);
+        assert_eq!(s.current_primary.as_deref(), Some("a"));
+        assert_eq!(s.ready_members.as_deref(), Some("2/2"));
+        assert_eq!(s.members[1].lag_bytes, Some(100));
+        assert_eq!(s.observed_generation, Some(3));
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.status, "True");
+
+        // Same state later: conditions keep their transition time and compare equal.
+        let later: Timestamp = "2026-01-01T00:05:00Z".parse().unwrap();
+        let again = cluster_status(&d, &o, &p.findings, &applied, Some(&s), Some(3), later);
+        assert_eq!(again, s);
+        assert!(same_conditions(&again.conditions, &s.conditions));
+    }
+
+    #[test]
+    fn a_failed_action_shows_in_ready_and_status_follows_the_applied_journal() {
+        let (d, o) = (desired(), observed());
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let promote = PlannedAction {
+            action: Action::Promote {
+                member: "b".into(),
+                epoch: 1,
+            },
+            why: "test".into(),
+            required: true,
+        };
+        let applied = Applied {
+            journal: o.journal.clone(),
+            results: vec![(
+                promote,
+                ActionResult::Failed("timed out after 500ms".into()),
+            )],
+        };
+        let p = plan::plan(&d, &o, now);
+        let s = cluster_status(&d, &o, &p.findings, &applied, None, None, now);
+        assert_eq!(
+            s.current_primary.as_deref(),
+            Some("a"),
+            "the promotion did not happen"
+        );
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ActionFailed")
+        );
+        assert_eq!(
+            ready.message,
+            "Promote b (epoch 1) failed: timed out after 500ms"
+        );
+        assert_eq!(s.ready_members.as_deref(), Some("1/2"));
+    }
+}
