@@ -1,0 +1,173 @@
+//! Local `redis-server` processes on loopback for the demo and the tests: start, freeze, kill, always by PID.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+/// A `redis-server` child process bound to 127.0.0.1 on a free port. Killed (by PID) on drop.
+pub struct RedisProcess {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(
+        "redis-server is not installed (on Debian/Ubuntu: sudo apt-get install redis-server; on macOS: brew install redis)"
+    )]
+    RedisMissing,
+    #[error("cannot start redis-server: {0}")]
+    Spawn(std::io::Error),
+    #[error("redis-server on port {port} did not answer within {secs}s; see {log}")]
+    NotReady { port: u16, secs: u64, log: String },
+    #[error("no free port on 127.0.0.1: {0}")]
+    NoPort(std::io::Error),
+}
+
+/// A port nobody listens on right now (the kernel's choice).
+pub fn free_port() -> Result<u16, LocalError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(LocalError::NoPort)?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(LocalError::NoPort)
+}
+
+/// Whether `redis-server` can be run.
+pub fn redis_available() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl RedisProcess {
+    /// Start an empty, non-persistent server in `dir` and wait until it answers.
+    pub fn start(dir: &Path, extra: &[&str]) -> Result<Self, LocalError> {
+        if !redis_available() {
+            return Err(LocalError::RedisMissing);
+        }
+        let port = free_port()?;
+        let dir = dir.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).map_err(LocalError::Spawn)?;
+        let child = spawn(port, &dir, extra)?;
+        let mut process = Self { child, port, dir };
+        if let Err(e) = process.wait_ready() {
+            process.kill();
+            return Err(e);
+        }
+        Ok(process)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), LocalError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return Ok(());
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(LocalError::NotReady {
+            port: self.port,
+            secs: 10,
+            log: self.dir.join("redis.log").display().to_string(),
+        })
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_millis(200),
+        ) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut buf = [0u8; 16];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream
+                .read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
+    }
+
+    /// SIGKILL by PID and reap. Idempotent.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGSTOP: the process stays, its sockets accept connections, nothing answers.
+    pub fn freeze(&self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`freeze`](Self::freeze).
+    pub fn thaw(&self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT);
+    }
+
+    /// Start again on the same port (after a kill), empty.
+    pub fn restart(&mut self, extra: &[&str]) -> Result<(), LocalError> {
+        self.kill();
+        self.child = spawn(self.port, &self.dir, extra)?;
+        self.wait_ready()
+    }
+}
+
+fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Result<Child, LocalError> {
+    let log = dir.join("redis.log");
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args([
+            "--dir",
+            &dir.display().to_string(),
+            "--logfile",
+            &log.display().to_string(),
+        ])
+        .args(["--daemonize", "no", "--protected-mode", "no"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(LocalError::Spawn)
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        // A frozen process ignores nothing but SIGKILL; thaw first so it can be reaped promptly.
+        self.thaw();
+        self.kill();
+    }
+}
