@@ -6,11 +6,14 @@
 pub mod api;
 pub mod cli;
 pub mod crd;
+pub mod demo;
 pub mod desired;
 pub mod engine;
 pub mod journal;
 pub mod local;
 pub mod observed;
 pub mod plan;
+pub mod reconcile;
+pub mod standalone;
 pub mod status;
 pub mod validate;

@@ -156,6 +156,8 @@ fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Result<Child, LocalError> {
             &log.display().to_string(),
         ])
         .args(["--daemonize", "no", "--protected-mode", "no"])
+        // Small local data sets: start a replica's full sync at once instead of waiting 5s for company.
+        .args(["--repl-diskless-sync-delay", "0"])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -55,6 +55,9 @@ pub struct MemberObservation {
     /// A full sync is loading: the member's data is partial.
     #[serde(default)]
     pub syncing: bool,
+    /// Masters only: `Some(false)` when its self-fencing guard is not configured as policy wants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guarded: Option<bool>,
     /// Last probe error, for status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -86,7 +86,7 @@ pub fn cluster_status(
         .filter(|m| m.reachable && untouched(&m.name))
         .filter(|m| match m.role {
             Some(Role::Master) => Some(m.name.as_str()) == primary && m.read_only != Some(true),
-            Some(Role::Replica) => Some(m.name.as_str()) != primary,
+            Some(Role::Replica) => Some(m.name.as_str()) != primary && m.link_up == Some(true),
             None => false,
         })
         .count();

@@ -53,12 +53,45 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Reconcile every cluster in a directory of specs, continuously, with built-in proxies.
+    Run {
+        /// Directory of spec files (searched recursively; a git checkout works).
+        #[arg(long)]
+        specs: PathBuf,
+        /// Directory for journals and status (created if missing).
+        #[arg(long)]
+        state: PathBuf,
+        /// Serve /metrics and /healthz here, e.g. 127.0.0.1:9090.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Show what `replicant run` last saw and did, per cluster.
+    Status {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Start three local redis-servers, run the controller, kill the master, and measure.
+    Demo {
+        /// How many failovers to run and measure.
+        #[arg(long, default_value_t = 1)]
+        trials: usize,
+    },
     /// Print the CustomResourceDefinitions generated from the Rust types.
     Crd {
         /// Write one file per CRD into this directory instead of printing.
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +112,10 @@ pub enum CliError {
     },
     #[error("{0}")]
     Encode(String),
+    #[error(transparent)]
+    Run(#[from] crate::standalone::RunError),
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
 }
 
 /// Parse the command line and run it.
@@ -105,6 +142,36 @@ impl Cli {
                 format,
             } => plan_command(&specs, &observed, cluster.as_deref(), now, format),
             Command::Crd { dir } => crd_command(dir.as_deref()),
+            Command::Run {
+                specs,
+                state,
+                admin,
+                log_format,
+            } => {
+                init_logging(log_format);
+                runtime()?.block_on(async {
+                    let options = crate::standalone::Options {
+                        specs,
+                        state,
+                        admin,
+                        rescan: std::time::Duration::from_secs(5),
+                    };
+                    crate::standalone::run(options, shutdown_signal()).await
+                })?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Status { state, format } => status_command(&state, format),
+            Command::Demo { trials } => {
+                init_logging_filtered(LogFormat::Text, "warn");
+                let results = runtime()?.block_on(crate::demo::run(trials, None))?;
+                print!("{}", render::demo_summary(&results));
+                let clean = results.iter().all(|t| t.lost == 0);
+                Ok(if clean {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
         }
     }
 }
@@ -219,6 +286,70 @@ fn plan_command(
         }
         Format::Yaml => {
             serde_yaml::to_string(&plan).map_err(|e| CliError::Encode(e.to_string()))?
+        }
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Io {
+            path: "tokio runtime".into(),
+            source,
+        })
+}
+
+fn init_logging(format: LogFormat) {
+    init_logging_filtered(format, "info");
+}
+
+fn init_logging_filtered(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn status_command(state: &Path, format: Format) -> Result<ExitCode, CliError> {
+    let reports = crate::standalone::state::read_reports(state).map_err(|source| CliError::Io {
+        path: state.display().to_string(),
+        source,
+    })?;
+    let text = match format {
+        Format::Table => render::status_table(&reports),
+        Format::Json => {
+            serde_json::to_string_pretty(&reports).map_err(|e| CliError::Encode(e.to_string()))?
+                + "\n"
+        }
+        Format::Yaml => {
+            serde_yaml::to_string(&reports).map_err(|e| CliError::Encode(e.to_string()))?
         }
     };
     print!("{text}");

@@ -153,3 +153,128 @@ pub fn plan_table(desired: &Desired, observed: &Observed, plan: &Plan) -> String
     let _ = writeln!(out, "Look again in {}", human_duration(plan.requeue_after));
     out
 }
+
+/// Per cluster: members, virtual names, conditions and recent history.
+pub fn status_table(reports: &[crate::standalone::state::ClusterReport]) -> String {
+    let mut out = String::new();
+    if reports.is_empty() {
+        let _ = writeln!(out, "no clusters in this state directory yet");
+    }
+    for r in reports {
+        let s = &r.status;
+        let _ = writeln!(
+            out,
+            "Cluster {}/{} ({}): primary {} (spec.primary {}), epoch {}, ready {}",
+            r.namespace,
+            r.name,
+            r.engine,
+            s.current_primary.as_deref().unwrap_or("-"),
+            r.spec_primary,
+            s.epoch,
+            s.ready_members.as_deref().unwrap_or("-")
+        );
+        if let Some(error) = &r.error {
+            let _ = writeln!(out, "  ERROR: {error}");
+        }
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<10} {:<8} {:<16} {:>12} {:>10}  LINK",
+            "MEMBER", "REACHABLE", "ROLE", "UPSTREAM", "OFFSET", "LAG"
+        );
+        for m in &s.members {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<10} {:<8} {:<16} {:>12} {:>10}  {}",
+                m.name,
+                if m.reachable { "yes" } else { "NO" },
+                m.role
+                    .map(|r| format!("{r:?}").to_lowercase())
+                    .unwrap_or_else(|| "-".into()),
+                m.upstream.as_deref().unwrap_or("-"),
+                m.offset
+                    .map(|o| o.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                m.lag_bytes
+                    .map(crate::api::human_bytes)
+                    .unwrap_or_else(|| "-".into()),
+                match m.link_up {
+                    Some(true) => "up",
+                    Some(false) => "down",
+                    None => "-",
+                }
+            );
+        }
+        for vn in &r.virtual_names {
+            let _ = writeln!(
+                out,
+                "  name {:<14} target {:<10} listen {:<22} -> {}",
+                vn.name,
+                vn.target,
+                vn.listen.as_deref().unwrap_or("-"),
+                if vn.endpoints.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    vn.endpoints.join(", ")
+                }
+            );
+        }
+        for c in &s.conditions {
+            if c.status == "True" || c.type_ == "Ready" {
+                let _ = writeln!(
+                    out,
+                    "  {:<17} {:<6} {:<22} {}",
+                    c.type_, c.status, c.reason, c.message
+                );
+            }
+        }
+        for h in s.history.iter().rev().take(5) {
+            let _ = writeln!(
+                out,
+                "  history: {} {:?} {} -> {} epoch {} {:?}: {}",
+                h.finished_at,
+                h.kind,
+                h.from.as_deref().unwrap_or("-"),
+                h.to,
+                h.epoch,
+                h.outcome,
+                h.reason
+            );
+        }
+        for p in &r.spec_problems {
+            let _ = writeln!(out, "  spec problem (last good spec still running): {p}");
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+/// The demo's closing lines: per trial and the median.
+pub fn demo_summary(trials: &[crate::demo::Trial]) -> String {
+    let mut out = String::new();
+    let mut gaps: Vec<f64> = trials.iter().map(|t| t.write_gap.as_secs_f64()).collect();
+    gaps.sort_by(f64::total_cmp);
+    let median = if gaps.is_empty() {
+        0.0
+    } else if gaps.len() % 2 == 1 {
+        gaps[gaps.len() / 2]
+    } else {
+        (gaps[gaps.len() / 2 - 1] + gaps[gaps.len() / 2]) / 2.0
+    };
+    let lost: usize = trials.iter().map(|t| t.lost).sum();
+    let acked: usize = trials.iter().map(|t| t.acknowledged).sum();
+    let _ = writeln!(
+        out,
+        "\n== summary: {} trial(s), detectAfter 1s",
+        trials.len()
+    );
+    let _ = writeln!(
+        out,
+        "write unavailability after kill -9: median {median:.3}s (each: {})",
+        gaps.iter()
+            .map(|g| format!("{g:.3}s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(out, "acknowledged writes: {acked}; lost: {lost}");
+    out
+}

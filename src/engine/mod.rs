@@ -53,6 +53,9 @@ pub struct Probe {
     pub read_only: bool,
     /// A full sync is loading; the data is partial.
     pub syncing: bool,
+    /// Masters only: its self-fencing guard (writes refused once cut off from its replicas)
+    /// is configured as the cluster's policy wants.
+    pub guarded: bool,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -112,6 +115,7 @@ pub trait Engine: Send + Sync {
     async fn fence(&self, member: &Member) -> Result<(), EngineError>;
     /// Make `member` a writable master at `epoch`, verify it, and return its replication offset.
     async fn promote(&self, member: &Member, epoch: u64) -> Result<u64, EngineError>;
-    /// Set whether `member` rejects writes (lifts or applies a fence on a master).
+    /// Set whether `member` rejects writes. On a master, `false` lifts any fence and configures
+    /// the self-fencing guard a primary runs with.
     async fn set_read_only(&self, member: &Member, read_only: bool) -> Result<(), EngineError>;
 }

@@ -43,6 +43,31 @@ impl Default for RedisSettings {
     }
 }
 
+impl RedisSettings {
+    /// Settings a cluster's spec implies. The guard needs as many replicas as sync mode
+    /// requires, or one when the cluster has at least two replicas (so losing one keeps the
+    /// primary writable); a cluster of one or two members runs unguarded.
+    pub fn for_cluster(
+        spec: &crate::api::ReplicationClusterSpec,
+        credentials: Credentials,
+    ) -> Self {
+        let detect: Duration = spec.failover.detect_after.into();
+        let replicas = spec.members.len().saturating_sub(1) as u32;
+        let guard_replicas = match spec.replication.mode {
+            crate::api::ReplicationMode::Sync => spec.replication.min_sync_replicas,
+            crate::api::ReplicationMode::Async if replicas >= 2 => 1,
+            crate::api::ReplicationMode::Async => 0,
+        };
+        Self {
+            credentials,
+            // A probe must give up well before detectAfter expires.
+            timeout: (detect / 2).clamp(Duration::from_millis(50), Duration::from_secs(2)),
+            guard_replicas,
+            guard_max_lag_secs: detect.as_secs_f64().ceil().max(1.0) as u32,
+        }
+    }
+}
+
 pub struct RedisEngine {
     settings: RedisSettings,
     connections: Mutex<HashMap<String, MultiplexedConnection>>,
@@ -247,6 +272,7 @@ fn parse_info(
     info: &str,
     min_replicas: u32,
     replica_read_only: bool,
+    guard: u32,
 ) -> Result<Probe, EngineError> {
     let field = |key: &str| {
         info.lines()
@@ -269,6 +295,7 @@ fn parse_info(
             link_up: None,
             read_only: min_replicas >= FENCE_MARK,
             syncing: false,
+            guarded: min_replicas == guard,
         }),
         Some("slave") => {
             let host = field("master_host").unwrap_or_default();
@@ -280,6 +307,7 @@ fn parse_info(
                 link_up: Some(field("master_link_status") == Some("up")),
                 read_only: replica_read_only,
                 syncing: field("master_sync_in_progress") == Some("1"),
+                guarded: false,
             })
         }
         other => Err(protocol(format!("role {other:?}"))),
@@ -305,7 +333,13 @@ impl Engine for RedisEngine {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let replica_read_only = config_value(&read_only) != Some("no");
-        parse_info(address, &info, min_replicas, replica_read_only)
+        parse_info(
+            address,
+            &info,
+            min_replicas,
+            replica_read_only,
+            self.settings.guard_replicas,
+        )
     }
 
     async fn replicate(&self, member: &Member, from: &Member) -> Result<(), EngineError> {
@@ -407,13 +441,15 @@ mod tests {
     #[test]
     fn parses_a_master() {
         let info = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nslave0:ip=127.0.0.1,port=6381,state=online,offset=42,lag=0\r\nmaster_repl_offset:42\r\n";
-        let probe = parse_info("x", info, 0, true).unwrap();
+        let probe = parse_info("x", info, 0, true, 0).unwrap();
         assert_eq!(
             (probe.role, probe.offset, probe.read_only),
             (Role::Master, 42, false)
         );
         assert!(
-            parse_info("x", info, FENCE_MARK, true).unwrap().read_only,
+            parse_info("x", info, FENCE_MARK, true, 0)
+                .unwrap()
+                .read_only,
             "fenced"
         );
     }
@@ -421,7 +457,7 @@ mod tests {
     #[test]
     fn parses_a_replica() {
         let info = "role:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:6380\r\nmaster_link_status:down\r\nmaster_sync_in_progress:1\r\nslave_repl_offset:7\r\nmaster_repl_offset:7\r\n";
-        let probe = parse_info("x", info, 0, true).unwrap();
+        let probe = parse_info("x", info, 0, true, 0).unwrap();
         assert_eq!(probe.role, Role::Replica);
         assert_eq!(probe.upstream_address.as_deref(), Some("127.0.0.1:6380"));
         assert_eq!(
@@ -433,11 +469,11 @@ mod tests {
     #[test]
     fn garbage_is_a_protocol_error_not_a_panic() {
         assert!(matches!(
-            parse_info("x", "hello", 0, true),
+            parse_info("x", "hello", 0, true, 0),
             Err(EngineError::Protocol { .. })
         ));
         assert!(matches!(
-            parse_info("x", "role:sentinel\nmaster_repl_offset:1", 0, true),
+            parse_info("x", "role:sentinel\nmaster_repl_offset:1", 0, true, 0),
             Err(EngineError::Protocol { .. })
         ));
     }

@@ -60,6 +60,7 @@ const UNKNOWN: MemberObservation = MemberObservation {
     link_up: None,
     read_only: None,
     syncing: false,
+    guarded: None,
     error: None,
 };
 

@@ -16,7 +16,8 @@ pub struct Endpoint {
     pub address: String,
 }
 
-/// A replica fit to serve reads: reachable, linked, fully synced, and within `max_lag` of the primary.
+/// A replica fit to serve reads: reachable, fully synced, streaming from its upstream (or the
+/// primary is gone, so nothing newer exists anywhere), and within `max_lag` of the primary.
 fn serves_reads(
     observed: &Observed,
     primary: Option<&str>,
@@ -24,7 +25,8 @@ fn serves_reads(
     max_lag: Option<u64>,
 ) -> bool {
     let o = observation(observed, member);
-    if !o.is_replica() || o.link_up != Some(true) || o.syncing {
+    let primary_gone = primary.is_none_or(|p| !observation(observed, p).reachable);
+    if !o.is_replica() || o.syncing || (o.link_up != Some(true) && !primary_gone) {
         return false;
     }
     let Some(max_lag) = max_lag else {
@@ -62,9 +64,10 @@ pub fn compute(
             .filter_map(|m| endpoint(&m.name))
             .collect()
     };
+    let primary_reachable = primary.is_some_and(|p| observation(observed, p).reachable);
     let fallback = || match vn.fallback {
-        Fallback::Primary => primary.and_then(endpoint).into_iter().collect(),
-        Fallback::None => Vec::new(),
+        Fallback::Primary if primary_reachable => primary.and_then(endpoint).into_iter().collect(),
+        Fallback::Primary | Fallback::None => Vec::new(),
     };
     let chosen: Vec<Endpoint> = match &vn.target {
         Target::Primary => primary.and_then(endpoint).into_iter().collect(),

@@ -23,6 +23,7 @@ pub mod reason {
     pub const MASTER_UNREACHABLE: &str = "MasterUnreachable";
     pub const MEMBERS_UNAVAILABLE: &str = "MembersUnavailable";
     pub const WAITING: &str = "WaitingForMembers";
+    pub const SYNCING: &str = "ReplicasSyncing";
     pub const NO_CANDIDATE: &str = "NoCandidate";
     pub const COOLDOWN: &str = "CooldownActive";
     pub const MANUAL_MODE: &str = "ManualMode";

@@ -1031,6 +1031,7 @@ mod invariants {
                         link_up: Some(reachable),
                         read_only,
                         syncing,
+                        guarded: role.map(|_| true),
                         error: None,
                     }
                 },
@@ -1162,4 +1163,20 @@ mod invariants {
             prop_assert!(plan(&suspended, &observed, now).actions.is_empty());
         }
     }
+}
+
+#[test]
+fn read_names_keep_serving_from_replicas_while_the_primary_is_down() {
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -0.3);
+    for m in ["b", "c"] {
+        observed.members.get_mut(m).unwrap().link_up = Some(false);
+    }
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(
+        retarget(&p, "ro"),
+        None,
+        "b and c still serve reads: nothing newer exists anywhere"
+    );
+    assert_eq!(actions(&p), vec![]);
 }

@@ -76,6 +76,14 @@ impl Planner<'_> {
                 true,
                 format!("{primary} is primary but was left fenced; accepting writes again"),
             ),
+            Some(Role::Master) if o.guarded == Some(false) => self.push(
+                Action::SetReadOnly {
+                    member: primary.to_string(),
+                    read_only: false,
+                },
+                false,
+                format!("{primary} lacks the guard that makes a cut-off primary refuse writes; configuring it"),
+            ),
             _ => {}
         }
     }
@@ -136,6 +144,13 @@ impl Planner<'_> {
                 },
                 false,
                 format!("{member} is a replica that accepts writes; those writes would be lost on resync"),
+            ),
+            Some(Role::Replica) if o.syncing || o.link_up == Some(false) => self.note_progress(
+                super::findings::reason::SYNCING,
+                format!(
+                    "{member} is {} from {from}",
+                    if o.syncing { "loading a full copy" } else { "not yet streaming" }
+                ),
             ),
             _ => {}
         }

@@ -1,0 +1,101 @@
+//! Act: take the plan's actions in order, journaling each step before it is taken; stop after a required one fails.
+
+use jiff::Timestamp;
+
+use super::{Deps, ReconcileError};
+use crate::{
+    desired::Desired,
+    journal::Journal,
+    observed::Observed,
+    plan::{Action, Plan},
+    status::{ActionResult, Applied},
+};
+
+pub async fn act(
+    desired: &Desired,
+    observed: &Observed,
+    plan: &Plan,
+    deps: &Deps<'_>,
+) -> Result<Applied, ReconcileError> {
+    let mut written = observed.journal.clone();
+    let mut journal = plan.journal.clone();
+    save_if_changed(deps, &journal, &mut written).await?;
+    let mut results = Vec::with_capacity(plan.actions.len());
+    let mut halted = false;
+    for planned in &plan.actions {
+        if halted {
+            results.push((planned.clone(), ActionResult::Skipped));
+            continue;
+        }
+        journal.step_started(&planned.action);
+        save_if_changed(deps, &journal, &mut written).await?;
+        let result = execute(desired, &planned.action, deps).await;
+        let result = match result {
+            Ok(offset) => {
+                journal.step_done(&planned.action, Timestamp::now(), offset);
+                save_if_changed(deps, &journal, &mut written).await?;
+                tracing::info!(cluster = %desired.name, action = ?planned.action, why = %planned.why, "applied");
+                ActionResult::Done
+            }
+            Err(error) => {
+                tracing::warn!(cluster = %desired.name, action = ?planned.action, %error, required = planned.required, "action failed");
+                halted = planned.required;
+                ActionResult::Failed(error)
+            }
+        };
+        results.push((planned.clone(), result));
+    }
+    Ok(Applied { journal, results })
+}
+
+async fn save_if_changed(
+    deps: &Deps<'_>,
+    journal: &Journal,
+    written: &mut Journal,
+) -> Result<(), ReconcileError> {
+    if journal != written {
+        deps.store
+            .save(journal)
+            .await
+            .map_err(ReconcileError::Act)?;
+        *written = journal.clone();
+    }
+    Ok(())
+}
+
+/// Run one action; a promotion returns the promoted member's offset.
+async fn execute(
+    desired: &Desired,
+    action: &Action,
+    deps: &Deps<'_>,
+) -> Result<Option<u64>, String> {
+    let member = |name: &str| {
+        desired
+            .member(name)
+            .ok_or_else(|| format!("{name} is not a member"))
+    };
+    let engine = deps.engine;
+    match action {
+        Action::Replicate { member: m, from } => engine
+            .replicate(member(m)?, member(from)?)
+            .await
+            .map(|_| None),
+        Action::FullResync { member: m, from } => engine
+            .full_resync(member(m)?, member(from)?)
+            .await
+            .map(|_| None),
+        Action::Fence { member: m } => engine.fence(member(m)?).await.map(|_| None),
+        Action::Promote { member: m, epoch } => engine.promote(member(m)?, *epoch).await.map(Some),
+        Action::SetReadOnly {
+            member: m,
+            read_only,
+        } => engine
+            .set_read_only(member(m)?, *read_only)
+            .await
+            .map(|_| None),
+        Action::RetargetVirtualName { name, endpoints } => {
+            return deps.router.retarget(name, endpoints).await.map(|_| None);
+        }
+    }
+    .map_err(|e| e.to_string())
+}

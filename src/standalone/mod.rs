@@ -1,0 +1,437 @@
+//! The standalone runtime: a directory of specs in, live servers reconciled out, virtual names served by built-in proxies.
+//!
+//! A thin adapter over [`crate::reconcile`]: it supplies a file journal, proxies as the router,
+//! and a task per cluster that runs rounds back to back at the pace the plan asks for.
+
+pub mod metrics;
+pub mod proxy;
+pub mod specs;
+pub mod state;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use notify::Watcher;
+use tokio::{sync::watch, task::JoinHandle};
+
+use self::{
+    metrics::Metrics,
+    proxy::{Proxies, ProxyRouter},
+    specs::{ClusterKey, SpecSet},
+    state::{ClusterReport, FileJournalStore, NameReport},
+};
+use crate::{
+    api::{Engine as EngineKind, ReplicationClusterSpec, ReplicationClusterStatus},
+    desired::Desired,
+    engine::{
+        Credentials, Engine, Secret,
+        redis::{RedisEngine, RedisSettings},
+    },
+    reconcile::{self, Deps, Memory},
+    status,
+};
+
+/// How `replicant run` was asked to work.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub specs: PathBuf,
+    pub state: PathBuf,
+    /// `/metrics` and `/healthz`; none when unset.
+    pub admin: Option<SocketAddr>,
+    /// Look at the spec directory at least this often, whatever the file watcher says.
+    pub rescan: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("spec directory {0}: {1}")]
+    Specs(String, std::io::Error),
+    #[error("state directory {0}: {1}")]
+    State(String, std::io::Error),
+    #[error("admin address {0}: {1}")]
+    Admin(SocketAddr, std::io::Error),
+}
+
+/// What a cluster task works from; replaced whenever the specs change.
+#[derive(Clone, Debug, PartialEq)]
+struct Input {
+    namespace: String,
+    desired: Desired,
+    spec_problems: Vec<String>,
+}
+
+struct ClusterTask {
+    input: watch::Sender<Input>,
+    task: JoinHandle<()>,
+}
+
+/// Run until `shutdown` completes.
+pub async fn run(
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    let specs_dir = options.specs.clone();
+    std::fs::read_dir(&specs_dir)
+        .map_err(|e| RunError::Specs(specs_dir.display().to_string(), e))?;
+    std::fs::create_dir_all(&options.state)
+        .map_err(|e| RunError::State(options.state.display().to_string(), e))?;
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = options.admin {
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| RunError::Admin(addr, e))?;
+        drop(listener);
+        tokio::spawn(metrics::serve_admin(addr, metrics.clone()));
+    }
+    let proxies = Arc::new(Proxies::new(Some(metrics.clone())));
+
+    let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
+    // Without a watcher the periodic rescan still picks changes up.
+    let _watcher = notify::recommended_watcher(move |_event| {
+        let _ = changed_tx.try_send(());
+    })
+    .and_then(|mut w| {
+        w.watch(&specs_dir, notify::RecursiveMode::Recursive)
+            .map(|_| w)
+    })
+    .map_err(|e| tracing::warn!(error = %e, "file watcher unavailable; rescanning periodically"))
+    .ok();
+
+    let mut specs = SpecSet::default();
+    let mut tasks: HashMap<ClusterKey, ClusterTask> = HashMap::new();
+    let mut reported: Vec<String> = Vec::new();
+    tokio::pin!(shutdown);
+    loop {
+        specs = specs.reload(&specs_dir);
+        let problems: Vec<String> = specs.problems.iter().map(|p| p.to_string()).collect();
+        if problems != reported {
+            for problem in &problems {
+                tracing::warn!(reason = "InvalidSpec", problem = %problem, "spec rejected; the last good version keeps running");
+            }
+            reported = problems;
+        }
+        apply_specs(&specs, &mut tasks, &options.state, &proxies, &metrics);
+        tokio::select! {
+            _ = changed_rx.recv() => {
+                // Let a burst of writes (a git pull) settle before reading.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while changed_rx.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(options.rescan) => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    for (_, task) in tasks.drain() {
+        task.task.abort();
+    }
+    Ok(())
+}
+
+fn apply_specs(
+    specs: &SpecSet,
+    tasks: &mut HashMap<ClusterKey, ClusterTask>,
+    state: &Path,
+    proxies: &Arc<Proxies>,
+    metrics: &Arc<Metrics>,
+) {
+    let desired = specs.desired();
+    tasks.retain(|key, task| {
+        let keep = desired.contains_key(key);
+        if !keep {
+            tracing::info!(cluster = %key.1, namespace = %key.0, "no longer in the specs; no longer managed");
+            task.task.abort();
+        }
+        keep
+    });
+    let keep: Vec<String> = desired
+        .iter()
+        .flat_map(|((ns, _), d)| {
+            d.virtual_names
+                .iter()
+                .map(move |vn| format!("{ns}/{}", vn.name))
+        })
+        .collect();
+    proxies.retain(&keep);
+    for (key, d) in desired {
+        let input = Input {
+            namespace: key.0.clone(),
+            desired: d,
+            spec_problems: specs.problems_for(&key),
+        };
+        match tasks.get(&key) {
+            Some(task) => {
+                task.input.send_if_modified(|current| {
+                    let changed = *current != input;
+                    if changed {
+                        *current = input.clone();
+                    }
+                    changed
+                });
+            }
+            None => {
+                let (tx, rx) = watch::channel(input);
+                let dir = state::cluster_dir(state, &key.0, &key.1);
+                let task = tokio::spawn(cluster_loop(rx, dir, proxies.clone(), metrics.clone()));
+                tasks.insert(key, ClusterTask { input: tx, task });
+            }
+        }
+    }
+}
+
+/// Resolve a standalone credentials reference (file or environment variable).
+pub fn credentials(spec: &ReplicationClusterSpec) -> Result<Credentials, String> {
+    let Some(reference) = &spec.credentials else {
+        return Ok(Credentials::default());
+    };
+    let password = if let Some(var) = &reference.password_env {
+        Some(std::env::var(var).map_err(|_| {
+            format!("spec.credentials.passwordEnv: environment variable {var} is not set")
+        })?)
+    } else if let Some(file) = &reference.password_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("spec.credentials.passwordFile: {file}: {e}"))?;
+        Some(text.trim_end_matches(['\n', '\r']).to_string())
+    } else {
+        return Err("spec.credentials.secretRef needs the Kubernetes operator; use passwordFile or passwordEnv here".into());
+    };
+    Ok(Credentials {
+        username: reference.username.clone(),
+        password: password.map(Secret::new),
+    })
+}
+
+/// A cluster's engine, or why it cannot have one (shown in status).
+type EngineOrError = Result<Arc<dyn Engine>, String>;
+
+fn engine_for(spec: &ReplicationClusterSpec) -> EngineOrError {
+    match spec.engine {
+        EngineKind::Redis => Ok(Arc::new(RedisEngine::new(RedisSettings::for_cluster(
+            spec,
+            credentials(spec)?,
+        )))),
+        EngineKind::Postgres => Err(
+            "spec.engine: postgres is not supported yet; nothing is done to this cluster".into(),
+        ),
+    }
+}
+
+/// One cluster, forever: observe -> plan -> act -> status, at the pace the plan asks for.
+async fn cluster_loop(
+    mut input: watch::Receiver<Input>,
+    dir: PathBuf,
+    proxies: Arc<Proxies>,
+    metrics: Arc<Metrics>,
+) {
+    let store = FileJournalStore::new(&dir);
+    let mut memory = Memory::default();
+    let mut previous: Option<ReplicationClusterStatus> = None;
+    let mut last_report: Option<ClusterReport> = None;
+    let mut engine: Option<(ReplicationClusterSpec, EngineOrError)> = None;
+    let unproxied = Arc::new(Mutex::new(HashMap::new()));
+    loop {
+        let current = input.borrow_and_update().clone();
+        let name = current.desired.name.clone();
+        if engine
+            .as_ref()
+            .is_none_or(|(spec, _)| spec != &current.desired.spec)
+        {
+            engine = Some((
+                current.desired.spec.clone(),
+                engine_for(&current.desired.spec),
+            ));
+        }
+        let (router, listen_errors) = router_for(&current, &proxies, &unproxied).await;
+        let wait = match &engine.as_ref().expect("set above").1 {
+            Err(error) => {
+                tracing::error!(cluster = %name, %error, "cannot manage cluster");
+                publish(
+                    &dir,
+                    &mut last_report,
+                    report(
+                        &current,
+                        previous.clone().unwrap_or_default(),
+                        &router,
+                        Some(error.clone()),
+                    )
+                    .await,
+                );
+                Duration::from_secs(5)
+            }
+            Ok(engine) => {
+                let deps = Deps {
+                    engine: engine.as_ref(),
+                    store: &store,
+                    router: &router,
+                };
+                match reconcile::reconcile(
+                    &current.desired,
+                    &mut memory,
+                    previous.as_ref(),
+                    None,
+                    &deps,
+                )
+                .await
+                {
+                    Ok(round) => {
+                        record(&name, &round, &metrics);
+                        let error = (!listen_errors.is_empty()).then(|| listen_errors.join("; "));
+                        let changed_conditions = previous.as_ref().is_none_or(|p| {
+                            !status::same_conditions(&p.conditions, &round.status.conditions)
+                        });
+                        if changed_conditions {
+                            for c in &round.status.conditions {
+                                if c.status == "True" && !c.message.is_empty() {
+                                    tracing::info!(cluster = %name, condition = %c.type_, reason = %c.reason, message = %c.message, "condition");
+                                }
+                            }
+                        }
+                        publish(
+                            &dir,
+                            &mut last_report,
+                            report(&current, round.status.clone(), &router, error).await,
+                        );
+                        previous = Some(round.status);
+                        round.plan.requeue_after
+                    }
+                    Err(error) => {
+                        tracing::error!(cluster = %name, %error, "reconcile failed");
+                        publish(
+                            &dir,
+                            &mut last_report,
+                            report(
+                                &current,
+                                previous.clone().unwrap_or_default(),
+                                &router,
+                                Some(error.to_string()),
+                            )
+                            .await,
+                        );
+                        Duration::from_secs(1)
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            changed = input.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// The cluster's router, starting or moving proxies for names with a `listen` address.
+async fn router_for(
+    input: &Input,
+    proxies: &Arc<Proxies>,
+    unproxied: &Arc<Mutex<HashMap<String, Vec<String>>>>,
+) -> (ProxyRouter, Vec<String>) {
+    let mut keys = HashMap::new();
+    let mut errors = Vec::new();
+    for vn in &input.desired.virtual_names {
+        if let Some(listen) = &vn.spec.listen {
+            let key = format!("{}/{}", input.namespace, vn.name);
+            match proxies.ensure(&key, listen, vn.spec.balancing).await {
+                Ok(()) => {
+                    keys.insert(vn.name.clone(), key);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+    }
+    let router = ProxyRouter {
+        proxies: proxies.clone(),
+        keys,
+        unproxied: unproxied.clone(),
+    };
+    (router, errors)
+}
+
+fn record(cluster: &str, round: &reconcile::Round, metrics: &Metrics) {
+    for m in &round.status.members {
+        metrics.lag(cluster, &m.name, m.lag_bytes);
+    }
+    for (name, o) in &round.observed.members {
+        if !o.reachable {
+            metrics.probe_error(cluster, name, "unreachable");
+        }
+    }
+    let before = round.observed.journal.history.len();
+    let after = &round.applied.journal.history;
+    let new_entries = after.len().saturating_sub(before).min(after.len());
+    for entry in &after[after.len() - new_entries..] {
+        let seconds = match (
+            entry.started_at.parse::<jiff::Timestamp>(),
+            entry.finished_at.parse::<jiff::Timestamp>(),
+        ) {
+            (Ok(s), Ok(f)) => f.duration_since(s).as_secs_f64(),
+            _ => 0.0,
+        };
+        tracing::info!(
+            cluster = %cluster,
+            reason = ?entry.kind,
+            from = entry.from.as_deref().unwrap_or("-"),
+            to = %entry.to,
+            epoch = entry.epoch,
+            outcome = ?entry.outcome,
+            seconds,
+            "promotion finished"
+        );
+        if entry.outcome == crate::journal::Outcome::Succeeded {
+            metrics.promotion(
+                cluster,
+                &format!("{:?}", entry.kind).to_lowercase(),
+                seconds,
+            );
+        }
+    }
+}
+
+async fn report(
+    input: &Input,
+    status: ReplicationClusterStatus,
+    router: &ProxyRouter,
+    error: Option<String>,
+) -> ClusterReport {
+    let mut names = Vec::new();
+    for vn in &input.desired.virtual_names {
+        names.push(NameReport {
+            name: vn.name.clone(),
+            target: vn.spec.target.to_string(),
+            listen: vn.spec.listen.clone(),
+            endpoints: reconcile::Router::current(router, &vn.name)
+                .await
+                .unwrap_or_default(),
+        });
+    }
+    ClusterReport {
+        namespace: input.namespace.clone(),
+        name: input.desired.name.clone(),
+        engine: format!("{:?}", input.desired.spec.engine).to_lowercase(),
+        spec_primary: input.desired.spec.primary.clone(),
+        status,
+        virtual_names: names,
+        spec_problems: input.spec_problems.clone(),
+        error,
+    }
+}
+
+/// Write the report when it says something new (conditions compared without timestamps).
+fn publish(dir: &Path, last: &mut Option<ClusterReport>, report: ClusterReport) {
+    let unchanged = last.as_ref().is_some_and(|l| {
+        let mut a = l.clone();
+        let mut b = report.clone();
+        let same = status::same_conditions(&a.status.conditions, &b.status.conditions);
+        a.status.conditions.clear();
+        b.status.conditions.clear();
+        same && a == b
+    });
+    if unchanged {
+        return;
+    }
+    if let Err(e) = state::write_report(dir, &report) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot write status");
+    }
+    *last = Some(report);
+}

@@ -1,0 +1,171 @@
+//! The state directory: one folder per cluster holding its journal and last status; atomic, fsynced writes.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    api::ReplicationClusterStatus,
+    journal::Journal,
+    reconcile::{JournalStore, StoreError},
+};
+
+/// `STATE/clusters/<namespace>.<name>/`
+pub fn cluster_dir(state: &Path, namespace: &str, name: &str) -> PathBuf {
+    state.join("clusters").join(format!("{namespace}.{name}"))
+}
+
+/// Write `bytes` to `path` so that a crash leaves either the old or the new content, never a mix.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    // The rename itself must reach the disk too.
+    fs::File::open(dir)?.sync_all()
+}
+
+/// The journal of one cluster, as `journal.json` in its folder.
+pub struct FileJournalStore {
+    path: PathBuf,
+}
+
+impl FileJournalStore {
+    pub fn new(cluster_dir: &Path) -> Self {
+        Self {
+            path: cluster_dir.join("journal.json"),
+        }
+    }
+}
+
+#[async_trait]
+impl JournalStore for FileJournalStore {
+    async fn load(&self) -> Result<Journal, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError {
+                what: "parse",
+                // A damaged journal must stop the controller, never be silently reset.
+                message: format!("{}: {e}", path.display()),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Journal::default()),
+            Err(e) => Err(StoreError {
+                what: "read",
+                message: format!("{}: {e}", path.display()),
+            }),
+        })
+        .await
+        .map_err(|e| StoreError {
+            what: "read",
+            message: e.to_string(),
+        })?
+    }
+
+    async fn save(&self, journal: &Journal) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let bytes = serde_json::to_vec_pretty(journal).map_err(|e| StoreError {
+            what: "encode",
+            message: e.to_string(),
+        })?;
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| StoreError {
+                what: "write",
+                message: e.to_string(),
+            })?
+            .map_err(|e| StoreError {
+                what: "write",
+                message: e.to_string(),
+            })
+    }
+}
+
+/// What `replicant status` shows for one cluster: written after every round that changed it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReport {
+    pub namespace: String,
+    pub name: String,
+    pub engine: String,
+    pub spec_primary: String,
+    pub status: ReplicationClusterStatus,
+    #[serde(default)]
+    pub virtual_names: Vec<NameReport>,
+    /// Problems in this cluster's spec files; the last good spec keeps running meanwhile.
+    #[serde(default)]
+    pub spec_problems: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NameReport {
+    pub name: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    pub endpoints: Vec<String>,
+}
+
+pub fn write_report(cluster_dir: &Path, report: &ClusterReport) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+    write_atomically(&cluster_dir.join("status.json"), &bytes)
+}
+
+/// Every cluster report under `state`, sorted by namespace and name.
+pub fn read_reports(state: &Path) -> std::io::Result<Vec<ClusterReport>> {
+    let mut reports = Vec::new();
+    let dir = state.join("clusters");
+    if !dir.exists() {
+        return Ok(reports);
+    }
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path().join("status.json");
+        if let Ok(bytes) = fs::read(&path) {
+            match serde_json::from_slice::<ClusterReport>(&bytes) {
+                Ok(report) => reports.push(report),
+                Err(e) => return Err(std::io::Error::other(format!("{}: {e}", path.display()))),
+            }
+        }
+    }
+    reports.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn journal_round_trips_and_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileJournalStore::new(dir.path());
+        assert_eq!(
+            store.load().await.unwrap(),
+            Journal::default(),
+            "a new cluster starts empty"
+        );
+        let journal = Journal {
+            epoch: 7,
+            current_primary: Some("b".into()),
+            ..Default::default()
+        };
+        store.save(&journal).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), journal);
+        assert!(!dir.path().join("journal.tmp").exists());
+        fs::write(dir.path().join("journal.json"), b"{not json").unwrap();
+        let err = store.load().await.unwrap_err();
+        assert_eq!(err.what, "parse");
+    }
+}
