@@ -139,7 +139,6 @@ struct Planner<'a> {
     blocker: Option<Blocker>,
     /// Why the cluster is not yet as desired although nothing is blocked.
     progress: Option<(&'static str, String)>,
-    mismatch: Option<String>,
 }
 
 impl<'a> Planner<'a> {
@@ -158,7 +157,6 @@ impl<'a> Planner<'a> {
             decided: false,
             blocker: None,
             progress: None,
-            mismatch: None,
         }
     }
 
@@ -360,7 +358,7 @@ impl<'a> Planner<'a> {
                 ),
                 None => Finding::new(findings::PROMOTION_BLOCKED, false, reason::NOT_BLOCKED, ""),
             },
-            match &self.mismatch {
+            match &self.spec_mismatch() {
                 Some(m) => Finding::new(
                     findings::PRIMARY_MISMATCH,
                     true,

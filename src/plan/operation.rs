@@ -375,6 +375,28 @@ impl Planner<'_> {
         }
     }
 
+    /// After a failover, a `spec.primary` still naming the old master: what to tell the user.
+    pub(super) fn spec_mismatch(&self) -> Option<String> {
+        let current = self.primary.as_deref()?;
+        let wanted = self.desired.spec.primary.as_str();
+        if self.journal.operation.is_some()
+            || wanted == current
+            || self.spec_requests_new_primary(current)
+        {
+            return None;
+        }
+        let how = match self.journal.history.last() {
+            Some(last) if last.to == current => {
+                format!("{:?} at epoch {} ({})", last.kind, last.epoch, last.reason)
+            }
+            _ => "a change of master".to_string(),
+        };
+        Some(format!(
+            "{current} is primary after {how}, but spec.primary still names {wanted}. \
+             Set spec.primary to {current} to acknowledge; replicant never fails back on its own"
+        ))
+    }
+
     /// Has the user changed `spec.primary` since the controller last acted on it?
     fn spec_requests_new_primary(&self, current: &str) -> bool {
         let wanted = &self.desired.spec.primary;
@@ -418,17 +440,7 @@ impl Planner<'_> {
             return;
         }
         if !self.spec_requests_new_primary(&current) {
-            let how = match self.journal.history.last() {
-                Some(last) if last.to == current => {
-                    format!("{:?} at epoch {} ({})", last.kind, last.epoch, last.reason)
-                }
-                _ => "a change of master".to_string(),
-            };
-            self.mismatch = Some(format!(
-                "{current} is primary after {how}, but spec.primary still names {wanted}. \
-                 Set spec.primary to {current} to acknowledge; replicant never fails back on its own"
-            ));
-            return;
+            return; // a spec left behind by a failover: reported by `spec_mismatch`, never acted on
         }
         if let Some(refusal) = candidate::switchover_refusal(self.observed, &wanted) {
             return self.block(

@@ -1180,3 +1180,17 @@ fn read_names_keep_serving_from_replicas_while_the_primary_is_down() {
     );
     assert_eq!(actions(&p), vec![]);
 }
+
+#[test]
+fn spec_left_behind_is_reported_while_the_old_master_is_still_down() {
+    let mut observed = after_failover();
+    down(&mut observed, "a", -30.0);
+    observed.virtual_names.insert("ro".into(), vec!["c".into()]);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p), vec![]);
+    assert!(
+        finding(&p, findings::PRIMARY_MISMATCH).status,
+        "{:?}",
+        p.findings
+    );
+}

@@ -1,0 +1,274 @@
+//! Test harness: real redis-servers and a real `replicant run` process on loopback, all killed by PID.
+#![allow(dead_code)]
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use replicant::{
+    local::{RedisProcess, free_port},
+    standalone::state::{ClusterReport, read_reports},
+};
+
+/// A `replicant run` child process. Killed (SIGKILL, by PID) on drop.
+pub struct Controller {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Controller {
+    pub fn start(specs: &Path, state: &Path, env: &[(&str, &str)]) -> Self {
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = state.with_file_name(format!("controller-{n}.log"));
+        let file = fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_replicant"))
+            .args([
+                "run",
+                "--specs",
+                specs.to_str().unwrap(),
+                "--state",
+                state.to_str().unwrap(),
+            ])
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("replicant runs");
+        Self { child, log }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process ended on its own (e.g. at a crash point).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster of real redis-servers described by a spec file in a spec directory.
+pub struct Bed {
+    pub dir: tempfile::TempDir,
+    pub servers: Vec<RedisProcess>,
+    pub rw_port: u16,
+    pub ro_port: u16,
+}
+
+pub const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+
+impl Bed {
+    pub fn new(members: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("specs")).unwrap();
+        let servers = (0..members)
+            .map(|_| RedisProcess::start(dir.path(), &[]).unwrap())
+            .collect();
+        Self {
+            dir,
+            servers,
+            rw_port: free_port().unwrap(),
+            ro_port: free_port().unwrap(),
+        }
+    }
+
+    pub fn specs(&self) -> PathBuf {
+        self.dir.path().join("specs")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn address(&self, member: &str) -> String {
+        self.servers[NAMES.iter().position(|n| *n == member).unwrap()].address()
+    }
+
+    pub fn server(&mut self, member: &str) -> &mut RedisProcess {
+        &mut self.servers[NAMES.iter().position(|n| *n == member).unwrap()]
+    }
+
+    /// The cluster spec: members a, b, c... with `extra` lines appended to each member
+    /// (`upstream: b` for c, say), primary and failover lines as given.
+    pub fn spec(&self, primary: &str, member_extra: &[(&str, &str)], failover: &str) -> String {
+        let mut members = String::new();
+        for (i, server) in self.servers.iter().enumerate() {
+            members.push_str(&format!(
+                "    - name: {}\n      address: \"{}\"\n",
+                NAMES[i],
+                server.address()
+            ));
+            for (m, line) in member_extra {
+                if *m == NAMES[i] {
+                    members.push_str(&format!("      {line}\n"));
+                }
+            }
+        }
+        format!(
+            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: orders}}\nspec:\n  engine: redis\n  primary: {primary}\n  members:\n{members}  failover:\n{failover}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: orders-rw}}\nspec: {{cluster: orders, target: primary, listen: \"127.0.0.1:{}\"}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: orders-ro}}\nspec: {{cluster: orders, target: replicas, listen: \"127.0.0.1:{}\"}}\n",
+            self.rw_port, self.ro_port
+        )
+    }
+
+    pub fn write_spec(&self, file: &str, content: &str) {
+        // Write then rename, as git does, so the controller never reads half a file.
+        let tmp = self.specs().join(format!(".{file}.tmp"));
+        fs::write(&tmp, content).unwrap();
+        fs::rename(&tmp, self.specs().join(file)).unwrap();
+    }
+
+    pub fn controller(&self) -> Controller {
+        Controller::start(&self.specs(), &self.state(), &[])
+    }
+
+    pub fn report(&self) -> Option<ClusterReport> {
+        read_reports(&self.state())
+            .ok()?
+            .into_iter()
+            .find(|r| r.name == "orders")
+    }
+
+    pub fn journal(&self) -> serde_json::Value {
+        let path = self.state().join("clusters/default.orders/journal.json");
+        fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Wait until the status report satisfies `check`; panics with the last report and the log.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        controller: &Controller,
+        secs: u64,
+        check: impl Fn(&ClusterReport) -> bool,
+    ) -> ClusterReport {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(report) = self.report() {
+                if check(&report) {
+                    return report;
+                }
+                last = Some(report);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "timed out waiting for {what}\nlast report: {}\ncontroller log:\n{}",
+            serde_json::to_string_pretty(&last).unwrap(),
+            controller.log_text()
+        );
+    }
+}
+
+pub fn ready(report: &ClusterReport) -> bool {
+    report
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+pub fn condition<'a>(
+    report: &'a ClusterReport,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    report.status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+pub fn endpoints<'a>(report: &'a ClusterReport, name: &str) -> Vec<&'a str> {
+    report
+        .virtual_names
+        .iter()
+        .find(|v| v.name == name)
+        .map(|v| v.endpoints.iter().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
+pub async fn connect(address: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://{address}"))?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(500)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+pub async fn set(address: &str, key: &str, value: &str) -> redis::RedisResult<()> {
+    let mut conn = connect(address).await?;
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async(&mut conn)
+        .await
+}
+
+pub async fn get(address: &str, key: &str) -> redis::RedisResult<Option<String>> {
+    let mut conn = connect(address).await?;
+    redis::cmd("GET").arg(key).query_async(&mut conn).await
+}
+
+/// `INFO replication` as key/value pairs.
+pub async fn replication(address: &str) -> std::collections::HashMap<String, String> {
+    let Ok(mut conn) = connect(address).await else {
+        return Default::default();
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+pub async fn role(address: &str) -> String {
+    replication(address)
+        .await
+        .get("role")
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The `host:port` a replica follows.
+pub async fn upstream(address: &str) -> String {
+    let info = replication(address).await;
+    format!(
+        "{}:{}",
+        info.get("master_host").cloned().unwrap_or_default(),
+        info.get("master_port").cloned().unwrap_or_default()
+    )
+}
+
+pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
