@@ -38,9 +38,17 @@ pub struct Trial {
     pub new_primary: String,
 }
 
+/// One acknowledged write: its key number, when it was sent and when the reply came.
+#[derive(Clone, Copy, Debug)]
+struct Ack {
+    n: u64,
+    sent: Instant,
+    acked: Instant,
+}
+
 /// A writer that records every acknowledged key.
 struct Writer {
-    acked: Arc<Mutex<Vec<(u64, Instant)>>>,
+    acked: Arc<Mutex<Vec<Ack>>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -74,13 +82,18 @@ impl Writer {
                 }
                 n += 1;
                 let c = conn.as_mut().expect("connected above");
+                let sent = Instant::now();
                 let reply: redis::RedisResult<()> = redis::cmd("SET")
                     .arg(format!("{prefix}{n}"))
                     .arg(n)
                     .query_async(c)
                     .await;
                 match reply {
-                    Ok(()) => acked2.lock().await.push((n, Instant::now())),
+                    Ok(()) => acked2.lock().await.push(Ack {
+                        n,
+                        sent,
+                        acked: Instant::now(),
+                    }),
                     Err(_) => {
                         conn = None;
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -91,7 +104,7 @@ impl Writer {
         Self { acked, stop, task }
     }
 
-    async fn finish(self) -> Vec<(u64, Instant)> {
+    async fn finish(self) -> Vec<Ack> {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.task.await;
         std::mem::take(&mut *self.acked.lock().await)
@@ -99,17 +112,13 @@ impl Writer {
 }
 
 /// Count acknowledged keys missing on the server at `address`.
-async fn count_missing(
-    address: &str,
-    prefix: &str,
-    acked: &[(u64, Instant)],
-) -> Result<usize, String> {
+async fn count_missing(address: &str, prefix: &str, acked: &[Ack]) -> Result<usize, String> {
     let mut conn = connect(address)
         .await
         .ok_or_else(|| format!("cannot connect to {address}"))?;
     let mut missing = 0;
     for chunk in acked.chunks(500) {
-        let keys: Vec<String> = chunk.iter().map(|(n, _)| format!("{prefix}{n}")).collect();
+        let keys: Vec<String> = chunk.iter().map(|a| format!("{prefix}{}", a.n)).collect();
         let values: Vec<Option<String>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut conn)
@@ -235,6 +244,8 @@ async fn one_trial(dir: &Path, trial: usize, of: usize) -> Result<Trial, DemoErr
     );
     let killed_at = Instant::now();
     servers[0].kill();
+    // Only a write sent once the process is gone proves the cluster accepts writes again.
+    let dead_at = Instant::now();
 
     let mut last_seen = String::new();
     let mut first_after: Option<Instant> = None;
@@ -260,8 +271,8 @@ async fn one_trial(dir: &Path, trial: usize, of: usize) -> Result<Trial, DemoErr
                 .lock()
                 .await
                 .iter()
-                .find(|(_, at)| *at > killed_at)
-                .map(|(_, at)| *at);
+                .find(|a| a.sent > dead_at)
+                .map(|a| a.acked);
             if let Some(first) = first {
                 println!(
                     "[{:>8.3}s] first write acknowledged after the kill",

@@ -21,6 +21,10 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(specs: &Path, state: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(specs, state, env, &[])
+    }
+
+    pub fn start_with(specs: &Path, state: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = state.with_file_name(format!("controller-{n}.log"));
@@ -33,6 +37,7 @@ impl Controller {
                 "--state",
                 state.to_str().unwrap(),
             ])
+            .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -1,0 +1,193 @@
+//! What a person sees of `replicant run`: `/metrics`, `/healthz`, `replicant status`, and the demo.
+
+mod support;
+
+use std::{
+    io::{Read, Write},
+    process::Command,
+};
+
+use support::*;
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_health_and_status_report_the_cluster() {
+    let mut bed = Bed::new(3);
+    bed.write_spec("orders.yaml", &bed.spec("a", &[], "    detectAfter: 1s"));
+    let admin = replicant::local::free_port().unwrap();
+    let ctl = Controller::start_with(
+        &bed.specs(),
+        &bed.state(),
+        &[],
+        &["--admin", &format!("127.0.0.1:{admin}")],
+    );
+    bed.wait_for("ready", &ctl, 30, ready).await;
+    set(&format!("127.0.0.1:{}", bed.rw_port), "m", "1")
+        .await
+        .unwrap();
+
+    let health = http_get(admin, "/healthz");
+    assert!(
+        health.starts_with("HTTP/1.0 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    // Relayed bytes are counted when the client's connection closes.
+    eventually("the proxied connection to be counted", 10, async || {
+        http_get(admin, "/metrics").contains(
+            "replicant_proxy_bytes_total{name=\"default/orders-rw\",direction=\"toClient\"}",
+        )
+    })
+    .await;
+    let metrics = http_get(admin, "/metrics");
+    for needle in [
+        "replicant_member_lag_bytes{cluster=\"orders\",member=\"b\"}",
+        "replicant_proxy_connections_total{name=\"default/orders-rw\"}",
+        "replicant_proxy_bytes_total{name=\"default/orders-rw\",direction=\"toClient\"}",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} missing from:\n{metrics}"
+        );
+    }
+
+    let output = Command::new(env!("CARGO_BIN_EXE_replicant"))
+        .args(["status", "--state", bed.state().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(
+        table.contains(
+            "Cluster default/orders (redis): primary a (spec.primary a), epoch 0, ready 3/3"
+        ),
+        "{table}"
+    );
+    assert!(table.contains("name orders-rw"), "{table}");
+    assert!(
+        table.contains(&format!("listen 127.0.0.1:{}", bed.rw_port)),
+        "{table}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_replicant"))
+        .args([
+            "status",
+            "--state",
+            bed.state().to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json[0]["status"]["currentPrimary"], "a");
+    let rw = json[0]["virtualNames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "orders-rw")
+        .unwrap();
+    assert_eq!(rw["endpoints"][0], "a");
+
+    // A failover is counted and timed.
+    bed.server("a").kill();
+    bed.wait_for("the failover to finish", &ctl, 20, |r| {
+        !r.status.history.is_empty()
+    })
+    .await;
+    let metrics = http_get(admin, "/metrics");
+    assert!(
+        metrics.contains("replicant_promotions_total{cluster=\"orders\",kind=\"failover\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "replicant_promotion_duration_seconds_count{cluster=\"orders\",kind=\"failover\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "replicant_probe_errors_total{cluster=\"orders\",member=\"a\",kind=\"unreachable\"}"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_come_from_the_environment_and_never_reach_logs_or_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let servers: Vec<_> = (0..2)
+        .map(|_| {
+            replicant::local::RedisProcess::start(dir.path(), &["--requirepass", "pw-9f3a"])
+                .unwrap()
+        })
+        .collect();
+    let specs = dir.path().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    std::fs::write(
+        specs.join("c.yaml"),
+        format!(
+            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: orders}}\nspec:\n  engine: redis\n  primary: a\n  members:\n    - {{name: a, address: \"{}\"}}\n    - {{name: b, address: \"{}\"}}\n  credentials: {{passwordEnv: ORDERS_PW}}\n",
+            servers[0].address(),
+            servers[1].address()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let ctl = Controller::start(&specs, &state, &[("ORDERS_PW", "pw-9f3a")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let reports = replicant::standalone::state::read_reports(&state).unwrap_or_default();
+        if reports.first().is_some_and(|r| {
+            r.status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready:\n{}",
+            ctl.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status =
+        std::fs::read_to_string(state.join("clusters/default.orders/status.json")).unwrap();
+    let journal =
+        std::fs::read_to_string(state.join("clusters/default.orders/journal.json")).unwrap();
+    for text in [&status, &journal, &ctl.log_text()] {
+        assert!(!text.contains("pw-9f3a"), "the password leaked:\n{text}");
+    }
+}
+
+#[test]
+fn the_demo_fails_over_with_no_lost_write() {
+    let output = Command::new(env!("CARGO_BIN_EXE_replicant"))
+        .arg("demo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("kill -9 demo-a"), "{stdout}");
+    assert!(
+        stdout.contains("first write acknowledged after the kill"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("; lost: 0"), "{stdout}");
+}
