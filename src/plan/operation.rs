@@ -342,21 +342,18 @@ impl Planner<'_> {
                 format!("{headline}; failover.mode is manual: {suggestion}"),
             );
         }
-        if let Some(last) = self.journal.last_promotion_at {
-            let since = self.now.duration_since(last).unsigned_abs();
-            let cooldown: Duration = spec.failover.cooldown.into();
-            if since < cooldown {
-                self.requeue_within(cooldown - since);
-                return self.block(
-                    reason::COOLDOWN,
-                    format!(
-                        "{headline}; the last promotion was {} ago and failover.cooldown {} allows the next automatic failover in {}; {suggestion}",
-                        human_duration(since),
-                        human_duration(cooldown),
-                        human_duration(cooldown - since)
-                    ),
-                );
-            }
+        if let Some(last) = self.journal.last_promotion_at
+            && let Some((since, cooldown)) = self.cooling_down_since(last)
+        {
+            return self.block(
+                reason::COOLDOWN,
+                format!(
+                    "{headline}; the last promotion was {} ago and failover.cooldown {} allows the next automatic failover in {}; {suggestion}",
+                    human_duration(since),
+                    human_duration(cooldown),
+                    human_duration(cooldown - since)
+                ),
+            );
         }
         match selection.chosen.clone() {
             Some(chosen) => self.start(
@@ -395,6 +392,17 @@ impl Planner<'_> {
             "{current} is primary after {how}, but spec.primary still names {wanted}. \
              Set spec.primary to {current} to acknowledge; replicant never fails back on its own"
         ))
+    }
+
+    /// Within `failover.cooldown` of `event`: how long ago it was and the cooldown, and look
+    /// again when it ends.
+    fn cooling_down_since(&mut self, event: jiff::Timestamp) -> Option<(Duration, Duration)> {
+        let since = self.now.duration_since(event).unsigned_abs();
+        let cooldown: Duration = self.desired.spec.failover.cooldown.into();
+        (since < cooldown).then(|| {
+            self.requeue_within(cooldown - since);
+            (since, cooldown)
+        })
     }
 
     /// Has the user changed `spec.primary` since the controller last acted on it?
@@ -452,21 +460,17 @@ impl Planner<'_> {
             && last.outcome == Outcome::Aborted
             && last.to == wanted
             && let Ok(ended) = last.finished_at.parse::<jiff::Timestamp>()
+            && let Some((since, cooldown)) = self.cooling_down_since(ended)
         {
-            let since = self.now.duration_since(ended).unsigned_abs();
-            let cooldown: Duration = self.desired.spec.failover.cooldown.into();
-            if since < cooldown {
-                self.requeue_within(cooldown - since);
-                return self.block(
-                    reason::SWITCHOVER_BLOCKED,
-                    format!(
-                        "the last switchover to {wanted} was abandoned {} ago ({}); retrying in {}",
-                        human_duration(since),
-                        last.reason,
-                        human_duration(cooldown - since)
-                    ),
-                );
-            }
+            return self.block(
+                reason::SWITCHOVER_BLOCKED,
+                format!(
+                    "the last switchover to {wanted} was abandoned {} ago ({}); retrying in {}",
+                    human_duration(since),
+                    last.reason,
+                    human_duration(cooldown - since)
+                ),
+            );
         }
         self.journal.acknowledged_primary = Some(wanted.clone());
         self.start(

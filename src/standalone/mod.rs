@@ -247,16 +247,11 @@ async fn cluster_loop(
         let wait = match &engine.as_ref().expect("set above").1 {
             Err(error) => {
                 tracing::error!(cluster = %name, %error, "cannot manage cluster");
+                let stale = previous.clone().unwrap_or_default();
                 publish(
                     &dir,
                     &mut last_report,
-                    report(
-                        &current,
-                        previous.clone().unwrap_or_default(),
-                        &router,
-                        Some(error.clone()),
-                    )
-                    .await,
+                    report(&current, stale, &router, Some(error.clone())).await,
                 );
                 Duration::from_secs(5)
             }
@@ -298,16 +293,11 @@ async fn cluster_loop(
                     }
                     Err(error) => {
                         tracing::error!(cluster = %name, %error, "reconcile failed");
+                        let stale = previous.clone().unwrap_or_default();
                         publish(
                             &dir,
                             &mut last_report,
-                            report(
-                                &current,
-                                previous.clone().unwrap_or_default(),
-                                &router,
-                                Some(error.to_string()),
-                            )
-                            .await,
+                            report(&current, stale, &router, Some(error.to_string())).await,
                         );
                         Duration::from_secs(1)
                     }
