@@ -276,28 +276,10 @@ impl Planner<'_> {
         let Some(current) = self.primary.clone() else {
             return;
         };
-        let Some(down) = self.down_for(&current) else {
+        let Some(headline) = self.primary_failure(&current) else {
             return;
         };
-        let detect = self.detect_after();
-        if down < detect {
-            self.requeue_within(detect - down);
-            self.note_progress(
-                reason::MASTER_UNREACHABLE,
-                format!(
-                    "{current} unreachable for {}; failover starts after {}",
-                    human_duration(down),
-                    human_duration(detect)
-                ),
-            );
-            return;
-        }
         let spec = &self.desired.spec;
-        let headline = format!(
-            "{current} unreachable for {} (detectAfter {})",
-            human_duration(down),
-            human_duration(detect)
-        );
         let selection = candidate::select(self.desired, self.observed, &current);
 
         if self.spec_requests_new_primary(&current) {
@@ -392,6 +374,58 @@ impl Planner<'_> {
             "{current} is primary after {how}, but spec.primary still names {wanted}. \
              Set spec.primary to {current} to acknowledge; replicant never fails back on its own"
         ))
+    }
+
+    /// Why the current primary counts as failed, if it does: unreachable for `detectAfter`, or
+    /// answering with less data than its replicas hold (it restarted empty or from an old copy,
+    /// and replicas resyncing from it would throw acknowledged writes away).
+    fn primary_failure(&mut self, current: &str) -> Option<String> {
+        let detect = self.detect_after();
+        match self.down_for(current) {
+            Some(down) if down < detect => {
+                self.requeue_within(detect - down);
+                self.note_progress(
+                    reason::MASTER_UNREACHABLE,
+                    format!(
+                        "{current} unreachable for {}; failover starts after {}",
+                        human_duration(down),
+                        human_duration(detect)
+                    ),
+                );
+                None
+            }
+            Some(down) => Some(format!(
+                "{current} unreachable for {} (detectAfter {})",
+                human_duration(down),
+                human_duration(detect)
+            )),
+            None => {
+                let o = observation(self.observed, current);
+                let own = o.offset.filter(|_| o.is_master())?;
+                let (ahead, offset) = self
+                    .desired
+                    .spec
+                    .members
+                    .iter()
+                    .filter(|m| m.name != current)
+                    .filter_map(|m| {
+                        let r = observation(self.observed, &m.name);
+                        // A streaming replica is never ahead; only a cut-off one can be.
+                        (r.is_replica()
+                            && r.upstream.as_deref() == Some(current)
+                            && r.link_up != Some(true))
+                        .then_some((m.name.as_str(), r.offset?))
+                    })
+                    .max_by_key(|(_, offset)| *offset)?;
+                // Beyond maxLag, so probe skew and a fresh promotion never look like data loss.
+                (offset > own.saturating_add(self.desired.spec.failover.max_lag.bytes())).then(|| {
+                    format!(
+                        "{current} answers with offset {own} while its replica {ahead} holds {offset}: \
+                         it lost data (restarted empty?) and must not be copied over its replicas"
+                    )
+                })
+            }
+        }
     }
 
     /// Within `failover.cooldown` of `event`: how long ago it was and the cooldown, and look

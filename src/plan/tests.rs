@@ -1194,3 +1194,28 @@ fn spec_left_behind_is_reported_while_the_old_master_is_still_down() {
         p.findings
     );
 }
+
+#[test]
+fn a_primary_that_restarted_empty_is_failed_over_not_copied_over_its_replicas() {
+    let mut observed = healthy("a");
+    observed.members.insert("a".into(), master(0));
+    for m in ["b", "c"] {
+        let o = observed.members.get_mut(m).unwrap();
+        o.offset = Some(5_000_000);
+        o.link_up = Some(false);
+    }
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p)[..2], [fence("a"), promote("b", 2)]);
+    let op = p.journal.operation.as_ref().unwrap();
+    assert!(
+        op.reason
+            .contains("a answers with offset 0 while its replica c holds 5000000"),
+        "{}",
+        op.reason
+    );
+
+    // A replica merely probed a moment after the master is not "ahead" of it.
+    let mut skewed = healthy("a");
+    skewed.members.get_mut("b").unwrap().offset = Some(1200);
+    assert_eq!(actions(&plan(&cluster(), &skewed, at(0.0))), vec![]);
+}
