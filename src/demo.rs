@@ -3,17 +3,14 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant},
 };
 
-use tokio::sync::Mutex;
-
 use crate::{
-    local::{LocalError, RedisProcess, free_port, redis_available},
+    local::{
+        LocalError, RedisProcess, free_port, redis_available,
+        writer::{Route, Writer, WriterOptions, count_missing},
+    },
     standalone::{self, state},
 };
 
@@ -36,97 +33,6 @@ pub struct Trial {
     /// Acknowledged writes missing from the new primary.
     pub lost: usize,
     pub new_primary: String,
-}
-
-/// One acknowledged write: its key number, when it was sent and when the reply came.
-#[derive(Clone, Copy, Debug)]
-struct Ack {
-    n: u64,
-    sent: Instant,
-    acked: Instant,
-}
-
-/// A writer that records every acknowledged key.
-struct Writer {
-    acked: Arc<Mutex<Vec<Ack>>>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn connect(address: &str) -> Option<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(format!("redis://{address}")).ok()?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(200)))
-        .set_response_timeout(Some(Duration::from_millis(500)));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .ok()
-}
-
-impl Writer {
-    fn start(address: String, prefix: String) -> Self {
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (acked2, stop2) = (acked.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut n = 0u64;
-            let mut conn = None;
-            while !stop2.load(Ordering::Relaxed) {
-                if conn.is_none() {
-                    conn = connect(&address).await;
-                    if conn.is_none() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        continue;
-                    }
-                }
-                n += 1;
-                let c = conn.as_mut().expect("connected above");
-                let sent = Instant::now();
-                let reply: redis::RedisResult<()> = redis::cmd("SET")
-                    .arg(format!("{prefix}{n}"))
-                    .arg(n)
-                    .query_async(c)
-                    .await;
-                match reply {
-                    Ok(()) => acked2.lock().await.push(Ack {
-                        n,
-                        sent,
-                        acked: Instant::now(),
-                    }),
-                    Err(_) => {
-                        conn = None;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
-        });
-        Self { acked, stop, task }
-    }
-
-    async fn finish(self) -> Vec<Ack> {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
-        std::mem::take(&mut *self.acked.lock().await)
-    }
-}
-
-/// Count acknowledged keys missing on the server at `address`.
-async fn count_missing(address: &str, prefix: &str, acked: &[Ack]) -> Result<usize, String> {
-    let mut conn = connect(address)
-        .await
-        .ok_or_else(|| format!("cannot connect to {address}"))?;
-    let mut missing = 0;
-    for chunk in acked.chunks(500) {
-        let keys: Vec<String> = chunk.iter().map(|a| format!("{prefix}{}", a.n)).collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        missing += values.iter().filter(|v| v.is_none()).count();
-    }
-    Ok(missing)
 }
 
 fn cluster_yaml(name: &str, servers: &[&RedisProcess], rw_port: u16, ro_port: u16) -> String {
@@ -235,9 +141,14 @@ async fn one_trial(dir: &Path, trial: usize, of: usize) -> Result<Trial, DemoErr
     }
 
     let prefix = format!("demo:{trial}:");
-    let writer = Writer::start(format!("127.0.0.1:{rw}"), prefix.clone());
+    let writer = Writer::start(WriterOptions {
+        route: Route::Direct(format!("127.0.0.1:{rw}")),
+        prefix: prefix.clone(),
+        wait_replicas: None,
+        timeout: Duration::from_millis(500),
+    });
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before = writer.acked.lock().await.len();
+    let before = writer.count().await;
     println!(
         "[   0.000s] {before} writes acknowledged through demo-rw; kill -9 demo-a (pid {})",
         servers[0].pid()
@@ -266,13 +177,7 @@ async fn one_trial(dir: &Path, trial: usize, of: usize) -> Result<Trial, DemoErr
             }
         }
         if first_after.is_none() {
-            let first = writer
-                .acked
-                .lock()
-                .await
-                .iter()
-                .find(|a| a.sent > dead_at)
-                .map(|a| a.acked);
+            let first = writer.first_sent_after(dead_at).await.map(|a| a.acked);
             if let Some(first) = first {
                 println!(
                     "[{:>8.3}s] first write acknowledged after the kill",

@@ -324,7 +324,11 @@ impl Planner<'_> {
                 format!("{headline}; failover.mode is manual: {suggestion}"),
             );
         }
+        // Cooldown guards against flapping reachability; a primary that lost its data is not
+        // flapping, and waiting would let its replicas resync from it.
+        let lost_data = self.down_for(&current).is_none();
         if let Some(last) = self.journal.last_promotion_at
+            && !lost_data
             && let Some((since, cooldown)) = self.cooling_down_since(last)
         {
             return self.block(

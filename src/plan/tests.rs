@@ -1219,3 +1219,20 @@ fn a_primary_that_restarted_empty_is_failed_over_not_copied_over_its_replicas() 
     skewed.members.get_mut("b").unwrap().offset = Some(1200);
     assert_eq!(actions(&plan(&cluster(), &skewed, at(0.0))), vec![]);
 }
+
+#[test]
+fn a_primary_that_lost_its_data_is_replaced_even_within_the_cooldown() {
+    let mut observed = after_failover();
+    observed.members.insert("b".into(), master(0));
+    for m in ["a", "c"] {
+        observed.members.insert(
+            m.into(),
+            MemberObservation {
+                link_up: Some(false),
+                ..replica("b", 4_000_000)
+            },
+        );
+    }
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(promotions(&p).len(), 1, "{:?}", p.findings);
+}

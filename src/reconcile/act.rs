@@ -29,13 +29,13 @@ pub async fn act(
         }
         journal.step_started(&planned.action);
         save_if_changed(deps, &journal, &mut written).await?;
-        crash_point("before", &planned.action);
+        crash_point("before", &planned.action, &journal);
         let result = execute(desired, &planned.action, deps).await;
         let result = match result {
             Ok(offset) => {
                 journal.step_done(&planned.action, Timestamp::now(), offset);
                 save_if_changed(deps, &journal, &mut written).await?;
-                crash_point("after", &planned.action);
+                crash_point("after", &planned.action, &journal);
                 tracing::info!(cluster = %desired.name, action = ?planned.action, why = %planned.why, "applied");
                 ActionResult::Done
             }
@@ -51,11 +51,14 @@ pub async fn act(
 }
 
 /// Fault injection for crash-recovery tests: with `REPLICANT_CRASH_AT=before-promote` (or
-/// `after-fence`, ...) the process dies like `kill -9` at that point of a failover.
-fn crash_point(when: &str, action: &Action) {
+/// `after-fence`, ...) the process dies like `kill -9` at that point of a failover or switchover.
+fn crash_point(when: &str, action: &Action, journal: &Journal) {
     let Ok(wanted) = std::env::var("REPLICANT_CRASH_AT") else {
         return;
     };
+    if journal.operation.is_none() {
+        return;
+    }
     let step = format!("{:?}", action.step()).to_lowercase();
     if wanted == format!("{when}-{step}") {
         eprintln!("REPLICANT_CRASH_AT={wanted}: aborting");

@@ -1,4 +1,6 @@
-//! Local `redis-server` processes on loopback for the demo and the tests: start, freeze, kill, always by PID.
+//! Local `redis-server` processes on loopback for the demo, tests and benchmarks: start, freeze, kill, always by PID.
+
+pub mod writer;
 
 use std::{
     net::TcpListener,
