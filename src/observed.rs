@@ -58,6 +58,9 @@ pub struct MemberObservation {
     /// Masters only: `Some(false)` when its self-fencing guard is not configured as policy wants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guarded: Option<bool>,
+    /// Unreachable because its port refuses connections: no process is listening.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     /// Last probe error, for status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

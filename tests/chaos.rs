@@ -91,7 +91,11 @@ async fn assert_converged(bed: &Bed, ctl: &Controller, expect_reachable: &[&str]
             );
         }
     }
-    assert_eq!(writable, std::slice::from_ref(&primary), "exactly one writable master");
+    assert_eq!(
+        writable,
+        std::slice::from_ref(&primary),
+        "exactly one writable master"
+    );
     assert_eq!(endpoints(&report, "orders-rw"), [primary.as_str()]);
     primary_address
 }

@@ -147,7 +147,7 @@ async fn a_frozen_server_times_out_instead_of_stalling() {
 }
 
 #[tokio::test]
-async fn a_dead_server_is_a_connect_error() {
+async fn a_dead_server_is_a_refused_connection() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = RedisProcess::start(dir.path(), &[]).unwrap();
     let ma = member("a", &a);
@@ -158,14 +158,14 @@ async fn a_dead_server_is_a_connect_error() {
     assert!(
         matches!(
             err,
-            EngineError::Connect { .. } | EngineError::Command { .. }
+            EngineError::Refused { .. } | EngineError::Command { .. }
         ),
         "{err}"
     );
     let err = engine.observe(&ma).await.unwrap_err();
     assert!(
-        matches!(err, EngineError::Connect { .. }),
-        "reconnects, then fails to connect: {err}"
+        matches!(err, EngineError::Refused { .. }),
+        "reconnects, then finds nothing listening: {err}"
     );
 }
 

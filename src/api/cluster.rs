@@ -30,7 +30,8 @@ use super::{duration::Duration, quantity::ByteSize};
     validation = Rule::new("!has(self.failover) || !has(self.failover.standby) || self.members.exists(m, m.name == self.failover.standby)").message("spec.failover.standby must name one of spec.members"),
     validation = Rule::new("self.members.all(m, !has(m.upstream) || self.members.exists(n, n.name == m.upstream))").message("every member upstream must name one of spec.members"),
     validation = Rule::new("self.members.all(m, !has(m.upstream) || m.upstream != m.name)").message("a member cannot replicate from itself"),
-    validation = Rule::new("self.members.all(m, !has(m.upstream) || m.name != self.primary)").message("the desired primary cannot have an upstream")
+    validation = Rule::new("self.members.all(m, !has(m.upstream) || m.name != self.primary)").message("the desired primary cannot have an upstream"),
+    validation = Rule::new("!has(self.failover) || !has(self.failover.refusedAfter) || !has(self.failover.detectAfter) || duration(self.failover.refusedAfter) <= duration(self.failover.detectAfter)").message("spec.failover.refusedAfter must not exceed spec.failover.detectAfter")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationClusterSpec {
@@ -119,6 +120,12 @@ pub struct FailoverPolicy {
     /// How long the master must stay unreachable before a failover starts ("1s", "500ms").
     #[serde(default = "default_detect_after")]
     pub detect_after: Duration,
+    /// How long the master's port must refuse connections before a failover starts: a refusal
+    /// means no process is listening, stronger evidence than silence. At most `detectAfter`;
+    /// set it equal to `detectAfter` to ride out restarts without failing over. Default: 1s,
+    /// or `detectAfter` when that is shorter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_after: Option<Duration>,
     /// Recovery point objective: a replica further behind than this is never promoted.
     #[serde(default = "default_max_lag")]
     pub max_lag: ByteSize,
@@ -133,6 +140,7 @@ impl Default for FailoverPolicy {
             mode: FailoverMode::default(),
             standby: None,
             detect_after: default_detect_after(),
+            refused_after: None,
             max_lag: default_max_lag(),
             cooldown: default_cooldown(),
         }
@@ -141,6 +149,17 @@ impl Default for FailoverPolicy {
 
 fn default_detect_after() -> Duration {
     std::time::Duration::from_secs(1).into()
+}
+
+impl FailoverPolicy {
+    /// `refusedAfter`, or its default: 1s capped at `detectAfter`.
+    pub fn refused_after(&self) -> std::time::Duration {
+        let detect: std::time::Duration = self.detect_after.into();
+        self.refused_after
+            .map(Into::into)
+            .unwrap_or(std::time::Duration::from_secs(1))
+            .min(detect)
+    }
 }
 
 fn default_cooldown() -> Duration {

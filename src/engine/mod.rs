@@ -68,6 +68,9 @@ pub enum EngineError {
     },
     #[error("{address}: cannot connect: {message}")]
     Connect { address: String, message: String },
+    /// Nothing listens on the address: the server process is not running.
+    #[error("{address}: connection refused (no process listening)")]
+    Refused { address: String },
     #[error("{address}: {during} failed: {message}")]
     Command {
         address: String,
@@ -94,6 +97,7 @@ impl EngineError {
         match self {
             EngineError::Timeout { .. } => "timeout",
             EngineError::Connect { .. } => "connect",
+            EngineError::Refused { .. } => "refused",
             EngineError::Command { .. } => "command",
             EngineError::NotApplied { .. } => "not_applied",
             EngineError::Protocol { .. } => "protocol",

@@ -133,7 +133,11 @@ impl RedisEngine {
             during: "connect",
         })?
         .map_err(|e| {
-            if e.is_timeout() {
+            if e.is_connection_refusal() {
+                EngineError::Refused {
+                    address: address.to_string(),
+                }
+            } else if e.is_timeout() {
                 EngineError::Timeout {
                     address: address.to_string(),
                     millis: self.settings.timeout.as_millis(),

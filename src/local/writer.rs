@@ -62,7 +62,11 @@ async fn open(address: &str, timeout: Duration) -> Option<redis::aio::Multiplexe
 }
 
 /// The master's address according to the first Sentinel that answers, if it confirms with ROLE.
-async fn sentinel_master(sentinels: &[String], master: &str, timeout: Duration) -> Option<String> {
+pub async fn sentinel_master(
+    sentinels: &[String],
+    master: &str,
+    timeout: Duration,
+) -> Option<String> {
     for sentinel in sentinels {
         let Some(mut conn) = open(sentinel, timeout).await else {
             continue;

@@ -61,6 +61,7 @@ const UNKNOWN: MemberObservation = MemberObservation {
     read_only: None,
     syncing: false,
     guarded: None,
+    refused: false,
     error: None,
 };
 

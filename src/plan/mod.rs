@@ -139,6 +139,8 @@ struct Planner<'a> {
     blocker: Option<Blocker>,
     /// Why the cluster is not yet as desired although nothing is blocked.
     progress: Option<(&'static str, String)>,
+    /// A best-effort action that must not delay the others: planned last.
+    last_resort: Option<PlannedAction>,
 }
 
 impl<'a> Planner<'a> {
@@ -157,6 +159,7 @@ impl<'a> Planner<'a> {
             decided: false,
             blocker: None,
             progress: None,
+            last_resort: None,
         }
     }
 
@@ -197,8 +200,16 @@ impl<'a> Planner<'a> {
         Some(self.now.duration_since(since).unsigned_abs())
     }
 
-    fn detect_after(&self) -> Duration {
-        self.desired.spec.failover.detect_after.into()
+    /// How long `member` must stay unreachable to count as failed, and the setting that says so:
+    /// `refusedAfter` while its port refuses connections (no process), else `detectAfter`.
+    fn detection(&self, member: &str) -> (Duration, &'static str) {
+        let failover = &self.desired.spec.failover;
+        let detect: Duration = failover.detect_after.into();
+        if observation(self.observed, member).refused {
+            (failover.refused_after(), "refusedAfter")
+        } else {
+            (detect, "detectAfter")
+        }
     }
 
     fn retarget_virtual_names(&mut self) {
@@ -277,6 +288,9 @@ impl<'a> Planner<'a> {
     fn finish(mut self) -> Plan {
         use findings::reason;
 
+        if let Some(planned) = self.last_resort.take() {
+            self.push(planned.action, planned.required, planned.why);
+        }
         let operation = self.journal.operation.clone();
         if let Some(op) = &operation
             && op.promoted(&self.journal)

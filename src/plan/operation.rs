@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{
-    Action, CATCH_UP_TIMEOUT, FAST_REQUEUE, Planner,
+    Action, CATCH_UP_TIMEOUT, FAST_REQUEUE, PlannedAction, Planner,
     candidate::{self, observation},
     findings::{human_duration, reason},
 };
@@ -126,24 +126,31 @@ impl Planner<'_> {
     }
 
     /// Fence the old master (best effort when it is unreachable) and promote the target.
+    /// Fence the old master, then promote. An unreachable old master cannot be fenced before:
+    /// the attempt comes last, best effort, so its timeout never delays the new primary.
     fn take_over(&mut self, op: &Operation) {
         if let Some(from) = &op.from {
-            let reachable = observation(self.observed, from).reachable;
-            let why = if reachable {
-                format!(
-                    "{from} must stop accepting writes before {} is promoted",
-                    op.to
-                )
-            } else {
-                format!("{from} is unreachable; it is demoted as soon as it answers again")
+            let fence = Action::Fence {
+                member: from.clone(),
             };
-            self.push(
-                Action::Fence {
-                    member: from.clone(),
-                },
-                reachable,
-                why,
-            );
+            if observation(self.observed, from).reachable {
+                self.push(
+                    fence,
+                    true,
+                    format!(
+                        "{from} must stop accepting writes before {} is promoted",
+                        op.to
+                    ),
+                );
+            } else {
+                self.last_resort = Some(PlannedAction {
+                    action: fence,
+                    why: format!(
+                        "{from} is unreachable; tried once the new primary serves, and it is demoted as soon as it answers again"
+                    ),
+                    required: false,
+                });
+            }
         }
         self.push(
             Action::Promote {
@@ -170,9 +177,10 @@ impl Planner<'_> {
         if !old.reachable {
             // The old master died mid-switchover. Its last known offset is the bar.
             let down = self.down_for(&from).unwrap_or_default();
-            if down < self.detect_after() {
+            let (detect, _) = self.detection(&from);
+            if down < detect {
                 self.hold = true;
-                self.requeue_within(self.detect_after() - down);
+                self.requeue_within(detect - down);
                 self.note_progress(
                     reason::SWITCHOVER,
                     format!("{from} stopped answering during the switchover"),
@@ -384,14 +392,19 @@ impl Planner<'_> {
     /// answering with less data than its replicas hold (it restarted empty or from an old copy,
     /// and replicas resyncing from it would throw acknowledged writes away).
     fn primary_failure(&mut self, current: &str) -> Option<String> {
-        let detect = self.detect_after();
+        let (detect, setting) = self.detection(current);
+        let how = if observation(self.observed, current).refused {
+            "refusing connections"
+        } else {
+            "unreachable"
+        };
         match self.down_for(current) {
             Some(down) if down < detect => {
                 self.requeue_within(detect - down);
                 self.note_progress(
                     reason::MASTER_UNREACHABLE,
                     format!(
-                        "{current} unreachable for {}; failover starts after {}",
+                        "{current} {how} for {}; failover starts after {}",
                         human_duration(down),
                         human_duration(detect)
                     ),
@@ -399,7 +412,7 @@ impl Planner<'_> {
                 None
             }
             Some(down) => Some(format!(
-                "{current} unreachable for {} (detectAfter {})",
+                "{current} {how} for {} ({setting} {})",
                 human_duration(down),
                 human_duration(detect)
             )),

@@ -502,9 +502,8 @@ fn failover_fences_promotes_the_standby_repoints_and_moves_names() {
     down(&mut observed, "a", -1.5);
     let p = plan(&cluster(), &observed, at(0.0));
     assert_eq!(
-        actions(&p)[..4],
+        actions(&p),
         [
-            fence("a"),
             promote("b", 2),
             replicate("c", "b"),
             Action::RetargetVirtualName {
@@ -513,14 +512,23 @@ fn failover_fences_promotes_the_standby_repoints_and_moves_names() {
                     member: "b".into(),
                     address: "10.0.0.2:6379".into()
                 }]
-            }
+            },
+            Action::RetargetVirtualName {
+                name: "ro".into(),
+                endpoints: vec![super::Endpoint {
+                    member: "c".into(),
+                    address: "10.0.0.3:6379".into()
+                }]
+            },
+            fence("a"),
         ]
     );
+    assert!(p.actions[0].required);
+    let last = p.actions.last().unwrap();
     assert!(
-        !p.actions[0].required,
-        "fencing an unreachable master is best effort"
+        !last.required,
+        "fencing an unreachable master is best effort, and never delays the promotion"
     );
-    assert!(p.actions[1].required);
     let op = p.journal.operation.as_ref().unwrap();
     assert_eq!(
         (op.kind, op.to.as_str(), op.epoch),
@@ -1032,6 +1040,7 @@ mod invariants {
                         read_only,
                         syncing,
                         guarded: role.map(|_| true),
+                        refused: !reachable && down_secs % 2 == 0,
                         error: None,
                     }
                 },
@@ -1235,4 +1244,29 @@ fn a_primary_that_lost_its_data_is_replaced_even_within_the_cooldown() {
     }
     let p = plan(&cluster(), &observed, at(0.0));
     assert_eq!(promotions(&p).len(), 1, "{:?}", p.findings);
+}
+
+#[test]
+fn a_master_refusing_connections_is_failed_over_after_refused_after() {
+    let mut desired = cluster();
+    desired.spec.failover.detect_after = std::time::Duration::from_secs(5).into();
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -1.2);
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(promotions(&p), vec![], "silence: wait for detectAfter 5s");
+
+    observed.members.get_mut("a").unwrap().refused = true;
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(
+        promotions(&p),
+        vec![("b".to_string(), 2)],
+        "no process listening: refusedAfter 1s"
+    );
+    let op = p.journal.operation.as_ref().unwrap();
+    assert!(
+        op.reason
+            .contains("a refusing connections for 1.2s (refusedAfter 1s)"),
+        "{}",
+        op.reason
+    );
 }

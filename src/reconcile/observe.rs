@@ -64,6 +64,7 @@ fn from_probe(desired: &Desired, probe: Probe) -> MemberObservation {
         read_only: Some(probe.read_only),
         syncing: probe.syncing,
         guarded: (probe.role == crate::observed::Role::Master).then_some(probe.guarded),
+        refused: false,
         error: None,
     }
 }
@@ -84,6 +85,7 @@ fn unreachable(
         reachable: false,
         unreachable_since: Some(remembered.last_success.unwrap_or(first_failure)),
         link_up: None,
+        refused: matches!(error, EngineError::Refused { .. }),
         error: Some(error.to_string()),
         ..last.clone()
     }

@@ -21,6 +21,11 @@ struct ClusterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoundLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MemberLabels {
     cluster: String,
     member: String,
@@ -55,6 +60,7 @@ pub struct Metrics {
     failover_seconds: Family<ClusterLabels, Histogram, fn() -> Histogram>,
     lag_bytes: Family<MemberLabels, Gauge>,
     probe_errors: Family<ProbeLabels, Counter>,
+    rounds: Family<RoundLabels, Counter>,
     proxy_connections: Family<NameLabels, Counter>,
     proxy_active: Family<NameLabels, Gauge>,
     proxy_bytes: Family<BytesLabels, Counter>,
@@ -90,6 +96,12 @@ impl Default for Metrics {
             "Failed probes by member and error kind",
             probe_errors.clone(),
         );
+        let rounds = Family::<RoundLabels, Counter>::default();
+        registry.register(
+            "reconcile_rounds",
+            "Completed observe-plan-act rounds per cluster (each probes every member once)",
+            rounds.clone(),
+        );
         let proxy_connections = Family::<NameLabels, Counter>::default();
         registry.register(
             "proxy_connections",
@@ -114,6 +126,7 @@ impl Default for Metrics {
             failover_seconds,
             lag_bytes,
             probe_errors,
+            rounds,
             proxy_connections,
             proxy_active,
             proxy_bytes,
@@ -148,6 +161,14 @@ impl Metrics {
                 self.lag_bytes.remove(&labels);
             }
         }
+    }
+
+    pub fn round(&self, cluster: &str) {
+        self.rounds
+            .get_or_create(&RoundLabels {
+                cluster: cluster.into(),
+            })
+            .inc();
     }
 
     pub fn probe_error(&self, cluster: &str, member: &str, kind: &str) {

@@ -339,6 +339,7 @@ async fn router_for(
 }
 
 fn record(cluster: &str, round: &reconcile::Round, metrics: &Metrics) {
+    metrics.round(cluster);
     for m in &round.status.members {
         metrics.lag(cluster, &m.name, m.lag_bytes);
     }

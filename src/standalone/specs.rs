@@ -16,7 +16,7 @@ pub type ClusterKey = (String, String);
 
 #[derive(Clone, Debug, PartialEq)]
 enum Spec {
-    Cluster(ReplicationClusterSpec),
+    Cluster(Box<ReplicationClusterSpec>),
     Name(VirtualNameSpec),
 }
 
@@ -56,7 +56,7 @@ impl SpecSet {
                 continue;
             }
             let spec = match &doc.resource {
-                Resource::Cluster(c) => Spec::Cluster(c.spec.clone()),
+                Resource::Cluster(c) => Spec::Cluster(Box::new(c.spec.clone())),
                 Resource::VirtualName(v) => Spec::Name(v.spec.clone()),
             };
             let key = (
@@ -93,7 +93,7 @@ impl SpecSet {
                     (ns.clone(), name.clone()),
                     Desired {
                         name: name.clone(),
-                        spec: spec.clone(),
+                        spec: (**spec).clone(),
                         virtual_names: Vec::new(),
                     },
                 )),

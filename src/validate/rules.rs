@@ -217,6 +217,22 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
             ),
         );
     }
+    if let Some(refused) = failover.refused_after {
+        if refused.is_negative() || refused < MIN_DETECT_AFTER {
+            out.fail(
+                "spec.failover.refusedAfter",
+                format!("{refused} is too short: at least 100ms"),
+            );
+        } else if refused > failover.detect_after {
+            out.fail(
+                "spec.failover.refusedAfter",
+                format!(
+                    "{refused} exceeds detectAfter {}: a refused connection is stronger evidence than silence, so it never waits longer",
+                    failover.detect_after
+                ),
+            );
+        }
+    }
     if failover.cooldown.is_negative() {
         out.fail(
             "spec.failover.cooldown",

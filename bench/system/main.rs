@@ -1,0 +1,70 @@
+//! System benchmarks, one command: failover against Redis Sentinel, the virtual-name proxy against
+//! HAProxy, and one controller managing many clusters. Prints Markdown tables with ratios.
+//!
+//! Environment: `BENCH_TRIALS` (default 5), `BENCH_SCALE` (default `10,50,100`),
+//! `BENCH_SECTIONS` (default `failover,proxy,scale`).
+
+mod failover;
+mod proxy;
+mod scale;
+mod support;
+
+fn main() {
+    let trials = support::env_number("BENCH_TRIALS", 5);
+    let sections =
+        std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| "failover,proxy,scale".into());
+    let scale: Vec<usize> = std::env::var("BENCH_SCALE")
+        .unwrap_or_else(|_| "10,50,100".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let root = support::workdir("system");
+    let mut report = String::new();
+    report.push_str(&format!(
+        "## replicant system benchmarks\n\nMachine: {} CPUs, {}; redis-server {}; {}\n\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::env::consts::ARCH,
+        version("redis-server", &["--version"]),
+        version("haproxy", &["-v"]),
+    ));
+    runtime.block_on(async {
+        if sections.contains("failover") {
+            let out = failover::run(trials, &[1000, 5000], &root.join("failover")).await;
+            println!("{out}");
+            report.push_str(&out);
+            report.push('\n');
+        }
+        if sections.contains("proxy") {
+            let out = proxy::run(&root.join("proxy")).await;
+            println!("{out}");
+            report.push_str(&out);
+            report.push('\n');
+        }
+        if sections.contains("scale") {
+            let out = scale::run(&scale, &root.join("scale")).await;
+            println!("{out}");
+            report.push_str(&out);
+        }
+    });
+    let _ = std::fs::remove_dir_all(&root);
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-system.md");
+    if std::fs::write(&out, &report).is_ok() {
+        eprintln!("report written to {}", out.display());
+    }
+}
+
+fn version(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(|l| l.trim().to_string()))
+        .unwrap_or_else(|| format!("{program} not found"))
+}

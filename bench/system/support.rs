@@ -1,0 +1,150 @@
+//! Shared pieces of the system benchmarks: child processes killed by PID, the controller, statistics.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use replicant::standalone::state::{ClusterReport, read_reports};
+
+/// A child process killed (SIGKILL, by PID) and reaped on drop.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn spawn(program: &str, args: &[&str], log: &Path) -> Self {
+        let file = fs::File::create(log).expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Self(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `replicant run` on a spec directory, with an admin endpoint.
+pub fn controller(specs: &Path, state: &Path, admin: u16) -> Proc {
+    Proc::spawn(
+        env!("CARGO_BIN_EXE_replicant"),
+        &[
+            "run",
+            "--specs",
+            specs.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ],
+        &state.with_file_name(format!("controller-{admin}.log")),
+    )
+}
+
+pub fn reports(state: &Path) -> Vec<ClusterReport> {
+    read_reports(state).unwrap_or_default()
+}
+
+pub fn is_ready(report: &ClusterReport) -> bool {
+    report
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Poll until `check` holds; false after `timeout`.
+pub async fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    percentile(values, 50.0)
+}
+
+/// Nearest-rank percentile.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+pub fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn workdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("replicant-bench-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("bench work dir");
+    dir
+}
+
+/// `INFO replication` field of a server, if it answers.
+pub async fn info_field(address: &str, field: &str) -> Option<String> {
+    let client = redis::Client::open(format!("redis://{address}")).ok()?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(300)))
+        .set_response_timeout(Some(Duration::from_millis(300)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .map(|v| v.trim().to_string())
+}
+
+/// Try a write directly on `address`: did the server accept it?
+pub async fn accepts_write(address: &str, key: &str) -> bool {
+    let Ok(client) = redis::Client::open(format!("redis://{address}")) else {
+        return false;
+    };
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(200)))
+        .set_response_timeout(Some(Duration::from_millis(200)));
+    let Ok(mut conn) = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+    else {
+        return false;
+    };
+    redis::cmd("SET")
+        .arg(key)
+        .arg("x")
+        .query_async::<()>(&mut conn)
+        .await
+        .is_ok()
+}
