@@ -33,7 +33,7 @@ async fn replication_is_set_up_from_scratch_and_names_route() {
         Some("v")
     );
     eventually("replicas to have k", 10, async || {
-        get(&bed.address("c"), "k").await.ok().flatten().as_deref() == Some("v")
+        value(&bed.address("c"), "k").await.as_deref() == Some("v")
     })
     .await;
     // The read-only name serves replicas, which refuse writes.
@@ -56,12 +56,7 @@ async fn cascading_replica_follows_its_repli_master() {
     assert_eq!(upstream(&bed.address("c")).await, bed.address("b"));
     set(&bed.address("a"), "chain", "1").await.unwrap();
     eventually("c to get data through b", 10, async || {
-        get(&bed.address("c"), "chain")
-            .await
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some("1")
+        value(&bed.address("c"), "chain").await.as_deref() == Some("1")
     })
     .await;
 }
@@ -170,11 +165,7 @@ async fn kill_9_of_the_master_fails_over_and_the_old_master_returns_as_a_replica
     bed.wait_for("ready", &ctl, 30, ready).await;
     set(&bed.address("a"), "before", "1").await.unwrap();
     eventually("c to have the key", 10, async || {
-        get(&bed.address("c"), "before")
-            .await
-            .ok()
-            .flatten()
-            .is_some()
+        value(&bed.address("c"), "before").await.is_some()
     })
     .await;
 
@@ -220,12 +211,7 @@ async fn kill_9_of_the_master_fails_over_and_the_old_master_returns_as_a_replica
     })
     .await;
     eventually("a to hold c's data", 10, async || {
-        get(&bed.address("a"), "after")
-            .await
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some("2")
+        value(&bed.address("a"), "after").await.as_deref() == Some("2")
     })
     .await;
     let report = bed
@@ -279,7 +265,7 @@ async fn frozen_master_is_replaced_and_never_accepts_writes_beside_the_new_one()
     })
     .await;
     eventually("a to hold the new primary's data", 10, async || {
-        get(&a, "fresh").await.ok().flatten().as_deref() == Some("1")
+        value(&a, "fresh").await.as_deref() == Some("1")
     })
     .await;
     assert_eq!(get(&new_address, "split-brain").await.unwrap(), None);

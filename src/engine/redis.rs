@@ -60,8 +60,7 @@ impl RedisSettings {
         };
         Self {
             credentials,
-            // A probe must give up well before detectAfter expires.
-            timeout: (detect / 2).clamp(Duration::from_millis(50), Duration::from_secs(2)),
+            timeout: crate::plan::probe_timeout(detect),
             guard_replicas,
             guard_max_lag_secs: detect.as_secs_f64().ceil().max(1.0) as u32,
         }
@@ -169,36 +168,64 @@ impl RedisEngine {
         during: &'static str,
         pipe: &redis::Pipeline,
     ) -> Result<T, EngineError> {
-        let mut conn = self.connection(address).await?;
+        match self.run_once(address, during, pipe).await {
+            // A kept connection that broke says nothing yet about the server (it may have
+            // restarted): every command here is idempotent, so ask once more on a fresh one.
+            Err((_, true)) => self
+                .run_once(address, during, pipe)
+                .await
+                .map_err(|(e, _)| e),
+            other => other.map_err(|(e, _)| e),
+        }
+    }
+
+    /// One attempt; the flag tells whether the connection broke (and was dropped).
+    async fn run_once<T: redis::FromRedisValue>(
+        &self,
+        address: &str,
+        during: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, (EngineError, bool)> {
+        let mut conn = self.connection(address).await.map_err(|e| (e, false))?;
         let result =
             tokio::time::timeout(self.settings.timeout, pipe.query_async::<T>(&mut conn)).await;
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) if e.is_timeout() => {
                 self.forget(address);
-                Err(EngineError::Timeout {
-                    address: address.to_string(),
-                    millis: self.settings.timeout.as_millis(),
-                    during,
-                })
+                Err((
+                    EngineError::Timeout {
+                        address: address.to_string(),
+                        millis: self.settings.timeout.as_millis(),
+                        during,
+                    },
+                    false,
+                ))
             }
             Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() {
+                let broken = e.is_io_error() || e.is_connection_dropped();
+                if broken {
                     self.forget(address);
                 }
-                Err(EngineError::Command {
-                    address: address.to_string(),
-                    during,
-                    message: e.to_string(),
-                })
+                Err((
+                    EngineError::Command {
+                        address: address.to_string(),
+                        during,
+                        message: e.to_string(),
+                    },
+                    broken,
+                ))
             }
             Err(_) => {
                 self.forget(address);
-                Err(EngineError::Timeout {
-                    address: address.to_string(),
-                    millis: self.settings.timeout.as_millis(),
-                    during,
-                })
+                Err((
+                    EngineError::Timeout {
+                        address: address.to_string(),
+                        millis: self.settings.timeout.as_millis(),
+                        during,
+                    },
+                    false,
+                ))
             }
         }
     }

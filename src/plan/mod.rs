@@ -391,10 +391,16 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Probe often enough to notice a failure well within `detectAfter`: a quarter of it, 100ms to 1s.
+/// Probe often enough to notice a failure well within `detectAfter`: a quarter of it, 100ms to 500ms.
 pub fn probe_interval(desired: &Desired) -> Duration {
     let detect: Duration = desired.spec.failover.detect_after.into();
-    (detect / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    (detect / 4).clamp(Duration::from_millis(100), Duration::from_millis(500))
+}
+
+/// How long one probe may take: as long as the probe interval, so a frozen server delays a
+/// round (and the failover it may need) by at most that much.
+pub fn probe_timeout(detect: Duration) -> Duration {
+    (detect / 4).clamp(Duration::from_millis(100), Duration::from_millis(500))
 }
 
 /// Serialises a std duration the Kubernetes way ("250ms").

@@ -233,6 +233,11 @@ pub async fn get(address: &str, key: &str) -> redis::RedisResult<Option<String>>
     redis::cmd("GET").arg(key).query_async(&mut conn).await
 }
 
+/// The value of `key`, or `None` when it is missing or the server does not answer.
+pub async fn value(address: &str, key: &str) -> Option<String> {
+    get(address, key).await.ok().flatten()
+}
+
 /// `INFO replication` as key/value pairs.
 pub async fn replication(address: &str) -> std::collections::HashMap<String, String> {
     let Ok(mut conn) = connect(address).await else {
