@@ -126,22 +126,14 @@ impl RedisEngine {
             client.get_multiplexed_async_connection_with_config(&config),
         )
         .await
-        .map_err(|_| EngineError::Timeout {
-            address: address.to_string(),
-            millis: self.settings.timeout.as_millis(),
-            during: "connect",
-        })?
+        .map_err(|_| self.timeout_error(address, "connect"))?
         .map_err(|e| {
             if e.is_connection_refusal() {
                 EngineError::Refused {
                     address: address.to_string(),
                 }
             } else if e.is_timeout() {
-                EngineError::Timeout {
-                    address: address.to_string(),
-                    millis: self.settings.timeout.as_millis(),
-                    during: "connect",
-                }
+                self.timeout_error(address, "connect")
             } else {
                 EngineError::Connect {
                     address: address.to_string(),
@@ -189,19 +181,14 @@ impl RedisEngine {
         let mut conn = self.connection(address).await.map_err(|e| (e, false))?;
         let result =
             tokio::time::timeout(self.settings.timeout, pipe.query_async::<T>(&mut conn)).await;
+        let timed_out = || {
+            self.forget(address);
+            (self.timeout_error(address, during), false)
+        };
         match result {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if e.is_timeout() => {
-                self.forget(address);
-                Err((
-                    EngineError::Timeout {
-                        address: address.to_string(),
-                        millis: self.settings.timeout.as_millis(),
-                        during,
-                    },
-                    false,
-                ))
-            }
+            Err(_) => Err(timed_out()),
+            Ok(Err(e)) if e.is_timeout() => Err(timed_out()),
             Ok(Err(e)) => {
                 let broken = e.is_io_error() || e.is_connection_dropped();
                 if broken {
@@ -216,17 +203,14 @@ impl RedisEngine {
                     broken,
                 ))
             }
-            Err(_) => {
-                self.forget(address);
-                Err((
-                    EngineError::Timeout {
-                        address: address.to_string(),
-                        millis: self.settings.timeout.as_millis(),
-                        during,
-                    },
-                    false,
-                ))
-            }
+        }
+    }
+
+    fn timeout_error(&self, address: &str, during: &'static str) -> EngineError {
+        EngineError::Timeout {
+            address: address.to_string(),
+            millis: self.settings.timeout.as_millis(),
+            during,
         }
     }
 
