@@ -20,19 +20,33 @@ pub fn cluster_dir(state: &Path, namespace: &str, name: &str) -> PathBuf {
     state.join("clusters").join(format!("{namespace}.{name}"))
 }
 
+/// Whether a write must reach the disk before it counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and the rename: the journal, written before each failover step.
+    Synced,
+    /// Atomic but not synced: status, rewritten every round and recomputed after a crash.
+    Atomic,
+}
+
 /// Write `bytes` to `path` so that a crash leaves either the old or the new content, never a mix.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
     {
         let mut file = fs::File::create(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durability == Durability::Synced {
+            file.sync_all()?;
+        }
     }
     fs::rename(&tmp, path)?;
-    // The rename itself must reach the disk too.
-    fs::File::open(dir)?.sync_all()
+    if durability == Durability::Synced {
+        // The rename itself must reach the disk too.
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The journal of one cluster, as `journal.json` in its folder.
@@ -77,7 +91,7 @@ impl JournalStore for FileJournalStore {
             what: "encode",
             message: e.to_string(),
         })?;
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes, Durability::Synced))
             .await
             .map_err(|e| StoreError {
                 what: "write",
@@ -120,7 +134,7 @@ pub struct NameReport {
 
 pub fn write_report(cluster_dir: &Path, report: &ClusterReport) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
-    write_atomically(&cluster_dir.join("status.json"), &bytes)
+    write_atomically(&cluster_dir.join("status.json"), &bytes, Durability::Atomic)
 }
 
 /// Every cluster report under `state`, sorted by namespace and name.
