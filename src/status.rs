@@ -92,7 +92,8 @@ pub fn cluster_status(
         .count();
 
     let mut adjusted: Vec<Finding> = findings.to_vec();
-    if let Some((action, error)) = applied.failures().next() {
+    // A best-effort action failing (fencing a dead master) is expected and changes nothing.
+    if let Some((action, error)) = applied.failures().find(|(a, _)| a.required) {
         let message = format!("{} failed: {error}", describe(&action.action));
         for f in adjusted.iter_mut() {
             if f.type_ == findings::READY {

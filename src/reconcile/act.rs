@@ -40,7 +40,12 @@ pub async fn act(
                 ActionResult::Done
             }
             Err(error) => {
-                tracing::warn!(cluster = %desired.name, action = ?planned.action, %error, required = planned.required, "action failed");
+                if planned.required {
+                    tracing::warn!(cluster = %desired.name, action = ?planned.action, %error, "action failed; the rest of this round is skipped");
+                } else {
+                    // Expected when it targets an unreachable member (fencing a dead master).
+                    tracing::info!(cluster = %desired.name, action = ?planned.action, %error, "best-effort action failed");
+                }
                 halted = planned.required;
                 ActionResult::Failed(error)
             }
