@@ -91,20 +91,6 @@ pub enum EngineError {
     },
 }
 
-impl EngineError {
-    /// A short label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            EngineError::Timeout { .. } => "timeout",
-            EngineError::Connect { .. } => "connect",
-            EngineError::Refused { .. } => "refused",
-            EngineError::Command { .. } => "command",
-            EngineError::NotApplied { .. } => "not_applied",
-            EngineError::Protocol { .. } => "protocol",
-        }
-    }
-}
-
 /// What replicant needs from a database. Every method is idempotent: calling it again after a
 /// crash, or when the server is already in the wanted state, is safe.
 #[async_trait]

@@ -160,11 +160,6 @@ impl Writer {
         Self { acks, stop, task }
     }
 
-    /// The acknowledged writes so far.
-    pub async fn acks(&self) -> Vec<Ack> {
-        self.acks.lock().await.clone()
-    }
-
     pub async fn count(&self) -> usize {
         self.acks.lock().await.len()
     }
