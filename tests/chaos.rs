@@ -115,18 +115,11 @@ async fn assert_nothing_lost(primary: &str, prefix: &str, acks: &[Ack]) {
     );
 }
 
-async fn started(bed: &Bed, spec: &str) -> Controller {
-    bed.write_spec("orders.yaml", spec);
-    let ctl = bed.controller();
-    bed.wait_for("ready", &ctl, 30, ready).await;
-    ctl
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn master_kill_loses_nothing_in_sync_mode() {
     for round in 0..rounds() {
         let mut bed = Bed::new(3);
-        let ctl = started(&bed, &sync_spec(&bed, "a", SYNC)).await;
+        let ctl = bed.started(&sync_spec(&bed, "a", SYNC)).await;
         let w = writer(&bed, "kill:", true);
         tokio::time::sleep(Duration::from_millis(500)).await;
         bed.server("a").kill();
@@ -144,7 +137,7 @@ async fn master_kill_loses_nothing_in_sync_mode() {
 async fn master_freeze_loses_nothing_and_the_thawed_master_rejoins_as_a_replica() {
     for _ in 0..rounds() {
         let mut bed = Bed::new(3);
-        let ctl = started(&bed, &sync_spec(&bed, "a", SYNC)).await;
+        let ctl = bed.started(&sync_spec(&bed, "a", SYNC)).await;
         let w = writer(&bed, "freeze:", true);
         tokio::time::sleep(Duration::from_millis(500)).await;
         bed.server("a").freeze();
@@ -162,7 +155,7 @@ async fn master_freeze_loses_nothing_and_the_thawed_master_rejoins_as_a_replica(
 #[tokio::test(flavor = "multi_thread")]
 async fn replica_kill_keeps_writes_flowing_and_the_replica_rejoins() {
     let mut bed = Bed::new(3);
-    let ctl = started(&bed, &sync_spec(&bed, "a", SYNC)).await;
+    let ctl = bed.started(&sync_spec(&bed, "a", SYNC)).await;
     let w = writer(&bed, "replica:", true);
     tokio::time::sleep(Duration::from_millis(300)).await;
     bed.server("c").kill();
@@ -270,15 +263,13 @@ async fn controller_killed_at_every_point_of_a_failover_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flapping_master_gets_one_failover_per_cooldown() {
     let mut bed = Bed::new(3);
-    let ctl = started(
-        &bed,
-        &sync_spec(
+    let ctl = bed
+        .started(&sync_spec(
             &bed,
             "a",
             "    standby: b\n    detectAfter: 1s\n    cooldown: 8s",
-        ),
-    )
-    .await;
+        ))
+        .await;
     let w = writer(&bed, "flap:", true);
     bed.server("a").kill();
     bed.wait_for("first failover", &ctl, 20, |r| !r.status.history.is_empty())
@@ -313,7 +304,7 @@ async fn a_flapping_master_gets_one_failover_per_cooldown() {
 async fn replicas_lagging_beyond_max_lag_block_promotion_and_async_loss_is_counted() {
     let mut bed = Bed::new(3);
     let tight = "    detectAfter: 1s\n    maxLag: 1Ki\n    cooldown: 5s";
-    let ctl = started(&bed, &bed.spec("a", &[], tight)).await;
+    let ctl = bed.started(&bed.spec("a", &[], tight)).await;
     // Freeze both replicas, then write 48 MiB, more than the sockets between them buffer, then lose the master.
     bed.server("b").freeze();
     bed.server("c").freeze();
@@ -375,7 +366,7 @@ async fn replicas_lagging_beyond_max_lag_block_promotion_and_async_loss_is_count
 #[tokio::test(flavor = "multi_thread")]
 async fn editing_the_spec_during_a_failover_never_reverts_it() {
     let mut bed = Bed::new(3);
-    let ctl = started(&bed, &sync_spec(&bed, "a", SYNC)).await;
+    let ctl = bed.started(&sync_spec(&bed, "a", SYNC)).await;
     let w = writer(&bed, "edit:", true);
     tokio::time::sleep(Duration::from_millis(300)).await;
     bed.server("a").kill();

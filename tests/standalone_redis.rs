@@ -49,9 +49,10 @@ async fn replication_is_set_up_from_scratch_and_names_route() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cascading_replica_follows_its_repli_master() {
     let bed = Bed::new(3);
-    bed.write_spec("orders.yaml", &bed.spec("a", &[("c", "upstream: b")], FAST));
-    let ctl = bed.controller();
-    bed.wait_for("ready", &ctl, 30, ready).await;
+    // Kept alive for the test's duration; dropping it kills the controller.
+    let _ctl = bed
+        .started(&bed.spec("a", &[("c", "upstream: b")], FAST))
+        .await;
     assert_eq!(upstream(&bed.address("b")).await, bed.address("a"));
     assert_eq!(upstream(&bed.address("c")).await, bed.address("b"));
     set(&bed.address("a"), "chain", "1").await.unwrap();
@@ -64,9 +65,7 @@ async fn cascading_replica_follows_its_repli_master() {
 #[tokio::test(flavor = "multi_thread")]
 async fn misconfigured_replica_is_repointed() {
     let bed = Bed::new(3);
-    bed.write_spec("orders.yaml", &bed.spec("a", &[], FAST));
-    let ctl = bed.controller();
-    bed.wait_for("ready", &ctl, 30, ready).await;
+    let ctl = bed.started(&bed.spec("a", &[], FAST)).await;
     // Someone points c at b by hand.
     let b = bed.address("b");
     let (host, port) = b.split_once(':').unwrap();
@@ -91,9 +90,7 @@ async fn misconfigured_replica_is_repointed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn editing_primary_in_the_spec_switches_over_without_losing_writes() {
     let bed = Bed::new(3);
-    bed.write_spec("orders.yaml", &bed.spec("a", &[], FAST));
-    let ctl = bed.controller();
-    bed.wait_for("ready", &ctl, 30, ready).await;
+    let ctl = bed.started(&bed.spec("a", &[], FAST)).await;
 
     // A writer through the read-write name, counting acknowledged writes.
     let rw = format!("127.0.0.1:{}", bed.rw_port);
@@ -225,9 +222,7 @@ async fn kill_9_of_the_master_fails_over_and_the_old_master_returns_as_a_replica
 #[tokio::test(flavor = "multi_thread")]
 async fn frozen_master_is_replaced_and_never_accepts_writes_beside_the_new_one() {
     let mut bed = Bed::new(3);
-    bed.write_spec("orders.yaml", &bed.spec("a", &[], FAST));
-    let ctl = bed.controller();
-    bed.wait_for("ready", &ctl, 30, ready).await;
+    let ctl = bed.started(&bed.spec("a", &[], FAST)).await;
     bed.wait_for("a guarded", &ctl, 10, |r| {
         r.status.members.iter().all(|m| m.reachable)
     })

@@ -143,6 +143,14 @@ impl Bed {
         Controller::start(&self.specs(), &self.state(), &[])
     }
 
+    /// Write `spec` as `orders.yaml`, start a controller and wait until the cluster is ready.
+    pub async fn started(&self, spec: &str) -> Controller {
+        self.write_spec("orders.yaml", spec);
+        let ctl = self.controller();
+        self.wait_for("ready", &ctl, 30, ready).await;
+        ctl
+    }
+
     pub fn report(&self) -> Option<ClusterReport> {
         read_reports(&self.state())
             .ok()?
