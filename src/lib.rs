@@ -11,6 +11,7 @@ pub mod desired;
 pub mod engine;
 pub mod journal;
 pub mod local;
+pub mod metrics;
 pub mod observed;
 pub mod plan;
 pub mod reconcile;

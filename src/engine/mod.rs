@@ -109,3 +109,18 @@ pub trait Engine: Send + Sync {
     /// the self-fencing guard a primary runs with.
     async fn set_read_only(&self, member: &Member, read_only: bool) -> Result<(), EngineError>;
 }
+
+/// The engine for a cluster, or why it cannot have one (shown in status).
+pub fn for_cluster(
+    spec: &crate::api::ReplicationClusterSpec,
+    credentials: Credentials,
+) -> Result<std::sync::Arc<dyn Engine>, String> {
+    match spec.engine {
+        crate::api::Engine::Redis => Ok(std::sync::Arc::new(redis::RedisEngine::new(
+            redis::RedisSettings::for_cluster(spec, credentials),
+        ))),
+        crate::api::Engine::Postgres => Err(
+            "spec.engine: postgres is not supported yet; nothing is done to this cluster".into(),
+        ),
+    }
+}

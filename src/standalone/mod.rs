@@ -3,7 +3,6 @@
 //! A thin adapter over [`crate::reconcile`]: it supplies a file journal, proxies as the router,
 //! and a task per cluster that runs rounds back to back at the pace the plan asks for.
 
-pub mod metrics;
 pub mod proxy;
 pub mod specs;
 pub mod state;
@@ -20,18 +19,15 @@ use notify::Watcher;
 use tokio::{sync::watch, task::JoinHandle};
 
 use self::{
-    metrics::Metrics,
     proxy::{Proxies, ProxyRouter},
     specs::{ClusterKey, SpecSet},
     state::{ClusterReport, FileJournalStore, NameReport},
 };
 use crate::{
-    api::{Engine as EngineKind, ReplicationClusterSpec, ReplicationClusterStatus},
+    api::{ReplicationClusterSpec, ReplicationClusterStatus},
     desired::Desired,
-    engine::{
-        Credentials, Engine, Secret,
-        redis::{RedisEngine, RedisSettings},
-    },
+    engine::{Credentials, Engine, Secret},
+    metrics::{self, Metrics},
     reconcile::{self, Deps, Memory},
     status,
 };
@@ -207,15 +203,7 @@ pub fn credentials(spec: &ReplicationClusterSpec) -> Result<Credentials, String>
 type EngineOrError = Result<Arc<dyn Engine>, String>;
 
 fn engine_for(spec: &ReplicationClusterSpec) -> EngineOrError {
-    match spec.engine {
-        EngineKind::Redis => Ok(Arc::new(RedisEngine::new(RedisSettings::for_cluster(
-            spec,
-            credentials(spec)?,
-        )))),
-        EngineKind::Postgres => Err(
-            "spec.engine: postgres is not supported yet; nothing is done to this cluster".into(),
-        ),
-    }
+    crate::engine::for_cluster(spec, credentials(spec)?)
 }
 
 /// One cluster, forever: observe -> plan -> act -> status, at the pace the plan asks for.
@@ -271,7 +259,7 @@ async fn cluster_loop(
                 .await
                 {
                     Ok(round) => {
-                        record(&name, &round, &metrics);
+                        metrics.record_round(&name, &round);
                         let error = (!listen_errors.is_empty()).then(|| listen_errors.join("; "));
                         let changed_conditions = previous.as_ref().is_none_or(|p| {
                             !status::same_conditions(&p.conditions, &round.status.conditions)
@@ -336,47 +324,6 @@ async fn router_for(
         unproxied: unproxied.clone(),
     };
     (router, errors)
-}
-
-fn record(cluster: &str, round: &reconcile::Round, metrics: &Metrics) {
-    metrics.round(cluster);
-    for m in &round.status.members {
-        metrics.lag(cluster, &m.name, m.lag_bytes);
-    }
-    for (name, o) in &round.observed.members {
-        if !o.reachable {
-            metrics.probe_error(cluster, name, "unreachable");
-        }
-    }
-    let before = round.observed.journal.history.len();
-    let after = &round.applied.journal.history;
-    let new_entries = after.len().saturating_sub(before).min(after.len());
-    for entry in &after[after.len() - new_entries..] {
-        let seconds = match (
-            entry.started_at.parse::<jiff::Timestamp>(),
-            entry.finished_at.parse::<jiff::Timestamp>(),
-        ) {
-            (Ok(s), Ok(f)) => f.duration_since(s).as_secs_f64(),
-            _ => 0.0,
-        };
-        tracing::info!(
-            cluster = %cluster,
-            reason = ?entry.kind,
-            from = entry.from.as_deref().unwrap_or("-"),
-            to = %entry.to,
-            epoch = entry.epoch,
-            outcome = ?entry.outcome,
-            seconds,
-            "promotion finished"
-        );
-        if entry.outcome == crate::journal::Outcome::Succeeded {
-            metrics.promotion(
-                cluster,
-                &format!("{:?}", entry.kind).to_lowercase(),
-                seconds,
-            );
-        }
-    }
 }
 
 async fn report(

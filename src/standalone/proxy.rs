@@ -19,7 +19,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::{api::Balancing, plan::Endpoint, reconcile::Router};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

@@ -1,4 +1,4 @@
-//! Prometheus metrics and the admin HTTP endpoint (`/metrics`, `/healthz`).
+//! Prometheus metrics and the admin HTTP endpoint (`/metrics`, `/healthz`), shared by both runtimes; touches no servers.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -201,6 +201,48 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// Count one reconcile round, its lag readings and probe failures, and log finished promotions.
+    pub fn record_round(&self, cluster: &str, round: &crate::reconcile::Round) {
+        self.round(cluster);
+        for m in &round.status.members {
+            self.lag(cluster, &m.name, m.lag_bytes);
+        }
+        for (name, o) in &round.observed.members {
+            if !o.reachable {
+                self.probe_error(cluster, name, "unreachable");
+            }
+        }
+        let before = round.observed.journal.history.len();
+        let after = &round.applied.journal.history;
+        let new_entries = after.len().saturating_sub(before).min(after.len());
+        for entry in &after[after.len() - new_entries..] {
+            let seconds = match (
+                entry.started_at.parse::<jiff::Timestamp>(),
+                entry.finished_at.parse::<jiff::Timestamp>(),
+            ) {
+                (Ok(s), Ok(f)) => f.duration_since(s).as_secs_f64(),
+                _ => 0.0,
+            };
+            tracing::info!(
+                cluster = %cluster,
+                reason = ?entry.kind,
+                from = entry.from.as_deref().unwrap_or("-"),
+                to = %entry.to,
+                epoch = entry.epoch,
+                outcome = ?entry.outcome,
+                seconds,
+                "promotion finished"
+            );
+            if entry.outcome == crate::journal::Outcome::Succeeded {
+                self.promotion(
+                    cluster,
+                    &format!("{:?}", entry.kind).to_lowercase(),
+                    seconds,
+                );
+            }
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
