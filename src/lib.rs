@@ -13,6 +13,7 @@ pub mod journal;
 pub mod local;
 pub mod metrics;
 pub mod observed;
+pub mod operator;
 pub mod plan;
 pub mod reconcile;
 pub mod standalone;

@@ -156,6 +156,20 @@ fn to_condition(
     }
 }
 
+/// Set one condition in place, keeping its `lastTransitionTime` while its status is unchanged.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    finding: &Finding,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let new = to_condition(finding, conditions, generation, now);
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(c) => *c = new,
+        None => conditions.push(new),
+    }
+}
+
 /// Whether two condition lists say the same thing, ignoring when they started saying it.
 pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
     let key = |c: &Condition| {

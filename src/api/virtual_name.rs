@@ -130,7 +130,7 @@ pub enum Fallback {
     None,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualNameStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,4 +141,11 @@ pub struct VirtualNameStatus {
     /// Comma-separated endpoints, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_summary: Option<String>,
+    /// Operator mode: the Service clients connect to (same name, same namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// `Ready` (the name has endpoints), `Reconciling`, `Stalled` (e.g. its cluster is missing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
 }

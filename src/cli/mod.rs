@@ -67,6 +67,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// Run as a Kubernetes operator: reconcile ReplicationClusters and VirtualNames in the cluster.
+    Operator(OperatorArgs),
     /// Show what `replicant run` last saw and did, per cluster.
     Status {
         #[arg(long)]
@@ -86,6 +88,73 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// `replicant operator` flags; each can also be set from the environment (as the chart does).
+#[derive(clap::Args, Debug)]
+struct OperatorArgs {
+    /// Watch only this namespace (all namespaces when unset).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Serve /metrics and /healthz here, e.g. 0.0.0.0:8080.
+    #[arg(long, env = "REPLICANT_ADMIN")]
+    admin: Option<std::net::SocketAddr>,
+    /// Act without a leader lease (only safe with a single replica).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Namespace of the leader Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    #[arg(long, default_value = "replicant-leader")]
+    lease_name: String,
+    /// How long a silent leader keeps the lease.
+    #[arg(long, default_value = "15s")]
+    lease_duration: crate::api::Duration,
+    /// The leader steps down after failing to renew for this long (less than the lease duration).
+    #[arg(long, default_value = "10s")]
+    renew_deadline: crate::api::Duration,
+    /// Pause between attempts to acquire or renew the lease.
+    #[arg(long, default_value = "2s")]
+    retry_period: crate::api::Duration,
+    /// This replica's name in the lease and in Events (defaults to host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "REPLICANT_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+impl OperatorArgs {
+    fn options(self) -> Result<crate::operator::Options, CliError> {
+        let (duration, deadline, retry) = (
+            self.lease_duration.std(),
+            self.renew_deadline.std(),
+            self.retry_period.std(),
+        );
+        if !(retry < deadline && deadline < duration) {
+            return Err(CliError::Invalid(format!(
+                "need --retry-period < --renew-deadline < --lease-duration, got {} < {} < {}",
+                self.retry_period, self.renew_deadline, self.lease_duration
+            )));
+        }
+        let identity = self.identity.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "replicant".into());
+            format!("{host}-{}", std::process::id())
+        });
+        Ok(crate::operator::Options {
+            namespace: self.namespace,
+            admin: self.admin,
+            lease: (!self.no_leader_election).then(|| crate::operator::LeaseOptions {
+                name: self.lease_name,
+                namespace: self.lease_namespace,
+                duration,
+                renew_deadline: deadline,
+                retry_period: retry,
+            }),
+            identity,
+        })
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +185,8 @@ pub enum CliError {
     Run(#[from] crate::standalone::RunError),
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    #[error(transparent)]
+    Operator(#[from] crate::operator::OperatorError),
 }
 
 /// Parse the command line and run it.
@@ -158,6 +229,12 @@ impl Cli {
                     };
                     crate::standalone::run(options, shutdown_signal()).await
                 })?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Operator(args) => {
+                init_logging(args.log_format);
+                let options = args.options()?;
+                runtime()?.block_on(crate::operator::run(options, shutdown_signal()))?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Status { state, format } => status_command(&state, format),

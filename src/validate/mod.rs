@@ -4,7 +4,7 @@
 //! object and the field, so `replicant validate` output can be acted on line by line.
 
 mod load;
-mod rules;
+pub mod rules;
 mod suggest;
 
 use std::{fmt, path::Path};

@@ -1,0 +1,401 @@
+//! The ReplicationCluster controller: one reconcile is one round of the shared core, then status and Events.
+//!
+//! Per cluster it keeps, in memory, what the core needs between rounds (probe memory, the last
+//! status, the last valid spec, the engine). Reads the cluster's VirtualNames from the shared
+//! store and its password from a Secret; writes status with server-side apply.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret as KubeSecret};
+use kube::{
+    Resource, ResourceExt,
+    api::{Api, Patch, PatchParams},
+    runtime::controller::Action,
+};
+use serde_json::json;
+
+use super::{
+    Context, FIELD_MANAGER, OperatorError, events, journal::ConfigMapJournalStore,
+    routing::ServiceRouter,
+};
+use crate::{
+    api::{ReplicationCluster, ReplicationClusterSpec, ReplicationClusterStatus, VirtualName},
+    desired::{Desired, NamedVirtualName},
+    engine::{Credentials, Engine, Secret},
+    plan::{Finding, findings},
+    reconcile::{self, Deps, Memory},
+    status,
+    validate::{Document, Resource as SpecResource, rules},
+};
+
+/// Condition: whether the spec as stored passes every rule (the API server may not check them all).
+pub const SPEC_VALID: &str = "SpecValid";
+/// Offsets and lag change every round; they are republished at most this often.
+const VOLATILE_REFRESH: Duration = Duration::from_secs(30);
+/// How often a Secret-backed password is re-read (picks up rotation).
+const SECRET_REFRESH: Duration = Duration::from_secs(30);
+
+/// What the operator remembers about one cluster between rounds (in memory only).
+#[derive(Default)]
+pub struct ClusterState {
+    memory: Memory,
+    published: Option<ReplicationClusterStatus>,
+    published_at: Option<Instant>,
+    last_good: Option<Desired>,
+    reported_problems: Vec<String>,
+    engine: Option<EngineSlot>,
+    store: Option<Arc<ConfigMapJournalStore>>,
+    routes: Arc<Mutex<HashMap<String, Vec<String>>>>,
+}
+
+struct EngineSlot {
+    spec: ReplicationClusterSpec,
+    password: Option<String>,
+    read_at: Instant,
+    engine: Arc<dyn Engine>,
+}
+
+pub async fn reconcile(
+    cluster: Arc<ReplicationCluster>,
+    ctx: Arc<Context>,
+) -> Result<Action, OperatorError> {
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    let name = cluster.name_any();
+    let key = (namespace.clone(), name.clone());
+    if cluster.meta().deletion_timestamp.is_some() {
+        // The journal ConfigMap and the names' Services go with it (owner references).
+        ctx.clusters.lock().expect("not poisoned").remove(&key);
+        return Ok(Action::await_change());
+    }
+    let mut state = ctx
+        .clusters
+        .lock()
+        .expect("not poisoned")
+        .remove(&key)
+        .unwrap_or_default();
+    let result = round(&cluster, &namespace, &mut state, &ctx).await;
+    ctx.clusters
+        .lock()
+        .expect("not poisoned")
+        .insert(key, state);
+    result
+}
+
+async fn round(
+    cluster: &ReplicationCluster,
+    namespace: &str,
+    state: &mut ClusterState,
+    ctx: &Context,
+) -> Result<Action, OperatorError> {
+    let name = cluster.name_any();
+    let names = virtual_names(ctx, namespace, &name);
+    let problems = problems(cluster, &names);
+    if problems != state.reported_problems {
+        if !problems.is_empty() {
+            tracing::warn!(cluster = %name, problems = ?problems, "spec rejected; the last good version keeps running");
+            ctx.publish_event(cluster, events::invalid_spec(&problems))
+                .await;
+        }
+        state.reported_problems = problems.clone();
+    }
+    if problems.is_empty() {
+        state.last_good = Some(Desired {
+            name: name.clone(),
+            spec: cluster.spec.clone(),
+            virtual_names: names
+                .iter()
+                .map(|vn| NamedVirtualName {
+                    name: vn.name_any(),
+                    spec: vn.spec.clone(),
+                })
+                .collect(),
+        });
+    }
+    let Some(desired) = state.last_good.clone() else {
+        let status = with_spec_problems(state.published.clone().unwrap_or_default(), &problems);
+        publish(cluster, state, status, ctx).await?;
+        return Ok(Action::await_change());
+    };
+    let engine = match engine(cluster, &desired.spec, namespace, state, ctx).await {
+        Ok(engine) => engine,
+        Err(message) => {
+            tracing::error!(cluster = %name, %message, "cannot manage cluster");
+            let status = with_stall(
+                state.published.clone().unwrap_or_default(),
+                "CannotManage",
+                &message,
+            );
+            publish(cluster, state, status, ctx).await?;
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+    };
+    let owner = cluster
+        .controller_owner_ref(&())
+        .expect("a stored object has a name and uid");
+    let store = state
+        .store
+        .get_or_insert_with(|| {
+            Arc::new(ConfigMapJournalStore::new(
+                Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace),
+                &name,
+                owner,
+            ))
+        })
+        .clone();
+    let router = ServiceRouter {
+        client: ctx.client.clone(),
+        namespace: namespace.to_string(),
+        slices: ctx.slices.clone(),
+        owners: names
+            .iter()
+            .filter_map(|vn| Some((vn.name_any(), vn.controller_owner_ref(&())?)))
+            .collect(),
+        default_port: default_port(&desired.spec),
+        known: state.routes.clone(),
+    };
+    let deps = Deps {
+        engine: engine.as_ref(),
+        store: store.as_ref(),
+        router: &router,
+    };
+    let generation = cluster.meta().generation;
+    let round = reconcile::reconcile(
+        &desired,
+        &mut state.memory,
+        state.published.as_ref(),
+        generation,
+        &deps,
+    )
+    .await?;
+    ctx.metrics.record_round(&name, &round);
+    for event in events::for_round(&round, state.published.as_ref()) {
+        ctx.publish_event(cluster, event).await;
+    }
+    let status = with_spec_problems(round.status.clone(), &problems);
+    publish(cluster, state, status, ctx).await?;
+    Ok(Action::requeue(round.plan.requeue_after))
+}
+
+/// The cluster's VirtualNames, by name.
+fn virtual_names(ctx: &Context, namespace: &str, cluster: &str) -> Vec<Arc<VirtualName>> {
+    let mut names: Vec<Arc<VirtualName>> = ctx
+        .names
+        .state()
+        .into_iter()
+        .filter(|vn| vn.namespace().as_deref() == Some(namespace) && vn.spec.cluster == cluster)
+        .filter(|vn| vn.meta().deletion_timestamp.is_none())
+        .collect();
+    names.sort_by_key(|vn| vn.name_any());
+    names
+}
+
+/// What the schema cannot catch (and what a server without CEL lets through), as `field: reason`.
+fn problems(cluster: &ReplicationCluster, names: &[Arc<VirtualName>]) -> Vec<String> {
+    let mut documents = vec![Document {
+        file: "api".into(),
+        index: 1,
+        resource: SpecResource::Cluster(Box::new(cluster.clone())),
+    }];
+    documents.extend(names.iter().enumerate().map(|(i, vn)| Document {
+        file: "api".into(),
+        index: i + 2,
+        resource: SpecResource::VirtualName(Box::new((**vn).clone())),
+    }));
+    rules::check(&documents)
+        .into_iter()
+        .map(|p| {
+            let object = p.object.unwrap_or_default();
+            match p.path {
+                Some(path) => format!("{object}: {path}: {}", p.message),
+                None => format!("{object}: {}", p.message),
+            }
+        })
+        .collect()
+}
+
+fn default_port(spec: &ReplicationClusterSpec) -> u16 {
+    spec.members
+        .iter()
+        .find(|m| m.name == spec.primary)
+        .or(spec.members.first())
+        .and_then(|m| m.address.rsplit(':').next()?.parse().ok())
+        .unwrap_or(6379)
+}
+
+/// The cluster's engine, rebuilt when the spec or the Secret's password changes.
+async fn engine(
+    cluster: &ReplicationCluster,
+    spec: &ReplicationClusterSpec,
+    namespace: &str,
+    state: &mut ClusterState,
+    ctx: &Context,
+) -> Result<Arc<dyn Engine>, String> {
+    if let Some(slot) = &state.engine
+        && slot.spec == *spec
+        && slot.read_at.elapsed() < SECRET_REFRESH
+    {
+        return Ok(slot.engine.clone());
+    }
+    let reference = spec.credentials.as_ref();
+    let password = match reference.and_then(|r| r.secret_ref.as_ref()) {
+        Some(secret) => Some(read_password(ctx, namespace, &secret.name, &secret.key).await?),
+        None if reference.is_some() => {
+            return Err(format!(
+                "{}: spec.credentials: the operator reads passwords from a Secret; set secretRef (passwordFile and passwordEnv are for standalone mode)",
+                cluster.name_any()
+            ));
+        }
+        None => None,
+    };
+    if let Some(slot) = &mut state.engine
+        && slot.spec == *spec
+        && slot.password == password
+    {
+        slot.read_at = Instant::now();
+        return Ok(slot.engine.clone());
+    }
+    let credentials = Credentials {
+        username: reference.and_then(|r| r.username.clone()),
+        password: password.clone().map(Secret::new),
+    };
+    let engine = crate::engine::for_cluster(spec, credentials)?;
+    state.engine = Some(EngineSlot {
+        spec: spec.clone(),
+        password,
+        read_at: Instant::now(),
+        engine: engine.clone(),
+    });
+    Ok(engine)
+}
+
+async fn read_password(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<String, String> {
+    let api: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = super::call::call(format!("get secret {name}"), api.get_opt(name))
+        .await
+        .map_err(|e| format!("spec.credentials.secretRef: {e}"))?
+        .ok_or_else(|| {
+            format!("spec.credentials.secretRef: Secret {namespace}/{name} not found")
+        })?;
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .cloned()
+        })
+        .ok_or_else(|| {
+            format!("spec.credentials.secretRef: Secret {namespace}/{name} has no key {key:?}")
+        })?;
+    Ok(value.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn set_condition(
+    status: &mut ReplicationClusterStatus,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+) {
+    let finding = Finding::new(type_, value, reason, message.to_string());
+    let generation = status.observed_generation;
+    status::set_condition(
+        &mut status.conditions,
+        &finding,
+        generation,
+        jiff::Timestamp::now(),
+    );
+}
+
+/// Mark the status as stuck on something only a person can fix.
+fn with_stall(
+    mut status: ReplicationClusterStatus,
+    reason: &str,
+    message: &str,
+) -> ReplicationClusterStatus {
+    set_condition(&mut status, findings::READY, false, reason, message);
+    set_condition(&mut status, findings::RECONCILING, false, reason, "");
+    set_condition(&mut status, findings::STALLED, true, reason, message);
+    status
+}
+
+/// Add the `SpecValid` condition; an invalid spec also stalls the cluster.
+fn with_spec_problems(
+    mut status: ReplicationClusterStatus,
+    problems: &[String],
+) -> ReplicationClusterStatus {
+    if problems.is_empty() {
+        set_condition(&mut status, SPEC_VALID, true, "Valid", "");
+        return status;
+    }
+    let message = format!(
+        "the last valid spec keeps running; fix: {}",
+        problems.join("; ")
+    );
+    set_condition(&mut status, SPEC_VALID, false, "InvalidSpec", &message);
+    with_stall(status, "InvalidSpec", &message)
+}
+
+/// The status without what changes every round, for deciding whether to write.
+fn settled(status: &ReplicationClusterStatus) -> ReplicationClusterStatus {
+    let mut s = status.clone();
+    s.conditions.clear();
+    for m in &mut s.members {
+        m.offset = None;
+        m.lag_bytes = None;
+    }
+    s
+}
+
+/// Write status with server-side apply when it says something new.
+async fn publish(
+    cluster: &ReplicationCluster,
+    state: &mut ClusterState,
+    mut status: ReplicationClusterStatus,
+    ctx: &Context,
+) -> Result<(), OperatorError> {
+    status.observed_generation = cluster.meta().generation;
+    let previous = state.published.as_ref().or(cluster.status.as_ref());
+    if let Some(previous) = previous {
+        let same_conditions = status::same_conditions(&previous.conditions, &status.conditions);
+        let same = same_conditions && settled(previous) == settled(&status);
+        let fresh = state
+            .published_at
+            .is_some_and(|at| at.elapsed() < VOLATILE_REFRESH);
+        if same && (fresh || *previous == status) {
+            return Ok(());
+        }
+    }
+    let api: Api<ReplicationCluster> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": ReplicationCluster::api_version(&()),
+        "kind": ReplicationCluster::kind(&()),
+        "status": status,
+    });
+    super::call::call(
+        format!("apply status of {}", cluster.name_any()),
+        api.patch_status(
+            &cluster.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        ),
+    )
+    .await?;
+    state.published = Some(status);
+    state.published_at = Some(Instant::now());
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! The Kubernetes runtime: kube-rs controllers for ReplicationCluster and VirtualName over the shared reconcile core.
+//!
+//! A thin adapter, like the standalone runtime: the journal lives in a ConfigMap per cluster,
+//! virtual names are Services with operator-owned EndpointSlices, status goes out with
+//! server-side apply under one field manager, and only the holder of a Lease acts.
+
+mod call;
+mod cluster;
+mod events;
+mod journal;
+pub mod leader;
+mod names;
+pub mod routing;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    core::ApiResource,
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+
+pub use self::{
+    call::ApiError,
+    cluster::SPEC_VALID,
+    journal::config_map_name,
+    leader::{Elector, LeaseOptions},
+};
+use crate::{
+    api::{ReplicationCluster, VirtualName},
+    metrics::{self, Metrics},
+    reconcile::ReconcileError,
+};
+
+/// The one field manager for everything the operator applies.
+pub const FIELD_MANAGER: &str = "replicant";
+
+/// How `replicant operator` was asked to work.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Watch only this namespace; all namespaces when unset.
+    pub namespace: Option<String>,
+    /// `/metrics` and `/healthz`; none when unset.
+    pub admin: Option<SocketAddr>,
+    /// Leader election; none means this replica acts alone (run only one).
+    pub lease: Option<LeaseOptions>,
+    /// Identity in the Lease and in Events (the pod name in a Deployment).
+    pub identity: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("cannot configure a Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    #[error("admin address {0}: {1}")]
+    Admin(SocketAddr, std::io::Error),
+    #[error("the API server serves no EndpointSlice API (discovery.k8s.io v1 or v1beta1)")]
+    NoEndpointSlices,
+    #[error("leadership lost; exiting so that only the new leader acts")]
+    LostLeadership,
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    client: Client,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    names: Store<VirtualName>,
+    slices: ApiResource,
+    clusters: Mutex<HashMap<(String, String), cluster::ClusterState>>,
+}
+
+impl Context {
+    /// Events are best effort: a failure is logged, never fails the reconcile.
+    async fn publish_event<K: Resource<DynamicType = ()>>(&self, object: &K, event: Event) {
+        let reference = object.object_ref(&());
+        let publish = self.recorder.publish(&event, &reference);
+        match tokio::time::timeout(call::API_TIMEOUT, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, reason = %event.reason, "cannot record event"),
+            Err(_) => tracing::warn!(reason = %event.reason, "recording an event timed out"),
+        }
+    }
+}
+
+/// Run until `shutdown` completes or leadership is lost.
+pub async fn run(
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), OperatorError> {
+    let client = Client::try_default().await.map_err(OperatorError::Client)?;
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = options.admin {
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(|e| OperatorError::Admin(addr, e))?;
+        drop(listener);
+        tokio::spawn(metrics::serve_admin(addr, metrics.clone()));
+    }
+    tokio::pin!(shutdown);
+    let elector = options
+        .lease
+        .clone()
+        .map(|lease| Elector::new(client.clone(), lease, options.identity.clone()));
+    if let Some(elector) = &elector {
+        tracing::info!(identity = %elector.identity(), "waiting to become leader");
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
+    let slices = routing::slice_resource(&client)
+        .await?
+        .ok_or(OperatorError::NoEndpointSlices)?;
+    tracing::info!(endpointslices = %slices.api_version, "serving virtual names as Services");
+
+    let (clusters_api, names_api): (Api<ReplicationCluster>, Api<VirtualName>) =
+        match &options.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+    let names_controller = Controller::new(names_api.clone(), watcher::Config::default());
+    let names_store = names_controller.store();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        metrics,
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "replicant".into(),
+                instance: Some(options.identity.clone()),
+            },
+        ),
+        names: names_store.clone(),
+        slices: slices.clone(),
+        clusters: Mutex::new(HashMap::new()),
+    });
+
+    let slice_api: Api<kube::core::DynamicObject> = match &options.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &slices),
+        None => Api::all_with(client.clone(), &slices),
+    };
+    let store_for_clusters = names_store.clone();
+    let names_run = names_controller
+        .owns_with(slice_api, slices.clone(), watcher::Config::default())
+        .watches(
+            clusters_api.clone(),
+            watcher::Config::default(),
+            move |cluster: ReplicationCluster| {
+                let ns = cluster.namespace();
+                let name = cluster.name_any();
+                store_for_clusters
+                    .state()
+                    .into_iter()
+                    .filter(|vn| vn.namespace() == ns && vn.spec.cluster == name)
+                    .map(|vn| ObjectRef::from_obj(&*vn))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .run(names::reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "virtual name reconcile");
+            }
+        });
+    let clusters_run = Controller::new(clusters_api, watcher::Config::default())
+        .watches(names_api, watcher::Config::default(), |vn: VirtualName| {
+            let ns = vn.namespace();
+            let cluster = ObjectRef::<ReplicationCluster>::new(&vn.spec.cluster);
+            Some(match ns {
+                Some(ns) => cluster.within(&ns),
+                None => cluster,
+            })
+        })
+        .run(cluster::reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "cluster reconcile");
+            }
+        });
+
+    let held = async {
+        match &elector {
+            Some(elector) => elector.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = names_run => Ok(()),
+        _ = clusters_run => Ok(()),
+        _ = held => Err(OperatorError::LostLeadership),
+        _ = &mut shutdown => {
+            if let Some(elector) = &elector {
+                elector.release().await;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Retry by error class: API trouble backs off briefly, a journal that cannot be written waits
+/// a little longer (someone else may be writing it). Invalid specs never get here: they are
+/// reported in status and wait for a change.
+fn error_policy<K>(object: Arc<K>, error: &OperatorError, _ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    let wait = match error {
+        OperatorError::Reconcile(ReconcileError::Act(_)) => Duration::from_secs(2),
+        _ => Duration::from_secs(1),
+    };
+    tracing::warn!(
+        kind = %K::kind(&()),
+        name = %object.meta().name.as_deref().unwrap_or(""),
+        error = %error,
+        retry_in = ?wait,
+        "reconcile failed"
+    );
+    Action::requeue(wait)
+}
