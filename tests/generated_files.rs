@@ -37,7 +37,7 @@ fn crds_carry_printer_columns_short_names_and_rules() {
         "name: Primary",
         "name: Ready",
         "name: Age",
-        "- rc",
+        "- rcluster",
         "- vn",
         "x-kubernetes-validations",
         "x-kubernetes-list-type: map",

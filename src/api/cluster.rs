@@ -14,7 +14,6 @@ use super::{duration::Duration, quantity::ByteSize};
     kind = "ReplicationCluster",
     namespaced,
     status = "ReplicationClusterStatus",
-    shortname = "rc",
     shortname = "rcluster",
     category = "replicant",
     printcolumn = r#"{"name":"Engine","type":"string","jsonPath":".spec.engine"}"#,
