@@ -10,10 +10,30 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         (
             "replicationclusters.replicant.dev.yaml",
-            ReplicationCluster::crd(),
+            portable(ReplicationCluster::crd()),
         ),
-        ("virtualnames.replicant.dev.yaml", VirtualName::crd()),
+        ("virtualnames.replicant.dev.yaml", portable(VirtualName::crd())),
     ]
+}
+
+/// Drop `null` from `enum` lists (an optional enum's schema): `nullable: true` already allows
+/// null, and older API servers (1.20) fail to decode a CRD whose enum holds a null.
+fn portable(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(items)) = map.get_mut("enum") {
+                    items.retain(|v| !v.is_null());
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD always serialises");
+    strip(&mut value);
+    serde_json::from_value(value).expect("stripping enum nulls keeps a valid CRD")
 }
 
 /// One CRD as YAML, as committed.

@@ -368,6 +368,7 @@ async fn publish(
     ctx: &Context,
 ) -> Result<(), OperatorError> {
     status.observed_generation = cluster.meta().generation;
+    super::fill_empty_messages(&mut status.conditions);
     let previous = state.published.as_ref().or(cluster.status.as_ref());
     if let Some(previous) = previous {
         let same_conditions = status::same_conditions(&previous.conditions, &status.conditions);

@@ -110,6 +110,7 @@ pub async fn reconcile(vn: Arc<VirtualName>, ctx: Arc<Context>) -> Result<Action
     for finding in [&ready, &reconciling, &stalled] {
         status::set_condition(&mut conditions, finding, generation, now);
     }
+    super::fill_empty_messages(&mut conditions);
     let status = VirtualNameStatus {
         observed_generation: generation,
         endpoints: endpoints.clone(),

@@ -1,6 +1,8 @@
 //! Test harness: real redis-servers and a real `replicant run` process on loopback, all killed by PID.
 #![allow(dead_code)]
 
+pub mod k8s;
+
 use std::{
     fs,
     path::{Path, PathBuf},

@@ -1,0 +1,372 @@
+//! A real Kubernetes control plane for tests: etcd, kube-apiserver and kube-controller-manager on loopback, killed by PID.
+//!
+//! Binaries come from an envtest-style `KUBEBUILDER_ASSETS` directory
+//! (`scripts/install-k8s-test-binaries` builds one). Without it the tests say so and pass,
+//! except under CI (`CI` set), where missing assets are a failure.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use replicant::local::free_port;
+use tempfile::TempDir;
+
+const ADMIN_TOKEN: &str = "replicant-test-admin-token";
+
+pub struct ControlPlane {
+    pub dir: TempDir,
+    pub url: String,
+    pub admin_kubeconfig: PathBuf,
+    kubectl: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+/// The assets directory, or `None` (test skipped) outside CI.
+pub fn assets() -> Option<PathBuf> {
+    let dir = std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from);
+    match dir {
+        Some(dir) if dir.join("kube-apiserver").is_file() && dir.join("etcd").exists() => Some(dir),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "KUBEBUILDER_ASSETS must name a directory with etcd, kube-apiserver and \
+                 kube-controller-manager under CI: run scripts/install-k8s-test-binaries"
+            );
+            eprintln!(
+                "SKIPPED: set KUBEBUILDER_ASSETS (scripts/install-k8s-test-binaries prints it)"
+            );
+            None
+        }
+    }
+}
+
+fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> (String, Child) {
+    let file = fs::File::create(log).unwrap();
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+    (name.to_string(), child)
+}
+
+pub fn kubeconfig_text(url: &str, user: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster:
+    server: {url}
+    insecure-skip-tls-verify: true
+users:
+- name: {user}
+  user:
+    token: {token}
+contexts:
+- name: test
+  context:
+    cluster: test
+    user: {user}
+    namespace: default
+current-context: test
+"
+    )
+}
+
+impl ControlPlane {
+    /// Start etcd, the API server (RBAC on, token auth) and the controller manager (garbage
+    /// collection, service-account tokens); `None` when the binaries are not available.
+    pub async fn start() -> Option<Self> {
+        let assets = assets()?;
+        let dir = tempfile::Builder::new()
+            .prefix("replicant-k8s-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path().to_path_buf();
+        let mut children = Vec::new();
+
+        let (client_port, peer_port) = (free_port().unwrap(), free_port().unwrap());
+        let etcd_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        children.push(spawn(
+            "etcd",
+            &assets.join("etcd"),
+            &[
+                format!("--data-dir={}", d.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=default={peer_url}"),
+                "--unsafe-no-fsync".into(),
+            ],
+            &d.join("etcd.log"),
+        ));
+
+        let key = d.join("sa.key");
+        let status = Command::new("openssl")
+            .args(["genrsa", "-out", key.to_str().unwrap(), "2048"])
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl genrsa");
+        fs::write(
+            d.join("tokens.csv"),
+            format!("{ADMIN_TOKEN},admin,admin,system:masters\n"),
+        )
+        .unwrap();
+
+        let port = free_port().unwrap();
+        let url = format!("https://127.0.0.1:{port}");
+        let certs = d.join("certs");
+        children.push(spawn(
+            "kube-apiserver",
+            &assets.join("kube-apiserver"),
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={port}"),
+                "--insecure-port=0".into(),
+                format!("--cert-dir={}", certs.display()),
+                format!("--token-auth-file={}", d.join("tokens.csv").display()),
+                "--authorization-mode=RBAC".into(),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!("--service-account-key-file={}", key.display()),
+                format!("--service-account-signing-key-file={}", key.display()),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--enable-priority-and-fairness=false".into(),
+            ],
+            &d.join("kube-apiserver.log"),
+        ));
+        let admin_kubeconfig = d.join("admin.kubeconfig");
+        fs::write(
+            &admin_kubeconfig,
+            kubeconfig_text(&url, "admin", ADMIN_TOKEN),
+        )
+        .unwrap();
+        let kubectl = [assets.join("kubectl")]
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("kubectl"));
+        let mut plane = ControlPlane {
+            dir,
+            url,
+            admin_kubeconfig,
+            kubectl,
+            children,
+        };
+        plane.wait_ready().await;
+
+        let cm_log = plane.dir.path().join("kube-controller-manager.log");
+        let cm = spawn(
+            "kube-controller-manager",
+            &assets.join("kube-controller-manager"),
+            &[
+                format!("--kubeconfig={}", plane.admin_kubeconfig.display()),
+                format!("--service-account-private-key-file={}", key.display()),
+                format!("--root-ca-file={}", certs.join("apiserver.crt").display()),
+                "--controllers=garbagecollector,serviceaccount,serviceaccount-token,namespace"
+                    .into(),
+                "--leader-elect=false".into(),
+                "--port=0".into(),
+                "--secure-port=0".into(),
+                "--concurrent-gc-syncs=5".into(),
+            ],
+            &cm_log,
+        );
+        plane.children.push(cm);
+        Some(plane)
+    }
+
+    async fn wait_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(client) = self.admin_client().await {
+                let request = http::Request::get("/readyz").body(Vec::new()).unwrap();
+                if let Ok(text) = client.request_text(request).await
+                    && text.trim() == "ok"
+                {
+                    return;
+                }
+            }
+            let exited = self
+                .children
+                .iter_mut()
+                .find_map(|(name, child)| Some((name.clone(), child.try_wait().ok()??)));
+            if let Some((name, status)) = exited {
+                panic!("{name} exited ({status}):\n{}", self.log(&name));
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "kube-apiserver not ready in 90s:\n{}",
+                self.log("kube-apiserver")
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        let text = fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    pub async fn client_for(kubeconfig: &Path) -> kube::Result<kube::Client> {
+        let config = kube::Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(kubeconfig).expect("kubeconfig reads"),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .expect("kubeconfig is valid");
+        kube::Client::try_from(config)
+    }
+
+    pub async fn admin_client(&self) -> kube::Result<kube::Client> {
+        Self::client_for(&self.admin_kubeconfig).await
+    }
+
+    /// Run kubectl as the admin; the output whatever the exit status.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(&self.kubectl)
+            .arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("kubectl runs")
+    }
+
+    /// Run kubectl and insist it succeeds; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Apply stdin-like text.
+    pub fn apply_text(&self, name: &str, yaml: &str) -> Output {
+        let file = self.dir.path().join(name);
+        fs::write(&file, yaml).unwrap();
+        self.kubectl(&["apply", "-f", file.to_str().unwrap()])
+    }
+
+    /// A kubeconfig that authenticates as a ServiceAccount, with the token the controller
+    /// manager minted for it: the operator then runs with exactly the chart's RBAC.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+        let client = self.admin_client().await.unwrap();
+        let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
+        let secrets: kube::Api<Secret> = kube::Api::namespaced(client, namespace);
+        let started = Instant::now();
+        let token = loop {
+            let account = accounts.get_opt(name).await.unwrap();
+            let secret_name = account
+                .and_then(|a| a.secrets)
+                .and_then(|s| s.into_iter().next())
+                .and_then(|s| s.name);
+            if let Some(secret_name) = secret_name
+                && let Some(secret) = secrets.get_opt(&secret_name).await.unwrap()
+                && let Some(token) = secret.data.and_then(|d| d.get("token").cloned())
+            {
+                break String::from_utf8(token.0).unwrap();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no token for ServiceAccount {namespace}/{name}:\n{}",
+                self.log("kube-controller-manager")
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        fs::write(
+            &path,
+            kubeconfig_text(&self.url, &format!("system:serviceaccount:{namespace}:{name}"), &token),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for (_, child) in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A `replicant operator` child process. Killed (SIGKILL, by PID) on drop.
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+    pub identity: String,
+}
+
+impl Operator {
+    /// Start an operator authenticated by `kubeconfig`, electing on the chart's lease with
+    /// short timings so a takeover happens within seconds.
+    pub fn start(
+        plane: &ControlPlane,
+        kubeconfig: &Path,
+        identity: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let log = plane.dir.path().join(format!("operator-{identity}.log"));
+        let file = fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_replicant"))
+            .args([
+                "operator",
+                "--lease-namespace=replicant-system",
+                "--lease-duration=3s",
+                "--renew-deadline=2s",
+                "--retry-period=500ms",
+                "--log-format=json",
+            ])
+            .arg(format!("--identity={identity}"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("replicant operator starts");
+        Operator {
+            child,
+            log,
+            identity: identity.to_string(),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
