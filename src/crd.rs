@@ -12,7 +12,10 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
             "replicationclusters.replicant.dev.yaml",
             portable(ReplicationCluster::crd()),
         ),
-        ("virtualnames.replicant.dev.yaml", portable(VirtualName::crd())),
+        (
+            "virtualnames.replicant.dev.yaml",
+            portable(VirtualName::crd()),
+        ),
     ]
 }
 

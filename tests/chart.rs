@@ -95,7 +95,10 @@ fn default_render_is_locked_down_and_highly_available() {
     }
     // No wildcard grants anywhere.
     assert!(!out.contains("\"*\""), "RBAC must not use wildcards");
-    assert!(!out.contains("kind: Namespace"), "namespace only when asked for");
+    assert!(
+        !out.contains("kind: Namespace"),
+        "namespace only when asked for"
+    );
 }
 
 #[test]
@@ -116,5 +119,8 @@ fn values_switch_leader_election_and_scope() {
     assert!(out.contains("--no-leader-election"));
     assert!(out.contains("name: WATCH_NAMESPACE\n              value: \"shop\""));
     assert!(out.contains("value: \"debug\""));
-    assert!(!out.contains("kind: Role\n"), "no Lease Role without election");
+    assert!(
+        !out.contains("kind: Role\n"),
+        "no Lease Role without election"
+    );
 }

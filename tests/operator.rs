@@ -46,7 +46,12 @@ impl Bed {
         // client-side schema check would refuse the CRDs before sending them; the server itself
         // accepts them and ignores the rules (replicant enforces them and reports in status).
         let out = plane.kubectl_ok(&["apply", "--validate=false", "-f", "manifests/"]);
-        assert!(out.contains("customresourcedefinition.apiextensions.k8s.io/replicationclusters.replicant.dev"), "{out}");
+        assert!(
+            out.contains(
+                "customresourcedefinition.apiextensions.k8s.io/replicationclusters.replicant.dev"
+            ),
+            "{out}"
+        );
         assert!(out.contains("deployment.apps/replicant"), "{out}");
         plane.kubectl_ok(&["apply", "--validate=false", "-f", "crds/"]);
         plane.kubectl_ok(&[
@@ -80,7 +85,12 @@ impl Bed {
     }
 
     fn port(&self, member: &str) -> u16 {
-        self.address(member).rsplit(':').next().unwrap().parse().unwrap()
+        self.address(member)
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     fn cluster_yaml(&self, primary: &str) -> String {
@@ -116,7 +126,11 @@ spec: {{cluster: orders, target: replicas}}
             a = self.address("orders-a"),
             b = self.address("orders-b"),
             c = self.address("orders-c"),
-            standby = if primary == "orders-b" { "orders-c" } else { "orders-b" },
+            standby = if primary == "orders-b" {
+                "orders-c"
+            } else {
+                "orders-b"
+            },
         )
     }
 
@@ -166,24 +180,41 @@ spec: {{cluster: orders, target: replicas}}
     /// Ports the Service's EndpointSlices point at, and the member names they record.
     async fn slice_ports(&self, service: &str) -> (Vec<u16>, String) {
         let client = self.client().await;
-        let gvk = GroupVersionKind::gvk("discovery.k8s.io", &slice_version(&client).await, "EndpointSlice");
+        let gvk = GroupVersionKind::gvk(
+            "discovery.k8s.io",
+            &slice_version(&client).await,
+            "EndpointSlice",
+        );
         let resource = ApiResource::from_gvk_with_plural(&gvk, "endpointslices");
         let api: Api<DynamicObject> = Api::namespaced_with(client, NS, &resource);
         let list = api
-            .list(&kube::api::ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+            .list(
+                &kube::api::ListParams::default()
+                    .labels(&format!("kubernetes.io/service-name={service}")),
+            )
             .await
             .unwrap();
         let mut ports = Vec::new();
         let mut members = Vec::new();
         for slice in list.items {
-            let endpoints = slice.data["endpoints"].as_array().cloned().unwrap_or_default();
+            let endpoints = slice.data["endpoints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             for endpoint in endpoints {
                 assert_eq!(endpoint["addresses"][0], "127.0.0.1");
             }
-            if !slice.data["endpoints"].as_array().is_none_or(|e| e.is_empty()) {
+            if !slice.data["endpoints"]
+                .as_array()
+                .is_none_or(|e| e.is_empty())
+            {
                 ports.push(slice.data["ports"][0]["port"].as_u64().unwrap() as u16);
             }
-            if let Some(m) = slice.metadata.annotations.and_then(|a| a.get("replicant.dev/members").cloned()) {
+            if let Some(m) = slice
+                .metadata
+                .annotations
+                .and_then(|a| a.get("replicant.dev/members").cloned())
+            {
                 members.push(m);
             }
         }
@@ -213,9 +244,25 @@ async fn slice_version(client: &Client) -> String {
 
 async fn connect(address: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let client = redis::Client::open(format!("redis://:{PASSWORD}@{address}/"))?;
-    tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))?
+}
+
+async fn http_get(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
         .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))?
+        .expect("admin endpoint answers")
+        .unwrap();
+    response
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -223,8 +270,16 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn condition<'a>(cluster: &'a ReplicationCluster, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    cluster.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+fn condition<'a>(
+    cluster: &'a ReplicationCluster,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    cluster
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 fn is_true(cluster: &ReplicationCluster, type_: &str) -> bool {
@@ -252,39 +307,82 @@ async fn events_for(client: &Client, name: &str) -> Vec<Event> {
 
 async fn lease_holder(client: &Client) -> Option<String> {
     let api: Api<Lease> = Api::namespaced(client.clone(), "replicant-system");
-    api.get_opt("replicant-leader").await.ok()??.spec?.holder_identity
+    api.get_opt("replicant-leader")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_reconcile_fail_over_and_reject_bad_specs() {
-    let Some(mut bed) = Bed::new().await else { return };
+    let Some(mut bed) = Bed::new().await else {
+        return;
+    };
     let client = bed.client().await;
 
     // The examples are accepted by the API server as written.
-    bed.plane.kubectl_ok(&["apply", "--dry-run=server", "-n", NS, "-f", "examples/kubernetes/"]);
+    bed.plane.kubectl_ok(&[
+        "apply",
+        "--dry-run=server",
+        "-n",
+        NS,
+        "-f",
+        "examples/kubernetes/",
+    ]);
 
-    let op = bed.operator("op-1", &[]);
-    let out = bed.plane.apply_text("orders.yaml", &bed.cluster_yaml("orders-a"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let admin = format!("127.0.0.1:{}", replicant::local::free_port().unwrap());
+    let op = bed.operator("op-1", &[("REPLICANT_ADMIN", admin.as_str())]);
+    let out = bed
+        .plane
+        .apply_text("orders.yaml", &bed.cluster_yaml("orders-a"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let ready = bed
         .wait_for("the cluster to be ready", 60, &[&op], |c| {
-            is_true(c, "Ready") && c.status.as_ref().and_then(|s| s.ready_members.as_deref()) == Some("3/3")
+            is_true(c, "Ready")
+                && c.status.as_ref().and_then(|s| s.ready_members.as_deref()) == Some("3/3")
         })
         .await;
     assert_eq!(primary(&ready), Some("orders-a"));
-    assert_eq!(ready.status.as_ref().unwrap().observed_generation, ready.metadata.generation);
+    assert_eq!(
+        ready.status.as_ref().unwrap().observed_generation,
+        ready.metadata.generation
+    );
     assert_eq!(bed.role("orders-b").await.as_deref(), Some("slave"));
     assert_eq!(bed.role("orders-c").await.as_deref(), Some("slave"));
     assert_eq!(lease_holder(&client).await.as_deref(), Some("op-1"));
 
+    // Health and metrics are served.
+    let metrics = http_get(&admin, "/metrics").await;
+    assert!(
+        metrics.contains("replicant_reconcile_rounds_total{cluster=\"shop/orders\"}"),
+        "{metrics}"
+    );
+    assert!(
+        http_get(&admin, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+
     // kubectl shows the printer columns.
-    let table = bed.plane.kubectl_ok(&["get", "replicationclusters", "-n", NS]);
+    let table = bed
+        .plane
+        .kubectl_ok(&["get", "replicationclusters", "-n", NS]);
     for column in ["ENGINE", "PRIMARY", "READY", "STATUS", "AGE"] {
         assert!(table.contains(column), "{table}");
     }
-    assert!(table.contains("orders-a") && table.contains("3/3"), "{table}");
-    let wide = bed.plane.kubectl_ok(&["get", "rcluster", "-n", NS, "-o", "wide"]);
+    assert!(
+        table.contains("orders-a") && table.contains("3/3"),
+        "{table}"
+    );
+    let wide = bed
+        .plane
+        .kubectl_ok(&["get", "rcluster", "-n", NS, "-o", "wide"]);
     assert!(wide.contains("EPOCH"), "{wide}");
 
     // Virtual names are selectorless Services with operator-owned EndpointSlices.
@@ -300,29 +398,55 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
     let rw = rw.expect("Service orders-rw exists");
     assert!(rw.spec.as_ref().unwrap().selector.is_none(), "selectorless");
     let owner = &rw.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("VirtualName", "orders-rw"));
-    assert_eq!(bed.slice_ports("orders-rw").await, (vec![bed.port("orders-a")], "orders-a".to_string()));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("VirtualName", "orders-rw")
+    );
+    assert_eq!(
+        bed.slice_ports("orders-rw").await,
+        (vec![bed.port("orders-a")], "orders-a".to_string())
+    );
     let (ro_ports, _) = bed.slice_ports("orders-ro").await;
     let mut want = vec![bed.port("orders-b"), bed.port("orders-c")];
     want.sort();
     assert_eq!(ro_ports, want);
     let names: Api<VirtualName> = Api::namespaced(client.clone(), NS);
     support::eventually("VirtualName status to show its endpoint", 20, async || {
-        names.get("orders-rw").await.ok().and_then(|vn| vn.status).is_some_and(|s| {
-            s.endpoints == ["orders-a"]
-                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-        })
+        names
+            .get("orders-rw")
+            .await
+            .ok()
+            .and_then(|vn| vn.status)
+            .is_some_and(|s| {
+                s.endpoints == ["orders-a"]
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
     })
     .await;
     // The journal lives in a ConfigMap the cluster owns.
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
     let journal = maps.get("orders-journal").await.expect("journal ConfigMap");
-    assert_eq!(journal.metadata.owner_references.unwrap()[0].kind, "ReplicationCluster");
+    assert_eq!(
+        journal.metadata.owner_references.unwrap()[0].kind,
+        "ReplicationCluster"
+    );
 
     // Write, then kill -9 the master: a replica is promoted, the Service moves, an Event says so.
     let mut con = connect(&bed.address("orders-a")).await.unwrap();
-    let _: () = redis::cmd("SET").arg("order:1").arg("paid").query_async(&mut con).await.unwrap();
-    let _: redis::Value = redis::cmd("WAIT").arg(2).arg(2000).query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("order:1")
+        .arg("paid")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("WAIT")
+        .arg(2)
+        .arg(2000)
+        .query_async(&mut con)
+        .await
+        .unwrap();
     drop(con);
     bed.servers.get_mut("orders-a").unwrap().kill();
     let failed_over = bed
@@ -341,8 +465,16 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
     })
     .await;
     let mut con = connect(&bed.address(&new_primary)).await.unwrap();
-    let value: Option<String> = redis::cmd("GET").arg("order:1").query_async(&mut con).await.unwrap();
-    assert_eq!(value.as_deref(), Some("paid"), "the acknowledged write survived");
+    let value: Option<String> = redis::cmd("GET")
+        .arg("order:1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        value.as_deref(),
+        Some("paid"),
+        "the acknowledged write survived"
+    );
     support::eventually("a failover Event", 20, async || {
         events_for(&client, "orders").await.iter().any(|e| {
             e.reason.as_deref() == Some("FailoverSucceeded")
@@ -350,21 +482,34 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
         })
     })
     .await;
-    let reasons: Vec<String> = events_for(&client, "orders").await.into_iter().filter_map(|e| e.reason).collect();
+    let reasons: Vec<String> = events_for(&client, "orders")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
     assert!(reasons.iter().any(|r| r == "Promoted"), "{reasons:?}");
 
     // A spec the schema rejects never reaches the operator.
-    let bad = bed.cluster_yaml(&new_primary).replace("detectAfter: 1s", "detectAfter: soon");
+    let bad = bed
+        .cluster_yaml(&new_primary)
+        .replace("detectAfter: 1s", "detectAfter: soon");
     let out = bed.plane.apply_text("bad-schema.yaml", &bad);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("spec.failover.detectAfter"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("spec.failover.detectAfter"),
+        "{stderr}"
+    );
 
     // One the schema lets through on this server (no CEL here) is reported in status, and
     // nothing is acted on: the primary, epoch and roles stay as they are.
     let generation_before = bed.cluster().await.unwrap().metadata.generation;
     let unknown = bed.cluster_yaml("orders-z");
     let out = bed.plane.apply_text("bad-rule.yaml", &unknown);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let invalid = bed
         .wait_for("the spec to be reported invalid", 20, &[&op], |c| {
             c.metadata.generation != generation_before
@@ -372,19 +517,30 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
         })
         .await;
     let message = &condition(&invalid, "SpecValid").unwrap().message;
-    assert!(message.contains("spec.primary") && message.contains("orders-z"), "{message}");
+    assert!(
+        message.contains("spec.primary") && message.contains("orders-z"),
+        "{message}"
+    );
     assert!(is_true(&invalid, "Stalled"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = bed.cluster().await.unwrap();
-    assert_eq!((primary(&after), epoch(&after)), (Some(new_primary.as_str()), 1));
+    assert_eq!(
+        (primary(&after), epoch(&after)),
+        (Some(new_primary.as_str()), 1)
+    );
     assert_eq!(bed.role(&new_primary).await.as_deref(), Some("master"));
     support::eventually("an InvalidSpec Event", 10, async || {
-        events_for(&client, "orders").await.iter().any(|e| e.reason.as_deref() == Some("InvalidSpec"))
+        events_for(&client, "orders")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("InvalidSpec"))
     })
     .await;
 
     // Acknowledge the failover in the spec: valid again, and Ready.
-    let out = bed.plane.apply_text("fixed.yaml", &bed.cluster_yaml(&new_primary));
+    let out = bed
+        .plane
+        .apply_text("fixed.yaml", &bed.cluster_yaml(&new_primary));
     assert!(out.status.success());
     bed.wait_for("the fixed spec to be valid", 20, &[&op], |c| {
         condition(c, "SpecValid").is_some_and(|s| s.status == "True") && !is_true(c, "Stalled")
@@ -392,12 +548,20 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
     .await;
 
     // Secrets never leak into status, Events or logs.
-    let everything = bed.plane.kubectl_ok(&["get", "replicationclusters,virtualnames,events", "-n", NS, "-o", "yaml"]);
+    let everything = bed.plane.kubectl_ok(&[
+        "get",
+        "replicationclusters,virtualnames,events",
+        "-n",
+        NS,
+        "-o",
+        "yaml",
+    ]);
     assert!(!everything.contains(PASSWORD));
     assert!(!op.log_text().contains(PASSWORD));
 
     // Deleting a VirtualName garbage-collects its Service.
-    bed.plane.kubectl_ok(&["delete", "virtualname", "orders-ro", "-n", NS]);
+    bed.plane
+        .kubectl_ok(&["delete", "virtualname", "orders-ro", "-n", NS]);
     support::eventually("Service orders-ro to be collected", 60, async || {
         services.get_opt("orders-ro").await.unwrap().is_none()
     })
@@ -406,25 +570,44 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_operator_takes_over_a_failover_its_leader_died_in() {
-    let Some(mut bed) = Bed::new().await else { return };
+    let Some(mut bed) = Bed::new().await else {
+        return;
+    };
     let client = bed.client().await;
     // The first leader dies (like kill -9) right after promoting, before re-pointing replicas
     // or moving the Service.
     let mut first = bed.operator("op-1", &[("REPLICANT_CRASH_AT", "after-promote")]);
-    support::eventually("op-1 to lead", 30, async || lease_holder(&client).await.as_deref() == Some("op-1")).await;
-    let second = bed.operator("op-2", &[]);
-    let out = bed.plane.apply_text("orders.yaml", &bed.cluster_yaml("orders-a"));
-    assert!(out.status.success());
-    bed.wait_for("the cluster to be ready", 60, &[&first, &second], |c| {
-        is_true(c, "Ready") && c.status.as_ref().and_then(|s| s.ready_members.as_deref()) == Some("3/3")
+    support::eventually("op-1 to lead", 30, async || {
+        lease_holder(&client).await.as_deref() == Some("op-1")
     })
     .await;
-    assert_eq!(lease_holder(&client).await.as_deref(), Some("op-1"), "op-2 only waits");
-    assert!(!second.log_text().contains("\"applied\""), "the follower never acts");
+    let second = bed.operator("op-2", &[]);
+    let out = bed
+        .plane
+        .apply_text("orders.yaml", &bed.cluster_yaml("orders-a"));
+    assert!(out.status.success());
+    bed.wait_for("the cluster to be ready", 60, &[&first, &second], |c| {
+        is_true(c, "Ready")
+            && c.status.as_ref().and_then(|s| s.ready_members.as_deref()) == Some("3/3")
+    })
+    .await;
+    assert_eq!(
+        lease_holder(&client).await.as_deref(),
+        Some("op-1"),
+        "op-2 only waits"
+    );
+    assert!(
+        !second.log_text().contains("\"applied\""),
+        "the follower never acts"
+    );
 
     bed.servers.get_mut("orders-a").unwrap().kill();
     support::eventually("op-1 to die mid-failover", 30, async || first.exited()).await;
-    assert!(first.log_text().contains("REPLICANT_CRASH_AT=after-promote"));
+    assert!(
+        first
+            .log_text()
+            .contains("REPLICANT_CRASH_AT=after-promote")
+    );
 
     let done = bed
         .wait_for("op-2 to finish the failover", 45, &[&first, &second], |c| {
@@ -433,7 +616,11 @@ async fn a_second_operator_takes_over_a_failover_its_leader_died_in() {
         })
         .await;
     assert_eq!(lease_holder(&client).await.as_deref(), Some("op-2"));
-    assert_eq!(epoch(&done), 1, "resumed at the journaled epoch, not promoted again");
+    assert_eq!(
+        epoch(&done),
+        1,
+        "resumed at the journaled epoch, not promoted again"
+    );
     assert_eq!(done.status.as_ref().unwrap().history.len(), 1);
     assert_eq!(bed.role("orders-b").await.as_deref(), Some("master"));
     assert_eq!(bed.role("orders-c").await.as_deref(), Some("slave"));
@@ -442,5 +629,24 @@ async fn a_second_operator_takes_over_a_failover_its_leader_died_in() {
     })
     .await;
     let second_log = second.log_text();
-    assert!(second_log.contains("became leader"), "{}", tail(&second_log, 40));
+    assert!(
+        second_log.contains("became leader"),
+        "{}",
+        tail(&second_log, 40)
+    );
+    // op-2 finished the steps op-1 never took: re-pointing orders-c and moving the Service.
+    for step in [
+        "Replicate { member: \\\"orders-c\\\", from: \\\"orders-b\\\" }",
+        "RetargetVirtualName { name: \\\"orders-rw\\\"",
+    ] {
+        assert!(
+            second_log.contains(step),
+            "op-2 did not take {step}:\n{}",
+            tail(&second_log, 40)
+        );
+    }
+    assert!(
+        !second_log.contains("Promote {"),
+        "op-2 must not promote again"
+    );
 }

@@ -171,7 +171,9 @@ async fn round(
         &deps,
     )
     .await?;
-    ctx.metrics.record_round(&name, &round);
+    // Names repeat across namespaces; metrics label clusters as namespace/name.
+    ctx.metrics
+        .record_round(&format!("{namespace}/{name}"), &round);
     for event in events::for_round(&round, state.published.as_ref()) {
         ctx.publish_event(cluster, event).await;
     }

@@ -101,7 +101,9 @@ impl Context {
 
 /// Give every condition a message: server-side apply on older API servers (1.20) turns an empty
 /// string into null, which the CRD schema then rejects.
-fn fill_empty_messages(conditions: &mut [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) {
+fn fill_empty_messages(
+    conditions: &mut [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) {
     for c in conditions.iter_mut().filter(|c| c.message.is_empty()) {
         c.message = c.reason.clone();
     }

@@ -214,7 +214,8 @@ impl ControlPlane {
     }
 
     pub fn log(&self, name: &str) -> String {
-        let text = fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
+        let text =
+            fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(40).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
@@ -292,7 +293,11 @@ impl ControlPlane {
         let path = self.dir.path().join(format!("{name}.kubeconfig"));
         fs::write(
             &path,
-            kubeconfig_text(&self.url, &format!("system:serviceaccount:{namespace}:{name}"), &token),
+            kubeconfig_text(
+                &self.url,
+                &format!("system:serviceaccount:{namespace}:{name}"),
+                &token,
+            ),
         )
         .unwrap();
         path
