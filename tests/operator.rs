@@ -384,6 +384,14 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
         .plane
         .kubectl_ok(&["get", "rcluster", "-n", NS, "-o", "wide"]);
     assert!(wide.contains("EPOCH"), "{wide}");
+    // Every field is documented from the schema.
+    let explained = bed
+        .plane
+        .kubectl_ok(&["explain", "replicationclusters.spec.failover"]);
+    assert!(
+        explained.contains("detectAfter") && explained.contains("unreachable"),
+        "{explained}"
+    );
 
     // Virtual names are selectorless Services with operator-owned EndpointSlices.
     let services: Api<Service> = Api::namespaced(client.clone(), NS);

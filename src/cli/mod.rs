@@ -145,7 +145,7 @@ impl OperatorArgs {
         Ok(crate::operator::Options {
             namespace: self.namespace,
             admin: self.admin,
-            lease: (!self.no_leader_election).then(|| crate::operator::LeaseOptions {
+            lease: (!self.no_leader_election).then_some(crate::operator::LeaseOptions {
                 name: self.lease_name,
                 namespace: self.lease_namespace,
                 duration,

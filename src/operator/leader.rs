@@ -33,8 +33,16 @@ pub struct Elector {
     api: Api<Lease>,
     options: LeaseOptions,
     identity: String,
-    /// The last (holder, renewTime) seen and when this process saw it change.
-    seen: Mutex<Option<(Option<String>, Option<Timestamp>, Instant)>>,
+    /// The other holder's record as last seen, and when this process saw it change.
+    seen: Mutex<Option<Sighting>>,
+}
+
+/// A lease record held by someone else, and when this process first saw it in that state.
+#[derive(Clone, Debug, PartialEq)]
+struct Sighting {
+    holder: Option<String>,
+    renewed: Option<Timestamp>,
+    at: Instant,
 }
 
 impl Elector {
@@ -152,10 +160,14 @@ impl Elector {
             );
             let mut seen = self.seen.lock().await;
             let since = match &*seen {
-                Some((h, r, at)) if *h == holder && *r == renewed => *at,
+                Some(s) if s.holder == holder && s.renewed == renewed => s.at,
                 _ => {
                     let at = Instant::now();
-                    *seen = Some((holder.clone(), renewed, at));
+                    *seen = Some(Sighting {
+                        holder: holder.clone(),
+                        renewed,
+                        at,
+                    });
                     at
                 }
             };
