@@ -362,6 +362,21 @@ fn settled(status: &ReplicationClusterStatus) -> ReplicationClusterStatus {
     s
 }
 
+/// Whether `status` says something `previous` did not: anything but offsets and lag at once,
+/// those only once the last write is no longer `fresh`. Conditions compare without timestamps.
+fn worth_writing(
+    previous: Option<&ReplicationClusterStatus>,
+    status: &ReplicationClusterStatus,
+    fresh: bool,
+) -> bool {
+    let Some(previous) = previous else {
+        return true;
+    };
+    let same = status::same_conditions(&previous.conditions, &status.conditions)
+        && settled(previous) == settled(status);
+    !(same && (fresh || previous == status))
+}
+
 /// Write status with server-side apply when it says something new.
 async fn publish(
     cluster: &ReplicationCluster,
@@ -372,15 +387,11 @@ async fn publish(
     status.observed_generation = cluster.meta().generation;
     super::fill_empty_messages(&mut status.conditions);
     let previous = state.published.as_ref().or(cluster.status.as_ref());
-    if let Some(previous) = previous {
-        let same_conditions = status::same_conditions(&previous.conditions, &status.conditions);
-        let same = same_conditions && settled(previous) == settled(&status);
-        let fresh = state
-            .published_at
-            .is_some_and(|at| at.elapsed() < VOLATILE_REFRESH);
-        if same && (fresh || *previous == status) {
-            return Ok(());
-        }
+    let fresh = state
+        .published_at
+        .is_some_and(|at| at.elapsed() < VOLATILE_REFRESH);
+    if !worth_writing(previous, &status, fresh) {
+        return Ok(());
     }
     let api: Api<ReplicationCluster> =
         Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
@@ -401,4 +412,106 @@ async fn publish(
     state.published = Some(status);
     state.published_at = Some(Instant::now());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MemberStatus;
+
+    fn cluster(yaml: &str) -> ReplicationCluster {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const ORDERS: &str = r#"
+apiVersion: replicant.dev/v1alpha1
+kind: ReplicationCluster
+metadata: {name: orders, namespace: shop}
+spec:
+  engine: redis
+  primary: a
+  members:
+    - {name: a, address: "10.0.0.1:6380"}
+    - {name: b, address: "10.0.0.2:6379"}
+"#;
+
+    #[test]
+    fn a_rule_the_schema_cannot_express_is_reported_with_its_field_path() {
+        assert!(problems(&cluster(ORDERS), &[]).is_empty());
+        let bad = cluster(&ORDERS.replace("primary: a", "primary: z"));
+        let found = problems(&bad, &[]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("ReplicationCluster/orders: spec.primary:")
+                && found[0].contains("\"z\""),
+            "{}",
+            found[0]
+        );
+    }
+
+    #[test]
+    fn a_virtual_name_naming_a_missing_member_is_a_problem_of_its_cluster() {
+        let vn: VirtualName = serde_yaml::from_str(
+            "apiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {name: pinned, namespace: shop}\nspec: {cluster: orders, target: nobody}\n",
+        )
+        .unwrap();
+        let found = problems(&cluster(ORDERS), &[Arc::new(vn)]);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("VirtualName/pinned: spec.target")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_spec_stalls_with_the_problems_and_a_valid_one_clears_it() {
+        let problems =
+            vec!["ReplicationCluster/orders: spec.primary: unknown member \"z\"".to_string()];
+        let stalled = with_spec_problems(ReplicationClusterStatus::default(), &problems);
+        let get = |s: &ReplicationClusterStatus, t: &str| {
+            s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap()
+        };
+        assert_eq!(get(&stalled, SPEC_VALID).status, "False");
+        assert!(get(&stalled, SPEC_VALID).message.contains("spec.primary"));
+        assert_eq!(get(&stalled, findings::STALLED).status, "True");
+        assert_eq!(get(&stalled, findings::READY).status, "False");
+        let fixed = with_spec_problems(stalled, &[]);
+        assert_eq!(get(&fixed, SPEC_VALID).status, "True");
+    }
+
+    #[test]
+    fn offsets_alone_are_written_only_when_the_last_write_is_stale() {
+        let member = |offset| MemberStatus {
+            name: "a".into(),
+            reachable: true,
+            offset: Some(offset),
+            ..Default::default()
+        };
+        let before = ReplicationClusterStatus {
+            epoch: 1,
+            members: vec![member(100)],
+            ..Default::default()
+        };
+        let moved = ReplicationClusterStatus {
+            members: vec![member(200)],
+            ..before.clone()
+        };
+        assert!(worth_writing(None, &before, true));
+        assert!(!worth_writing(Some(&before), &before, false));
+        assert!(!worth_writing(Some(&before), &moved, true));
+        assert!(worth_writing(Some(&before), &moved, false));
+        let promoted = ReplicationClusterStatus {
+            epoch: 2,
+            ..before.clone()
+        };
+        assert!(worth_writing(Some(&before), &promoted, true));
+    }
+
+    #[test]
+    fn the_service_port_comes_from_the_primary() {
+        assert_eq!(default_port(&cluster(ORDERS).spec), 6380);
+        let other = cluster(&ORDERS.replace("primary: a", "primary: b"));
+        assert_eq!(default_port(&other.spec), 6379);
+    }
 }

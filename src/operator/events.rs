@@ -122,3 +122,151 @@ fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
         secondary: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jiff::Timestamp;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::{
+        api::PromotionRecord,
+        journal::{Journal, OperationKind},
+        observed::Observed,
+        plan::{Plan, PlannedAction},
+        status::Applied,
+    };
+
+    fn planned(action: Action) -> PlannedAction {
+        PlannedAction {
+            action,
+            why: "orders-a unreachable for 1s".into(),
+            required: true,
+        }
+    }
+
+    fn round(
+        results: Vec<(PlannedAction, ActionResult)>,
+        history: Vec<PromotionRecord>,
+        conditions: Vec<Condition>,
+    ) -> Round {
+        let journal = Journal {
+            history,
+            ..Default::default()
+        };
+        Round {
+            observed: Observed::default(),
+            plan: Plan {
+                journal: journal.clone(),
+                actions: Vec::new(),
+                findings: Vec::new(),
+                requeue_after: Duration::from_millis(250),
+            },
+            applied: Applied { journal, results },
+            status: ReplicationClusterStatus {
+                conditions,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn blocked(reason: &str) -> Condition {
+        Condition {
+            type_: findings::PROMOTION_BLOCKED.into(),
+            status: "True".into(),
+            reason: reason.into(),
+            message: "orders-b: lag 784 MiB exceeds maxLag 1 MiB".into(),
+            observed_generation: None,
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn fencing_and_promotion_that_took_effect_are_recorded() {
+        let r = round(
+            vec![
+                (
+                    planned(Action::Fence {
+                        member: "orders-a".into(),
+                    }),
+                    ActionResult::Failed("connection refused".into()),
+                ),
+                (
+                    planned(Action::Promote {
+                        member: "orders-b".into(),
+                        epoch: 4,
+                    }),
+                    ActionResult::Done,
+                ),
+            ],
+            Vec::new(),
+            Vec::new(),
+        );
+        let events = for_round(&r, None);
+        assert_eq!(events.len(), 1, "a failed fence is not an event");
+        assert_eq!(events[0].reason, "Promoted");
+        assert_eq!(events[0].type_, EventType::Normal);
+        assert!(
+            events[0]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("orders-b is master at epoch 4")
+        );
+    }
+
+    #[test]
+    fn a_finished_failover_is_one_event() {
+        let record = PromotionRecord {
+            kind: OperationKind::Failover,
+            from: Some("orders-a".into()),
+            to: "orders-b".into(),
+            epoch: 1,
+            started_at: "2026-11-22T00:00:00Z".into(),
+            finished_at: "2026-11-22T00:00:01Z".into(),
+            outcome: Outcome::Succeeded,
+            reason: "orders-a unreachable".into(),
+        };
+        let events = for_round(&round(Vec::new(), vec![record.clone()], Vec::new()), None);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "FailoverSucceeded");
+        assert!(
+            events[0]
+                .note
+                .as_deref()
+                .unwrap()
+                .starts_with("orders-a -> orders-b (epoch 1)")
+        );
+        let mut seen = round(Vec::new(), vec![record], Vec::new());
+        seen.observed.journal.history = seen.applied.journal.history.clone();
+        assert!(for_round(&seen, None).is_empty(), "history already seen");
+    }
+
+    #[test]
+    fn a_blocked_promotion_is_reported_once_per_reason() {
+        let now = round(Vec::new(), Vec::new(), vec![blocked("NoCandidate")]);
+        let events = for_round(&now, None);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].type_, events[0].reason.as_str()),
+            (EventType::Warning, "NoCandidate")
+        );
+        let before = ReplicationClusterStatus {
+            conditions: vec![blocked("NoCandidate")],
+            ..Default::default()
+        };
+        assert!(for_round(&now, Some(&before)).is_empty());
+        let changed = round(Vec::new(), Vec::new(), vec![blocked("CooldownActive")]);
+        assert_eq!(for_round(&changed, Some(&before)).len(), 1);
+    }
+
+    #[test]
+    fn notes_fit_the_events_api_and_stay_utf8() {
+        let long = "é".repeat(800);
+        let e = invalid_spec(&[long]);
+        let note = e.note.unwrap();
+        assert!(note.len() <= 1000 && note.starts_with("nothing is applied"));
+    }
+}
