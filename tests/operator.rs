@@ -658,3 +658,55 @@ async fn a_second_operator_takes_over_a_failover_its_leader_died_in() {
         "op-2 must not promote again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_never_acts_after_it_wakes() {
+    let Some(mut bed) = Bed::new().await else {
+        return;
+    };
+    let client = bed.client().await;
+    let mut first = bed.operator("op-1", &[]);
+    support::eventually("op-1 to lead", 30, async || {
+        lease_holder(&client).await.as_deref() == Some("op-1")
+    })
+    .await;
+    let second = bed.operator("op-2", &[]);
+    let out = bed
+        .plane
+        .apply_text("orders.yaml", &bed.cluster_yaml("orders-a"));
+    assert!(out.status.success());
+    bed.wait_for("the cluster to be ready", 60, &[&first, &second], |c| {
+        is_true(c, "Ready")
+    })
+    .await;
+
+    // The leader stalls; the lease expires and op-2 takes over and handles a failover.
+    first.freeze();
+    support::eventually("op-2 to take the lease", 30, async || {
+        lease_holder(&client).await.as_deref() == Some("op-2")
+    })
+    .await;
+    bed.servers.get_mut("orders-a").unwrap().kill();
+    bed.wait_for("op-2 to fail over", 30, &[&second], |c| {
+        primary(c) == Some("orders-b") && c.status.as_ref().is_some_and(|s| s.history.len() == 1)
+    })
+    .await;
+
+    // op-1 wakes with a stale picture of the world: it must step down without acting.
+    let seen = first.log_text().len();
+    first.thaw();
+    support::eventually("op-1 to exit", 30, async || first.exited()).await;
+    let woke = first.log_text()[seen..].to_string();
+    assert!(
+        !woke.contains("\"applied\""),
+        "the stale leader acted:\n{woke}"
+    );
+    assert!(
+        woke.contains("another replica holds the lease") || woke.contains("not renewed"),
+        "{woke}"
+    );
+    let after = bed.cluster().await.unwrap();
+    assert_eq!((primary(&after), epoch(&after)), (Some("orders-b"), 1));
+    assert_eq!(bed.role("orders-b").await.as_deref(), Some("master"));
+    assert_eq!(bed.role("orders-c").await.as_deref(), Some("slave"));
+}

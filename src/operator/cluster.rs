@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret as KubeSecret};
 use kube::{
     Resource, ResourceExt,
@@ -70,6 +71,16 @@ pub async fn reconcile(
         // The journal ConfigMap and the names' Services go with it (owner references).
         ctx.clusters.lock().expect("not poisoned").remove(&key);
         return Ok(Action::await_change());
+    }
+    if !ctx.may_act() {
+        // The lease lapsed (this process was frozen, or cannot reach the API server): someone
+        // else may be leading now. Act on nothing; the elector exits the process if it is lost.
+        tracing::warn!(cluster = %name, "not acting: leadership is not confirmed");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if ctx.names.wait_until_ready().now_or_never().is_none() {
+        // The VirtualName cache is still filling: a round now would see no names.
+        return Ok(Action::requeue(Duration::from_millis(100)));
     }
     let mut state = ctx
         .clusters
@@ -166,7 +177,7 @@ async fn round(
     let round = reconcile::reconcile(
         &desired,
         &mut state.memory,
-        state.published.as_ref(),
+        state.published.as_ref().or(cluster.status.as_ref()),
         generation,
         &deps,
     )
@@ -174,7 +185,8 @@ async fn round(
     // Names repeat across namespaces; metrics label clusters as namespace/name.
     ctx.metrics
         .record_round(&format!("{namespace}/{name}"), &round);
-    for event in events::for_round(&round, state.published.as_ref()) {
+    let before = state.published.as_ref().or(cluster.status.as_ref());
+    for event in events::for_round(&round, before) {
         ctx.publish_event(cluster, event).await;
     }
     let status = with_spec_problems(round.status.clone(), &problems);

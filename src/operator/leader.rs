@@ -35,6 +35,9 @@ pub struct Elector {
     identity: String,
     /// The other holder's record as last seen, and when this process saw it change.
     seen: Mutex<Option<Sighting>>,
+    /// Until when this process may act: the start of its last successful renewal plus the
+    /// renew deadline. Monotonic, so a process frozen past it stops acting the moment it wakes.
+    valid_until: std::sync::Mutex<Option<Instant>>,
 }
 
 /// A lease record held by someone else, and when this process first saw it in that state.
@@ -52,7 +55,25 @@ impl Elector {
             options,
             identity,
             seen: Mutex::new(None),
+            valid_until: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Whether this process holds the lease now (checked before every reconcile round).
+    pub fn is_leading(&self) -> bool {
+        self.valid_until
+            .lock()
+            .expect("not poisoned")
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    fn renewed(&self, started: Instant) {
+        *self.valid_until.lock().expect("not poisoned") =
+            Some(started + self.options.renew_deadline);
+    }
+
+    fn lost(&self) {
+        *self.valid_until.lock().expect("not poisoned") = None;
     }
 
     pub fn identity(&self) -> &str {
@@ -97,6 +118,7 @@ impl Elector {
 
     /// Hand the lease over at once on a clean shutdown instead of letting it expire.
     pub async fn release(&self) {
+        self.lost();
         let Ok(Some(mut lease)) = call("get lease", self.api.get_opt(&self.options.name)).await
         else {
             return;
@@ -121,6 +143,17 @@ impl Elector {
 
     /// One attempt: `Ok(true)` when this process holds the lease afterwards.
     async fn try_acquire_or_renew(&self) -> Result<bool, ApiError> {
+        let started = Instant::now();
+        let held = self.attempt().await;
+        match held {
+            Ok(true) => self.renewed(started),
+            Ok(false) => self.lost(),
+            Err(_) => {}
+        }
+        held
+    }
+
+    async fn attempt(&self) -> Result<bool, ApiError> {
         let now = Timestamp::now();
         let name = &self.options.name;
         let duration_seconds = i32::try_from(self.options.duration.as_secs().max(1)).unwrap_or(15);

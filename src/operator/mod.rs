@@ -84,9 +84,16 @@ pub struct Context {
     names: Store<VirtualName>,
     slices: ApiResource,
     clusters: Mutex<HashMap<(String, String), cluster::ClusterState>>,
+    /// The lease this process acts under; none when election is off.
+    elector: Option<Arc<Elector>>,
 }
 
 impl Context {
+    /// Whether this process may act now: it leads (or runs without election).
+    fn may_act(&self) -> bool {
+        self.elector.as_ref().is_none_or(|e| e.is_leading())
+    }
+
     /// Events are best effort: a failure is logged, never fails the reconcile.
     async fn publish_event<K: Resource<DynamicType = ()>>(&self, object: &K, event: Event) {
         let reference = object.object_ref(&());
@@ -123,10 +130,13 @@ pub async fn run(
         tokio::spawn(metrics::serve_admin(addr, metrics.clone()));
     }
     tokio::pin!(shutdown);
-    let elector = options
-        .lease
-        .clone()
-        .map(|lease| Elector::new(client.clone(), lease, options.identity.clone()));
+    let elector = options.lease.clone().map(|lease| {
+        Arc::new(Elector::new(
+            client.clone(),
+            lease,
+            options.identity.clone(),
+        ))
+    });
     if let Some(elector) = &elector {
         tracing::info!(identity = %elector.identity(), "waiting to become leader");
         tokio::select! {
@@ -162,6 +172,7 @@ pub async fn run(
         names: names_store.clone(),
         slices: slices.clone(),
         clusters: Mutex::new(HashMap::new()),
+        elector: elector.clone(),
     });
 
     let slice_api: Api<kube::core::DynamicObject> = match &options.namespace {
