@@ -138,6 +138,27 @@ spec: {{cluster: orders, target: replicas}}
         Operator::start(&self.plane, &self.operator_kubeconfig, identity, env)
     }
 
+    /// op-1 leading (with `env`), op-2 waiting, and the cluster applied and ready.
+    async fn leader_and_follower(&self, env: &[(&str, &str)]) -> (Operator, Operator) {
+        let client = self.client().await;
+        let first = self.operator("op-1", env);
+        support::eventually("op-1 to lead", 30, async || {
+            lease_holder(&client).await.as_deref() == Some("op-1")
+        })
+        .await;
+        let second = self.operator("op-2", &[]);
+        let out = self
+            .plane
+            .apply_text("orders.yaml", &self.cluster_yaml("orders-a"));
+        assert!(out.status.success());
+        self.wait_for("the cluster to be ready", 60, &[&first, &second], |c| {
+            is_true(c, "Ready")
+                && c.status.as_ref().and_then(|s| s.ready_members.as_deref()) == Some("3/3")
+        })
+        .await;
+        (first, second)
+    }
+
     async fn client(&self) -> Client {
         self.plane.admin_client().await.unwrap()
     }
@@ -321,15 +342,11 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
     };
     let client = bed.client().await;
 
-    // The examples are accepted by the API server as written.
-    bed.plane.kubectl_ok(&[
-        "apply",
-        "--dry-run=server",
-        "-n",
-        NS,
-        "-f",
-        "examples/kubernetes/",
-    ]);
+    // The examples are accepted by the API server as written. Their Secret does not exist
+    // here, and status says so in words a person can act on.
+    bed.plane.kubectl_ok(&["create", "namespace", "examples"]);
+    bed.plane
+        .kubectl_ok(&["apply", "-n", "examples", "-f", "examples/kubernetes/"]);
 
     let admin = format!("127.0.0.1:{}", replicant::local::free_port().unwrap());
     let op = bed.operator("op-1", &[("REPLICANT_ADMIN", admin.as_str())]);
@@ -356,6 +373,23 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
     assert_eq!(bed.role("orders-b").await.as_deref(), Some("slave"));
     assert_eq!(bed.role("orders-c").await.as_deref(), Some("slave"));
     assert_eq!(lease_holder(&client).await.as_deref(), Some("op-1"));
+
+    let examples: Api<ReplicationCluster> = Api::namespaced(client.clone(), "examples");
+    support::eventually("the example to report its missing Secret", 20, async || {
+        examples
+            .get("orders")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Stalled"
+                        && c.status == "True"
+                        && c.message.contains("Secret examples/orders-redis not found")
+                })
+            })
+    })
+    .await;
 
     // Health and metrics are served.
     let metrics = http_get(&admin, "/metrics").await;
@@ -584,21 +618,9 @@ async fn a_second_operator_takes_over_a_failover_its_leader_died_in() {
     let client = bed.client().await;
     // The first leader dies (like kill -9) right after promoting, before re-pointing replicas
     // or moving the Service.
-    let mut first = bed.operator("op-1", &[("REPLICANT_CRASH_AT", "after-promote")]);
-    support::eventually("op-1 to lead", 30, async || {
-        lease_holder(&client).await.as_deref() == Some("op-1")
-    })
-    .await;
-    let second = bed.operator("op-2", &[]);
-    let out = bed
-        .plane
-        .apply_text("orders.yaml", &bed.cluster_yaml("orders-a"));
-    assert!(out.status.success());
-    bed.wait_for("the cluster to be ready", 60, &[&first, &second], |c| {
-        is_true(c, "Ready")
-            && c.status.as_ref().and_then(|s| s.ready_members.as_deref()) == Some("3/3")
-    })
-    .await;
+    let (mut first, second) = bed
+        .leader_and_follower(&[("REPLICANT_CRASH_AT", "after-promote")])
+        .await;
     assert_eq!(
         lease_holder(&client).await.as_deref(),
         Some("op-1"),
@@ -665,20 +687,7 @@ async fn a_frozen_leader_never_acts_after_it_wakes() {
         return;
     };
     let client = bed.client().await;
-    let mut first = bed.operator("op-1", &[]);
-    support::eventually("op-1 to lead", 30, async || {
-        lease_holder(&client).await.as_deref() == Some("op-1")
-    })
-    .await;
-    let second = bed.operator("op-2", &[]);
-    let out = bed
-        .plane
-        .apply_text("orders.yaml", &bed.cluster_yaml("orders-a"));
-    assert!(out.status.success());
-    bed.wait_for("the cluster to be ready", 60, &[&first, &second], |c| {
-        is_true(c, "Ready")
-    })
-    .await;
+    let (mut first, second) = bed.leader_and_follower(&[]).await;
 
     // The leader stalls; the lease expires and op-2 takes over and handles a failover.
     first.freeze();

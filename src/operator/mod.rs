@@ -86,6 +86,8 @@ pub struct Context {
     clusters: Mutex<HashMap<(String, String), cluster::ClusterState>>,
     /// The lease this process acts under; none when election is off.
     elector: Option<Arc<Elector>>,
+    /// Consecutive failed reconciles per object, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
@@ -173,6 +175,7 @@ pub async fn run(
         slices: slices.clone(),
         clusters: Mutex::new(HashMap::new()),
         elector: elector.clone(),
+        failures: Mutex::new(HashMap::new()),
     });
 
     let slice_api: Api<kube::core::DynamicObject> = match &options.namespace {
@@ -196,7 +199,11 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
-        .run(names::reconcile, error_policy, ctx.clone())
+        .run(
+            |vn, ctx| tracked(vn.clone(), ctx.clone(), names::reconcile(vn, ctx)),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "virtual name reconcile");
@@ -211,7 +218,17 @@ pub async fn run(
                 None => cluster,
             })
         })
-        .run(cluster::reconcile, error_policy, ctx.clone())
+        .run(
+            |cluster, ctx| {
+                tracked(
+                    cluster.clone(),
+                    ctx.clone(),
+                    cluster::reconcile(cluster, ctx),
+                )
+            },
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "cluster reconcile");
@@ -237,16 +254,60 @@ pub async fn run(
     }
 }
 
-/// Retry by error class: API trouble backs off briefly, a journal that cannot be written waits
-/// a little longer (someone else may be writing it). Invalid specs never get here: they are
-/// reported in status and wait for a change.
-fn error_policy<K>(object: Arc<K>, error: &OperatorError, _ctx: Arc<Context>) -> Action
+/// `Kind/namespace/name`, the key of an object's run of failures.
+fn failure_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.meta().namespace.as_deref().unwrap_or(""),
+        object.meta().name.as_deref().unwrap_or("")
+    )
+}
+
+/// Wait before retry number `failures` (1-based) of a transient error: doubling from 500ms up
+/// to 10s, so a flapping API server is not hammered yet a recovered one is used again soon.
+pub fn backoff(failures: u32) -> Duration {
+    let doubled = 500u64.saturating_mul(1u64 << failures.saturating_sub(1).min(10));
+    Duration::from_millis(doubled.min(10_000))
+}
+
+/// Run a reconcile and forget the object's failures once it succeeds.
+async fn tracked<K, F>(
+    object: Arc<K>,
+    ctx: Arc<Context>,
+    reconcile: F,
+) -> Result<Action, OperatorError>
+where
+    K: Resource<DynamicType = ()>,
+    F: std::future::Future<Output = Result<Action, OperatorError>>,
+{
+    let result = reconcile.await;
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .expect("not poisoned")
+            .remove(&failure_key(&*object));
+    }
+    result
+}
+
+/// Retry by error class. Transient errors (the API server, a journal that cannot be written)
+/// back off per object; a journal written by someone else starts at the longer end, since
+/// another operator may be acting. Invalid specs never get here: they are reported in status
+/// and wait for a change.
+fn error_policy<K>(object: Arc<K>, error: &OperatorError, ctx: Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()>,
 {
+    let failures = {
+        let mut all = ctx.failures.lock().expect("not poisoned");
+        let count = all.entry(failure_key(&*object)).or_insert(0);
+        *count += 1;
+        *count
+    };
     let wait = match error {
-        OperatorError::Reconcile(ReconcileError::Act(_)) => Duration::from_secs(2),
-        _ => Duration::from_secs(1),
+        OperatorError::Reconcile(ReconcileError::Act(_)) => backoff(failures + 2),
+        _ => backoff(failures),
     };
     tracing::warn!(
         kind = %K::kind(&()),
@@ -256,4 +317,17 @@ where
         "reconcile failed"
     );
     Action::requeue(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_errors_back_off_doubling_to_a_cap() {
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000]);
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(10));
+        assert_eq!(backoff(0), Duration::from_millis(500));
+    }
 }
