@@ -641,8 +641,10 @@ async fn a_second_operator_takes_over_a_failover_its_leader_died_in() {
 
     let done = bed
         .wait_for("op-2 to finish the failover", 45, &[&first, &second], |c| {
+            let status = c.status.as_ref();
             primary(c) == Some("orders-b")
-                && c.status.as_ref().and_then(|s| s.ready_members.as_deref()) == Some("2/3")
+                && status.and_then(|s| s.ready_members.as_deref()) == Some("2/3")
+                && status.is_some_and(|s| !s.history.is_empty())
         })
         .await;
     assert_eq!(lease_holder(&client).await.as_deref(), Some("op-2"));
