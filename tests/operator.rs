@@ -491,6 +491,7 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
         .unwrap();
     drop(con);
     bed.servers.get_mut("orders-a").unwrap().kill();
+    let killed = Instant::now();
     let failed_over = bed
         .wait_for("a failover", 30, &[&op], |c| {
             primary(c).is_some_and(|p| p != "orders-a")
@@ -506,6 +507,12 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
         bed.slice_ports("orders-rw").await == (vec![bed.port(&new_primary)], new_primary.clone())
     })
     .await;
+    // A figure, not an assertion (timing belongs in benchmarks): an upper bound, since both
+    // the status and the slice are polled.
+    eprintln!(
+        "kill -9 of the master to orders-rw's EndpointSlice on the new primary: {} ms (detectAfter 1s)",
+        killed.elapsed().as_millis()
+    );
     let mut con = connect(&bed.address(&new_primary)).await.unwrap();
     let value: Option<String> = redis::cmd("GET")
         .arg("order:1")

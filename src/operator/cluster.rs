@@ -48,6 +48,8 @@ pub struct ClusterState {
     published_at: Option<Instant>,
     last_good: Option<Desired>,
     reported_problems: Vec<String>,
+    /// Why the cluster has no engine, as last reported (one Event per new reason).
+    cannot_manage: Option<String>,
     engine: Option<EngineSlot>,
     store: Option<Arc<ConfigMapJournalStore>>,
     routes: Arc<Mutex<HashMap<String, Vec<String>>>>,
@@ -135,6 +137,11 @@ async fn round(
         Ok(engine) => engine,
         Err(message) => {
             tracing::error!(cluster = %name, %message, "cannot manage cluster");
+            if state.cannot_manage.as_ref() != Some(&message) {
+                ctx.publish_event(cluster, events::cannot_manage(&message))
+                    .await;
+                state.cannot_manage = Some(message.clone());
+            }
             let status = with_stall(
                 state.published.clone().unwrap_or_default(),
                 "CannotManage",
@@ -144,6 +151,7 @@ async fn round(
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
     };
+    state.cannot_manage = None;
     let owner = cluster
         .controller_owner_ref(&())
         .expect("a stored object has a name and uid");

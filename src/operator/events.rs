@@ -87,6 +87,16 @@ pub fn invalid_spec(problems: &[String]) -> Event {
     )
 }
 
+/// An event for a cluster the operator cannot manage (a missing Secret, an unsupported engine).
+pub fn cannot_manage(message: &str) -> Event {
+    event(
+        EventType::Warning,
+        "CannotManage",
+        "Configure",
+        message.to_string(),
+    )
+}
+
 fn newly_true<'a>(
     before: &[Condition],
     after: &'a [Condition],
