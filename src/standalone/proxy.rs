@@ -24,6 +24,30 @@ use crate::{api::Balancing, plan::Endpoint, reconcile::Router};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The proxies' own single-threaded runtime, on a thread of its own: relaying is a chain of
+/// tiny reads and writes, and keeping every wakeup on one thread avoids the cross-thread
+/// hand-offs of a work-stealing scheduler; the controller's probes never wait behind it.
+fn proxy_runtime() -> &'static tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("replicant-proxy".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("the proxy runtime builds");
+                sender
+                    .send(runtime.handle().clone())
+                    .expect("the caller waits for the handle");
+                runtime.block_on(std::future::pending::<()>());
+            })
+            .expect("the proxy thread starts");
+        receiver.recv().expect("the proxy runtime starts")
+    })
+}
+
 /// One virtual name's proxy.
 struct NameProxy {
     listen: String,
@@ -32,6 +56,9 @@ struct NameProxy {
     next: AtomicUsize,
     active: Mutex<HashMap<String, usize>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Open connections by id: the member each relays to, and how to close it.
+    connections: Mutex<HashMap<u64, (String, tokio::task::AbortHandle)>>,
+    next_connection: std::sync::atomic::AtomicU64,
 }
 
 /// Every proxy of the process, keyed by virtual name (`namespace/name`).
@@ -76,13 +103,13 @@ impl Proxies {
         if let Some(old) = existing {
             old.stop();
         }
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| ListenError {
-                name: name.to_string(),
-                listen: listen.to_string(),
-                source,
-            })?;
+        let listen_error = |source| ListenError {
+            name: name.to_string(),
+            listen: listen.to_string(),
+            source,
+        };
+        let listener = std::net::TcpListener::bind(listen).map_err(listen_error)?;
+        listener.set_nonblocking(true).map_err(listen_error)?;
         let proxy = Arc::new(NameProxy {
             listen: listen.to_string(),
             balancing,
@@ -90,13 +117,16 @@ impl Proxies {
             next: AtomicUsize::new(0),
             active: Mutex::default(),
             task: Mutex::new(None),
+            connections: Mutex::default(),
+            next_connection: std::sync::atomic::AtomicU64::new(0),
         });
-        let task = tokio::spawn(serve(
-            listener,
-            proxy.clone(),
-            name.to_string(),
-            self.metrics.clone(),
-        ));
+        let (served, key, metrics) = (proxy.clone(), name.to_string(), self.metrics.clone());
+        let task = proxy_runtime().spawn(async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => serve(listener, served, key, metrics).await,
+                Err(e) => tracing::error!(name = %key, error = %e, "proxy listener unusable"),
+            }
+        });
         *proxy.task.lock().expect("lock") = Some(task);
         self.names
             .lock()
@@ -127,7 +157,29 @@ impl NameProxy {
             task.abort();
         }
         // Closing every connection: an endpoint list of none.
-        self.endpoints.send_replace(Some(Vec::new()));
+        self.set_endpoints(Vec::new());
+    }
+
+    /// Point the name at `endpoints`, closing connections to members no longer among them.
+    fn set_endpoints(&self, endpoints: Vec<Endpoint>) {
+        self.endpoints.send_replace(Some(endpoints));
+        self.close_unlisted();
+    }
+
+    fn listed(&self, member: &str) -> bool {
+        self.endpoints
+            .borrow()
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|e| e.member == member))
+    }
+
+    fn close_unlisted(&self) {
+        let connections = self.connections.lock().expect("lock");
+        for (member, connection) in connections.values() {
+            if !self.listed(member) {
+                connection.abort();
+            }
+        }
     }
 
     fn pick(&self) -> Option<Endpoint> {
@@ -169,64 +221,84 @@ async fn serve(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let proxy = proxy.clone();
-        let name = name.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let Some(endpoint) = proxy.pick() else {
-                return; // nothing to send the client to: close at once
-            };
-            let Ok(Ok(backend)) =
-                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&endpoint.address)).await
-            else {
-                return;
-            };
-            let _ = client.set_nodelay(true);
-            let _ = backend.set_nodelay(true);
-            if let Some(m) = &metrics {
-                m.proxy_connection(&name, 1);
-            }
-            proxy.track(&endpoint.member, 1);
-            let (to_backend, to_client) = relay(
-                client,
-                backend,
-                proxy.endpoints.subscribe(),
-                &endpoint.member,
-            )
-            .await;
-            proxy.track(&endpoint.member, -1);
-            if let Some(m) = &metrics {
-                m.proxy_connection(&name, -1);
-                m.proxy_bytes(&name, to_backend, to_client);
-            }
-        });
+        let Some(endpoint) = proxy.pick() else {
+            continue; // nothing to send the client to: close at once
+        };
+        let id = proxy.next_connection.fetch_add(1, Ordering::Relaxed);
+        // Registered before it can run, so a retarget from now on finds it.
+        let mut connections = proxy.connections.lock().expect("lock");
+        let relay = tokio::spawn(relay(
+            client,
+            endpoint.clone(),
+            Connection {
+                proxy: proxy.clone(),
+                id,
+                member: endpoint.member.clone(),
+                name: name.clone(),
+                metrics: metrics.clone(),
+                counted: false,
+            },
+        ));
+        connections.insert(id, (endpoint.member, relay.abort_handle()));
+        drop(connections);
+        // A retarget between the pick and the registration: close it like the others.
+        proxy.close_unlisted();
     }
 }
 
-/// Copy both ways until either side closes or `member` leaves the endpoint list.
-async fn relay(
-    mut client: TcpStream,
-    mut backend: TcpStream,
-    mut endpoints: watch::Receiver<Option<Vec<Endpoint>>>,
-    member: &str,
-) -> (u64, u64) {
-    let still_listed = |list: &Option<Vec<Endpoint>>| {
-        list.as_ref()
-            .is_some_and(|l| l.iter().any(|e| e.member == member))
-    };
-    let removed = async {
-        loop {
-            if !still_listed(&endpoints.borrow_and_update()) {
-                return;
-            }
-            if endpoints.changed().await.is_err() {
-                return;
+/// A relayed connection's bookkeeping, undone on drop: relays end by closing, by error, or by
+/// being aborted when their member leaves the name.
+struct Connection {
+    proxy: Arc<NameProxy>,
+    id: u64,
+    member: String,
+    name: String,
+    metrics: Option<Arc<Metrics>>,
+    counted: bool,
+}
+
+impl Connection {
+    fn count(&mut self) {
+        self.counted = true;
+        self.proxy.track(&self.member, 1);
+        if let Some(m) = &self.metrics {
+            m.proxy_connection(&self.name, 1);
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.proxy
+            .connections
+            .lock()
+            .expect("lock")
+            .remove(&self.id);
+        if self.counted {
+            self.proxy.track(&self.member, -1);
+            if let Some(m) = &self.metrics {
+                m.proxy_connection(&self.name, -1);
             }
         }
+    }
+}
+
+/// Connect to `endpoint` and copy both ways until either side closes. Nothing else is polled
+/// on this path: closing on retarget is done by aborting the task.
+async fn relay(mut client: TcpStream, endpoint: Endpoint, mut connection: Connection) {
+    let Ok(Ok(mut backend)) =
+        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&endpoint.address)).await
+    else {
+        return;
     };
-    tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => copied.unwrap_or((0, 0)),
-        () = removed => (0, 0),
+    let _ = client.set_nodelay(true);
+    let _ = backend.set_nodelay(true);
+    connection.count();
+    let (to_backend, to_client) = tokio::io::copy_bidirectional(&mut client, &mut backend)
+        .await
+        .unwrap_or((0, 0));
+    if let Some(m) = &connection.metrics {
+        m.proxy_bytes(&connection.name, to_backend, to_client);
     }
 }
 
@@ -255,7 +327,7 @@ impl Router for ProxyRouter {
     async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), String> {
         match self.keys.get(name).and_then(|k| self.proxies.get(k)) {
             Some(proxy) => {
-                proxy.endpoints.send_replace(Some(endpoints.to_vec()));
+                proxy.set_endpoints(endpoints.to_vec());
             }
             None => {
                 self.unproxied.lock().expect("lock").insert(
@@ -265,5 +337,96 @@ impl Router for ProxyRouter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A backend on loopback that answers every connection with its own name, then echoes.
+    async fn backend(name: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let _ = socket.write_all(name.as_bytes()).await;
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 || socket.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        address
+    }
+
+    fn endpoint(member: &str, address: &str) -> Endpoint {
+        Endpoint {
+            member: member.into(),
+            address: address.into(),
+        }
+    }
+
+    async fn greeting(stream: &mut TcpStream) -> String {
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the backend greets")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn retargeting_closes_connections_to_members_that_left_and_keeps_the_others() {
+        let (a, b) = (backend("a").await, backend("b").await);
+        let listen = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().to_string()
+        };
+        let proxies = Proxies::new(None);
+        proxies
+            .ensure("ns/rw", &listen, Balancing::RoundRobin)
+            .await
+            .unwrap();
+        let proxy = proxies.get("ns/rw").unwrap();
+        proxy.set_endpoints(vec![endpoint("a", &a), endpoint("b", &b)]);
+
+        let mut first = TcpStream::connect(&listen).await.unwrap();
+        let mut second = TcpStream::connect(&listen).await.unwrap();
+        let (g1, g2) = (greeting(&mut first).await, greeting(&mut second).await);
+        let mut both = [g1.clone(), g2];
+        both.sort();
+        assert_eq!(both, ["a", "b"], "round robin over both members");
+        let (mut on_a, mut on_b) = if g1 == "a" {
+            (first, second)
+        } else {
+            (second, first)
+        };
+
+        proxy.set_endpoints(vec![endpoint("b", &b)]);
+        let mut buf = [0u8; 8];
+        let closed = tokio::time::timeout(Duration::from_secs(5), on_a.read(&mut buf))
+            .await
+            .expect("the connection to a is closed at once");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        on_b.write_all(b"ping").await.unwrap();
+        let mut echoed = [0u8; 4];
+        on_b.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"ping", "the connection to b keeps working");
+        let mut fresh = TcpStream::connect(&listen).await.unwrap();
+        assert_eq!(greeting(&mut fresh).await, "b");
+        assert_eq!(
+            proxy.connections.lock().unwrap().len(),
+            2,
+            "a's connection is forgotten"
+        );
+        proxies.retain(&[]);
     }
 }
