@@ -24,28 +24,39 @@ use crate::{api::Balancing, plan::Endpoint, reconcile::Router};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The proxies' own single-threaded runtime, on a thread of its own: relaying is a chain of
-/// tiny reads and writes, and keeping every wakeup on one thread avoids the cross-thread
-/// hand-offs of a work-stealing scheduler; the controller's probes never wait behind it.
-fn proxy_runtime() -> &'static tokio::runtime::Handle {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("replicant-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("the proxy runtime builds");
-                sender
-                    .send(runtime.handle().clone())
-                    .expect("the caller waits for the handle");
-                runtime.block_on(std::future::pending::<()>());
-            })
-            .expect("the proxy thread starts");
-        receiver.recv().expect("the proxy runtime starts")
+/// The proxies' runtimes: single-threaded, each on a thread of its own. Relaying is a chain of
+/// tiny reads and writes; keeping each connection's wakeups on one thread avoids the hand-offs
+/// of a work-stealing scheduler, several threads keep one descheduled thread from stalling
+/// every connection, and the controller's probes never wait behind the traffic.
+/// `REPLICANT_PROXY_THREADS` overrides the count (default: the CPUs available, at most 4).
+fn proxy_runtimes() -> &'static [tokio::runtime::Handle] {
+    static RUNTIMES: std::sync::OnceLock<Vec<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+    RUNTIMES.get_or_init(|| {
+        let threads = std::env::var("REPLICANT_PROXY_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+            .max(1);
+        (0..threads).map(proxy_runtime).collect()
     })
+}
+
+fn proxy_runtime(index: usize) -> tokio::runtime::Handle {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("replicant-proxy-{index}"))
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the proxy runtime builds");
+            sender
+                .send(runtime.handle().clone())
+                .expect("the caller waits for the handle");
+            runtime.block_on(std::future::pending::<()>());
+        })
+        .expect("the proxy thread starts");
+    receiver.recv().expect("the proxy runtime starts")
 }
 
 /// One virtual name's proxy.
@@ -121,7 +132,7 @@ impl Proxies {
             next_connection: std::sync::atomic::AtomicU64::new(0),
         });
         let (served, key, metrics) = (proxy.clone(), name.to_string(), self.metrics.clone());
-        let task = proxy_runtime().spawn(async move {
+        let task = proxy_runtimes()[0].spawn(async move {
             match TcpListener::from_std(listener) {
                 Ok(listener) => serve(listener, served, key, metrics).await,
                 Err(e) => tracing::error!(name = %key, error = %e, "proxy listener unusable"),
@@ -227,7 +238,12 @@ async fn serve(
         let id = proxy.next_connection.fetch_add(1, Ordering::Relaxed);
         // Registered before it can run, so a retarget from now on finds it.
         let mut connections = proxy.connections.lock().expect("lock");
-        let relay = tokio::spawn(relay(
+        // Connections are spread over the proxy threads; the stream moves to its thread's reactor.
+        let Ok(client) = client.into_std() else {
+            continue;
+        };
+        let runtimes = proxy_runtimes();
+        let relay = runtimes[id as usize % runtimes.len()].spawn(relay(
             client,
             endpoint.clone(),
             Connection {
@@ -285,7 +301,10 @@ impl Drop for Connection {
 
 /// Connect to `endpoint` and copy both ways until either side closes. Nothing else is polled
 /// on this path: closing on retarget is done by aborting the task.
-async fn relay(mut client: TcpStream, endpoint: Endpoint, mut connection: Connection) {
+async fn relay(client: std::net::TcpStream, endpoint: Endpoint, mut connection: Connection) {
+    let Ok(mut client) = TcpStream::from_std(client) else {
+        return;
+    };
     let Ok(Ok(mut backend)) =
         tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&endpoint.address)).await
     else {
