@@ -3,29 +3,14 @@
 //! Needs a real `helm` (`scripts/install-helm`; `HELM` or PATH). Without one the tests say so
 //! and pass, except under CI (`CI` set), where a missing helm is a failure.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+mod support;
+
+use std::{path::Path, process::Command};
+
+use support::k8s::helm;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn helm() -> Option<PathBuf> {
-    let found = std::env::var_os("HELM").map(PathBuf::from).or_else(|| {
-        std::env::split_paths(&std::env::var_os("PATH")?)
-            .map(|dir| dir.join("helm"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "helm is missing under CI: run scripts/install-helm and set HELM"
-        );
-        eprintln!("SKIPPED: helm not found (run scripts/install-helm and set HELM)");
-    }
-    found
 }
 
 fn run_helm(helm: &Path, args: &[&str]) -> String {

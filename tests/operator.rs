@@ -38,21 +38,24 @@ struct Bed {
     _dir: tempfile::TempDir,
 }
 
+/// How the operator's resources get into the cluster: the two documented installs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Install {
+    Manifests,
+    Helm,
+}
+
 impl Bed {
-    async fn new() -> Option<Bed> {
+    async fn new(install: Install) -> Option<Bed> {
+        let helm = match install {
+            Install::Helm => Some(support::k8s::helm()?),
+            Install::Manifests => None,
+        };
         let plane = ControlPlane::start().await?;
-        // `kubectl apply -f manifests/` is the documented install: CRDs, namespace, RBAC,
-        // Deployment. This 1.20 server predates `x-kubernetes-validations` (CEL), so kubectl's
-        // client-side schema check would refuse the CRDs before sending them; the server itself
-        // accepts them and ignores the rules (replicant enforces them and reports in status).
-        let out = plane.kubectl_ok(&["apply", "--validate=false", "-f", "manifests/"]);
-        assert!(
-            out.contains(
-                "customresourcedefinition.apiextensions.k8s.io/replicationclusters.replicant.dev"
-            ),
-            "{out}"
-        );
-        assert!(out.contains("deployment.apps/replicant"), "{out}");
+        match helm {
+            Some(helm) => helm_install(&plane, &helm),
+            None => apply_manifests(&plane),
+        }
         plane.kubectl_ok(&["apply", "--validate=false", "-f", "crds/"]);
         plane.kubectl_ok(&[
             "wait",
@@ -256,6 +259,51 @@ spec: {{cluster: orders, target: replicas}}
     }
 }
 
+/// `kubectl apply -f manifests/`: CRDs, namespace, RBAC, Deployment.
+fn apply_manifests(plane: &ControlPlane) {
+    // This 1.20 server predates `x-kubernetes-validations` (CEL), so kubectl's client-side
+    // schema check would refuse the CRDs before sending them; the server itself accepts them and
+    // ignores the rules (replicant enforces them and reports in status).
+    let out = plane.kubectl_ok(&["apply", "--validate=false", "-f", "manifests/"]);
+    assert!(
+        out.contains(
+            "customresourcedefinition.apiextensions.k8s.io/replicationclusters.replicant.dev"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("deployment.apps/replicant"), "{out}");
+}
+
+/// `helm install` of the chart, as the README says.
+fn helm_install(plane: &ControlPlane, helm: &std::path::Path) {
+    let out = std::process::Command::new(helm)
+        .arg(format!("--kubeconfig={}", plane.admin_kubeconfig.display()))
+        .args([
+            "install",
+            "replicant",
+            "charts/replicant",
+            "--namespace",
+            "replicant-system",
+            "--create-namespace",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm install failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deployed = plane.kubectl_ok(&[
+        "-n",
+        "replicant-system",
+        "get",
+        "deployment,serviceaccount,role",
+    ]);
+    assert!(deployed.contains("deployment.apps/replicant"), "{deployed}");
+}
+
 async fn slice_version(client: &Client) -> String {
     match client.list_api_group_resources("discovery.k8s.io/v1").await {
         Ok(list) if list.resources.iter().any(|r| r.name == "endpointslices") => "v1".into(),
@@ -337,7 +385,7 @@ async fn lease_holder(client: &Client) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_reconcile_fail_over_and_reject_bad_specs() {
-    let Some(mut bed) = Bed::new().await else {
+    let Some(mut bed) = Bed::new(Install::Manifests).await else {
         return;
     };
     let client = bed.client().await;
@@ -619,7 +667,7 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_operator_takes_over_a_failover_its_leader_died_in() {
-    let Some(mut bed) = Bed::new().await else {
+    let Some(mut bed) = Bed::new(Install::Helm).await else {
         return;
     };
     let client = bed.client().await;
@@ -692,7 +740,7 @@ async fn a_second_operator_takes_over_a_failover_its_leader_died_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_never_acts_after_it_wakes() {
-    let Some(mut bed) = Bed::new().await else {
+    let Some(mut bed) = Bed::new(Install::Manifests).await else {
         return;
     };
     let client = bed.client().await;

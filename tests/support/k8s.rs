@@ -44,6 +44,23 @@ pub fn assets() -> Option<PathBuf> {
     }
 }
 
+/// A real `helm` (`HELM`, else on PATH), or `None` (test skipped) outside CI.
+pub fn helm() -> Option<PathBuf> {
+    let found = std::env::var_os("HELM").map(PathBuf::from).or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join("helm"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "helm is missing under CI: run scripts/install-helm and set HELM"
+        );
+        eprintln!("SKIPPED: helm not found (run scripts/install-helm and set HELM)");
+    }
+    found
+}
+
 fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> (String, Child) {
     let file = fs::File::create(log).unwrap();
     let child = Command::new(program)
