@@ -212,10 +212,7 @@ impl Metrics {
                 self.probe_error(cluster, name, "unreachable");
             }
         }
-        let before = round.observed.journal.history.len();
-        let after = &round.applied.journal.history;
-        let new_entries = after.len().saturating_sub(before).min(after.len());
-        for entry in &after[after.len() - new_entries..] {
+        for entry in round.finished_operations() {
             let seconds = match (
                 entry.started_at.parse::<jiff::Timestamp>(),
                 entry.finished_at.parse::<jiff::Timestamp>(),

@@ -43,9 +43,7 @@ pub fn for_round(round: &Round, previous: Option<&ReplicationClusterStatus>) -> 
             _ => {}
         }
     }
-    let before = round.observed.journal.history.len();
-    let history = &round.applied.journal.history;
-    for entry in history.iter().skip(before.min(history.len())) {
+    for entry in round.finished_operations() {
         let (type_, reason) = match entry.outcome {
             Outcome::Succeeded => (EventType::Normal, format!("{:?}Succeeded", entry.kind)),
             _ => (EventType::Warning, format!("{:?}Aborted", entry.kind)),
@@ -249,9 +247,21 @@ mod tests {
                 .unwrap()
                 .starts_with("orders-a -> orders-b (epoch 1)")
         );
-        let mut seen = round(Vec::new(), vec![record], Vec::new());
+        let mut seen = round(Vec::new(), vec![record.clone()], Vec::new());
         seen.observed.journal.history = seen.applied.journal.history.clone();
         assert!(for_round(&seen, None).is_empty(), "history already seen");
+
+        // A full history drops its oldest record as the new one arrives: still one event.
+        let older = |epoch| PromotionRecord {
+            epoch,
+            ..record.clone()
+        };
+        let mut full = round(Vec::new(), Vec::new(), Vec::new());
+        full.observed.journal.history = (0..10).map(older).collect();
+        full.applied.journal.history = (1..10).map(older).chain([older(10)]).collect();
+        let events = for_round(&full, None);
+        assert_eq!(events.len(), 1);
+        assert!(events[0].note.as_deref().unwrap().contains("(epoch 10)"));
     }
 
     #[test]

@@ -83,6 +83,20 @@ pub struct Round {
     pub status: ReplicationClusterStatus,
 }
 
+impl Round {
+    /// Failovers and switchovers this round finished: records in the journal as written that
+    /// were not in it as read. Compared by content, not by count, because the history is capped
+    /// and drops its oldest record when a new one arrives.
+    pub fn finished_operations(&self) -> impl Iterator<Item = &crate::api::PromotionRecord> {
+        let before = &self.observed.journal.history;
+        self.applied
+            .journal
+            .history
+            .iter()
+            .filter(move |record| !before.contains(record))
+    }
+}
+
 /// One reconcile round.
 pub async fn reconcile(
     desired: &Desired,
