@@ -32,8 +32,7 @@ pub async fn reconcile(vn: Arc<VirtualName>, ctx: Arc<Context>) -> Result<Action
         clusters.get_opt(&vn.spec.cluster),
     )
     .await?;
-    let slices = routing::read_slices(&ctx.client, &namespace, &ctx.slices, &name).await?;
-    let slices: Vec<_> = slices.into_values().collect();
+    let slices = routing::list_slices(&ctx.client, &namespace, &ctx.slices, &name).await?;
     let endpoints = routing::members_of(&slices);
 
     let summary = endpoints.join(",");

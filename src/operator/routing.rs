@@ -6,7 +6,7 @@
 //! back after a restart. Touches Services and EndpointSlices labelled as managed by replicant.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex},
 };
@@ -90,13 +90,7 @@ impl ServiceRouter {
     }
 
     async fn list_slices(&self, name: &str) -> Result<Vec<DynamicObject>, ApiError> {
-        let lp = ListParams::default().labels(&slices_of(name));
-        Ok(call(
-            format!("list endpointslices of {name}"),
-            self.slice_api().list(&lp),
-        )
-        .await?
-        .items)
+        list_slices(&self.client, &self.namespace, &self.slices, name).await
     }
 
     async fn apply_service(
@@ -269,19 +263,18 @@ impl Router for ServiceRouter {
     }
 }
 
-/// The slices a Service's endpoints live in, keyed by name (for status).
-pub async fn read_slices(
+/// The slices a Service's endpoints live in, ordered by name.
+pub async fn list_slices(
     client: &Client,
     namespace: &str,
     slices: &ApiResource,
     service: &str,
-) -> Result<BTreeMap<String, DynamicObject>, ApiError> {
+) -> Result<Vec<DynamicObject>, ApiError> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, slices);
     let lp = ListParams::default().labels(&slices_of(service));
-    let list = call(format!("list endpointslices of {service}"), api.list(&lp)).await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter_map(|s| Some((s.metadata.name.clone()?, s)))
-        .collect())
+    let mut list = call(format!("list endpointslices of {service}"), api.list(&lp))
+        .await?
+        .items;
+    list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(list)
 }
