@@ -5,27 +5,12 @@
 
 mod support;
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
-use support::k8s::helm;
+use support::k8s::{helm, run_helm};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run_helm(helm: &Path, args: &[&str]) -> String {
-    let out = Command::new(helm)
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 const TEMPLATE: &[&str] = &[

@@ -276,24 +276,17 @@ fn apply_manifests(plane: &ControlPlane) {
 
 /// `helm install` of the chart, as the README says.
 fn helm_install(plane: &ControlPlane, helm: &std::path::Path) {
-    let out = std::process::Command::new(helm)
-        .arg(format!("--kubeconfig={}", plane.admin_kubeconfig.display()))
-        .args([
+    support::k8s::run_helm(
+        helm,
+        &[
+            &format!("--kubeconfig={}", plane.admin_kubeconfig.display()),
             "install",
             "replicant",
             "charts/replicant",
             "--namespace",
             "replicant-system",
             "--create-namespace",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm install failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let deployed = plane.kubectl_ok(&[
         "-n",

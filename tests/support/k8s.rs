@@ -13,6 +13,8 @@ use std::{
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use replicant::local::free_port;
+
+use super::Controller;
 use tempfile::TempDir;
 
 const ADMIN_TOKEN: &str = "replicant-test-admin-token";
@@ -59,6 +61,27 @@ pub fn helm() -> Option<PathBuf> {
         eprintln!("SKIPPED: helm not found (run scripts/install-helm and set HELM)");
     }
     found
+}
+
+/// Run helm in the project directory and insist it succeeds; returns stdout.
+pub fn run_helm(helm: &Path, args: &[&str]) -> String {
+    let out = Command::new(helm)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("helm runs");
+    succeeded(&format!("helm {args:?}"), out)
+}
+
+/// The stdout of a command that must have succeeded; its whole output otherwise.
+fn succeeded(what: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> (String, Child) {
@@ -263,14 +286,7 @@ impl ControlPlane {
 
     /// Run kubectl and insist it succeeds; returns stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(&format!("kubectl {args:?}"), self.kubectl(args))
     }
 
     /// Apply stdin-like text.
@@ -330,10 +346,9 @@ impl Drop for ControlPlane {
     }
 }
 
-/// A `replicant operator` child process. Killed (SIGKILL, by PID) on drop.
+/// A `replicant operator` child process (killed by PID on drop, like every [`Controller`]).
 pub struct Operator {
-    child: Child,
-    pub log: PathBuf,
+    process: Controller,
     pub identity: String,
 }
 
@@ -347,62 +362,39 @@ impl Operator {
         env: &[(&str, &str)],
     ) -> Self {
         let log = plane.dir.path().join(format!("operator-{identity}.log"));
-        let file = fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_replicant"))
-            .args([
+        let kubeconfig = kubeconfig.to_str().unwrap();
+        let mut env = env.to_vec();
+        env.push(("KUBECONFIG", kubeconfig));
+        let process = Controller::spawn(
+            &[
                 "operator",
                 "--lease-namespace=replicant-system",
                 "--lease-duration=3s",
                 "--renew-deadline=2s",
                 "--retry-period=500ms",
                 "--log-format=json",
-            ])
-            .arg(format!("--identity={identity}"))
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("replicant operator starts");
-        Operator {
-            child,
+            ],
+            &[&format!("--identity={identity}")],
+            &env,
             log,
+        );
+        Operator {
+            process,
             identity: identity.to_string(),
         }
     }
+}
 
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+impl std::ops::Deref for Operator {
+    type Target = Controller;
 
-    pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    /// SIGSTOP: the process is alive but does nothing (a stalled node, a long GC pause).
-    pub fn freeze(&self) {
-        self.signal(nix::sys::signal::Signal::SIGSTOP);
-    }
-
-    pub fn thaw(&self) {
-        self.signal(nix::sys::signal::Signal::SIGCONT);
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, signal).expect("signal the operator");
-    }
-
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+    fn deref(&self) -> &Controller {
+        &self.process
     }
 }
 
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.kill();
+impl std::ops::DerefMut for Operator {
+    fn deref_mut(&mut self) -> &mut Controller {
+        &mut self.process
     }
 }

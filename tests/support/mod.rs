@@ -15,7 +15,8 @@ use replicant::{
     standalone::state::{ClusterReport, read_reports},
 };
 
-/// A `replicant run` child process. Killed (SIGKILL, by PID) on drop.
+/// A replicant child process (`replicant run`, or `replicant operator` in `k8s`), its stderr in
+/// `log`. Killed (SIGKILL, by PID) on drop.
 pub struct Controller {
     child: Child,
     pub log: PathBuf,
@@ -30,18 +31,28 @@ impl Controller {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = state.with_file_name(format!("controller-{n}.log"));
-        let file = fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_replicant"))
-            .args([
+        Self::spawn(
+            &[
                 "run",
                 "--specs",
                 specs.to_str().unwrap(),
                 "--state",
                 state.to_str().unwrap(),
-            ])
+            ],
+            args,
+            env,
+            log,
+        )
+    }
+
+    /// Start `replicant <command...> <args...>` with `env`, logging at info to `log`.
+    pub fn spawn(command: &[&str], args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Self {
+        let file = fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_replicant"))
+            .args(command)
             .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -62,6 +73,20 @@ impl Controller {
 
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGSTOP: the process is alive but does nothing (a stalled node, a long GC pause).
+    pub fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the process");
     }
 }
 
