@@ -257,12 +257,18 @@ async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoRespon
     )
 }
 
-/// Serve `/metrics` and `/healthz` on `addr` until the process ends.
-pub async fn serve_admin(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+/// Listen on `addr` and serve `/metrics` and `/healthz` from a background task until the process ends.
+pub async fn start_admin(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let app = axum::Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(metrics);
+    // Bound here, so a busy port is the caller's error rather than a background task's.
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(%addr, error = %e, "admin endpoint stopped");
+        }
+    });
+    Ok(())
 }

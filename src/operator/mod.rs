@@ -126,10 +126,9 @@ pub async fn run(
     let client = Client::try_default().await.map_err(OperatorError::Client)?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = options.admin {
-        let listener =
-            std::net::TcpListener::bind(addr).map_err(|e| OperatorError::Admin(addr, e))?;
-        drop(listener);
-        tokio::spawn(metrics::serve_admin(addr, metrics.clone()));
+        metrics::start_admin(addr, metrics.clone())
+            .await
+            .map_err(|e| OperatorError::Admin(addr, e))?;
     }
     tokio::pin!(shutdown);
     let elector = options.lease.clone().map(|lease| {

@@ -78,9 +78,9 @@ pub async fn run(
         .map_err(|e| RunError::State(options.state.display().to_string(), e))?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = options.admin {
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| RunError::Admin(addr, e))?;
-        drop(listener);
-        tokio::spawn(metrics::serve_admin(addr, metrics.clone()));
+        metrics::start_admin(addr, metrics.clone())
+            .await
+            .map_err(|e| RunError::Admin(addr, e))?;
     }
     let proxies = Arc::new(Proxies::new(Some(metrics.clone())));
 
