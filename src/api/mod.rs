@@ -13,7 +13,7 @@ pub use cluster::{
 pub use duration::Duration;
 pub use quantity::{ByteSize, human_bytes};
 pub use virtual_name::{
-    Balancing, Fallback, Target, VirtualName, VirtualNameSpec, VirtualNameStatus,
+    Balancing, Fallback, ProxyMode, Target, VirtualName, VirtualNameSpec, VirtualNameStatus,
 };
 
 /// API group of every replicant resource.

@@ -46,6 +46,12 @@ pub struct VirtualNameSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$"))]
     pub listen: Option<String>,
+    /// Standalone mode only: how the built-in proxy relays. `passthrough` copies bytes and
+    /// works for any engine; `multiplex` (Redis only) pipelines the requests of many clients
+    /// over one server connection per proxy thread, and gives a client a connection of its own
+    /// once it uses connection state (transactions, SELECT, AUTH, blocking commands, pub/sub).
+    #[serde(default)]
+    pub proxy_mode: ProxyMode,
 }
 
 /// What a virtual name points at.
@@ -118,6 +124,17 @@ pub enum Balancing {
     #[default]
     RoundRobin,
     LeastConnections,
+}
+
+/// How the built-in proxy relays a virtual name's connections.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ProxyMode {
+    /// Every client connection gets a server connection; bytes are copied unchanged.
+    #[default]
+    Passthrough,
+    /// Redis only: stateless commands of many clients share pipelined server connections.
+    Multiplex,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -898,6 +898,7 @@ fn pinned_and_any_names() {
             target: Target::Member("c".into()),
             max_lag: None,
             balancing: Default::default(),
+            proxy_mode: Default::default(),
             fallback: Default::default(),
             listen: None,
         },

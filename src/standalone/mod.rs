@@ -310,7 +310,10 @@ async fn router_for(
     for vn in &input.desired.virtual_names {
         if let Some(listen) = &vn.spec.listen {
             let key = format!("{}/{}", input.namespace, vn.name);
-            match proxies.ensure(&key, listen, vn.spec.balancing).await {
+            match proxies
+                .ensure(&key, listen, vn.spec.balancing, vn.spec.proxy_mode)
+                .await
+            {
                 Ok(()) => {
                     keys.insert(vn.name.clone(), key);
                 }

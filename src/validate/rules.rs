@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use super::{Document, Problem, Resource};
-use crate::api::{ReplicationCluster, ReplicationMode, Target, VirtualName};
+use crate::api::{Engine, ProxyMode, ReplicationCluster, ReplicationMode, Target, VirtualName};
 
 /// Shortest `detectAfter` accepted: below it a scheduling hiccup looks like a dead master.
 pub const MIN_DETECT_AFTER: Duration = Duration::from_millis(100);
@@ -343,6 +343,16 @@ fn check_virtual_name(vn: &VirtualName, documents: &[Document], out: &mut Out<'_
             ),
         ),
         Some(cluster) => {
+            if spec.proxy_mode == ProxyMode::Multiplex && cluster.spec.engine != Engine::Redis {
+                out.fail(
+                    "spec.proxyMode",
+                    format!(
+                        "multiplex speaks the Redis protocol, but {} is a {} cluster; use passthrough",
+                        spec.cluster,
+                        format!("{:?}", cluster.spec.engine).to_lowercase()
+                    ),
+                );
+            }
             if let Target::Member(member) = &spec.target
                 && !cluster.spec.members.iter().any(|m| &m.name == member)
             {

@@ -2,6 +2,11 @@
 //!
 //! Retargeting swaps the endpoint list; connections to a member that left the list are closed
 //! at once, so clients of a demoted master reconnect to the new one instead of lingering.
+//! A name relays in passthrough mode (bytes copied unchanged) or, for Redis, in multiplex mode
+//! ([`multiplex`]).
+
+mod multiplex;
+mod resp;
 
 use std::{
     collections::HashMap,
@@ -20,7 +25,11 @@ use tokio::{
 };
 
 use crate::metrics::Metrics;
-use crate::{api::Balancing, plan::Endpoint, reconcile::Router};
+use crate::{
+    api::{Balancing, ProxyMode},
+    plan::Endpoint,
+    reconcile::Router,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -63,6 +72,9 @@ fn proxy_runtime(index: usize) -> tokio::runtime::Handle {
 struct NameProxy {
     listen: String,
     balancing: Balancing,
+    mode: ProxyMode,
+    /// Multiplex mode: the shared server connection of each (proxy thread, member, address).
+    lanes: Mutex<HashMap<(usize, String, String), multiplex::LaneSender>>,
     endpoints: watch::Sender<Option<Vec<Endpoint>>>,
     next: AtomicUsize,
     active: Mutex<HashMap<String, usize>>,
@@ -95,18 +107,20 @@ impl Proxies {
         }
     }
 
-    /// Make sure `name` listens on `listen`; a changed address or policy restarts the listener
-    /// (keeping its endpoints).
+    /// Make sure `name` listens on `listen`; a changed address, policy or mode restarts the
+    /// listener (keeping its endpoints).
     pub async fn ensure(
         &self,
         name: &str,
         listen: &str,
         balancing: Balancing,
+        mode: ProxyMode,
     ) -> Result<(), ListenError> {
         let existing = self.names.lock().expect("lock").get(name).cloned();
         if let Some(proxy) = &existing
             && proxy.listen == listen
             && proxy.balancing == balancing
+            && proxy.mode == mode
         {
             return Ok(());
         }
@@ -124,6 +138,8 @@ impl Proxies {
         let proxy = Arc::new(NameProxy {
             listen: listen.to_string(),
             balancing,
+            mode,
+            lanes: Mutex::default(),
             endpoints: watch::channel(endpoints).0,
             next: AtomicUsize::new(0),
             active: Mutex::default(),
@@ -185,6 +201,10 @@ impl NameProxy {
     }
 
     fn close_unlisted(&self) {
+        self.lanes
+            .lock()
+            .expect("lock")
+            .retain(|(_, member, _), _| self.listed(member));
         let connections = self.connections.lock().expect("lock");
         for (member, connection) in connections.values() {
             if !self.listed(member) {
@@ -212,6 +232,41 @@ impl NameProxy {
                     .cloned()
             }
         }
+    }
+
+    /// The lane of proxy thread `thread` to `endpoint`, started on this thread if there is none
+    /// (or it has failed). It is registered like a connection, so a retarget closes it too.
+    fn lane(
+        self: &Arc<Self>,
+        thread: usize,
+        endpoint: &Endpoint,
+        client: &Connection,
+    ) -> multiplex::LaneSender {
+        let key = (thread, endpoint.member.clone(), endpoint.address.clone());
+        let mut lanes = self.lanes.lock().expect("lock");
+        if let Some(lane) = lanes.get(&key)
+            && !lane.is_closed()
+        {
+            return lane.clone();
+        }
+        let (sender, lane) = multiplex::Lane::new();
+        let registration = Connection {
+            proxy: self.clone(),
+            id: self.next_connection.fetch_add(1, Ordering::Relaxed),
+            member: endpoint.member.clone(),
+            name: client.name.clone(),
+            metrics: None,
+            counted: false,
+        };
+        let mut connections = self.connections.lock().expect("lock");
+        let (id, address) = (registration.id, endpoint.address.clone());
+        let task = tokio::spawn(async move {
+            let _registration = registration;
+            lane.run(address).await;
+        });
+        connections.insert(id, (endpoint.member.clone(), task.abort_handle()));
+        lanes.insert(key, sender.clone());
+        sender
     }
 
     fn track(&self, member: &str, delta: isize) {
@@ -243,9 +298,11 @@ async fn serve(
             continue;
         };
         let runtimes = proxy_runtimes();
-        let relay = runtimes[id as usize % runtimes.len()].spawn(relay(
+        let thread = id as usize % runtimes.len();
+        let relay = runtimes[thread].spawn(relay(
             client,
             endpoint.clone(),
+            thread,
             Connection {
                 proxy: proxy.clone(),
                 id,
@@ -299,26 +356,46 @@ impl Drop for Connection {
     }
 }
 
-/// Connect to `endpoint` and copy both ways until either side closes. Nothing else is polled
-/// on this path: closing on retarget is done by aborting the task.
-async fn relay(client: std::net::TcpStream, endpoint: Endpoint, mut connection: Connection) {
-    let Ok(mut client) = TcpStream::from_std(client) else {
-        return;
-    };
-    let Ok(Ok(mut backend)) =
-        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&endpoint.address)).await
-    else {
+/// Relay one client connection (on proxy thread `thread`) until either side closes. Nothing
+/// else is polled on this path: closing on retarget is done by aborting the task.
+async fn relay(
+    client: std::net::TcpStream,
+    endpoint: Endpoint,
+    thread: usize,
+    mut connection: Connection,
+) {
+    let Ok(client) = TcpStream::from_std(client) else {
         return;
     };
     let _ = client.set_nodelay(true);
-    let _ = backend.set_nodelay(true);
-    connection.count();
-    let (to_backend, to_client) = tokio::io::copy_bidirectional(&mut client, &mut backend)
-        .await
-        .unwrap_or((0, 0));
+    let (to_backend, to_client) = match connection.proxy.mode {
+        ProxyMode::Passthrough => passthrough(client, &endpoint, &mut connection).await,
+        ProxyMode::Multiplex => {
+            connection.count();
+            multiplex::relay(client, &endpoint, thread, &connection).await
+        }
+    };
     if let Some(m) = &connection.metrics {
         m.proxy_bytes(&connection.name, to_backend, to_client);
     }
+}
+
+/// Connect to `endpoint` and copy both ways.
+async fn passthrough(
+    mut client: TcpStream,
+    endpoint: &Endpoint,
+    connection: &mut Connection,
+) -> (u64, u64) {
+    let Ok(Ok(mut backend)) =
+        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&endpoint.address)).await
+    else {
+        return (0, 0);
+    };
+    let _ = backend.set_nodelay(true);
+    connection.count();
+    tokio::io::copy_bidirectional(&mut client, &mut backend)
+        .await
+        .unwrap_or((0, 0))
 }
 
 /// The [`Router`] of one cluster: its virtual names are proxies of this process.
@@ -411,7 +488,12 @@ mod tests {
         };
         let proxies = Proxies::new(None);
         proxies
-            .ensure("ns/rw", &listen, Balancing::RoundRobin)
+            .ensure(
+                "ns/rw",
+                &listen,
+                Balancing::RoundRobin,
+                ProxyMode::Passthrough,
+            )
             .await
             .unwrap();
         let proxy = proxies.get("ns/rw").unwrap();

@@ -1,0 +1,391 @@
+//! The multiplexing relay (Redis only): stateless requests of many clients share one pipelined
+//! server connection (a *lane*) per proxy thread and member; a client that uses connection state
+//! is given a server connection of its own. Touches only the sockets it is handed or opens.
+//!
+//! Replies come back in request order on a connection, so each lane keeps a queue of who asked
+//! next. A lane that fails fails every client with a request in flight on it (they are closed,
+//! as their own connection would have been); clients with nothing in flight carry on over a
+//! fresh lane.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::mpsc,
+};
+
+use super::{CONNECT_TIMEOUT, Connection, NameProxy, resp};
+use crate::plan::Endpoint;
+
+/// Requests a client may have in flight before the proxy stops reading from it.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// Requests for a lane: consecutive complete requests of one client, and where their replies go.
+pub(super) struct Batch {
+    requests: Bytes,
+    count: usize,
+    replies: mpsc::UnboundedSender<Replies>,
+}
+
+/// Replies for one client: `count` complete replies, or the news that its lane failed.
+type Replies = Result<(Bytes, usize), LaneFailed>;
+
+#[derive(Debug)]
+struct LaneFailed;
+
+pub(super) type LaneSender = mpsc::UnboundedSender<Batch>;
+
+/// Relay one client connection in multiplex mode. Returns the bytes relayed each way.
+pub(super) async fn relay(
+    mut client: TcpStream,
+    endpoint: &Endpoint,
+    thread: usize,
+    connection: &Connection,
+) -> (u64, u64) {
+    let mut session = Session {
+        proxy: &connection.proxy,
+        endpoint,
+        thread,
+        connection,
+        lane: None,
+        replies: mpsc::unbounded_channel(),
+        input: BytesMut::with_capacity(16 * 1024),
+        output: BytesMut::new(),
+        scanner: resp::Scanner::default(),
+        in_flight: 0,
+        stop: None,
+        client_closed: false,
+        to_backend: 0,
+        to_client: 0,
+    };
+    let pinned = session.shared(&mut client).await;
+    let (mut to_backend, mut to_client) = (session.to_backend, session.to_client);
+    if pinned {
+        let leftover = std::mem::take(&mut session.input);
+        let (up, down) = dedicated(&mut client, &endpoint.address, &leftover).await;
+        to_backend += up;
+        to_client += down;
+    }
+    (to_backend, to_client)
+}
+
+/// Why a client stopped being served over the lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Its next request needs a connection of its own.
+    Pin,
+    /// Its next request is answered by the proxy, once the replies before it are delivered.
+    Answer(&'static str),
+}
+
+struct Session<'a> {
+    proxy: &'a Arc<NameProxy>,
+    endpoint: &'a Endpoint,
+    thread: usize,
+    connection: &'a Connection,
+    /// This thread's lane to the endpoint, as last looked up.
+    lane: Option<LaneSender>,
+    replies: (
+        mpsc::UnboundedSender<Replies>,
+        mpsc::UnboundedReceiver<Replies>,
+    ),
+    /// Bytes read from the client and not yet sent on; starts at a request boundary.
+    input: BytesMut,
+    output: BytesMut,
+    scanner: resp::Scanner,
+    in_flight: usize,
+    /// Set when the request at the start of `input` cannot go over the lane.
+    stop: Option<Stop>,
+    client_closed: bool,
+    to_backend: u64,
+    to_client: u64,
+}
+
+impl Session<'_> {
+    /// Serve the client over the lane until it closes (false) or must be pinned (true).
+    async fn shared(&mut self, client: &mut TcpStream) -> bool {
+        loop {
+            if self.in_flight == 0 {
+                match self.stop {
+                    Some(Stop::Pin) => return true,
+                    Some(Stop::Answer(reply)) => {
+                        self.stop = None;
+                        if client.write_all(reply.as_bytes()).await.is_err() {
+                            return false;
+                        }
+                        self.to_client += reply.len() as u64;
+                        if !self.dispatch() {
+                            return false;
+                        }
+                        continue;
+                    }
+                    None if self.client_closed => return false,
+                    None => {}
+                }
+            }
+            let reading =
+                self.stop.is_none() && !self.client_closed && self.in_flight < MAX_IN_FLIGHT;
+            tokio::select! {
+                biased;
+                replies = self.replies.1.recv() => {
+                    let Some(Ok((bytes, count))) = replies else {
+                        return false; // the lane failed with our requests in flight
+                    };
+                    if !self.deliver(client, bytes, count).await {
+                        return false;
+                    }
+                }
+                read = client.read_buf(&mut self.input), if reading => {
+                    match read {
+                        Ok(0) | Err(_) => self.client_closed = true,
+                        Ok(_) => {
+                            if !self.dispatch() {
+                                return false;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Write replies to the client: this batch and any others already waiting, in one write.
+    async fn deliver(&mut self, client: &mut TcpStream, first: Bytes, count: usize) -> bool {
+        self.in_flight -= count;
+        let mut more = Vec::new();
+        while let Ok(next) = self.replies.1.try_recv() {
+            let Ok((bytes, count)) = next else {
+                return false;
+            };
+            self.in_flight -= count;
+            more.push(bytes);
+        }
+        let written = if more.is_empty() {
+            self.to_client += first.len() as u64;
+            client.write_all(&first).await
+        } else {
+            self.output.clear();
+            self.output.extend_from_slice(&first);
+            more.iter().for_each(|b| self.output.extend_from_slice(b));
+            self.to_client += self.output.len() as u64;
+            client.write_all(&self.output).await
+        };
+        written.is_ok()
+    }
+
+    /// Send every complete shareable request at the start of `input` to the lane, stopping at
+    /// the first one that cannot go. False if no lane could take them.
+    fn dispatch(&mut self) -> bool {
+        let (mut end, mut count) = (0, 0);
+        while self.stop.is_none() {
+            match self.scanner.value(&self.input[end..]) {
+                Ok(Some(len)) => match resp::routing(&self.input[end..end + len]) {
+                    resp::Routing::Shared => {
+                        end += len;
+                        count += 1;
+                    }
+                    resp::Routing::Pinned => self.stop = Some(Stop::Pin),
+                    resp::Routing::Refused(reply) => {
+                        self.stop = Some(Stop::Answer(reply));
+                        // The refused request is consumed here; its answer waits its turn.
+                        if !self.send(end, count) {
+                            return false;
+                        }
+                        self.input.advance(len);
+                        return true;
+                    }
+                },
+                Ok(None) => break,
+                // Not RESP the proxy understands: the server gets it verbatim and answers.
+                Err(_) => self.stop = Some(Stop::Pin),
+            }
+        }
+        if self.stop == Some(Stop::Pin) {
+            self.scanner = resp::Scanner::default();
+        }
+        self.send(end, count)
+    }
+
+    /// Hand the first `len` bytes of `input` (`count` requests) to this thread's lane.
+    fn send(&mut self, len: usize, count: usize) -> bool {
+        if count == 0 {
+            return true;
+        }
+        let mut batch = Batch {
+            requests: self.input.split_to(len).freeze(),
+            count,
+            replies: self.replies.0.clone(),
+        };
+        self.to_backend += len as u64;
+        // A lane that has just failed refuses the batch; a fresh one gets a single retry.
+        for _ in 0..2 {
+            let lane = match &self.lane {
+                Some(lane) if !lane.is_closed() => lane,
+                _ => self
+                    .lane
+                    .insert(self.proxy.lane(self.thread, self.endpoint, self.connection)),
+            };
+            match lane.send(batch) {
+                Ok(()) => {
+                    self.in_flight += count;
+                    return true;
+                }
+                Err(mpsc::error::SendError(returned)) => batch = returned,
+            }
+        }
+        false
+    }
+}
+
+/// The rest of the connection on a server connection of its own, starting with `leftover`.
+async fn dedicated(client: &mut TcpStream, address: &str, leftover: &[u8]) -> (u64, u64) {
+    let Ok(Ok(mut backend)) =
+        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await
+    else {
+        return (0, 0);
+    };
+    let _ = backend.set_nodelay(true);
+    if backend.write_all(leftover).await.is_err() {
+        return (0, 0);
+    }
+    let (up, down) = tokio::io::copy_bidirectional(client, &mut backend)
+        .await
+        .unwrap_or((0, 0));
+    (up + leftover.len() as u64, down)
+}
+
+/// One lane's state. Dropping it (the lane ends, fails or is aborted on retarget) tells every
+/// client still waiting that its requests' fate is unknown.
+pub(super) struct Lane {
+    batches: mpsc::UnboundedReceiver<Batch>,
+    /// Who gets the next replies, in request order: (client, replies owed).
+    owed: Mutex<VecDeque<(mpsc::UnboundedSender<Replies>, usize)>>,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.batches.close();
+        for (client, _) in self.owed.lock().expect("lock").drain(..) {
+            let _ = client.send(Err(LaneFailed));
+        }
+        while let Ok(batch) = self.batches.try_recv() {
+            let _ = batch.replies.send(Err(LaneFailed));
+        }
+    }
+}
+
+impl Lane {
+    pub(super) fn new() -> (LaneSender, Lane) {
+        let (sender, batches) = mpsc::unbounded_channel();
+        let lane = Lane {
+            batches,
+            owed: Mutex::default(),
+        };
+        (sender, lane)
+    }
+
+    /// Connect to `address` and carry requests and replies until the connection fails or every
+    /// client handle is gone.
+    pub(super) async fn run(mut self, address: String) {
+        let Ok(Ok(mut backend)) =
+            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await
+        else {
+            return;
+        };
+        let _ = backend.set_nodelay(true);
+        let (mut from_server, mut to_server) = backend.split();
+        let owed = &self.owed;
+        let batches = &mut self.batches;
+        let writer = async {
+            let mut pending = Vec::new();
+            while let Some(first) = batches.recv().await {
+                // Everything queued since the lane last ran goes out in one write. Who is owed
+                // the replies is recorded before the requests leave.
+                let alone = {
+                    let mut owed = owed.lock().expect("lock");
+                    owed.push_back((first.replies, first.count));
+                    match batches.try_recv() {
+                        Err(_) => Some(first.requests),
+                        Ok(second) => {
+                            pending.clear();
+                            pending.extend_from_slice(&first.requests);
+                            let mut next = Some(second);
+                            while let Some(batch) = next {
+                                owed.push_back((batch.replies, batch.count));
+                                pending.extend_from_slice(&batch.requests);
+                                next = batches.try_recv().ok();
+                            }
+                            None
+                        }
+                    }
+                };
+                match alone {
+                    Some(requests) => to_server.write_all(&requests).await?,
+                    None => to_server.write_all(&pending).await?,
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let reader = async {
+            let mut buf = BytesMut::with_capacity(64 * 1024);
+            let mut scanner = resp::Scanner::default();
+            loop {
+                if buf.capacity() - buf.len() < 4096 {
+                    buf.reserve(64 * 1024);
+                }
+                if from_server.read_buf(&mut buf).await? == 0 {
+                    return Ok(());
+                }
+                if route_replies(&mut buf, &mut scanner, owed).is_err() {
+                    return Ok(());
+                }
+            }
+        };
+        let _: std::io::Result<()> = tokio::select! {
+            r = writer => r,
+            r = reader => r,
+        };
+    }
+}
+
+/// Hand every complete reply at the start of `buf` to the client that asked for it. An error
+/// means the stream cannot be trusted any more: a reply nobody asked for, or malformed bytes.
+fn route_replies(
+    buf: &mut BytesMut,
+    scanner: &mut resp::Scanner,
+    owed: &Mutex<VecDeque<(mpsc::UnboundedSender<Replies>, usize)>>,
+) -> Result<(), ()> {
+    let mut owed = owed.lock().expect("lock");
+    while !buf.is_empty() {
+        let Some((client, count)) = owed.front_mut() else {
+            return Err(()); // a reply nobody asked for
+        };
+        let (mut end, mut complete) = (0, 0);
+        while complete < *count {
+            match scanner.value(&buf[end..]).map_err(|_| ())? {
+                Some(len) => {
+                    end += len;
+                    complete += 1;
+                }
+                None => break,
+            }
+        }
+        if complete == 0 {
+            break;
+        }
+        let replies = buf.split_to(end).freeze();
+        *count -= complete;
+        // A client that has gone away just drops its replies.
+        let _ = client.send(Ok((replies, complete)));
+        if *count > 0 {
+            break; // the rest of this client's replies have not arrived yet
+        }
+        owed.pop_front();
+    }
+    Ok(())
+}
