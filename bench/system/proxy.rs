@@ -6,7 +6,7 @@ use std::{
 
 use replicant::local::{RedisProcess, free_port};
 
-use crate::support::{Proc, controller, is_ready, median, reports, wait_until};
+use crate::support::{Proc, controller, is_ready, median, reports, usage, wait_until};
 
 /// One redis-benchmark result line.
 #[derive(Clone, Debug, Default)]
@@ -65,46 +65,56 @@ fn benchmark(port: u16, pipeline: usize, requests: usize) -> BTreeMap<String, Sa
         .collect()
 }
 
+/// A proxy process, or none for the direct target.
+#[derive(Clone, Copy)]
+struct Target {
+    name: &'static str,
+    port: u16,
+    pid: Option<u32>,
+}
+
 pub async fn run(dir: &Path) -> String {
     fs::create_dir_all(dir).unwrap();
     let server = RedisProcess::start(dir, &[]).unwrap();
+    // Both proxies get the same number of threads: replicant's default here.
+    let threads = replicant::standalone::proxy::proxy_threads();
 
-    // replicant: a one-member cluster whose read-write name is served by the built-in proxy.
+    // replicant: a one-member cluster with two names on the built-in proxy, one per mode.
     let specs = dir.join("specs");
     fs::create_dir_all(&specs).unwrap();
-    let replicant_port = free_port().unwrap();
+    let (passthrough_port, multiplex_port) = (free_port().unwrap(), free_port().unwrap());
     fs::write(
         specs.join("proxy.yaml"),
         format!(
-            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: proxy}}\nspec:\n  engine: redis\n  primary: a\n  members:\n    - {{name: a, address: \"{}\"}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: proxy-rw}}\nspec: {{cluster: proxy, target: primary, listen: \"127.0.0.1:{replicant_port}\"}}\n",
+            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: proxy}}\nspec:\n  engine: redis\n  primary: a\n  members:\n    - {{name: a, address: \"{}\"}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: proxy-rw}}\nspec: {{cluster: proxy, target: primary, listen: \"127.0.0.1:{passthrough_port}\"}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: proxy-mux}}\nspec: {{cluster: proxy, target: primary, listen: \"127.0.0.1:{multiplex_port}\", proxyMode: multiplex}}\n",
             server.address()
         ),
     )
     .unwrap();
     let state = dir.join("state");
-    let _controller = controller(&specs, &state, free_port().unwrap());
+    let controller = controller(&specs, &state, free_port().unwrap());
     assert!(
         wait_until(Duration::from_secs(30), || reports(&state)
             .first()
-            .is_some_and(
-                |r| is_ready(r) && r.virtual_names.iter().any(|v| !v.endpoints.is_empty())
-            ))
+            .is_some_and(|r| is_ready(r)
+                && r.virtual_names.len() == 2
+                && r.virtual_names.iter().all(|v| !v.endpoints.is_empty())))
         .await,
-        "replicant did not set up the proxy"
+        "replicant did not set up the proxies"
     );
 
-    // HAProxy in TCP mode in front of the same server.
+    // HAProxy in TCP mode in front of the same server, with as many threads.
     let haproxy_port = free_port().unwrap();
     let cfg = dir.join("haproxy.cfg");
     fs::write(
         &cfg,
         format!(
-            "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\nlisten redis\n  bind 127.0.0.1:{haproxy_port}\n  server r1 {}\n",
+            "global\n  maxconn 4000\n  nbthread {threads}\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\nlisten redis\n  bind 127.0.0.1:{haproxy_port}\n  server r1 {}\n",
             server.address()
         ),
     )
     .unwrap();
-    let _haproxy = Proc::spawn(
+    let haproxy = Proc::spawn(
         "haproxy",
         &["-f", cfg.to_str().unwrap(), "-db"],
         &dir.join("haproxy.log"),
@@ -120,20 +130,51 @@ pub async fn run(dir: &Path) -> String {
     );
 
     let targets = [
-        ("direct", server.port),
-        ("replicant proxy", replicant_port),
-        ("HAProxy", haproxy_port),
+        Target {
+            name: "direct",
+            port: server.port,
+            pid: None,
+        },
+        Target {
+            name: "replicant passthrough",
+            port: passthrough_port,
+            pid: Some(controller.pid()),
+        },
+        Target {
+            name: "replicant multiplex",
+            port: multiplex_port,
+            pid: Some(controller.pid()),
+        },
+        Target {
+            name: "HAProxy",
+            port: haproxy_port,
+            pid: Some(haproxy.pid()),
+        },
     ];
-    let rounds = 3;
+    let rounds: usize = std::env::var("BENCH_PROXY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let mut samples: BTreeMap<(usize, String, &str), Vec<Sample>> = BTreeMap::new();
+    // Proxy CPU per request, per pipeline depth and target (both tests of a run together).
+    let mut cpu: BTreeMap<(usize, &str), Vec<f64>> = BTreeMap::new();
     for round in 0..rounds {
         for pipeline in [1usize, 16] {
             let requests = if pipeline == 1 { 100_000 } else { 500_000 };
             // Interleaved, so a noisy moment hurts every target alike.
-            for (name, port) in targets {
-                for (test, sample) in benchmark(port, pipeline, requests) {
+            for target in targets {
+                let before = target.pid.map(|pid| usage(pid).0);
+                let results = benchmark(target.port, pipeline, requests);
+                if let (Some(pid), Some(before)) = (target.pid, before) {
+                    let spent = usage(pid).0 - before;
+                    let served = (requests * results.len().max(1)) as f64;
+                    cpu.entry((pipeline, target.name))
+                        .or_default()
+                        .push(spent / served * 1e6);
+                }
+                for (test, sample) in results {
                     samples
-                        .entry((pipeline, test, name))
+                        .entry((pipeline, test, target.name))
                         .or_default()
                         .push(sample);
                 }
@@ -146,6 +187,10 @@ pub async fn run(dir: &Path) -> String {
     let _ = writeln!(
         out,
         "### Virtual-name proxy: redis-benchmark, 50 clients, median of {rounds} interleaved rounds\n"
+    );
+    let _ = writeln!(
+        out,
+        "Both proxies run {threads} thread(s). *passthrough* copies bytes like HAProxy; *multiplex* pipelines all clients' stateless commands over one server connection per proxy thread.\n"
     );
     let _ = writeln!(
         out,
@@ -165,15 +210,37 @@ pub async fn run(dir: &Path) -> String {
             let haproxy = summary(pipeline, test, "HAProxy")
                 .map(|s| s.0)
                 .unwrap_or(f64::NAN);
-            for (name, _) in targets {
-                let Some((rps, p50, p99)) = summary(pipeline, test, name) else {
+            for target in targets {
+                let Some((rps, p50, p99)) = summary(pipeline, test, target.name) else {
                     continue;
                 };
                 let _ = writeln!(
                     out,
-                    "| {pipeline} | {test} | {name} | {rps:.0} | {p50:.3} | {p99:.3} | {:.2} | {:.2} |",
+                    "| {pipeline} | {test} | {} | {rps:.0} | {p50:.3} | {p99:.3} | {:.2} | {:.2} |",
+                    target.name,
                     rps / direct,
                     rps / haproxy
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nProxy CPU (user + system) per request, median over rounds:\n\n| pipeline | target | CPU µs/request | vs HAProxy |\n|---|---|---|---|"
+    );
+    for pipeline in [1usize, 16] {
+        let haproxy = cpu
+            .get(&(pipeline, "HAProxy"))
+            .map(|v| median(v))
+            .unwrap_or(f64::NAN);
+        for target in targets.iter().filter(|t| t.pid.is_some()) {
+            if let Some(values) = cpu.get(&(pipeline, target.name)) {
+                let used = median(values);
+                let _ = writeln!(
+                    out,
+                    "| {pipeline} | {} | {used:.2} | {:.2} |",
+                    target.name,
+                    used / haproxy
                 );
             }
         }

@@ -5,46 +5,12 @@ use std::{
     fs,
     io::{Read, Write},
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use replicant::local::{RedisProcess, free_port};
 
-use crate::support::{controller, is_ready, reports, wait_until};
-
-/// CPU seconds (user + system) and resident bytes of a process.
-fn usage(pid: u32) -> (f64, u64) {
-    let ticks: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0);
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let cpu = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (cpu / ticks, rss_kib * 1024)
-}
+use crate::support::{controller, is_ready, reports, usage, wait_until};
 
 /// Sum of `replicant_reconcile_rounds_total` over all clusters.
 fn rounds(admin: u16) -> f64 {

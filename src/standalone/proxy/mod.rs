@@ -33,21 +33,24 @@ use crate::{
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How many threads relay proxy traffic: `REPLICANT_PROXY_THREADS`, else half the CPUs available
+/// (at least 1, at most 4). The proxy shares its host with the controller and usually with
+/// servers or clients; fewer threads also mean each wakeup handles more connections' events
+/// (and, in multiplex mode, longer pipelines), which costs less CPU per request.
+pub fn proxy_threads() -> usize {
+    std::env::var("REPLICANT_PROXY_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).min(4)))
+        .max(1)
+}
+
 /// The proxies' runtimes: single-threaded, each on a thread of its own. Relaying is a chain of
 /// tiny reads and writes; keeping each connection's wakeups on one thread avoids the hand-offs
-/// of a work-stealing scheduler, several threads keep one descheduled thread from stalling
-/// every connection, and the controller's probes never wait behind the traffic.
-/// `REPLICANT_PROXY_THREADS` overrides the count (default: the CPUs available, at most 4).
+/// of a work-stealing scheduler, and the controller's probes never wait behind the traffic.
 fn proxy_runtimes() -> &'static [tokio::runtime::Handle] {
     static RUNTIMES: std::sync::OnceLock<Vec<tokio::runtime::Handle>> = std::sync::OnceLock::new();
-    RUNTIMES.get_or_init(|| {
-        let threads = std::env::var("REPLICANT_PROXY_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
-            .max(1);
-        (0..threads).map(proxy_runtime).collect()
-    })
+    RUNTIMES.get_or_init(|| (0..proxy_threads()).map(proxy_runtime).collect())
 }
 
 fn proxy_runtime(index: usize) -> tokio::runtime::Handle {

@@ -56,7 +56,7 @@ pub(super) async fn relay(
         replies: mpsc::unbounded_channel(),
         input: BytesMut::with_capacity(16 * 1024),
         output: BytesMut::new(),
-        scanner: resp::Scanner::default(),
+        scanner: resp::RequestScanner::default(),
         in_flight: 0,
         stop: None,
         client_closed: false,
@@ -97,7 +97,7 @@ struct Session<'a> {
     /// Bytes read from the client and not yet sent on; starts at a request boundary.
     input: BytesMut,
     output: BytesMut,
-    scanner: resp::Scanner,
+    scanner: resp::RequestScanner,
     in_flight: usize,
     /// Set when the request at the start of `input` cannot go over the lane.
     stop: Option<Stop>,
@@ -183,8 +183,8 @@ impl Session<'_> {
     fn dispatch(&mut self) -> bool {
         let (mut end, mut count) = (0, 0);
         while self.stop.is_none() {
-            match self.scanner.value(&self.input[end..]) {
-                Ok(Some(len)) => match resp::routing(&self.input[end..end + len]) {
+            match self.scanner.next(&self.input[end..]) {
+                resp::Request::Complete { len, routing } => match routing {
                     resp::Routing::Shared => {
                         end += len;
                         count += 1;
@@ -200,13 +200,13 @@ impl Session<'_> {
                         return true;
                     }
                 },
-                Ok(None) => break,
-                // Not RESP the proxy understands: the server gets it verbatim and answers.
-                Err(_) => self.stop = Some(Stop::Pin),
+                resp::Request::Incomplete => break,
+                // The server gets it verbatim, on a connection of the client's own.
+                resp::Request::NotUnderstood => {
+                    self.scanner = resp::RequestScanner::default();
+                    self.stop = Some(Stop::Pin);
+                }
             }
-        }
-        if self.stop == Some(Stop::Pin) {
-            self.scanner = resp::Scanner::default();
         }
         self.send(end, count)
     }
