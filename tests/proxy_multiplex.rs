@@ -24,6 +24,10 @@ enum Reply {
     Int(i64),
     Bulk(Option<Vec<u8>>),
     Array(Option<Vec<Reply>>),
+    /// RESP3 only: keys and values in order.
+    Map(Vec<Reply>),
+    /// RESP3 only: an out-of-band message (pub/sub).
+    Push(Vec<Reply>),
 }
 
 impl Reply {
@@ -105,21 +109,40 @@ fn parse(buf: &[u8]) -> Option<(Reply, usize)> {
             let end = rest + len as usize;
             (buf.len() >= end + 2).then(|| (Reply::Bulk(Some(buf[rest..end].to_vec())), end + 2))
         }
-        b'*' => {
+        b'_' => Some((Reply::Bulk(None), rest)),
+        b'#' | b',' => Some((Reply::Status(line), rest)),
+        b'*' | b'%' | b'>' => {
             let count: i64 = line.parse().unwrap();
             if count < 0 {
                 return Some((Reply::Array(None), rest));
             }
+            let elements = if buf[0] == b'%' { count * 2 } else { count };
             let (mut items, mut used) = (Vec::new(), rest);
-            for _ in 0..count {
+            for _ in 0..elements {
                 let (item, n) = parse(&buf[used..])?;
                 items.push(item);
                 used += n;
             }
-            Some((Reply::Array(Some(items)), used))
+            let reply = match buf[0] {
+                b'%' => Reply::Map(items),
+                b'>' => Reply::Push(items),
+                _ => Reply::Array(Some(items)),
+            };
+            Some((reply, used))
         }
         other => panic!("unexpected reply type {:?}", other as char),
     }
+}
+
+/// A redis-rs connection through the proxy. redis-rs sends `CLIENT SETINFO` on connect, and
+/// `HELLO 3` first when asked for RESP3, as most current client libraries do.
+async fn library_client(port: u16, resp3: bool) -> redis::aio::MultiplexedConnection {
+    let query = if resp3 { "?protocol=resp3" } else { "" };
+    redis::Client::open(format!("redis://127.0.0.1:{port}/{query}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
 
 /// `bed.spec` with the read-write name in multiplex mode.
@@ -362,5 +385,87 @@ async fn failover_closes_multiplexed_clients_and_new_ones_reach_the_new_master()
     assert!(
         matches!(&role, Reply::Array(Some(items)) if items.first().map(Reply::text).as_deref() == Some("master")),
         "{role:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_libraries_handshakes_keep_them_on_shared_connections_in_resp2_and_resp3() {
+    let bed = Bed::new(2);
+    let _ctl = bed.started(&multiplexed(&bed, "a")).await;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        clients.push((i, library_client(bed.rw_port, i % 2 == 1).await));
+    }
+    for (i, conn) in &mut clients {
+        let key = format!("lib:{i}");
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg("client")
+            .arg(*i)
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+    for (i, conn) in &mut clients {
+        // RESP3 clients get a map, RESP2 clients an array: both decode to the same pairs.
+        let fields: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(format!("lib:{i}"))
+            .query_async(conn)
+            .await
+            .unwrap();
+        assert_eq!(fields.get("client"), Some(&(*i as i64)), "client {i}");
+    }
+    // Twenty library clients, and only shared connections (one per thread and protocol
+    // version) and the controller's probes on the server.
+    let served = connected_clients(&bed.address("a")).await;
+    assert!(
+        served < 12,
+        "{served} server connections for 20 library clients"
+    );
+
+    // On the wire: a switch to RESP3 waits for the replies before it, and what follows it
+    // is answered in RESP3.
+    let mut raw = Raw::connect(bed.rw_port).await;
+    raw.send(&[
+        &["HSET", "h", "f", "v"],
+        &["HELLO", "3"],
+        &["HGETALL", "h"],
+        &["HELLO", "2"],
+        &["HGETALL", "h"],
+    ])
+    .await;
+    assert_eq!(raw.reply().await, Some(Reply::Int(1)));
+    let hello = raw.reply().await.unwrap();
+    assert!(
+        matches!(&hello, Reply::Map(items) if items.iter().any(|i| i.text() == "proto")),
+        "{hello:?}"
+    );
+    let pair = vec![
+        Reply::Bulk(Some(b"f".to_vec())),
+        Reply::Bulk(Some(b"v".to_vec())),
+    ];
+    assert_eq!(raw.reply().await, Some(Reply::Map(pair.clone())), "RESP3");
+    assert!(
+        matches!(raw.reply().await, Some(Reply::Array(Some(_)))),
+        "HELLO 2"
+    );
+    assert_eq!(raw.reply().await, Some(Reply::Array(Some(pair))), "RESP2");
+
+    // A RESP3 client that pins gets a connection of its own that speaks RESP3 too.
+    let mut subscriber = Raw::connect(bed.rw_port).await;
+    assert!(matches!(
+        subscriber.call(&["HELLO", "3"]).await,
+        Reply::Map(_)
+    ));
+    subscriber.send(&[&["SUBSCRIBE", "news3"]]).await;
+    assert!(matches!(subscriber.reply().await, Some(Reply::Push(_))));
+    assert_eq!(raw.call(&["PUBLISH", "news3", "hi"]).await, Reply::Int(1));
+    assert_eq!(
+        subscriber.reply().await,
+        Some(Reply::Push(vec![
+            Reply::Bulk(Some(b"message".to_vec())),
+            Reply::Bulk(Some(b"news3".to_vec())),
+            Reply::Bulk(Some(b"hi".to_vec())),
+        ]))
     );
 }

@@ -71,13 +71,16 @@ fn proxy_runtime(index: usize) -> tokio::runtime::Handle {
     receiver.recv().expect("the proxy runtime starts")
 }
 
+type LaneKey = (usize, String, String, u8);
+
 /// One virtual name's proxy.
 struct NameProxy {
     listen: String,
     balancing: Balancing,
     mode: ProxyMode,
-    /// Multiplex mode: the shared server connection of each (proxy thread, member, address).
-    lanes: Mutex<HashMap<(usize, String, String), multiplex::LaneSender>>,
+    /// Multiplex mode: the shared server connection of each (proxy thread, member, address,
+    /// protocol version).
+    lanes: Mutex<HashMap<LaneKey, multiplex::LaneSender>>,
     endpoints: watch::Sender<Option<Vec<Endpoint>>>,
     next: AtomicUsize,
     active: Mutex<HashMap<String, usize>>,
@@ -207,7 +210,7 @@ impl NameProxy {
         self.lanes
             .lock()
             .expect("lock")
-            .retain(|(_, member, _), _| self.listed(member));
+            .retain(|(_, member, _, _), _| self.listed(member));
         let connections = self.connections.lock().expect("lock");
         for (member, connection) in connections.values() {
             if !self.listed(member) {
@@ -243,9 +246,15 @@ impl NameProxy {
         self: &Arc<Self>,
         thread: usize,
         endpoint: &Endpoint,
+        protocol: u8,
         client: &Connection,
     ) -> multiplex::LaneSender {
-        let key = (thread, endpoint.member.clone(), endpoint.address.clone());
+        let key = (
+            thread,
+            endpoint.member.clone(),
+            endpoint.address.clone(),
+            protocol,
+        );
         let mut lanes = self.lanes.lock().expect("lock");
         if let Some(lane) = lanes.get(&key)
             && !lane.is_closed()
@@ -265,7 +274,7 @@ impl NameProxy {
         let (id, address) = (registration.id, endpoint.address.clone());
         let task = tokio::spawn(async move {
             let _registration = registration;
-            lane.run(address).await;
+            lane.run(address, protocol).await;
         });
         connections.insert(id, (endpoint.member.clone(), task.abort_handle()));
         lanes.insert(key, sender.clone());

@@ -53,6 +53,7 @@ pub(super) async fn relay(
         thread,
         connection,
         lane: None,
+        protocol: 2,
         replies: mpsc::unbounded_channel(),
         input: BytesMut::with_capacity(16 * 1024),
         output: BytesMut::new(),
@@ -67,7 +68,8 @@ pub(super) async fn relay(
     let (mut to_backend, mut to_client) = (session.to_backend, session.to_client);
     if pinned {
         let leftover = std::mem::take(&mut session.input);
-        let (up, down) = dedicated(&mut client, &endpoint.address, &leftover).await;
+        let (up, down) =
+            dedicated(&mut client, &endpoint.address, session.protocol, &leftover).await;
         to_backend += up;
         to_client += down;
     }
@@ -81,6 +83,9 @@ enum Stop {
     Pin,
     /// Its next request is answered by the proxy, once the replies before it are delivered.
     Answer(&'static str),
+    /// Its next request (`HELLO`) switches to this protocol version, and so to the shared
+    /// connection that speaks it, once the replies before it are delivered.
+    Switch(u8),
 }
 
 struct Session<'a> {
@@ -90,6 +95,8 @@ struct Session<'a> {
     connection: &'a Connection,
     /// This thread's lane to the endpoint, as last looked up.
     lane: Option<LaneSender>,
+    /// The RESP version the client speaks (`HELLO` changes it).
+    protocol: u8,
     replies: (
         mpsc::UnboundedSender<Replies>,
         mpsc::UnboundedReceiver<Replies>,
@@ -113,6 +120,15 @@ impl Session<'_> {
             if self.in_flight == 0 {
                 match self.stop {
                     Some(Stop::Pin) => return true,
+                    Some(Stop::Switch(version)) => {
+                        self.stop = None;
+                        self.protocol = version;
+                        self.lane = None;
+                        if !self.dispatch() {
+                            return false;
+                        }
+                        continue;
+                    }
                     Some(Stop::Answer(reply)) => {
                         self.stop = None;
                         if client.write_all(reply.as_bytes()).await.is_err() {
@@ -189,8 +205,14 @@ impl Session<'_> {
                         end += len;
                         count += 1;
                     }
+                    resp::Routing::Hello(version) if version == self.protocol => {
+                        end += len;
+                        count += 1;
+                    }
+                    // Replies still due in the old version are delivered first.
+                    resp::Routing::Hello(version) => self.stop = Some(Stop::Switch(version)),
                     resp::Routing::Pinned => self.stop = Some(Stop::Pin),
-                    resp::Routing::Refused(reply) => {
+                    resp::Routing::Answer(reply) => {
                         self.stop = Some(Stop::Answer(reply));
                         // The refused request is consumed here; its answer waits its turn.
                         if !self.send(end, count) {
@@ -226,9 +248,12 @@ impl Session<'_> {
         for _ in 0..2 {
             let lane = match &self.lane {
                 Some(lane) if !lane.is_closed() => lane,
-                _ => self
-                    .lane
-                    .insert(self.proxy.lane(self.thread, self.endpoint, self.connection)),
+                _ => self.lane.insert(self.proxy.lane(
+                    self.thread,
+                    self.endpoint,
+                    self.protocol,
+                    self.connection,
+                )),
             };
             match lane.send(batch) {
                 Ok(()) => {
@@ -242,14 +267,17 @@ impl Session<'_> {
     }
 }
 
-/// The rest of the connection on a server connection of its own, starting with `leftover`.
-async fn dedicated(client: &mut TcpStream, address: &str, leftover: &[u8]) -> (u64, u64) {
-    let Ok(Ok(mut backend)) =
-        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await
-    else {
+/// The rest of the connection on a server connection of its own (speaking the client's
+/// protocol version), starting with `leftover`.
+async fn dedicated(
+    client: &mut TcpStream,
+    address: &str,
+    protocol: u8,
+    leftover: &[u8],
+) -> (u64, u64) {
+    let Some(mut backend) = open(address, protocol).await else {
         return (0, 0);
     };
-    let _ = backend.set_nodelay(true);
     if backend.write_all(leftover).await.is_err() {
         return (0, 0);
     }
@@ -257,6 +285,39 @@ async fn dedicated(client: &mut TcpStream, address: &str, leftover: &[u8]) -> (u
         .await
         .unwrap_or((0, 0));
     (up + leftover.len() as u64, down)
+}
+
+/// A server connection speaking RESP `protocol`: version 3 is asked for with `HELLO 3`, whose
+/// reply is read here (a server that refuses it gives no connection).
+async fn open(address: &str, protocol: u8) -> Option<TcpStream> {
+    let connect = async {
+        let mut backend = TcpStream::connect(address).await.ok()?;
+        let _ = backend.set_nodelay(true);
+        if protocol == 3 {
+            backend
+                .write_all(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
+                .await
+                .ok()?;
+            let (mut reply, mut scanner) = (Vec::new(), resp::Scanner::default());
+            let len = loop {
+                if backend.read_buf(&mut reply).await.ok()? == 0 {
+                    return None;
+                }
+                if let Some(len) = scanner.value(&reply).ok()? {
+                    break len;
+                }
+            };
+            // The reply is a map; anything else (an error, or more) leaves the stream unknown.
+            if reply.first() != Some(&b'%') || len != reply.len() {
+                return None;
+            }
+        }
+        Some(backend)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// One lane's state. Dropping it (the lane ends, fails or is aborted on retarget) tells every
@@ -289,15 +350,12 @@ impl Lane {
         (sender, lane)
     }
 
-    /// Connect to `address` and carry requests and replies until the connection fails or every
-    /// client handle is gone.
-    pub(super) async fn run(mut self, address: String) {
-        let Ok(Ok(mut backend)) =
-            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await
-        else {
+    /// Connect to `address`, speaking RESP `protocol`, and carry requests and replies until the
+    /// connection fails or every client handle is gone.
+    pub(super) async fn run(mut self, address: String, protocol: u8) {
+        let Some(mut backend) = open(address.as_str(), protocol).await else {
             return;
         };
-        let _ = backend.set_nodelay(true);
         let (mut from_server, mut to_server) = backend.split();
         let owed = &self.owed;
         let batches = &mut self.batches;

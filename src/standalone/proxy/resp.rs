@@ -106,6 +106,12 @@ impl Scanner {
     }
 }
 
+/// Requests beyond the server's own limits (arguments per request, `proto-max-bulk-len`) would
+/// make it drop the connection, and a shared one is everybody's: such a request goes to the
+/// server on a connection of the client's own instead.
+const MAX_ARGS: i64 = 1024 * 1024;
+const MAX_BULK: i64 = 512 * 1024 * 1024;
+
 /// Longest header line accepted (the server's own limit for inline requests).
 const MAX_LINE: usize = 64 * 1024;
 const MAX_DEPTH: usize = 1024;
@@ -143,12 +149,18 @@ pub enum Routing {
     /// Uses or changes connection state, blocks, or is not understood: from here on the client
     /// gets a server connection of its own.
     Pinned,
-    /// Would give a wrong answer on any connection but the one the client's writes went
-    /// through; answered with this error instead.
-    Refused(&'static str),
+    /// Answered by the proxy with this reply, in its turn: `WAIT` (which would give a wrong
+    /// answer on any connection but the one the client's writes went through) is refused; the
+    /// connect-time courtesies `CLIENT SETINFO` and `SELECT 0` change nothing a shared client
+    /// could observe, so they are acknowledged.
+    Answer(&'static str),
+    /// `HELLO 2` or `HELLO 3` (no AUTH, no SETNAME): the client speaks this protocol version
+    /// from now on, over a shared connection that speaks it too.
+    Hello(u8),
 }
 
 pub const WAIT_REFUSED: &str = "-ERR WAIT and WAITAOF cannot be answered through a multiplexing proxy (the writes went over a shared connection); use a passthrough virtual name\r\n";
+const OK: &str = "+OK\r\n";
 
 /// One client request, as far as the proxy needs to know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,8 +183,11 @@ pub struct RequestScanner {
     pos: usize,
     /// Arguments not yet read; `None` before the array header.
     args_left: Option<u64>,
-    /// Where the command name (the first argument) lies.
+    /// All arguments, the command name included.
+    args: u64,
+    /// Where the command name (the first argument) and the second argument lie.
     name: Option<(usize, usize)>,
+    second: Option<(usize, usize)>,
 }
 
 impl RequestScanner {
@@ -188,7 +203,7 @@ impl RequestScanner {
                     Some(_) => return Request::NotUnderstood,
                 }
                 match header_int(buf, 1) {
-                    Ok((count, next)) if count >= 1 => {
+                    Ok((count, next)) if (1..=MAX_ARGS).contains(&count) => {
                         self.pos = next;
                         count as u64
                     }
@@ -197,6 +212,9 @@ impl RequestScanner {
                 }
             }
         };
+        if self.args_left.is_none() {
+            self.args = args_left;
+        }
         self.args_left = Some(args_left);
         while self.args_left > Some(0) {
             let at = self.pos;
@@ -206,7 +224,7 @@ impl RequestScanner {
                 Some(_) => return Request::NotUnderstood,
             }
             let (len, data) = match header_int(buf, at + 1) {
-                Ok((len, data)) if len >= 0 => (len as usize, data),
+                Ok((len, data)) if (0..=MAX_BULK).contains(&len) => (len as usize, data),
                 Err(Line::Incomplete) if buf.len() - at <= MAX_LINE => return Request::Incomplete,
                 _ => return Request::NotUnderstood,
             };
@@ -219,16 +237,23 @@ impl RequestScanner {
             if &buf[end - 2..end] != b"\r\n" {
                 return Request::NotUnderstood;
             }
-            self.name.get_or_insert((data, data + len));
+            match self.name {
+                None => self.name = Some((data, data + len)),
+                Some(_) if self.second.is_none() => self.second = Some((data, data + len)),
+                Some(_) => {}
+            }
             self.pos = end;
             self.args_left = self.args_left.map(|n| n - 1);
         }
-        let (len, (from, to)) = (self.pos, self.name.unwrap_or_default());
+        let slice = |range: Option<(usize, usize)>| range.map(|(from, to)| &buf[from..to]);
+        let routing = classify(
+            slice(self.name).unwrap_or_default(),
+            slice(self.second),
+            self.args,
+        );
+        let len = self.pos;
         *self = Self::default();
-        Request::Complete {
-            len,
-            routing: classify(&buf[from..to]),
-        }
+        Request::Complete { len, routing }
     }
 }
 
@@ -260,15 +285,27 @@ fn header_int(buf: &[u8], from: usize) -> Result<(i64, usize), Line> {
     }
 }
 
-fn classify(name: &[u8]) -> Routing {
+/// How to route a request with command `name`, second argument `second` and `args` arguments.
+fn classify(name: &[u8], second: Option<&[u8]>, args: u64) -> Routing {
     // Every name of interest fits in 16 bytes: compared as one integer, not byte by byte.
     let Some(key) = pack(name) else {
         return Routing::Pinned;
     };
     const WAIT: Option<u128> = pack(b"WAIT");
     const WAITAOF: Option<u128> = pack(b"WAITAOF");
-    if Some(key) == WAIT || Some(key) == WAITAOF {
-        return Routing::Refused(WAIT_REFUSED);
+    const CLIENT: Option<u128> = pack(b"CLIENT");
+    const SELECT: Option<u128> = pack(b"SELECT");
+    const HELLO: Option<u128> = pack(b"HELLO");
+    let second_is = |word: &[u8]| second.is_some_and(|s| s.eq_ignore_ascii_case(word));
+    match Some(key) {
+        k if k == WAIT || k == WAITAOF => return Routing::Answer(WAIT_REFUSED),
+        k if k == CLIENT && args == 4 && second_is(b"SETINFO") => return Routing::Answer(OK),
+        k if k == SELECT && args == 2 && second_is(b"0") => return Routing::Answer(OK),
+        // HELLO alone reports the protocol in use and changes nothing.
+        k if k == HELLO && args == 1 => return Routing::Shared,
+        k if k == HELLO && args == 2 && second_is(b"2") => return Routing::Hello(2),
+        k if k == HELLO && args == 2 && second_is(b"3") => return Routing::Hello(3),
+        _ => {}
     }
     static KEYS: std::sync::OnceLock<Vec<u128>> = std::sync::OnceLock::new();
     let keys = KEYS.get_or_init(|| SHAREABLE.iter().filter_map(|c| pack(c)).collect());
@@ -565,8 +602,21 @@ mod tests {
             (&["BLPOP", "q", "0"], Routing::Pinned),
             (&["SUBSCRIBE", "c"], Routing::Pinned),
             (&["AUTH", "secret"], Routing::Pinned),
-            (&["HELLO", "3"], Routing::Pinned),
+            (&["HELLO"], Routing::Shared),
+            (&["hello", "3"], Routing::Hello(3)),
+            (&["HELLO", "2"], Routing::Hello(2)),
+            (&["HELLO", "3", "AUTH", "u", "p"], Routing::Pinned),
+            (&["HELLO", "3", "SETNAME", "n"], Routing::Pinned),
+            (&["HELLO", "4"], Routing::Pinned),
             (&["CLIENT", "SETNAME", "x"], Routing::Pinned),
+            (
+                &["client", "setinfo", "LIB-NAME", "redis-rs"],
+                Routing::Answer(OK),
+            ),
+            (&["CLIENT", "SETINFO", "LIB-VER"], Routing::Pinned),
+            (&["CLIENT", "ID"], Routing::Pinned),
+            (&["SELECT", "0"], Routing::Answer(OK)),
+            (&["SELECT", "00"], Routing::Pinned),
             (
                 &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
                 Routing::Pinned,
@@ -576,8 +626,8 @@ mod tests {
             (&["GETX"], Routing::Pinned),
             (&["GE"], Routing::Pinned),
             (&["zremrangebyscore", "z", "0", "1"], Routing::Shared),
-            (&["wait", "1", "0"], Routing::Refused(WAIT_REFUSED)),
-            (&["WAITAOF", "1", "1", "0"], Routing::Refused(WAIT_REFUSED)),
+            (&["wait", "1", "0"], Routing::Answer(WAIT_REFUSED)),
+            (&["WAITAOF", "1", "1", "0"], Routing::Answer(WAIT_REFUSED)),
         ];
         for (args, expected) in cases {
             assert_eq!(routing(&request(args)), *expected, "{args:?}");
@@ -591,6 +641,8 @@ mod tests {
             b"*-1\r\n",
             b"*1\r\n$-1\r\n",
             b"*1\r\n$2\r\nabc\r\n",
+            b"*2000000\r\n",
+            b"*2\r\n$3\r\nSET\r\n$600000000\r\n",
         ] {
             assert_eq!(
                 RequestScanner::default().next(garbage),
@@ -660,7 +712,7 @@ mod tests {
             Just(("GET", Routing::Shared)),
             Just(("set", Routing::Shared)),
             Just(("MULTI", Routing::Pinned)),
-            Just(("Wait", Routing::Refused(WAIT_REFUSED))),
+            Just(("Wait", Routing::Answer(WAIT_REFUSED))),
         ];
         let args = proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..30), 0..5);
         (name, args).prop_map(|((name, routing), args)| {
