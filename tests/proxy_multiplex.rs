@@ -469,3 +469,32 @@ async fn client_libraries_handshakes_keep_them_on_shared_connections_in_resp2_an
         ]))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_values_cross_shared_connections_intact() {
+    let bed = Bed::new(2);
+    let _ctl = bed.started(&multiplexed(&bed, "a")).await;
+    let mut raw = Raw::connect(bed.rw_port).await;
+    // Values far larger than any read buffer, pipelined between small requests.
+    let big: String = (0..3_000_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    raw.send(&[
+        &["SET", "small", "1"],
+        &["SET", "big", &big],
+        &["GET", "big"],
+        &["GET", "small"],
+    ])
+    .await;
+    assert_eq!(raw.reply().await.unwrap().text(), "OK");
+    assert_eq!(raw.reply().await.unwrap().text(), "OK");
+    assert!(
+        raw.reply().await.unwrap().text() == big,
+        "the big value intact"
+    );
+    assert_eq!(raw.reply().await.unwrap().text(), "1");
+    assert_eq!(
+        value(&bed.address("a"), "big").await.map(|v| v.len()),
+        Some(big.len())
+    );
+}

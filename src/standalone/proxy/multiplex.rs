@@ -146,6 +146,11 @@ impl Session<'_> {
             }
             let reading =
                 self.stop.is_none() && !self.client_closed && self.in_flight < MAX_IN_FLIGHT;
+            // Requests already handed on keep their part of the buffer alive: make room, or a
+            // read would get the few bytes left.
+            if reading && self.input.capacity() - self.input.len() < 4096 {
+                self.input.reserve(16 * 1024);
+            }
             tokio::select! {
                 biased;
                 replies = self.replies.1.recv() => {
