@@ -161,15 +161,8 @@ fn multiplexed(bed: &Bed, primary: &str) -> String {
 }
 
 async fn connected_clients(address: &str) -> usize {
-    let mut conn = connect(address).await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("clients")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("connected_clients:"))
-        .and_then(|v| v.trim().parse().ok())
+    info(address, "clients").await["connected_clients"]
+        .parse()
         .unwrap()
 }
 

@@ -1,8 +1,8 @@
 //! System benchmarks, one command: failover against Redis Sentinel, the virtual-name proxy against
 //! HAProxy, and one controller managing many clusters. Prints Markdown tables with ratios.
 //!
-//! Environment: `BENCH_TRIALS` (default 5), `BENCH_SCALE` (default `10,50,100`),
-//! `BENCH_SECTIONS` (default `failover,proxy,scale`).
+//! Environment: `BENCH_TRIALS` (default 5), `BENCH_PROXY_ROUNDS` (default 5), `BENCH_SCALE`
+//! (default `10,50,100`), `BENCH_SECTIONS` (default `failover,proxy,scale`).
 
 mod failover;
 mod proxy;

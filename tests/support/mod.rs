@@ -275,11 +275,16 @@ pub async fn value(address: &str, key: &str) -> Option<String> {
 
 /// `INFO replication` as key/value pairs.
 pub async fn replication(address: &str) -> std::collections::HashMap<String, String> {
+    info(address, "replication").await
+}
+
+/// One `INFO` section as key/value pairs (none when the server does not answer).
+pub async fn info(address: &str, section: &str) -> std::collections::HashMap<String, String> {
     let Ok(mut conn) = connect(address).await else {
         return Default::default();
     };
     let info: String = redis::cmd("INFO")
-        .arg("replication")
+        .arg(section)
         .query_async(&mut conn)
         .await
         .unwrap_or_default();
