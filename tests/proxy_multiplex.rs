@@ -491,3 +491,98 @@ async fn large_values_cross_shared_connections_intact() {
         Some(big.len())
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authenticated_clients_share_connections_only_with_the_same_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        replicant::local::RedisProcess::start(dir.path(), &["--requirepass", "pw-mux"]).unwrap();
+    let mut admin = redis::Client::open(format!("redis://:pw-mux@{}/", server.address()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">app-pw", "~*", "+@all"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let port = replicant::local::free_port().unwrap();
+    let specs = dir.path().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    std::fs::write(
+        specs.join("c.yaml"),
+        format!(
+            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: orders}}\nspec:\n  engine: redis\n  primary: a\n  members:\n    - {{name: a, address: \"{}\"}}\n  credentials: {{passwordEnv: ORDERS_PW}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: orders-rw}}\nspec: {{cluster: orders, target: primary, listen: \"127.0.0.1:{port}\", proxyMode: multiplex}}\n",
+            server.address()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let ctl = Controller::start(&specs, &state, &[("ORDERS_PW", "pw-mux")]);
+    eventually("the proxy to route", 30, async || {
+        replicant::standalone::state::read_reports(&state)
+            .unwrap_or_default()
+            .first()
+            .is_some_and(|r| ready(r) && !endpoints(r, "orders-rw").is_empty())
+    })
+    .await;
+
+    // No credentials, or wrong ones: exactly what the server says to such a client.
+    let mut anonymous = Raw::connect(port).await;
+    let refused = anonymous.call(&["GET", "k"]).await;
+    assert!(
+        matches!(&refused, Reply::Error(e) if e.starts_with("NOAUTH")),
+        "{refused:?}"
+    );
+    let mut wrong = Raw::connect(port).await;
+    let refused = wrong.call(&["AUTH", "nope"]).await;
+    assert!(
+        matches!(&refused, Reply::Error(e) if e.starts_with("WRONGPASS")),
+        "{refused:?}"
+    );
+    let refused = wrong.call(&["GET", "k"]).await;
+    assert!(
+        matches!(&refused, Reply::Error(e) if e.starts_with("NOAUTH")),
+        "{refused:?}"
+    );
+
+    // Authenticated clients are served over shared connections of their own user.
+    let mut clients = Vec::new();
+    for i in 0..10 {
+        let mut raw = Raw::connect(port).await;
+        assert_eq!(raw.call(&["AUTH", "pw-mux"]).await.text(), "OK");
+        assert_eq!(raw.call(&["SET", &format!("k{i}"), "v"]).await.text(), "OK");
+        clients.push(raw);
+    }
+    let mut app = Raw::connect(port).await;
+    assert_eq!(app.call(&["AUTH", "app", "app-pw"]).await.text(), "OK");
+    assert_eq!(app.call(&["GET", "k3"]).await.text(), "v");
+    let mut app3 = Raw::connect(port).await;
+    assert!(matches!(
+        app3.call(&["HELLO", "3", "AUTH", "app", "app-pw"]).await,
+        Reply::Map(_)
+    ));
+    assert_eq!(app3.call(&["HSET", "h", "f", "v"]).await, Reply::Int(1));
+    assert!(matches!(app3.call(&["HGETALL", "h"]).await, Reply::Map(_)));
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let served: usize = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(
+        served < 12,
+        "{served} server connections for 14 proxy clients"
+    );
+
+    // Pinned, a client keeps its user.
+    assert_eq!(app.call(&["ACL", "WHOAMI"]).await.text(), "app");
+    assert_eq!(clients[0].call(&["ACL", "WHOAMI"]).await.text(), "default");
+    let log = ctl.log_text();
+    assert!(!log.contains("pw-mux") && !log.contains("app-pw"), "{log}");
+}

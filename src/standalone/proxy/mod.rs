@@ -71,7 +71,8 @@ fn proxy_runtime(index: usize) -> tokio::runtime::Handle {
     receiver.recv().expect("the proxy runtime starts")
 }
 
-type LaneKey = (usize, String, String, u8);
+/// (proxy thread, member, address, protocol version, credentials).
+type LaneKey = (usize, String, String, u8, Option<Arc<resp::Credentials>>);
 
 /// One virtual name's proxy.
 struct NameProxy {
@@ -210,7 +211,7 @@ impl NameProxy {
         self.lanes
             .lock()
             .expect("lock")
-            .retain(|(_, member, _, _), _| self.listed(member));
+            .retain(|(_, member, ..), _| self.listed(member));
         let connections = self.connections.lock().expect("lock");
         for (member, connection) in connections.values() {
             if !self.listed(member) {
@@ -247,6 +248,7 @@ impl NameProxy {
         thread: usize,
         endpoint: &Endpoint,
         protocol: u8,
+        identity: Option<Arc<resp::Credentials>>,
         client: &Connection,
     ) -> multiplex::LaneSender {
         let key = (
@@ -254,6 +256,7 @@ impl NameProxy {
             endpoint.member.clone(),
             endpoint.address.clone(),
             protocol,
+            identity.clone(),
         );
         let mut lanes = self.lanes.lock().expect("lock");
         if let Some(lane) = lanes.get(&key)
@@ -274,7 +277,7 @@ impl NameProxy {
         let (id, address) = (registration.id, endpoint.address.clone());
         let task = tokio::spawn(async move {
             let _registration = registration;
-            lane.run(address, protocol).await;
+            lane.run(address, protocol, identity).await;
         });
         connections.insert(id, (endpoint.member.clone(), task.abort_handle()));
         lanes.insert(key, sender.clone());

@@ -24,6 +24,8 @@ use crate::plan::Endpoint;
 
 /// Requests a client may have in flight before the proxy stops reading from it.
 const MAX_IN_FLIGHT: usize = 4096;
+/// How long the server may take to check a client's credentials.
+const AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Requests for a lane: consecutive complete requests of one client, and where their replies go.
 pub(super) struct Batch {
@@ -54,6 +56,7 @@ pub(super) async fn relay(
         connection,
         lane: None,
         protocol: 2,
+        identity: None,
         replies: mpsc::unbounded_channel(),
         input: BytesMut::with_capacity(16 * 1024),
         output: BytesMut::new(),
@@ -68,8 +71,14 @@ pub(super) async fn relay(
     let (mut to_backend, mut to_client) = (session.to_backend, session.to_client);
     if pinned {
         let leftover = std::mem::take(&mut session.input);
-        let (up, down) =
-            dedicated(&mut client, &endpoint.address, session.protocol, &leftover).await;
+        let (up, down) = dedicated(
+            &mut client,
+            &endpoint.address,
+            session.protocol,
+            session.identity.as_deref(),
+            &leftover,
+        )
+        .await;
         to_backend += up;
         to_client += down;
     }
@@ -86,6 +95,9 @@ enum Stop {
     /// Its next request (`HELLO`) switches to this protocol version, and so to the shared
     /// connection that speaks it, once the replies before it are delivered.
     Switch(u8),
+    /// Its next request, of this length, authenticates: the server checks it once the replies
+    /// before it are delivered.
+    Authenticate(usize),
 }
 
 struct Session<'a> {
@@ -97,6 +109,8 @@ struct Session<'a> {
     lane: Option<LaneSender>,
     /// The RESP version the client speaks (`HELLO` changes it).
     protocol: u8,
+    /// Who the server accepted the client as (`AUTH` changes it); none for the default user.
+    identity: Option<Arc<resp::Credentials>>,
     replies: (
         mpsc::UnboundedSender<Replies>,
         mpsc::UnboundedReceiver<Replies>,
@@ -120,6 +134,13 @@ impl Session<'_> {
             if self.in_flight == 0 {
                 match self.stop {
                     Some(Stop::Pin) => return true,
+                    Some(Stop::Authenticate(len)) => {
+                        self.stop = None;
+                        if !self.authenticate(client, len).await || !self.dispatch() {
+                            return false;
+                        }
+                        continue;
+                    }
                     Some(Stop::Switch(version)) => {
                         self.stop = None;
                         self.protocol = version;
@@ -175,6 +196,28 @@ impl Session<'_> {
         }
     }
 
+    /// Have the server check the authentication request of `len` bytes at the start of `input`
+    /// and pass its answer on; once accepted, the client's shared connections are ones
+    /// authenticated with the same credentials. False if the server could not be asked.
+    async fn authenticate(&mut self, client: &mut TcpStream, len: usize) -> bool {
+        let request = self.input.split_to(len);
+        let Some((credentials, version)) = resp::authentication(&request) else {
+            return false;
+        };
+        self.to_backend += len as u64;
+        let Some(reply) = verify(&self.endpoint.address, self.protocol, &request).await else {
+            return false;
+        };
+        // Errors are `-` (or `!` in RESP3); a refused client keeps the identity it had.
+        if !matches!(reply.first(), Some(b'-' | b'!')) {
+            self.identity = Some(Arc::new(credentials));
+            self.protocol = version.unwrap_or(self.protocol);
+            self.lane = None;
+        }
+        self.to_client += reply.len() as u64;
+        client.write_all(&reply).await.is_ok()
+    }
+
     /// Write replies to the client: this batch and any others already waiting, in one write.
     async fn deliver(&mut self, client: &mut TcpStream, first: Bytes, count: usize) -> bool {
         self.in_flight -= count;
@@ -217,6 +260,7 @@ impl Session<'_> {
                     // Replies still due in the old version are delivered first.
                     resp::Routing::Hello(version) => self.stop = Some(Stop::Switch(version)),
                     resp::Routing::Pinned => self.stop = Some(Stop::Pin),
+                    resp::Routing::Authenticate => self.stop = Some(Stop::Authenticate(len)),
                     resp::Routing::Answer(reply) => {
                         self.stop = Some(Stop::Answer(reply));
                         // The refused request is consumed here; its answer waits its turn.
@@ -257,6 +301,7 @@ impl Session<'_> {
                     self.thread,
                     self.endpoint,
                     self.protocol,
+                    self.identity.clone(),
                     self.connection,
                 )),
             };
@@ -278,9 +323,10 @@ async fn dedicated(
     client: &mut TcpStream,
     address: &str,
     protocol: u8,
+    identity: Option<&resp::Credentials>,
     leftover: &[u8],
 ) -> (u64, u64) {
-    let Some(mut backend) = open(address, protocol).await else {
+    let Some(mut backend) = open(address, protocol, identity).await else {
         return (0, 0);
     };
     if backend.write_all(leftover).await.is_err() {
@@ -292,37 +338,55 @@ async fn dedicated(
     (up + leftover.len() as u64, down)
 }
 
-/// A server connection speaking RESP `protocol`: version 3 is asked for with `HELLO 3`, whose
-/// reply is read here (a server that refuses it gives no connection).
-async fn open(address: &str, protocol: u8) -> Option<TcpStream> {
+/// A server connection speaking RESP `protocol` and, with `identity`, authenticated as it.
+/// Version 3 is asked for with `HELLO 3` (with `AUTH` when there is an identity), whose reply is
+/// read here; a server that refuses gives no connection.
+async fn open(
+    address: &str,
+    protocol: u8,
+    identity: Option<&resp::Credentials>,
+) -> Option<TcpStream> {
     let connect = async {
         let mut backend = TcpStream::connect(address).await.ok()?;
         let _ = backend.set_nodelay(true);
-        if protocol == 3 {
-            backend
-                .write_all(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
-                .await
-                .ok()?;
-            let (mut reply, mut scanner) = (Vec::new(), resp::Scanner::default());
-            let len = loop {
-                if backend.read_buf(&mut reply).await.ok()? == 0 {
-                    return None;
-                }
-                if let Some(len) = scanner.value(&reply).ok()? {
-                    break len;
-                }
-            };
-            // The reply is a map; anything else (an error, or more) leaves the stream unknown.
-            if reply.first() != Some(&b'%') || len != reply.len() {
-                return None;
-            }
-        }
-        Some(backend)
+        let greeting = match identity {
+            Some(credentials) => resp::authenticate_request(credentials, protocol),
+            None if protocol == 3 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n".to_vec(),
+            None => return Some(backend),
+        };
+        let reply = exchange(&mut backend, &greeting).await?;
+        // A map (HELLO 3) or +OK (AUTH); anything else, an error or more, leaves it unusable.
+        let expected: &[u8] = if protocol == 3 { b"%" } else { b"+OK\r\n" };
+        reply.starts_with(expected).then_some(backend)
     };
     tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .ok()
         .flatten()
+}
+
+/// Send one request and read exactly one reply (`None` if the server sends more, or fails).
+async fn exchange(backend: &mut TcpStream, request: &[u8]) -> Option<Vec<u8>> {
+    backend.write_all(request).await.ok()?;
+    let (mut reply, mut scanner) = (Vec::new(), resp::Scanner::default());
+    loop {
+        if backend.read_buf(&mut reply).await.ok()? == 0 {
+            return None;
+        }
+        if let Some(len) = scanner.value(&reply).ok()? {
+            return (len == reply.len()).then_some(reply);
+        }
+    }
+}
+
+/// The server's own answer to an authentication request, asked on a connection of its own
+/// speaking the client's current protocol version.
+async fn verify(address: &str, protocol: u8, request: &[u8]) -> Option<Vec<u8>> {
+    let ask = async {
+        let mut backend = open(address, protocol, None).await?;
+        exchange(&mut backend, request).await
+    };
+    tokio::time::timeout(AUTH_TIMEOUT, ask).await.ok().flatten()
 }
 
 /// One lane's state. Dropping it (the lane ends, fails or is aborted on retarget) tells every
@@ -357,8 +421,13 @@ impl Lane {
 
     /// Connect to `address`, speaking RESP `protocol`, and carry requests and replies until the
     /// connection fails or every client handle is gone.
-    pub(super) async fn run(mut self, address: String, protocol: u8) {
-        let Some(mut backend) = open(address.as_str(), protocol).await else {
+    pub(super) async fn run(
+        mut self,
+        address: String,
+        protocol: u8,
+        identity: Option<Arc<resp::Credentials>>,
+    ) {
+        let Some(mut backend) = open(address.as_str(), protocol, identity.as_deref()).await else {
             return;
         };
         let (mut from_server, mut to_server) = backend.split();

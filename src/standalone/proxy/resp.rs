@@ -157,6 +157,10 @@ pub enum Routing {
     /// `HELLO 2` or `HELLO 3` (no AUTH, no SETNAME): the client speaks this protocol version
     /// from now on, over a shared connection that speaks it too.
     Hello(u8),
+    /// `AUTH [user] password`, or `HELLO 2|3 AUTH user password`: the server checks the
+    /// credentials on a connection of their own; if it accepts them, the client's commands go
+    /// over shared connections authenticated with exactly these credentials.
+    Authenticate,
 }
 
 pub const WAIT_REFUSED: &str = "-ERR WAIT and WAITAOF cannot be answered through a multiplexing proxy (the writes went over a shared connection); use a passthrough virtual name\r\n";
@@ -257,6 +261,91 @@ impl RequestScanner {
     }
 }
 
+/// Who a client authenticated as: what it sent, kept only to open shared connections as the
+/// same user. Never printed.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Credentials {
+    pub username: Option<Vec<u8>>,
+    pub password: Vec<u8>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(redacted)")
+    }
+}
+
+/// What an `Authenticate` request asks for: the credentials, and for `HELLO` the protocol
+/// version. `request` is one complete request that [`RequestScanner`] routed `Authenticate`.
+pub fn authentication(request: &[u8]) -> Option<(Credentials, Option<u8>)> {
+    let args = arguments(request)?;
+    let is = |i: usize, word: &[u8]| args.get(i).is_some_and(|a| a.eq_ignore_ascii_case(word));
+    match args.len() {
+        2 if is(0, b"AUTH") => Some((
+            Credentials {
+                username: None,
+                password: args[1].to_vec(),
+            },
+            None,
+        )),
+        3 if is(0, b"AUTH") => Some((
+            Credentials {
+                username: Some(args[1].to_vec()),
+                password: args[2].to_vec(),
+            },
+            None,
+        )),
+        5 if is(0, b"HELLO") && is(2, b"AUTH") => {
+            let version = match args[1] {
+                b"2" => 2,
+                b"3" => 3,
+                _ => return None,
+            };
+            Some((
+                Credentials {
+                    username: Some(args[3].to_vec()),
+                    password: args[4].to_vec(),
+                },
+                Some(version),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The arguments of one complete array-of-bulk-strings request.
+fn arguments(request: &[u8]) -> Option<Vec<&[u8]>> {
+    let (count, mut at) = header_int(request, 1).ok()?;
+    let mut args = Vec::new();
+    for _ in 0..count {
+        let (len, data) = header_int(request, at + 1).ok()?;
+        let end = data + usize::try_from(len).ok()?;
+        args.push(request.get(data..end)?);
+        at = end + 2;
+    }
+    Some(args)
+}
+
+/// A request to authenticate with `credentials`, speaking RESP `protocol`.
+pub fn authenticate_request(credentials: &Credentials, protocol: u8) -> Vec<u8> {
+    let mut args: Vec<&[u8]> = Vec::new();
+    if protocol == 3 {
+        args.extend([&b"HELLO"[..], b"3", b"AUTH"]);
+        args.push(credentials.username.as_deref().unwrap_or(b"default"));
+    } else {
+        args.push(b"AUTH");
+        args.extend(credentials.username.as_deref());
+    }
+    args.push(&credentials.password);
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend(format!("${}\r\n", a.len()).bytes());
+        out.extend(a);
+        out.extend(b"\r\n");
+    }
+    out
+}
+
 /// The integer of a header line starting at `from` (after its type byte), and the offset just
 /// past its CRLF: one pass instead of finding the line and then parsing it.
 fn header_int(buf: &[u8], from: usize) -> Result<(i64, usize), Line> {
@@ -296,6 +385,7 @@ fn classify(name: &[u8], second: Option<&[u8]>, args: u64) -> Routing {
     const CLIENT: Option<u128> = pack(b"CLIENT");
     const SELECT: Option<u128> = pack(b"SELECT");
     const HELLO: Option<u128> = pack(b"HELLO");
+    const AUTH: Option<u128> = pack(b"AUTH");
     let second_is = |word: &[u8]| second.is_some_and(|s| s.eq_ignore_ascii_case(word));
     match Some(key) {
         k if k == WAIT || k == WAITAOF => return Routing::Answer(WAIT_REFUSED),
@@ -305,6 +395,10 @@ fn classify(name: &[u8], second: Option<&[u8]>, args: u64) -> Routing {
         k if k == HELLO && args == 1 => return Routing::Shared,
         k if k == HELLO && args == 2 && second_is(b"2") => return Routing::Hello(2),
         k if k == HELLO && args == 2 && second_is(b"3") => return Routing::Hello(3),
+        k if k == HELLO && args == 5 && (second_is(b"2") || second_is(b"3")) => {
+            return Routing::Authenticate;
+        }
+        k if k == AUTH && (args == 2 || args == 3) => return Routing::Authenticate,
         _ => {}
     }
     static KEYS: std::sync::OnceLock<Vec<u128>> = std::sync::OnceLock::new();
@@ -601,11 +695,16 @@ mod tests {
             (&["MULTI"], Routing::Pinned),
             (&["BLPOP", "q", "0"], Routing::Pinned),
             (&["SUBSCRIBE", "c"], Routing::Pinned),
-            (&["AUTH", "secret"], Routing::Pinned),
+            (&["AUTH", "secret"], Routing::Authenticate),
+            (&["auth", "user", "secret"], Routing::Authenticate),
+            (&["AUTH", "a", "b", "c"], Routing::Pinned),
+            (
+                &["HELLO", "3", "AUTH", "user", "secret"],
+                Routing::Authenticate,
+            ),
             (&["HELLO"], Routing::Shared),
             (&["hello", "3"], Routing::Hello(3)),
             (&["HELLO", "2"], Routing::Hello(2)),
-            (&["HELLO", "3", "AUTH", "u", "p"], Routing::Pinned),
             (&["HELLO", "3", "SETNAME", "n"], Routing::Pinned),
             (&["HELLO", "4"], Routing::Pinned),
             (&["CLIENT", "SETNAME", "x"], Routing::Pinned),
@@ -654,6 +753,50 @@ mod tests {
         assert_eq!(
             RequestScanner::default().next(b"*2\r\n$3\r\nGET"),
             Request::Incomplete
+        );
+    }
+
+    #[test]
+    fn authentication_requests_yield_their_credentials_and_protocol() {
+        let request = |args: &[&str]| {
+            let mut out = format!("*{}\r\n", args.len());
+            for a in args {
+                out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+            out.into_bytes()
+        };
+        let credentials = |user: Option<&str>, password: &str| Credentials {
+            username: user.map(|u| u.as_bytes().to_vec()),
+            password: password.as_bytes().to_vec(),
+        };
+        assert_eq!(
+            authentication(&request(&["AUTH", "p w"])),
+            Some((credentials(None, "p w"), None))
+        );
+        assert_eq!(
+            authentication(&request(&["auth", "app", "pw"])),
+            Some((credentials(Some("app"), "pw"), None))
+        );
+        assert_eq!(
+            authentication(&request(&["HELLO", "3", "auth", "app", "pw"])),
+            Some((credentials(Some("app"), "pw"), Some(3)))
+        );
+        assert_eq!(
+            authentication(&request(&["HELLO", "4", "AUTH", "a", "b"])),
+            None
+        );
+        // What the proxy sends to open a shared connection as that user.
+        assert_eq!(
+            authenticate_request(&credentials(None, "pw"), 2),
+            request(&["AUTH", "pw"])
+        );
+        assert_eq!(
+            authenticate_request(&credentials(None, "pw"), 3),
+            request(&["HELLO", "3", "AUTH", "default", "pw"])
+        );
+        assert_eq!(
+            format!("{:?}", credentials(Some("app"), "hunter2")),
+            "Credentials(redacted)"
         );
     }
 
