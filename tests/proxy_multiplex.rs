@@ -547,6 +547,19 @@ async fn authenticated_clients_share_connections_only_with_the_same_credentials(
         "{refused:?}"
     );
 
+    let connected = async |admin: &mut redis::aio::MultiplexedConnection| -> usize {
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query_async(admin)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let anonymous_only = connected(&mut admin).await;
+
     // Authenticated clients are served over shared connections of their own user.
     let mut clients = Vec::new();
     for i in 0..10 {
@@ -565,16 +578,7 @@ async fn authenticated_clients_share_connections_only_with_the_same_credentials(
     ));
     assert_eq!(app3.call(&["HSET", "h", "f", "v"]).await, Reply::Int(1));
     assert!(matches!(app3.call(&["HGETALL", "h"]).await, Reply::Map(_)));
-    let info: String = redis::cmd("INFO")
-        .arg("clients")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let served: usize = info
-        .lines()
-        .find_map(|l| l.strip_prefix("connected_clients:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
+    let served = connected(&mut admin).await;
     assert!(
         served < 12,
         "{served} server connections for 14 proxy clients"
@@ -583,6 +587,21 @@ async fn authenticated_clients_share_connections_only_with_the_same_credentials(
     // Pinned, a client keeps its user.
     assert_eq!(app.call(&["ACL", "WHOAMI"]).await.text(), "app");
     assert_eq!(clients[0].call(&["ACL", "WHOAMI"]).await.text(), "default");
+
+    // Once the last client of a user has gone, so has that user's shared connection.
+    drop((clients, app, app3));
+    let mut left = 0;
+    for _ in 0..100 {
+        left = connected(&mut admin).await;
+        if left <= anonymous_only {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        left <= anonymous_only,
+        "{left} server connections left, {anonymous_only} before any client authenticated"
+    );
     let log = ctl.log_text();
     assert!(!log.contains("pw-mux") && !log.contains("app-pw"), "{log}");
 }

@@ -74,6 +74,15 @@ fn proxy_runtime(index: usize) -> tokio::runtime::Handle {
 /// (proxy thread, member, address, protocol version, credentials).
 type LaneKey = (usize, String, String, u8, Option<Arc<resp::Credentials>>);
 
+/// A lane as the proxy remembers it. The default user's lanes stay open while idle (there are
+/// at most two per thread and member); a lane of an authenticated user closes with the last
+/// client using it, so credentials seen once do not hold a server connection forever.
+struct LaneEntry {
+    lane: tokio::sync::mpsc::WeakUnboundedSender<multiplex::Batch>,
+    /// Held only to keep the lane open.
+    _open: Option<multiplex::LaneSender>,
+}
+
 /// One virtual name's proxy.
 struct NameProxy {
     listen: String,
@@ -81,7 +90,7 @@ struct NameProxy {
     mode: ProxyMode,
     /// Multiplex mode: the shared server connection of each (proxy thread, member, address,
     /// protocol version).
-    lanes: Mutex<HashMap<LaneKey, multiplex::LaneSender>>,
+    lanes: Mutex<HashMap<LaneKey, LaneEntry>>,
     endpoints: watch::Sender<Option<Vec<Endpoint>>>,
     next: AtomicUsize,
     active: Mutex<HashMap<String, usize>>,
@@ -259,10 +268,10 @@ impl NameProxy {
             identity.clone(),
         );
         let mut lanes = self.lanes.lock().expect("lock");
-        if let Some(lane) = lanes.get(&key)
+        if let Some(lane) = lanes.get(&key).and_then(|entry| entry.lane.upgrade())
             && !lane.is_closed()
         {
-            return lane.clone();
+            return lane;
         }
         let (sender, lane) = multiplex::Lane::new();
         let registration = Connection {
@@ -280,7 +289,11 @@ impl NameProxy {
             lane.run(address, protocol, identity).await;
         });
         connections.insert(id, (endpoint.member.clone(), task.abort_handle()));
-        lanes.insert(key, sender.clone());
+        let entry = LaneEntry {
+            lane: sender.downgrade(),
+            _open: key.4.is_none().then(|| sender.clone()),
+        };
+        lanes.insert(key, entry);
         sender
     }
 
