@@ -578,6 +578,9 @@ async fn authenticated_clients_share_connections_only_with_the_same_credentials(
     ));
     assert_eq!(app3.call(&["HSET", "h", "f", "v"]).await, Reply::Int(1));
     assert!(matches!(app3.call(&["HGETALL", "h"]).await, Reply::Map(_)));
+    // Authenticating again, already speaking RESP3.
+    assert_eq!(app3.call(&["AUTH", "app", "app-pw"]).await.text(), "OK");
+    assert!(matches!(app3.call(&["HGETALL", "h"]).await, Reply::Map(_)));
     let served = connected(&mut admin).await;
     assert!(
         served < 12,

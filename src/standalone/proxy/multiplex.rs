@@ -205,7 +205,7 @@ impl Session<'_> {
             return false;
         };
         self.to_backend += len as u64;
-        let Some(reply) = verify(&self.endpoint.address, self.protocol, &request).await else {
+        let Some(reply) = verify(&self.endpoint.address, &request).await else {
             return false;
         };
         // Errors are `-` (or `!` in RESP3); a refused client keeps the identity it had.
@@ -379,11 +379,12 @@ async fn exchange(backend: &mut TcpStream, request: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// The server's own answer to an authentication request, asked on a connection of its own
-/// speaking the client's current protocol version.
-async fn verify(address: &str, protocol: u8, request: &[u8]) -> Option<Vec<u8>> {
+/// The server's own answer to an authentication request, asked on a fresh connection. That
+/// connection stays RESP2: `HELLO 3` before authenticating is refused where a password is
+/// required, and the answer to `AUTH` (or to `HELLO n AUTH`) does not depend on it.
+async fn verify(address: &str, request: &[u8]) -> Option<Vec<u8>> {
     let ask = async {
-        let mut backend = open(address, protocol, None).await?;
+        let mut backend = open(address, 2, None).await?;
         exchange(&mut backend, request).await
     };
     tokio::time::timeout(AUTH_TIMEOUT, ask).await.ok().flatten()
