@@ -309,6 +309,12 @@ async fn connection_state_pins_a_client_and_wait_is_refused_in_order() {
     );
     assert_eq!(shared.reply().await.unwrap().text(), "1");
     assert_eq!(shared.call(&["GET", "x"]).await.text(), "zero");
+
+    // A HELLO the proxy cannot read as credentials is the server's to answer.
+    let mut odd = Raw::connect(port).await;
+    let answer = odd.call(&["HELLO", "3", "SETNAME", "a", "b"]).await;
+    assert!(matches!(answer, Reply::Error(_)), "{answer:?}");
+    assert_eq!(odd.call(&["PING"]).await.text(), "PONG");
 }
 
 #[tokio::test(flavor = "multi_thread")]

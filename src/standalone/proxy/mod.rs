@@ -71,8 +71,17 @@ fn proxy_runtime(index: usize) -> tokio::runtime::Handle {
     receiver.recv().expect("the proxy runtime starts")
 }
 
-/// (proxy thread, member, address, protocol version, credentials).
-type LaneKey = (usize, String, String, u8, Option<Arc<resp::Credentials>>);
+/// Which lane a client of a multiplexed name uses: one per proxy thread, member (at its
+/// address), protocol version and user.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct LaneKey {
+    thread: usize,
+    member: String,
+    address: String,
+    protocol: u8,
+    /// None for the default user.
+    identity: Option<Arc<resp::Credentials>>,
+}
 
 /// A lane as the proxy remembers it. The default user's lanes stay open while idle (there are
 /// at most two per thread and member); a lane of an authenticated user closes with the last
@@ -88,8 +97,7 @@ struct NameProxy {
     listen: String,
     balancing: Balancing,
     mode: ProxyMode,
-    /// Multiplex mode: the shared server connection of each (proxy thread, member, address,
-    /// protocol version).
+    /// Multiplex mode: the shared server connections.
     lanes: Mutex<HashMap<LaneKey, LaneEntry>>,
     endpoints: watch::Sender<Option<Vec<Endpoint>>>,
     next: AtomicUsize,
@@ -220,7 +228,7 @@ impl NameProxy {
         self.lanes
             .lock()
             .expect("lock")
-            .retain(|(_, member, ..), _| self.listed(member));
+            .retain(|key, _| self.listed(&key.member));
         let connections = self.connections.lock().expect("lock");
         for (member, connection) in connections.values() {
             if !self.listed(member) {
@@ -260,13 +268,13 @@ impl NameProxy {
         identity: Option<Arc<resp::Credentials>>,
         client: &Connection,
     ) -> multiplex::LaneSender {
-        let key = (
+        let key = LaneKey {
             thread,
-            endpoint.member.clone(),
-            endpoint.address.clone(),
+            member: endpoint.member.clone(),
+            address: endpoint.address.clone(),
             protocol,
-            identity.clone(),
-        );
+            identity: identity.clone(),
+        };
         let mut lanes = self.lanes.lock().expect("lock");
         if let Some(lane) = lanes.get(&key).and_then(|entry| entry.lane.upgrade())
             && !lane.is_closed()
@@ -291,7 +299,7 @@ impl NameProxy {
         connections.insert(id, (endpoint.member.clone(), task.abort_handle()));
         let entry = LaneEntry {
             lane: sender.downgrade(),
-            _open: key.4.is_none().then(|| sender.clone()),
+            _open: key.identity.is_none().then(|| sender.clone()),
         };
         lanes.insert(key, entry);
         sender

@@ -86,7 +86,7 @@ pub(super) async fn relay(
 }
 
 /// Why a client stopped being served over the lane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Stop {
     /// Its next request needs a connection of its own.
     Pin,
@@ -95,9 +95,13 @@ enum Stop {
     /// Its next request (`HELLO`) switches to this protocol version, and so to the shared
     /// connection that speaks it, once the replies before it are delivered.
     Switch(u8),
-    /// Its next request, of this length, authenticates: the server checks it once the replies
+    /// Its next request, of `len` bytes, authenticates: the server checks it once the replies
     /// before it are delivered.
-    Authenticate(usize),
+    Authenticate {
+        len: usize,
+        credentials: resp::Credentials,
+        version: Option<u8>,
+    },
 }
 
 struct Session<'a> {
@@ -132,31 +136,11 @@ impl Session<'_> {
     async fn shared(&mut self, client: &mut TcpStream) -> bool {
         loop {
             if self.in_flight == 0 {
-                match self.stop {
+                match self.stop.take() {
                     Some(Stop::Pin) => return true,
-                    Some(Stop::Authenticate(len)) => {
-                        self.stop = None;
-                        if !self.authenticate(client, len).await || !self.dispatch() {
-                            return false;
-                        }
-                        continue;
-                    }
-                    Some(Stop::Switch(version)) => {
-                        self.stop = None;
-                        self.protocol = version;
-                        self.lane = None;
-                        if !self.dispatch() {
-                            return false;
-                        }
-                        continue;
-                    }
-                    Some(Stop::Answer(reply)) => {
-                        self.stop = None;
-                        if client.write_all(reply.as_bytes()).await.is_err() {
-                            return false;
-                        }
-                        self.to_client += reply.len() as u64;
-                        if !self.dispatch() {
+                    // The request it stopped at can be dealt with now; then carry on.
+                    Some(stop) => {
+                        if !self.resume(client, stop).await || !self.dispatch() {
                             return false;
                         }
                         continue;
@@ -196,14 +180,39 @@ impl Session<'_> {
         }
     }
 
+    /// Deal with the request `stop` was set for, all replies before it being delivered. False
+    /// if the client is to be closed.
+    async fn resume(&mut self, client: &mut TcpStream, stop: Stop) -> bool {
+        match stop {
+            Stop::Pin => true, // the caller hands the client a connection of its own
+            Stop::Switch(version) => {
+                self.protocol = version;
+                self.lane = None;
+                true
+            }
+            Stop::Answer(reply) => {
+                self.to_client += reply.len() as u64;
+                client.write_all(reply.as_bytes()).await.is_ok()
+            }
+            Stop::Authenticate {
+                len,
+                credentials,
+                version,
+            } => self.authenticate(client, len, credentials, version).await,
+        }
+    }
+
     /// Have the server check the authentication request of `len` bytes at the start of `input`
     /// and pass its answer on; once accepted, the client's shared connections are ones
     /// authenticated with the same credentials. False if the server could not be asked.
-    async fn authenticate(&mut self, client: &mut TcpStream, len: usize) -> bool {
+    async fn authenticate(
+        &mut self,
+        client: &mut TcpStream,
+        len: usize,
+        credentials: resp::Credentials,
+        version: Option<u8>,
+    ) -> bool {
         let request = self.input.split_to(len);
-        let Some((credentials, version)) = resp::authentication(&request) else {
-            return false;
-        };
         self.to_backend += len as u64;
         let Some(reply) = verify(&self.endpoint.address, &request).await else {
             return false;
@@ -249,18 +258,27 @@ impl Session<'_> {
         while self.stop.is_none() {
             match self.scanner.next(&self.input[end..]) {
                 resp::Request::Complete { len, routing } => match routing {
-                    resp::Routing::Shared => {
-                        end += len;
-                        count += 1;
-                    }
-                    resp::Routing::Hello(version) if version == self.protocol => {
-                        end += len;
-                        count += 1;
-                    }
                     // Replies still due in the old version are delivered first.
-                    resp::Routing::Hello(version) => self.stop = Some(Stop::Switch(version)),
+                    resp::Routing::Hello(version) if version != self.protocol => {
+                        self.stop = Some(Stop::Switch(version));
+                    }
+                    resp::Routing::Shared | resp::Routing::Hello(_) => {
+                        end += len;
+                        count += 1;
+                    }
                     resp::Routing::Pinned => self.stop = Some(Stop::Pin),
-                    resp::Routing::Authenticate => self.stop = Some(Stop::Authenticate(len)),
+                    resp::Routing::Authenticate => {
+                        // What the proxy cannot read as credentials, the server answers.
+                        let request = &self.input[end..end + len];
+                        self.stop = Some(match resp::authentication(request) {
+                            Some((credentials, version)) => Stop::Authenticate {
+                                len,
+                                credentials,
+                                version,
+                            },
+                            None => Stop::Pin,
+                        });
+                    }
                     resp::Routing::Answer(reply) => {
                         self.stop = Some(Stop::Answer(reply));
                         // The refused request is consumed here; its answer waits its turn.
