@@ -4,6 +4,7 @@
 //! resources users write live in [`api`]; [`validate`] rejects bad specs with field paths.
 
 pub mod api;
+pub mod bounded;
 pub mod cli;
 pub mod crd;
 pub mod demo;

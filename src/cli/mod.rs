@@ -11,6 +11,7 @@ use std::{
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
+    bounded,
     desired::{Desired, NamedVirtualName},
     observed::Observed,
     plan,
@@ -330,19 +331,51 @@ pub fn load_desired(specs: &[PathBuf], cluster: Option<&str>) -> Result<Desired,
     })
 }
 
+/// Read a text file of at most [`validate::MAX_FILE_BYTES`]: a larger one is refused, not read.
 fn read(path: &Path) -> Result<String, CliError> {
-    fs::read_to_string(path).map_err(|source| CliError::Io {
+    use std::io::Read;
+    let io = |source| CliError::Io {
         path: path.display().to_string(),
         source,
+    };
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(validate::MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(io)?;
+    if bytes.len() as u64 > validate::MAX_FILE_BYTES {
+        return Err(CliError::Invalid(format!(
+            "{}: larger than {} bytes; refused unread",
+            path.display(),
+            validate::MAX_FILE_BYTES
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        CliError::Invalid(format!(
+            "{}: not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
     })
 }
 
 /// Read an observation file (YAML or JSON), naming the field that is wrong.
 pub fn load_observed(path: &Path) -> Result<Observed, CliError> {
-    let text = read(path)?;
-    let de = serde_yaml::Deserializer::from_str(&text);
-    serde_path_to_error::deserialize(de)
-        .map_err(|e| CliError::Invalid(format!("{}: {}: {}", path.display(), e.path(), e.inner())))
+    observed_from_str(&path.display().to_string(), &read(path)?)
+}
+
+/// Parse observations read from `file`, within the same bounds as spec files.
+pub fn observed_from_str(file: &str, text: &str) -> Result<Observed, CliError> {
+    validate::check_bounds(text, &validate::Limits::default())
+        .map_err(|e| CliError::Invalid(format!("{file}: {e}")))?;
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        CliError::Invalid(bounded::message(format!(
+            "{file}: {}: {}",
+            bounded::value(&path),
+            e.inner()
+        )))
+    })
 }
 
 fn plan_command(

@@ -5,8 +5,15 @@ use std::{fs, io::Read, path::Path};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_yaml::Value;
 
-use super::{Problem, Report, suggest};
-use crate::api::{GROUP, ReplicationCluster, VERSION, VirtualName, human_bytes};
+use super::{
+    Problem, Report,
+    bounds::{self, Limits},
+    suggest,
+};
+use crate::{
+    api::{GROUP, ReplicationCluster, VERSION, VirtualName, human_bytes},
+    bounded,
+};
 
 /// Larger files are refused unread: Kubernetes itself stores at most ~1.5 MiB per object.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
@@ -53,11 +60,12 @@ impl Resource {
 }
 
 impl Document {
-    /// `Kind/name`, or `Kind/<document N>` when unnamed.
+    /// `Kind/name`, or `Kind/<document N>` when unnamed. A long name is cut (see
+    /// [`bounded::value`]) the same way wherever a label is made, so labels still match.
     pub fn label(&self) -> String {
         match self.resource.name() {
             "" => format!("{}/<document {}>", self.resource.kind(), self.index),
-            name => format!("{}/{name}", self.resource.kind()),
+            name => format!("{}/{}", self.resource.kind(), bounded::value(name)),
         }
     }
 }
@@ -69,6 +77,7 @@ fn file_problem(file: &str, message: impl Into<String>) -> Problem {
         path: None,
         message: message.into(),
     }
+    .bounded()
 }
 
 /// Read one file into `report`: its resources into `documents`, anything wrong into `problems`.
@@ -129,8 +138,26 @@ pub fn load_file(path: &Path, report: &mut Report) {
     }
 }
 
-/// Parse a YAML stream of any number of documents. Empty documents are ignored.
+/// Parse a YAML stream of any number of documents. Empty documents are ignored. A text beyond
+/// the size limit or the [`Limits`] is refused before the YAML parser sees it.
 pub fn load_str(file: &str, text: &str, report: &mut Report) {
+    if text.len() as u64 > MAX_FILE_BYTES {
+        report.problems.push(file_problem(
+            file,
+            format!(
+                "text is {}; spec files larger than {} are refused unread",
+                human_bytes(text.len() as u64),
+                human_bytes(MAX_FILE_BYTES)
+            ),
+        ));
+        return;
+    }
+    if let Err(exceeded) = bounds::check(text, &Limits::default()) {
+        report
+            .problems
+            .push(file_problem(file, exceeded.to_string()));
+        return;
+    }
     let before = report.problems.len();
     let mut documents = 0;
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -138,12 +165,15 @@ pub fn load_str(file: &str, text: &str, report: &mut Report) {
         let value = match Value::deserialize(de) {
             Ok(value) => value,
             Err(e) => {
-                report.problems.push(Problem {
-                    file: file.to_string(),
-                    object: Some(format!("document {index}")),
-                    path: None,
-                    message: format!("not valid YAML: {e}"),
-                });
+                report.problems.push(
+                    Problem {
+                        file: file.to_string(),
+                        object: Some(format!("document {index}")),
+                        path: None,
+                        message: format!("not valid YAML: {e}"),
+                    }
+                    .bounded(),
+                );
                 // The parser cannot resynchronise after a syntax error.
                 return;
             }
@@ -171,11 +201,14 @@ fn load_document(file: &str, index: usize, value: Value, report: &mut Report) {
         .and_then(|m| str_at(m, "name"))
         .map(str::to_string);
     let name = name.as_deref();
-    let problem = |object: String, path: Option<&str>, message: String| Problem {
-        file: file.to_string(),
-        object: Some(object),
-        path: path.map(str::to_string),
-        message,
+    let problem = |object: String, path: Option<&str>, message: String| {
+        Problem {
+            file: file.to_string(),
+            object: Some(object),
+            path: path.map(str::to_string),
+            message,
+        }
+        .bounded()
     };
     if !value.is_mapping() {
         let found = match &value {
@@ -209,22 +242,29 @@ fn load_document(file: &str, index: usize, value: Value, report: &mut Report) {
         return;
     };
     let object = match name {
-        Some(name) => format!("{kind}/{name}"),
-        None => format!("{kind}/<document {index}>"),
+        Some(name) => format!("{}/{}", bounded::value(&kind), bounded::value(name)),
+        None => format!("{}/<document {index}>", bounded::value(&kind)),
     };
     let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
     if group != GROUP {
-        let label = name.map(|n| format!(" {n}")).unwrap_or_default();
-        report
-            .skipped
-            .push((file.to_string(), format!("{api_version}/{kind}{label}")));
+        let label = name
+            .map(|n| format!(" {}", bounded::value(n)))
+            .unwrap_or_default();
+        let what = format!("{api_version}/{kind}{label}");
+        report.skipped.push((
+            file.to_string(),
+            bounded::clip(&what, bounded::VALUE_BYTES).into_owned(),
+        ));
         return;
     }
     if version != VERSION {
         report.problems.push(problem(
             object,
             Some("apiVersion"),
-            format!("{api_version} is not served; use {GROUP}/{VERSION}"),
+            format!(
+                "{} is not served; use {GROUP}/{VERSION}",
+                bounded::value(&api_version)
+            ),
         ));
         return;
     }
@@ -240,7 +280,8 @@ fn load_document(file: &str, index: usize, value: Value, report: &mut Report) {
                 object,
                 Some("kind"),
                 format!(
-                    "{other} is not a {GROUP} kind (expected ReplicationCluster or VirtualName)"
+                    "{} is not a {GROUP} kind (expected ReplicationCluster or VirtualName)",
+                    bounded::value(other)
                 ),
             ));
             return;

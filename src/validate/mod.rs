@@ -3,12 +3,16 @@
 //! Reads only the files it is given; never panics on input. Every problem names the file, the
 //! object and the field, so `replicant validate` output can be acted on line by line.
 
+mod bounds;
 mod load;
 pub mod rules;
 mod suggest;
 
-use std::{fmt, path::Path};
+use std::{collections::BTreeMap, fmt, path::Path};
 
+use crate::bounded;
+
+pub use bounds::{Exceeded, Limits, check as check_bounds};
 pub use load::{Document, MAX_FILE_BYTES, Resource, load_file, load_str};
 pub use rules::check;
 
@@ -21,6 +25,25 @@ pub struct Problem {
     /// Dotted field path such as `spec.members[1].upstream`.
     pub path: Option<String>,
     pub message: String,
+}
+
+/// Most problems listed per file: past it, one line says how many more there are.
+pub const MAX_PROBLEMS_PER_FILE: usize = 100;
+
+impl Problem {
+    /// The same problem with every part cut to a bounded length: object and path echo names
+    /// and keys from the file, and messages may quote its values.
+    pub fn bounded(self) -> Self {
+        Self {
+            file: self.file,
+            // Labels are made of a kind and a cut name: room for both, so they still match.
+            object: self
+                .object
+                .map(|o| bounded::clip(&o, 2 * bounded::VALUE_BYTES).into_owned()),
+            path: self.path.map(|p| bounded::clip(&p, bounded::VALUE_BYTES).into_owned()),
+            message: bounded::message(self.message),
+        }
+    }
 }
 
 impl fmt::Display for Problem {
@@ -59,5 +82,33 @@ pub fn validate_files<P: AsRef<Path>>(paths: &[P]) -> Report {
         load_file(path.as_ref(), &mut report);
     }
     report.problems.extend(check(&report.documents));
+    report.problems = at_most_per_file(std::mem::take(&mut report.problems));
     report
+}
+
+/// The first [`MAX_PROBLEMS_PER_FILE`] problems of each file, then one that counts the rest.
+fn at_most_per_file(problems: Vec<Problem>) -> Vec<Problem> {
+    let mut per_file: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kept = Vec::new();
+    for problem in problems {
+        let count = per_file.entry(problem.file.clone()).or_default();
+        *count += 1;
+        if *count <= MAX_PROBLEMS_PER_FILE {
+            kept.push(problem);
+        }
+    }
+    for (file, count) in per_file {
+        if count > MAX_PROBLEMS_PER_FILE {
+            kept.push(Problem {
+                file,
+                object: None,
+                path: None,
+                message: format!(
+                    "{} more problem(s) not listed (the first {MAX_PROBLEMS_PER_FILE} are)",
+                    count - MAX_PROBLEMS_PER_FILE
+                ),
+            });
+        }
+    }
+    kept
 }

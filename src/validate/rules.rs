@@ -3,17 +3,29 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use super::{Document, Problem, Resource};
+use crate::bounded::{self, quoted, value};
 use crate::api::{Engine, ProxyMode, ReplicationCluster, ReplicationMode, Target, VirtualName};
 
 /// Shortest `detectAfter` accepted: below it a scheduling hiccup looks like a dead master.
 pub const MIN_DETECT_AFTER: Duration = Duration::from_millis(100);
 /// Highest member priority.
 pub const MAX_PRIORITY: u32 = 1000;
+/// Most members in one cluster (the CRD's `maxItems`): every check stays cheap.
+pub const MAX_MEMBERS: usize = 64;
 
 /// Check every document, alone and against the others (duplicates, VirtualName -> cluster links).
 pub fn check(documents: &[Document]) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut seen: BTreeMap<(&str, &str, &str), &Document> = BTreeMap::new();
+    // The first cluster of each (namespace, name), for the names that refer to it.
+    let mut clusters: BTreeMap<(&str, &str), &ReplicationCluster> = BTreeMap::new();
+    for doc in documents {
+        if let Resource::Cluster(cluster) = &doc.resource {
+            clusters
+                .entry((doc.resource.namespace(), doc.resource.name()))
+                .or_insert(cluster);
+        }
+    }
     for doc in documents {
         let mut out = Out {
             doc,
@@ -22,7 +34,7 @@ pub fn check(documents: &[Document]) -> Vec<Problem> {
         check_metadata_name(&mut out);
         match &doc.resource {
             Resource::Cluster(cluster) => check_cluster(cluster, &mut out),
-            Resource::VirtualName(vn) => check_virtual_name(vn, documents, &mut out),
+            Resource::VirtualName(vn) => check_virtual_name(vn, &clusters, &mut out),
         }
         let key = (
             doc.resource.kind(),
@@ -37,7 +49,9 @@ pub fn check(documents: &[Document]) -> Vec<Problem> {
                 "metadata.name",
                 format!(
                     "defined twice in namespace {} (first in {}, document {})",
-                    key.1, first.file, first.index
+                    value(key.1),
+                    first.file,
+                    first.index
                 ),
             );
         } else {
@@ -55,12 +69,15 @@ struct Out<'a> {
 
 impl Out<'_> {
     fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            file: self.doc.file.clone(),
-            object: Some(self.doc.label()),
-            path: Some(path.into()),
-            message: message.into(),
-        });
+        self.problems.push(
+            Problem {
+                file: self.doc.file.clone(),
+                object: Some(self.doc.label()),
+                path: Some(path.into()),
+                message: message.into(),
+            }
+            .bounded(),
+        );
     }
 }
 
@@ -82,7 +99,7 @@ fn check_metadata_name(out: &mut Out<'_>) {
     if !name.is_empty() && !is_dns_subdomain(&name) {
         out.fail(
             "metadata.name",
-            format!("{name:?} is not a valid name: lowercase letters, digits, '-' and '.', at most 253 characters"),
+            format!("{} is not a valid name: lowercase letters, digits, '-' and '.', at most 253 characters", quoted(&name)),
         );
     }
 }
@@ -90,7 +107,7 @@ fn check_metadata_name(out: &mut Out<'_>) {
 /// Why `address` is not a usable `host:port`, if it is not.
 pub fn address_problem(address: &str) -> Option<String> {
     let Some((host, port)) = address.rsplit_once(':') else {
-        return Some(format!("{address:?} is not host:port"));
+        return Some(format!("{} is not host:port", quoted(address)));
     };
     let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         inner.parse::<std::net::Ipv6Addr>().is_ok()
@@ -103,21 +120,36 @@ pub fn address_problem(address: &str) -> Option<String> {
     };
     if !host_ok {
         return Some(format!(
-            "{address:?}: host {host:?} is not a host name or IP address (IPv6 goes in brackets)"
+            "{}: host {} is not a host name or IP address (IPv6 goes in brackets)",
+            quoted(address),
+            quoted(host)
         ));
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => None,
         _ => Some(format!(
-            "{address:?}: port {port:?} is not a number from 1 to 65535"
+            "{}: port {} is not a number from 1 to 65535",
+            quoted(address),
+            quoted(port)
         )),
     }
 }
 
 fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
     let spec = &cluster.spec;
+    if spec.members.len() > MAX_MEMBERS {
+        // The checks below compare members with each other: refuse before they run.
+        out.fail(
+            "spec.members",
+            format!(
+                "{} members; a cluster has at most {MAX_MEMBERS}",
+                spec.members.len()
+            ),
+        );
+        return;
+    }
     let names: Vec<&str> = spec.members.iter().map(|m| m.name.as_str()).collect();
-    let known = || names.join(", ");
+    let known = || bounded::list(&names, 16, ", ");
     let index_of = |name: &str| names.iter().position(|n| *n == name);
 
     if spec.members.is_empty() {
@@ -129,15 +161,15 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
         if !is_dns_label(&m.name) {
             out.fail(
                 at("name"),
-                format!("{:?} is not a valid member name: lowercase letters, digits and '-', at most 63 characters", m.name),
+                format!("{} is not a valid member name: lowercase letters, digits and '-', at most 63 characters", quoted(&m.name)),
             );
         }
         if let Some(first) = index_of(&m.name).filter(|&first| first != i) {
             out.fail(
                 at("name"),
                 format!(
-                    "duplicate member name {:?} (also spec.members[{first}])",
-                    m.name
+                    "duplicate member name {} (also spec.members[{first}])",
+                    quoted(&m.name)
                 ),
             );
         }
@@ -146,7 +178,10 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
         } else if let Some(first) = addresses.insert(m.address.as_str(), i) {
             out.fail(
                 at("address"),
-                format!("{} is also the address of spec.members[{first}]", m.address),
+                format!(
+                    "{} is also the address of spec.members[{first}]",
+                    value(&m.address)
+                ),
             );
         }
         if m.priority > MAX_PRIORITY {
@@ -161,12 +196,15 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
             } else if index_of(up).is_none() {
                 out.fail(
                     at("upstream"),
-                    format!("unknown member {up:?} (members: {})", known()),
+                    format!("unknown member {} (members: {})", quoted(up), known()),
                 );
             } else if m.name == spec.primary {
                 out.fail(
                     at("upstream"),
-                    format!("{} is spec.primary, which replicates from nobody", m.name),
+                    format!(
+                        "{} is spec.primary, which replicates from nobody",
+                        value(&m.name)
+                    ),
                 );
             }
         }
@@ -182,7 +220,11 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
     match index_of(&spec.primary) {
         None => out.fail(
             "spec.primary",
-            format!("unknown member {:?} (members: {})", spec.primary, known()),
+            format!(
+                "unknown member {} (members: {})",
+                quoted(&spec.primary),
+                known()
+            ),
         ),
         Some(i) if spec.members[i].priority == 0 => out.fail(
             "spec.primary",
@@ -197,7 +239,7 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
     let failover = &spec.failover;
     if let Some(standby) = &failover.standby {
         match index_of(standby) {
-            None => out.fail("spec.failover.standby", format!("unknown member {standby:?} (members: {})", known())),
+            None => out.fail("spec.failover.standby", format!("unknown member {} (members: {})", quoted(standby), known())),
             Some(_) if standby == &spec.primary => {
                 out.fail("spec.failover.standby", "the standby must be a member other than spec.primary")
             }
@@ -276,7 +318,7 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
         {
             out.fail(
                 "spec.credentials.passwordEnv",
-                format!("{var:?} is not an environment variable name"),
+                format!("{} is not an environment variable name", quoted(var)),
             );
         }
         if let Some(secret) = &creds.secret_ref
@@ -284,7 +326,7 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
         {
             out.fail(
                 "spec.credentials.secretRef.name",
-                format!("{:?} is not a valid Secret name", secret.name),
+                format!("{} is not a valid Secret name", quoted(&secret.name)),
             );
         }
     }
@@ -323,23 +365,21 @@ fn upstream_cycles(cluster: &ReplicationCluster) -> Vec<Vec<String>> {
     cycles
 }
 
-fn check_virtual_name(vn: &VirtualName, documents: &[Document], out: &mut Out<'_>) {
+fn check_virtual_name(
+    vn: &VirtualName,
+    clusters: &BTreeMap<(&str, &str), &ReplicationCluster>,
+    out: &mut Out<'_>,
+) {
     let spec = &vn.spec;
     let namespace = out.doc.resource.namespace().to_string();
-    let cluster = documents.iter().find_map(|d| match &d.resource {
-        Resource::Cluster(c)
-            if d.resource.name() == spec.cluster && d.resource.namespace() == namespace =>
-        {
-            Some(c)
-        }
-        _ => None,
-    });
+    let cluster = clusters.get(&(namespace.as_str(), spec.cluster.as_str()));
     match cluster {
         None => out.fail(
             "spec.cluster",
             format!(
-                "no ReplicationCluster named {:?} in namespace {namespace} among the files given",
-                spec.cluster
+                "no ReplicationCluster named {} in namespace {} among the files given",
+                quoted(&spec.cluster),
+                value(&namespace)
             ),
         ),
         Some(cluster) => {
@@ -365,9 +405,10 @@ fn check_virtual_name(vn: &VirtualName, documents: &[Document], out: &mut Out<'_
                 out.fail(
                     "spec.target",
                     format!(
-                        "{member:?} is neither primary, replicas, any, nor a member of {} (members: {})",
-                        spec.cluster,
-                        names.join(", ")
+                        "{} is neither primary, replicas, any, nor a member of {} (members: {})",
+                        quoted(member),
+                        value(&spec.cluster),
+                        bounded::list(&names, 16, ", ")
                     ),
                 );
             }
@@ -399,7 +440,8 @@ fn check_listen_addresses(documents: &[Document], problems: &mut Vec<Problem>) {
             Out { doc, problems }.fail(
                 "spec.listen",
                 format!(
-                    "{listen} is also the listen address of {} ({})",
+                    "{} is also the listen address of {} ({})",
+                    value(listen),
                     first.label(),
                     first.file
                 ),

@@ -6,7 +6,7 @@
 //! ([`multiplex`]).
 
 mod multiplex;
-mod resp;
+pub mod resp;
 
 use std::{
     collections::HashMap,
