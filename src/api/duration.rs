@@ -52,10 +52,56 @@ impl FromStr for Duration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let quoted = crate::bounded::quoted(s);
+        // kube's parser panics on a value beyond what a Duration holds: refuse those first.
+        if !within_range(s) {
+            return Err(format!(
+                "{quoted} is out of range: a duration is at most {MAX_HOURS}h"
+            ));
+        }
         s.parse::<kube::core::Duration>().map(Self).map_err(|e| {
-            format!("{s:?} is not a duration such as \"500ms\", \"5s\" or \"1m30s\" ({e})")
+            format!("{quoted} is not a duration such as \"500ms\", \"5s\" or \"1m30s\" ({e})")
         })
     }
+}
+
+/// Longest duration accepted, in hours: about 114 years, far inside what every clock holds.
+const MAX_HOURS: u64 = 1_000_000;
+
+/// Whether the sum of the number-unit pairs in `s` stays within [`MAX_HOURS`]. Text that is
+/// not a duration passes, and the parser says what is wrong with it.
+fn within_range(s: &str) -> bool {
+    let limit = MAX_HOURS as f64 * 3600.0;
+    let mut total = 0.0f64;
+    let mut rest = s.trim_start_matches(['-', '+']);
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_len);
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let seconds_per_unit = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return true,
+        };
+        let Ok(value) = number.parse::<f64>() else {
+            return true;
+        };
+        total += value * seconds_per_unit;
+        if !total.is_finite() || total > limit {
+            return false;
+        }
+        rest = next;
+    }
+    true
 }
 
 impl fmt::Display for Duration {
@@ -156,5 +202,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("30 has no unit"), "{e}");
+    }
+
+    #[test]
+    fn durations_beyond_any_clock_are_refused_not_a_panic() {
+        for text in [
+            "92233720368547758081s",
+            "99999999999999999999999999999999h",
+            "-92233720368547758081s",
+            "1000001h",
+            "3600000001s1ns",
+            &format!("{}h", "9".repeat(400)),
+        ] {
+            let e = text.parse::<Duration>().unwrap_err();
+            assert!(e.contains("is out of range"), "{text}: {e}");
+        }
+        assert!("1000000h".parse::<Duration>().is_ok());
+        assert!("1.5h30m".parse::<Duration>().is_ok());
     }
 }

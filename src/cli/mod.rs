@@ -65,6 +65,10 @@ enum Command {
         /// Serve /metrics and /healthz here, e.g. 127.0.0.1:9090.
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
+        /// Look at the spec directory at least this often, whatever the file watcher says
+        /// (unchanged files are not read again).
+        #[arg(long, default_value = "5s")]
+        rescan: crate::api::Duration,
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
@@ -218,15 +222,22 @@ impl Cli {
                 specs,
                 state,
                 admin,
+                rescan,
                 log_format,
             } => {
                 init_logging(log_format);
+                let rescan = rescan.std();
+                if rescan < std::time::Duration::from_millis(100) {
+                    return Err(CliError::Invalid(format!(
+                        "--rescan {rescan:?} is too short: at least 100ms"
+                    )));
+                }
                 runtime()?.block_on(async {
                     let options = crate::standalone::Options {
                         specs,
                         state,
                         admin,
-                        rescan: std::time::Duration::from_secs(5),
+                        rescan,
                     };
                     crate::standalone::run(options, shutdown_signal()).await
                 })?;
@@ -448,12 +459,20 @@ async fn shutdown_signal() {
 }
 
 fn status_command(state: &Path, format: Format) -> Result<ExitCode, CliError> {
-    let reports = crate::standalone::state::read_reports(state).map_err(|source| CliError::Io {
+    let io = |source| CliError::Io {
         path: state.display().to_string(),
         source,
-    })?;
+    };
+    let reports = crate::standalone::state::read_reports(state).map_err(io)?;
+    let specs = crate::standalone::state::read_specs_report(state).map_err(io)?;
+    if format != Format::Table {
+        // The machine formats keep their shape (a list of clusters); problems go to stderr.
+        for problem in &specs.problems {
+            eprintln!("spec problem: {problem}");
+        }
+    }
     let text = match format {
-        Format::Table => render::status_table(&reports),
+        Format::Table => render::specs_table(&specs) + &render::status_table(&reports),
         Format::Json => {
             serde_json::to_string_pretty(&reports).map_err(|e| CliError::Encode(e.to_string()))?
                 + "\n"

@@ -154,6 +154,23 @@ pub fn plan_table(desired: &Desired, observed: &Observed, plan: &Plan) -> String
     out
 }
 
+/// Problems in the spec directory, before the clusters; nothing when there are none.
+pub fn specs_table(specs: &crate::standalone::state::SpecsReport) -> String {
+    let mut out = String::new();
+    if specs.problems.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "Spec problems (nothing is applied from these; every object keeps its last good version):"
+    );
+    for problem in &specs.problems {
+        let _ = writeln!(out, "  {problem}");
+    }
+    let _ = writeln!(out);
+    out
+}
+
 /// Per cluster: members, virtual names, conditions and recent history.
 pub fn status_table(reports: &[crate::standalone::state::ClusterReport]) -> String {
     let mut out = String::new();

@@ -98,16 +98,24 @@ pub async fn run(
 
     let mut specs = SpecSet::default();
     let mut tasks: HashMap<ClusterKey, ClusterTask> = HashMap::new();
-    let mut reported: Vec<String> = Vec::new();
+    // None until the first load, so that a clean start clears what an earlier run reported.
+    let mut reported: Option<Vec<String>> = None;
     tokio::pin!(shutdown);
     loop {
         specs = specs.reload(&specs_dir);
         let problems: Vec<String> = specs.problems.iter().map(|p| p.to_string()).collect();
-        if problems != reported {
+        if reported.as_ref() != Some(&problems) {
+            // Once per change, however often the unchanged files are rescanned.
             for problem in &problems {
                 tracing::warn!(reason = "InvalidSpec", problem = %problem, "spec rejected; the last good version keeps running");
             }
-            reported = problems;
+            let report = state::SpecsReport {
+                problems: problems.clone(),
+            };
+            if let Err(e) = state::write_specs_report(&options.state, &report) {
+                tracing::warn!(error = %e, "cannot write the spec report");
+            }
+            reported = Some(problems);
         }
         apply_specs(&specs, &mut tasks, &options.state, &proxies, &metrics);
         tokio::select! {

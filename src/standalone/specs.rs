@@ -2,13 +2,15 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    time::{Duration, SystemTime},
 };
 
 use crate::{
     api::{ReplicationClusterSpec, VirtualNameSpec},
     desired::{Desired, NamedVirtualName},
-    validate::{self, Problem, Resource},
+    validate::{self, Problem, Report, Resource},
 };
 
 /// `(namespace, name)` of a cluster.
@@ -27,6 +29,36 @@ struct Accepted {
     spec: Spec,
 }
 
+/// What a file looked like when it was loaded: a file with the same fingerprint is not read again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+    inode: (u64, u64),
+}
+
+/// A file younger than this may still change within the file system's timestamp granularity
+/// without its fingerprint changing, so it is read again until it is older (as git does).
+const SETTLE: Duration = Duration::from_secs(2);
+
+impl Fingerprint {
+    fn of(path: &Path) -> Option<Fingerprint> {
+        let meta = std::fs::metadata(path).ok()?;
+        let settled = meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age >= SETTLE);
+        settled.then(|| Fingerprint {
+            len: meta.len(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+            inode: (meta.dev(), meta.ino()),
+        })
+    }
+}
+
 /// The specs in force: the newest valid version of every object.
 #[derive(Clone, Debug, Default)]
 pub struct SpecSet {
@@ -34,14 +66,35 @@ pub struct SpecSet {
     objects: BTreeMap<(&'static str, String, String), Accepted>,
     /// Problems of the last load, each with its file.
     pub problems: Vec<Problem>,
+    /// Each file as last loaded, so an unchanged file (a hostile one above all) is not parsed
+    /// again on every rescan.
+    loaded: BTreeMap<PathBuf, (Fingerprint, Report)>,
+    /// Files read and parsed by the last reload (the others were unchanged).
+    pub parsed: usize,
 }
 
 impl SpecSet {
     /// Load `dir` again. An object whose document has a problem, or whose file cannot be read
     /// at all, keeps the version accepted before; an object gone from a clean file is removed.
     pub fn reload(&self, dir: &Path) -> SpecSet {
-        let files = spec_files(dir);
-        let report = validate::validate_files(&files);
+        let mut loaded = BTreeMap::new();
+        let mut parsed = 0;
+        let mut reports = Vec::new();
+        for file in spec_files(dir) {
+            let fingerprint = Fingerprint::of(&file);
+            let report = match (&fingerprint, self.loaded.get(&file)) {
+                (Some(now), Some((before, report))) if now == before => report.clone(),
+                _ => {
+                    parsed += 1;
+                    validate::load_one(&file)
+                }
+            };
+            if let Some(fingerprint) = fingerprint {
+                loaded.insert(file, (fingerprint, report.clone()));
+            }
+            reports.push(report);
+        }
+        let report = validate::check_together(reports);
         let troubled_files: BTreeSet<&str> =
             report.problems.iter().map(|p| p.file.as_str()).collect();
         let troubled_objects: BTreeSet<(&str, String)> = report
@@ -80,6 +133,8 @@ impl SpecSet {
         SpecSet {
             objects,
             problems: report.problems,
+            loaded,
+            parsed,
         }
     }
 
@@ -207,6 +262,55 @@ mod tests {
             fourth.reload(dir.path()).desired().is_empty(),
             "deleted from git: no longer managed"
         );
+    }
+
+    fn age(path: &Path) {
+        let past = SystemTime::now() - Duration::from_secs(10);
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+    }
+
+    #[test]
+    fn an_unchanged_file_is_not_parsed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("orders.yaml");
+        let bad = dir.path().join("hostile.yaml");
+        fs::write(&good, CLUSTER).unwrap();
+        fs::write(&bad, format!("spec: {}\n", "[".repeat(100_000))).unwrap();
+        age(&good);
+        age(&bad);
+
+        let first = SpecSet::default().reload(dir.path());
+        assert_eq!(first.parsed, 2);
+        assert_eq!(first.problems.len(), 1, "{:?}", first.problems);
+        assert!(
+            first.problems[0]
+                .message
+                .starts_with("nesting deeper than 64 levels at line 1")
+        );
+        assert_eq!(first.desired().len(), 1);
+
+        let second = first.reload(dir.path());
+        assert_eq!(second.parsed, 0, "nothing changed: nothing parsed");
+        assert_eq!(second.problems, first.problems);
+        assert_eq!(second.desired(), first.desired());
+
+        fs::write(&bad, CLUSTER.replace("orders", "billing")).unwrap();
+        age(&bad);
+        let third = second.reload(dir.path());
+        assert_eq!(third.parsed, 1, "only the changed file is read");
+        assert!(third.problems.is_empty(), "{:?}", third.problems);
+        assert_eq!(third.desired().len(), 2);
+
+        // A file written just now may change again within the clock's granularity unseen:
+        // it is read on every reload until it has settled.
+        fs::write(&good, CLUSTER.replace("primary: a", "primary: b")).unwrap();
+        assert_eq!(third.reload(dir.path()).parsed, 1);
+        assert_eq!(third.reload(dir.path()).reload(dir.path()).parsed, 1);
     }
 
     #[test]

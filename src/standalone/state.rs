@@ -132,6 +132,35 @@ pub struct NameReport {
     pub endpoints: Vec<String>,
 }
 
+/// Problems in the spec directory as a whole, written by `replicant run` whenever they change:
+/// a file may be refused before it names any cluster (a file past the parser's limits, say).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecsReport {
+    /// One line per problem, `FILE: ...` as `replicant validate` prints it.
+    pub problems: Vec<String>,
+}
+
+fn specs_report_path(state: &Path) -> PathBuf {
+    state.join("specs.json")
+}
+
+pub fn write_specs_report(state: &Path, report: &SpecsReport) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+    write_atomically(&specs_report_path(state), &bytes, Durability::Atomic)
+}
+
+/// The spec problems `replicant run` last reported; none when it never wrote any.
+pub fn read_specs_report(state: &Path) -> std::io::Result<SpecsReport> {
+    let path = specs_report_path(state);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SpecsReport::default()),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn write_report(cluster_dir: &Path, report: &ClusterReport) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
     write_atomically(&cluster_dir.join("status.json"), &bytes, Durability::Atomic)

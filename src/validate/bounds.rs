@@ -253,10 +253,7 @@ impl<'a, 'l> Scan<'a, 'l> {
         if bytes > self.limits.max_scalar_bytes {
             return Err(Exceeded {
                 line,
-                what: format!(
-                    "a value longer than {} bytes",
-                    self.limits.max_scalar_bytes
-                ),
+                what: format!("a value longer than {} bytes", self.limits.max_scalar_bytes),
             });
         }
         Ok(())
@@ -265,10 +262,7 @@ impl<'a, 'l> Scan<'a, 'l> {
     fn start_document(&mut self) -> Result<(), Exceeded> {
         self.documents += 1;
         if self.documents > self.limits.max_documents {
-            return Err(self.exceeded(format!(
-                "more than {} documents",
-                self.limits.max_documents
-            )));
+            return Err(self.exceeded(format!("more than {} documents", self.limits.max_documents)));
         }
         Ok(())
     }
@@ -408,8 +402,8 @@ impl<'a, 'l> Scan<'a, 'l> {
         };
         let end = self.line_end(content);
         let blank = self.b[content..end].iter().all(|&c| is_space(c));
-        let inside = blank
-            || (indent as isize > scalar.owner && scalar.content.is_none_or(|c| indent >= c));
+        let inside =
+            blank || (indent as isize > scalar.owner && scalar.content.is_none_or(|c| indent >= c));
         if !inside {
             self.block_scalar = None;
             return Ok(false);
@@ -564,10 +558,7 @@ impl<'a, 'l> Scan<'a, 'l> {
         self.check_scalar(name.len(), self.line)?;
         self.anchors_defined += 1;
         if self.anchors_defined > self.limits.max_anchors {
-            return Err(self.exceeded(format!(
-                "more than {} anchors",
-                self.limits.max_anchors
-            )));
+            return Err(self.exceeded(format!("more than {} anchors", self.limits.max_anchors)));
         }
         let scope = if self.flow > 0 {
             Scope::Flow { depth: self.flow }
@@ -596,10 +587,7 @@ impl<'a, 'l> Scan<'a, 'l> {
         let name = &self.b[self.i + 1..end];
         self.aliases += 1;
         if self.aliases > self.limits.max_aliases {
-            return Err(self.exceeded(format!(
-                "more than {} aliases",
-                self.limits.max_aliases
-            )));
+            return Err(self.exceeded(format!("more than {} aliases", self.limits.max_aliases)));
         }
         let stands_for = match self.anchors.get(name).copied() {
             Some(Anchor::Closed(nodes)) => nodes,
@@ -745,7 +733,10 @@ mod tests {
 
     #[test]
     fn flow_nesting_is_refused_at_the_line_it_passes_the_limit() {
-        let text = format!("apiVersion: x\nspec:\n  a: 1\n  b: {}\n", "[".repeat(100_000));
+        let text = format!(
+            "apiVersion: x\nspec:\n  a: 1\n  b: {}\n",
+            "[".repeat(100_000)
+        );
         let e = exceeded(&text);
         assert_eq!(e.line, 4);
         assert_eq!(
@@ -797,7 +788,10 @@ mod tests {
     #[test]
     fn documents_are_counted() {
         let e = exceeded(&"---\n".repeat(2000));
-        assert_eq!((e.line, e.what.as_str()), (1001, "more than 1000 documents"));
+        assert_eq!(
+            (e.line, e.what.as_str()),
+            (1001, "more than 1000 documents")
+        );
         assert_eq!(check(&"---\na: 1\n".repeat(500), &limits()), Ok(()));
     }
 
@@ -806,7 +800,11 @@ mod tests {
         // The classic "billion laughs": nine levels of nine aliases each.
         let mut bomb = String::from("a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
         for i in 0..9 {
-            let prev = if i == 0 { "a".to_string() } else { format!("l{}", i - 1) };
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
             let refs = vec![format!("*{prev}"); 9].join(",");
             bomb.push_str(&format!("l{i}: &l{i} [{refs}]\n"));
         }

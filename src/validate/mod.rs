@@ -40,7 +40,9 @@ impl Problem {
             object: self
                 .object
                 .map(|o| bounded::clip(&o, 2 * bounded::VALUE_BYTES).into_owned()),
-            path: self.path.map(|p| bounded::clip(&p, bounded::VALUE_BYTES).into_owned()),
+            path: self
+                .path
+                .map(|p| bounded::clip(&p, bounded::VALUE_BYTES).into_owned()),
             message: bounded::message(self.message),
         }
     }
@@ -60,7 +62,7 @@ impl fmt::Display for Problem {
 }
 
 /// What loading and checking a set of files found.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Report {
     /// Documents that parsed into replicant resources (valid or not).
     pub documents: Vec<Document>,
@@ -77,9 +79,23 @@ impl Report {
 
 /// Load every file and check the resources together (a VirtualName may name a cluster in another file).
 pub fn validate_files<P: AsRef<Path>>(paths: &[P]) -> Report {
+    check_together(paths.iter().map(|p| load_one(p.as_ref())))
+}
+
+/// One file loaded on its own, not yet checked against the others.
+pub fn load_one(path: &Path) -> Report {
     let mut report = Report::default();
-    for path in paths {
-        load_file(path.as_ref(), &mut report);
+    load_file(path, &mut report);
+    report
+}
+
+/// Files loaded one by one (see [`load_one`]), checked together as [`validate_files`] does.
+pub fn check_together(files: impl IntoIterator<Item = Report>) -> Report {
+    let mut report = Report::default();
+    for file in files {
+        report.documents.extend(file.documents);
+        report.skipped.extend(file.skipped);
+        report.problems.extend(file.problems);
     }
     report.problems.extend(check(&report.documents));
     report.problems = at_most_per_file(std::mem::take(&mut report.problems));

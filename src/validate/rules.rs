@@ -3,8 +3,8 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use super::{Document, Problem, Resource};
-use crate::bounded::{self, quoted, value};
 use crate::api::{Engine, ProxyMode, ReplicationCluster, ReplicationMode, Target, VirtualName};
+use crate::bounded::{self, quoted, value};
 
 /// Shortest `detectAfter` accepted: below it a scheduling hiccup looks like a dead master.
 pub const MIN_DETECT_AFTER: Duration = Duration::from_millis(100);
