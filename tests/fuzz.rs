@@ -68,9 +68,9 @@ fn fuzz<S: Strategy>(
 /// Load and check a text as `replicant validate` does; every problem must be short and name
 /// the file.
 fn validate_text(text: &str) -> Result<Report, TestCaseError> {
-    let mut report = Report::default();
-    validate::load_str("fuzz.yaml", text, &mut report);
-    report.problems.extend(validate::check(&report.documents));
+    let mut loaded = Report::default();
+    validate::load_str("fuzz.yaml", text, &mut loaded);
+    let report = validate::check_together([loaded]);
     for problem in &report.problems {
         let line = problem.to_string();
         prop_assert!(

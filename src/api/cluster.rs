@@ -41,6 +41,7 @@ pub struct ReplicationClusterSpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub members: Vec<Member>,
     /// The member that should be master. Changing it is a planned switchover.
+    #[schemars(length(min = 1, max = 63))]
     pub primary: String,
     /// When and how the controller may promote another member.
     #[serde(default)]
@@ -85,9 +86,11 @@ pub struct Member {
     pub priority: u32,
     /// Replicate from this member instead of the primary (it then acts as a repli-master).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
     pub upstream: Option<String>,
     /// Failure domain, reported in status and used to explain placement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
     pub zone: Option<String>,
 }
 
@@ -115,6 +118,7 @@ pub struct FailoverPolicy {
     pub mode: FailoverMode,
     /// The secondary station: tried first when the master fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
     pub standby: Option<String>,
     /// How long the master must stay unreachable before a failover starts ("1s", "500ms").
     #[serde(default = "default_detect_after")]
@@ -211,23 +215,28 @@ fn default_min_sync_replicas() -> u32 {
 pub struct CredentialsRef {
     /// User name for engines with ACLs; omitted means the default user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub username: Option<String>,
     /// A Kubernetes Secret in the cluster's namespace (operator mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
     /// A file holding the password (standalone mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
     pub password_file: Option<String>,
     /// An environment variable holding the password (standalone mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub password_env: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 

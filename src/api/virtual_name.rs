@@ -44,7 +44,10 @@ pub struct VirtualNameSpec {
     pub fallback: Fallback,
     /// Standalone mode only: the `host:port` the built-in proxy listens on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$"))]
+    #[schemars(
+        length(min = 3, max = 260),
+        regex(pattern = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$")
+    )]
     pub listen: Option<String>,
     /// Standalone mode only: how the built-in proxy relays. `passthrough` copies bytes and
     /// works for any engine; `multiplex` (Redis only) pipelines the requests of many clients

@@ -40,6 +40,10 @@ const VOLATILE_REFRESH: Duration = Duration::from_secs(30);
 /// How often a Secret-backed password is re-read (picks up rotation).
 const SECRET_REFRESH: Duration = Duration::from_secs(30);
 
+/// `(name, metadata.generation)` of a cluster and its VirtualNames: a change to any spec
+/// changes it.
+type Generations = Vec<(String, Option<i64>)>;
+
 /// What the operator remembers about one cluster between rounds (in memory only).
 #[derive(Default)]
 pub struct ClusterState {
@@ -48,6 +52,9 @@ pub struct ClusterState {
     published_at: Option<Instant>,
     last_good: Option<Desired>,
     reported_problems: Vec<String>,
+    /// The generations last checked (the cluster's, then each name's) and what was found, so
+    /// an unchanged spec is not checked again every round.
+    checked: Option<(Generations, Vec<String>)>,
     /// Why the cluster has no engine, as last reported (one Event per new reason).
     cannot_manage: Option<String>,
     engine: Option<EngineSlot>,
@@ -106,7 +113,17 @@ async fn round(
 ) -> Result<Action, OperatorError> {
     let name = cluster.name_any();
     let names = virtual_names(ctx, namespace, &name);
-    let problems = problems(cluster, &names);
+    let generations: Generations = std::iter::once((name.clone(), cluster.meta().generation))
+        .chain(names.iter().map(|vn| (vn.name_any(), vn.meta().generation)))
+        .collect();
+    let problems = match &state.checked {
+        Some((checked, found)) if *checked == generations => found.clone(),
+        _ => {
+            let found = problems(cluster, &names);
+            state.checked = Some((generations, found.clone()));
+            found
+        }
+    };
     if problems != state.reported_problems {
         if !problems.is_empty() {
             tracing::warn!(cluster = %name, problems = ?problems, "spec rejected; the last good version keeps running");
@@ -363,10 +380,11 @@ fn with_spec_problems(
         set_condition(&mut status, SPEC_VALID, true, "Valid", "");
         return status;
     }
-    let message = format!(
+    // Each problem is short already; a spec breaking many rules lists the first few.
+    let message = crate::bounded::message(format!(
         "the last valid spec keeps running; fix: {}",
-        problems.join("; ")
-    );
+        crate::bounded::list(problems, 8, "; ")
+    ));
     set_condition(&mut status, SPEC_VALID, false, "InvalidSpec", &message);
     with_stall(status, "InvalidSpec", &message)
 }
@@ -498,6 +516,40 @@ spec:
         assert_eq!(get(&stalled, findings::READY).status, "False");
         let fixed = with_spec_problems(stalled, &[]);
         assert_eq!(get(&fixed, SPEC_VALID).status, "True");
+    }
+
+    #[test]
+    fn a_huge_value_in_a_stored_spec_is_cut_in_status_and_events() {
+        // A server without CEL stores what the schema lets through: long strings included.
+        let mut bad = cluster(ORDERS);
+        bad.spec.primary = "p".repeat(1_000_000);
+        for m in bad.spec.members.iter_mut() {
+            m.upstream = Some(format!("{}{}", m.name, "u".repeat(100_000)));
+        }
+        let found = problems(&bad, &[]);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found
+                .iter()
+                .all(|p| p.len() < 2 * crate::bounded::MESSAGE_BYTES)
+        );
+        assert!(
+            found.iter().any(|p| p.contains("…\" (1000000 bytes)")),
+            "{found:?}"
+        );
+        let status = with_spec_problems(ReplicationClusterStatus::default(), &found);
+        for c in &status.conditions {
+            assert!(
+                c.message.len() <= 1100,
+                "{}: {} bytes",
+                c.type_,
+                c.message.len()
+            );
+        }
+        let event = events::invalid_spec(&found);
+        let note = event.note.unwrap();
+        assert!(note.len() <= 1024, "{} bytes", note.len());
+        assert!(note.ends_with("bytes in all)"), "{note}");
     }
 
     #[test]

@@ -113,15 +113,8 @@ fn newly_true<'a>(
 }
 
 fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
-    // The Events API caps notes at 1 kB.
-    let mut note = note;
-    if note.len() > 1000 {
-        let mut cut = 1000;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-    }
+    // The Events API caps notes at 1 kB: room for the cut and the note of the full length.
+    let note = crate::bounded::clip(&note, 960).into_owned();
     Event {
         type_,
         reason: reason.to_string(),

@@ -90,6 +90,16 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// A Kubernetes label value (zones become topology labels and hints).
+fn is_label_value(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
@@ -181,6 +191,17 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
                 format!(
                     "{} is also the address of spec.members[{first}]",
                     value(&m.address)
+                ),
+            );
+        }
+        if let Some(zone) = &m.zone
+            && !is_label_value(zone)
+        {
+            out.fail(
+                at("zone"),
+                format!(
+                    "{} is not a label value: letters, digits, '-', '_' and '.', starting and ending with a letter or digit, at most 63 characters",
+                    quoted(zone)
                 ),
             );
         }
@@ -320,6 +341,20 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
                 "spec.credentials.passwordEnv",
                 format!("{} is not an environment variable name", quoted(var)),
             );
+        }
+        for (field, value, max) in [
+            ("username", creds.username.as_deref(), 256),
+            ("passwordFile", creds.password_file.as_deref(), 4096),
+            ("passwordEnv", creds.password_env.as_deref(), 256),
+        ] {
+            if let Some(value) = value
+                && (value.is_empty() || value.len() > max)
+            {
+                out.fail(
+                    format!("spec.credentials.{field}"),
+                    format!("{} bytes; from 1 to {max}", value.len()),
+                );
+            }
         }
         if let Some(secret) = &creds.secret_ref
             && !is_dns_subdomain(&secret.name)
