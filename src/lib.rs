@@ -3,6 +3,7 @@
 //! `observe -> plan -> act -> status`: [`plan::plan`] is pure and holds the decisions; the
 //! resources users write live in [`api`]; [`validate`] rejects bad specs with field paths.
 
+pub mod accept;
 pub mod api;
 pub mod bounded;
 pub mod cli;

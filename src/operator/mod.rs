@@ -123,6 +123,7 @@ pub async fn run(
     options: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), OperatorError> {
+    crate::accept::raise_descriptor_limit();
     let client = Client::try_default().await.map_err(OperatorError::Client)?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = options.admin {

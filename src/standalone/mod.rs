@@ -76,6 +76,7 @@ pub async fn run(
         .map_err(|e| RunError::Specs(specs_dir.display().to_string(), e))?;
     std::fs::create_dir_all(&options.state)
         .map_err(|e| RunError::State(options.state.display().to_string(), e))?;
+    crate::accept::raise_descriptor_limit();
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = options.admin {
         metrics::start_admin(addr, metrics.clone())

@@ -47,17 +47,29 @@ impl Controller {
 
     /// Start `replicant <command...> <args...>` with `env`, logging at info to `log`.
     pub fn spawn(command: &[&str], args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Self {
+        Self::spawn_configured(command, args, env, log, |_| {})
+    }
+
+    /// As [`Controller::spawn`], with `configure` applied to the command before it starts.
+    pub fn spawn_configured(
+        command: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: PathBuf,
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let file = fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_replicant"))
+        let mut process = Command::new(env!("CARGO_BIN_EXE_replicant"));
+        process
             .args(command)
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("replicant runs");
+            .stderr(file);
+        configure(&mut process);
+        let child = process.spawn().expect("replicant runs");
         Self { child, log }
     }
 

@@ -24,9 +24,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::metrics::Metrics;
 use crate::{
+    accept::{Acceptor, Admitted},
     api::{Balancing, ProxyMode},
+    metrics::Metrics,
     plan::Endpoint,
     reconcile::Router,
 };
@@ -289,6 +290,7 @@ impl NameProxy {
             name: client.name.clone(),
             metrics: None,
             counted: false,
+            _admitted: None,
         };
         let mut connections = self.connections.lock().expect("lock");
         let (id, address) = (registration.id, endpoint.address.clone());
@@ -318,11 +320,9 @@ async fn serve(
     name: String,
     metrics: Option<Arc<Metrics>>,
 ) {
+    let mut acceptor = Acceptor::new(listener, name.clone(), true);
     loop {
-        let Ok((client, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
+        let (client, _, admitted) = acceptor.accept().await;
         let Some(endpoint) = proxy.pick() else {
             continue; // nothing to send the client to: close at once
         };
@@ -346,6 +346,7 @@ async fn serve(
                 name: name.clone(),
                 metrics: metrics.clone(),
                 counted: false,
+                _admitted: admitted,
             },
         ));
         connections.insert(id, (endpoint.member, relay.abort_handle()));
@@ -364,6 +365,8 @@ struct Connection {
     name: String,
     metrics: Option<Arc<Metrics>>,
     counted: bool,
+    /// The client's place in the descriptor budget (none for a multiplex lane).
+    _admitted: Option<Admitted>,
 }
 
 impl Connection {
