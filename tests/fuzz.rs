@@ -373,16 +373,21 @@ fn observed_state_loader_takes_any_text() {
     });
 }
 
-/// Cut `bytes` at `cuts` and feed the scanner a growing buffer, as the proxy does with reads
-/// as they arrive; returns the lengths found and how the stream ended.
-fn scan_requests(bytes: &[u8], cuts: &[proptest::sample::Index]) -> (Vec<(usize, String)>, String) {
+/// Where the pieces of `bytes` cut at `cuts` end, in order.
+fn ends(bytes: &[u8], cuts: &[proptest::sample::Index]) -> Vec<usize> {
     let mut ends: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
     ends.push(bytes.len());
     ends.sort();
+    ends
+}
+
+/// Cut `bytes` at `cuts` and feed the scanner a growing buffer, as the proxy does with reads
+/// as they arrive; returns the lengths found and how the stream ended.
+fn scan_requests(bytes: &[u8], cuts: &[proptest::sample::Index]) -> (Vec<(usize, String)>, String) {
     let mut scanner = RequestScanner::default();
     let mut found = Vec::new();
     let mut start = 0;
-    for end in ends {
+    for end in ends(bytes, cuts) {
         loop {
             match scanner.next(&bytes[start..end]) {
                 Request::Complete { len, routing } => {
@@ -455,31 +460,11 @@ fn resp_shaped() -> impl Strategy<Value = Vec<u8>> {
     .prop_map(|parts| parts.concat())
 }
 
-#[test]
-fn request_scanner_takes_any_bytes_in_any_split() {
-    let strategy = (
-        prop_oneof![
-            resp_shaped(),
-            proptest::collection::vec(any::<u8>(), 0..512)
-        ],
-        proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
-    );
-    fuzz("RESP request scanner", strategy, |(bytes, cuts)| {
-        let whole = scan_requests(&bytes, &[]);
-        let split = scan_requests(&bytes, &cuts);
-        prop_assert_eq!(whole, split, "the split changed what was found");
-        Ok(())
-    });
-}
-
 fn scan_replies(bytes: &[u8], cuts: &[proptest::sample::Index]) -> (Vec<usize>, String) {
-    let mut ends: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
-    ends.push(bytes.len());
-    ends.sort();
     let mut scanner = Scanner::default();
     let mut found = Vec::new();
     let mut start = 0;
-    for end in ends {
+    for end in ends(bytes, cuts) {
         loop {
             match scanner.value(&bytes[start..end]) {
                 Ok(Some(len)) => {
@@ -498,8 +483,12 @@ fn scan_replies(bytes: &[u8], cuts: &[proptest::sample::Index]) -> (Vec<usize>, 
     (found, "incomplete".into())
 }
 
-#[test]
-fn reply_scanner_takes_any_bytes_in_any_split() {
+/// Bytes (RESP-shaped or not) and where to cut them: `scan` must find the same whether the
+/// stream arrives whole or in those pieces.
+fn fuzz_splits<T: PartialEq + std::fmt::Debug>(
+    name: &str,
+    scan: impl Fn(&[u8], &[proptest::sample::Index]) -> T,
+) {
     let strategy = (
         prop_oneof![
             resp_shaped(),
@@ -507,10 +496,20 @@ fn reply_scanner_takes_any_bytes_in_any_split() {
         ],
         proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
     );
-    fuzz("RESP reply scanner", strategy, |(bytes, cuts)| {
-        let whole = scan_replies(&bytes, &[]);
-        let split = scan_replies(&bytes, &cuts);
+    fuzz(name, strategy, |(bytes, cuts)| {
+        let whole = scan(&bytes, &[]);
+        let split = scan(&bytes, &cuts);
         prop_assert_eq!(whole, split, "the split changed what was found");
         Ok(())
     });
+}
+
+#[test]
+fn request_scanner_takes_any_bytes_in_any_split() {
+    fuzz_splits("RESP request scanner", scan_requests);
+}
+
+#[test]
+fn reply_scanner_takes_any_bytes_in_any_split() {
+    fuzz_splits("RESP reply scanner", scan_replies);
 }
