@@ -84,6 +84,8 @@ impl SpecSet {
             let fingerprint = Fingerprint::of(&file);
             let report = match (&fingerprint, self.loaded.get(&file)) {
                 (Some(now), Some((before, report))) if now == before => report.clone(),
+                // A pipe or a device in the directory could block the reader or never end.
+                _ if std::fs::metadata(&file).is_ok_and(|m| !m.is_file()) => not_a_file(&file),
                 _ => {
                     parsed += 1;
                     validate::load_one(&file)
@@ -188,7 +190,21 @@ impl SpecSet {
     }
 }
 
-/// Spec files under `dir`, sorted; hidden folders (such as `.git`) are skipped.
+fn not_a_file(path: &Path) -> Report {
+    Report {
+        problems: vec![Problem {
+            file: path.display().to_string(),
+            object: None,
+            path: None,
+            message: "is not a regular file; not read".into(),
+        }],
+        ..Report::default()
+    }
+}
+
+/// Spec files under `dir`, sorted; hidden folders (such as `.git`) are skipped. Only real
+/// folders are entered (a link to a folder could lead back up and never end); a link to a file
+/// counts as that file.
 pub fn spec_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -204,7 +220,7 @@ pub fn spec_files(dir: &Path) -> Vec<PathBuf> {
             if hidden {
                 continue;
             }
-            if path.is_dir() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 pending.push(path);
             } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                 files.push(path);
@@ -311,6 +327,32 @@ mod tests {
         fs::write(&good, CLUSTER.replace("primary: a", "primary: b")).unwrap();
         assert_eq!(third.reload(dir.path()).parsed, 1);
         assert_eq!(third.reload(dir.path()).reload(dir.path()).parsed, 1);
+    }
+
+    #[test]
+    fn links_to_folders_are_not_followed_and_pipes_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("team")).unwrap();
+        fs::write(dir.path().join("team/orders.yaml"), CLUSTER).unwrap();
+        // A link back up: followed, it would never end.
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("team/loop")).unwrap();
+        // A pipe nobody writes to: read, it would block the controller for ever.
+        let fifo = dir.path().join("pipe.yaml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let set = SpecSet::default().reload(dir.path());
+        assert_eq!(set.desired().len(), 1);
+        assert_eq!(set.problems.len(), 1, "{:?}", set.problems);
+        assert!(
+            set.problems[0]
+                .to_string()
+                .ends_with("pipe.yaml: is not a regular file; not read"),
+            "{}",
+            set.problems[0]
+        );
     }
 
     #[test]

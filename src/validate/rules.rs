@@ -114,8 +114,17 @@ fn check_metadata_name(out: &mut Out<'_>) {
     }
 }
 
+/// Longest `host:port` (the CRD's `maxLength`): a DNS name of 253 and a port.
+const MAX_ADDRESS: usize = 260;
+
 /// Why `address` is not a usable `host:port`, if it is not.
 pub fn address_problem(address: &str) -> Option<String> {
+    if address.len() > MAX_ADDRESS {
+        return Some(format!(
+            "{} is longer than {MAX_ADDRESS} bytes",
+            quoted(address)
+        ));
+    }
     let Some((host, port)) = address.rsplit_once(':') else {
         return Some(format!("{} is not host:port", quoted(address)));
     };
