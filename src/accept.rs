@@ -9,13 +9,16 @@
 use std::{
     io,
     net::SocketAddr,
+    pin::Pin,
     sync::{
         OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
+use futures::FutureExt;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -23,7 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 const PER_CONNECTION: u64 = 2;
 /// How often a listener logs that it refuses clients.
 const LOG_EVERY: Duration = Duration::from_secs(10);
-/// How long a listener waits before accepting again when it could not even refuse a client.
+/// How long a listener waits before trying again when descriptors are short and no client
+/// could be refused (none waited, or no spare descriptor was left to do it with).
 const BACKOFF: Duration = Duration::from_millis(50);
 
 /// The descriptor limit as the process found and left it.
@@ -34,7 +38,7 @@ pub struct Capacity {
     /// The soft limit now (the hard limit, when raising worked).
     pub limit: u64,
     /// Descriptors kept for the controller: probes, journal and status writes, the admin
-    /// endpoint, spec files.
+    /// endpoint's few clients, spec files.
     pub reserved: u64,
     /// Client connections all proxies together admit.
     pub connections: u64,
@@ -55,7 +59,48 @@ impl Capacity {
 }
 
 static CAPACITY: OnceLock<Capacity> = OnceLock::new();
-static OPEN_CLIENTS: AtomicUsize = AtomicUsize::new(0);
+
+/// A number of client connections open at once, shared by the listeners that draw on it.
+#[derive(Debug)]
+pub struct Budget {
+    /// Named in the log when it refuses a client.
+    what: &'static str,
+    open: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl Budget {
+    const fn new(what: &'static str, max: usize) -> Self {
+        Self {
+            what,
+            open: AtomicUsize::new(0),
+            max: AtomicUsize::new(max),
+        }
+    }
+
+    /// Take a place, if one is free.
+    fn admit(&'static self) -> Option<Admitted> {
+        let max = self.max.load(Ordering::Relaxed);
+        self.open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| Admitted(self))
+    }
+
+    /// Connections holding a place now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Every proxy's clients together: set from the descriptor limit at start-up (unbounded
+/// until then, when only the operating system's limit applies).
+pub static PROXY_CLIENTS: Budget = Budget::new("the proxies' connection budget", usize::MAX);
+/// The admin endpoint's clients (scrapes, health checks): a few, so that nobody who can reach
+/// it can use up the descriptors the controller's probes need.
+pub static ADMIN_CLIENTS: Budget = Budget::new("the admin endpoint's connection budget", 64);
 
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit (once per process), work out how many
 /// client connections fit, and log it.
@@ -71,11 +116,15 @@ pub fn raise_descriptor_limit() -> Capacity {
         };
         let open = std::fs::read_dir("/proc/self/fd").map_or(16, |d| d.count() as u64);
         let capacity = Capacity::for_limit(soft, limit, open);
+        PROXY_CLIENTS
+            .max
+            .store(capacity.connections as usize, Ordering::Relaxed);
         tracing::info!(
             limit = capacity.limit,
             raised_from = capacity.before,
             reserved_for_controller = capacity.reserved,
             client_connections = capacity.connections,
+            admin_connections = ADMIN_CLIENTS.max.load(Ordering::Relaxed),
             "file descriptors: proxies admit up to {} client connections",
             capacity.connections
         );
@@ -83,33 +132,14 @@ pub fn raise_descriptor_limit() -> Capacity {
     })
 }
 
-/// A place in the budget of client connections, given back on drop.
+/// A place in a [`Budget`], given back on drop.
 #[derive(Debug)]
-pub struct Admitted(());
+pub struct Admitted(&'static Budget);
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        OPEN_CLIENTS.fetch_sub(1, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Take a place in the budget, if one is free. Without a budget (the limit was never looked
-/// at), everything is admitted and only the operating system's limit applies.
-fn admit() -> Option<Admitted> {
-    let budget = CAPACITY
-        .get()
-        .map_or(usize::MAX, |c| c.connections as usize);
-    OPEN_CLIENTS
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-            (open < budget).then_some(open + 1)
-        })
-        .ok()
-        .map(|_| Admitted(()))
-}
-
-/// Client connections open now, across every proxy.
-pub fn open_clients() -> usize {
-    OPEN_CLIENTS.load(Ordering::Relaxed)
 }
 
 fn out_of_descriptors(e: &io::Error) -> bool {
@@ -124,8 +154,8 @@ pub struct Acceptor {
     listener: TcpListener,
     /// What it serves, for the log: a virtual name, or "admin".
     what: String,
-    /// Whether clients count against the proxies' budget (the admin endpoint does not).
-    budgeted: bool,
+    /// The budget its clients draw on.
+    budget: &'static Budget,
     /// An open descriptor given up to accept, and close, a client when there is no other.
     spare: Option<std::fs::File>,
     /// Clients refused since the last log line.
@@ -134,51 +164,54 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    pub fn new(listener: TcpListener, what: impl Into<String>, budgeted: bool) -> Self {
+    pub fn new(listener: TcpListener, what: impl Into<String>, budget: &'static Budget) -> Self {
         Self {
             listener,
             what: what.into(),
-            budgeted,
+            budget,
             spare: spare(),
             refused: 0,
             logged_at: None,
         }
     }
 
-    /// The next client to serve, and its place in the budget (for budgeted listeners). Clients
-    /// beyond the budget, or arriving when no descriptor is left, are closed here.
-    pub async fn accept(&mut self) -> (TcpStream, SocketAddr, Option<Admitted>) {
+    /// The next client to serve, with its place in the budget. Clients beyond the budget, or
+    /// arriving when no descriptor is left, are closed here.
+    pub async fn accept(&mut self) -> (TcpStream, SocketAddr, Admitted) {
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
                     if self.spare.is_none() {
                         self.spare = spare();
                     }
-                    if !self.budgeted {
-                        return (stream, peer, None);
-                    }
-                    match admit() {
-                        Some(admitted) => return (stream, peer, Some(admitted)),
+                    match self.budget.admit() {
+                        Some(admitted) => return (stream, peer, admitted),
                         None => {
                             drop(stream);
-                            self.refused("the proxies' connection budget is spent");
+                            self.refused(self.budget.what);
                         }
                     }
                 }
                 Err(e) if out_of_descriptors(&e) => {
-                    // Give up the spare descriptor to take the waiting client off the queue
-                    // and close it: it learns at once, instead of hanging until it times out.
-                    match self.spare.take() {
-                        Some(given_up) => {
-                            drop(given_up);
-                            if let Ok((stream, _)) = self.listener.accept().await {
-                                drop(stream);
-                            }
-                            self.spare = spare();
+                    // Linux allocates the descriptor before it looks at the queue, so this comes
+                    // whether or not a client waits. Give up the spare descriptor to take a
+                    // client that already waits and close it: it learns at once instead of
+                    // hanging until it times out. Never wait for one here: that would take
+                    // the next client, arriving once descriptors are back, for this one.
+                    let mut closed = false;
+                    if let Some(given_up) = self.spare.take() {
+                        drop(given_up);
+                        if let Some(Ok((stream, _))) = self.listener.accept().now_or_never() {
+                            drop(stream);
+                            closed = true;
                         }
-                        None => tokio::time::sleep(BACKOFF).await,
+                        self.spare = spare();
                     }
-                    self.refused("no file descriptor is left");
+                    if closed {
+                        self.refused("no file descriptor is left");
+                    } else {
+                        tokio::time::sleep(BACKOFF).await;
+                    }
                 }
                 // A client that gave up while queued, and the like: nothing to do.
                 Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
@@ -194,14 +227,13 @@ impl Acceptor {
         }
         self.logged_at = Some(Instant::now());
         let refused = std::mem::take(&mut self.refused);
-        let capacity = CAPACITY.get();
         tracing::warn!(
             listener = %self.what,
             refused,
             why,
-            open_clients = open_clients(),
-            client_connections = capacity.map(|c| c.connections),
-            descriptor_limit = capacity.map(|c| c.limit),
+            open = self.budget.open(),
+            budget = self.budget.max.load(Ordering::Relaxed),
+            descriptor_limit = CAPACITY.get().map(|c| c.limit),
             "refusing new clients (closed at once; connections already open carry on)"
         );
     }
@@ -211,12 +243,51 @@ fn spare() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
+/// A client connection holding its place in the budget until it closes.
+pub struct AdmittedStream {
+    stream: TcpStream,
+    _admitted: Admitted,
+}
+
+impl tokio::io::AsyncRead for AdmittedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for AdmittedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The admin endpoint's listener: axum serves what it accepts.
 impl axum::serve::Listener for Acceptor {
-    type Io = TcpStream;
+    type Io = AdmittedStream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, peer, _) = Acceptor::accept(self).await;
+        let (stream, peer, admitted) = Acceptor::accept(self).await;
+        let stream = AdmittedStream {
+            stream,
+            _admitted: admitted,
+        };
         (stream, peer)
     }
 

@@ -265,7 +265,7 @@ pub async fn start_admin(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Re
         .with_state(metrics);
     // Bound here, so a busy port is the caller's error rather than a background task's.
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let listener = crate::accept::Acceptor::new(listener, "admin", false);
+    let listener = crate::accept::Acceptor::new(listener, "admin", &crate::accept::ADMIN_CLIENTS);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(%addr, error = %e, "admin endpoint stopped");

@@ -1,7 +1,8 @@
 //! `replicant run` under descriptor pressure, with a low `RLIMIT_NOFILE` set on the child: the
-//! proxies refuse clients past their budget and the admin endpoint refuses clients when no
-//! descriptor is left, closing them at once and logging it rarely; open connections carry on,
-//! the controller keeps its cluster, and both accept again once descriptors free up.
+//! proxies and the admin endpoint refuse clients past their budgets, closing them at once and
+//! logging it rarely; open connections carry on, the controller keeps its cluster, and both
+//! accept again once places free up. (A listener out of descriptors altogether is tested in
+//! `tests/descriptors_exhausted.rs`, in a process of its own.)
 
 mod support;
 
@@ -137,10 +138,7 @@ async fn clients_beyond_the_descriptors_are_refused_and_the_rest_carry_on() {
         (1..=2).contains(&refusals),
         "20 refusals logged {refusals} times:\n{log}"
     );
-    assert!(
-        log.contains("the proxies' connection budget is spent"),
-        "{log}"
-    );
+    assert!(log.contains("the proxies' connection budget"), "{log}");
 
     // Freed places are taken again.
     clients.truncate(budget - 5);
@@ -155,17 +153,15 @@ async fn clients_beyond_the_descriptors_are_refused_and_the_rest_carry_on() {
     })
     .await;
 
-    // The admin endpoint has no budget: it runs into the limit itself.
-    let mut admins = Vec::new();
-    while let Some(c) = admin_client(admin) {
-        admins.push(c);
-        assert!(admins.len() < LIMIT as usize, "never refused");
-    }
-    assert!(admins.len() > 10, "only {} admin clients", admins.len());
+    // The admin endpoint has a small budget of its own, so scrapes cannot use up what the
+    // controller's probes need.
+    let mut admins: Vec<TcpStream> = (0..64)
+        .map(|i| admin_client(admin).unwrap_or_else(|| panic!("admin client {i} refused")))
+        .collect();
     for _ in 0..5 {
         assert!(
             closed_at_once(admin, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"),
-            "with no descriptor left, a client was not closed at once"
+            "an admin client past its budget was not closed at once"
         );
     }
     assert!(
@@ -177,7 +173,8 @@ async fn clients_beyond_the_descriptors_are_refused_and_the_rest_carry_on() {
         "open proxy clients must carry on"
     );
     eventually("the refusal to be logged", 5, async || {
-        ctl.log_text().contains("no file descriptor is left")
+        ctl.log_text()
+            .contains("the admin endpoint's connection budget")
     })
     .await;
 

@@ -25,7 +25,7 @@ use tokio::{
 };
 
 use crate::{
-    accept::{Acceptor, Admitted},
+    accept::{Acceptor, Admitted, PROXY_CLIENTS},
     api::{Balancing, ProxyMode},
     metrics::Metrics,
     plan::Endpoint,
@@ -320,7 +320,7 @@ async fn serve(
     name: String,
     metrics: Option<Arc<Metrics>>,
 ) {
-    let mut acceptor = Acceptor::new(listener, name.clone(), true);
+    let mut acceptor = Acceptor::new(listener, name.clone(), &PROXY_CLIENTS);
     loop {
         let (client, _, admitted) = acceptor.accept().await;
         let Some(endpoint) = proxy.pick() else {
@@ -346,7 +346,7 @@ async fn serve(
                 name: name.clone(),
                 metrics: metrics.clone(),
                 counted: false,
-                _admitted: admitted,
+                _admitted: Some(admitted),
             },
         ));
         connections.insert(id, (endpoint.member, relay.abort_handle()));
