@@ -3,6 +3,7 @@
 //! Implementations do the network I/O, with a timeout on every call. Nothing above this trait
 //! knows which database it is talking to.
 
+pub mod postgres;
 pub mod redis;
 
 use std::fmt;
@@ -77,6 +78,13 @@ pub enum EngineError {
         during: &'static str,
         message: String,
     },
+    /// The server refused the credentials: retrying will not help until they change.
+    #[error("{address}: authentication failed: {message}")]
+    Auth { address: String, message: String },
+    /// The server process runs but does not accept connections yet (starting up, shutting
+    /// down, or in recovery without read access).
+    #[error("{address}: up but not accepting connections: {message}")]
+    NotAccepting { address: String, message: String },
     #[error("{address}: {during} did not take effect: {detail}")]
     NotApplied {
         address: String,

@@ -1,5 +1,6 @@
 //! Local `redis-server` processes on loopback for the demo, tests and benchmarks: start, freeze, kill, always by PID.
 
+pub mod postgres;
 pub mod writer;
 
 use std::{
@@ -33,6 +34,17 @@ pub enum LocalError {
     NotReady { port: u16, secs: u64, log: String },
     #[error("no free port on 127.0.0.1: {0}")]
     NoPort(std::io::Error),
+}
+
+/// SIGKILL a child by its PID and reap it. Idempotent.
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Send `signal` to a child by its PID (ignored once it has gone).
+fn signal(child: &Child, signal: Signal) {
+    let _ = kill(Pid::from_raw(child.id() as i32), signal);
 }
 
 /// A port nobody listens on right now (the kernel's choice).
@@ -116,18 +128,17 @@ impl RedisProcess {
 
     /// SIGKILL by PID and reap. Idempotent.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_and_reap(&mut self.child);
     }
 
     /// SIGSTOP: the process stays, its sockets accept connections, nothing answers.
     pub fn freeze(&self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGSTOP);
+        signal(&self.child, Signal::SIGSTOP);
     }
 
     /// SIGCONT after [`freeze`](Self::freeze).
     pub fn thaw(&self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT);
+        signal(&self.child, Signal::SIGCONT);
     }
 
     /// Start again on the same port (after a kill), empty.

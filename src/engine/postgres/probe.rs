@@ -1,0 +1,258 @@
+//! One member as PostgreSQL describes itself, read with a single query: role, positions,
+//! timeline, upstream, identity and the settings replicant manages. Touches only the member it
+//! is given, read-only.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use tokio_postgres::{NoTls, error::SqlState};
+
+use crate::engine::{Credentials, EngineError};
+
+/// A WAL position (`pg_lsn`), as a byte offset in the WAL stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Lsn(pub u64);
+
+impl FromStr for Lsn {
+    type Err = String;
+
+    /// `16/B374D848`, as PostgreSQL prints it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (high, low) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not an LSN"))?;
+        let part = |p: &str| u32::from_str_radix(p, 16).map_err(|_| format!("{s:?} is not an LSN"));
+        Ok(Lsn(((part(high)? as u64) << 32) | part(low)? as u64))
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+/// The WAL receiver of a standby, when it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receiver {
+    /// `host:port` it streams from.
+    pub sender: String,
+    /// `streaming`, `catchup`, `starting`, `waiting`, `restarting` or `stopping`.
+    pub status: String,
+    /// The timeline it receives.
+    pub timeline: u32,
+}
+
+/// What one query tells about a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgProbe {
+    /// In recovery: a standby (or a primary not promoted yet).
+    pub in_recovery: bool,
+    /// Which data set this is: `pg_control_system().system_identifier`. Members of one cluster
+    /// share it; a member with another holds other data and is never copied over.
+    pub system_identifier: u64,
+    /// The timeline its data is on: the primary's current one, the timeline a standby receives,
+    /// or, with no receiver, the one its recovery has reached.
+    pub timeline: u32,
+    /// Durable position: WAL flushed on a primary, received and flushed on a standby. `None`
+    /// on a standby that has received nothing since it started.
+    pub durable: Option<Lsn>,
+    /// Applied position: WAL replayed, visible to readers (a primary's equals `durable`).
+    pub applied: Option<Lsn>,
+    /// The receiver, when a standby's runs.
+    pub receiver: Option<Receiver>,
+    /// `host:port` of `primary_conninfo`: where a standby is told to stream from, whether or
+    /// not it does. The rest of the setting (which may hold a password) is never kept.
+    pub configured_upstream: Option<String>,
+    pub primary_slot_name: Option<String>,
+    pub synchronous_standby_names: String,
+    pub synchronous_commit: String,
+    pub default_transaction_read_only: bool,
+}
+
+const PROBE: &str = "
+SELECT pg_is_in_recovery(),
+       (SELECT system_identifier FROM pg_control_system())::text,
+       CASE WHEN pg_is_in_recovery() THEN NULL
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+       (SELECT received_tli FROM pg_stat_wal_receiver),
+       (SELECT min_recovery_end_timeline FROM pg_control_recovery()),
+       (SELECT timeline_id FROM pg_control_checkpoint()),
+       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()::text
+            ELSE pg_current_wal_flush_lsn()::text END,
+       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text
+            ELSE pg_current_wal_flush_lsn()::text END,
+       (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),
+       (SELECT status FROM pg_stat_wal_receiver),
+       current_setting('primary_conninfo'),
+       current_setting('primary_slot_name'),
+       current_setting('synchronous_standby_names'),
+       current_setting('synchronous_commit'),
+       current_setting('default_transaction_read_only')";
+
+/// Probe `address` (`host:port`) within `timeout` for connecting and querying together.
+pub async fn probe(
+    address: &str,
+    credentials: &Credentials,
+    timeout: Duration,
+) -> Result<PgProbe, EngineError> {
+    let timed_out = || EngineError::Timeout {
+        address: address.to_string(),
+        millis: timeout.as_millis(),
+        during: "probe",
+    };
+    tokio::time::timeout(timeout, probe_unbounded(address, credentials))
+        .await
+        .map_err(|_| timed_out())?
+}
+
+async fn probe_unbounded(address: &str, credentials: &Credentials) -> Result<PgProbe, EngineError> {
+    let (host, port) = split_address(address)?;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host)
+        .port(port)
+        .user(credentials.username.as_deref().unwrap_or("postgres"))
+        .dbname("postgres")
+        .application_name("replicant");
+    if let Some(password) = &credentials.password {
+        config.password(password.expose());
+    }
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| classify(address, "connect", &e))?;
+    // The connection runs until the client is dropped at the end of this probe.
+    let connection = tokio::spawn(connection);
+    let row = client
+        .query_one(PROBE, &[])
+        .await
+        .map_err(|e| classify(address, "probe", &e));
+    drop(client);
+    let _ = connection.await;
+    let row = row?;
+    let protocol = |detail: String| EngineError::Protocol {
+        address: address.to_string(),
+        during: "probe",
+        detail,
+    };
+    let lsn = |text: Option<String>| -> Result<Option<Lsn>, EngineError> {
+        text.map(|t| t.parse().map_err(protocol)).transpose()
+    };
+    let in_recovery: bool = row.get(0);
+    let system_identifier: String = row.get(1);
+    let primary_timeline: Option<i32> = row.get(2);
+    let received_timeline: Option<i32> = row.get(3);
+    let recovery_timeline: Option<i32> = row.get(4);
+    let checkpoint_timeline: Option<i32> = row.get(5);
+    let timeline = primary_timeline
+        .or(received_timeline)
+        .or(recovery_timeline.filter(|t| *t > 0))
+        .or(checkpoint_timeline)
+        .unwrap_or(0) as u32;
+    let sender: Option<String> = row.get(8);
+    let status: Option<String> = row.get(9);
+    let conninfo: String = row.get(10);
+    let slot: String = row.get(11);
+    Ok(PgProbe {
+        in_recovery,
+        system_identifier: system_identifier
+            .parse()
+            .map_err(|_| protocol(format!("system identifier {system_identifier:?}")))?,
+        timeline,
+        durable: lsn(row.get(6))?,
+        applied: lsn(row.get(7))?,
+        receiver: sender.zip(status).map(|(sender, status)| Receiver {
+            sender,
+            status,
+            timeline: received_timeline.unwrap_or(0) as u32,
+        }),
+        configured_upstream: conninfo_address(&conninfo),
+        primary_slot_name: (!slot.is_empty()).then_some(slot),
+        synchronous_standby_names: row.get(12),
+        synchronous_commit: row.get(13),
+        default_transaction_read_only: row.get::<_, String>(14) == "on",
+    })
+}
+
+fn split_address(address: &str) -> Result<(&str, u16), EngineError> {
+    let bad = || EngineError::Connect {
+        address: address.to_string(),
+        message: "not host:port".into(),
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host, port.parse().map_err(|_| bad())?))
+}
+
+/// `host:port` of a libpq connection string (`host=... port=...`), nothing else of it.
+pub fn conninfo_address(conninfo: &str) -> Option<String> {
+    let mut host = None;
+    let mut port = None;
+    for pair in conninfo.split_whitespace() {
+        match pair.split_once('=') {
+            Some(("host", value)) => host = Some(value.trim_matches('\'')),
+            Some(("port", value)) => port = Some(value.trim_matches('\'')),
+            _ => {}
+        }
+    }
+    let host = host?;
+    Some(format!("{host}:{}", port.unwrap_or("5432")))
+}
+
+/// Tell apart what a caller acts on differently: nothing listening, wrong credentials, a
+/// server not accepting connections yet, and the rest.
+fn classify(address: &str, during: &'static str, error: &tokio_postgres::Error) -> EngineError {
+    let address = address.to_string();
+    if let Some(db) = error.as_db_error() {
+        let message = db.message().to_string();
+        return match *db.code() {
+            SqlState::INVALID_PASSWORD | SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+                EngineError::Auth { address, message }
+            }
+            SqlState::CANNOT_CONNECT_NOW => EngineError::NotAccepting { address, message },
+            _ => EngineError::Command {
+                address,
+                during,
+                message: format!("{} ({})", message, db.code().code()),
+            },
+        };
+    }
+    let io = std::error::Error::source(error).and_then(|s| s.downcast_ref::<std::io::Error>());
+    match io.map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::ConnectionRefused) => EngineError::Refused { address },
+        _ => EngineError::Connect {
+            address,
+            message: error.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsns_read_and_print_as_postgres_writes_them() {
+        let lsn: Lsn = "16/B374D848".parse().unwrap();
+        assert_eq!(lsn.0, (0x16 << 32) | 0xB374_D848);
+        assert_eq!(lsn.to_string(), "16/B374D848");
+        assert!("0/3000060".parse::<Lsn>().unwrap() < "1/0".parse::<Lsn>().unwrap());
+        assert!("nonsense".parse::<Lsn>().is_err());
+    }
+
+    #[test]
+    fn only_host_and_port_are_kept_of_a_conninfo() {
+        assert_eq!(
+            conninfo_address(
+                "user=postgres password=secret host=10.0.0.1 port=5433 sslmode=prefer"
+            )
+            .as_deref(),
+            Some("10.0.0.1:5433")
+        );
+        assert_eq!(
+            conninfo_address("host='db-a'").as_deref(),
+            Some("db-a:5432")
+        );
+        assert_eq!(conninfo_address(""), None);
+    }
+}

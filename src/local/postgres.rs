@@ -1,0 +1,391 @@
+//! Local `postgres` servers on loopback for tests, the demo and benchmarks: a primary made with
+//! initdb, standbys cloned from it with pg_basebackup. Run as the unprivileged `postgres` user
+//! when the caller is root (PostgreSQL refuses root), each in its own data directory with its
+//! socket there too; shut down by PID.
+
+use std::{
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::{Gid, Pid, Uid, User, chown},
+};
+
+use super::{free_port, kill_and_reap, signal};
+
+/// The superuser's password in servers made here (scram-sha-256 on loopback).
+pub const PASSWORD: &str = "replicant-test";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error(
+        "PostgreSQL is not installed (Debian: sudo apt-get install postgresql-15; or set REPLICANT_PG_BIN to its bin directory)"
+    )]
+    Missing,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{command} failed ({status}): {output}")]
+    Failed {
+        command: String,
+        status: String,
+        output: String,
+    },
+    #[error("postgres on port {port} did not accept connections within {secs}s; see {log}")]
+    NotReady { port: u16, secs: u64, log: String },
+    #[error("no free port: {0}")]
+    NoPort(String),
+}
+
+/// The directory of `postgres`, `initdb`, `pg_basebackup`...: `REPLICANT_PG_BIN`, else the
+/// newest `/usr/lib/postgresql/*/bin` (Debian keeps them off the PATH), else the PATH.
+pub fn bin_dir() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("REPLICANT_PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Some(bin);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .find(|p| p.join("postgres").exists() && p.join("initdb").exists())
+    })
+}
+
+/// Whether PostgreSQL's server binaries can be found.
+pub fn postgres_available() -> bool {
+    bin_dir().is_some()
+}
+
+/// Who the servers run as: the `postgres` user (or `nobody`) when we are root, else ourselves.
+fn run_as() -> Option<(Uid, Gid)> {
+    if !Uid::effective().is_root() {
+        return None;
+    }
+    let user = User::from_name("postgres")
+        .ok()
+        .flatten()
+        .or_else(|| User::from_name("nobody").ok().flatten())?;
+    Some((user.uid, user.gid))
+}
+
+/// A `postgres` server on 127.0.0.1. Shut down on drop (SIGQUIT, then SIGKILL), by PID.
+pub struct PostgresProcess {
+    child: Child,
+    pub port: u16,
+    pub data: PathBuf,
+    log: PathBuf,
+}
+
+impl PostgresProcess {
+    /// A new primary in `dir`: initdb, replication allowed from loopback, then started.
+    pub fn primary(dir: &Path, settings: &[(&str, &str)]) -> Result<Self, PostgresError> {
+        let port = free_port().map_err(|e| PostgresError::NoPort(e.to_string()))?;
+        let data = prepare(dir, port)?;
+        let pwfile = data.with_extension("pw");
+        write_owned(&pwfile, PASSWORD)?;
+        run(Command::new(tool("initdb")?)
+            .args(["-D"])
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display())))?;
+        let hba = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n";
+        write_owned(&data.join("pg_hba.conf"), hba)?;
+        Self::start(data, port, settings)
+    }
+
+    /// A standby streaming from `primary`, cloned with pg_basebackup into `dir`.
+    pub fn standby_of(
+        primary: &PostgresProcess,
+        dir: &Path,
+        settings: &[(&str, &str)],
+    ) -> Result<Self, PostgresError> {
+        let port = free_port().map_err(|e| PostgresError::NoPort(e.to_string()))?;
+        // Empty and owned by the server's user: pg_basebackup fills it.
+        let data = prepare(dir, port)?;
+        run(Command::new(tool("pg_basebackup")?)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(&data)
+            .args(["-R", "-X", "stream", "--no-sync"])
+            .env("PGPASSWORD", PASSWORD))?;
+        Self::start(data, port, settings)
+    }
+
+    fn start(data: PathBuf, port: u16, settings: &[(&str, &str)]) -> Result<Self, PostgresError> {
+        let log = data.with_extension("log");
+        let mut process = Self {
+            child: spawn(&data, port, settings, &log)?,
+            port,
+            data,
+            log,
+        };
+        process.wait_until(Duration::from_secs(30), |p| p.accepting())?;
+        Ok(process)
+    }
+
+    /// Start again after a kill or a stop, with the same data, port and `settings`; waits until
+    /// the server accepts connections (`wait_ready`) or only until it listens.
+    pub fn restart(
+        &mut self,
+        settings: &[(&str, &str)],
+        wait_ready: bool,
+    ) -> Result<(), PostgresError> {
+        self.kill();
+        self.child = spawn(&self.data, self.port, settings, &self.log)?;
+        if wait_ready {
+            self.wait_until(Duration::from_secs(30), |p| p.accepting())
+        } else {
+            self.wait_until(Duration::from_secs(30), |p| p.listening())
+        }
+    }
+
+    fn wait_until(
+        &mut self,
+        limit: Duration,
+        ready: impl Fn(&Self) -> bool,
+    ) -> Result<(), PostgresError> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if ready(self) {
+                return Ok(());
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(PostgresError::NotReady {
+            port: self.port,
+            secs: limit.as_secs(),
+            log: self.log.display().to_string(),
+        })
+    }
+
+    /// `pg_isready`: 0 accepting, 1 rejecting (starting up, no hot standby), 2 no answer.
+    fn isready(&self) -> Option<i32> {
+        let tool = tool("pg_isready").ok()?;
+        Command::new(tool)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?
+            .code()
+    }
+
+    fn accepting(&self) -> bool {
+        self.isready() == Some(0)
+    }
+
+    fn listening(&self) -> bool {
+        matches!(self.isready(), Some(0 | 1))
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The postmaster's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL of the postmaster, as a crash would; its backends notice and exit. Idempotent.
+    pub fn kill(&mut self) {
+        kill_and_reap(&mut self.child);
+    }
+
+    /// SIGSTOP of the postmaster: connections are accepted by the kernel, nothing answers.
+    pub fn freeze(&self) {
+        signal(&self.child, Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`freeze`](Self::freeze).
+    pub fn thaw(&self) {
+        signal(&self.child, Signal::SIGCONT);
+    }
+}
+
+impl Drop for PostgresProcess {
+    fn drop(&mut self) {
+        // Immediate shutdown: the postmaster stops its backends and removes its shared memory.
+        signal(&self.child, Signal::SIGCONT);
+        if kill(Pid::from_raw(self.child.id() as i32), Signal::SIGQUIT).is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill();
+        self.remove_shared_memory();
+    }
+}
+
+impl PostgresProcess {
+    /// A postmaster killed with SIGKILL leaves its small System V segment behind; its id is on
+    /// the seventh line of `postmaster.pid`, which a clean shutdown removes.
+    fn remove_shared_memory(&self) {
+        let Ok(pidfile) = std::fs::read_to_string(self.data.join("postmaster.pid")) else {
+            return;
+        };
+        if let Some(id) = pidfile
+            .lines()
+            .nth(6)
+            .and_then(|l| l.split_whitespace().nth(1))
+            .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let _ = Command::new("ipcrm")
+                .args(["-m", id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn tool(name: &str) -> Result<PathBuf, PostgresError> {
+    let path = bin_dir().ok_or(PostgresError::Missing)?.join(name);
+    path.exists().then_some(path).ok_or(PostgresError::Missing)
+}
+
+/// `dir/pg-<port>`, empty, owned by the user the server runs as (with `dir` made passable).
+fn prepare(dir: &Path, port: u16) -> Result<PathBuf, PostgresError> {
+    let io = |what: String| move |source| PostgresError::Io { what, source };
+    let data = dir.join(format!("pg-{port}"));
+    std::fs::create_dir_all(&data).map_err(io(format!("create {}", data.display())))?;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("chmod {}", data.display())))?;
+    if let Some((uid, gid)) = run_as() {
+        let mode = std::fs::metadata(dir)
+            .map_err(io(format!("stat {}", dir.display())))?
+            .permissions()
+            .mode();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711))
+            .map_err(io(format!("chmod {}", dir.display())))?;
+        chown(&data, Some(uid), Some(gid)).map_err(|e| PostgresError::Io {
+            what: format!("chown {}", data.display()),
+            source: e.into(),
+        })?;
+    }
+    Ok(data)
+}
+
+fn write_owned(path: &Path, content: &str) -> Result<(), PostgresError> {
+    std::fs::write(path, content).map_err(|source| PostgresError::Io {
+        what: format!("write {}", path.display()),
+        source,
+    })?;
+    if let Some((uid, gid)) = run_as() {
+        chown(path, Some(uid), Some(gid)).map_err(|e| PostgresError::Io {
+            what: format!("chown {}", path.display()),
+            source: e.into(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Drop root for a child, when we are root.
+fn as_server_user(command: &mut Command) -> &mut Command {
+    if let Some((uid, gid)) = run_as() {
+        command.uid(uid.as_raw()).gid(gid.as_raw());
+    }
+    command
+}
+
+fn run(command: &mut Command) -> Result<(), PostgresError> {
+    let name = format!("{:?}", command.get_program());
+    let output = as_server_user(command)
+        .output()
+        .map_err(|source| PostgresError::Io {
+            what: name.clone(),
+            source,
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(PostgresError::Failed {
+        command: name,
+        status: output.status.to_string(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    })
+}
+
+fn spawn(
+    data: &Path,
+    port: u16,
+    settings: &[(&str, &str)],
+    log: &Path,
+) -> Result<Child, PostgresError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| PostgresError::Io { what, source }
+    };
+    let file = std::fs::File::create(log).map_err(io("create the server log"))?;
+    if let Some((uid, gid)) = run_as() {
+        let _ = chown(log, Some(uid), Some(gid));
+    }
+    let mut command = Command::new(tool("postgres")?);
+    command
+        .arg("-D")
+        .arg(data)
+        .args(["-p", &port.to_string()])
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", data.display()))
+        .args([
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_wal_senders=10",
+            "-c",
+            "wal_keep_size=128MB",
+        ]);
+    for (name, value) in settings {
+        command.arg("-c").arg(format!("{name}={value}"));
+    }
+    as_server_user(&mut command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .map_err(io("start postgres"))
+}
