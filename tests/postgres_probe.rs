@@ -1,54 +1,15 @@
 //! The PostgreSQL probe against real servers on loopback: a primary, a streaming standby, a
 //! standby whose primary is gone, another data set, and each class of error.
 
+mod support;
+
 use std::time::Duration;
 
 use replicant::{
-    engine::{Credentials, EngineError, Secret, postgres},
-    local::postgres::{PASSWORD, PostgresProcess, postgres_available},
+    engine::{EngineError, postgres},
+    local::postgres::PostgresProcess,
 };
-
-/// Without PostgreSQL, say SKIPPED and pass, unless CI is set (`.ci/run` installs it).
-fn available() -> bool {
-    if postgres_available() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "PostgreSQL is missing under CI: .ci/run should have installed it"
-    );
-    eprintln!("SKIPPED: PostgreSQL is not installed");
-    false
-}
-
-fn credentials(password: &str) -> Credentials {
-    Credentials {
-        username: Some("postgres".into()),
-        password: Some(Secret::new(password)),
-    }
-}
-
-const TIMEOUT: Duration = Duration::from_secs(2);
-
-async fn probe(address: &str) -> Result<postgres::PgProbe, EngineError> {
-    postgres::probe(address, &credentials(PASSWORD), TIMEOUT).await
-}
-
-/// Run SQL on `address` as the superuser.
-async fn sql(address: &str, statement: &str) {
-    let (host, port) = address.rsplit_once(':').unwrap();
-    let (client, connection) = tokio_postgres::Config::new()
-        .host(host)
-        .port(port.parse().unwrap())
-        .user("postgres")
-        .password(PASSWORD)
-        .dbname("postgres")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client.batch_execute(statement).await.unwrap();
-}
+use support::pg::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_primary_and_its_standby_describe_themselves() {

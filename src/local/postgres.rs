@@ -222,9 +222,14 @@ impl PostgresProcess {
         self.child.id()
     }
 
-    /// SIGKILL of the postmaster, as a crash would; its backends notice and exit. Idempotent.
+    /// SIGKILL of the postmaster and of every process it started, by PID, as the loss of the
+    /// node would. Idempotent.
     pub fn kill(&mut self) {
+        let children = children_of(self.child.id());
         kill_and_reap(&mut self.child);
+        for pid in children {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
     }
 
     /// SIGSTOP of the postmaster: connections are accepted by the kernel, nothing answers.
@@ -276,6 +281,29 @@ impl PostgresProcess {
                 .status();
         }
     }
+}
+
+/// The processes whose parent is `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // After the command name, in parentheses: state, then the parent's PID.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then(|| Pid::from_raw(pid))
+        })
+        .collect()
 }
 
 fn tool(name: &str) -> Result<PathBuf, PostgresError> {

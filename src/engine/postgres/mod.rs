@@ -1,7 +1,9 @@
 //! The PostgreSQL engine, over SQL (tokio-postgres, a timeout on every call). So far: the probe
-//! of one member. The engine behind the [`super::Engine`] trait, and the node agent for what
-//! SQL cannot do, build on it.
+//! of one member and the actions that need no restart. The engine behind the
+//! [`super::Engine`] trait, and the node agent for what SQL cannot do, build on them.
 
+pub mod actions;
 pub mod probe;
 
+pub use actions::{Target, Upstream};
 pub use probe::{Lsn, PgProbe, Receiver, probe};

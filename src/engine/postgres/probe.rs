@@ -106,29 +106,13 @@ pub async fn probe(
 }
 
 async fn probe_unbounded(address: &str, credentials: &Credentials) -> Result<PgProbe, EngineError> {
-    let (host, port) = split_address(address)?;
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(host)
-        .port(port)
-        .user(credentials.username.as_deref().unwrap_or("postgres"))
-        .dbname("postgres")
-        .application_name("replicant");
-    if let Some(password) = &credentials.password {
-        config.password(password.expose());
-    }
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| classify(address, "connect", &e))?;
-    // The connection runs until the client is dropped at the end of this probe.
-    let connection = tokio::spawn(connection);
-    let row = client
+    let session = Session::connect(address, credentials).await?;
+    let row = session
+        .client
         .query_one(PROBE, &[])
         .await
         .map_err(|e| classify(address, "probe", &e));
-    drop(client);
-    let _ = connection.await;
+    session.close().await;
     let row = row?;
     let protocol = |detail: String| EngineError::Protocol {
         address: address.to_string(),
@@ -174,6 +158,42 @@ async fn probe_unbounded(address: &str, credentials: &Credentials) -> Result<PgP
     })
 }
 
+/// One connection to a member, for the length of one probe or action.
+pub(super) struct Session {
+    pub client: tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+}
+
+impl Session {
+    pub async fn connect(address: &str, credentials: &Credentials) -> Result<Self, EngineError> {
+        let (host, port) = split_address(address)?;
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(host)
+            .port(port)
+            .user(credentials.username.as_deref().unwrap_or("postgres"))
+            .dbname("postgres")
+            .application_name("replicant");
+        if let Some(password) = &credentials.password {
+            config.password(password.expose());
+        }
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| classify(address, "connect", &e))?;
+        Ok(Self {
+            client,
+            connection: tokio::spawn(connection),
+        })
+    }
+
+    /// Close the connection and wait until it has gone.
+    pub async fn close(self) {
+        drop(self.client);
+        let _ = self.connection.await;
+    }
+}
+
 fn split_address(address: &str) -> Result<(&str, u16), EngineError> {
     let bad = || EngineError::Connect {
         address: address.to_string(),
@@ -201,7 +221,11 @@ pub fn conninfo_address(conninfo: &str) -> Option<String> {
 
 /// Tell apart what a caller acts on differently: nothing listening, wrong credentials, a
 /// server not accepting connections yet, and the rest.
-fn classify(address: &str, during: &'static str, error: &tokio_postgres::Error) -> EngineError {
+pub(super) fn classify(
+    address: &str,
+    during: &'static str,
+    error: &tokio_postgres::Error,
+) -> EngineError {
     let address = address.to_string();
     if let Some(db) = error.as_db_error() {
         let message = db.message().to_string();

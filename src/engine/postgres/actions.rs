@@ -1,0 +1,297 @@
+//! What the controller does to a member over SQL, with no restart: re-point or detach a standby,
+//! promote, fence softly and lift the fence. Each is idempotent, checks that it took effect,
+//! and runs within the timeout it is given. Touches only the member it is given.
+
+use std::time::{Duration, Instant};
+
+use super::probe::{Session, classify};
+use crate::engine::{Credentials, EngineError};
+
+/// A name no standby has: with it as `synchronous_standby_names`, no commit is acknowledged.
+pub const FENCED_STANDBY_NAME: &str = "replicant_fenced";
+
+/// Where a standby streams from.
+#[derive(Clone, Copy, Debug)]
+pub struct Upstream<'a> {
+    /// `host:port` of the member to stream from.
+    pub address: &'a str,
+    /// The replication slot kept for this standby on its upstream, if any.
+    pub slot: Option<&'a str>,
+    /// The name the standby reports upstream: `synchronous_standby_names` lists these.
+    pub application_name: &'a str,
+    /// How the standby authenticates to its upstream.
+    pub credentials: &'a Credentials,
+}
+
+/// A member to act on, and how.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub address: &'a str,
+    pub credentials: &'a Credentials,
+    pub timeout: Duration,
+}
+
+impl Target<'_> {
+    fn timed_out(&self, during: &'static str) -> EngineError {
+        EngineError::Timeout {
+            address: self.address.to_string(),
+            millis: self.timeout.as_millis(),
+            during,
+        }
+    }
+
+    /// Run `work` on a fresh session, within the timeout.
+    async fn with_session<T>(
+        &self,
+        during: &'static str,
+        work: impl AsyncFnOnce(&Session) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let run = async {
+            let session = Session::connect(self.address, self.credentials).await?;
+            let result = work(&session).await;
+            session.close().await;
+            result
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| self.timed_out(during))?
+    }
+
+    async fn execute(
+        &self,
+        session: &Session,
+        during: &'static str,
+        sql: &str,
+    ) -> Result<(), EngineError> {
+        session
+            .client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| classify(self.address, during, &e))
+    }
+
+    async fn query_bool(
+        &self,
+        session: &Session,
+        during: &'static str,
+        sql: &str,
+    ) -> Result<bool, EngineError> {
+        session
+            .client
+            .query_one(sql, &[])
+            .await
+            .map(|row| row.get(0))
+            .map_err(|e| classify(self.address, during, &e))
+    }
+
+    /// Change settings with `ALTER SYSTEM` (kept across restarts) and reload; each statement on
+    /// its own, as `ALTER SYSTEM` refuses to run in a transaction block.
+    async fn alter_system(
+        &self,
+        during: &'static str,
+        settings: &[(&str, Option<String>)],
+    ) -> Result<(), EngineError> {
+        self.with_session(during, async |session| {
+            for (name, value) in settings {
+                let sql = match value {
+                    Some(value) => format!("ALTER SYSTEM SET {name} = {}", literal(value)),
+                    None => format!("ALTER SYSTEM RESET {name}"),
+                };
+                self.execute(session, during, &sql).await?;
+            }
+            self.execute(session, during, "SELECT pg_reload_conf()")
+                .await
+        })
+        .await
+    }
+
+    /// Poll with new sessions until `check` holds: a reload reaches new backends a moment after
+    /// it is asked for.
+    async fn until(&self, during: &'static str, sql: &str) -> Result<(), EngineError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let holds = self
+                .with_session(during, async |session| {
+                    self.query_bool(session, during, sql).await
+                })
+                .await?;
+            if holds {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(EngineError::NotApplied {
+                    address: self.address.to_string(),
+                    during,
+                    detail: format!("still not true: {sql}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// `value` as an SQL string literal (standard_conforming_strings: only quotes are doubled).
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// `value` as a libpq connection-string value.
+fn conninfo_value(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Make `target` stream from `upstream`: `primary_conninfo` and `primary_slot_name` changed and
+/// reloaded, so the WAL receiver restarts towards it while the server keeps running.
+pub async fn repoint(target: Target<'_>, upstream: Upstream<'_>) -> Result<(), EngineError> {
+    let (host, port) = upstream
+        .address
+        .rsplit_once(':')
+        .ok_or_else(|| EngineError::Connect {
+            address: upstream.address.to_string(),
+            message: "not host:port".into(),
+        })?;
+    let mut conninfo = format!(
+        "host={} port={} application_name={}",
+        conninfo_value(host.trim_start_matches('[').trim_end_matches(']')),
+        conninfo_value(port),
+        conninfo_value(upstream.application_name)
+    );
+    if let Some(user) = &upstream.credentials.username {
+        conninfo.push_str(&format!(" user={}", conninfo_value(user)));
+    }
+    if let Some(password) = &upstream.credentials.password {
+        conninfo.push_str(&format!(" password={}", conninfo_value(password.expose())));
+    }
+    target
+        .alter_system(
+            "re-point",
+            &[
+                ("primary_conninfo", Some(conninfo)),
+                ("primary_slot_name", upstream.slot.map(str::to_string)),
+            ],
+        )
+        .await
+}
+
+/// Stop `target` streaming, so that its position stops moving (before a candidate is chosen).
+pub async fn detach(target: Target<'_>) -> Result<(), EngineError> {
+    target
+        .alter_system(
+            "detach",
+            &[("primary_conninfo", None), ("primary_slot_name", None)],
+        )
+        .await?;
+    target
+        .until(
+            "detach",
+            "SELECT NOT EXISTS (SELECT FROM pg_stat_wal_receiver)",
+        )
+        .await
+}
+
+/// End recovery on `target` and wait until it accepts writes. A member already out of
+/// recovery is left as it is.
+pub async fn promote(target: Target<'_>) -> Result<(), EngineError> {
+    target
+        .with_session("promote", async |session| {
+            if target
+                .query_bool(session, "promote", "SELECT pg_is_in_recovery()")
+                .await?
+            {
+                target
+                    .query_bool(session, "promote", "SELECT pg_promote(false)")
+                    .await?;
+            }
+            loop {
+                if !target
+                    .query_bool(session, "promote", "SELECT pg_is_in_recovery()")
+                    .await?
+                {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+}
+
+/// Stop `target` acknowledging commits, durably and without a restart: commits wait for a
+/// synchronous standby that cannot exist, new transactions are read-only, and the client
+/// sessions open now are ended. Checked from a new session.
+///
+/// Not covered, as PostgreSQL allows it: a session that sets `synchronous_commit` to `local`
+/// or `off` and `default_transaction_read_only` off still commits, until the server stops.
+pub async fn fence(target: Target<'_>) -> Result<(), EngineError> {
+    target
+        .alter_system(
+            "fence",
+            &[
+                (
+                    "synchronous_standby_names",
+                    Some(FENCED_STANDBY_NAME.to_string()),
+                ),
+                ("default_transaction_read_only", Some("on".to_string())),
+            ],
+        )
+        .await?;
+    target
+        .until(
+            "fence",
+            &format!(
+                "SELECT current_setting('synchronous_standby_names') = {} AND current_setting('default_transaction_read_only') = 'on'",
+                literal(FENCED_STANDBY_NAME)
+            ),
+        )
+        .await?;
+    target
+        .with_session("fence", async |session| {
+            target
+                .execute(
+                    session,
+                    "fence",
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                )
+                .await
+        })
+        .await
+}
+
+/// Lift a fence: writes accepted again, commits waiting for `synchronous_standby_names` as
+/// given (empty for asynchronous replication).
+pub async fn unfence(
+    target: Target<'_>,
+    synchronous_standby_names: &str,
+) -> Result<(), EngineError> {
+    let names =
+        (!synchronous_standby_names.is_empty()).then(|| synchronous_standby_names.to_string());
+    target
+        .alter_system(
+            "lift the fence",
+            &[
+                ("synchronous_standby_names", names),
+                ("default_transaction_read_only", None),
+            ],
+        )
+        .await?;
+    target
+        .until(
+            "lift the fence",
+            &format!(
+                "SELECT current_setting('synchronous_standby_names') = {} AND current_setting('default_transaction_read_only') = 'off'",
+                literal(synchronous_standby_names)
+            ),
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{conninfo_value, literal};
+
+    #[test]
+    fn values_are_quoted_for_sql_and_for_libpq() {
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("a\\b"), "'a\\b'");
+        assert_eq!(conninfo_value("pa'ss\\"), "'pa\\'ss\\\\'");
+    }
+}

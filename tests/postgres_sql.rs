@@ -1,0 +1,215 @@
+//! PostgreSQL actions over SQL against real servers: re-point and detach with no restart,
+//! promote keeping every received row, and the soft fence with its stated limit.
+
+mod support;
+
+use std::time::Duration;
+
+use replicant::{
+    engine::postgres::{
+        Target, Upstream,
+        actions::{detach, fence, promote, repoint, unfence},
+    },
+    local::postgres::PostgresProcess,
+};
+use support::pg::*;
+
+fn target<'a>(address: &'a str, credentials: &'a replicant::engine::Credentials) -> Target<'a> {
+    Target {
+        address,
+        credentials,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+async fn started(address: &str) -> String {
+    let client = connect(address).await;
+    let row = client
+        .query_one("SELECT pg_postmaster_start_time()::text", &[])
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standbys_are_repointed_and_detached_without_a_restart() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let primary = PostgresProcess::primary(dir.path(), &[]).unwrap();
+    let a = PostgresProcess::standby_of(&primary, dir.path(), &[]).unwrap();
+    let b = PostgresProcess::standby_of(&primary, dir.path(), &[]).unwrap();
+    let creds = superuser();
+    let b_started = started(&b.address()).await;
+
+    // b cascades from a: streams from it, with the server never restarted.
+    repoint(
+        target(&b.address(), &creds),
+        Upstream {
+            address: &a.address(),
+            slot: None,
+            application_name: "b",
+            credentials: &creds,
+        },
+    )
+    .await
+    .unwrap();
+    let p = probe_until(&b.address(), |p| {
+        p.receiver
+            .as_ref()
+            .is_some_and(|r| r.sender == a.address() && r.status == "streaming")
+    })
+    .await;
+    assert_eq!(
+        p.configured_upstream.as_deref(),
+        Some(a.address().as_str()),
+        "{p:?}"
+    );
+    assert_eq!(p.receiver.unwrap().sender, a.address());
+    assert_eq!(started(&b.address()).await, b_started, "no restart");
+    sql(
+        &primary.address(),
+        "CREATE TABLE t (v int); INSERT INTO t VALUES (-15)",
+    )
+    .await;
+    let written = probe(&primary.address()).await.unwrap().durable;
+    probe_until(&b.address(), |p| p.applied >= written).await;
+    assert_eq!(
+        number(&b.address(), "SELECT count(*) FROM t").await,
+        1,
+        "through a"
+    );
+
+    // Detached, b's position stops moving while the primary writes on.
+    detach(target(&b.address(), &creds)).await.unwrap();
+    let detached = probe(&b.address()).await.unwrap();
+    assert!(
+        detached.receiver.is_none() && detached.configured_upstream.is_none(),
+        "{detached:?}"
+    );
+    sql(
+        &primary.address(),
+        "INSERT INTO t SELECT generate_series(1, 1000)",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(probe(&b.address()).await.unwrap().durable, detached.durable);
+    assert_eq!(started(&b.address()).await, b_started, "no restart");
+    // Detaching again changes nothing.
+    detach(target(&b.address(), &creds)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn promote_keeps_every_received_row_and_the_fence_holds_across_a_restart() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut primary = PostgresProcess::primary(dir.path(), &[]).unwrap();
+    let mut standby = PostgresProcess::standby_of(&primary, dir.path(), &[]).unwrap();
+    let creds = superuser();
+    sql(
+        &primary.address(),
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 5000)",
+    )
+    .await;
+    let written = probe(&primary.address()).await.unwrap().durable;
+    probe_until(&standby.address(), |p| p.durable >= written).await;
+    primary.kill();
+
+    promote(target(&standby.address(), &creds)).await.unwrap();
+    let promoted = probe(&standby.address()).await.unwrap();
+    assert!(!promoted.in_recovery);
+    assert_eq!(promoted.timeline, 2, "a new timeline");
+    assert_eq!(
+        number(&standby.address(), "SELECT count(*) FROM t").await,
+        5000
+    );
+    promote(target(&standby.address(), &creds)).await.unwrap();
+    assert_eq!(
+        probe(&standby.address()).await.unwrap().timeline,
+        2,
+        "promoting twice is once"
+    );
+    sql(&standby.address(), "INSERT INTO t VALUES (-10)").await;
+
+    // Fenced: the sessions open now end, new ones may not write, commits are never acknowledged.
+    let open = connect(&standby.address()).await;
+    fence(target(&standby.address(), &creds)).await.unwrap();
+    assert!(
+        open.simple_query("SELECT 1").await.is_err(),
+        "open sessions are ended"
+    );
+    let refused = connect(&standby.address())
+        .await
+        .batch_execute("INSERT INTO t VALUES (-15)")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code().map(|c| c.code()), Some("25006"), "{refused}");
+    let insisting = connect(&standby.address()).await;
+    insisting
+        .batch_execute("SET default_transaction_read_only = off")
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(
+        Duration::from_secs(1),
+        insisting.batch_execute("INSERT INTO t VALUES (-20)"),
+    )
+    .await;
+    assert!(
+        waited.is_err(),
+        "a commit was acknowledged by a fenced primary"
+    );
+    // The stated limit: a session that opts out of synchronous commit still commits.
+    let local = connect(&standby.address()).await;
+    // (Each on its own: a multi-statement query is one transaction, begun read-only.)
+    local
+        .batch_execute("SET default_transaction_read_only = off")
+        .await
+        .unwrap();
+    local
+        .batch_execute("SET synchronous_commit = local")
+        .await
+        .unwrap();
+    local
+        .batch_execute("INSERT INTO t VALUES (-30)")
+        .await
+        .unwrap();
+
+    // The fence is in the configuration: a restart keeps it.
+    drop((insisting, local));
+    standby.restart(&[], true).unwrap();
+    let refused = connect(&standby.address())
+        .await
+        .batch_execute("INSERT INTO t VALUES (-40)")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code().map(|c| c.code()), Some("25006"), "{refused}");
+    let fenced = probe(&standby.address()).await.unwrap();
+    assert_eq!(fenced.synchronous_standby_names, "replicant_fenced");
+    assert!(fenced.default_transaction_read_only);
+
+    unfence(target(&standby.address(), &creds), "")
+        .await
+        .unwrap();
+    sql(&standby.address(), "INSERT INTO t VALUES (-50)").await;
+    assert_eq!(
+        number(
+            &standby.address(),
+            "SELECT count(*) FROM t WHERE v IN (-10, -30, -50)"
+        )
+        .await,
+        3
+    );
+    // Refused writes never landed. (The commit left waiting, -20, was never acknowledged:
+    // PostgreSQL may have kept it locally, which is why a fenced primary is stopped too.)
+    assert_eq!(
+        number(
+            &standby.address(),
+            "SELECT count(*) FROM t WHERE v IN (-15, -40)"
+        )
+        .await,
+        0
+    );
+}

@@ -1,0 +1,89 @@
+//! Helpers for tests against real postgres servers (see `replicant::local::postgres`).
+
+use std::time::Duration;
+
+use replicant::{
+    engine::{Credentials, EngineError, Secret, postgres},
+    local::postgres::{PASSWORD, postgres_available},
+};
+
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Without PostgreSQL, say SKIPPED and pass, unless CI is set (`.ci/run` installs it).
+pub fn available() -> bool {
+    if postgres_available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "PostgreSQL is missing under CI: .ci/run should have installed it"
+    );
+    eprintln!("SKIPPED: PostgreSQL is not installed");
+    false
+}
+
+pub fn credentials(password: &str) -> Credentials {
+    Credentials {
+        username: Some("postgres".into()),
+        password: Some(Secret::new(password)),
+    }
+}
+
+pub fn superuser() -> Credentials {
+    credentials(PASSWORD)
+}
+
+pub async fn probe(address: &str) -> Result<postgres::PgProbe, EngineError> {
+    postgres::probe(address, &superuser(), TIMEOUT).await
+}
+
+/// Probe `address` until `done` holds (10 s at most); the last probe either way.
+pub async fn probe_until(
+    address: &str,
+    done: impl Fn(&postgres::PgProbe) -> bool,
+) -> postgres::PgProbe {
+    let mut last = probe(address).await.unwrap();
+    for _ in 0..200 {
+        if done(&last) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = probe(address).await.unwrap();
+    }
+    last
+}
+
+/// A session as the superuser on `address`.
+pub async fn connect(address: &str) -> tokio_postgres::Client {
+    let (host, port) = address.rsplit_once(':').unwrap();
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(host)
+        .port(port.parse().unwrap())
+        .user("postgres")
+        .password(PASSWORD)
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Run SQL on `address` as the superuser.
+pub async fn sql(address: &str, statement: &str) {
+    connect(address)
+        .await
+        .batch_execute(statement)
+        .await
+        .unwrap();
+}
+
+/// One number from a query on `address`.
+pub async fn number(address: &str, query: &str) -> i64 {
+    connect(address)
+        .await
+        .query_one(query, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
