@@ -213,3 +213,114 @@ async fn promote_keeps_every_received_row_and_the_fence_holds_across_a_restart()
         0
     );
 }
+
+async fn stream(standby: &str, from: &str, name: &str) {
+    let creds = superuser();
+    let slot = replicant::engine::postgres::slot_name(name);
+    repoint(
+        target(standby, &creds),
+        Upstream {
+            address: from,
+            slot: Some(&slot),
+            application_name: name,
+            credentials: &creds,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn slot_names(p: &replicant::engine::postgres::PgProbe) -> Vec<&str> {
+    p.slots.iter().map(|s| s.name.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slots_follow_the_members_the_quorum_holds_commits_and_slots_survive_promotion() {
+    use replicant::engine::postgres::actions::{keep_slots, quorum};
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut primary = PostgresProcess::primary(dir.path(), &[]).unwrap();
+    let b = PostgresProcess::standby_of(&primary, dir.path(), &[]).unwrap();
+    let c = PostgresProcess::standby_of(&primary, dir.path(), &[]).unwrap();
+    let creds = superuser();
+    let (p, b_at, c_at) = (primary.address(), b.address(), c.address());
+
+    keep_slots(target(&p, &creds), &["b", "c"]).await.unwrap();
+    assert_eq!(
+        slot_names(&probe(&p).await.unwrap()),
+        ["replicant_b", "replicant_c"]
+    );
+    stream(&b_at, &p, "b").await;
+    stream(&c_at, &p, "c").await;
+    let both = probe_until(&p, |p| p.slots.iter().all(|s| s.active)).await;
+    assert!(
+        both.slots.iter().all(|s| s.active && s.lost != Some(true)),
+        "{both:?}"
+    );
+
+    // The quorum guard: a commit waits for one of b and c.
+    unfence(target(&p, &creds), &quorum(1, &["b", "c"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        probe(&p).await.unwrap().synchronous_standby_names,
+        "ANY 1 (\"b\", \"c\")"
+    );
+    sql(&p, "CREATE TABLE t (v int); INSERT INTO t VALUES (1)").await;
+    detach(target(&b_at, &creds)).await.unwrap();
+    detach(target(&c_at, &creds)).await.unwrap();
+    let writer = connect(&p).await;
+    let insert =
+        tokio::spawn(async move { writer.batch_execute("INSERT INTO t VALUES (2)").await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !insert.is_finished(),
+        "acknowledged with no standby of the quorum"
+    );
+    stream(&c_at, &p, "c").await;
+    tokio::time::timeout(Duration::from_secs(10), insert)
+        .await
+        .expect("acknowledged once c streams again")
+        .unwrap()
+        .unwrap();
+
+    // b leaves the cluster: its slot goes; c's stays.
+    keep_slots(target(&p, &creds), &["c"]).await.unwrap();
+    assert_eq!(slot_names(&probe(&p).await.unwrap()), ["replicant_c"]);
+
+    // A standby keeps slots for the others, moved to what it replayed, so they exist the
+    // moment it is promoted.
+    stream(&b_at, &p, "b").await;
+    keep_slots(target(&p, &creds), &["b", "c"]).await.unwrap();
+    sql(&p, "INSERT INTO t SELECT generate_series(1, 1000)").await;
+    let written = probe(&p).await.unwrap().durable;
+    probe_until(&b_at, |s| s.applied >= written).await;
+    probe_until(&c_at, |s| s.durable >= written).await;
+    keep_slots(target(&b_at, &creds), &["c"]).await.unwrap();
+    let on_b = probe(&b_at).await.unwrap();
+    assert_eq!(slot_names(&on_b), ["replicant_c"]);
+    assert!(
+        on_b.slots[0].restart >= written,
+        "{on_b:?} not advanced to {written:?}"
+    );
+
+    primary.kill();
+    unfence(target(&b_at, &creds), "").await.unwrap();
+    promote(target(&b_at, &creds)).await.unwrap();
+    stream(&c_at, &b_at, "c").await;
+    let after = probe_until(&b_at, |p| p.slots.iter().any(|s| s.active)).await;
+    assert!(
+        after
+            .slots
+            .iter()
+            .any(|s| s.name == "replicant_c" && s.active),
+        "{after:?}"
+    );
+    let c_now = probe_until(&c_at, |p| p.timeline == 2).await;
+    assert_eq!(
+        c_now.timeline, 2,
+        "c follows b onto its timeline: {c_now:?}"
+    );
+}

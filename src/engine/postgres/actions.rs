@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::probe::{Session, classify};
+use super::probe::{Session, classify, slot_name};
 use crate::engine::{Credentials, EngineError};
 
 /// A name no standby has: with it as `synchronous_standby_names`, no commit is acknowledged.
@@ -284,9 +284,71 @@ pub async fn unfence(
         .await
 }
 
+/// `synchronous_standby_names` that makes every commit wait for `k` of `names` (quorum
+/// commit), with `synchronous_commit` on: the guard a primary runs with in sync mode.
+pub fn quorum(k: usize, names: &[&str]) -> String {
+    let quoted: Vec<String> = names
+        .iter()
+        .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
+        .collect();
+    format!("ANY {k} ({})", quoted.join(", "))
+}
+
+/// Keep exactly the replication slots of `members` (see [`slot_name`]) on `target`: missing
+/// ones created, others of replicant's dropped once no standby uses them. On a standby, the
+/// slots are created too and moved to what it has replayed, so they exist, with the right
+/// position, the moment it is promoted.
+pub async fn keep_slots(target: Target<'_>, members: &[&str]) -> Result<(), EngineError> {
+    let wanted: Vec<String> = members.iter().map(|m| slot_name(m)).collect();
+    target
+        .with_session("replication slots", async |session| {
+            let during = "replication slots";
+            for slot in &wanted {
+                target
+                    .execute(
+                        session,
+                        during,
+                        &format!(
+                            "SELECT pg_create_physical_replication_slot({0}, true) WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = {0})",
+                            literal(slot)
+                        ),
+                    )
+                    .await?;
+            }
+            let list = wanted.iter().map(|s| literal(s)).collect::<Vec<_>>().join(", ");
+            let keep = if list.is_empty() { "''".to_string() } else { list };
+            target
+                .execute(
+                    session,
+                    during,
+                    &format!(
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_type = 'physical' AND slot_name LIKE 'replicant\\_%' AND slot_name NOT IN ({keep}) AND NOT active"
+                    ),
+                )
+                .await?;
+            // On a standby: nothing streams through these slots, so move them on by hand.
+            target
+                .execute(
+                    session,
+                    during,
+                    "SELECT pg_replication_slot_advance(slot_name, pg_last_wal_replay_lsn()) FROM pg_replication_slots WHERE pg_is_in_recovery() AND slot_type = 'physical' AND slot_name LIKE 'replicant\\_%' AND NOT active AND pg_last_wal_replay_lsn() IS NOT NULL AND (restart_lsn IS NULL OR restart_lsn < pg_last_wal_replay_lsn())",
+                )
+                .await
+        })
+        .await
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{conninfo_value, literal};
+    use super::{conninfo_value, literal, quorum};
+
+    #[test]
+    fn quorum_names_are_quoted_identifiers() {
+        assert_eq!(
+            quorum(1, &["orders-b", "orders-c"]),
+            "ANY 1 (\"orders-b\", \"orders-c\")"
+        );
+    }
 
     #[test]
     fn values_are_quoted_for_sql_and_for_libpq() {

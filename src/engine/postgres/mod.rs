@@ -6,4 +6,4 @@ pub mod actions;
 pub mod probe;
 
 pub use actions::{Target, Upstream};
-pub use probe::{Lsn, PgProbe, Receiver, probe};
+pub use probe::{Lsn, PgProbe, Receiver, Slot, probe, slot_name};

@@ -67,6 +67,33 @@ pub struct PgProbe {
     pub synchronous_standby_names: String,
     pub synchronous_commit: String,
     pub default_transaction_read_only: bool,
+    /// The physical replication slots replicant keeps here (named `replicant_<member>`).
+    pub slots: Vec<Slot>,
+}
+
+/// A replication slot kept for one member.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Slot {
+    pub name: String,
+    /// A standby streams through it now.
+    pub active: bool,
+    /// The oldest WAL it keeps; `None` before anything was reserved.
+    #[serde(rename = "restart", deserialize_with = "lsn_or_none")]
+    pub restart: Option<Lsn>,
+    /// The WAL it needed is gone: its standby cannot catch up and must be copied again.
+    #[serde(default)]
+    pub lost: Option<bool>,
+}
+
+fn lsn_or_none<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Lsn>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(de)?;
+    text.map(|t| t.parse().map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// The slot replicant keeps for `member`: slot names allow lowercase letters, digits and `_`.
+pub fn slot_name(member: &str) -> String {
+    format!("replicant_{}", member.replace('-', "_"))
 }
 
 const PROBE: &str = "
@@ -87,7 +114,13 @@ SELECT pg_is_in_recovery(),
        current_setting('primary_slot_name'),
        current_setting('synchronous_standby_names'),
        current_setting('synchronous_commit'),
-       current_setting('default_transaction_read_only')";
+       current_setting('default_transaction_read_only'),
+       (SELECT coalesce(json_agg(json_build_object(
+                  'name', slot_name, 'active', active,
+                  'restart', restart_lsn::text, 'lost', wal_status = 'lost')
+                ORDER BY slot_name), '[]')
+          FROM pg_replication_slots
+         WHERE slot_type = 'physical' AND slot_name LIKE 'replicant\\_%')::text";
 
 /// Probe `address` (`host:port`) within `timeout` for connecting and querying together.
 pub async fn probe(
@@ -155,6 +188,7 @@ async fn probe_unbounded(address: &str, credentials: &Credentials) -> Result<PgP
         synchronous_standby_names: row.get(12),
         synchronous_commit: row.get(13),
         default_transaction_read_only: row.get::<_, String>(14) == "on",
+        slots: serde_json::from_str(row.get(15)).map_err(|e| protocol(format!("slots: {e}")))?,
     })
 }
 
