@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use replicant::{
     engine::postgres::{
-        Target, Upstream,
+        Divergence, Lsn, Target, Upstream,
         actions::{detach, fence, promote, repoint, unfence},
+        divergence,
     },
     local::postgres::PostgresProcess,
 };
@@ -122,6 +123,17 @@ async fn promote_keeps_every_received_row_and_the_fence_holds_across_a_restart()
     let promoted = probe(&standby.address()).await.unwrap();
     assert!(!promoted.in_recovery);
     assert_eq!(promoted.timeline, 2, "a new timeline");
+    // Its history says where timeline 1 ended: at or after what it had received, before what
+    // it wrote since; the old primary's data up to there is on that history, nothing past it.
+    assert_eq!(promoted.history.len(), 1, "{promoted:?}");
+    let fork = promoted.history[0].clone();
+    assert_eq!(fork.parent, 1);
+    assert!(Some(fork.switch) >= written && Some(fork.switch) <= promoted.durable);
+    assert_eq!(divergence(1, fork.switch, 2, &promoted.history), None);
+    assert!(matches!(
+        divergence(1, Lsn(fork.switch.0 + 1), 2, &promoted.history),
+        Some(Divergence::PastFork { .. })
+    ));
     assert_eq!(
         number(&standby.address(), "SELECT count(*) FROM t").await,
         5000
@@ -323,4 +335,5 @@ async fn slots_follow_the_members_the_quorum_holds_commits_and_slots_survive_pro
         c_now.timeline, 2,
         "c follows b onto its timeline: {c_now:?}"
     );
+    assert_eq!(c_now.history, after.history, "the same history on both");
 }

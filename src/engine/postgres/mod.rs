@@ -3,7 +3,9 @@
 //! [`super::Engine`] trait, and the node agent for what SQL cannot do, build on them.
 
 pub mod actions;
+pub mod history;
 pub mod probe;
 
 pub use actions::{Target, Upstream};
+pub use history::{Divergence, TimelineSwitch, divergence};
 pub use probe::{Lsn, PgProbe, Receiver, Slot, probe, slot_name};

@@ -6,6 +6,7 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use tokio_postgres::{NoTls, error::SqlState};
 
+use super::history::{self, TimelineSwitch};
 use crate::engine::{Credentials, EngineError};
 
 /// A WAL position (`pg_lsn`), as a byte offset in the WAL stream.
@@ -22,6 +23,19 @@ impl FromStr for Lsn {
             .ok_or_else(|| format!("{s:?} is not an LSN"))?;
         let part = |p: &str| u32::from_str_radix(p, 16).map_err(|_| format!("{s:?} is not an LSN"));
         Ok(Lsn(((part(high)? as u64) << 32) | part(low)? as u64))
+    }
+}
+
+impl serde::Serialize for Lsn {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Lsn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -53,6 +67,9 @@ pub struct PgProbe {
     /// The timeline its data is on: the primary's current one, the timeline a standby receives,
     /// or, with no receiver, the one its recovery has reached.
     pub timeline: u32,
+    /// How that timeline was reached: where each earlier one forked (empty on timeline 1, or
+    /// when the file cannot be read: it needs a superuser or `pg_read_server_files`).
+    pub history: Vec<TimelineSwitch>,
     /// Durable position: WAL flushed on a primary, received and flushed on a standby. `None`
     /// on a standby that has received nothing since it started.
     pub durable: Option<Lsn>,
@@ -96,17 +113,24 @@ pub fn slot_name(member: &str) -> String {
     format!("replicant_{}", member.replace('-', "_"))
 }
 
+/// The member's timeline, computed once: the primary's current one, else the one a standby
+/// receives, else the one its recovery has reached, else its last checkpoint's.
 const PROBE: &str = "
-SELECT pg_is_in_recovery(),
+WITH member AS (
+  SELECT pg_is_in_recovery() AS recovering,
+         coalesce(
+           CASE WHEN pg_is_in_recovery() THEN NULL
+                ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+           (SELECT received_tli FROM pg_stat_wal_receiver),
+           nullif((SELECT min_recovery_end_timeline FROM pg_control_recovery()), 0),
+           (SELECT timeline_id FROM pg_control_checkpoint())) AS timeline)
+SELECT recovering,
        (SELECT system_identifier FROM pg_control_system())::text,
-       CASE WHEN pg_is_in_recovery() THEN NULL
-            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+       timeline,
        (SELECT received_tli FROM pg_stat_wal_receiver),
-       (SELECT min_recovery_end_timeline FROM pg_control_recovery()),
-       (SELECT timeline_id FROM pg_control_checkpoint()),
-       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()::text
+       CASE WHEN recovering THEN pg_last_wal_receive_lsn()::text
             ELSE pg_current_wal_flush_lsn()::text END,
-       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text
+       CASE WHEN recovering THEN pg_last_wal_replay_lsn()::text
             ELSE pg_current_wal_flush_lsn()::text END,
        (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),
        (SELECT status FROM pg_stat_wal_receiver),
@@ -120,7 +144,12 @@ SELECT pg_is_in_recovery(),
                   'restart', restart_lsn::text, 'lost', wal_status = 'lost')
                 ORDER BY slot_name), '[]')
           FROM pg_replication_slots
-         WHERE slot_type = 'physical' AND slot_name LIKE 'replicant\\_%')::text";
+         WHERE slot_type = 'physical' AND slot_name LIKE 'replicant\\_%')::text,
+       CASE WHEN timeline > 1 AND pg_has_role(current_user, 'pg_read_server_files', 'USAGE') THEN
+         pg_read_file('pg_wal/' || lpad(upper(to_hex(timeline)), 8, '0') || '.history',
+                      0, 1048576, true)
+       END
+  FROM member";
 
 /// Probe `address` (`host:port`) within `timeout` for connecting and querying together.
 pub async fn probe(
@@ -155,29 +184,28 @@ async fn probe_unbounded(address: &str, credentials: &Credentials) -> Result<PgP
     let lsn = |text: Option<String>| -> Result<Option<Lsn>, EngineError> {
         text.map(|t| t.parse().map_err(protocol)).transpose()
     };
-    let in_recovery: bool = row.get(0);
-    let system_identifier: String = row.get(1);
-    let primary_timeline: Option<i32> = row.get(2);
-    let received_timeline: Option<i32> = row.get(3);
-    let recovery_timeline: Option<i32> = row.get(4);
-    let checkpoint_timeline: Option<i32> = row.get(5);
-    let timeline = primary_timeline
-        .or(received_timeline)
-        .or(recovery_timeline.filter(|t| *t > 0))
-        .or(checkpoint_timeline)
-        .unwrap_or(0) as u32;
-    let sender: Option<String> = row.get(8);
-    let status: Option<String> = row.get(9);
-    let conninfo: String = row.get(10);
-    let slot: String = row.get(11);
+    let system_identifier: String = column(&row, 1, address)?;
+    let timeline: Option<i32> = column(&row, 2, address)?;
+    let received_timeline: Option<i32> = column(&row, 3, address)?;
+    let sender: Option<String> = column(&row, 6, address)?;
+    let status: Option<String> = column(&row, 7, address)?;
+    let conninfo: String = column(&row, 8, address)?;
+    let slot: String = column(&row, 9, address)?;
+    let history: Option<String> = column(&row, 14, address)?;
     Ok(PgProbe {
-        in_recovery,
+        in_recovery: column(&row, 0, address)?,
         system_identifier: system_identifier
             .parse()
             .map_err(|_| protocol(format!("system identifier {system_identifier:?}")))?,
-        timeline,
-        durable: lsn(row.get(6))?,
-        applied: lsn(row.get(7))?,
+        timeline: timeline.unwrap_or(0) as u32,
+        history: history
+            .as_deref()
+            .map(history::parse)
+            .transpose()
+            .map_err(|e| protocol(format!("timeline history: {e}")))?
+            .unwrap_or_default(),
+        durable: lsn(column(&row, 4, address)?)?,
+        applied: lsn(column(&row, 5, address)?)?,
         receiver: sender.zip(status).map(|(sender, status)| Receiver {
             sender,
             status,
@@ -185,10 +213,25 @@ async fn probe_unbounded(address: &str, credentials: &Credentials) -> Result<PgP
         }),
         configured_upstream: conninfo_address(&conninfo),
         primary_slot_name: (!slot.is_empty()).then_some(slot),
-        synchronous_standby_names: row.get(12),
-        synchronous_commit: row.get(13),
-        default_transaction_read_only: row.get::<_, String>(14) == "on",
-        slots: serde_json::from_str(row.get(15)).map_err(|e| protocol(format!("slots: {e}")))?,
+        synchronous_standby_names: column(&row, 10, address)?,
+        synchronous_commit: column(&row, 11, address)?,
+        default_transaction_read_only: column::<String>(&row, 12, address)? == "on",
+        slots: serde_json::from_str(column(&row, 13, address)?)
+            .map_err(|e| protocol(format!("slots: {e}")))?,
+    })
+}
+
+/// Column `index` of a reply: a reply of the wrong shape is the server's protocol error, never
+/// a panic here.
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    index: usize,
+    address: &str,
+) -> Result<T, EngineError> {
+    row.try_get(index).map_err(|e| EngineError::Protocol {
+        address: address.to_string(),
+        during: "probe",
+        detail: format!("column {index}: {e}"),
     })
 }
 
