@@ -1,0 +1,97 @@
+//! What `pg_controldata` says of a data directory: which data set, in which state, on which
+//! timeline and where, readable while postgres is down. Parsing is pure; running the tool is
+//! the caller's (the node agent's).
+
+use std::{collections::HashMap, path::Path, process::Command};
+
+use super::Lsn;
+
+/// The fields replicant uses.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlData {
+    pub system_identifier: u64,
+    /// `in production`, `shut down`, `shut down in recovery`, `in archive recovery`,
+    /// `in crash recovery`, `shutting down`...
+    pub state: String,
+    pub checkpoint: Lsn,
+    pub checkpoint_timeline: u32,
+    /// Where recovery must reach before the data is consistent (`0/0` when it need not).
+    pub min_recovery_end: Lsn,
+    pub min_recovery_end_timeline: u32,
+}
+
+impl ControlData {
+    /// Shut down cleanly (as a primary or a standby): no recovery needed to start it.
+    pub fn cleanly_shut_down(&self) -> bool {
+        self.state == "shut down" || self.state == "shut down in recovery"
+    }
+}
+
+/// Parse the output of `LC_ALL=C pg_controldata`.
+pub fn parse(output: &str) -> Result<ControlData, String> {
+    let fields: HashMap<&str, &str> = output
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim(), value.trim()))
+        .collect();
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("no {name:?} in pg_controldata's output"))
+    };
+    let number = |name: &str| -> Result<u64, String> {
+        field(name)?
+            .parse()
+            .map_err(|_| format!("{name}: not a number"))
+    };
+    let lsn = |name: &str| -> Result<Lsn, String> { field(name)?.parse() };
+    Ok(ControlData {
+        system_identifier: number("Database system identifier")?,
+        state: field("Database cluster state")?.to_string(),
+        checkpoint: lsn("Latest checkpoint location")?,
+        checkpoint_timeline: number("Latest checkpoint's TimeLineID")? as u32,
+        min_recovery_end: lsn("Minimum recovery ending location")?,
+        min_recovery_end_timeline: number("Min recovery ending loc's timeline")? as u32,
+    })
+}
+
+/// Run `pg_controldata` from `bin` on `data`.
+pub fn read(bin: &Path, data: &Path) -> Result<ControlData, String> {
+    let output = Command::new(bin.join("pg_controldata"))
+        .arg(data)
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| format!("pg_controldata: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "pg_controldata: {}",
+            crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
+        ));
+    }
+    parse(&String::from_utf8_lossy(&output.stdout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_pg_controldata_prints() {
+        let data = parse(include_str!(
+            "../../../tests/fixtures/postgres/controldata-shut-down.txt"
+        ))
+        .unwrap();
+        assert_eq!(data.state, "shut down");
+        assert!(data.cleanly_shut_down());
+        assert_eq!(data.checkpoint_timeline, 1);
+        assert_ne!(data.system_identifier, 0);
+        assert_eq!(data.min_recovery_end, Lsn(0));
+        assert!(
+            parse("garbage")
+                .unwrap_err()
+                .contains("Database system identifier")
+        );
+    }
+}
