@@ -14,6 +14,7 @@ pub mod engine;
 pub mod journal;
 pub mod local;
 pub mod metrics;
+pub mod node;
 pub mod observed;
 pub mod operator;
 pub mod plan;

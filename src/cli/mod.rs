@@ -72,6 +72,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// Run the PostgreSQL node agent on a database host: the parent of its postgres, serving
+    /// the controller start, stop, status and the self-fencing lease.
+    Node(NodeArgs),
     /// Run as a Kubernetes operator: reconcile ReplicationClusters and VirtualNames in the cluster.
     Operator(OperatorArgs),
     /// Show what `replicant run` last saw and did, per cluster.
@@ -126,6 +129,89 @@ struct OperatorArgs {
     identity: Option<String>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "REPLICANT_LOG_FORMAT")]
     log_format: LogFormat,
+}
+
+#[derive(clap::Args, Debug)]
+struct NodeArgs {
+    /// The data directory of the postgres the agent runs.
+    #[arg(long)]
+    data: PathBuf,
+    /// The port postgres listens on.
+    #[arg(long, default_value_t = 5432)]
+    port: u16,
+    /// PostgreSQL's binaries (default: REPLICANT_PG_BIN, the newest /usr/lib/postgresql/*/bin,
+    /// or the PATH).
+    #[arg(long)]
+    pg_bin: Option<PathBuf>,
+    /// A postgres setting as name=value (repeatable), e.g. listen_addresses=10.0.0.5.
+    #[arg(long = "set", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+    /// The address of the agent's API, e.g. 10.0.0.5:8008.
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// A file holding the bearer token the controller presents.
+    #[arg(
+        long,
+        conflicts_with = "token_env",
+        required_unless_present = "token_env"
+    )]
+    token_file: Option<PathBuf>,
+    /// An environment variable holding the bearer token.
+    #[arg(long)]
+    token_env: Option<String>,
+    /// The agent's state file: the highest epoch seen, and whether it is fenced.
+    #[arg(long)]
+    state: PathBuf,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not name=value"))?;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    {
+        return Err(format!("{name:?} is not a setting name"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+impl NodeArgs {
+    fn options(self) -> Result<crate::node::Options, CliError> {
+        let token = match (&self.token_file, &self.token_env) {
+            (Some(file), _) => read(file)?.trim_end_matches(['\n', '\r']).to_string(),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                CliError::Invalid(format!(
+                    "--token-env: environment variable {var} is not set"
+                ))
+            })?,
+            (None, None) => unreachable!("clap requires one of them"),
+        };
+        if token.len() < 16 {
+            return Err(CliError::Invalid(
+                "the token must be at least 16 characters".into(),
+            ));
+        }
+        let bin = self
+            .pg_bin
+            .or_else(crate::node::default_bin_dir)
+            .ok_or_else(|| {
+                CliError::Invalid("PostgreSQL's binaries not found: give --pg-bin".into())
+            })?;
+        Ok(crate::node::Options {
+            data: self.data,
+            bin,
+            port: self.port,
+            settings: self.settings,
+            listen: self.listen,
+            token: crate::engine::Secret::new(token),
+            state: self.state,
+        })
+    }
 }
 
 impl OperatorArgs {
@@ -192,6 +278,8 @@ pub enum CliError {
     Demo(#[from] crate::demo::DemoError),
     #[error(transparent)]
     Operator(#[from] crate::operator::OperatorError),
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
 }
 
 /// Parse the command line and run it.
@@ -241,6 +329,12 @@ impl Cli {
                     };
                     crate::standalone::run(options, shutdown_signal()).await
                 })?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Node(args) => {
+                init_logging(args.log_format);
+                let options = args.options()?;
+                runtime()?.block_on(crate::node::run(options, shutdown_signal()))?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Operator(args) => {

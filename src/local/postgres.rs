@@ -43,35 +43,45 @@ pub enum PostgresError {
     NoPort(String),
 }
 
-/// The directory of `postgres`, `initdb`, `pg_basebackup`...: `REPLICANT_PG_BIN`, else the
-/// newest `/usr/lib/postgresql/*/bin` (Debian keeps them off the PATH), else the PATH.
+/// The directory of `postgres`, `initdb`, `pg_basebackup`... (see
+/// [`crate::node::default_bin_dir`]).
 pub fn bin_dir() -> Option<PathBuf> {
-    if let Ok(dir) = std::env::var("REPLICANT_PG_BIN") {
-        return Some(PathBuf::from(dir));
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_string_lossy().parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("postgres").exists().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    if let Some((_, bin)) = versions.pop() {
-        return Some(bin);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .find(|p| p.join("postgres").exists() && p.join("initdb").exists())
-    })
+    crate::node::default_bin_dir()
 }
 
 /// Whether PostgreSQL's server binaries can be found.
 pub fn postgres_available() -> bool {
     bin_dir().is_some()
+}
+
+/// A new data directory in `dir` made by initdb (superuser `postgres`, password [`PASSWORD`],
+/// replication allowed from loopback), not started; and a free port for it.
+pub fn init_data(dir: &Path) -> Result<(PathBuf, u16), PostgresError> {
+    let port = free_port().map_err(|e| PostgresError::NoPort(e.to_string()))?;
+    let data = prepare(dir, port)?;
+    let pwfile = data.with_extension("pw");
+    write_owned(&pwfile, PASSWORD)?;
+    run(Command::new(tool("initdb")?)
+        .args(["-D"])
+        .arg(&data)
+        .args([
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ])
+        .arg(format!("--pwfile={}", pwfile.display())))?;
+    let hba = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n";
+    write_owned(&data.join("pg_hba.conf"), hba)?;
+    Ok((data, port))
+}
+
+/// The user and group servers (and node agents) run as when we are root: PostgreSQL refuses
+/// to run as root.
+pub fn server_user() -> Option<(u32, u32)> {
+    run_as().map(|(uid, gid)| (uid.as_raw(), gid.as_raw()))
 }
 
 /// Who the servers run as: the `postgres` user (or `nobody`) when we are root, else ourselves.
@@ -97,24 +107,7 @@ pub struct PostgresProcess {
 impl PostgresProcess {
     /// A new primary in `dir`: initdb, replication allowed from loopback, then started.
     pub fn primary(dir: &Path, settings: &[(&str, &str)]) -> Result<Self, PostgresError> {
-        let port = free_port().map_err(|e| PostgresError::NoPort(e.to_string()))?;
-        let data = prepare(dir, port)?;
-        let pwfile = data.with_extension("pw");
-        write_owned(&pwfile, PASSWORD)?;
-        run(Command::new(tool("initdb")?)
-            .args(["-D"])
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=scram-sha-256",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ])
-            .arg(format!("--pwfile={}", pwfile.display())))?;
-        let hba = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n";
-        write_owned(&data.join("pg_hba.conf"), hba)?;
+        let (data, port) = init_data(dir)?;
         Self::start(data, port, settings)
     }
 

@@ -1,0 +1,234 @@
+//! The agent's HTTP API: `GET /v1/status`, `POST /v1/start`, `/v1/stop`, `/v1/lease`. Every
+//! request carries the bearer token; every command carries the epoch.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Agent, Inner,
+    postmaster::{Postmaster, StopMode},
+};
+use crate::engine::postgres::controldata::{self, ControlData};
+
+/// How long postgres may take to accept connections after a start.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/start", post(start))
+        .route("/v1/stop", post(stop))
+        .route("/v1/lease", post(lease))
+        .layer(middleware::from_fn_with_state(agent.clone(), authenticate))
+        .with_state(agent)
+}
+
+/// Compare without stopping at the first difference, so timing tells nothing of the token.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+async fn authenticate(State(agent): State<Arc<Agent>>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !same_secret(given.as_bytes(), agent.options.token.expose().as_bytes()) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required".into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// A request the agent will not carry out, and why: `{"error": "..."}` with the status.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    error: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.error })),
+        )
+            .into_response()
+    }
+}
+
+fn refuse(status: StatusCode, error: String) -> Refusal {
+    Refusal { status, error }
+}
+
+/// What the agent reports: enough for the controller to decide while postgres is down.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub epoch: u64,
+    pub fenced: bool,
+    pub lease_remaining_ms: Option<u64>,
+    pub control_data: Option<ControlData>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_data_error: Option<String>,
+}
+
+async fn describe(agent: &Agent, inner: &mut Inner) -> Status {
+    let running = inner.postmaster.as_mut().is_some_and(Postmaster::running);
+    if !running {
+        inner.postmaster = None;
+    }
+    let (bin, data) = (agent.options.bin.clone(), agent.options.data.clone());
+    let control = tokio::task::spawn_blocking(move || controldata::read(&bin, &data))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    Status {
+        running,
+        pid: inner.postmaster.as_ref().and_then(Postmaster::pid),
+        epoch: inner.durable.epoch,
+        fenced: inner.durable.fenced,
+        lease_remaining_ms: inner.lease_until.map(|until| {
+            until
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis() as u64
+        }),
+        control_data: control.as_ref().ok().cloned(),
+        control_data_error: control.err(),
+    }
+}
+
+async fn status(State(agent): State<Arc<Agent>>) -> Json<Status> {
+    let mut inner = agent.inner.lock().await;
+    Json(describe(&agent, &mut inner).await)
+}
+
+/// Take `epoch` as the newest, recorded before anything is done; refuse an older one.
+fn accept_epoch(agent: &Agent, inner: &mut Inner, epoch: u64) -> Result<(), Refusal> {
+    let seen = inner.durable.epoch;
+    if epoch < seen {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            format!(
+                "epoch {epoch} is older than {seen}, the highest this agent has seen: a newer controller decision stands"
+            ),
+        ));
+    }
+    if epoch > seen {
+        let mut durable = inner.durable.clone();
+        durable.epoch = epoch;
+        agent
+            .save(&durable)
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        inner.durable = durable;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Command {
+    epoch: u64,
+}
+
+async fn start(
+    State(agent): State<Arc<Agent>>,
+    Json(command): Json<Command>,
+) -> Result<Json<Status>, Refusal> {
+    let mut inner = agent.inner.lock().await;
+    accept_epoch(&agent, &mut inner, command.epoch)?;
+    if inner.durable.fenced {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            "fenced: the controller's lease lapsed while postgres ran; it stays down until the lease is renewed".into(),
+        ));
+    }
+    if !inner.postmaster.as_mut().is_some_and(Postmaster::running) {
+        let mut postmaster = Postmaster::start(&agent.options)
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        let ready = postmaster
+            .wait_ready(&agent.options.bin, agent.options.port, START_TIMEOUT)
+            .await;
+        inner.postmaster = Some(postmaster);
+        ready.map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    }
+    Ok(Json(describe(&agent, &mut inner).await))
+}
+
+#[derive(Deserialize)]
+struct Stop {
+    epoch: u64,
+    mode: StopMode,
+}
+
+async fn stop(
+    State(agent): State<Arc<Agent>>,
+    Json(command): Json<Stop>,
+) -> Result<Json<Status>, Refusal> {
+    let mut inner = agent.inner.lock().await;
+    accept_epoch(&agent, &mut inner, command.epoch)?;
+    if let Some(postmaster) = inner.postmaster.as_mut() {
+        postmaster.stop(command.mode).await;
+    }
+    inner.postmaster = None;
+    Ok(Json(describe(&agent, &mut inner).await))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Lease {
+    epoch: u64,
+    ttl_ms: u64,
+}
+
+/// Renew the lease for `ttlMs` from now (on the agent's monotonic clock), lifting a fence.
+async fn lease(
+    State(agent): State<Arc<Agent>>,
+    Json(command): Json<Lease>,
+) -> Result<Json<Status>, Refusal> {
+    let mut inner = agent.inner.lock().await;
+    accept_epoch(&agent, &mut inner, command.epoch)?;
+    if inner.durable.fenced {
+        let mut durable = inner.durable.clone();
+        durable.fenced = false;
+        agent
+            .save(&durable)
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        inner.durable = durable;
+    }
+    inner.lease_until =
+        Some(std::time::Instant::now() + Duration::from_millis(command.ttl_ms.min(3_600_000)));
+    Ok(Json(describe(&agent, &mut inner).await))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn tokens_match_only_exactly() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cret", b"s3creT"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
+    }
+}

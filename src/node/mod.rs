@@ -1,0 +1,197 @@
+//! `replicant node`: the PostgreSQL agent on a database host. It is the parent of one
+//! postmaster and serves the controller a small HTTP API (bearer token) for what SQL cannot
+//! do: start, stop, status while postgres is down, and the self-fencing lease. It refuses a
+//! command of an epoch older than the highest it has seen, and stops its postgres when the
+//! controller's lease lapses. It executes; the controller decides.
+//!
+//! Touches its data directory (read through `pg_controldata`), its own state file, the
+//! postmaster it starts, and the address it listens on.
+
+mod api;
+mod postmaster;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use self::postmaster::Postmaster;
+use crate::{
+    engine::Secret,
+    standalone::state::{Durability, write_atomically},
+};
+
+/// The directory of `postgres`, `pg_ctl`, `pg_controldata`...: `REPLICANT_PG_BIN`, else the
+/// newest `/usr/lib/postgresql/*/bin` (Debian keeps them off the PATH), else the PATH.
+pub fn default_bin_dir() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("REPLICANT_PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Some(bin);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .find(|p| p.join("postgres").exists() && p.join("pg_controldata").exists())
+    })
+}
+
+/// How `replicant node` was asked to work.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The data directory of the postgres it runs.
+    pub data: PathBuf,
+    /// Where `postgres`, `pg_ctl`, `pg_controldata`... are.
+    pub bin: PathBuf,
+    /// The port postgres listens on.
+    pub port: u16,
+    /// Settings given to postgres as `-c name=value` (`listen_addresses`, say).
+    pub settings: Vec<(String, String)>,
+    /// The address of the agent's API.
+    pub listen: SocketAddr,
+    /// The bearer token the controller presents.
+    pub token: Secret,
+    /// The agent's durable memory: the highest epoch seen, and whether it is fenced.
+    pub state: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("state file {0}: {1}")]
+    State(String, String),
+    #[error("listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+}
+
+/// What the agent keeps across restarts, written (and fsynced) before it acts on a new epoch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Durable {
+    epoch: u64,
+    /// The lease lapsed while postgres ran: it stays down until the controller renews it,
+    /// across restarts of the agent and of the host.
+    fenced: bool,
+}
+
+struct Inner {
+    durable: Durable,
+    postmaster: Option<Postmaster>,
+    /// Until when the controller's lease holds, on this process's monotonic clock.
+    lease_until: Option<Instant>,
+}
+
+/// The agent: its options and its one postmaster.
+pub struct Agent {
+    options: Options,
+    inner: Mutex<Inner>,
+}
+
+/// How often the lease is checked.
+const LEASE_CHECK: Duration = Duration::from_millis(20);
+
+impl Agent {
+    fn load(options: Options) -> Result<Self, NodeError> {
+        let durable = match std::fs::read(&options.state) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                // A damaged state file must stop the agent, never be silently reset: the epoch
+                // it held is what keeps an old controller from acting.
+                NodeError::State(options.state.display().to_string(), e.to_string())
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Durable::default(),
+            Err(e) => {
+                return Err(NodeError::State(
+                    options.state.display().to_string(),
+                    e.to_string(),
+                ));
+            }
+        };
+        Ok(Self {
+            options,
+            inner: Mutex::new(Inner {
+                durable,
+                postmaster: None,
+                lease_until: None,
+            }),
+        })
+    }
+
+    fn save(&self, durable: &Durable) -> Result<(), String> {
+        let bytes = serde_json::to_vec_pretty(durable).map_err(|e| e.to_string())?;
+        write_atomically(&self.options.state, &bytes, Durability::Synced)
+            .map_err(|e| format!("cannot write {}: {e}", self.options.state.display()))
+    }
+
+    /// Stop postgres once the lease has lapsed, and stay fenced.
+    async fn watch_lease(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(LEASE_CHECK).await;
+            let mut inner = self.inner.lock().await;
+            let lapsed = inner
+                .lease_until
+                .is_some_and(|until| Instant::now() >= until);
+            if !lapsed {
+                continue;
+            }
+            inner.lease_until = None;
+            let mut durable = inner.durable.clone();
+            durable.fenced = true;
+            if let Err(e) = self.save(&durable) {
+                tracing::error!(error = %e, "cannot record the fence; stopping postgres anyway");
+            }
+            inner.durable = durable;
+            if let Some(postmaster) = inner.postmaster.as_mut() {
+                tracing::warn!(
+                    "the controller's lease lapsed: postgres is stopped (immediate) and stays down until the lease is renewed"
+                );
+                postmaster.stop(postmaster::StopMode::Immediate).await;
+            }
+            inner.postmaster = None;
+        }
+    }
+}
+
+/// Run the agent until `shutdown` completes; postgres is then stopped (fast).
+pub async fn run(
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let listen = options.listen;
+    let agent = Arc::new(Agent::load(options)?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| NodeError::Listen(listen, e))?;
+    tracing::info!(%listen, epoch = agent.inner.lock().await.durable.epoch, "node agent listening");
+    let watcher = tokio::spawn(agent.clone().watch_lease());
+    let app = api::router(agent.clone());
+    tokio::select! {
+        result = axum::serve(listener, app) => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the agent's API stopped");
+            }
+        }
+        _ = shutdown => {}
+    }
+    watcher.abort();
+    let mut inner = agent.inner.lock().await;
+    if let Some(postmaster) = inner.postmaster.as_mut() {
+        postmaster.stop(postmaster::StopMode::Fast).await;
+    }
+    inner.postmaster = None;
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! The postmaster the agent runs as its child: start, wait until it accepts connections, stop.
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use tokio::process::{Child, Command};
+
+use super::Options;
+
+/// How a stop asks postgres to end (as `pg_ctl stop -m`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StopMode {
+    /// Roll back open transactions, checkpoint, end cleanly (SIGINT).
+    Fast,
+    /// End at once; the next start recovers (SIGQUIT).
+    Immediate,
+}
+
+/// How long postgres may take to stop before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Postmaster {
+    child: Child,
+}
+
+impl Postmaster {
+    pub fn start(options: &Options) -> Result<Self, String> {
+        let mut command = Command::new(options.bin.join("postgres"));
+        command
+            .arg("-D")
+            .arg(&options.data)
+            .args(["-p", &options.port.to_string()]);
+        for (name, value) in &options.settings {
+            command.arg("-c").arg(format!("{name}={value}"));
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| format!("cannot start postgres: {e}"))?;
+        Ok(Self { child })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether the process is still there.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Wait until postgres accepts connections (`pg_isready`), or `limit` passes, or it exits.
+    pub async fn wait_ready(
+        &mut self,
+        bin: &Path,
+        port: u16,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if !self.running() {
+                return Err("postgres exited while starting; see its log".into());
+            }
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "postgres did not accept connections within {limit:?}"
+        ))
+    }
+
+    /// Stop and reap; killed if it takes longer than the stop timeout.
+    pub async fn stop(&mut self, mode: StopMode) {
+        if let Some(pid) = self.child.id() {
+            let signal = match mode {
+                StopMode::Fast => Signal::SIGINT,
+                StopMode::Immediate => Signal::SIGQUIT,
+            };
+            let _ = kill(Pid::from_raw(pid as i32), signal);
+        }
+        if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}

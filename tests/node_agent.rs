@@ -1,0 +1,221 @@
+//! `replicant node` against a real postgres: the token, the epoch, start and stop, status while
+//! postgres is down, and the lease: when it lapses postgres is stopped and stays down, across a
+//! restart of the agent, until the lease is renewed.
+
+mod support;
+
+use std::{
+    io::{Read, Write},
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use replicant::{
+    engine::EngineError,
+    local::{
+        free_port,
+        postgres::{init_data, server_user},
+    },
+};
+use serde_json::{Value, json};
+use support::pg::*;
+
+const TOKEN: &str = "agent-token-0123456789";
+
+/// A `replicant node` process; on drop, SIGTERM (it stops its postgres) then SIGKILL, by PID.
+struct Node {
+    child: Child,
+    port: u16,
+}
+
+impl Node {
+    fn start(dir: &Path, data: &Path, pg_port: u16) -> Self {
+        let port = free_port().unwrap();
+        let log = std::fs::File::create(dir.join(format!("node-{port}.log"))).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_replicant"));
+        command
+            .args(["node", "--data"])
+            .arg(data)
+            .args(["--port", &pg_port.to_string()])
+            .args(["--set", "listen_addresses=127.0.0.1"])
+            .arg("--set")
+            .arg(format!("unix_socket_directories={}", data.display()))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--token-env", "NODE_TOKEN"])
+            .arg("--state")
+            .arg(data.join("replicant-node.json"))
+            .env("NODE_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some((uid, gid)) = server_user() {
+            command.uid(uid).gid(gid);
+        }
+        let node = Node {
+            child: command.spawn().unwrap(),
+            port,
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return node;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the agent did not listen");
+    }
+
+    /// One request; the status code and the JSON reply.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(90)))
+            .unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let code = response[9..12].parse().unwrap();
+        let json = response
+            .split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null);
+        (code, json)
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body), Some(TOKEN))
+    }
+
+    fn status(&self) -> Value {
+        let (code, json) = self.call("GET", "/v1/status", None, Some(TOKEN));
+        assert_eq!(code, 200, "{json}");
+        json
+    }
+
+    fn stop_process(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..400 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_process();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_starts_stops_and_fences_its_postgres() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (data, pg_port) = init_data(dir.path()).unwrap();
+    let address = format!("127.0.0.1:{pg_port}");
+    let mut node = Node::start(dir.path(), &data, pg_port);
+
+    assert_eq!(node.call("GET", "/v1/status", None, None).0, 401);
+    assert_eq!(
+        node.call("GET", "/v1/status", None, Some("wrong-token-0123456789"))
+            .0,
+        401
+    );
+    let down = node.status();
+    assert_eq!(down["running"], false);
+    assert_eq!(down["controlData"]["state"], "shut down", "{down}");
+
+    let (code, up) = node.post("/v1/start", json!({"epoch": 1}));
+    assert_eq!(code, 200, "{up}");
+    assert_eq!(up["running"], true);
+    let p = probe(&address).await.unwrap();
+    assert_eq!(
+        p.system_identifier,
+        up["controlData"]["systemIdentifier"].as_u64().unwrap()
+    );
+    let (code, stale) = node.post("/v1/start", json!({"epoch": 0}));
+    assert_eq!(code, 409, "{stale}");
+    assert!(
+        stale["error"]
+            .as_str()
+            .unwrap()
+            .contains("epoch 0 is older than 1")
+    );
+
+    // The lease lapses: postgres is stopped, and stays down.
+    let (code, _) = node.post("/v1/lease", json!({"epoch": 1, "ttlMs": 300}));
+    assert_eq!(code, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let fenced = node.status();
+    assert_eq!(
+        (fenced["running"].clone(), fenced["fenced"].clone()),
+        (json!(false), json!(true)),
+        "{fenced}"
+    );
+    assert!(matches!(
+        probe(&address).await,
+        Err(EngineError::Refused { .. })
+    ));
+    let (code, refused) = node.post("/v1/start", json!({"epoch": 1}));
+    assert_eq!(code, 409, "{refused}");
+    assert!(refused["error"].as_str().unwrap().starts_with("fenced"));
+
+    // ... across a restart of the agent, which also remembers the epoch.
+    node.stop_process();
+    let node = Node::start(dir.path(), &data, pg_port);
+    let again = node.status();
+    assert_eq!(
+        (again["fenced"].clone(), again["epoch"].clone()),
+        (json!(true), json!(1)),
+        "{again}"
+    );
+    assert_eq!(node.post("/v1/start", json!({"epoch": 1})).0, 409);
+
+    // Renewed by a newer controller decision: postgres may run again.
+    assert_eq!(
+        node.post("/v1/lease", json!({"epoch": 2, "ttlMs": 60000}))
+            .0,
+        200
+    );
+    let (code, up) = node.post("/v1/start", json!({"epoch": 2}));
+    assert_eq!(code, 200, "{up}");
+    sql(&address, "CREATE TABLE t (v int); INSERT INTO t VALUES (1)").await;
+    assert_eq!(
+        node.post("/v1/lease", json!({"epoch": 1, "ttlMs": 60000}))
+            .0,
+        409
+    );
+
+    // A fast stop ends cleanly: status while down comes from pg_controldata.
+    let (code, stopped) = node.post("/v1/stop", json!({"epoch": 2, "mode": "fast"}));
+    assert_eq!(code, 200, "{stopped}");
+    assert_eq!(stopped["running"], false);
+    assert_eq!(stopped["controlData"]["state"], "shut down", "{stopped}");
+    assert!(matches!(
+        probe(&address).await,
+        Err(EngineError::Refused { .. })
+    ));
+}
