@@ -16,7 +16,7 @@ use replicant::{
     engine::EngineError,
     local::{
         free_port,
-        postgres::{init_data, server_user},
+        postgres::{PostgresProcess, empty_data, init_data, owned_dir, server_user},
     },
 };
 use serde_json::{Value, json};
@@ -44,6 +44,9 @@ impl Node {
             .arg(format!("unix_socket_directories={}", data.display()))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--token-env", "NODE_TOKEN"])
+            .args(["--replication-user", "postgres"])
+            .args(["--replication-password-env", "REPLICATION_PASSWORD"])
+            .env("REPLICATION_PASSWORD", replicant::local::postgres::PASSWORD)
             .arg("--state")
             .arg(data.join("replicant-node.json"))
             .env("NODE_TOKEN", TOKEN)
@@ -218,4 +221,68 @@ async fn the_agent_starts_stops_and_fences_its_postgres() {
         probe(&address).await,
         Err(EngineError::Refused { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_clones_a_standby_and_never_copies_over_another_data_set() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let primary = PostgresProcess::primary(dir.path(), &[]).unwrap();
+    sql(
+        &primary.address(),
+        "CREATE TABLE t (v int); INSERT INTO t VALUES (1)",
+    )
+    .await;
+    let source = json!({"address": primary.address(), "applicationName": "b"});
+
+    // An empty host: copied, swapped in, started as a standby streaming from the primary.
+    let host_b = owned_dir(dir.path(), "host-b").unwrap();
+    let (data_b, port_b) = empty_data(&host_b).unwrap();
+    let node_b = Node::start(&host_b, &data_b, port_b);
+    let (code, up) = node_b.post("/v1/clone", json!({"epoch": 1, "source": source}));
+    assert_eq!(code, 200, "{up}");
+    let b = format!("127.0.0.1:{port_b}");
+    let streaming = probe_until(&b, |p| {
+        p.receiver.as_ref().is_some_and(|r| r.status == "streaming")
+    })
+    .await;
+    assert!(streaming.in_recovery);
+    assert_eq!(
+        streaming.system_identifier,
+        probe(&primary.address()).await.unwrap().system_identifier
+    );
+    assert_eq!(number(&b, "SELECT count(*) FROM t").await, 1);
+    assert!(!host_b.join(format!("pg-{port_b}.replicant-clone")).exists());
+
+    // Stopped, then started again as a standby of the same primary with the data it has.
+    assert_eq!(
+        node_b
+            .post("/v1/stop", json!({"epoch": 1, "mode": "fast"}))
+            .0,
+        200
+    );
+    let (code, again) = node_b.post("/v1/standby", json!({"epoch": 1, "source": source}));
+    assert_eq!(code, 200, "{again}");
+    probe_until(&b, |p| {
+        p.receiver.as_ref().is_some_and(|r| r.status == "streaming")
+    })
+    .await;
+
+    // A host holding another data set: refused, and its data left as it was.
+    let host_c = owned_dir(dir.path(), "host-c").unwrap();
+    let (data_c, port_c) = init_data(&host_c).unwrap();
+    let node_c = Node::start(&host_c, &data_c, port_c);
+    let before = node_c.status()["controlData"]["systemIdentifier"].clone();
+    let (code, refused) = node_c.post("/v1/clone", json!({"epoch": 1, "source": source}));
+    assert_eq!(code, 409, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("not copied over"),
+        "{refused}"
+    );
+    assert_eq!(node_c.status()["controlData"]["systemIdentifier"], before);
 }

@@ -162,6 +162,15 @@ struct NodeArgs {
     /// The agent's state file: the highest epoch seen, and whether it is fenced.
     #[arg(long)]
     state: PathBuf,
+    /// The user this host replicates and copies as.
+    #[arg(long, default_value = "replicator")]
+    replication_user: String,
+    /// A file holding that user's password (none: trust or a .pgpass file).
+    #[arg(long, conflicts_with = "replication_password_env")]
+    replication_password_file: Option<PathBuf>,
+    /// An environment variable holding that user's password.
+    #[arg(long)]
+    replication_password_env: Option<String>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -202,7 +211,23 @@ impl NodeArgs {
             .ok_or_else(|| {
                 CliError::Invalid("PostgreSQL's binaries not found: give --pg-bin".into())
             })?;
+        let password = match (
+            &self.replication_password_file,
+            &self.replication_password_env,
+        ) {
+            (Some(file), _) => Some(read(file)?.trim_end_matches(['\n', '\r']).to_string()),
+            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                CliError::Invalid(format!(
+                    "--replication-password-env: environment variable {var} is not set"
+                ))
+            })?),
+            (None, None) => None,
+        };
         Ok(crate::node::Options {
+            replication: crate::node::Replication {
+                user: self.replication_user,
+                password: password.map(crate::engine::Secret::new),
+            },
             data: self.data,
             bin,
             port: self.port,

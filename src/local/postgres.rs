@@ -78,6 +78,29 @@ pub fn init_data(dir: &Path) -> Result<(PathBuf, u16), PostgresError> {
     Ok((data, port))
 }
 
+/// A directory `parent/name` owned by the user servers run as: a data directory's parent on a
+/// real host, where an agent may set directories beside it.
+pub fn owned_dir(parent: &Path, name: &str) -> Result<PathBuf, PostgresError> {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).map_err(|source| PostgresError::Io {
+        what: format!("create {}", dir.display()),
+        source,
+    })?;
+    if let Some((uid, gid)) = run_as() {
+        chown(&dir, Some(uid), Some(gid)).map_err(|e| PostgresError::Io {
+            what: format!("chown {}", dir.display()),
+            source: e.into(),
+        })?;
+    }
+    Ok(dir)
+}
+
+/// An empty data directory in `dir` and a free port for it (for a copy to fill).
+pub fn empty_data(dir: &Path) -> Result<(PathBuf, u16), PostgresError> {
+    let port = free_port().map_err(|e| PostgresError::NoPort(e.to_string()))?;
+    Ok((prepare(dir, port)?, port))
+}
+
 /// The user and group servers (and node agents) run as when we are root: PostgreSQL refuses
 /// to run as root.
 pub fn server_user() -> Option<(u32, u32)> {

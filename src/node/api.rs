@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Agent, Inner,
+    host::{self, Source},
     postmaster::{Postmaster, StopMode},
 };
 use crate::engine::postgres::controldata::{self, ControlData};
@@ -28,6 +29,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/start", post(start))
         .route("/v1/stop", post(stop))
         .route("/v1/lease", post(lease))
+        .route("/v1/clone", post(clone))
+        .route("/v1/standby", post(standby))
         .layer(middleware::from_fn_with_state(agent.clone(), authenticate))
         .with_state(agent)
 }
@@ -156,7 +159,8 @@ async fn start(
 ) -> Result<Json<Status>, Refusal> {
     let mut inner = agent.inner.lock().await;
     accept_epoch(&agent, &mut inner, command.epoch)?;
-    if inner.durable.fenced {
+    // A standby commits nothing: it may start while fenced (that is how an old primary rejoins).
+    if inner.durable.fenced && !agent.options.data.join("standby.signal").exists() {
         return Err(refuse(
             StatusCode::CONFLICT,
             "fenced: the controller's lease lapsed while postgres ran; it stays down until the lease is renewed".into(),
@@ -218,6 +222,59 @@ async fn lease(
     inner.lease_until =
         Some(std::time::Instant::now() + Duration::from_millis(command.ttl_ms.min(3_600_000)));
     Ok(Json(describe(&agent, &mut inner).await))
+}
+
+#[derive(Deserialize)]
+struct FromSource {
+    epoch: u64,
+    source: Source,
+}
+
+/// Stop postgres (fast) for an operation on its data directory.
+async fn stopped(inner: &mut Inner) {
+    if let Some(postmaster) = inner.postmaster.as_mut() {
+        postmaster.stop(StopMode::Fast).await;
+    }
+    inner.postmaster = None;
+}
+
+/// The data directory is a standby now: start it, fenced or not.
+async fn start_as_standby(agent: &Agent, inner: &mut Inner) -> Result<Json<Status>, Refusal> {
+    let mut postmaster = Postmaster::start(&agent.options)
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let ready = postmaster
+        .wait_ready(&agent.options.bin, agent.options.port, START_TIMEOUT)
+        .await;
+    inner.postmaster = Some(postmaster);
+    ready.map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(Json(describe(agent, inner).await))
+}
+
+/// Copy another member into the data directory and start as its standby.
+async fn clone(
+    State(agent): State<Arc<Agent>>,
+    Json(command): Json<FromSource>,
+) -> Result<Json<Status>, Refusal> {
+    let mut inner = agent.inner.lock().await;
+    accept_epoch(&agent, &mut inner, command.epoch)?;
+    stopped(&mut inner).await;
+    host::clone(&agent.options, &agent.options.replication, &command.source)
+        .await
+        .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
+    start_as_standby(&agent, &mut inner).await
+}
+
+/// Start as a standby of another member, with the data already here.
+async fn standby(
+    State(agent): State<Arc<Agent>>,
+    Json(command): Json<FromSource>,
+) -> Result<Json<Status>, Refusal> {
+    let mut inner = agent.inner.lock().await;
+    accept_epoch(&agent, &mut inner, command.epoch)?;
+    stopped(&mut inner).await;
+    host::configure_standby(&agent.options, &agent.options.replication, &command.source)
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    start_as_standby(&agent, &mut inner).await
 }
 
 #[cfg(test)]

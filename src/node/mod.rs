@@ -8,7 +8,10 @@
 //! postmaster it starts, and the address it listens on.
 
 mod api;
+mod host;
 mod postmaster;
+
+pub use host::Replication;
 
 use std::{
     net::SocketAddr,
@@ -69,6 +72,8 @@ pub struct Options {
     pub token: Secret,
     /// The agent's durable memory: the highest epoch seen, and whether it is fenced.
     pub state: PathBuf,
+    /// How this host authenticates to other members for replication and copies.
+    pub replication: Replication,
 }
 
 #[derive(Debug, thiserror::Error)]

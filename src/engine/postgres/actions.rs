@@ -136,7 +136,7 @@ fn literal(value: &str) -> String {
 }
 
 /// `value` as a libpq connection-string value.
-fn conninfo_value(value: &str) -> String {
+pub fn conninfo_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
