@@ -166,16 +166,22 @@ async fn start(
             "fenced: the controller's lease lapsed while postgres ran; it stays down until the lease is renewed".into(),
         ));
     }
-    if !inner.postmaster.as_mut().is_some_and(Postmaster::running) {
-        let mut postmaster = Postmaster::start(&agent.options)
-            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        let ready = postmaster
-            .wait_ready(&agent.options.bin, agent.options.port, START_TIMEOUT)
-            .await;
-        inner.postmaster = Some(postmaster);
-        ready.map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    }
+    ensure_running(&agent, &mut inner).await?;
     Ok(Json(describe(&agent, &mut inner).await))
+}
+
+/// Start postgres unless it runs, and wait until it accepts connections.
+async fn ensure_running(agent: &Agent, inner: &mut Inner) -> Result<(), Refusal> {
+    if inner.postmaster.as_mut().is_some_and(Postmaster::running) {
+        return Ok(());
+    }
+    let mut postmaster = Postmaster::start(&agent.options)
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let ready = postmaster
+        .wait_ready(&agent.options.bin, agent.options.port, START_TIMEOUT)
+        .await;
+    inner.postmaster = Some(postmaster);
+    ready.map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
 #[derive(Deserialize)]
@@ -190,10 +196,7 @@ async fn stop(
 ) -> Result<Json<Status>, Refusal> {
     let mut inner = agent.inner.lock().await;
     accept_epoch(&agent, &mut inner, command.epoch)?;
-    if let Some(postmaster) = inner.postmaster.as_mut() {
-        postmaster.stop(command.mode).await;
-    }
-    inner.postmaster = None;
+    stopped(&mut inner, command.mode).await;
     Ok(Json(describe(&agent, &mut inner).await))
 }
 
@@ -230,24 +233,12 @@ struct FromSource {
     source: Source,
 }
 
-/// Stop postgres (fast) for an operation on its data directory.
-async fn stopped(inner: &mut Inner) {
+/// Stop postgres (if it runs) and reap it.
+async fn stopped(inner: &mut Inner, mode: StopMode) {
     if let Some(postmaster) = inner.postmaster.as_mut() {
-        postmaster.stop(StopMode::Fast).await;
+        postmaster.stop(mode).await;
     }
     inner.postmaster = None;
-}
-
-/// The data directory is a standby now: start it, fenced or not.
-async fn start_as_standby(agent: &Agent, inner: &mut Inner) -> Result<Json<Status>, Refusal> {
-    let mut postmaster = Postmaster::start(&agent.options)
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let ready = postmaster
-        .wait_ready(&agent.options.bin, agent.options.port, START_TIMEOUT)
-        .await;
-    inner.postmaster = Some(postmaster);
-    ready.map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    Ok(Json(describe(agent, inner).await))
 }
 
 /// Copy another member into the data directory and start as its standby.
@@ -257,11 +248,13 @@ async fn clone(
 ) -> Result<Json<Status>, Refusal> {
     let mut inner = agent.inner.lock().await;
     accept_epoch(&agent, &mut inner, command.epoch)?;
-    stopped(&mut inner).await;
+    stopped(&mut inner, StopMode::Fast).await;
     host::clone(&agent.options, &agent.options.replication, &command.source)
         .await
         .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
-    start_as_standby(&agent, &mut inner).await
+    // A standby now: it may start fenced or not.
+    ensure_running(&agent, &mut inner).await?;
+    Ok(Json(describe(&agent, &mut inner).await))
 }
 
 /// Start as a standby of another member, with the data already here.
@@ -271,10 +264,11 @@ async fn standby(
 ) -> Result<Json<Status>, Refusal> {
     let mut inner = agent.inner.lock().await;
     accept_epoch(&agent, &mut inner, command.epoch)?;
-    stopped(&mut inner).await;
+    stopped(&mut inner, StopMode::Fast).await;
     host::configure_standby(&agent.options, &agent.options.replication, &command.source)
         .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    start_as_standby(&agent, &mut inner).await
+    ensure_running(&agent, &mut inner).await?;
+    Ok(Json(describe(&agent, &mut inner).await))
 }
 
 #[cfg(test)]
