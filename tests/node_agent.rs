@@ -40,8 +40,7 @@ impl Node {
             .arg(data)
             .args(["--port", &pg_port.to_string()])
             .args(["--set", "listen_addresses=127.0.0.1"])
-            .arg("--set")
-            .arg(format!("unix_socket_directories={}", data.display()))
+            .args(["--set", "unix_socket_directories="])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--token-env", "NODE_TOKEN"])
             .args(["--replication-user", "postgres"])
@@ -285,4 +284,103 @@ async fn the_agent_clones_a_standby_and_never_copies_over_another_data_set() {
         "{refused}"
     );
     assert_eq!(node_c.status()["controlData"]["systemIdentifier"], before);
+}
+
+/// Detach `standby` from the primary, write rows of -1 on the primary (which the standby never
+/// gets), crash the primary with `crash`, promote the standby and write a row of -2 on it: the
+/// old primary now holds WAL past where the new one's history left it.
+async fn diverge(primary: &str, standby: &str, crash: impl FnOnce()) {
+    use replicant::engine::postgres::{
+        Target,
+        actions::{detach, promote},
+    };
+    sql(
+        primary,
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100)",
+    )
+    .await;
+    let written = probe(primary).await.unwrap().durable;
+    probe_until(standby, |p| p.applied >= written).await;
+    let creds = superuser();
+    let at = |address| Target {
+        address,
+        credentials: &creds,
+        timeout: Duration::from_secs(10),
+    };
+    detach(at(standby)).await.unwrap();
+    sql(
+        primary,
+        "INSERT INTO t SELECT -1 FROM generate_series(1, 1000)",
+    )
+    .await;
+    crash();
+    promote(at(standby)).await.unwrap();
+    sql(standby, "INSERT INTO t VALUES (-2)").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_diverged_old_primary_is_rewound_and_one_that_cannot_be_is_copied() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+
+    // An old primary run by its agent (with wal_log_hints): rewound.
+    let host_a = owned_dir(dir.path(), "host-a").unwrap();
+    let (data_a, port_a) = init_data(&host_a).unwrap();
+    let node_a = Node::start(&host_a, &data_a, port_a);
+    assert_eq!(node_a.post("/v1/start", json!({"epoch": 1})).0, 200);
+    let a = format!("127.0.0.1:{port_a}");
+    let standby = PostgresProcess::standby_of_port(port_a, dir.path(), &[]).unwrap();
+    let pid = node_a.status()["pid"].as_u64().unwrap() as i32;
+    diverge(&a, &standby.address(), || {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    })
+    .await;
+    let source = json!({"address": standby.address(), "applicationName": "a"});
+    let (code, rejoined) = node_a.post("/v1/rewind", json!({"epoch": 2, "source": source}));
+    assert_eq!(code, 200, "{rejoined}");
+    assert_eq!(rejoined["rejoined"], "rewound", "{rejoined}");
+    let back = probe_until(&a, |p| {
+        p.receiver.as_ref().is_some_and(|r| r.status == "streaming")
+    })
+    .await;
+    assert!(back.in_recovery && back.timeline == 2, "{back:?}");
+    assert_eq!(
+        number(&a, "SELECT count(*) FROM t WHERE v = -1").await,
+        0,
+        "its own writes gone"
+    );
+    assert_eq!(
+        number(&a, "SELECT count(*) FROM t WHERE v = -2").await,
+        1,
+        "the new primary's there"
+    );
+
+    // An old primary that ran without wal_log_hints (outside any agent): pg_rewind refuses it,
+    // so it is copied again.
+    let host_b = owned_dir(dir.path(), "host-b").unwrap();
+    let mut old = PostgresProcess::primary(&host_b, &[]).unwrap();
+    let (data_b, port_b) = (old.data.clone(), old.port);
+    let b = old.address();
+    let standby_b = PostgresProcess::standby_of(&old, dir.path(), &[]).unwrap();
+    diverge(&b, &standby_b.address(), || old.kill()).await;
+    drop(old);
+    let node_b = Node::start(&host_b, &data_b, port_b);
+    let source = json!({"address": standby_b.address(), "applicationName": "b"});
+    let (code, rejoined) = node_b.post("/v1/rewind", json!({"epoch": 2, "source": source}));
+    assert_eq!(code, 200, "{rejoined}");
+    let reason = rejoined["rejoined"]["copied"]["rewindFailed"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not copied: {rejoined}"));
+    assert!(reason.contains("wal_log_hints"), "{reason}");
+    probe_until(&b, |p| {
+        p.receiver.as_ref().is_some_and(|r| r.status == "streaming")
+    })
+    .await;
+    assert_eq!(number(&b, "SELECT count(*) FROM t WHERE v = -1").await, 0);
+    assert_eq!(number(&b, "SELECT count(*) FROM t WHERE v = -2").await, 1);
 }

@@ -1,7 +1,7 @@
 //! Local `postgres` servers on loopback for tests, the demo and benchmarks: a primary made with
 //! initdb, standbys cloned from it with pg_basebackup. Run as the unprivileged `postgres` user
-//! when the caller is root (PostgreSQL refuses root), each in its own data directory with its
-//! socket there too; shut down by PID.
+//! when the caller is root (PostgreSQL refuses root), each in its own data directory, on TCP
+//! only; shut down by PID.
 
 use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},
@@ -140,6 +140,15 @@ impl PostgresProcess {
         dir: &Path,
         settings: &[(&str, &str)],
     ) -> Result<Self, PostgresError> {
+        Self::standby_of_port(primary.port, dir, settings)
+    }
+
+    /// A standby streaming from the server on 127.0.0.1:`primary_port`.
+    pub fn standby_of_port(
+        primary_port: u16,
+        dir: &Path,
+        settings: &[(&str, &str)],
+    ) -> Result<Self, PostgresError> {
         let port = free_port().map_err(|e| PostgresError::NoPort(e.to_string()))?;
         // Empty and owned by the server's user: pg_basebackup fills it.
         let data = prepare(dir, port)?;
@@ -148,7 +157,7 @@ impl PostgresProcess {
                 "-h",
                 "127.0.0.1",
                 "-p",
-                &primary.port.to_string(),
+                &primary_port.to_string(),
                 "-U",
                 "postgres",
             ])
@@ -413,8 +422,8 @@ fn spawn(
         .arg(data)
         .args(["-p", &port.to_string()])
         .args(["-c", "listen_addresses=127.0.0.1"])
-        .arg("-c")
-        .arg(format!("unix_socket_directories={}", data.display()))
+        // TCP only: a socket in the data directory would be one more file for pg_rewind to copy.
+        .args(["-c", "unix_socket_directories="])
         .args([
             "-c",
             "fsync=off",

@@ -31,6 +31,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/lease", post(lease))
         .route("/v1/clone", post(clone))
         .route("/v1/standby", post(standby))
+        .route("/v1/rewind", post(rewind))
         .layer(middleware::from_fn_with_state(agent.clone(), authenticate))
         .with_state(agent)
 }
@@ -269,6 +270,34 @@ async fn standby(
         .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     ensure_running(&agent, &mut inner).await?;
     Ok(Json(describe(&agent, &mut inner).await))
+}
+
+/// What a rejoin did, with the status after it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AfterRejoin {
+    rejoined: host::Rejoined,
+    #[serde(flatten)]
+    status: Status,
+}
+
+/// Bring diverged data back onto a member's history (rewind, or copy when that fails) and start
+/// as its standby.
+async fn rewind(
+    State(agent): State<Arc<Agent>>,
+    Json(command): Json<FromSource>,
+) -> Result<Json<AfterRejoin>, Refusal> {
+    let mut inner = agent.inner.lock().await;
+    accept_epoch(&agent, &mut inner, command.epoch)?;
+    stopped(&mut inner, StopMode::Fast).await;
+    let rejoined = host::rewind(&agent.options, &agent.options.replication, &command.source)
+        .await
+        .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
+    ensure_running(&agent, &mut inner).await?;
+    Ok(Json(AfterRejoin {
+        rejoined,
+        status: describe(&agent, &mut inner).await,
+    }))
 }
 
 #[cfg(test)]

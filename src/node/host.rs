@@ -184,3 +184,130 @@ pub fn configure_standby(
     write(&auto, lines.join("\n") + "\n")?;
     write(&options.data.join("standby.signal"), String::new())
 }
+
+/// How a member that left the primary's history was brought back onto it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Rejoined {
+    /// `pg_rewind` replaced what diverged; the rest was kept.
+    Rewound,
+    /// The rewind could not be done (the reason is kept); a full copy replaced the data.
+    Copied { rewind_failed: String },
+}
+
+/// How long crash recovery or a rewind may take.
+const REWIND_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Bring the (stopped) data directory back onto `source`'s history, as its standby: rewind it,
+/// or copy it again when rewinding fails. The old data is kept until a copy is complete.
+pub async fn rewind(
+    options: &Options,
+    replication: &Replication,
+    source: &Source,
+) -> Result<Rejoined, String> {
+    match try_rewind(options, replication, source).await {
+        Ok(()) => {
+            configure_standby(options, replication, source)?;
+            Ok(Rejoined::Rewound)
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "rewind failed; copying the data again");
+            clone(options, replication, source).await?;
+            Ok(Rejoined::Copied {
+                rewind_failed: reason,
+            })
+        }
+    }
+}
+
+async fn try_rewind(
+    options: &Options,
+    replication: &Replication,
+    source: &Source,
+) -> Result<(), String> {
+    // Read before anything runs on the directory: recovery below records the settings it runs
+    // with, and a directory that wrote WAL without hints must not be made to look rewindable.
+    let control = controldata::read(&options.bin, &options.data)?;
+    if !control.rewindable() {
+        return Err(
+            "it ran without wal_log_hints or data checksums, so a rewind could miss changed pages"
+                .into(),
+        );
+    }
+    // pg_rewind needs a target shut down cleanly: after a crash, recover it alone first.
+    if !control.cleanly_shut_down() {
+        let mut command = Command::new(options.bin.join("postgres"));
+        command
+            .args(["--single", "-D"])
+            .arg(&options.data)
+            // As when it runs: recovery ends with a checkpoint that records the setting, and
+            // pg_rewind refuses a target whose control file says it was off.
+            .args(["-c", "archive_mode=off", "-c", "wal_log_hints=on"])
+            // That checkpoint would also recycle the WAL from before the fork, which the rewind
+            // reads: keep every segment the directory holds.
+            .args(["-c", "wal_keep_size=2147483647", "postgres"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let status = tokio::time::timeout(REWIND_TIMEOUT, command.status())
+            .await
+            .map_err(|_| "crash recovery took too long".to_string())?
+            .map_err(|e| format!("crash recovery: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "crash recovery in single-user mode failed ({status})"
+            ));
+        }
+    }
+    ensure_checkpointed(replication, source).await?;
+    let (host, port) = source
+        .address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{} is not host:port", source.address))?;
+    let server = format!(
+        "host={} port={} user={} dbname=postgres",
+        conninfo_value(host.trim_start_matches('[').trim_end_matches(']')),
+        conninfo_value(port),
+        conninfo_value(&replication.user)
+    );
+    let mut command = Command::new(options.bin.join("pg_rewind"));
+    command
+        .arg("--target-pgdata")
+        .arg(&options.data)
+        .arg(format!("--source-server={server}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(password) = &replication.password {
+        command.env("PGPASSWORD", password.expose());
+    }
+    let output = tokio::time::timeout(REWIND_TIMEOUT, command.output())
+        .await
+        .map_err(|_| "pg_rewind took too long".to_string())?
+        .map_err(|e| format!("pg_rewind: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "pg_rewind: {}",
+            crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
+        ));
+    }
+    Ok(())
+}
+
+/// A rewind reads the source's control file: until the source's first checkpoint on its new
+/// timeline, it still names the old one, and pg_rewind would find nothing to do. Ask for the
+/// checkpoint and wait for it.
+async fn ensure_checkpointed(replication: &Replication, source: &Source) -> Result<(), String> {
+    let credentials = Credentials {
+        username: Some(replication.user.clone()),
+        password: replication.password.clone(),
+    };
+    let target = crate::engine::postgres::Target {
+        address: &source.address,
+        credentials: &credentials,
+        timeout: Duration::from_secs(60),
+    };
+    crate::engine::postgres::actions::checkpoint(target)
+        .await
+        .map_err(|e| format!("the source has not checkpointed on its timeline: {e}"))
+}

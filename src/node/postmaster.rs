@@ -33,7 +33,9 @@ impl Postmaster {
         command
             .arg("-D")
             .arg(&options.data)
-            .args(["-p", &options.port.to_string()]);
+            .args(["-p", &options.port.to_string()])
+            // pg_rewind needs it: a rejoining old primary is rewound, not copied.
+            .args(["-c", "wal_log_hints=on"]);
         for (name, value) in &options.settings {
             command.arg("-c").arg(format!("{name}={value}"));
         }

@@ -284,6 +284,26 @@ pub async fn unfence(
         .await
 }
 
+/// Make sure `target`'s control file names its current timeline: after a promotion it does
+/// only from the first checkpoint on, and a rewind onto it reads the control file. Asks for a
+/// checkpoint (which needs a superuser or `pg_checkpoint`) when it has not happened yet.
+pub async fn checkpoint(target: Target<'_>) -> Result<(), EngineError> {
+    const ON_TIMELINE: &str = "SELECT (SELECT timeline_id FROM pg_control_checkpoint()) = ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int";
+    let done = target
+        .with_session("checkpoint", async |session| {
+            target.query_bool(session, "checkpoint", ON_TIMELINE).await
+        })
+        .await?;
+    if !done {
+        target
+            .with_session("checkpoint", async |session| {
+                target.execute(session, "checkpoint", "CHECKPOINT").await
+            })
+            .await?;
+    }
+    target.until("checkpoint", ON_TIMELINE).await
+}
+
 /// `synchronous_standby_names` that makes every commit wait for `k` of `names` (quorum
 /// commit), with `synchronous_commit` on: the guard a primary runs with in sync mode.
 pub fn quorum(k: usize, names: &[&str]) -> String {

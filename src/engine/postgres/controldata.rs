@@ -19,9 +19,19 @@ pub struct ControlData {
     /// Where recovery must reach before the data is consistent (`0/0` when it need not).
     pub min_recovery_end: Lsn,
     pub min_recovery_end_timeline: u32,
+    /// The server ran with `wal_log_hints` on (as of the control file's last update).
+    pub wal_log_hints: bool,
+    /// Data pages carry checksums (fixed at initdb).
+    pub data_checksums: bool,
 }
 
 impl ControlData {
+    /// Whether pg_rewind can find every page changed since a fork: only when hint-bit changes
+    /// were WAL-logged too.
+    pub fn rewindable(&self) -> bool {
+        self.wal_log_hints || self.data_checksums
+    }
+
     /// Shut down cleanly (as a primary or a standby): no recovery needed to start it.
     pub fn cleanly_shut_down(&self) -> bool {
         self.state == "shut down" || self.state == "shut down in recovery"
@@ -54,6 +64,8 @@ pub fn parse(output: &str) -> Result<ControlData, String> {
         checkpoint_timeline: number("Latest checkpoint's TimeLineID")? as u32,
         min_recovery_end: lsn("Minimum recovery ending location")?,
         min_recovery_end_timeline: number("Min recovery ending loc's timeline")? as u32,
+        wal_log_hints: field("wal_log_hints setting")? == "on",
+        data_checksums: number("Data page checksum version")? != 0,
     })
 }
 
@@ -88,6 +100,7 @@ mod tests {
         assert_eq!(data.checkpoint_timeline, 1);
         assert_ne!(data.system_identifier, 0);
         assert_eq!(data.min_recovery_end, Lsn(0));
+        assert!(!data.wal_log_hints && !data.data_checksums && !data.rewindable());
         assert!(
             parse("garbage")
                 .unwrap_err()
