@@ -590,6 +590,20 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
         "{stderr}"
     );
 
+    // An unbounded string is refused by the server itself (the CRDs' maxLength), so a megabyte
+    // of it never reaches the operator, its status or its Events.
+    let huge = bed.cluster_yaml(&"p".repeat(100_000));
+    let out = bed.plane.apply_text("huge.yaml", &huge);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("spec.primary")
+            // Current servers say "Too long"; 1.20 says "should be at most 63 chars long".
+            && (stderr.contains("Too long") || stderr.contains("at most 63 chars")),
+        "{}",
+        replicant::bounded::clip(&stderr, 400)
+    );
+
     // One the schema lets through on this server (no CEL here) is reported in status, and
     // nothing is acted on: the primary, epoch and roles stay as they are.
     let generation_before = bed.cluster().await.unwrap().metadata.generation;
