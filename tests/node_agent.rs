@@ -32,6 +32,10 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, data: &Path, pg_port: u16) -> Self {
+        Self::start_with(dir, data, pg_port, &[])
+    }
+
+    fn start_with(dir: &Path, data: &Path, pg_port: u16, extra: &[&str]) -> Self {
         let port = free_port().unwrap();
         let log = std::fs::File::create(dir.join(format!("node-{port}.log"))).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_replicant"));
@@ -48,6 +52,7 @@ impl Node {
             .env("REPLICATION_PASSWORD", replicant::local::postgres::PASSWORD)
             .arg("--state")
             .arg(data.join("replicant-node.json"))
+            .args(extra)
             .env("NODE_TOKEN", TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -383,4 +388,101 @@ async fn a_diverged_old_primary_is_rewound_and_one_that_cannot_be_is_copied() {
     .await;
     assert_eq!(number(&b, "SELECT count(*) FROM t WHERE v = -1").await, 0);
     assert_eq!(number(&b, "SELECT count(*) FROM t WHERE v = -2").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_is_served_over_tls_when_given_a_certificate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = owned_dir(dir.path(), "host").unwrap();
+    let (data, pg_port) = init_data(&host).unwrap();
+    let (cert, key) = (host.join("agent.crt"), host.join("agent.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=agent"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        // A server certificate, not a CA: webpki refuses a CA as the server's own certificate.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success(), "openssl could not make a certificate");
+    for file in [&cert, &key] {
+        std::os::unix::fs::chown(file, server_user().map(|u| u.0), server_user().map(|u| u.1))
+            .unwrap();
+    }
+    let node = Node::start_with(
+        &host,
+        &data,
+        pg_port,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+
+    // A client that trusts the certificate gets its answer over TLS.
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    roots
+        .add(CertificateDer::from_pem_file(&cert).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", node.port))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(
+        format!("GET /v1/status HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await.unwrap_or_default();
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    assert!(response.contains("\"running\":false"), "{response}");
+
+    // Plain HTTP gets no answer.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        plain,
+        "GET /v1/status HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    let _ = plain.read_to_end(&mut reply);
+    assert!(
+        !reply.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
 }

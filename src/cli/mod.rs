@@ -162,6 +162,12 @@ struct NodeArgs {
     /// The agent's state file: the highest epoch seen, and whether it is fenced.
     #[arg(long)]
     state: PathBuf,
+    /// Serve the API over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The user this host replicates and copies as.
     #[arg(long, default_value = "replicator")]
     replication_user: String,
@@ -224,6 +230,7 @@ impl NodeArgs {
             (None, None) => None,
         };
         Ok(crate::node::Options {
+            tls: self.tls_cert.zip(self.tls_key),
             replication: crate::node::Replication {
                 user: self.replication_user,
                 password: password.map(crate::engine::Secret::new),

@@ -10,6 +10,7 @@
 mod api;
 mod host;
 mod postmaster;
+mod tls;
 
 pub use host::Replication;
 
@@ -74,6 +75,8 @@ pub struct Options {
     pub state: PathBuf,
     /// How this host authenticates to other members for replication and copies.
     pub replication: Replication,
+    /// PEM certificate chain and private key: the API is served over TLS when given.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,8 @@ pub enum NodeError {
     State(String, String),
     #[error("listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// What the agent keeps across restarts, written (and fsynced) before it acts on a new epoch.
@@ -184,19 +189,30 @@ pub async fn run(
     tracing::info!(%listen, epoch = agent.inner.lock().await.durable.epoch, "node agent listening");
     let watcher = tokio::spawn(agent.clone().watch_lease());
     let app = api::router(agent.clone());
-    tokio::select! {
-        result = axum::serve(listener, app) => {
-            if let Err(e) = result {
-                tracing::error!(error = %e, "the agent's API stopped");
+    let serve = async {
+        let result = match &agent.options.tls {
+            Some((cert, key)) => {
+                let acceptor = tls::acceptor(cert, key).map_err(NodeError::Tls)?;
+                let listener = tls::TlsListener::new(listener, acceptor)
+                    .map_err(|e| NodeError::Listen(listen, e))?;
+                axum::serve(listener, app).await
             }
+            None => axum::serve(listener, app).await,
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "the agent's API stopped");
         }
-        _ = shutdown => {}
-    }
+        Ok(())
+    };
+    let served: Result<(), NodeError> = tokio::select! {
+        result = serve => result,
+        _ = shutdown => Ok(()),
+    };
     watcher.abort();
     let mut inner = agent.inner.lock().await;
     if let Some(postmaster) = inner.postmaster.as_mut() {
         postmaster.stop(postmaster::StopMode::Fast).await;
     }
     inner.postmaster = None;
-    Ok(())
+    served
 }
