@@ -451,7 +451,8 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let config = std::sync::Arc::new(config);
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", node.port))
         .await
         .unwrap();
@@ -467,6 +468,16 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
     tls.read_to_string(&mut response).await.unwrap_or_default();
     assert!(response.starts_with("HTTP/1.0 200"), "{response}");
     assert!(response.contains("\"running\":false"), "{response}");
+
+    // The controller's client speaks TLS to it too.
+    let client = replicant::engine::postgres::agent::AgentClient::new(
+        format!("127.0.0.1:{}", node.port),
+        replicant::engine::Secret::new(TOKEN),
+        Some(config),
+        Duration::from_secs(5),
+    );
+    use replicant::engine::postgres::agent::HostOperations;
+    assert!(!client.status().await.unwrap().running);
 
     // Plain HTTP gets no answer.
     let mut plain = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
@@ -485,4 +496,53 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
         "{}",
         String::from_utf8_lossy(&reply)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_drives_the_agent_through_its_client() {
+    use replicant::engine::{
+        Secret,
+        postgres::agent::{AgentClient, HostOperations},
+    };
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = owned_dir(dir.path(), "host").unwrap();
+    let (data, pg_port) = init_data(&host).unwrap();
+    let mut node = Node::start(&host, &data, pg_port);
+    let address = format!("127.0.0.1:{}", node.port);
+    let agent = AgentClient::new(&address, Secret::new(TOKEN), None, Duration::from_secs(5));
+
+    let down = agent.status().await.unwrap();
+    assert!(!down.running);
+    assert_eq!(down.control_data.unwrap().state, "shut down");
+    let up = agent.start(3).await.unwrap();
+    assert!(up.running && up.epoch == 3, "{up:?}");
+    assert!(probe(&format!("127.0.0.1:{pg_port}")).await.is_ok());
+    let leased = agent.renew_lease(3, Duration::from_secs(60)).await.unwrap();
+    assert!(leased.lease_remaining_ms.unwrap() > 50_000);
+
+    let stale = agent.stop(2, false).await.unwrap_err();
+    assert!(
+        matches!(&stale, EngineError::Command { message, .. } if message.contains("epoch 2 is older than 3")),
+        "{stale}"
+    );
+    let intruder = AgentClient::new(
+        &address,
+        Secret::new("not-the-token-0123"),
+        None,
+        Duration::from_secs(5),
+    );
+    let refused = intruder.status().await.unwrap_err();
+    assert!(matches!(refused, EngineError::Auth { .. }), "{refused}");
+    assert!(!refused.to_string().contains("not-the-token"), "{refused}");
+
+    let stopped = agent.stop(3, false).await.unwrap();
+    assert!(!stopped.running);
+    assert_eq!(stopped.control_data.unwrap().state, "shut down");
+
+    node.stop_process();
+    let gone = agent.status().await.unwrap_err();
+    assert!(matches!(gone, EngineError::Refused { .. }), "{gone}");
 }

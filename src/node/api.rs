@@ -11,14 +11,16 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{
-    Agent, Inner,
-    host::{self, Source},
+    Agent, Inner, host,
     postmaster::{Postmaster, StopMode},
 };
-use crate::engine::postgres::controldata::{self, ControlData};
+use crate::engine::postgres::{
+    agent::{AfterRejoin, AgentStatus, Source},
+    controldata,
+};
 
 /// How long postgres may take to accept connections after a start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -84,21 +86,7 @@ fn refuse(status: StatusCode, error: String) -> Refusal {
     Refusal { status, error }
 }
 
-/// What the agent reports: enough for the controller to decide while postgres is down.
-#[derive(Serialize, Deserialize, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    pub running: bool,
-    pub pid: Option<u32>,
-    pub epoch: u64,
-    pub fenced: bool,
-    pub lease_remaining_ms: Option<u64>,
-    pub control_data: Option<ControlData>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub control_data_error: Option<String>,
-}
-
-async fn describe(agent: &Agent, inner: &mut Inner) -> Status {
+async fn describe(agent: &Agent, inner: &mut Inner) -> AgentStatus {
     let running = inner.postmaster.as_mut().is_some_and(Postmaster::running);
     if !running {
         inner.postmaster = None;
@@ -107,7 +95,7 @@ async fn describe(agent: &Agent, inner: &mut Inner) -> Status {
     let control = tokio::task::spawn_blocking(move || controldata::read(&bin, &data))
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
-    Status {
+    AgentStatus {
         running,
         pid: inner.postmaster.as_ref().and_then(Postmaster::pid),
         epoch: inner.durable.epoch,
@@ -122,7 +110,7 @@ async fn describe(agent: &Agent, inner: &mut Inner) -> Status {
     }
 }
 
-async fn status(State(agent): State<Arc<Agent>>) -> Json<Status> {
+async fn status(State(agent): State<Arc<Agent>>) -> Json<AgentStatus> {
     let mut inner = agent.inner.lock().await;
     Json(describe(&agent, &mut inner).await)
 }
@@ -157,7 +145,7 @@ struct Command {
 async fn start(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<Command>,
-) -> Result<Json<Status>, Refusal> {
+) -> Result<Json<AgentStatus>, Refusal> {
     let mut inner = agent.inner.lock().await;
     accept_epoch(&agent, &mut inner, command.epoch)?;
     // A standby commits nothing: it may start while fenced (that is how an old primary rejoins).
@@ -194,7 +182,7 @@ struct Stop {
 async fn stop(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<Stop>,
-) -> Result<Json<Status>, Refusal> {
+) -> Result<Json<AgentStatus>, Refusal> {
     let mut inner = agent.inner.lock().await;
     accept_epoch(&agent, &mut inner, command.epoch)?;
     stopped(&mut inner, command.mode).await;
@@ -212,7 +200,7 @@ struct Lease {
 async fn lease(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<Lease>,
-) -> Result<Json<Status>, Refusal> {
+) -> Result<Json<AgentStatus>, Refusal> {
     let mut inner = agent.inner.lock().await;
     accept_epoch(&agent, &mut inner, command.epoch)?;
     if inner.durable.fenced {
@@ -246,7 +234,7 @@ async fn stopped(inner: &mut Inner, mode: StopMode) {
 async fn clone(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<FromSource>,
-) -> Result<Json<Status>, Refusal> {
+) -> Result<Json<AgentStatus>, Refusal> {
     let mut inner = agent.inner.lock().await;
     accept_epoch(&agent, &mut inner, command.epoch)?;
     stopped(&mut inner, StopMode::Fast).await;
@@ -262,7 +250,7 @@ async fn clone(
 async fn standby(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<FromSource>,
-) -> Result<Json<Status>, Refusal> {
+) -> Result<Json<AgentStatus>, Refusal> {
     let mut inner = agent.inner.lock().await;
     accept_epoch(&agent, &mut inner, command.epoch)?;
     stopped(&mut inner, StopMode::Fast).await;
@@ -270,15 +258,6 @@ async fn standby(
         .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     ensure_running(&agent, &mut inner).await?;
     Ok(Json(describe(&agent, &mut inner).await))
-}
-
-/// What a rejoin did, with the status after it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AfterRejoin {
-    rejoined: host::Rejoined,
-    #[serde(flatten)]
-    status: Status,
 }
 
 /// Bring diverged data back onto a member's history (rewind, or copy when that fails) and start

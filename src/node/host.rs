@@ -8,27 +8,17 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
 use tokio::process::Command;
 
 use super::Options;
 use crate::engine::{
     Credentials, Secret,
-    postgres::{actions::conninfo_value, controldata, probe},
+    postgres::{
+        actions::conninfo_value,
+        agent::{Rejoined, Source},
+        controldata, probe,
+    },
 };
-
-/// The member to stream or copy from, as the controller names it.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Source {
-    /// `host:port` of its postgres.
-    pub address: String,
-    /// The name this standby reports upstream (`synchronous_standby_names` lists these).
-    pub application_name: String,
-    /// The replication slot kept for this standby there, if any.
-    #[serde(default)]
-    pub slot: Option<String>,
-}
 
 /// How this host authenticates for replication: from the agent's own configuration, so no
 /// password crosses the agent's API.
@@ -183,16 +173,6 @@ pub fn configure_standby(
     };
     write(&auto, lines.join("\n") + "\n")?;
     write(&options.data.join("standby.signal"), String::new())
-}
-
-/// How a member that left the primary's history was brought back onto it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
-pub enum Rejoined {
-    /// `pg_rewind` replaced what diverged; the rest was kept.
-    Rewound,
-    /// The rewind could not be done (the reason is kept); a full copy replaced the data.
-    Copied { rewind_failed: String },
 }
 
 /// How long crash recovery or a rewind may take.

@@ -3,6 +3,7 @@
 //! [`super::Engine`] trait, and the node agent for what SQL cannot do, build on them.
 
 pub mod actions;
+pub mod agent;
 pub mod controldata;
 pub mod history;
 pub mod probe;

@@ -1,0 +1,287 @@
+//! The controller's side of `replicant node`: host operations (start, stop, lease, clone,
+//! follow, rewind) over the agent's HTTP API, with its bearer token, a timeout on every call,
+//! and TLS when the agent serves it; and the API's wire types, which the agent shares.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio_rustls::rustls;
+
+use super::controldata::ControlData;
+use crate::engine::{EngineError, Secret};
+
+/// What an agent reports of its host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub epoch: u64,
+    pub fenced: bool,
+    pub lease_remaining_ms: Option<u64>,
+    pub control_data: Option<ControlData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_data_error: Option<String>,
+}
+
+/// The member a host copies, follows or rewinds onto.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    /// `host:port` of its postgres.
+    pub address: String,
+    /// The name the host reports upstream (`synchronous_standby_names` lists these).
+    pub application_name: String,
+    /// The replication slot kept for the host there, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+}
+
+/// How a member that left the primary's history was brought back onto it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Rejoined {
+    /// `pg_rewind` replaced what diverged; the rest was kept.
+    Rewound,
+    /// The rewind could not be done (the reason is kept); a full copy replaced the data.
+    Copied { rewind_failed: String },
+}
+
+/// A rejoin's outcome with the status after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AfterRejoin {
+    pub rejoined: Rejoined,
+    #[serde(flatten)]
+    pub status: AgentStatus,
+}
+
+/// What the controller may ask of a member's host. Every call carries the epoch of the
+/// decision it serves; a host refuses one older than the newest it has seen.
+#[async_trait]
+pub trait HostOperations: Send + Sync {
+    async fn status(&self) -> Result<AgentStatus, EngineError>;
+    async fn start(&self, epoch: u64) -> Result<AgentStatus, EngineError>;
+    /// Stop postgres: fast (clean) or immediate.
+    async fn stop(&self, epoch: u64, immediate: bool) -> Result<AgentStatus, EngineError>;
+    /// Keep the host's postgres allowed to run for `ttl` from now.
+    async fn renew_lease(&self, epoch: u64, ttl: Duration) -> Result<AgentStatus, EngineError>;
+    /// Copy `source` onto an empty host (or one of the same data set) and follow it.
+    async fn clone_from(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError>;
+    /// Start as a standby of `source` with the data already there.
+    async fn follow(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError>;
+    /// Bring diverged data back onto `source`'s history and follow it.
+    async fn rewind(&self, epoch: u64, source: &Source) -> Result<AfterRejoin, EngineError>;
+}
+
+/// A member's agent, reached over HTTP (or HTTPS).
+#[derive(Clone)]
+pub struct AgentClient {
+    /// `host:port` of the agent's API.
+    address: String,
+    token: Secret,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// For calls that return at once; copies and rewinds get [`LONG_TIMEOUT`].
+    timeout: Duration,
+}
+
+/// How long a copy, a rewind or a start may take.
+pub const LONG_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl AgentClient {
+    pub fn new(
+        address: impl Into<String>,
+        token: Secret,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            address: address.into(),
+            token,
+            tls,
+            timeout,
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        during: &'static str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<T, EngineError> {
+        let address = self.address.clone();
+        tokio::time::timeout(timeout, self.call_unbounded(during, path, body))
+            .await
+            .map_err(|_| EngineError::Timeout {
+                address,
+                millis: timeout.as_millis(),
+                during,
+            })?
+    }
+
+    async fn call_unbounded<T: DeserializeOwned>(
+        &self,
+        during: &'static str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, EngineError> {
+        let address = self.address.clone();
+        let protocol = |detail: String| EngineError::Protocol {
+            address: address.clone(),
+            during,
+            detail,
+        };
+        let tcp = tokio::net::TcpStream::connect(&self.address)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => EngineError::Refused {
+                    address: address.clone(),
+                },
+                _ => EngineError::Connect {
+                    address: address.clone(),
+                    message: e.to_string(),
+                },
+            })?;
+        let method = if body.is_some() { "POST" } else { "GET" };
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &self.address)
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token.expose()),
+            )
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            )))
+            .map_err(|e| protocol(e.to_string()))?;
+        let (status, bytes) = match &self.tls {
+            Some(config) => {
+                let host = self
+                    .address
+                    .rsplit_once(':')
+                    .map_or(self.address.as_str(), |(h, _)| h)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| protocol(format!("server name {host:?}: {e}")))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| EngineError::Connect {
+                        address: address.clone(),
+                        message: format!("TLS: {e}"),
+                    })?;
+                exchange(TokioIo::new(tls), request).await
+            }
+            None => exchange(TokioIo::new(tcp), request).await,
+        }
+        .map_err(protocol)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let refusal = || {
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| crate::bounded::clip(&text, 512).into_owned())
+        };
+        match status.as_u16() {
+            200 => serde_json::from_slice(&bytes).map_err(|e| protocol(format!("reply: {e}"))),
+            401 => Err(EngineError::Auth {
+                address,
+                message: refusal(),
+            }),
+            _ => Err(EngineError::Command {
+                address,
+                during,
+                message: format!("{status}: {}", refusal()),
+            }),
+        }
+    }
+}
+
+/// One request over a fresh HTTP/1.1 connection; the status and at most 1 MiB of body.
+async fn exchange<I>(
+    io: I,
+    request: http::Request<Full<Bytes>>,
+) -> Result<(http::StatusCode, Bytes), String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    let connection = tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string());
+    let result = match response {
+        Ok(response) => {
+            let status = response.status();
+            http_body_util::Limited::new(response.into_body(), 1 << 20)
+                .collect()
+                .await
+                .map(|body| (status, body.to_bytes()))
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e),
+    };
+    connection.abort();
+    result
+}
+
+#[async_trait]
+impl HostOperations for AgentClient {
+    async fn status(&self) -> Result<AgentStatus, EngineError> {
+        self.call("agent status", "/v1/status", None, self.timeout)
+            .await
+    }
+
+    async fn start(&self, epoch: u64) -> Result<AgentStatus, EngineError> {
+        let body = serde_json::json!({ "epoch": epoch });
+        self.call("start postgres", "/v1/start", Some(body), LONG_TIMEOUT)
+            .await
+    }
+
+    async fn stop(&self, epoch: u64, immediate: bool) -> Result<AgentStatus, EngineError> {
+        let mode = if immediate { "immediate" } else { "fast" };
+        let body = serde_json::json!({ "epoch": epoch, "mode": mode });
+        self.call("stop postgres", "/v1/stop", Some(body), LONG_TIMEOUT)
+            .await
+    }
+
+    async fn renew_lease(&self, epoch: u64, ttl: Duration) -> Result<AgentStatus, EngineError> {
+        let body = serde_json::json!({ "epoch": epoch, "ttlMs": ttl.as_millis() as u64 });
+        self.call("renew the lease", "/v1/lease", Some(body), self.timeout)
+            .await
+    }
+
+    async fn clone_from(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError> {
+        let body = serde_json::json!({ "epoch": epoch, "source": source });
+        self.call("clone", "/v1/clone", Some(body), LONG_TIMEOUT)
+            .await
+    }
+
+    async fn follow(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError> {
+        let body = serde_json::json!({ "epoch": epoch, "source": source });
+        self.call(
+            "start as a standby",
+            "/v1/standby",
+            Some(body),
+            LONG_TIMEOUT,
+        )
+        .await
+    }
+
+    async fn rewind(&self, epoch: u64, source: &Source) -> Result<AfterRejoin, EngineError> {
+        let body = serde_json::json!({ "epoch": epoch, "source": source });
+        self.call("rewind", "/v1/rewind", Some(body), LONG_TIMEOUT)
+            .await
+    }
+}
