@@ -14,7 +14,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    Agent, Inner, host,
+    Agent, Inner, Options, host,
     postmaster::{Postmaster, StopMode},
 };
 use crate::engine::postgres::{
@@ -127,12 +127,9 @@ fn accept_epoch(agent: &Agent, inner: &mut Inner, epoch: u64) -> Result<(), Refu
         ));
     }
     if epoch > seen {
-        let mut durable = inner.durable.clone();
-        durable.epoch = epoch;
         agent
-            .save(&durable)
+            .record(inner, |durable| durable.epoch = epoch)
             .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        inner.durable = durable;
     }
     Ok(())
 }
@@ -185,7 +182,7 @@ async fn stop(
 ) -> Result<Json<AgentStatus>, Refusal> {
     let mut inner = agent.inner.lock().await;
     accept_epoch(&agent, &mut inner, command.epoch)?;
-    stopped(&mut inner, command.mode).await;
+    inner.stop_postgres(command.mode).await;
     Ok(Json(describe(&agent, &mut inner).await))
 }
 
@@ -204,12 +201,9 @@ async fn lease(
     let mut inner = agent.inner.lock().await;
     accept_epoch(&agent, &mut inner, command.epoch)?;
     if inner.durable.fenced {
-        let mut durable = inner.durable.clone();
-        durable.fenced = false;
         agent
-            .save(&durable)
+            .record(&mut inner, |durable| durable.fenced = false)
             .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        inner.durable = durable;
     }
     inner.lease_until =
         Some(std::time::Instant::now() + Duration::from_millis(command.ttl_ms.min(3_600_000)));
@@ -222,12 +216,19 @@ struct FromSource {
     source: Source,
 }
 
-/// Stop postgres (if it runs) and reap it.
-async fn stopped(inner: &mut Inner, mode: StopMode) {
-    if let Some(postmaster) = inner.postmaster.as_mut() {
-        postmaster.stop(mode).await;
-    }
-    inner.postmaster = None;
+/// An operation on the data directory: take the epoch, stop postgres (fast), run `operation`,
+/// then start postgres again (a standby now, so fenced or not) and report.
+async fn with_data_stopped<T>(
+    agent: &Agent,
+    epoch: u64,
+    operation: impl AsyncFnOnce(&Options) -> Result<T, Refusal>,
+) -> Result<(T, AgentStatus), Refusal> {
+    let mut inner = agent.inner.lock().await;
+    accept_epoch(agent, &mut inner, epoch)?;
+    inner.stop_postgres(StopMode::Fast).await;
+    let done = operation(&agent.options).await?;
+    ensure_running(agent, &mut inner).await?;
+    Ok((done, describe(agent, &mut inner).await))
 }
 
 /// Copy another member into the data directory and start as its standby.
@@ -235,15 +236,13 @@ async fn clone(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<FromSource>,
 ) -> Result<Json<AgentStatus>, Refusal> {
-    let mut inner = agent.inner.lock().await;
-    accept_epoch(&agent, &mut inner, command.epoch)?;
-    stopped(&mut inner, StopMode::Fast).await;
-    host::clone(&agent.options, &agent.options.replication, &command.source)
-        .await
-        .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
-    // A standby now: it may start fenced or not.
-    ensure_running(&agent, &mut inner).await?;
-    Ok(Json(describe(&agent, &mut inner).await))
+    let ((), status) = with_data_stopped(&agent, command.epoch, async |options| {
+        host::clone(options, &command.source)
+            .await
+            .map_err(|e| refuse(StatusCode::CONFLICT, e))
+    })
+    .await?;
+    Ok(Json(status))
 }
 
 /// Start as a standby of another member, with the data already here.
@@ -251,13 +250,12 @@ async fn standby(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<FromSource>,
 ) -> Result<Json<AgentStatus>, Refusal> {
-    let mut inner = agent.inner.lock().await;
-    accept_epoch(&agent, &mut inner, command.epoch)?;
-    stopped(&mut inner, StopMode::Fast).await;
-    host::configure_standby(&agent.options, &agent.options.replication, &command.source)
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    ensure_running(&agent, &mut inner).await?;
-    Ok(Json(describe(&agent, &mut inner).await))
+    let ((), status) = with_data_stopped(&agent, command.epoch, async |options| {
+        host::configure_standby(options, &command.source)
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))
+    })
+    .await?;
+    Ok(Json(status))
 }
 
 /// Bring diverged data back onto a member's history (rewind, or copy when that fails) and start
@@ -266,17 +264,13 @@ async fn rewind(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<FromSource>,
 ) -> Result<Json<AfterRejoin>, Refusal> {
-    let mut inner = agent.inner.lock().await;
-    accept_epoch(&agent, &mut inner, command.epoch)?;
-    stopped(&mut inner, StopMode::Fast).await;
-    let rejoined = host::rewind(&agent.options, &agent.options.replication, &command.source)
-        .await
-        .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
-    ensure_running(&agent, &mut inner).await?;
-    Ok(Json(AfterRejoin {
-        rejoined,
-        status: describe(&agent, &mut inner).await,
-    }))
+    let (rejoined, status) = with_data_stopped(&agent, command.epoch, async |options| {
+        host::rewind(options, &command.source)
+            .await
+            .map_err(|e| refuse(StatusCode::CONFLICT, e))
+    })
+    .await?;
+    Ok(Json(AfterRejoin { rejoined, status }))
 }
 
 #[cfg(test)]

@@ -28,6 +28,16 @@ pub struct Replication {
     pub password: Option<Secret>,
 }
 
+impl Replication {
+    /// For SQL to another member (its identity, its checkpoint) as the replication user.
+    fn credentials(&self) -> Credentials {
+        Credentials {
+            username: Some(self.user.clone()),
+            password: self.password.clone(),
+        }
+    }
+}
+
 /// How long a copy may take before it is abandoned.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -44,19 +54,16 @@ fn holds_data(data: &Path) -> bool {
 
 /// Copy `source` into the data directory, as a standby of it. Refused when the directory holds
 /// another data set than the source's; a copy that fails leaves the directory as it was.
-pub async fn clone(
-    options: &Options,
-    replication: &Replication,
-    source: &Source,
-) -> Result<(), String> {
-    let credentials = Credentials {
-        username: Some(replication.user.clone()),
-        password: replication.password.clone(),
-    };
-    let theirs = probe::probe(&source.address, &credentials, Duration::from_secs(5))
-        .await
-        .map_err(|e| format!("cannot read the source's identity: {e}"))?
-        .system_identifier;
+pub async fn clone(options: &Options, source: &Source) -> Result<(), String> {
+    let replication = &options.replication;
+    let theirs = probe::probe(
+        &source.address,
+        &replication.credentials(),
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| format!("cannot read the source's identity: {e}"))?
+    .system_identifier;
     if holds_data(&options.data) {
         let ours = controldata::read(&options.bin, &options.data)?.system_identifier;
         if ours != theirs {
@@ -119,7 +126,7 @@ pub async fn clone(
     }
     std::fs::rename(&copy, &options.data).map_err(|e| format!("put the copy in place: {e}"))?;
     let _ = std::fs::remove_dir_all(&old);
-    configure_standby(options, replication, source)
+    configure_standby(options, source)
 }
 
 /// A postgresql.conf string value.
@@ -130,11 +137,8 @@ fn setting_value(value: &str) -> String {
 /// Make the data directory start as a standby of `source`: `standby.signal`, and
 /// `primary_conninfo` and `primary_slot_name` in `postgresql.auto.conf` (earlier values of
 /// those two removed, the rest kept). Takes effect at the next start.
-pub fn configure_standby(
-    options: &Options,
-    replication: &Replication,
-    source: &Source,
-) -> Result<(), String> {
+pub fn configure_standby(options: &Options, source: &Source) -> Result<(), String> {
+    let replication = &options.replication;
     let (host, port) = source
         .address
         .rsplit_once(':')
@@ -180,19 +184,15 @@ const REWIND_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Bring the (stopped) data directory back onto `source`'s history, as its standby: rewind it,
 /// or copy it again when rewinding fails. The old data is kept until a copy is complete.
-pub async fn rewind(
-    options: &Options,
-    replication: &Replication,
-    source: &Source,
-) -> Result<Rejoined, String> {
-    match try_rewind(options, replication, source).await {
+pub async fn rewind(options: &Options, source: &Source) -> Result<Rejoined, String> {
+    match try_rewind(options, source).await {
         Ok(()) => {
-            configure_standby(options, replication, source)?;
+            configure_standby(options, source)?;
             Ok(Rejoined::Rewound)
         }
         Err(reason) => {
             tracing::warn!(%reason, "rewind failed; copying the data again");
-            clone(options, replication, source).await?;
+            clone(options, source).await?;
             Ok(Rejoined::Copied {
                 rewind_failed: reason,
             })
@@ -200,11 +200,8 @@ pub async fn rewind(
     }
 }
 
-async fn try_rewind(
-    options: &Options,
-    replication: &Replication,
-    source: &Source,
-) -> Result<(), String> {
+async fn try_rewind(options: &Options, source: &Source) -> Result<(), String> {
+    let replication = &options.replication;
     // Read before anything runs on the directory: recovery below records the settings it runs
     // with, and a directory that wrote WAL without hints must not be made to look rewindable.
     let control = controldata::read(&options.bin, &options.data)?;
@@ -278,10 +275,7 @@ async fn try_rewind(
 /// timeline, it still names the old one, and pg_rewind would find nothing to do. Ask for the
 /// checkpoint and wait for it.
 async fn ensure_checkpointed(replication: &Replication, source: &Source) -> Result<(), String> {
-    let credentials = Credentials {
-        username: Some(replication.user.clone()),
-        password: replication.password.clone(),
-    };
+    let credentials = replication.credentials();
     let target = crate::engine::postgres::Target {
         address: &source.address,
         credentials: &credentials,

@@ -24,7 +24,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use self::postmaster::Postmaster;
+use self::postmaster::{Postmaster, StopMode};
 use crate::{
     engine::Secret,
     standalone::state::{Durability, write_atomically},
@@ -106,6 +106,16 @@ struct Inner {
     lease_until: Option<Instant>,
 }
 
+impl Inner {
+    /// Stop postgres, if it runs, and reap it.
+    async fn stop_postgres(&mut self, mode: StopMode) {
+        if let Some(postmaster) = self.postmaster.as_mut() {
+            postmaster.stop(mode).await;
+        }
+        self.postmaster = None;
+    }
+}
+
 /// The agent: its options and its one postmaster.
 pub struct Agent {
     options: Options,
@@ -141,10 +151,15 @@ impl Agent {
         })
     }
 
-    fn save(&self, durable: &Durable) -> Result<(), String> {
-        let bytes = serde_json::to_vec_pretty(durable).map_err(|e| e.to_string())?;
+    /// Change the durable state: written (and fsynced) first, then taken in memory.
+    fn record(&self, inner: &mut Inner, change: impl FnOnce(&mut Durable)) -> Result<(), String> {
+        let mut durable = inner.durable.clone();
+        change(&mut durable);
+        let bytes = serde_json::to_vec_pretty(&durable).map_err(|e| e.to_string())?;
         write_atomically(&self.options.state, &bytes, Durability::Synced)
-            .map_err(|e| format!("cannot write {}: {e}", self.options.state.display()))
+            .map_err(|e| format!("cannot write {}: {e}", self.options.state.display()))?;
+        inner.durable = durable;
+        Ok(())
     }
 
     /// Stop postgres once the lease has lapsed, and stay fenced.
@@ -159,19 +174,16 @@ impl Agent {
                 continue;
             }
             inner.lease_until = None;
-            let mut durable = inner.durable.clone();
-            durable.fenced = true;
-            if let Err(e) = self.save(&durable) {
+            if let Err(e) = self.record(&mut inner, |durable| durable.fenced = true) {
                 tracing::error!(error = %e, "cannot record the fence; stopping postgres anyway");
+                inner.durable.fenced = true;
             }
-            inner.durable = durable;
-            if let Some(postmaster) = inner.postmaster.as_mut() {
+            if inner.postmaster.is_some() {
                 tracing::warn!(
                     "the controller's lease lapsed: postgres is stopped (immediate) and stays down until the lease is renewed"
                 );
-                postmaster.stop(postmaster::StopMode::Immediate).await;
             }
-            inner.postmaster = None;
+            inner.stop_postgres(StopMode::Immediate).await;
         }
     }
 }
@@ -209,10 +221,6 @@ pub async fn run(
         _ = shutdown => Ok(()),
     };
     watcher.abort();
-    let mut inner = agent.inner.lock().await;
-    if let Some(postmaster) = inner.postmaster.as_mut() {
-        postmaster.stop(postmaster::StopMode::Fast).await;
-    }
-    inner.postmaster = None;
+    agent.inner.lock().await.stop_postgres(StopMode::Fast).await;
     served
 }
