@@ -14,9 +14,10 @@ use super::Options;
 use crate::engine::{
     Credentials, Secret,
     postgres::{
-        actions::conninfo_value,
+        actions::conninfo,
         agent::{Rejoined, Source},
-        controldata, probe,
+        controldata,
+        probe::{self, split_address},
     },
 };
 
@@ -76,18 +77,10 @@ pub async fn clone(options: &Options, source: &Source) -> Result<(), String> {
     }
     let copy = sibling(&options.data, ".replicant-clone");
     let _ = std::fs::remove_dir_all(&copy);
-    let (host, port) = source
-        .address
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{} is not host:port", source.address))?;
+    let (host, port) = split_address(&source.address).map_err(|e| e.to_string())?;
     let mut command = Command::new(options.bin.join("pg_basebackup"));
     command
-        .args([
-            "-h",
-            host.trim_start_matches('[').trim_end_matches(']'),
-            "-p",
-            port,
-        ])
+        .args(["-h", host, "-p", &port.to_string()])
         .args([
             "-U",
             &replication.user,
@@ -139,20 +132,14 @@ fn setting_value(value: &str) -> String {
 /// those two removed, the rest kept). Takes effect at the next start.
 pub fn configure_standby(options: &Options, source: &Source) -> Result<(), String> {
     let replication = &options.replication;
-    let (host, port) = source
-        .address
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{} is not host:port", source.address))?;
-    let mut conninfo = format!(
-        "host={} port={} user={} application_name={}",
-        conninfo_value(host.trim_start_matches('[').trim_end_matches(']')),
-        conninfo_value(port),
-        conninfo_value(&replication.user),
-        conninfo_value(&source.application_name)
-    );
+    let mut fields = vec![
+        ("user", replication.user.as_str()),
+        ("application_name", source.application_name.as_str()),
+    ];
     if let Some(password) = &replication.password {
-        conninfo.push_str(&format!(" password={}", conninfo_value(password.expose())));
+        fields.push(("password", password.expose()));
     }
+    let conninfo = conninfo(&source.address, &fields).map_err(|e| e.to_string())?;
     let auto = options.data.join("postgresql.auto.conf");
     let existing = std::fs::read_to_string(&auto).unwrap_or_default();
     let mut lines: Vec<String> = existing
@@ -237,16 +224,12 @@ async fn try_rewind(options: &Options, source: &Source) -> Result<(), String> {
         }
     }
     ensure_checkpointed(replication, source).await?;
-    let (host, port) = source
-        .address
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{} is not host:port", source.address))?;
-    let server = format!(
-        "host={} port={} user={} dbname=postgres",
-        conninfo_value(host.trim_start_matches('[').trim_end_matches(']')),
-        conninfo_value(port),
-        conninfo_value(&replication.user)
-    );
+    // The password goes in the environment below, not on the command line.
+    let server = conninfo(
+        &source.address,
+        &[("user", &replication.user), ("dbname", "postgres")],
+    )
+    .map_err(|e| e.to_string())?;
     let mut command = Command::new(options.bin.join("pg_rewind"));
     command
         .arg("--target-pgdata")

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::probe::{Session, classify, slot_name};
+use super::probe::{Session, classify, slot_name, split_address};
 use crate::engine::{Credentials, EngineError};
 
 /// A name no standby has: with it as `synchronous_standby_names`, no commit is acknowledged.
@@ -136,32 +136,31 @@ fn literal(value: &str) -> String {
 }
 
 /// `value` as a libpq connection-string value.
-pub fn conninfo_value(value: &str) -> String {
+fn conninfo_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// A libpq connection string to `address` (`host:port`) with `fields`, every value quoted.
+pub fn conninfo(address: &str, fields: &[(&str, &str)]) -> Result<String, EngineError> {
+    let (host, port) = split_address(address)?;
+    let mut conninfo = format!("host={} port={port}", conninfo_value(host));
+    for (name, value) in fields {
+        conninfo.push_str(&format!(" {name}={}", conninfo_value(value)));
+    }
+    Ok(conninfo)
 }
 
 /// Make `target` stream from `upstream`: `primary_conninfo` and `primary_slot_name` changed and
 /// reloaded, so the WAL receiver restarts towards it while the server keeps running.
 pub async fn repoint(target: Target<'_>, upstream: Upstream<'_>) -> Result<(), EngineError> {
-    let (host, port) = upstream
-        .address
-        .rsplit_once(':')
-        .ok_or_else(|| EngineError::Connect {
-            address: upstream.address.to_string(),
-            message: "not host:port".into(),
-        })?;
-    let mut conninfo = format!(
-        "host={} port={} application_name={}",
-        conninfo_value(host.trim_start_matches('[').trim_end_matches(']')),
-        conninfo_value(port),
-        conninfo_value(upstream.application_name)
-    );
+    let mut fields = vec![("application_name", upstream.application_name)];
     if let Some(user) = &upstream.credentials.username {
-        conninfo.push_str(&format!(" user={}", conninfo_value(user)));
+        fields.push(("user", user));
     }
     if let Some(password) = &upstream.credentials.password {
-        conninfo.push_str(&format!(" password={}", conninfo_value(password.expose())));
+        fields.push(("password", password.expose()));
     }
+    let conninfo = conninfo(upstream.address, &fields)?;
     target
         .alter_system(
             "re-point",

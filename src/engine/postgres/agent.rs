@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio_rustls::rustls;
 
-use super::controldata::ControlData;
+use super::{controldata::ControlData, probe::split_address};
 use crate::engine::{EngineError, Secret};
 
 /// What an agent reports of its host.
@@ -163,12 +163,7 @@ impl AgentClient {
             .map_err(|e| protocol(e.to_string()))?;
         let (status, bytes) = match &self.tls {
             Some(config) => {
-                let host = self
-                    .address
-                    .rsplit_once(':')
-                    .map_or(self.address.as_str(), |(h, _)| h)
-                    .trim_start_matches('[')
-                    .trim_end_matches(']');
+                let (host, _) = split_address(&self.address)?;
                 let name = rustls_pki_types::ServerName::try_from(host.to_string())
                     .map_err(|e| protocol(format!("server name {host:?}: {e}")))?;
                 let tls = tokio_rustls::TlsConnector::from(config.clone())

@@ -271,7 +271,8 @@ impl Session {
     }
 }
 
-fn split_address(address: &str) -> Result<(&str, u16), EngineError> {
+/// Host (without IPv6 brackets) and port of a member's `host:port`.
+pub fn split_address(address: &str) -> Result<(&str, u16), EngineError> {
     let bad = || EngineError::Connect {
         address: address.to_string(),
         message: "not host:port".into(),
