@@ -195,17 +195,30 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), value.to_string()))
 }
 
+/// A secret from a file (its last line break dropped) or else an environment variable, or none
+/// when neither is given; `env_flag` names the flag in the error when the variable is unset.
+fn secret(
+    file: Option<&Path>,
+    env: Option<&str>,
+    env_flag: &str,
+) -> Result<Option<String>, CliError> {
+    match (file, env) {
+        (Some(file), _) => Ok(Some(read(file)?.trim_end_matches(['\n', '\r']).to_string())),
+        (None, Some(var)) => std::env::var(var).map(Some).map_err(|_| {
+            CliError::Invalid(format!("{env_flag}: environment variable {var} is not set"))
+        }),
+        (None, None) => Ok(None),
+    }
+}
+
 impl NodeArgs {
     fn options(self) -> Result<crate::node::Options, CliError> {
-        let token = match (&self.token_file, &self.token_env) {
-            (Some(file), _) => read(file)?.trim_end_matches(['\n', '\r']).to_string(),
-            (None, Some(var)) => std::env::var(var).map_err(|_| {
-                CliError::Invalid(format!(
-                    "--token-env: environment variable {var} is not set"
-                ))
-            })?,
-            (None, None) => unreachable!("clap requires one of them"),
-        };
+        let token = secret(
+            self.token_file.as_deref(),
+            self.token_env.as_deref(),
+            "--token-env",
+        )?
+        .expect("clap requires --token-file or --token-env");
         if token.len() < 16 {
             return Err(CliError::Invalid(
                 "the token must be at least 16 characters".into(),
@@ -217,18 +230,11 @@ impl NodeArgs {
             .ok_or_else(|| {
                 CliError::Invalid("PostgreSQL's binaries not found: give --pg-bin".into())
             })?;
-        let password = match (
-            &self.replication_password_file,
-            &self.replication_password_env,
-        ) {
-            (Some(file), _) => Some(read(file)?.trim_end_matches(['\n', '\r']).to_string()),
-            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
-                CliError::Invalid(format!(
-                    "--replication-password-env: environment variable {var} is not set"
-                ))
-            })?),
-            (None, None) => None,
-        };
+        let password = secret(
+            self.replication_password_file.as_deref(),
+            self.replication_password_env.as_deref(),
+            "--replication-password-env",
+        )?;
         Ok(crate::node::Options {
             tls: self.tls_cert.zip(self.tls_key),
             replication: crate::node::Replication {
