@@ -43,8 +43,7 @@ struct Fingerprint {
 const SETTLE: Duration = Duration::from_secs(2);
 
 impl Fingerprint {
-    fn of(path: &Path) -> Option<Fingerprint> {
-        let meta = std::fs::metadata(path).ok()?;
+    fn of(meta: &std::fs::Metadata) -> Option<Fingerprint> {
         let settled = meta
             .modified()
             .ok()
@@ -81,11 +80,12 @@ impl SpecSet {
         let mut parsed = 0;
         let mut reports = Vec::new();
         for file in spec_files(dir) {
-            let fingerprint = Fingerprint::of(&file);
+            let meta = std::fs::metadata(&file).ok();
+            let fingerprint = meta.as_ref().and_then(Fingerprint::of);
             let report = match (&fingerprint, self.loaded.get(&file)) {
                 (Some(now), Some((before, report))) if now == before => report.clone(),
                 // A pipe or a device in the directory could block the reader or never end.
-                _ if std::fs::metadata(&file).is_ok_and(|m| !m.is_file()) => not_a_file(&file),
+                _ if meta.as_ref().is_some_and(|m| !m.is_file()) => not_a_file(&file),
                 _ => {
                     parsed += 1;
                     validate::load_one(&file)
