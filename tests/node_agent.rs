@@ -295,10 +295,7 @@ async fn the_agent_clones_a_standby_and_never_copies_over_another_data_set() {
 /// gets), crash the primary with `crash`, promote the standby and write a row of -2 on it: the
 /// old primary now holds WAL past where the new one's history left it.
 async fn diverge(primary: &str, standby: &str, crash: impl FnOnce()) {
-    use replicant::engine::postgres::{
-        Target,
-        actions::{detach, promote},
-    };
+    use replicant::engine::postgres::actions::{detach, promote};
     sql(
         primary,
         "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100)",
@@ -307,19 +304,14 @@ async fn diverge(primary: &str, standby: &str, crash: impl FnOnce()) {
     let written = probe(primary).await.unwrap().durable;
     probe_until(standby, |p| p.applied >= written).await;
     let creds = superuser();
-    let at = |address| Target {
-        address,
-        credentials: &creds,
-        timeout: Duration::from_secs(10),
-    };
-    detach(at(standby)).await.unwrap();
+    detach(target(standby, &creds)).await.unwrap();
     sql(
         primary,
         "INSERT INTO t SELECT -1 FROM generate_series(1, 1000)",
     )
     .await;
     crash();
-    promote(at(standby)).await.unwrap();
+    promote(target(standby, &creds)).await.unwrap();
     sql(standby, "INSERT INTO t VALUES (-2)").await;
 }
 

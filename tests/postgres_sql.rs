@@ -7,21 +7,13 @@ use std::time::Duration;
 
 use replicant::{
     engine::postgres::{
-        Divergence, Lsn, Target, Upstream,
+        Divergence, Lsn, Upstream,
         actions::{detach, fence, promote, repoint, unfence},
         divergence,
     },
     local::postgres::PostgresProcess,
 };
 use support::pg::*;
-
-fn target<'a>(address: &'a str, credentials: &'a replicant::engine::Credentials) -> Target<'a> {
-    Target {
-        address,
-        credentials,
-        timeout: Duration::from_secs(10),
-    }
-}
 
 async fn started(address: &str) -> String {
     let client = connect(address).await;

@@ -33,6 +33,15 @@ pub fn superuser() -> Credentials {
     credentials(PASSWORD)
 }
 
+/// A member to act on as `credentials`, with time enough for a promotion or a reload.
+pub fn target<'a>(address: &'a str, credentials: &'a Credentials) -> postgres::Target<'a> {
+    postgres::Target {
+        address,
+        credentials,
+        timeout: Duration::from_secs(10),
+    }
+}
+
 pub async fn probe(address: &str) -> Result<postgres::PgProbe, EngineError> {
     postgres::probe(address, &superuser(), TIMEOUT).await
 }
