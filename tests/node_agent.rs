@@ -427,6 +427,12 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
             cert.to_str().unwrap(),
             "--tls-key",
             key.to_str().unwrap(),
+            // Given explicitly here, found on their own elsewhere.
+            "--pg-bin",
+            replicant::local::postgres::bin_dir()
+                .unwrap()
+                .to_str()
+                .unwrap(),
         ],
     );
 
@@ -476,11 +482,11 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
     plain
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    write!(
+    // The agent may drop the connection before the request is all written: that is a refusal too.
+    let _ = write!(
         plain,
         "GET /v1/status HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
-    )
-    .unwrap();
+    );
     let mut reply = Vec::new();
     let _ = plain.read_to_end(&mut reply);
     assert!(
@@ -537,4 +543,44 @@ async fn the_controller_drives_the_agent_through_its_client() {
     node.stop_process();
     let gone = agent.status().await.unwrap_err();
     assert!(matches!(gone, EngineError::Refused { .. }), "{gone}");
+}
+
+/// The flags that read files: a token shorter than 16 characters is refused, and a replication
+/// password file that cannot be read is named.
+#[test]
+fn secrets_are_read_from_the_files_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short-token");
+    std::fs::write(&short, "s3cret\n").unwrap();
+    let long = dir.path().join("token");
+    std::fs::write(&long, format!("{TOKEN}\n")).unwrap();
+    let missing = dir.path().join("no-such-password");
+    let node = |token: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_replicant"))
+            .args(["node", "--data", "/nonexistent", "--listen", "127.0.0.1:1"])
+            .args(["--state", "/nonexistent/state.json", "--token-file"])
+            .arg(token)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = node(&short, &[]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("the token must be at least 16 characters"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let unread = node(
+        &long,
+        &["--replication-password-file", missing.to_str().unwrap()],
+    );
+    assert!(!unread.status.success());
+    let stderr = String::from_utf8_lossy(&unread.stderr);
+    assert!(stderr.contains("no-such-password"), "{stderr}");
+    assert!(
+        !stderr.contains(TOKEN),
+        "the token is never printed: {stderr}"
+    );
 }
