@@ -34,7 +34,7 @@ fn observed(failing: bool) -> Observed {
                     .then(|| now - jiff::SignedDuration::from_secs(5)),
                 role: Some(if master { Role::Master } else { Role::Replica }),
                 upstream: (!master).then(|| "a".into()),
-                offset: Some(1_000_000),
+                durable: Some(1_000_000),
                 link_up: (!master).then_some(!failing),
                 read_only: Some(!master),
                 guarded: master.then_some(true),

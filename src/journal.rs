@@ -6,7 +6,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::{api::PromotionRecord, plan::Action};
+use crate::{api::PromotionRecord, observed::History, plan::Action};
 
 /// How many promotions the history keeps.
 pub const HISTORY_LIMIT: usize = 10;
@@ -26,9 +26,17 @@ pub struct Journal {
     pub acknowledged_primary: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_promotion_at: Option<Timestamp>,
-    /// Replication offset of the current primary when it was promoted: a former master
-    /// holding more than this accepted writes nobody else has, and has diverged.
+    /// The data set the cluster holds, as its primary reported when it was adopted (for
+    /// engines that name data sets). A member holding another is never copied over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The current primary's history as it was promoted: its new branch and where it left
+    /// the old one. A member holding data past that fork has diverged, even when the primary
+    /// cannot say so itself (it is unreachable, or its engine keeps no history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_history: Option<History>,
+    /// Written by versions that judged divergence by offset alone; read and ignored.
+    #[serde(default, skip_serializing)]
     pub promoted_at_offset: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<Operation>,
@@ -57,9 +65,17 @@ pub enum Outcome {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum Step {
+    /// Replicas stop replicating from the failed primary, so their positions stop moving.
+    Detach,
+    /// The old primary stops accepting writes.
     Fence,
+    /// The old primary's server is stopped cleanly (a switchover through its host).
+    Stop,
+    /// The chosen member becomes primary at the operation's epoch.
     Promote,
+    /// The other members replicate from the new primary.
     Repoint,
+    /// Virtual names move to the new primary.
     MoveNames,
 }
 
@@ -95,14 +111,15 @@ impl Journal {
         }
     }
 
-    /// Record a successful action. `offset` is the replication offset the engine reported
-    /// for a promoted member.
-    pub fn step_done(&mut self, action: &Action, now: Timestamp, offset: Option<u64>) {
+    /// Record a successful action. `history` is what the engine reported of a promoted
+    /// member: the branch it started and where it left the old one.
+    pub fn step_done(&mut self, action: &Action, now: Timestamp, history: Option<History>) {
         if let Action::Promote { member, epoch } = action {
             self.epoch = self.epoch.max(*epoch);
             self.current_primary = Some(member.clone());
             self.last_promotion_at = Some(now);
-            self.promoted_at_offset = offset;
+            self.primary_history = history;
+            self.promoted_at_offset = None;
         }
     }
 
@@ -111,6 +128,7 @@ impl Journal {
         let Some(op) = self.operation.take() else {
             return;
         };
+        let promoted = op.promoted(self);
         // An abandoned promotion may still have happened on the server: never reuse its epoch.
         self.epoch = self.epoch.max(op.epoch);
         let reason = if note.is_empty() {
@@ -118,7 +136,10 @@ impl Journal {
         } else {
             format!("{}; {note}", op.reason)
         };
+        let history = self.primary_history.as_ref().filter(|_| promoted);
         self.history.push(PromotionRecord {
+            branch: history.map(|h| h.branch.clone()),
+            fork: history.and_then(|h| h.forks.last().cloned()),
             kind: op.kind,
             from: op.from,
             to: op.to,

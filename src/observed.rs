@@ -1,4 +1,7 @@
 //! What the controller saw: per-member observations, current virtual-name endpoints and the journal read back. Types only.
+//!
+//! Every field is a fact both engines can give: positions in a replication stream, the branch
+//! of history the data is on, which data set it is, and whether the member accepts writes.
 
 use std::collections::BTreeMap;
 
@@ -30,10 +33,128 @@ pub enum Role {
     Replica,
 }
 
+/// Which branch of history a member's data is on, and how that branch was reached.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct History {
+    /// The branch the data is on now.
+    pub branch: String,
+    /// Where earlier branches were left, oldest first: the data holds each one up to its
+    /// `at`, and nothing of it beyond.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forks: Vec<Fork>,
+}
+
+/// History left `branch` at position `at`: data on that branch past `at` is not in it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fork {
+    pub branch: String,
+    pub at: u64,
+}
+
+/// Why a member's data cannot simply replicate on from a primary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Divergence {
+    /// Its branch is not in the primary's history at all.
+    OtherBranch { branch: String },
+    /// It is on a branch the primary's history left at `fork`, and holds data to `holds`,
+    /// past that point: changes the primary never had.
+    PastFork {
+        branch: String,
+        fork: u64,
+        holds: u64,
+    },
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Divergence::OtherBranch { branch } => {
+                write!(f, "its branch {branch} is not in the primary's history")
+            }
+            Divergence::PastFork {
+                branch,
+                fork,
+                holds,
+            } => write!(
+                f,
+                "it holds {} on branch {branch} past where the primary's history left that branch at {fork}",
+                crate::api::human_bytes(holds - fork)
+            ),
+        }
+    }
+}
+
+impl History {
+    /// Whether data at `position` on `branch` lies on this history.
+    pub fn divergence(&self, branch: &str, position: u64) -> Option<Divergence> {
+        if branch == self.branch {
+            return None;
+        }
+        match self.forks.iter().rev().find(|f| f.branch == branch) {
+            None => Some(Divergence::OtherBranch {
+                branch: branch.to_string(),
+            }),
+            Some(f) if position > f.at => Some(Divergence::PastFork {
+                branch: branch.to_string(),
+                fork: f.at,
+                holds: position,
+            }),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Who can carry out host operations on a member: copy it from nothing, rewind it, restart it
+/// as a replica, stop it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "by", deny_unknown_fields)]
+pub enum HostAccess {
+    /// The engine does them over the database's own protocol; no host is involved.
+    #[default]
+    Engine,
+    /// The member's node agent does them; what it last reported.
+    Agent(HostObservation),
+    /// Nobody: the member has no agent, and a person must run them.
+    Person,
+}
+
+/// What a member's node agent reports of its host.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostObservation {
+    /// The agent answered.
+    pub reachable: bool,
+    /// The database server process runs.
+    #[serde(default)]
+    pub running: bool,
+    /// No data set is there: the member can only be copied from nothing.
+    #[serde(default)]
+    pub empty: bool,
+    /// The server was last stopped cleanly: its data ends at `position`, with nothing after.
+    #[serde(default)]
+    pub stopped_cleanly: bool,
+    /// While stopped: where its data is known to reach (at least), and on which branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The data set it holds, while stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The host stopped the server on its own (its lease lapsed) and keeps it down.
+    #[serde(default)]
+    pub fenced: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// One member as last probed. For an unreachable member the data fields keep their last known values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MemberObservation {
+    /// The database server answered.
     pub reachable: bool,
     /// When the member stopped answering; `None` while reachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,27 +164,57 @@ pub struct MemberObservation {
     /// Name of the member it replicates from (replicas only), or the raw address when it is not a member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
-    /// Replication offset: bytes of the replication stream this member holds.
+    /// Durable position: how far into the replication stream the member holds data it keeps
+    /// across a crash. The RPO gate and the candidate choice use it.
+    #[serde(default, alias = "offset", skip_serializing_if = "Option::is_none")]
+    pub durable: Option<u64>,
+    /// Applied position: how far readers see. Read names judge lag by it; the durable
+    /// position stands in when the engine does not tell them apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offset: Option<u64>,
+    pub applied: Option<u64>,
+    /// The branch of history its data is on; `None` when the engine could not tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
+    /// Which data set it holds. Members of one cluster share it; `None` when the engine has
+    /// no such notion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// Replicas only: whether the link to its upstream is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_up: Option<bool>,
-    /// Whether the member rejects writes (replica, or fenced master).
+    /// Whether the member rejects writes (a replica, or a fenced master).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
-    /// A full sync is loading: the member's data is partial.
+    /// A full copy is loading: the member's data is partial.
     #[serde(default)]
     pub syncing: bool,
-    /// Masters only: `Some(false)` when its self-fencing guard is not configured as policy wants.
+    /// Masters only: `Some(false)` when the guard the engine runs a primary with (so that a
+    /// cut-off primary stops acknowledging writes) is not in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guarded: Option<bool>,
     /// Unreachable because its port refuses connections: no process is listening.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
+    /// Who can copy, rewind, restart or stop it.
+    #[serde(default, skip_serializing_if = "HostAccess::is_engine")]
+    pub host: HostAccess,
     /// Last probe error, for status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl HostAccess {
+    fn is_engine(&self) -> bool {
+        *self == HostAccess::Engine
+    }
+
+    /// The agent's report, when the member has an agent that answered.
+    pub fn agent(&self) -> Option<&HostObservation> {
+        match self {
+            HostAccess::Agent(host) if host.reachable => Some(host),
+            _ => None,
+        }
+    }
 }
 
 impl MemberObservation {
@@ -78,5 +229,49 @@ impl MemberObservation {
     /// A reachable master that has not been fenced: it accepts writes.
     pub fn is_writable_master(&self) -> bool {
         self.is_master() && self.read_only != Some(true)
+    }
+
+    /// How far readers see: the applied position, else the durable one.
+    pub fn applied_position(&self) -> Option<u64> {
+        self.applied.or(self.durable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The primary is on branch "3": "1" was left at 100, "2" at 200.
+    #[test]
+    fn divergence_is_decided_from_history_not_from_positions_alone() {
+        let history = History {
+            branch: "3".into(),
+            forks: vec![
+                Fork {
+                    branch: "1".into(),
+                    at: 100,
+                },
+                Fork {
+                    branch: "2".into(),
+                    at: 200,
+                },
+            ],
+        };
+        assert_eq!(history.divergence("3", 9_999), None);
+        assert_eq!(history.divergence("2", 200), None);
+        assert_eq!(history.divergence("1", 50), None);
+        assert_eq!(
+            history.divergence("1", 101),
+            Some(Divergence::PastFork {
+                branch: "1".into(),
+                fork: 100,
+                holds: 101
+            })
+        );
+        // Behind the primary in position, but on a branch it never had.
+        assert_eq!(
+            history.divergence("4", 1),
+            Some(Divergence::OtherBranch { branch: "4".into() })
+        );
     }
 }

@@ -21,6 +21,8 @@ pub enum ActionResult {
     Failed(String),
     /// Not attempted because a required action before it failed.
     Skipped,
+    /// A host operation for a person to carry out: the command to run.
+    Manual(String),
 }
 
 /// The outcome of `act`: the journal as finally written and each action's result.
@@ -51,14 +53,14 @@ pub fn cluster_status(
 ) -> ReplicationClusterStatus {
     let journal = &applied.journal;
     let primary = journal.current_primary.as_deref();
-    let primary_offset = primary.and_then(|p| observation(observed, p).offset);
+    let primary_offset = primary.and_then(|p| observation(observed, p).durable);
     let members: Vec<MemberStatus> = desired
         .spec
         .members
         .iter()
         .map(|m| {
             let o = observation(observed, &m.name);
-            let lag_bytes = match (o.role, primary_offset, o.offset) {
+            let lag_bytes = match (o.role, primary_offset, o.durable) {
                 (Some(Role::Replica), Some(p), Some(r)) => Some(p.saturating_sub(r)),
                 _ => None,
             };
@@ -67,7 +69,9 @@ pub fn cluster_status(
                 reachable: o.reachable,
                 role: o.role,
                 upstream: o.upstream.clone(),
-                offset: o.offset,
+                offset: o.durable,
+                applied: o.applied.filter(|a| Some(*a) != o.durable),
+                branch: o.history.as_ref().map(|h| h.branch.clone()),
                 lag_bytes,
                 link_up: o.link_up,
                 read_only: o.read_only,
@@ -103,6 +107,25 @@ pub fn cluster_status(
             }
         }
     }
+    // A host operation waiting for a person: say exactly what to run.
+    let manual: Vec<String> = applied
+        .results
+        .iter()
+        .filter_map(|(a, r)| match r {
+            ActionResult::Manual(command) => {
+                Some(format!("on {}'s host, run: {command}", a.action.subject()))
+            }
+            _ => None,
+        })
+        .collect();
+    if !manual.is_empty() {
+        let suffix = manual.join("; ");
+        for f in adjusted.iter_mut() {
+            if f.reason == findings::reason::HOST_OPERATION_NEEDED {
+                f.message = format!("{}. {suffix}", f.message);
+            }
+        }
+    }
     let previous_conditions = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
@@ -126,10 +149,15 @@ pub fn cluster_status(
 pub fn describe(action: &Action) -> String {
     match action {
         Action::Replicate { member, from } => format!("Replicate {member} from {from}"),
-        Action::FullResync { member, from } => format!("FullResync {member} from {from}"),
+        Action::Restart { member, from } => format!("Restart {member} as a replica of {from}"),
+        Action::Rejoin { member, from } => format!("Rejoin {member} to {from}"),
+        Action::Clone { member, from } => format!("Clone {member} from {from}"),
+        Action::Detach { member } => format!("Detach {member}"),
         Action::Fence { member } => format!("Fence {member}"),
+        Action::Stop { member } => format!("Stop {member}"),
+        Action::Start { member } => format!("Start {member}"),
         Action::Promote { member, epoch } => format!("Promote {member} (epoch {epoch})"),
-        Action::SetReadOnly { member, read_only } => format!("SetReadOnly {member} {read_only}"),
+        Action::Unfence { member } => format!("Unfence {member}"),
         Action::RetargetVirtualName { name, .. } => format!("RetargetVirtualName {name}"),
     }
 }
@@ -218,7 +246,7 @@ spec:
             MemberObservation {
                 reachable: true,
                 role: Some(Role::Master),
-                offset: Some(500),
+                durable: Some(500),
                 read_only: Some(false),
                 ..Default::default()
             },
@@ -229,7 +257,7 @@ spec:
                 reachable: true,
                 role: Some(Role::Replica),
                 upstream: Some("a".into()),
-                offset: Some(400),
+                durable: Some(400),
                 link_up: Some(true),
                 read_only: Some(true),
                 ..Default::default()
@@ -275,6 +303,7 @@ spec:
             },
             why: "test".into(),
             required: true,
+            by_person: false,
         };
         let applied = Applied {
             journal: o.journal.clone(),

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use replicant::{
     engine::postgres::{
-        Divergence, Lsn, Upstream,
+        Lsn, Upstream,
         actions::{detach, fence, promote, repoint, unfence},
-        divergence,
+        branches,
     },
     local::postgres::PostgresProcess,
 };
@@ -121,10 +121,11 @@ async fn promote_keeps_every_received_row_and_the_fence_holds_across_a_restart()
     let fork = promoted.history[0].clone();
     assert_eq!(fork.parent, 1);
     assert!(Some(fork.switch) >= written && Some(fork.switch) <= promoted.durable);
-    assert_eq!(divergence(1, fork.switch, 2, &promoted.history), None);
+    let history = branches(promoted.timeline, &promoted.history);
+    assert_eq!(history.divergence("1", fork.switch.0), None);
     assert!(matches!(
-        divergence(1, Lsn(fork.switch.0 + 1), 2, &promoted.history),
-        Some(Divergence::PastFork { .. })
+        history.divergence("1", Lsn(fork.switch.0 + 1).0),
+        Some(replicant::observed::Divergence::PastFork { .. })
     ));
     assert_eq!(
         number(&standby.address(), "SELECT count(*) FROM t").await,

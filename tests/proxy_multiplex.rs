@@ -375,7 +375,20 @@ async fn failover_closes_multiplexed_clients_and_new_ones_reach_the_new_master()
     // A new client lands on the new master, over a shared connection.
     let mut fresh = Raw::connect(bed.rw_port).await;
     assert_eq!(fresh.call(&["GET", "k"]).await.text(), "v");
-    assert_eq!(fresh.call(&["SET", "k", "w"]).await.text(), "OK");
+    // Until a replica has reconnected to the new master, its guard refuses writes with
+    // NOREPLICAS, as it should; any other answer fails.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = fresh.call(&["SET", "k", "w"]).await.text();
+        if reply == "OK" {
+            break;
+        }
+        assert!(
+            reply.starts_with("NOREPLICAS") && std::time::Instant::now() < deadline,
+            "{reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         value(&bed.address(&primary), "k").await.as_deref(),
         Some("w")

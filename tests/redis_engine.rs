@@ -19,6 +19,7 @@ fn member(name: &str, server: &RedisProcess) -> Member {
         priority: 1,
         upstream: None,
         zone: None,
+        agent: None,
     }
 }
 
@@ -61,7 +62,7 @@ async fn replicate_fence_promote_and_demote() {
     let (ma, mb) = (member("a", &a), member("b", &b));
     let engine = RedisEngine::new(RedisSettings::default());
 
-    let probe = engine.observe(&ma).await.unwrap();
+    let probe = engine.observe(&ma, None).await.server.unwrap();
     assert_eq!((probe.role, probe.read_only), (Role::Master, false));
 
     engine.replicate(&mb, &ma).await.unwrap();
@@ -70,37 +71,53 @@ async fn replicate_fence_promote_and_demote() {
         get(&b, "k").await.as_deref() == Some("1")
     })
     .await;
-    let probe = engine.observe(&mb).await.unwrap();
+    let probe = engine.observe(&mb, None).await.server.unwrap();
     assert_eq!(probe.role, Role::Replica);
     assert_eq!(probe.upstream_address, Some(a.address()));
     assert!(probe.read_only);
     eventually("b's link to come up", async || {
-        engine.observe(&mb).await.unwrap().link_up == Some(true)
+        engine.observe(&mb, None).await.server.unwrap().link_up == Some(true)
     })
     .await;
 
     // A fenced master keeps its role and data but rejects writes.
-    engine.fence(&ma).await.unwrap();
-    let probe = engine.observe(&ma).await.unwrap();
+    engine.fence(&ma, 1).await.unwrap();
+    let probe = engine.observe(&ma, None).await.server.unwrap();
     assert_eq!((probe.role, probe.read_only), (Role::Master, true));
     let err = set(&a, "k", "2").await.unwrap_err();
     assert!(err.to_string().contains("NOREPLICAS"), "{err}");
 
     // Promote b once caught up; a becomes its replica and keeps no fence.
-    let a_offset = engine.observe(&ma).await.unwrap().offset;
+    let a_offset = engine.observe(&ma, None).await.server.unwrap().durable;
     eventually("b to catch up", async || {
-        engine.observe(&mb).await.unwrap().offset >= a_offset
+        engine.observe(&mb, None).await.server.unwrap().durable >= a_offset
     })
     .await;
-    let offset = engine.promote(&mb, 2).await.unwrap();
-    assert!(offset >= a_offset);
+    let a_branch = engine
+        .observe(&ma, None)
+        .await
+        .server
+        .unwrap()
+        .history
+        .unwrap()
+        .branch;
+    let history = engine
+        .promote(&mb, 2)
+        .await
+        .unwrap()
+        .expect("Redis reports its replication IDs");
+    // b starts a new branch, and left a's where it had caught up.
+    assert_ne!(history.branch, a_branch);
+    assert_eq!(history.forks.len(), 1);
+    assert_eq!(history.forks[0].branch, a_branch);
+    assert_eq!(history.forks[0].at, a_offset);
     set(&b, "k", "3").await.unwrap();
     engine.replicate(&ma, &mb).await.unwrap();
     eventually("a to follow b", async || {
         get(&a, "k").await.as_deref() == Some("3")
     })
     .await;
-    let probe = engine.observe(&ma).await.unwrap();
+    let probe = engine.observe(&ma, None).await.server.unwrap();
     assert_eq!(
         (probe.role, probe.upstream_address),
         (Role::Replica, Some(b.address()))
@@ -112,8 +129,8 @@ async fn replicate_fence_promote_and_demote() {
     );
 
     // Unfencing a fenced master restores writes.
-    engine.fence(&mb).await.unwrap();
-    engine.set_read_only(&mb, false).await.unwrap();
+    engine.fence(&mb, 1).await.unwrap();
+    engine.unfence(&mb, 2).await.unwrap();
     set(&b, "k", "4").await.unwrap();
 }
 
@@ -126,10 +143,10 @@ async fn a_frozen_server_times_out_instead_of_stalling() {
         timeout: Duration::from_millis(300),
         ..Default::default()
     });
-    engine.observe(&ma).await.unwrap();
+    engine.observe(&ma, None).await.server.unwrap();
     a.freeze();
     let started = Instant::now();
-    let err = engine.observe(&ma).await.unwrap_err();
+    let err = engine.observe(&ma, None).await.server.unwrap_err();
     assert!(matches!(err, EngineError::Timeout { .. }), "{err}");
     // Bounded by the timeout, not by the frozen server (a generous bound, not a benchmark).
     assert!(
@@ -137,11 +154,11 @@ async fn a_frozen_server_times_out_instead_of_stalling() {
         "{:?}",
         started.elapsed()
     );
-    let err = engine.fence(&ma).await.unwrap_err();
+    let err = engine.fence(&ma, 1).await.unwrap_err();
     assert!(matches!(err, EngineError::Timeout { .. }), "{err}");
     a.thaw();
     eventually("a to answer again", async || {
-        engine.observe(&ma).await.is_ok()
+        engine.observe(&ma, None).await.server.is_ok()
     })
     .await;
 }
@@ -152,9 +169,9 @@ async fn a_dead_server_is_a_refused_connection() {
     let mut a = RedisProcess::start(dir.path(), &[]).unwrap();
     let ma = member("a", &a);
     let engine = RedisEngine::new(RedisSettings::default());
-    engine.observe(&ma).await.unwrap();
+    engine.observe(&ma, None).await.server.unwrap();
     a.kill();
-    let err = engine.observe(&ma).await.unwrap_err();
+    let err = engine.observe(&ma, None).await.server.unwrap_err();
     assert!(
         matches!(
             err,
@@ -162,7 +179,7 @@ async fn a_dead_server_is_a_refused_connection() {
         ),
         "{err}"
     );
-    let err = engine.observe(&ma).await.unwrap_err();
+    let err = engine.observe(&ma, None).await.server.unwrap_err();
     assert!(
         matches!(err, EngineError::Refused { .. }),
         "reconnects, then finds nothing listening: {err}"
@@ -185,7 +202,7 @@ async fn password_from_credentials_is_used_and_never_printed() {
     let (ma, mb) = (member("a", &a), member("b", &b));
     engine.replicate(&mb, &ma).await.unwrap();
     eventually("b's authenticated link", async || {
-        engine.observe(&mb).await.unwrap().link_up == Some(true)
+        engine.observe(&mb, None).await.server.unwrap().link_up == Some(true)
     })
     .await;
 
@@ -196,7 +213,12 @@ async fn password_from_credentials_is_used_and_never_printed() {
         },
         ..Default::default()
     });
-    let err = wrong.observe(&ma).await.unwrap_err().to_string();
+    let err = wrong
+        .observe(&ma, None)
+        .await
+        .server
+        .unwrap_err()
+        .to_string();
     assert!(
         !err.contains("wrong-pw") && !err.contains("s3cret-pw"),
         "{err}"

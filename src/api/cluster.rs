@@ -52,6 +52,10 @@ pub struct ReplicationClusterSpec {
     /// Where the password for the members is kept. Never written inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialsRef>,
+    /// Where the bearer token for the members' node agents (`replicant node`) is kept: exactly
+    /// one of `secretRef`, `tokenFile`, `tokenEnv`. Needed when a member names an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token: Option<TokenRef>,
     /// Observe and report only; take no action.
     #[serde(default)]
     pub suspend: bool,
@@ -88,6 +92,16 @@ pub struct Member {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub upstream: Option<String>,
+    /// `host:port` of the member's node agent (`replicant node`, PostgreSQL only). With one,
+    /// replicant copies, rewinds, restarts and stops the member itself, and the member's
+    /// postgres stops on its own when the controller's lease lapses. Without one the member
+    /// is adopt-only: failover works over SQL, and what needs the host is left to a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 3, max = 260),
+        regex(pattern = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$")
+    )]
+    pub agent: Option<String>,
     /// Failure domain, reported in status and used to explain placement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
@@ -230,6 +244,24 @@ pub struct CredentialsRef {
     pub password_env: Option<String>,
 }
 
+/// Where a bearer token comes from: exactly one of `secretRef`, `tokenFile`, `tokenEnv`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRef {
+    /// A Kubernetes Secret in the cluster's namespace (operator mode); its key defaults to
+    /// `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// A file holding the token (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub token_file: Option<String>,
+    /// An environment variable holding the token (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub token_env: Option<String>,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
@@ -279,9 +311,18 @@ pub struct MemberStatus {
     pub role: Option<crate::observed::Role>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// Durable position: how far into the replication stream it holds data it keeps across a
+    /// crash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
-    /// Bytes behind the current primary.
+    /// Applied position, what readers see, when it differs from `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<u64>,
+    /// The branch of history its data is on (a PostgreSQL timeline, a Redis replication ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub branch: Option<String>,
+    /// Bytes of durable position behind the current primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -307,4 +348,12 @@ pub struct PromotionRecord {
     pub finished_at: String,
     pub outcome: crate::journal::Outcome,
     pub reason: String,
+    /// The branch of history the promoted member started (a PostgreSQL timeline, a Redis
+    /// replication ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Where it left the branch it was on: data on that branch past this point was never
+    /// part of the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<crate::observed::Fork>,
 }

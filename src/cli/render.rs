@@ -10,13 +10,15 @@ use crate::{
 
 fn detail(action: &Action) -> String {
     match action {
-        Action::Replicate { from, .. } => format!("from {from}"),
-        Action::FullResync { from, .. } => format!("full copy from {from}"),
-        Action::Fence { .. } => String::new(),
+        Action::Replicate { from, .. } | Action::Restart { from, .. } => format!("from {from}"),
+        Action::Rejoin { from, .. } => format!("onto {from}'s history"),
+        Action::Clone { from, .. } => format!("full copy from {from}"),
+        Action::Detach { .. }
+        | Action::Fence { .. }
+        | Action::Stop { .. }
+        | Action::Start { .. }
+        | Action::Unfence { .. } => String::new(),
         Action::Promote { epoch, .. } => format!("epoch {epoch}"),
-        Action::SetReadOnly { read_only, .. } => {
-            if *read_only { "read-only" } else { "writable" }.to_string()
-        }
         Action::RetargetVirtualName { endpoints, .. } => {
             if endpoints.is_empty() {
                 "-> (no endpoints)".to_string()
@@ -34,10 +36,15 @@ fn detail(action: &Action) -> String {
 fn kind(action: &Action) -> &'static str {
     match action {
         Action::Replicate { .. } => "Replicate",
-        Action::FullResync { .. } => "FullResync",
+        Action::Restart { .. } => "Restart",
+        Action::Rejoin { .. } => "Rejoin",
+        Action::Clone { .. } => "Clone",
+        Action::Detach { .. } => "Detach",
         Action::Fence { .. } => "Fence",
+        Action::Stop { .. } => "Stop",
+        Action::Start { .. } => "Start",
         Action::Promote { .. } => "Promote",
-        Action::SetReadOnly { .. } => "SetReadOnly",
+        Action::Unfence { .. } => "Unfence",
         Action::RetargetVirtualName { .. } => "RetargetVirtualName",
     }
 }

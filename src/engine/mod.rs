@@ -10,7 +10,12 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use crate::{api::Member, observed::Role};
+use crate::{
+    api::Member,
+    desired::Desired,
+    observed::{History, HostAccess, Role},
+    plan::Action,
+};
 
 /// A secret that never shows up in logs, `Debug` output or status.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,17 +51,39 @@ pub struct Probe {
     pub role: Role,
     /// `host:port` of the server it replicates from (replicas only).
     pub upstream_address: Option<String>,
-    /// Replication offset: bytes of the replication stream it holds.
-    pub offset: u64,
+    /// What it holds durably (received and flushed), as a position in the replication stream.
+    pub durable: u64,
+    /// What it has applied: what readers see.
+    pub applied: u64,
+    /// The branch of history its data is on; `None` when it cannot be told.
+    pub history: Option<History>,
+    /// Which data set it holds, for engines that name them.
+    pub identity: Option<String>,
     /// Replicas only: whether the link to the upstream is up.
     pub link_up: Option<bool>,
     /// Rejects writes: a read-only replica, or a fenced master.
     pub read_only: bool,
-    /// A full sync is loading; the data is partial.
+    /// A full copy is loading; the data is partial.
     pub syncing: bool,
-    /// Masters only: its self-fencing guard (writes refused once cut off from its replicas)
-    /// is configured as the cluster's policy wants.
+    /// Masters only: the guard a primary runs with (so that it stops acknowledging writes
+    /// once cut off) is in place as the cluster's policy wants.
     pub guarded: bool,
+}
+
+/// One member as observed: its server's answer, and who can carry out host operations on it
+/// (with the agent's report, when it has one).
+#[derive(Clone, Debug)]
+pub struct Observation {
+    pub server: Result<Probe, EngineError>,
+    pub host: HostAccess,
+}
+
+/// The controller's lease on the primary: its host keeps the server accepting writes only
+/// while the lease holds, renewed at every probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub epoch: u64,
+    pub ttl: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -100,22 +127,42 @@ pub enum EngineError {
 }
 
 /// What replicant needs from a database. Every method is idempotent: calling it again after a
-/// crash, or when the server is already in the wanted state, is safe.
+/// crash, or when the server is already in the wanted state, is safe. Methods that reach a
+/// member's host carry the epoch of the decision they serve.
 #[async_trait]
 pub trait Engine: Send + Sync {
-    /// Probe one member: role, upstream, offset, link, read-only, sync progress.
-    async fn observe(&self, member: &Member) -> Result<Probe, EngineError>;
-    /// Make `member` a read-only replica of `from`; a partial resync where the engine can.
+    /// Probe one member: role, positions, history, identity, link, fence and guard. `lease`
+    /// is renewed on the way when the member is the primary.
+    async fn observe(&self, member: &Member, lease: Option<Lease>) -> Observation;
+    /// Make running `member` a replica of `from`, keeping its data.
     async fn replicate(&self, member: &Member, from: &Member) -> Result<(), EngineError>;
-    /// Discard `member`'s data and copy `from` in full.
-    async fn full_resync(&self, member: &Member, from: &Member) -> Result<(), EngineError>;
+    /// Restart `member` as a replica of `from` with the data it has.
+    async fn restart(&self, member: &Member, from: &Member, epoch: u64) -> Result<(), EngineError>;
+    /// Discard what `member` holds off `from`'s history, and replicate from `from`.
+    async fn rejoin(&self, member: &Member, from: &Member, epoch: u64) -> Result<(), EngineError>;
+    /// Copy `from` onto `member`, which holds no data, and replicate from it.
+    async fn clone_from(
+        &self,
+        member: &Member,
+        from: &Member,
+        epoch: u64,
+    ) -> Result<(), EngineError>;
+    /// Stop `member` replicating, so that its position stops moving.
+    async fn detach(&self, member: &Member) -> Result<(), EngineError>;
     /// Stop `member` accepting writes, durably, without changing its role.
-    async fn fence(&self, member: &Member) -> Result<(), EngineError>;
-    /// Make `member` a writable master at `epoch`, verify it, and return its replication offset.
-    async fn promote(&self, member: &Member, epoch: u64) -> Result<u64, EngineError>;
-    /// Set whether `member` rejects writes. On a master, `false` lifts any fence and configures
-    /// the self-fencing guard a primary runs with.
-    async fn set_read_only(&self, member: &Member, read_only: bool) -> Result<(), EngineError>;
+    async fn fence(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
+    /// Stop `member`'s server cleanly, once its replicas have everything it wrote.
+    async fn stop(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
+    /// Start `member`'s stopped server as it is.
+    async fn start(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
+    /// Make `member` a writable master at `epoch`, verify it, and return its history: the
+    /// branch it began and where it left the old one.
+    async fn promote(&self, member: &Member, epoch: u64) -> Result<Option<History>, EngineError>;
+    /// Let master `member` accept writes, with the guard a primary runs with.
+    async fn unfence(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
+    /// The command a person runs to carry out host operation `action` on a member that has
+    /// no agent.
+    fn manual_command(&self, action: &Action, desired: &Desired) -> String;
 }
 
 /// The engine for a cluster, or why it cannot have one (shown in status).

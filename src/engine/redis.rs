@@ -14,8 +14,13 @@ use redis::{
     aio::MultiplexedConnection,
 };
 
-use super::{Credentials, Engine, EngineError, Probe};
-use crate::{api::Member, observed::Role};
+use super::{Credentials, Engine, EngineError, Lease, Observation, Probe};
+use crate::{
+    api::Member,
+    desired::Desired,
+    observed::{Fork, History, HostAccess, Role},
+    plan::Action,
+};
 
 /// `min-replicas-to-write` of a fenced master: more replicas than any cluster has.
 pub const FENCE_MARK: u32 = 1_000_000;
@@ -259,7 +264,7 @@ impl RedisEngine {
             .arg(0)
             .ignore();
         self.run::<()>(address, "REPLICAOF", &pipe).await?;
-        let probe = self.observe(member).await?;
+        let probe = self.probe(member).await?;
         let wanted = format!("{host}:{port}");
         if probe.role != Role::Replica
             || probe.upstream_address.as_deref().map(strip_brackets) != Some(wanted.clone())
@@ -302,11 +307,15 @@ fn parse_info(
     let offset = field("master_repl_offset")
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| protocol("no master_repl_offset".into()))?;
+    let history = history(&field);
     match field("role") {
         Some("master") => Ok(Probe {
             role: Role::Master,
             upstream_address: None,
-            offset,
+            durable: offset,
+            applied: offset,
+            history,
+            identity: None,
             link_up: None,
             read_only: min_replicas >= FENCE_MARK,
             syncing: false,
@@ -318,7 +327,10 @@ fn parse_info(
             Ok(Probe {
                 role: Role::Replica,
                 upstream_address: Some(format!("{host}:{port}")),
-                offset,
+                durable: offset,
+                applied: offset,
+                history,
+                identity: None,
                 link_up: Some(field("master_link_status") == Some("up")),
                 read_only: replica_read_only,
                 syncing: field("master_sync_in_progress") == Some("1"),
@@ -329,14 +341,36 @@ fn parse_info(
     }
 }
 
+/// A replication ID names the branch of history a Redis data set is on; `master_replid2`
+/// with `second_repl_offset` is where it left the one before (PSYNC from that ID is accepted
+/// up to that offset, so data on it beyond `second_repl_offset - 1` is not in this history).
+fn history<'a>(field: &impl Fn(&str) -> Option<&'a str>) -> Option<History> {
+    const NONE: &str = "0000000000000000000000000000000000000000";
+    let branch = field("master_replid").filter(|id| !id.is_empty())?;
+    let forks = match (
+        field("master_replid2"),
+        field("second_repl_offset").and_then(|v| v.parse::<i64>().ok()),
+    ) {
+        (Some(old), Some(second)) if old != NONE && second > 0 => vec![Fork {
+            branch: old.to_string(),
+            at: (second - 1) as u64,
+        }],
+        _ => Vec::new(),
+    };
+    Some(History {
+        branch: branch.to_string(),
+        forks,
+    })
+}
+
 /// `CONFIG GET key` answers `[key, value]`.
 fn config_value(reply: &[String]) -> Option<&str> {
     reply.get(1).map(String::as_str)
 }
 
-#[async_trait]
-impl Engine for RedisEngine {
-    async fn observe(&self, member: &Member) -> Result<Probe, EngineError> {
+impl RedisEngine {
+    /// Ask the member for its role, offsets, replication IDs and guard.
+    async fn probe(&self, member: &Member) -> Result<Probe, EngineError> {
         let address = member.address.as_str();
         let mut pipe = redis::pipe();
         pipe.cmd("INFO").arg("replication");
@@ -356,18 +390,54 @@ impl Engine for RedisEngine {
             self.settings.guard_replicas,
         )
     }
+}
+
+#[async_trait]
+impl Engine for RedisEngine {
+    async fn observe(&self, member: &Member, _lease: Option<Lease>) -> Observation {
+        Observation {
+            server: self.probe(member).await,
+            host: HostAccess::Engine,
+        }
+    }
 
     async fn replicate(&self, member: &Member, from: &Member) -> Result<(), EngineError> {
         self.replicaof(member, from).await
     }
 
-    /// Redis decides between partial and full resync itself: a replica whose history diverged
-    /// from its new master (offset beyond the shared part) is always copied in full.
-    async fn full_resync(&self, member: &Member, from: &Member) -> Result<(), EngineError> {
+    /// REPLICAOF demotes a master online: no restart is needed.
+    async fn restart(
+        &self,
+        member: &Member,
+        from: &Member,
+        _epoch: u64,
+    ) -> Result<(), EngineError> {
         self.replicaof(member, from).await
     }
 
-    async fn fence(&self, member: &Member) -> Result<(), EngineError> {
+    /// Redis decides between partial and full resync itself: a replica whose history diverged
+    /// from its new master (offset beyond the shared part, or another replication ID) is
+    /// always copied in full.
+    async fn rejoin(&self, member: &Member, from: &Member, _epoch: u64) -> Result<(), EngineError> {
+        self.replicaof(member, from).await
+    }
+
+    async fn clone_from(
+        &self,
+        member: &Member,
+        from: &Member,
+        _epoch: u64,
+    ) -> Result<(), EngineError> {
+        self.replicaof(member, from).await
+    }
+
+    /// A Redis replica's offset moves only while its master serves it, and the master it
+    /// follows has failed: there is nothing to stop.
+    async fn detach(&self, _member: &Member) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn fence(&self, member: &Member, _epoch: u64) -> Result<(), EngineError> {
         let address = member.address.as_str();
         self.config_set(
             address,
@@ -375,7 +445,7 @@ impl Engine for RedisEngine {
             &[("min-replicas-to-write", FENCE_MARK.to_string())],
         )
         .await?;
-        let probe = self.observe(member).await?;
+        let probe = self.probe(member).await?;
         if probe.role == Role::Master && !probe.read_only {
             return Err(EngineError::NotApplied {
                 address: address.to_string(),
@@ -386,7 +456,15 @@ impl Engine for RedisEngine {
         Ok(())
     }
 
-    async fn promote(&self, member: &Member, _epoch: u64) -> Result<u64, EngineError> {
+    async fn stop(&self, member: &Member, _epoch: u64) -> Result<(), EngineError> {
+        Err(no_host(member, "stop"))
+    }
+
+    async fn start(&self, member: &Member, _epoch: u64) -> Result<(), EngineError> {
+        Err(no_host(member, "start"))
+    }
+
+    async fn promote(&self, member: &Member, _epoch: u64) -> Result<Option<History>, EngineError> {
         let address = member.address.as_str();
         let mut pipe = redis::pipe();
         pipe.cmd("REPLICAOF").arg("NO").arg("ONE").ignore();
@@ -401,7 +479,7 @@ impl Engine for RedisEngine {
             .arg(self.settings.guard_replicas)
             .ignore();
         self.run::<()>(address, "REPLICAOF NO ONE", &pipe).await?;
-        let probe = self.observe(member).await?;
+        let probe = self.probe(member).await?;
         if probe.role != Role::Master || probe.read_only {
             return Err(EngineError::NotApplied {
                 address: address.to_string(),
@@ -412,40 +490,51 @@ impl Engine for RedisEngine {
                 ),
             });
         }
-        Ok(probe.offset)
+        Ok(probe.history)
     }
 
-    async fn set_read_only(&self, member: &Member, read_only: bool) -> Result<(), EngineError> {
-        let address = member.address.as_str();
-        let probe = self.observe(member).await?;
-        match (probe.role, read_only) {
-            (Role::Master, true) => self.fence(member).await,
-            (Role::Master, false) => {
-                self.config_set(
-                    address,
-                    "unfence",
-                    &[
-                        (
-                            "min-replicas-max-lag",
-                            self.settings.guard_max_lag_secs.to_string(),
-                        ),
-                        (
-                            "min-replicas-to-write",
-                            self.settings.guard_replicas.to_string(),
-                        ),
-                    ],
-                )
-                .await
+    async fn unfence(&self, member: &Member, _epoch: u64) -> Result<(), EngineError> {
+        self.config_set(
+            &member.address,
+            "unfence",
+            &[
+                (
+                    "min-replicas-max-lag",
+                    self.settings.guard_max_lag_secs.to_string(),
+                ),
+                (
+                    "min-replicas-to-write",
+                    self.settings.guard_replicas.to_string(),
+                ),
+            ],
+        )
+        .await
+    }
+
+    fn manual_command(&self, action: &Action, desired: &Desired) -> String {
+        match action {
+            Action::Replicate { from, .. }
+            | Action::Restart { from, .. }
+            | Action::Rejoin { from, .. }
+            | Action::Clone { from, .. } => {
+                let address = desired
+                    .member(from)
+                    .map(|m| m.address.as_str())
+                    .unwrap_or(from);
+                let (host, port) = address.rsplit_once(':').unwrap_or((address, "6379"));
+                format!("redis-cli REPLICAOF {host} {port}")
             }
-            (Role::Replica, ro) => {
-                self.config_set(
-                    address,
-                    "replica-read-only",
-                    &[("replica-read-only", if ro { "yes" } else { "no" }.into())],
-                )
-                .await
-            }
+            other => format!("{other:?}"),
         }
+    }
+}
+
+/// Redis members have no host operations: their service manager starts and stops them.
+fn no_host(member: &Member, during: &'static str) -> EngineError {
+    EngineError::Command {
+        address: member.address.clone(),
+        during,
+        message: "replicant does not start or stop Redis servers".into(),
     }
 }
 
@@ -458,7 +547,7 @@ mod tests {
         let info = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nslave0:ip=127.0.0.1,port=6381,state=online,offset=42,lag=0\r\nmaster_repl_offset:42\r\n";
         let probe = parse_info("x", info, 0, true, 0).unwrap();
         assert_eq!(
-            (probe.role, probe.offset, probe.read_only),
+            (probe.role, probe.durable, probe.read_only),
             (Role::Master, 42, false)
         );
         assert!(
@@ -476,7 +565,7 @@ mod tests {
         assert_eq!(probe.role, Role::Replica);
         assert_eq!(probe.upstream_address.as_deref(), Some("127.0.0.1:6380"));
         assert_eq!(
-            (probe.offset, probe.link_up, probe.syncing, probe.read_only),
+            (probe.durable, probe.link_up, probe.syncing, probe.read_only),
             (7, Some(false), true, true)
         );
     }

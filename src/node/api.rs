@@ -105,6 +105,11 @@ async fn describe(agent: &Agent, inner: &mut Inner) -> AgentStatus {
                 .saturating_duration_since(std::time::Instant::now())
                 .as_millis() as u64
         }),
+        empty: !host::holds_data(&agent.options.data),
+        history: control
+            .as_ref()
+            .ok()
+            .and_then(|c| host::timeline_history(&agent.options.data, c.checkpoint_timeline)),
         control_data: control.as_ref().ok().cloned(),
         control_data_error: control.err(),
     }

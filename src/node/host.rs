@@ -49,8 +49,25 @@ fn sibling(data: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Whether `data` holds a cluster at all (an empty or missing directory does not).
-fn holds_data(data: &Path) -> bool {
+pub fn holds_data(data: &Path) -> bool {
     data.join("PG_VERSION").exists()
+}
+
+/// The `.history` file of `timeline` in `data`, at most 1 MiB of it; `None` for the first
+/// timeline, which has none.
+pub fn timeline_history(data: &Path, timeline: u32) -> Option<String> {
+    use std::io::Read;
+    if timeline <= 1 {
+        return None;
+    }
+    let path = data.join("pg_wal").join(format!("{timeline:08X}.history"));
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
 }
 
 /// Copy `source` into the data directory, as a standby of it. Refused when the directory holds

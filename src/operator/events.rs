@@ -31,14 +31,26 @@ pub fn for_round(round: &Round, previous: Option<&ReplicationClusterStatus>) -> 
                 "Promote",
                 format!("{member} is master at epoch {epoch}: {}", planned.why),
             )),
-            Action::FullResync { member, from } => events.push(event(
+            Action::Rejoin { member, from } => events.push(event(
                 EventType::Warning,
-                "FullResync",
-                "Resync",
+                "Rejoined",
+                "Rejoin",
                 format!(
-                    "{member} discards its data and copies {from}: {}",
+                    "{member} discarded what diverged and follows {from}: {}",
                     planned.why
                 ),
+            )),
+            Action::Clone { member, from } => events.push(event(
+                EventType::Normal,
+                "Cloned",
+                "Clone",
+                format!("{member} was copied from {from}: {}", planned.why),
+            )),
+            Action::Stop { member } => events.push(event(
+                EventType::Normal,
+                "Stopped",
+                "Stop",
+                format!("{member} stopped cleanly: {}", planned.why),
             )),
             _ => {}
         }
@@ -145,6 +157,7 @@ mod tests {
             action,
             why: "orders-a unreachable for 1s".into(),
             required: true,
+            by_person: false,
         }
     }
 
@@ -229,6 +242,8 @@ mod tests {
             finished_at: "2026-11-22T00:00:01Z".into(),
             outcome: Outcome::Succeeded,
             reason: "orders-a unreachable".into(),
+            branch: None,
+            fork: None,
         };
         let events = for_round(&round(Vec::new(), vec![record.clone()], Vec::new()), None);
         assert_eq!(events.len(), 1);

@@ -56,12 +56,16 @@ const UNKNOWN: MemberObservation = MemberObservation {
     unreachable_since: None,
     role: None,
     upstream: None,
-    offset: None,
+    durable: None,
+    applied: None,
+    history: None,
+    identity: None,
     link_up: None,
     read_only: None,
     syncing: false,
     guarded: None,
     refused: false,
+    host: crate::observed::HostAccess::Engine,
     error: None,
 };
 
@@ -70,21 +74,24 @@ pub fn observation<'a>(observed: &'a Observed, member: &str) -> &'a MemberObserv
     observed.members.get(member).unwrap_or(&UNKNOWN)
 }
 
-/// Rank every member except `failed` as a replacement for it.
+/// Rank every member except `failed` as a replacement for it, by durable position: what a
+/// member holds even if it crashed too.
 ///
-/// Only reachable, fully synced replicas with priority > 0 and lag within `maxLag` qualify.
-/// The standby wins if it qualifies; otherwise highest offset, then highest priority, then
-/// lowest name. In sync mode only the most up-to-date replicas qualify, and nobody does while
-/// so many replicas are unreachable that an acknowledged write may exist only on them.
+/// Only reachable, fully synced replicas of the cluster's data set with priority > 0 and lag
+/// within `maxLag` qualify. The standby wins if it qualifies; otherwise the furthest durable
+/// position, then highest priority, then lowest name. In sync mode only the most up-to-date
+/// replicas qualify, and nobody does while so many replicas are unreachable that an
+/// acknowledged write may exist only on them.
 pub fn select(desired: &Desired, observed: &Observed, failed: &str) -> Selection {
+    let identity = cluster_identity(observed, failed);
     let spec = &desired.spec;
     let others: Vec<_> = spec.members.iter().filter(|m| m.name != failed).collect();
     let reference = others
         .iter()
         .map(|m| observation(observed, &m.name))
         .filter(|o| o.is_replica())
-        .filter_map(|o| o.offset)
-        .chain(observation(observed, failed).offset)
+        .filter_map(|o| o.durable)
+        .chain(observation(observed, failed).durable)
         .max()
         .unwrap_or(0);
     let max_lag = spec.failover.max_lag.bytes();
@@ -92,8 +99,8 @@ pub fn select(desired: &Desired, observed: &Observed, failed: &str) -> Selection
     let best_replica_offset = others
         .iter()
         .map(|m| observation(observed, &m.name))
-        .filter(|o| o.is_replica() && !o.syncing)
-        .filter_map(|o| o.offset)
+        .filter(|o| o.is_replica() && !o.syncing && same_data_set(o, identity))
+        .filter_map(|o| o.durable)
         .max();
     let unreachable: Vec<&str> = others
         .iter()
@@ -123,11 +130,13 @@ pub fn select(desired: &Desired, observed: &Observed, failed: &str) -> Selection
                 })
             } else if o.syncing {
                 Verdict::Refused("still loading a full sync (its data is partial)".into())
+            } else if !same_data_set(o, identity) {
+                Verdict::Refused(foreign(o, identity))
             } else if let Some(gate) = &sync_gate {
                 Verdict::Refused(gate.clone())
             } else {
-                match o.offset {
-                    None => Verdict::Refused("replication offset unknown".into()),
+                match o.durable {
+                    None => Verdict::Refused("durable position unknown".into()),
                     Some(offset) => {
                         let lag = reference.saturating_sub(offset);
                         if lag > max_lag {
@@ -187,7 +196,7 @@ pub fn select(desired: &Desired, observed: &Observed, failed: &str) -> Selection
             (
                 Some(a.member.clone()),
                 format!(
-                    "{} is {role} (offset {offset}, lag {}, priority {priority})",
+                    "{} is {role} (position {offset}, lag {}, priority {priority})",
                     a.member,
                     human_bytes(lag)
                 ),
@@ -202,11 +211,49 @@ pub fn select(desired: &Desired, observed: &Observed, failed: &str) -> Selection
     }
 }
 
+/// The data set the cluster holds: the journal's record, else what `reference` (the primary)
+/// reports. `None` when the engine has no such notion.
+pub fn cluster_identity<'a>(observed: &'a Observed, reference: &str) -> Option<&'a str> {
+    observed
+        .journal
+        .identity
+        .as_deref()
+        .or(observation(observed, reference).identity.as_deref())
+}
+
+/// Whether `o` holds the cluster's data set, as far as anyone can tell.
+pub fn same_data_set(o: &MemberObservation, identity: Option<&str>) -> bool {
+    let own = o
+        .identity
+        .as_deref()
+        .or_else(|| o.host.agent().and_then(|h| h.identity.as_deref()));
+    match (own, identity) {
+        (Some(own), Some(cluster)) => own == cluster,
+        _ => true,
+    }
+}
+
+/// "holds another data set (identity X; the cluster's is Y)"
+pub fn foreign(o: &MemberObservation, identity: Option<&str>) -> String {
+    let own = o
+        .identity
+        .as_deref()
+        .or_else(|| o.host.agent().and_then(|h| h.identity.as_deref()))
+        .unwrap_or("?");
+    format!(
+        "holds another data set (identity {own}; the cluster's is {})",
+        identity.unwrap_or("?")
+    )
+}
+
 /// Can `member` be switched to while the master is healthy? Catch-up is awaited later, so lag
-/// does not matter here; reachability, role and completeness do.
-pub fn switchover_refusal(observed: &Observed, member: &str) -> Option<String> {
+/// does not matter here; reachability, role, data set and completeness do.
+pub fn switchover_refusal(observed: &Observed, member: &str, primary: &str) -> Option<String> {
     let o = observation(observed, member);
-    if !o.reachable {
+    let identity = cluster_identity(observed, primary);
+    if !same_data_set(o, identity) {
+        Some(format!("{member} {}", foreign(o, identity)))
+    } else if !o.reachable {
         Some(format!("{member} is unreachable"))
     } else if o.role != Some(Role::Replica) {
         Some(format!("{member} is not a replica of the current primary"))

@@ -32,8 +32,9 @@ fn serves_reads(
     let Some(max_lag) = max_lag else {
         return true;
     };
-    let primary_offset = primary.and_then(|p| observation(observed, p).offset);
-    match (primary_offset, o.offset) {
+    // Readers see what a member has applied, so that is what read lag is judged by.
+    let primary_offset = primary.and_then(|p| observation(observed, p).applied_position());
+    match (primary_offset, o.applied_position()) {
         (Some(p), Some(r)) => p.saturating_sub(r) <= max_lag,
         // Lag cannot be judged without both offsets: leave the replica out rather than guess.
         _ => false,

@@ -30,6 +30,10 @@ pub mod reason {
     pub const SWITCHOVER_BLOCKED: &str = "SwitchoverBlocked";
     pub const SWITCHOVER_ABORTED: &str = "SwitchoverAborted";
     pub const ADOPTION_REFUSED: &str = "AdoptionRefused";
+    /// A member holds another data set; it is left alone.
+    pub const FOREIGN_DATA: &str = "ForeignData";
+    /// A host operation is needed on a member that has no node agent.
+    pub const HOST_OPERATION_NEEDED: &str = "HostOperationNeeded";
     pub const SPEC_OUT_OF_DATE: &str = "SpecOutOfDate";
     pub const SPEC_MATCHES: &str = "SpecMatches";
     pub const NOT_BLOCKED: &str = "NotBlocked";

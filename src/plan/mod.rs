@@ -27,7 +27,7 @@ pub use self::{
 use crate::{
     desired::Desired,
     journal::{Journal, Step},
-    observed::Observed,
+    observed::{HostAccess, Observed},
 };
 
 /// How soon to look again while an operation is moving.
@@ -39,16 +39,30 @@ pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Action {
-    /// Make `member` a replica of `from` (partial resync where the engine can).
+    /// Make a running `member` replicate from `from`, keeping its data.
     Replicate { member: String, from: String },
-    /// Discard `member`'s data and copy `from` in full.
-    FullResync { member: String, from: String },
+    /// Restart `member`, which holds data on the primary's history, as a replica of `from`.
+    /// A host operation.
+    Restart { member: String, from: String },
+    /// `member` holds data off the primary's history: discard what diverged and replicate
+    /// from `from`. A host operation.
+    Rejoin { member: String, from: String },
+    /// `member` holds no data: copy `from` in full and replicate from it. A host operation.
+    Clone { member: String, from: String },
+    /// Stop `member` replicating, so that its position stops moving.
+    Detach { member: String },
     /// Stop `member` accepting writes.
     Fence { member: String },
+    /// Stop `member`'s server cleanly, after it has sent its replicas everything. A host
+    /// operation.
+    Stop { member: String },
+    /// Start `member`'s stopped server as it is: a primary comes back as primary. A host
+    /// operation.
+    Start { member: String },
     /// Make `member` master at `epoch`; the engine verifies it took.
     Promote { member: String, epoch: u64 },
-    /// Set whether `member` rejects writes.
-    SetReadOnly { member: String, read_only: bool },
+    /// Let master `member` accept writes again, with the guard the engine runs a primary with.
+    Unfence { member: String },
     /// Point a virtual name at `endpoints`.
     RetargetVirtualName {
         name: String,
@@ -60,11 +74,16 @@ impl Action {
     /// The journal step this action belongs to.
     pub fn step(&self) -> Step {
         match self {
+            Action::Detach { .. } => Step::Detach,
             Action::Fence { .. } => Step::Fence,
+            Action::Stop { .. } => Step::Stop,
             Action::Promote { .. } => Step::Promote,
-            Action::Replicate { .. } | Action::FullResync { .. } | Action::SetReadOnly { .. } => {
-                Step::Repoint
-            }
+            Action::Replicate { .. }
+            | Action::Restart { .. }
+            | Action::Rejoin { .. }
+            | Action::Clone { .. }
+            | Action::Start { .. }
+            | Action::Unfence { .. } => Step::Repoint,
             Action::RetargetVirtualName { .. } => Step::MoveNames,
         }
     }
@@ -73,12 +92,30 @@ impl Action {
     pub fn subject(&self) -> &str {
         match self {
             Action::Replicate { member, .. }
-            | Action::FullResync { member, .. }
+            | Action::Restart { member, .. }
+            | Action::Rejoin { member, .. }
+            | Action::Clone { member, .. }
+            | Action::Detach { member }
             | Action::Fence { member }
+            | Action::Stop { member }
+            | Action::Start { member }
             | Action::Promote { member, .. }
-            | Action::SetReadOnly { member, .. } => member,
+            | Action::Unfence { member } => member,
             Action::RetargetVirtualName { name, .. } => name,
         }
+    }
+
+    /// Whether it is done on the member's host (by the engine, its agent, or a person)
+    /// rather than through the database server alone.
+    pub fn on_host(&self) -> bool {
+        matches!(
+            self,
+            Action::Restart { .. }
+                | Action::Rejoin { .. }
+                | Action::Clone { .. }
+                | Action::Stop { .. }
+                | Action::Start { .. }
+        )
     }
 }
 
@@ -91,6 +128,10 @@ pub struct PlannedAction {
     pub why: String,
     /// If a required action fails, the actions after it are not taken this round.
     pub required: bool,
+    /// The member has no agent: a person must carry out this host operation. It is shown,
+    /// never attempted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_person: bool,
 }
 
 /// What the controller should do now.
@@ -168,10 +209,13 @@ impl<'a> Planner<'a> {
         if self.actions.iter().any(|a| a.action == action) {
             return;
         }
+        let by_person = action.on_host()
+            && observation(self.observed, action.subject()).host == HostAccess::Person;
         self.actions.push(PlannedAction {
             action,
             why: why.into(),
             required,
+            by_person,
         });
     }
 
@@ -291,6 +335,14 @@ impl<'a> Planner<'a> {
         if let Some(planned) = self.last_resort.take() {
             self.push(planned.action, planned.required, planned.why);
         }
+        if let Some(manual) = self.actions.iter().find(|a| a.by_person) {
+            let member = manual.action.subject().to_string();
+            let message = format!(
+                "{}. {member} has no node agent (spec.members[].agent), so replicant does not do this itself: a person must",
+                manual.why
+            );
+            self.block(reason::HOST_OPERATION_NEEDED, message);
+        }
         let operation = self.journal.operation.clone();
         if let Some(op) = &operation
             && op.promoted(&self.journal)
@@ -360,10 +412,15 @@ impl<'a> Planner<'a> {
                 Some(b) => Finding::new(findings::STALLED, true, b.reason, b.message.clone()),
                 None => Finding::new(findings::STALLED, false, reason::NOT_BLOCKED, ""),
             },
-            match stalled
-                .as_ref()
-                .filter(|b| b.reason != reason::ADOPTION_REFUSED)
-            {
+            match stalled.as_ref().filter(|b| {
+                // Stalled for reasons that block no promotion.
+                ![
+                    reason::ADOPTION_REFUSED,
+                    reason::FOREIGN_DATA,
+                    reason::HOST_OPERATION_NEEDED,
+                ]
+                .contains(&b.reason)
+            }) {
                 Some(b) => Finding::new(
                     findings::PROMOTION_BLOCKED,
                     true,
@@ -401,6 +458,20 @@ pub fn probe_interval(desired: &Desired) -> Duration {
 /// round (and the failover it may need) by at most that much.
 pub fn probe_timeout(detect: Duration) -> Duration {
     (detect / 4).clamp(Duration::from_millis(100), Duration::from_millis(500))
+}
+
+/// How long the primary's host keeps it writable after each renewal of the controller's
+/// lease. The controller declares the primary failed only `detectAfter` after its last
+/// successful probe, and a renewal reaches the host at most one probe timeout after that
+/// probe began; a further tenth of `detectAfter` (at least 50ms) covers the host stopping
+/// its server and clock rates. So a primary cut off from the controller has stopped before
+/// anyone is promoted: `lease + probe timeout + margin <= detectAfter`.
+pub fn lease_ttl(detect: Duration) -> Duration {
+    let margin = (detect / 10).max(Duration::from_millis(50));
+    detect
+        .saturating_sub(probe_timeout(detect))
+        .saturating_sub(margin)
+        .max(Duration::from_millis(50))
 }
 
 /// Serialises a std duration the Kubernetes way ("250ms").

@@ -10,7 +10,7 @@ use super::{
 use crate::{
     api::{FailoverMode, human_bytes},
     journal::{Operation, OperationKind, Outcome, Step},
-    observed::Role,
+    observed::{HostAccess, Role},
 };
 
 impl Planner<'_> {
@@ -34,7 +34,7 @@ impl Planner<'_> {
             return;
         }
         if o.role == Some(Role::Master) {
-            let own = o.offset.unwrap_or(0);
+            let own = o.durable.unwrap_or(0);
             let richer: Vec<String> = self
                 .desired
                 .spec
@@ -43,7 +43,7 @@ impl Planner<'_> {
                 .filter(|m| m.name != wanted)
                 .filter_map(|m| {
                     let other = observation(self.observed, &m.name);
-                    let offset = other.offset.unwrap_or(0);
+                    let offset = other.durable.unwrap_or(0);
                     (other.is_master() && offset > own)
                         .then(|| format!("{} (offset {offset})", m.name))
                 })
@@ -62,6 +62,7 @@ impl Planner<'_> {
             }
             self.journal.current_primary = Some(wanted.clone());
             self.journal.acknowledged_primary = Some(wanted.clone());
+            self.journal.identity = o.identity.clone();
             self.primary = Some(wanted);
             return;
         }
@@ -74,6 +75,7 @@ impl Planner<'_> {
             }
             seen.push(up.clone());
             if observation(self.observed, &up).is_master() {
+                self.journal.identity = observation(self.observed, &up).identity.clone();
                 self.journal.current_primary = Some(up.clone());
                 self.primary = Some(up);
                 return;
@@ -110,7 +112,26 @@ impl Planner<'_> {
         }
     }
 
-    fn resume_failover(&mut self, op: Operation) {
+    fn resume_failover(&mut self, mut op: Operation) {
+        if op.step == Step::Detach {
+            // The replicas stopped replicating last round; their positions are final now.
+            // No promotion has been attempted at this epoch, so choosing again is safe.
+            let failed = op.from.clone().unwrap_or_default();
+            let selection = candidate::select(self.desired, self.observed, &failed);
+            let Some(chosen) = selection.chosen.clone() else {
+                return self.abandon_failover(format!(
+                    "after the replicas stopped replicating, no member can be promoted: {}",
+                    selection.refusals()
+                ));
+            };
+            if chosen != op.to {
+                op.reason = format!("{}; after detaching: {}", op.reason, selection.why);
+                op.to = chosen;
+            }
+            op.step = Step::Promote;
+            self.journal.operation = Some(op.clone());
+            return self.take_over(&op);
+        }
         if !observation(self.observed, &op.to).reachable {
             self.journal.finish_operation(
                 Outcome::Aborted,
@@ -125,11 +146,20 @@ impl Planner<'_> {
         self.take_over(&op);
     }
 
-    /// Fence the old master (best effort when it is unreachable) and promote the target.
+    fn abandon_failover(&mut self, why: String) {
+        self.journal
+            .finish_operation(Outcome::Aborted, self.now, &why);
+        self.decided = true;
+        self.block(reason::NO_CANDIDATE, why);
+    }
+
     /// Fence the old master, then promote. An unreachable old master cannot be fenced before:
-    /// the attempt comes last, best effort, so its timeout never delays the new primary.
+    /// the attempt comes last, best effort, so its timeout never delays the new primary. One
+    /// its host stopped cleanly needs no fence.
     fn take_over(&mut self, op: &Operation) {
-        if let Some(from) = &op.from {
+        if let Some(from) = &op.from
+            && !self.stopped_by_host(from)
+        {
             let fence = Action::Fence {
                 member: from.clone(),
             };
@@ -144,6 +174,7 @@ impl Planner<'_> {
                 );
             } else {
                 self.last_resort = Some(PlannedAction {
+                    by_person: false,
                     action: fence,
                     why: format!(
                         "{from} is unreachable; tried once the new primary serves, and it is demoted as soon as it answers again"
@@ -163,17 +194,30 @@ impl Planner<'_> {
         self.primary = Some(op.to.clone());
     }
 
+    /// Whether `member`'s host reports its server stopped cleanly: it accepts nothing, and its
+    /// data ends at a known position.
+    fn stopped_by_host(&self, member: &str) -> bool {
+        let o = observation(self.observed, member);
+        !o.reachable
+            && o.host
+                .agent()
+                .is_some_and(|h| !h.running && h.stopped_cleanly && h.position.is_some())
+    }
+
     fn continue_switchover(&mut self, op: Operation) {
         let from = op.from.clone().unwrap_or_default();
-        if let Some(refusal) = candidate::switchover_refusal(self.observed, &op.to) {
+        if let Some(refusal) = candidate::switchover_refusal(self.observed, &op.to, &from) {
             return self.abort_switchover(&from, format!("{refusal}; {from} stays primary"));
         }
         let old = observation(self.observed, &from);
         let target = observation(self.observed, &op.to);
+        if matches!(old.host, HostAccess::Agent(_)) {
+            return self.switch_through_host(op);
+        }
         let lag = old
-            .offset
+            .durable
             .unwrap_or(0)
-            .saturating_sub(target.offset.unwrap_or(0));
+            .saturating_sub(target.durable.unwrap_or(0));
         if !old.reachable {
             // The old master died mid-switchover. Its last known offset is the bar.
             let down = self.down_for(&from).unwrap_or_default();
@@ -216,18 +260,27 @@ impl Planner<'_> {
             self.requeue_within(FAST_REQUEUE);
             return;
         }
-        if lag == 0 && target.offset.is_some() {
+        if lag == 0 && target.durable.is_some() {
             return self.take_over(&op);
         }
+        self.await_catch_up(
+            &op,
+            &from,
+            format!("catch up with fenced {from} ({} behind)", human_bytes(lag)),
+        );
+    }
+
+    /// Wait, briefly, for a switchover's target to `what`; give the switchover up after
+    /// [`CATCH_UP_TIMEOUT`].
+    fn await_catch_up(&mut self, op: &Operation, from: &str, what: String) {
         let waited = self.now.duration_since(op.started_at).unsigned_abs();
         if waited > CATCH_UP_TIMEOUT {
             return self.abort_switchover(
-                &from,
+                from,
                 format!(
-                    "{} did not catch up within {} (still {} behind)",
+                    "{} did not {what} within {}",
                     op.to,
-                    human_duration(CATCH_UP_TIMEOUT),
-                    human_bytes(lag)
+                    human_duration(CATCH_UP_TIMEOUT)
                 ),
             );
         }
@@ -235,23 +288,88 @@ impl Planner<'_> {
         self.requeue_within(Duration::from_millis(20));
         self.note_progress(
             reason::SWITCHOVER,
-            format!(
-                "waiting for {} to catch up with fenced {from} ({} behind)",
-                op.to,
-                human_bytes(lag)
-            ),
+            format!("waiting for {} to {what}", op.to),
+        );
+    }
+
+    /// A switchover through the old primary's host: stop it cleanly (its replicas receive
+    /// everything it wrote, down to the shutdown record), then promote the target once it
+    /// holds all of it. Nothing acknowledged can be lost, and the old primary rejoins as it
+    /// is, with no rewind.
+    fn switch_through_host(&mut self, op: Operation) {
+        let from = op.from.clone().unwrap_or_default();
+        let old = observation(self.observed, &from);
+        let target = observation(self.observed, &op.to);
+        if old.reachable {
+            self.push(
+                Action::Stop {
+                    member: from.clone(),
+                },
+                true,
+                format!(
+                    "{from} stops cleanly, after sending {} everything it wrote",
+                    op.to
+                ),
+            );
+            self.hold = true;
+            self.requeue_within(FAST_REQUEUE);
+            return;
+        }
+        let host = old.host.agent();
+        let stopped_at = host
+            .filter(|h| !h.running && h.stopped_cleanly)
+            .and_then(|h| h.position);
+        let Some(stopped_at) = stopped_at else {
+            if host.is_some_and(|h| h.running) {
+                // Still shutting down, or starting: look again shortly.
+                self.hold = true;
+                self.requeue_within(FAST_REQUEUE);
+                return self
+                    .note_progress(reason::SWITCHOVER, format!("waiting for {from} to stop"));
+            }
+            // Neither the server nor a clean stop: it failed during the switchover.
+            let down = self.down_for(&from).unwrap_or_default();
+            let (detect, _) = self.detection(&from);
+            if down < detect {
+                self.hold = true;
+                self.requeue_within(detect - down);
+                return self.note_progress(
+                    reason::SWITCHOVER,
+                    format!("{from} stopped answering during the switchover"),
+                );
+            }
+            return self.abort_switchover(
+                &from,
+                format!("{from} failed during the switchover without stopping cleanly; a failover decides what happens next"),
+            );
+        };
+        // Its last record begins at `stopped_at`: a replica past that point holds it whole.
+        if target.durable.is_some_and(|d| d > stopped_at) {
+            return self.take_over(&op);
+        }
+        self.await_catch_up(
+            &op,
+            &from,
+            format!("receive everything {from} wrote before it stopped"),
         );
     }
 
     fn abort_switchover(&mut self, from: &str, why: String) {
         if observation(self.observed, from).is_master() {
             self.push(
-                Action::SetReadOnly {
+                Action::Unfence {
                     member: from.to_string(),
-                    read_only: false,
                 },
                 true,
                 format!("switchover abandoned: {from} accepts writes again"),
+            );
+        } else if self.stopped_by_host(from) {
+            self.push(
+                Action::Start {
+                    member: from.to_string(),
+                },
+                true,
+                format!("switchover abandoned: {from} starts again as primary"),
             );
         }
         let to = self
@@ -418,7 +536,7 @@ impl Planner<'_> {
             )),
             None => {
                 let o = observation(self.observed, current);
-                let own = o.offset.filter(|_| o.is_master())?;
+                let own = o.durable.filter(|_| o.is_master())?;
                 let (ahead, offset) = self
                     .desired
                     .spec
@@ -431,13 +549,13 @@ impl Planner<'_> {
                         (r.is_replica()
                             && r.upstream.as_deref() == Some(current)
                             && r.link_up != Some(true))
-                        .then_some((m.name.as_str(), r.offset?))
+                        .then_some((m.name.as_str(), r.durable?))
                     })
                     .max_by_key(|(_, offset)| *offset)?;
                 // Beyond maxLag, so probe skew and a fresh promotion never look like data loss.
                 (offset > own.saturating_add(self.desired.spec.failover.max_lag.bytes())).then(|| {
                     format!(
-                        "{current} answers with offset {own} while its replica {ahead} holds {offset}: \
+                        "{current} answers with position {own} while its replica {ahead} holds {offset}: \
                          it lost data (restarted empty?) and must not be copied over its replicas"
                     )
                 })
@@ -464,7 +582,7 @@ impl Planner<'_> {
 
     /// Journal a new operation and plan its first steps.
     fn start(&mut self, kind: OperationKind, from: &str, to: &str, reason: String) {
-        let op = Operation {
+        let mut op = Operation {
             kind,
             from: Some(from.to_string()),
             to: to.to_string(),
@@ -473,11 +591,47 @@ impl Planner<'_> {
             step: Step::Fence,
             reason,
         };
+        if kind == OperationKind::Failover && self.detach_replicas(from) {
+            op.step = Step::Detach;
+            self.journal.operation = Some(op);
+            return;
+        }
         self.journal.operation = Some(op.clone());
         match kind {
             OperationKind::Failover => self.take_over(&op),
             OperationKind::Switchover => self.continue_switchover(op),
         }
+    }
+
+    /// Replicas still streaming from the failed primary may still be receiving: stop them, so
+    /// the candidate is chosen from positions that no longer move. Whether any had to be.
+    fn detach_replicas(&mut self, failed: &str) -> bool {
+        let streaming: Vec<String> = self
+            .desired
+            .spec
+            .members
+            .iter()
+            .filter(|m| m.name != failed)
+            .filter(|m| {
+                let o = observation(self.observed, &m.name);
+                o.is_replica() && o.upstream.as_deref() == Some(failed) && o.link_up == Some(true)
+            })
+            .map(|m| m.name.clone())
+            .collect();
+        for member in &streaming {
+            self.push(
+                Action::Detach {
+                    member: member.clone(),
+                },
+                false,
+                format!("{member} still streams from {failed}: it stops, so that its position is final before a candidate is chosen"),
+            );
+        }
+        if !streaming.is_empty() {
+            self.hold = true;
+            self.requeue_within(FAST_REQUEUE);
+        }
+        !streaming.is_empty()
     }
 
     /// `spec.primary` differs from the current primary: a planned switchover if the user changed
@@ -501,7 +655,7 @@ impl Planner<'_> {
         if !self.spec_requests_new_primary(&current) {
             return; // a spec left behind by a failover: reported by `spec_mismatch`, never acted on
         }
-        if let Some(refusal) = candidate::switchover_refusal(self.observed, &wanted) {
+        if let Some(refusal) = candidate::switchover_refusal(self.observed, &wanted, &current) {
             return self.block(
                 reason::SWITCHOVER_BLOCKED,
                 format!("cannot switch over to {wanted}: {refusal}; {current} stays primary"),

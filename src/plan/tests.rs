@@ -10,7 +10,7 @@ use crate::{
     api::{ReplicationMode, Target, VirtualNameSpec},
     desired::{Desired, NamedVirtualName},
     journal::{Journal, Operation, OperationKind, Outcome, Step},
-    observed::{MemberObservation, Observed, Role},
+    observed::{Fork, History, HostAccess, HostObservation, MemberObservation, Observed, Role},
 };
 
 const T0: &str = "2026-01-01T00:00:00Z";
@@ -45,11 +45,20 @@ virtualNames:
     serde_yaml::from_str(yaml).unwrap()
 }
 
+/// Every member starts on branch "r1" of the data set's history.
+fn on_branch(branch: &str) -> Option<History> {
+    Some(History {
+        branch: branch.into(),
+        forks: Vec::new(),
+    })
+}
+
 fn master(offset: u64) -> MemberObservation {
     MemberObservation {
         reachable: true,
         role: Some(Role::Master),
-        offset: Some(offset),
+        history: on_branch("r1"),
+        durable: Some(offset),
         read_only: Some(false),
         ..Default::default()
     }
@@ -60,7 +69,8 @@ fn replica(of: &str, offset: u64) -> MemberObservation {
         reachable: true,
         role: Some(Role::Replica),
         upstream: Some(of.into()),
-        offset: Some(offset),
+        history: on_branch("r1"),
+        durable: Some(offset),
         link_up: Some(true),
         read_only: Some(true),
         ..Default::default()
@@ -98,11 +108,17 @@ fn healthy(primary: &str) -> Observed {
     observed
 }
 
+/// `member` died: it stopped answering at `since`, and its replicas lost their link to it.
 fn down(observed: &mut Observed, member: &str, since: f64) {
     let o = observed.members.get_mut(member).unwrap();
     o.reachable = false;
     o.unreachable_since = Some(at(since));
     o.link_up = None;
+    for o in observed.members.values_mut() {
+        if o.upstream.as_deref() == Some(member) {
+            o.link_up = Some(false);
+        }
+    }
 }
 
 fn actions(plan: &Plan) -> Vec<Action> {
@@ -128,6 +144,14 @@ fn fence(member: &str) -> Action {
 
 fn replicate(member: &str, from: &str) -> Action {
     Action::Replicate {
+        member: member.into(),
+        from: from.into(),
+    }
+}
+
+/// A master demoted to a replica of `from`, keeping its data.
+fn restart(member: &str, from: &str) -> Action {
+    Action::Restart {
         member: member.into(),
         from: from.into(),
     }
@@ -191,7 +215,7 @@ fn stray_master_is_fenced_then_demoted() {
     let mut observed = healthy("a");
     observed.members.insert("c".into(), master(1000));
     let p = plan(&cluster(), &observed, at(0.0));
-    assert_eq!(actions(&p)[..2], [fence("c"), replicate("c", "a")]);
+    assert_eq!(actions(&p)[..2], [fence("c"), restart("c", "a")]);
     assert_eq!(
         retarget(&p, "ro"),
         Some(vec!["b".to_string()]),
@@ -204,13 +228,8 @@ fn writable_replica_is_made_read_only() {
     let mut observed = healthy("a");
     observed.members.get_mut("b").unwrap().read_only = Some(false);
     let p = plan(&cluster(), &observed, at(0.0));
-    assert_eq!(
-        actions(&p),
-        vec![Action::SetReadOnly {
-            member: "b".into(),
-            read_only: true
-        }]
-    );
+    assert_eq!(actions(&p), vec![replicate("b", "a")]);
+    assert!(p.actions[0].why.contains("accepts writes"));
 }
 
 #[test]
@@ -218,13 +237,7 @@ fn primary_left_fenced_is_unfenced() {
     let mut observed = healthy("a");
     observed.members.get_mut("a").unwrap().read_only = Some(true);
     let p = plan(&cluster(), &observed, at(0.0));
-    assert_eq!(
-        actions(&p),
-        vec![Action::SetReadOnly {
-            member: "a".into(),
-            read_only: false
-        }]
-    );
+    assert_eq!(actions(&p), vec![Action::Unfence { member: "a".into() }]);
 }
 
 #[test]
@@ -274,12 +287,7 @@ fn fresh_servers_are_adopted_around_the_desired_primary() {
     let p = plan(&cluster(), &observed, at(0.0));
     assert_eq!(
         actions(&p)[..4],
-        [
-            fence("b"),
-            fence("c"),
-            replicate("b", "a"),
-            replicate("c", "a")
-        ],
+        [fence("b"), fence("c"), restart("b", "a"), restart("c", "a")],
         "every other master is fenced before any is demoted"
     );
     assert_eq!(p.journal.current_primary.as_deref(), Some("a"));
@@ -384,7 +392,7 @@ fn switchover_promotes_once_the_target_caught_up_with_the_fenced_master() {
         [
             fence("a"),
             promote("c", 2),
-            replicate("a", "c"),
+            restart("a", "c"),
             replicate("b", "c"),
             Action::RetargetVirtualName {
                 name: "rw".into(),
@@ -401,7 +409,7 @@ fn switchover_promotes_once_the_target_caught_up_with_the_fenced_master() {
 fn switchover_waits_for_catch_up() {
     let (desired, mut observed) = switchover_started("c");
     observed.members.get_mut("a").unwrap().read_only = Some(true);
-    observed.members.get_mut("c").unwrap().offset = Some(900);
+    observed.members.get_mut("c").unwrap().durable = Some(900);
     let p = plan(&desired, &observed, at(0.3));
     assert_eq!(actions(&p), vec![], "no promotion while c lacks 100 bytes");
     let reconciling = finding(&p, findings::RECONCILING);
@@ -421,21 +429,17 @@ fn switchover_refences_a_master_whose_fence_lapsed() {
 fn switchover_gives_up_after_the_catch_up_timeout_and_unfences() {
     let (desired, mut observed) = switchover_started("c");
     observed.members.get_mut("a").unwrap().read_only = Some(true);
-    observed.members.get_mut("c").unwrap().offset = Some(900);
+    observed.members.get_mut("c").unwrap().durable = Some(900);
     let p = plan(&desired, &observed, at(11.0));
-    assert_eq!(
-        actions(&p),
-        vec![Action::SetReadOnly {
-            member: "a".into(),
-            read_only: false
-        }]
-    );
+    assert_eq!(actions(&p), vec![Action::Unfence { member: "a".into() }]);
     assert_eq!(p.journal.operation, None);
     assert_eq!(p.journal.history.last().unwrap().outcome, Outcome::Aborted);
     let blocked = finding(&p, findings::PROMOTION_BLOCKED);
     assert_eq!(blocked.reason, findings::reason::SWITCHOVER_ABORTED);
     assert!(
-        blocked.message.contains("did not catch up within 10s"),
+        blocked
+            .message
+            .contains("did not catch up with fenced a (100 B behind) within 10s"),
         "{}",
         blocked.message
     );
@@ -513,12 +517,10 @@ fn failover_fences_promotes_the_standby_repoints_and_moves_names() {
                     address: "10.0.0.2:6379".into()
                 }]
             },
+            // c lost its link with a: it serves reads again once it streams from b.
             Action::RetargetVirtualName {
                 name: "ro".into(),
-                endpoints: vec![super::Endpoint {
-                    member: "c".into(),
-                    address: "10.0.0.3:6379".into()
-                }]
+                endpoints: vec![]
             },
             fence("a"),
         ]
@@ -546,9 +548,9 @@ fn failover_fences_promotes_the_standby_repoints_and_moves_names() {
 #[test]
 fn standby_over_max_lag_gives_way_to_the_most_up_to_date_replica() {
     let mut observed = healthy("a");
-    observed.members.get_mut("a").unwrap().offset = Some(3_000_000);
-    observed.members.get_mut("b").unwrap().offset = Some(100);
-    observed.members.get_mut("c").unwrap().offset = Some(2_900_000);
+    observed.members.get_mut("a").unwrap().durable = Some(3_000_000);
+    observed.members.get_mut("b").unwrap().durable = Some(100);
+    observed.members.get_mut("c").unwrap().durable = Some(2_900_000);
     down(&mut observed, "a", -2.0);
     let p = plan(&cluster(), &observed, at(0.0));
     assert_eq!(promotions(&p), vec![("c".to_string(), 2)]);
@@ -573,8 +575,8 @@ fn ties_break_on_offset_then_priority_then_name() {
         desired.spec.members[3].priority = pd;
         let mut observed = healthy("a");
         observed.members.insert("d".into(), replica("a", od));
-        observed.members.get_mut("b").unwrap().offset = Some(ob);
-        observed.members.get_mut("c").unwrap().offset = Some(oc);
+        observed.members.get_mut("b").unwrap().durable = Some(ob);
+        observed.members.get_mut("c").unwrap().durable = Some(oc);
         down(&mut observed, "a", -2.0);
         let p = plan(&desired, &observed, at(0.0));
         assert_eq!(
@@ -590,7 +592,7 @@ fn no_candidate_blocks_promotion_with_every_reason() {
     let mut desired = cluster();
     desired.spec.members[2].priority = 0;
     let mut observed = healthy("a");
-    observed.members.get_mut("a").unwrap().offset = Some(784 * 1024 * 1024 + 1000);
+    observed.members.get_mut("a").unwrap().durable = Some(784 * 1024 * 1024 + 1000);
     down(&mut observed, "a", -3.0);
     let p = plan(&desired, &observed, at(0.0));
     assert_eq!(promotions(&p), vec![]);
@@ -707,13 +709,23 @@ fn suspend_means_no_action_at_all() {
 
 // ---------------------------------------------------------------- after a failover
 
-/// b was promoted at epoch 2 by an automatic failover; the spec still says a.
+/// b was promoted at epoch 2 by an automatic failover, leaving branch r1 at 1000 for r2; c
+/// follows it. The spec still says a.
 fn after_failover() -> Observed {
     let mut observed = healthy("b");
+    let history = History {
+        branch: "r2".into(),
+        forks: vec![Fork {
+            branch: "r1".into(),
+            at: 1000,
+        }],
+    };
+    observed.members.get_mut("b").unwrap().history = Some(history.clone());
+    observed.members.get_mut("c").unwrap().history = on_branch("r2");
     observed.journal.epoch = 2;
     observed.journal.acknowledged_primary = Some("a".into());
     observed.journal.last_promotion_at = Some(at(-10.0));
-    observed.journal.promoted_at_offset = Some(1000);
+    observed.journal.primary_history = Some(history);
     observed
 }
 
@@ -743,13 +755,22 @@ fn returning_old_master_is_demoted_never_left_writable() {
     let mut observed = after_failover();
     observed.members.insert("a".into(), master(1000));
     let p = plan(&cluster(), &observed, at(0.0));
-    assert_eq!(actions(&p)[..2], [fence("a"), replicate("a", "b")]);
+    assert_eq!(
+        actions(&p)[..2],
+        [
+            fence("a"),
+            Action::Restart {
+                member: "a".into(),
+                from: "b".into()
+            }
+        ]
+    );
     assert_eq!(retarget(&p, "rw"), None, "rw stays on b");
     assert_eq!(retarget(&p, "ro"), Some(vec!["c".to_string()]));
 }
 
 #[test]
-fn diverged_old_master_gets_a_full_resync_and_the_loss_is_named() {
+fn diverged_old_master_rejoins_and_the_loss_is_named() {
     let mut observed = after_failover();
     observed.members.insert("a".into(), master(1500));
     let p = plan(&cluster(), &observed, at(0.0));
@@ -757,19 +778,64 @@ fn diverged_old_master_gets_a_full_resync_and_the_loss_is_named() {
         actions(&p)[..2],
         [
             fence("a"),
-            Action::FullResync {
+            Action::Rejoin {
                 member: "a".into(),
                 from: "b".into()
             }
         ]
     );
     assert!(
-        p.actions[1]
-            .why
-            .contains("500 B of writes made after b took over"),
+        p.actions[1].why.contains(
+            "it holds 500 B on branch r1 past where the primary's history left that branch at 1000"
+        ),
         "{}",
         p.actions[1].why
     );
+}
+
+#[test]
+fn divergence_is_judged_by_history_not_by_position() {
+    // Behind the primary, but on a branch the primary never had: it rejoins.
+    let mut observed = after_failover();
+    let mut stray = replica("b", 10);
+    stray.history = on_branch("r9");
+    stray.link_up = Some(false);
+    observed.members.insert("c".into(), stray);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(
+        actions(&p)[0],
+        Action::Rejoin {
+            member: "c".into(),
+            from: "b".into()
+        }
+    );
+    // A replica still on the old branch, but within the fork: it simply follows.
+    let mut observed = after_failover();
+    observed.members.insert("c".into(), replica("a", 1000));
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p), vec![replicate("c", "b")]);
+    // A replica past the fork point (it received writes b never had) is rewound, not left
+    // stuck.
+    let mut observed = after_failover();
+    observed.members.insert("c".into(), replica("b", 1200));
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(
+        actions(&p),
+        vec![Action::Rejoin {
+            member: "c".into(),
+            from: "b".into()
+        }]
+    );
+    // The primary's own probe knows no history (it cannot read it): the journal's record of
+    // the promotion still decides.
+    let mut observed = after_failover();
+    observed.members.get_mut("b").unwrap().history = on_branch("r2");
+    observed.members.insert("a".into(), master(1500));
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert!(actions(&p).contains(&Action::Rejoin {
+        member: "a".into(),
+        from: "b".into()
+    }));
 }
 
 // ---------------------------------------------------------------- resuming from the journal
@@ -793,7 +859,7 @@ fn failover_in_flight(to: &str) -> Observed {
 fn resumed_failover_keeps_its_target_and_epoch() {
     let mut observed = failover_in_flight("b");
     // Since the crash c got ahead of b: the journaled choice still stands.
-    observed.members.get_mut("c").unwrap().offset = Some(5000);
+    observed.members.get_mut("c").unwrap().durable = Some(5000);
     let p = plan(&cluster(), &observed, at(0.0));
     assert_eq!(promotions(&p), vec![("b".to_string(), 2)]);
 }
@@ -858,7 +924,7 @@ fn sync_mode_promotes_only_the_most_up_to_date_replica() {
     let mut desired = cluster();
     desired.spec.replication.mode = ReplicationMode::Sync;
     let mut observed = healthy("a");
-    observed.members.get_mut("b").unwrap().offset = Some(990);
+    observed.members.get_mut("b").unwrap().durable = Some(990);
     down(&mut observed, "a", -2.0);
     let p = plan(&desired, &observed, at(0.0));
     assert_eq!(
@@ -875,7 +941,7 @@ fn read_names_leave_out_lagging_and_unlinked_replicas() {
     let mut desired = cluster();
     desired.virtual_names[1].spec.max_lag = Some("100".parse().unwrap());
     let mut observed = healthy("a");
-    observed.members.get_mut("b").unwrap().offset = Some(800);
+    observed.members.get_mut("b").unwrap().durable = Some(800);
     let p = plan(&desired, &observed, at(0.0));
     assert_eq!(retarget(&p, "ro"), Some(vec!["c".to_string()]));
 
@@ -975,6 +1041,238 @@ fn yaml_fixtures() {
     assert!(count >= 3, "fixtures missing from {}", dir.display());
 }
 
+// ---------------------------------------------------------------- detaching, hosts, identity
+
+fn detach(member: &str) -> Action {
+    Action::Detach {
+        member: member.into(),
+    }
+}
+
+/// A host whose agent answers, with its server running.
+fn agent_running() -> HostAccess {
+    HostAccess::Agent(HostObservation {
+        reachable: true,
+        running: true,
+        ..Default::default()
+    })
+}
+
+/// A host whose agent answers, with its server stopped.
+fn agent_stopped(clean: bool, branch: &str, position: u64) -> HostAccess {
+    HostAccess::Agent(HostObservation {
+        reachable: true,
+        stopped_cleanly: clean,
+        branch: Some(branch.into()),
+        position: Some(position),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn replicas_still_streaming_from_a_failed_primary_are_detached_before_anyone_is_chosen() {
+    let mut desired = cluster();
+    desired.spec.replication.mode = ReplicationMode::Sync;
+    // a froze: it no longer answers the controller, but b and c still hold their links.
+    let mut observed = healthy("a");
+    let a = observed.members.get_mut("a").unwrap();
+    a.reachable = false;
+    a.unreachable_since = Some(at(-1.5));
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(actions(&p), vec![detach("b"), detach("c")]);
+    assert!(promotions(&p).is_empty(), "positions may still move");
+    let op = p.journal.operation.clone().unwrap();
+    assert_eq!((op.step, op.epoch), (Step::Detach, 2));
+
+    // Detached, c turns out to hold more than the standby b: in sync mode c is chosen, the
+    // journaled target changes (nothing was promoted at this epoch), and the epoch stays.
+    let mut observed = p.journal.clone();
+    observed.operation.as_mut().unwrap().step = Step::Detach;
+    let mut next = healthy("a");
+    next.journal = observed;
+    let a = next.members.get_mut("a").unwrap();
+    a.reachable = false;
+    a.unreachable_since = Some(at(-1.5));
+    for (m, position) in [("b", 1000), ("c", 1010)] {
+        let o = next.members.get_mut(m).unwrap();
+        o.link_up = Some(false);
+        o.durable = Some(position);
+    }
+    let p = plan(&desired, &next, at(0.1));
+    assert_eq!(promotions(&p), vec![("c".to_string(), 2)]);
+    let op = p.journal.operation.as_ref().unwrap();
+    assert_eq!((op.to.as_str(), op.step), ("c", Step::Promote));
+    assert!(op.reason.contains("after detaching"), "{}", op.reason);
+}
+
+#[test]
+fn a_promotion_once_journaled_is_never_rechosen() {
+    let mut observed = failover_in_flight("b");
+    observed.journal.operation.as_mut().unwrap().step = Step::Promote;
+    observed.members.get_mut("c").unwrap().durable = Some(9_000);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(promotions(&p), vec![("b".to_string(), 2)]);
+}
+
+#[test]
+fn switchover_through_the_host_stops_the_old_primary_cleanly_then_promotes() {
+    let (desired, mut observed) = switchover_started("c");
+    observed.members.get_mut("a").unwrap().host = agent_running();
+    let p = plan(&desired, &observed, at(0.1));
+    assert_eq!(
+        actions(&p),
+        vec![Action::Stop { member: "a".into() }],
+        "no fence: the clean stop sends the replicas everything, then refuses writes"
+    );
+    assert!(p.actions[0].required);
+
+    // Stopped at 1000 (where its shutdown record begins); c has received up to there only.
+    let a = observed.members.get_mut("a").unwrap();
+    a.reachable = false;
+    a.unreachable_since = Some(at(0.2));
+    a.host = agent_stopped(true, "r1", 1000);
+    observed.journal.operation.as_mut().unwrap().step = Step::Stop;
+    let p = plan(&desired, &observed, at(0.3));
+    assert!(promotions(&p).is_empty(), "c lacks the shutdown record");
+    assert_eq!(
+        finding(&p, findings::RECONCILING).reason,
+        findings::reason::SWITCHOVER
+    );
+
+    // c holds it: promoted, with no fence, and a restarts as its replica with no rewind.
+    observed.members.get_mut("c").unwrap().durable = Some(1040);
+    let p = plan(&desired, &observed, at(0.4));
+    assert_eq!(actions(&p)[..2], [promote("c", 2), restart("a", "c")]);
+    assert!(!actions(&p).contains(&fence("a")));
+
+    // Past the catch-up timeout without it, the switchover is abandoned and a starts again.
+    observed.members.get_mut("c").unwrap().durable = Some(1000);
+    let p = plan(&desired, &observed, at(11.0));
+    assert_eq!(actions(&p)[0], Action::Start { member: "a".into() });
+    assert_eq!(p.journal.operation, None);
+}
+
+#[test]
+fn stopped_members_are_restarted_rejoined_or_copied_as_their_data_allows() {
+    let observed_with = |host: HostAccess| {
+        let mut observed = after_failover();
+        let a = observed.members.get_mut("a").unwrap();
+        a.reachable = false;
+        a.unreachable_since = Some(at(-5.0));
+        a.host = host;
+        observed
+    };
+    let on_a = |p: &Plan| -> Vec<Action> {
+        actions(p)
+            .into_iter()
+            .filter(|a| a.subject() == "a")
+            .collect()
+    };
+    let rejoin = Action::Rejoin {
+        member: "a".into(),
+        from: "b".into(),
+    };
+    // Cleanly stopped within b's history: started as a replica.
+    let p = plan(
+        &cluster(),
+        &observed_with(agent_stopped(true, "r1", 900)),
+        at(0.0),
+    );
+    assert_eq!(on_a(&p), vec![restart("a", "b")]);
+    // Cleanly stopped past the fork: rewound.
+    let p = plan(
+        &cluster(),
+        &observed_with(agent_stopped(true, "r1", 1200)),
+        at(0.0),
+    );
+    assert_eq!(on_a(&p), vec![rejoin.clone()]);
+    // Crashed: it may hold changes past its last checkpoint, so it is rewound too.
+    let p = plan(
+        &cluster(),
+        &observed_with(agent_stopped(false, "r1", 900)),
+        at(0.0),
+    );
+    assert_eq!(on_a(&p), vec![rejoin]);
+    assert!(p.actions[0].why.contains("without a clean shutdown"));
+    // Empty: copied.
+    let empty = HostAccess::Agent(HostObservation {
+        reachable: true,
+        empty: true,
+        ..Default::default()
+    });
+    let p = plan(&cluster(), &observed_with(empty), at(0.0));
+    assert_eq!(
+        on_a(&p),
+        vec![Action::Clone {
+            member: "a".into(),
+            from: "b".into()
+        }]
+    );
+    // Still running (starting up): left alone.
+    let p = plan(&cluster(), &observed_with(agent_running()), at(0.0));
+    assert_eq!(on_a(&p), vec![]);
+}
+
+#[test]
+fn a_host_operation_without_an_agent_is_named_for_a_person_and_not_attempted() {
+    let mut observed = after_failover();
+    let mut a = master(1500);
+    a.read_only = Some(true);
+    a.host = HostAccess::Person;
+    observed.members.insert("a".into(), a);
+    let p = plan(&cluster(), &observed, at(0.0));
+    let rejoin = p
+        .actions
+        .iter()
+        .find(|a| matches!(a.action, Action::Rejoin { .. }))
+        .unwrap();
+    assert!(rejoin.by_person);
+    let stalled = finding(&p, findings::STALLED);
+    assert!(stalled.status);
+    assert_eq!(stalled.reason, findings::reason::HOST_OPERATION_NEEDED);
+    assert!(
+        stalled.message.contains("a has no node agent"),
+        "{}",
+        stalled.message
+    );
+}
+
+#[test]
+fn a_member_holding_another_data_set_is_refused_never_copied_over() {
+    let mut observed = healthy("a");
+    observed.journal.identity = Some("7301".into());
+    for m in ["a", "b"] {
+        observed.members.get_mut(m).unwrap().identity = Some("7301".into());
+    }
+    let mut c = master(50_000);
+    c.identity = Some("9999".into());
+    observed.members.insert("c".into(), c);
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert!(
+        !actions(&p).iter().any(|a| a.subject() == "c"),
+        "{:?}",
+        actions(&p)
+    );
+    let stalled = finding(&p, findings::STALLED);
+    assert_eq!(stalled.reason, findings::reason::FOREIGN_DATA);
+    assert!(
+        stalled
+            .message
+            .contains("identity 9999; the cluster's is 7301")
+    );
+
+    // Nor is it a failover candidate, however far ahead it is.
+    let mut c = replica("a", 90_000);
+    c.identity = Some("9999".into());
+    observed.members.insert("c".into(), c);
+    observed.journal.last_promotion_at = None;
+    let mut desired = cluster();
+    desired.spec.failover.standby = None;
+    down(&mut observed, "a", -2.0);
+    let p = plan(&desired, &observed, at(0.0));
+    assert_eq!(promotions(&p), vec![("b".to_string(), 2)]);
+}
+
 // ---------------------------------------------------------------- invariants
 
 mod invariants {
@@ -1004,6 +1302,7 @@ mod invariants {
                         },
                         upstream: None,
                         zone: None,
+                        agent: None,
                     })
                     .collect();
                 desired.spec.failover.standby = standby
@@ -1036,7 +1335,11 @@ mod invariants {
                         unreachable_since: (!reachable).then(|| at(-(down_secs as f64))),
                         role,
                         upstream: upstream.map(|i| ["a", "b", "c", "d", "e"][i].to_string()),
-                        offset,
+                        durable: offset,
+                        applied: offset,
+                        history: on_branch("r1"),
+                        identity: None,
+                        host: Default::default(),
                         link_up: Some(reachable),
                         read_only,
                         syncing,
@@ -1118,12 +1421,16 @@ mod invariants {
                     o.role = Some(Role::Master);
                     o.read_only = Some(false);
                 }
-                Action::Replicate { .. } | Action::FullResync { .. } => {
+                Action::Replicate { .. }
+                | Action::Restart { .. }
+                | Action::Rejoin { .. }
+                | Action::Clone { .. } => {
                     o.role = Some(Role::Replica);
                     o.read_only = Some(true);
                 }
-                Action::SetReadOnly { read_only, .. } => o.read_only = Some(*read_only),
-                Action::RetargetVirtualName { .. } => {}
+                Action::Unfence { .. } | Action::Start { .. } => o.read_only = Some(false),
+                Action::Stop { .. } => o.reachable = false,
+                Action::Detach { .. } | Action::RetargetVirtualName { .. } => {}
             }
         }
         world
@@ -1211,7 +1518,7 @@ fn a_primary_that_restarted_empty_is_failed_over_not_copied_over_its_replicas() 
     observed.members.insert("a".into(), master(0));
     for m in ["b", "c"] {
         let o = observed.members.get_mut(m).unwrap();
-        o.offset = Some(5_000_000);
+        o.durable = Some(5_000_000);
         o.link_up = Some(false);
     }
     let p = plan(&cluster(), &observed, at(0.0));
@@ -1219,14 +1526,14 @@ fn a_primary_that_restarted_empty_is_failed_over_not_copied_over_its_replicas() 
     let op = p.journal.operation.as_ref().unwrap();
     assert!(
         op.reason
-            .contains("a answers with offset 0 while its replica c holds 5000000"),
+            .contains("a answers with position 0 while its replica c holds 5000000"),
         "{}",
         op.reason
     );
 
     // A replica merely probed a moment after the master is not "ahead" of it.
     let mut skewed = healthy("a");
-    skewed.members.get_mut("b").unwrap().offset = Some(1200);
+    skewed.members.get_mut("b").unwrap().durable = Some(1200);
     assert_eq!(actions(&plan(&cluster(), &skewed, at(0.0))), vec![]);
 }
 

@@ -1,11 +1,15 @@
-//! Planning the replication topology around the primary: fence stray masters, re-point replicas, fix read-only flags. Pure.
+//! Planning the replication topology around the primary: fence stray masters, re-point replicas, rejoin diverged members, copy empty ones. Pure.
 
-use super::{Action, Planner, candidate::observation};
-use crate::{api::human_bytes, observed::Role};
+use super::{
+    Action, Planner,
+    candidate::{cluster_identity, foreign, observation, same_data_set},
+    findings::reason,
+};
+use crate::observed::{Divergence, MemberObservation, Role};
 
 impl Planner<'_> {
-    /// Bring every reachable member in line with the primary, in a safe order: first fence every
-    /// other writable master, then make sure the primary is a writable master, then re-point.
+    /// Bring every member in line with the primary, in a safe order: first fence every other
+    /// writable master, then make sure the primary is a writable master, then re-point.
     pub(super) fn converge_members(&mut self) {
         if self.hold {
             return;
@@ -13,6 +17,7 @@ impl Planner<'_> {
         let Some(primary) = self.primary.clone() else {
             return;
         };
+        self.remember_identity(&primary);
         let members: Vec<String> = self
             .desired
             .spec
@@ -22,9 +27,10 @@ impl Planner<'_> {
             .collect();
         let others = || members.iter().filter(|m| **m != primary);
 
+        let identity = cluster_identity(self.observed, &primary).map(str::to_string);
         for member in others() {
             let o = observation(self.observed, member);
-            if o.is_writable_master() {
+            if o.is_writable_master() && same_data_set(o, identity.as_deref()) {
                 self.push(
                     Action::Fence { member: member.clone() },
                     false,
@@ -34,7 +40,15 @@ impl Planner<'_> {
         }
         self.assert_primary(&primary);
         for member in others() {
-            self.repoint(member, &primary);
+            self.repoint(member, &primary, identity.as_deref());
+        }
+    }
+
+    /// Clusters adopted before identities were recorded learn theirs from the primary.
+    fn remember_identity(&mut self, primary: &str) {
+        let o = observation(self.observed, primary);
+        if self.journal.identity.is_none() && o.is_master() {
+            self.journal.identity = o.identity.clone();
         }
     }
 
@@ -54,7 +68,7 @@ impl Planner<'_> {
         }
         match o.role {
             Some(Role::Replica) if self.desired.member(primary).is_some_and(|m| m.priority == 0) => self.block(
-                super::findings::reason::NO_CANDIDATE,
+                reason::NO_CANDIDATE,
                 format!("{primary} is the recorded primary but reports role replica, and its priority is now 0: set spec.primary to the member that should take over"),
             ),
             Some(Role::Replica) => {
@@ -69,17 +83,15 @@ impl Planner<'_> {
                 );
             }
             Some(Role::Master) if o.read_only == Some(true) => self.push(
-                Action::SetReadOnly {
+                Action::Unfence {
                     member: primary.to_string(),
-                    read_only: false,
                 },
                 true,
                 format!("{primary} is primary but was left fenced; accepting writes again"),
             ),
             Some(Role::Master) if o.guarded == Some(false) => self.push(
-                Action::SetReadOnly {
+                Action::Unfence {
                     member: primary.to_string(),
-                    read_only: false,
                 },
                 false,
                 format!("{primary} lacks the guard that makes a cut-off primary refuse writes; configuring it"),
@@ -88,43 +100,69 @@ impl Planner<'_> {
         }
     }
 
-    fn repoint(&mut self, member: &str, primary: &str) {
+    /// How `o`'s data stands against the primary's history, when both are known. Data at
+    /// position 0 holds nothing that could be lost.
+    fn divergence(&self, primary: &str, branch: &str, position: u64) -> Option<Divergence> {
+        if position == 0 {
+            return None;
+        }
+        let probed = observation(self.observed, primary).history.as_ref();
+        let recorded = self.journal.primary_history.as_ref();
+        let history = match (probed, recorded) {
+            // The engine may keep less history than it reported at promotion (or could not
+            // read it this time): the journal's record of the same branch then knows more.
+            (Some(p), Some(r)) if p.forks.is_empty() && p.branch == r.branch => r,
+            (Some(p), _) => p,
+            (None, Some(r)) => r,
+            (None, None) => return None,
+        };
+        history.divergence(branch, position)
+    }
+
+    fn member_divergence(&self, primary: &str, o: &MemberObservation) -> Option<Divergence> {
+        let branch = &o.history.as_ref()?.branch;
+        self.divergence(primary, branch, o.durable?)
+    }
+
+    fn repoint(&mut self, member: &str, primary: &str, identity: Option<&str>) {
         let o = observation(self.observed, member);
-        if !o.reachable {
-            return;
+        if !same_data_set(o, identity) {
+            return self.block(
+                reason::FOREIGN_DATA,
+                format!(
+                    "{member} {}: replicant never copies over it. Empty its data directory to have it copied from {primary}, or remove it from spec.members",
+                    foreign(o, identity)
+                ),
+            );
         }
         let from = self.upstream_for(member, primary);
+        if !o.reachable {
+            return self.restore(member, &from, primary);
+        }
+        let diverged = self.member_divergence(primary, o);
         match o.role {
-            Some(Role::Master) => {
-                let diverged = self
-                    .journal
-                    .promoted_at_offset
-                    .filter(|&at| o.offset.is_some_and(|offset| offset > at));
-                match diverged {
-                    Some(at) => {
-                        let extra = o.offset.unwrap_or(at) - at;
-                        self.push(
-                            Action::FullResync {
-                                member: member.to_string(),
-                                from: from.clone(),
-                            },
-                            false,
-                            format!(
-                                "{member} holds {} of writes made after {primary} took over at offset {at}; \
-                                 they exist nowhere else and are discarded by a full copy from {from}",
-                                human_bytes(extra)
-                            ),
-                        );
-                    }
-                    None => self.push(
-                        Action::Replicate {
-                            member: member.to_string(),
-                            from: from.clone(),
-                        },
-                        false,
-                        format!("{member} is a master; it should replicate from {from}"),
-                    ),
-                }
+            Some(Role::Master) => match (diverged, &o.history) {
+                (Some(d), _) => self.rejoin(member, &from, primary, &d.to_string()),
+                (None, None) if o.durable != Some(0) => self.push(
+                    Action::Rejoin {
+                        member: member.to_string(),
+                        from: from.clone(),
+                    },
+                    false,
+                    format!("{member} is a master whose history the engine cannot tell; it rejoins {from}, discarding anything {primary} does not have"),
+                ),
+                (None, _) => self.push(
+                    Action::Restart {
+                        member: member.to_string(),
+                        from: from.clone(),
+                    },
+                    false,
+                    format!("{member} is a master holding nothing {primary} lacks; it restarts as a replica of {from}"),
+                ),
+            },
+            Some(Role::Replica) if diverged.is_some() => {
+                let why = diverged.map(|d| d.to_string()).unwrap_or_default();
+                self.rejoin(member, &from, primary, &why)
             }
             Some(Role::Replica) if o.upstream.as_deref() != Some(from.as_str()) => self.push(
                 Action::Replicate {
@@ -138,21 +176,89 @@ impl Planner<'_> {
                 ),
             ),
             Some(Role::Replica) if o.read_only == Some(false) => self.push(
-                Action::SetReadOnly {
+                Action::Replicate {
                     member: member.to_string(),
-                    read_only: true,
+                    from: from.clone(),
                 },
                 false,
                 format!("{member} is a replica that accepts writes; those writes would be lost on resync"),
             ),
             Some(Role::Replica) if o.syncing || o.link_up == Some(false) => self.note_progress(
-                super::findings::reason::SYNCING,
+                reason::SYNCING,
                 format!(
                     "{member} is {} from {from}",
                     if o.syncing { "loading a full copy" } else { "not yet streaming" }
                 ),
             ),
             _ => {}
+        }
+    }
+
+    fn rejoin(&mut self, member: &str, from: &str, primary: &str, why: &str) {
+        self.push(
+            Action::Rejoin {
+                member: member.to_string(),
+                from: from.to_string(),
+            },
+            false,
+            format!(
+                "{member} has diverged from {primary}: {why}. Those changes exist nowhere else; they are discarded and {member} rejoins {from}"
+            ),
+        );
+    }
+
+    /// A member whose server is down but whose host answers: copy it, rejoin it or restart
+    /// it as a replica, as its data allows.
+    fn restore(&mut self, member: &str, from: &str, primary: &str) {
+        let o = observation(self.observed, member);
+        let Some(host) = o.host.agent() else {
+            return;
+        };
+        if host.running {
+            return self.note_progress(
+                reason::SYNCING,
+                format!("{member} is starting or not yet accepting connections"),
+            );
+        }
+        if host.empty {
+            return self.push(
+                Action::Clone {
+                    member: member.to_string(),
+                    from: from.to_string(),
+                },
+                false,
+                format!("{member} holds no data; it is copied from {from}"),
+            );
+        }
+        let on_history = match (&host.branch, host.position) {
+            (Some(branch), Some(position)) if host.stopped_cleanly => {
+                match self.divergence(primary, branch, position) {
+                    Some(d) => return self.rejoin(member, from, primary, &d.to_string()),
+                    None => true,
+                }
+            }
+            _ => false,
+        };
+        if on_history {
+            self.push(
+                Action::Restart {
+                    member: member.to_string(),
+                    from: from.to_string(),
+                },
+                false,
+                format!("{member} is stopped with data on {primary}'s history; it starts as a replica of {from}"),
+            );
+        } else {
+            self.push(
+                Action::Rejoin {
+                    member: member.to_string(),
+                    from: from.to_string(),
+                },
+                false,
+                format!(
+                    "{member} is stopped without a clean shutdown: it may hold changes past where {primary} took over, so it is rewound onto {primary}'s history (copied if that fails) and rejoins {from}"
+                ),
+            );
         }
     }
 

@@ -5,7 +5,9 @@ use jiff::Timestamp;
 use super::{Deps, ReconcileError};
 use crate::{
     desired::Desired,
+    engine::EngineError,
     journal::Journal,
+    observed::History,
     observed::Observed,
     plan::{Action, Plan},
     status::{ActionResult, Applied},
@@ -27,13 +29,18 @@ pub async fn act(
             results.push((planned.clone(), ActionResult::Skipped));
             continue;
         }
+        if planned.by_person {
+            let command = deps.engine.manual_command(&planned.action, desired);
+            results.push((planned.clone(), ActionResult::Manual(command)));
+            continue;
+        }
         journal.step_started(&planned.action);
         save_if_changed(deps, &journal, &mut written).await?;
         crash_point("before", &planned.action, &journal);
-        let result = execute(desired, &planned.action, deps).await;
+        let result = execute(desired, &planned.action, journal.epoch, deps).await;
         let result = match result {
-            Ok(offset) => {
-                journal.step_done(&planned.action, Timestamp::now(), offset);
+            Ok(history) => {
+                journal.step_done(&planned.action, Timestamp::now(), history);
                 save_if_changed(deps, &journal, &mut written).await?;
                 crash_point("after", &planned.action, &journal);
                 tracing::info!(cluster = %desired.name, action = ?planned.action, why = %planned.why, "applied");
@@ -86,36 +93,40 @@ async fn save_if_changed(
     Ok(())
 }
 
-/// Run one action; a promotion returns the promoted member's offset.
+/// Run one action; a promotion returns the promoted member's history. `epoch` is the newest
+/// the journal holds, carried to the hosts so that they refuse older controllers.
 async fn execute(
     desired: &Desired,
     action: &Action,
+    epoch: u64,
     deps: &Deps<'_>,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<History>, String> {
     let member = |name: &str| {
         desired
             .member(name)
             .ok_or_else(|| format!("{name} is not a member"))
     };
     let engine = deps.engine;
+    let done = |result: Result<(), EngineError>| result.map(|()| None);
     match action {
-        Action::Replicate { member: m, from } => engine
-            .replicate(member(m)?, member(from)?)
-            .await
-            .map(|_| None),
-        Action::FullResync { member: m, from } => engine
-            .full_resync(member(m)?, member(from)?)
-            .await
-            .map(|_| None),
-        Action::Fence { member: m } => engine.fence(member(m)?).await.map(|_| None),
-        Action::Promote { member: m, epoch } => engine.promote(member(m)?, *epoch).await.map(Some),
-        Action::SetReadOnly {
-            member: m,
-            read_only,
-        } => engine
-            .set_read_only(member(m)?, *read_only)
-            .await
-            .map(|_| None),
+        Action::Replicate { member: m, from } => {
+            done(engine.replicate(member(m)?, member(from)?).await)
+        }
+        Action::Restart { member: m, from } => {
+            done(engine.restart(member(m)?, member(from)?, epoch).await)
+        }
+        Action::Rejoin { member: m, from } => {
+            done(engine.rejoin(member(m)?, member(from)?, epoch).await)
+        }
+        Action::Clone { member: m, from } => {
+            done(engine.clone_from(member(m)?, member(from)?, epoch).await)
+        }
+        Action::Detach { member: m } => done(engine.detach(member(m)?).await),
+        Action::Fence { member: m } => done(engine.fence(member(m)?, epoch).await),
+        Action::Stop { member: m } => done(engine.stop(member(m)?, epoch).await),
+        Action::Start { member: m } => done(engine.start(member(m)?, epoch).await),
+        Action::Promote { member: m, epoch } => engine.promote(member(m)?, *epoch).await,
+        Action::Unfence { member: m } => done(engine.unfence(member(m)?, epoch).await),
         Action::RetargetVirtualName { name, endpoints } => {
             return deps.router.retarget(name, endpoints).await.map(|_| None);
         }

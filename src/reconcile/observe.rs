@@ -6,8 +6,9 @@ use jiff::Timestamp;
 use super::{Deps, Memory, ReconcileError};
 use crate::{
     desired::Desired,
-    engine::{EngineError, Probe},
-    observed::{MemberObservation, Observed},
+    engine::{EngineError, Lease, Probe},
+    observed::{HostAccess, MemberObservation, Observed},
+    plan,
 };
 
 pub async fn observe(
@@ -17,21 +18,32 @@ pub async fn observe(
     now: Timestamp,
 ) -> Result<Observed, ReconcileError> {
     let journal = deps.store.load().await.map_err(ReconcileError::Observe)?;
-    let probes = join_all(desired.spec.members.iter().map(|m| deps.engine.observe(m))).await;
+    // The primary's host keeps it writable only while the controller renews this lease.
+    let lease = Lease {
+        epoch: journal.epoch,
+        ttl: plan::lease_ttl(desired.spec.failover.detect_after.into()),
+    };
+    let primary = journal.current_primary.as_deref();
+    let probes = join_all(desired.spec.members.iter().map(|m| {
+        let lease = (primary == Some(m.name.as_str()) && !desired.spec.suspend).then_some(lease);
+        deps.engine.observe(m, lease)
+    }))
+    .await;
     let mut observed = Observed {
         journal,
         ..Default::default()
     };
     for (member, probe) in desired.spec.members.iter().zip(probes) {
         let remembered = memory.members.entry(member.name.clone()).or_default();
-        let observation = match probe {
-            Ok(probe) => {
+        let mut observation = match probe.server {
+            Ok(server) => {
                 remembered.last_success = Some(now);
                 remembered.first_failure = None;
-                from_probe(desired, probe)
+                from_probe(desired, server)
             }
             Err(error) => unreachable(remembered, &error, now),
         };
+        observation.host = probe.host;
         remembered.last = observation.clone();
         observed.members.insert(member.name.clone(), observation);
     }
@@ -59,12 +71,16 @@ fn from_probe(desired: &Desired, probe: Probe) -> MemberObservation {
         unreachable_since: None,
         role: Some(probe.role),
         upstream,
-        offset: Some(probe.offset),
+        durable: Some(probe.durable),
+        applied: Some(probe.applied),
+        history: probe.history,
+        identity: probe.identity,
         link_up: probe.link_up,
         read_only: Some(probe.read_only),
         syncing: probe.syncing,
         guarded: (probe.role == crate::observed::Role::Master).then_some(probe.guarded),
         refused: false,
+        host: HostAccess::Engine,
         error: None,
     }
 }

@@ -26,6 +26,14 @@ pub struct AgentStatus {
     pub control_data: Option<ControlData>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_data_error: Option<String>,
+    /// The data directory holds no data set: a copy is all it can take.
+    #[serde(default)]
+    pub empty: bool,
+    /// The `.history` file of the control file's timeline, when it is past the first: where
+    /// each earlier timeline forked, so the controller can tell the data's branch while
+    /// postgres is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
 }
 
 /// The member a host copies, follows or rewinds onto.

@@ -1,10 +1,8 @@
 //! Timeline history: which branch a member's data is on and where each branch forked from its
-//! parent, read from a timeline's `.history` file; and whether a member has diverged from the
-//! primary's history. Pure.
-
-use std::fmt;
+//! parent, read from a timeline's `.history` file and named for the engine-neutral core. Pure.
 
 use super::Lsn;
+use crate::observed::{Fork, History};
 
 /// Most lines read from a history file: one per promotion the data set has seen.
 const MAX_SWITCHES: usize = 10_000;
@@ -43,57 +41,28 @@ pub fn parse(text: &str) -> Result<Vec<TimelineSwitch>, String> {
     Ok(switches)
 }
 
-/// Why a member's data cannot simply stream on from the primary.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Divergence {
-    /// Its timeline is not in the primary's history: another branch altogether.
-    OtherBranch { timeline: u32 },
-    /// It is on an ancestor timeline, but holds WAL past the point where the primary's history
-    /// left that timeline: the primary never had those changes.
-    PastFork {
-        timeline: u32,
-        fork: Lsn,
-        holds: Lsn,
-    },
-}
-
-impl fmt::Display for Divergence {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Divergence::OtherBranch { timeline } => {
-                write!(f, "its timeline {timeline} is not in the primary's history")
-            }
-            Divergence::PastFork {
-                timeline,
-                fork,
-                holds,
-            } => write!(
-                f,
-                "it holds WAL to {holds} on timeline {timeline}, past where the primary left that timeline at {fork}"
-            ),
-        }
+/// Timeline IDs are not unique across a data set's life: two members promoted from the same
+/// timeline at different points both start the next number (patroni#1251). A branch is
+/// therefore named by its timeline and where it began, `2@0/3000158`; the first timeline is
+/// plain `1`. `switches` is the `.history` file of `timeline`.
+pub fn branches(timeline: u32, switches: &[TimelineSwitch]) -> History {
+    let name = |timeline: u32, began: Option<Lsn>| match began {
+        Some(at) => format!("{timeline}@{at}"),
+        None => timeline.to_string(),
+    };
+    let mut forks = Vec::with_capacity(switches.len());
+    let mut began = None;
+    for switch in switches {
+        forks.push(Fork {
+            branch: name(switch.parent, began),
+            at: switch.switch.0,
+        });
+        // The next timeline begins where this one was left.
+        began = Some(switch.switch);
     }
-}
-
-/// Whether data at `position` on `timeline` lies on the primary's history: the primary is on
-/// `primary_timeline`, reached through `history` (its `.history` file).
-pub fn divergence(
-    timeline: u32,
-    position: Lsn,
-    primary_timeline: u32,
-    history: &[TimelineSwitch],
-) -> Option<Divergence> {
-    if timeline == primary_timeline {
-        return None;
-    }
-    match history.iter().find(|s| s.parent == timeline) {
-        None => Some(Divergence::OtherBranch { timeline }),
-        Some(s) if position > s.switch => Some(Divergence::PastFork {
-            timeline,
-            fork: s.switch,
-            holds: position,
-        }),
-        Some(_) => None,
+    History {
+        branch: name(timeline, began),
+        forks,
     }
 }
 
@@ -130,52 +99,35 @@ mod tests {
         assert_eq!(parse("").unwrap(), []);
     }
 
-    /// The primary is on timeline 3: 1 forked at 0/3000158, 2 at 0/5000060.
+    /// The primary is on timeline 3: 1 was left at 0/3000158, 2 at 0/5000060.
     #[test]
-    fn divergence_is_decided_from_history_not_from_positions_alone() {
-        let history = parse("1\t0/3000158\tx\n2\t0/5000060\tx\n").unwrap();
-        let cases = [
-            // (timeline, position, diverged?)
-            (3, "9/0", None),
-            (2, "0/5000060", None),
-            (2, "0/4000000", None),
-            (1, "0/3000158", None),
-            (
-                1,
-                "0/3000160",
-                Some(Divergence::PastFork {
-                    timeline: 1,
-                    fork: lsn("0/3000158"),
-                    holds: lsn("0/3000160"),
-                }),
-            ),
-            (
-                2,
-                "0/6000000",
-                Some(Divergence::PastFork {
-                    timeline: 2,
-                    fork: lsn("0/5000060"),
-                    holds: lsn("0/6000000"),
-                }),
-            ),
-            // A timeline the primary never had, even one behind it in position.
-            (4, "0/1", Some(Divergence::OtherBranch { timeline: 4 })),
-        ];
-        for (timeline, position, expected) in cases {
-            assert_eq!(
-                divergence(timeline, lsn(position), 3, &history),
-                expected,
-                "timeline {timeline} at {position}"
-            );
-        }
-        assert!(
-            Divergence::PastFork {
-                timeline: 1,
-                fork: lsn("0/3000158"),
-                holds: lsn("0/3000160")
-            }
-            .to_string()
-            .contains("past where the primary left that timeline at 0/3000158")
+    fn branches_are_named_by_timeline_and_where_they_began() {
+        let history = branches(3, &parse("1\t0/3000158\tx\n2\t0/5000060\tx\n").unwrap());
+        assert_eq!(history.branch, "3@0/5000060");
+        assert_eq!(
+            history.forks,
+            [
+                Fork {
+                    branch: "1".into(),
+                    at: lsn("0/3000158").0
+                },
+                Fork {
+                    branch: "2@0/3000158".into(),
+                    at: lsn("0/5000060").0
+                },
+            ]
         );
+        // Timeline 2 begun elsewhere (another member promoted from timeline 1 at another
+        // point) is another branch, though its number is the same.
+        let other = branches(2, &parse("1\t0/3000200\tx\n").unwrap());
+        assert_eq!(other.branch, "2@0/3000200");
+        assert!(history.divergence(&other.branch, 0).is_some());
+        assert!(
+            history
+                .divergence("2@0/3000158", lsn("0/5000060").0)
+                .is_none()
+        );
+        assert!(history.divergence("1", lsn("0/3000160").0).is_some());
+        assert_eq!(branches(1, &[]).branch, "1");
     }
 }

@@ -9,5 +9,5 @@ pub mod history;
 pub mod probe;
 
 pub use actions::{Target, Upstream};
-pub use history::{Divergence, TimelineSwitch, divergence};
+pub use history::{TimelineSwitch, branches};
 pub use probe::{Lsn, PgProbe, Receiver, Slot, probe, slot_name};
