@@ -129,6 +129,9 @@ pub struct HostObservation {
     /// The database server process runs.
     #[serde(default)]
     pub running: bool,
+    /// A host operation is under way (a copy, a rewind...): wait for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<String>,
     /// No data set is there: the member can only be copied from nothing.
     #[serde(default)]
     pub empty: bool,

@@ -115,6 +115,23 @@ impl Node {
         json
     }
 
+    /// Ask for a long operation (start, clone, standby, rewind), which the agent accepts at
+    /// once and carries out in the background; wait until it has ended, and return the
+    /// status then (`lastOperation`, `lastError`, `rejoined`).
+    fn run(&self, path: &str, body: Value) -> Value {
+        let (code, accepted) = self.post(path, body);
+        assert_eq!(code, 200, "{accepted}");
+        assert!(accepted["busy"].is_string(), "begun, not done: {accepted}");
+        for _ in 0..2400 {
+            let status = self.status();
+            if status["busy"].is_null() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("{path} still under way after a minute");
+    }
+
     fn stop_process(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -155,9 +172,12 @@ async fn the_agent_starts_stops_and_fences_its_postgres() {
     assert_eq!(down["running"], false);
     assert_eq!(down["controlData"]["state"], "shut down", "{down}");
 
-    let (code, up) = node.post("/v1/start", json!({"epoch": 1}));
-    assert_eq!(code, 200, "{up}");
-    assert_eq!(up["running"], true);
+    let up = node.run("/v1/start", json!({"epoch": 1}));
+    assert_eq!(
+        (up["running"].clone(), up["lastError"].clone()),
+        (json!(true), Value::Null),
+        "{up}"
+    );
     let p = probe(&address).await.unwrap();
     assert_eq!(
         p.system_identifier,
@@ -207,8 +227,8 @@ async fn the_agent_starts_stops_and_fences_its_postgres() {
             .0,
         200
     );
-    let (code, up) = node.post("/v1/start", json!({"epoch": 2}));
-    assert_eq!(code, 200, "{up}");
+    let up = node.run("/v1/start", json!({"epoch": 2}));
+    assert_eq!(up["running"], true, "{up}");
     sql(&address, "CREATE TABLE t (v int); INSERT INTO t VALUES (1)").await;
     assert_eq!(
         node.post("/v1/lease", json!({"epoch": 1, "ttlMs": 60000}))
@@ -245,8 +265,8 @@ async fn the_agent_clones_a_standby_and_never_copies_over_another_data_set() {
     let host_b = owned_dir(dir.path(), "host-b").unwrap();
     let (data_b, port_b) = empty_data(&host_b).unwrap();
     let node_b = Node::start(&host_b, &data_b, port_b);
-    let (code, up) = node_b.post("/v1/clone", json!({"epoch": 1, "source": source}));
-    assert_eq!(code, 200, "{up}");
+    let up = node_b.run("/v1/clone", json!({"epoch": 1, "source": source}));
+    assert_eq!(up["lastError"], Value::Null, "{up}");
     let b = format!("127.0.0.1:{port_b}");
     let streaming = probe_until(&b, |p| {
         p.receiver.as_ref().is_some_and(|r| r.status == "streaming")
@@ -267,8 +287,8 @@ async fn the_agent_clones_a_standby_and_never_copies_over_another_data_set() {
             .0,
         200
     );
-    let (code, again) = node_b.post("/v1/standby", json!({"epoch": 1, "source": source}));
-    assert_eq!(code, 200, "{again}");
+    let again = node_b.run("/v1/standby", json!({"epoch": 1, "source": source}));
+    assert_eq!(again["lastError"], Value::Null, "{again}");
     probe_until(&b, |p| {
         p.receiver.as_ref().is_some_and(|r| r.status == "streaming")
     })
@@ -279,16 +299,25 @@ async fn the_agent_clones_a_standby_and_never_copies_over_another_data_set() {
     let (data_c, port_c) = init_data(&host_c).unwrap();
     let node_c = Node::start(&host_c, &data_c, port_c);
     let before = node_c.status()["controlData"]["systemIdentifier"].clone();
-    let (code, refused) = node_c.post("/v1/clone", json!({"epoch": 1, "source": source}));
-    assert_eq!(code, 409, "{refused}");
+    let refused = node_c.run("/v1/clone", json!({"epoch": 1, "source": source}));
     assert!(
-        refused["error"]
+        refused["lastError"]
             .as_str()
-            .unwrap()
+            .unwrap_or_default()
             .contains("not copied over"),
         "{refused}"
     );
     assert_eq!(node_c.status()["controlData"]["systemIdentifier"], before);
+    // Not asked again at once: a failing copy is not retried at every controller round.
+    let (code, again) = node_c.post("/v1/clone", json!({"epoch": 1, "source": source}));
+    assert_eq!(code, 409, "{again}");
+    assert!(
+        again["error"]
+            .as_str()
+            .unwrap()
+            .contains("the last clone failed"),
+        "{again}"
+    );
 }
 
 /// Detach `standby` from the primary, write rows of -1 on the primary (which the standby never
@@ -326,7 +355,10 @@ async fn a_diverged_old_primary_is_rewound_and_one_that_cannot_be_is_copied() {
     let host_a = owned_dir(dir.path(), "host-a").unwrap();
     let (data_a, port_a) = init_data(&host_a).unwrap();
     let node_a = Node::start(&host_a, &data_a, port_a);
-    assert_eq!(node_a.post("/v1/start", json!({"epoch": 1})).0, 200);
+    assert_eq!(
+        node_a.run("/v1/start", json!({"epoch": 1}))["running"],
+        true
+    );
     let a = format!("127.0.0.1:{port_a}");
     let standby = PostgresProcess::standby_of_port(port_a, dir.path(), &[]).unwrap();
     let pid = node_a.status()["pid"].as_u64().unwrap() as i32;
@@ -338,8 +370,7 @@ async fn a_diverged_old_primary_is_rewound_and_one_that_cannot_be_is_copied() {
     })
     .await;
     let source = json!({"address": standby.address(), "applicationName": "a"});
-    let (code, rejoined) = node_a.post("/v1/rewind", json!({"epoch": 2, "source": source}));
-    assert_eq!(code, 200, "{rejoined}");
+    let rejoined = node_a.run("/v1/rewind", json!({"epoch": 2, "source": source}));
     assert_eq!(rejoined["rejoined"], "rewound", "{rejoined}");
     let back = probe_until(&a, |p| {
         p.receiver.as_ref().is_some_and(|r| r.status == "streaming")
@@ -368,8 +399,7 @@ async fn a_diverged_old_primary_is_rewound_and_one_that_cannot_be_is_copied() {
     drop(old);
     let node_b = Node::start(&host_b, &data_b, port_b);
     let source = json!({"address": standby_b.address(), "applicationName": "b"});
-    let (code, rejoined) = node_b.post("/v1/rewind", json!({"epoch": 2, "source": source}));
-    assert_eq!(code, 200, "{rejoined}");
+    let rejoined = node_b.run("/v1/rewind", json!({"epoch": 2, "source": source}));
     let reason = rejoined["rejoined"]["copied"]["rewindFailed"]
         .as_str()
         .unwrap_or_else(|| panic!("not copied: {rejoined}"));
@@ -515,8 +545,26 @@ async fn the_controller_drives_the_agent_through_its_client() {
     let down = agent.status().await.unwrap();
     assert!(!down.running);
     assert_eq!(down.control_data.unwrap().state, "shut down");
-    let up = agent.start(3).await.unwrap();
-    assert!(up.running && up.epoch == 3, "{up:?}");
+    let begun = agent.start(3).await.unwrap();
+    assert!(begun.busy.is_some() && begun.epoch == 3, "{begun:?}");
+    // A second start while the first is under way is refused as busy, or finds it running.
+    let again = agent.start(3).await;
+    assert!(
+        again.as_ref().is_ok()
+            || again
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("busy")),
+        "{again:?}"
+    );
+    let mut up = agent.status().await.unwrap();
+    for _ in 0..400 {
+        if up.busy.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        up = agent.status().await.unwrap();
+    }
+    assert!(up.running && up.last_error.is_none(), "{up:?}");
     assert!(probe(&format!("127.0.0.1:{pg_port}")).await.is_ok());
     let leased = agent.renew_lease(3, Duration::from_secs(60)).await.unwrap();
     assert!(leased.lease_remaining_ms.unwrap() > 50_000);

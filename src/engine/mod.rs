@@ -165,17 +165,21 @@ pub trait Engine: Send + Sync {
     fn manual_command(&self, action: &Action, desired: &Desired) -> String;
 }
 
-/// The engine for a cluster, or why it cannot have one (shown in status).
+/// The engine for a cluster, or why it cannot have one (shown in status). `agent_token` is
+/// the bearer token of the members' node agents, when the spec names one.
 pub fn for_cluster(
     spec: &crate::api::ReplicationClusterSpec,
     credentials: Credentials,
+    agent_token: Option<Secret>,
 ) -> Result<std::sync::Arc<dyn Engine>, String> {
     match spec.engine {
         crate::api::Engine::Redis => Ok(std::sync::Arc::new(redis::RedisEngine::new(
             redis::RedisSettings::for_cluster(spec, credentials),
         ))),
-        crate::api::Engine::Postgres => Err(
-            "spec.engine: postgres is not supported yet; nothing is done to this cluster".into(),
-        ),
+        crate::api::Engine::Postgres => Ok(std::sync::Arc::new(postgres::PostgresEngine::new(
+            postgres::PostgresSettings::for_cluster(spec, credentials),
+            &spec.members,
+            agent_token,
+        )?)),
     }
 }

@@ -14,11 +14,11 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    Agent, Inner, Options, host,
+    Agent, Inner, host,
     postmaster::{Postmaster, StopMode},
 };
 use crate::engine::postgres::{
-    agent::{AfterRejoin, AgentStatus, Source},
+    agent::{AgentStatus, Rejoined, Source},
     controldata,
 };
 
@@ -86,43 +86,76 @@ fn refuse(status: StatusCode, error: String) -> Refusal {
     Refusal { status, error }
 }
 
-async fn describe(agent: &Agent, inner: &mut Inner) -> AgentStatus {
-    let running = inner.postmaster.as_mut().is_some_and(Postmaster::running);
-    if !running {
-        inner.postmaster = None;
-    }
-    let (bin, data) = (agent.options.bin.clone(), agent.options.data.clone());
-    let control = tokio::task::spawn_blocking(move || controldata::read(&bin, &data))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-    AgentStatus {
-        running,
-        pid: inner.postmaster.as_ref().and_then(Postmaster::pid),
-        epoch: inner.durable.epoch,
-        fenced: inner.durable.fenced,
-        lease_remaining_ms: inner.lease_until.map(|until| {
+/// How soon an operation that failed may be asked for again: a failing copy is not retried
+/// at every controller round.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The agent's report. `inner` is `None` while an operation holds the data directory: postgres
+/// is then reported as not running, and the data as not readable.
+async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
+    let durable = agent.durable();
+    let lease = *agent.lease_until.lock().expect("lock");
+    let (busy, last_operation, last_error, rejoined) = {
+        let activity = agent.activity.lock().expect("lock");
+        let last = activity.last.as_ref();
+        (
+            activity.current.map(str::to_string),
+            last.map(|l| l.operation.to_string()),
+            last.and_then(|l| l.outcome.as_ref().err().cloned()),
+            last.and_then(|l| l.outcome.as_ref().ok().cloned().flatten()),
+        )
+    };
+    let mut status = AgentStatus {
+        running: false,
+        pid: None,
+        epoch: durable.epoch,
+        fenced: durable.fenced,
+        lease_remaining_ms: lease.map(|until| {
             until
                 .saturating_duration_since(std::time::Instant::now())
                 .as_millis() as u64
         }),
-        empty: !host::holds_data(&agent.options.data),
-        history: control
-            .as_ref()
-            .ok()
-            .and_then(|c| host::timeline_history(&agent.options.data, c.checkpoint_timeline)),
-        control_data: control.as_ref().ok().cloned(),
-        control_data_error: control.err(),
+        control_data: None,
+        control_data_error: None,
+        empty: false,
+        history: None,
+        busy,
+        last_operation,
+        last_error,
+        rejoined,
+    };
+    let Some(inner) = inner else {
+        return status;
+    };
+    status.running = inner.postmaster.as_mut().is_some_and(Postmaster::running);
+    if !status.running {
+        inner.postmaster = None;
     }
+    status.pid = inner.postmaster.as_ref().and_then(Postmaster::pid);
+    let (bin, data) = (agent.options.bin.clone(), agent.options.data.clone());
+    let control = tokio::task::spawn_blocking(move || controldata::read(&bin, &data))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    status.empty = !host::holds_data(&agent.options.data);
+    status.history = control
+        .as_ref()
+        .ok()
+        .and_then(|c| host::timeline_history(&agent.options.data, c.checkpoint_timeline));
+    status.control_data = control.as_ref().ok().cloned();
+    status.control_data_error = control.err();
+    status
 }
 
 async fn status(State(agent): State<Arc<Agent>>) -> Json<AgentStatus> {
-    let mut inner = agent.inner.lock().await;
-    Json(describe(&agent, &mut inner).await)
+    match agent.inner.clone().try_lock_owned() {
+        Ok(mut inner) => Json(describe(&agent, Some(&mut inner)).await),
+        Err(_) => Json(describe(&agent, None).await),
+    }
 }
 
 /// Take `epoch` as the newest, recorded before anything is done; refuse an older one.
-fn accept_epoch(agent: &Agent, inner: &mut Inner, epoch: u64) -> Result<(), Refusal> {
-    let seen = inner.durable.epoch;
+fn accept_epoch(agent: &Agent, epoch: u64) -> Result<(), Refusal> {
+    let seen = agent.durable().epoch;
     if epoch < seen {
         return Err(refuse(
             StatusCode::CONFLICT,
@@ -131,12 +164,9 @@ fn accept_epoch(agent: &Agent, inner: &mut Inner, epoch: u64) -> Result<(), Refu
             ),
         ));
     }
-    if epoch > seen {
-        agent
-            .record(inner, |durable| durable.epoch = epoch)
-            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    }
-    Ok(())
+    agent
+        .record(|durable| durable.epoch = durable.epoch.max(epoch))
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
 #[derive(Deserialize)]
@@ -144,35 +174,32 @@ struct Command {
     epoch: u64,
 }
 
+/// Start postgres as it is, in the background; a former primary only under a lease.
 async fn start(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<Command>,
 ) -> Result<Json<AgentStatus>, Refusal> {
-    let mut inner = agent.inner.lock().await;
-    accept_epoch(&agent, &mut inner, command.epoch)?;
     // A standby commits nothing: it may start while fenced (that is how an old primary rejoins).
-    if inner.durable.fenced && !agent.options.data.join("standby.signal").exists() {
+    if agent.durable().fenced && !agent.is_standby() {
         return Err(refuse(
             StatusCode::CONFLICT,
             "fenced: the controller's lease lapsed while postgres ran; it stays down until the lease is renewed".into(),
         ));
     }
-    ensure_running(&agent, &mut inner).await?;
-    Ok(Json(describe(&agent, &mut inner).await))
+    begin(&agent, command.epoch, Operation::Start).await
 }
 
 /// Start postgres unless it runs, and wait until it accepts connections.
-async fn ensure_running(agent: &Agent, inner: &mut Inner) -> Result<(), Refusal> {
+async fn ensure_running(agent: &Agent, inner: &mut Inner) -> Result<(), String> {
     if inner.postmaster.as_mut().is_some_and(Postmaster::running) {
         return Ok(());
     }
-    let mut postmaster = Postmaster::start(&agent.options)
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let mut postmaster = Postmaster::start(&agent.options)?;
     let ready = postmaster
         .wait_ready(&agent.options.bin, agent.options.port, START_TIMEOUT)
         .await;
     inner.postmaster = Some(postmaster);
-    ready.map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))
+    ready
 }
 
 #[derive(Deserialize)]
@@ -185,10 +212,10 @@ async fn stop(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<Stop>,
 ) -> Result<Json<AgentStatus>, Refusal> {
+    accept_epoch(&agent, command.epoch)?;
     let mut inner = agent.inner.lock().await;
-    accept_epoch(&agent, &mut inner, command.epoch)?;
     inner.stop_postgres(command.mode).await;
-    Ok(Json(describe(&agent, &mut inner).await))
+    Ok(Json(describe(&agent, Some(&mut inner)).await))
 }
 
 #[derive(Deserialize)]
@@ -199,20 +226,22 @@ struct Lease {
 }
 
 /// Renew the lease for `ttlMs` from now (on the agent's monotonic clock), lifting a fence.
+/// Never waits for an operation on the data directory.
 async fn lease(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<Lease>,
 ) -> Result<Json<AgentStatus>, Refusal> {
-    let mut inner = agent.inner.lock().await;
-    accept_epoch(&agent, &mut inner, command.epoch)?;
-    if inner.durable.fenced {
-        agent
-            .record(&mut inner, |durable| durable.fenced = false)
-            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    }
-    inner.lease_until =
+    accept_epoch(&agent, command.epoch)?;
+    agent
+        .record(|durable| durable.fenced = false)
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    *agent.lease_until.lock().expect("lock") =
         Some(std::time::Instant::now() + Duration::from_millis(command.ttl_ms.min(3_600_000)));
-    Ok(Json(describe(&agent, &mut inner).await))
+    let status = match agent.inner.clone().try_lock_owned() {
+        Ok(mut inner) => describe(&agent, Some(&mut inner)).await,
+        Err(_) => describe(&agent, None).await,
+    };
+    Ok(Json(status))
 }
 
 #[derive(Deserialize)]
@@ -221,19 +250,100 @@ struct FromSource {
     source: Source,
 }
 
-/// An operation on the data directory: take the epoch, stop postgres (fast), run `operation`,
-/// then start postgres again (a standby now, so fenced or not) and report.
-async fn with_data_stopped<T>(
-    agent: &Agent,
+/// A long operation on the data directory.
+enum Operation {
+    Start,
+    Clone(Source),
+    Standby(Source),
+    Rewind(Source),
+}
+
+impl Operation {
+    fn name(&self) -> &'static str {
+        match self {
+            Operation::Start => "start",
+            Operation::Clone(_) => "clone",
+            Operation::Standby(_) => "standby",
+            Operation::Rewind(_) => "rewind",
+        }
+    }
+
+    async fn run(self, agent: &Agent, inner: &mut Inner) -> Result<Option<Rejoined>, String> {
+        let source = match self {
+            Operation::Start => return ensure_running(agent, inner).await.map(|()| None),
+            Operation::Clone(ref source)
+            | Operation::Standby(ref source)
+            | Operation::Rewind(ref source) => source.clone(),
+        };
+        // The data directory is about to serve a standby: a lease means nothing to one.
+        *agent.lease_until.lock().expect("lock") = None;
+        inner.stop_postgres(StopMode::Fast).await;
+        let options = &agent.options;
+        let rejoined = match self {
+            Operation::Clone(_) => host::clone(options, &source).await.map(|()| None)?,
+            Operation::Standby(_) => host::configure_standby(options, &source).map(|()| None)?,
+            Operation::Rewind(_) => Some(host::rewind(options, &source).await?),
+            Operation::Start => None,
+        };
+        ensure_running(agent, inner).await?;
+        Ok(rejoined)
+    }
+}
+
+/// Start `operation` in the background and answer at once: the controller watches it through
+/// `/v1/status` (`busy`, then `lastOperation` and `lastError`), so its rounds, and the
+/// primary's lease renewals, never wait for a copy. Refused while another operation runs, and
+/// for a while after the same one failed.
+async fn begin(
+    agent: &Arc<Agent>,
     epoch: u64,
-    operation: impl AsyncFnOnce(&Options) -> Result<T, Refusal>,
-) -> Result<(T, AgentStatus), Refusal> {
-    let mut inner = agent.inner.lock().await;
-    accept_epoch(agent, &mut inner, epoch)?;
-    inner.stop_postgres(StopMode::Fast).await;
-    let done = operation(&agent.options).await?;
-    ensure_running(agent, &mut inner).await?;
-    Ok((done, describe(agent, &mut inner).await))
+    operation: Operation,
+) -> Result<Json<AgentStatus>, Refusal> {
+    let name = operation.name();
+    let Ok(mut inner) = agent.inner.clone().try_lock_owned() else {
+        let busy = agent
+            .activity
+            .lock()
+            .expect("lock")
+            .current
+            .unwrap_or("an operation");
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            format!("busy: {busy} is under way"),
+        ));
+    };
+    if let Some(last) = &agent.activity.lock().expect("lock").last
+        && last.operation == name
+        && let Err(error) = &last.outcome
+        && last.at.elapsed() < RETRY_AFTER
+    {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            format!(
+                "the last {name} failed {}s ago ({error}); it may be asked for again {}s after it failed",
+                last.at.elapsed().as_secs(),
+                RETRY_AFTER.as_secs()
+            ),
+        ));
+    }
+    accept_epoch(agent, epoch)?;
+    agent.activity.lock().expect("lock").current = Some(name);
+    let status = describe(agent, None).await;
+    let worker = agent.clone();
+    tokio::spawn(async move {
+        let outcome = operation.run(&worker, &mut inner).await;
+        if let Err(error) = &outcome {
+            tracing::warn!(operation = name, %error, "host operation failed");
+        }
+        let mut activity = worker.activity.lock().expect("lock");
+        activity.current = None;
+        activity.last = Some(super::Finished {
+            operation: name,
+            at: std::time::Instant::now(),
+            outcome,
+        });
+    });
+    Ok(Json(status))
 }
 
 /// Copy another member into the data directory and start as its standby.
@@ -241,13 +351,7 @@ async fn clone(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<FromSource>,
 ) -> Result<Json<AgentStatus>, Refusal> {
-    let ((), status) = with_data_stopped(&agent, command.epoch, async |options| {
-        host::clone(options, &command.source)
-            .await
-            .map_err(|e| refuse(StatusCode::CONFLICT, e))
-    })
-    .await?;
-    Ok(Json(status))
+    begin(&agent, command.epoch, Operation::Clone(command.source)).await
 }
 
 /// Start as a standby of another member, with the data already here.
@@ -255,12 +359,7 @@ async fn standby(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<FromSource>,
 ) -> Result<Json<AgentStatus>, Refusal> {
-    let ((), status) = with_data_stopped(&agent, command.epoch, async |options| {
-        host::configure_standby(options, &command.source)
-            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))
-    })
-    .await?;
-    Ok(Json(status))
+    begin(&agent, command.epoch, Operation::Standby(command.source)).await
 }
 
 /// Bring diverged data back onto a member's history (rewind, or copy when that fails) and start
@@ -268,14 +367,8 @@ async fn standby(
 async fn rewind(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<FromSource>,
-) -> Result<Json<AfterRejoin>, Refusal> {
-    let (rejoined, status) = with_data_stopped(&agent, command.epoch, async |options| {
-        host::rewind(options, &command.source)
-            .await
-            .map_err(|e| refuse(StatusCode::CONFLICT, e))
-    })
-    .await?;
-    Ok(Json(AfterRejoin { rejoined, status }))
+) -> Result<Json<AgentStatus>, Refusal> {
+    begin(&agent, command.epoch, Operation::Rewind(command.source)).await
 }
 
 #[cfg(test)]

@@ -99,11 +99,9 @@ struct Durable {
     fenced: bool,
 }
 
+/// The postmaster, held by whatever operation is under way on the data directory.
 struct Inner {
-    durable: Durable,
     postmaster: Option<Postmaster>,
-    /// Until when the controller's lease holds, on this process's monotonic clock.
-    lease_until: Option<Instant>,
 }
 
 impl Inner {
@@ -116,10 +114,28 @@ impl Inner {
     }
 }
 
-/// The agent: its options and its one postmaster.
+/// What the agent is doing in the background, and how its last such operation ended.
+#[derive(Default)]
+struct Activity {
+    current: Option<&'static str>,
+    last: Option<Finished>,
+}
+
+struct Finished {
+    operation: &'static str,
+    at: Instant,
+    outcome: Result<Option<crate::engine::postgres::agent::Rejoined>, String>,
+}
+
+/// The agent: its options, its durable state, the lease, and its one postmaster. The lease
+/// and the durable state have their own locks, so a long copy never delays a renewal.
 pub struct Agent {
     options: Options,
-    inner: Mutex<Inner>,
+    durable: std::sync::Mutex<Durable>,
+    /// Until when the controller's lease holds, on this process's monotonic clock.
+    lease_until: std::sync::Mutex<Option<Instant>>,
+    inner: Arc<Mutex<Inner>>,
+    activity: std::sync::Mutex<Activity>,
 }
 
 /// How often the lease is checked.
@@ -143,41 +159,57 @@ impl Agent {
         };
         Ok(Self {
             options,
-            inner: Mutex::new(Inner {
-                durable,
-                postmaster: None,
-                lease_until: None,
-            }),
+            durable: std::sync::Mutex::new(durable),
+            lease_until: std::sync::Mutex::new(None),
+            inner: Arc::new(Mutex::new(Inner { postmaster: None })),
+            activity: std::sync::Mutex::new(Activity::default()),
         })
     }
 
+    fn durable(&self) -> Durable {
+        self.durable.lock().expect("lock").clone()
+    }
+
     /// Change the durable state: written (and fsynced) first, then taken in memory.
-    fn record(&self, inner: &mut Inner, change: impl FnOnce(&mut Durable)) -> Result<(), String> {
-        let mut durable = inner.durable.clone();
+    fn record(&self, change: impl FnOnce(&mut Durable)) -> Result<(), String> {
+        let mut held = self.durable.lock().expect("lock");
+        let mut durable = held.clone();
         change(&mut durable);
+        if durable == *held {
+            return Ok(());
+        }
         let bytes = serde_json::to_vec_pretty(&durable).map_err(|e| e.to_string())?;
         write_atomically(&self.options.state, &bytes, Durability::Synced)
             .map_err(|e| format!("cannot write {}: {e}", self.options.state.display()))?;
-        inner.durable = durable;
+        *held = durable;
         Ok(())
+    }
+
+    /// A standby commits nothing, so a lease means nothing to it.
+    fn is_standby(&self) -> bool {
+        self.options.data.join("standby.signal").exists()
     }
 
     /// Stop postgres once the lease has lapsed, and stay fenced.
     async fn watch_lease(self: Arc<Self>) {
         loop {
             tokio::time::sleep(LEASE_CHECK).await;
-            let mut inner = self.inner.lock().await;
-            let lapsed = inner
-                .lease_until
-                .is_some_and(|until| Instant::now() >= until);
-            if !lapsed {
+            let lapsed = {
+                let mut lease = self.lease_until.lock().expect("lock");
+                let lapsed = lease.is_some_and(|until| Instant::now() >= until);
+                if lapsed {
+                    *lease = None;
+                }
+                lapsed
+            };
+            if !lapsed || self.is_standby() {
                 continue;
             }
-            inner.lease_until = None;
-            if let Err(e) = self.record(&mut inner, |durable| durable.fenced = true) {
+            if let Err(e) = self.record(|durable| durable.fenced = true) {
                 tracing::error!(error = %e, "cannot record the fence; stopping postgres anyway");
-                inner.durable.fenced = true;
+                self.durable.lock().expect("lock").fenced = true;
             }
+            let mut inner = self.inner.lock().await;
             if inner.postmaster.is_some() {
                 tracing::warn!(
                     "the controller's lease lapsed: postgres is stopped (immediate) and stays down until the lease is renewed"
@@ -198,7 +230,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| NodeError::Listen(listen, e))?;
-    tracing::info!(%listen, epoch = agent.inner.lock().await.durable.epoch, "node agent listening");
+    tracing::info!(%listen, epoch = agent.durable().epoch, "node agent listening");
     let watcher = tokio::spawn(agent.clone().watch_lease());
     let app = api::router(agent.clone());
     let serve = async {

@@ -64,7 +64,8 @@ pub struct ClusterState {
 
 struct EngineSlot {
     spec: ReplicationClusterSpec,
-    password: Option<String>,
+    /// The database password and the agents' token, as read from their Secrets.
+    password: (Option<String>, Option<String>),
     read_at: Instant,
     engine: Arc<dyn Engine>,
 }
@@ -290,6 +291,19 @@ async fn engine(
         }
         None => None,
     };
+    let token = match &spec.agent_token {
+        Some(reference) => match &reference.secret_ref {
+            Some(secret) => Some(read_password(ctx, namespace, &secret.name, &secret.key).await?),
+            None => {
+                return Err(format!(
+                    "{}: spec.agentToken: the operator reads the token from a Secret; set secretRef (tokenFile and tokenEnv are for standalone mode)",
+                    cluster.name_any()
+                ));
+            }
+        },
+        None => None,
+    };
+    let password = (password, token);
     if let Some(slot) = &mut state.engine
         && slot.spec == *spec
         && slot.password == password
@@ -299,9 +313,10 @@ async fn engine(
     }
     let credentials = Credentials {
         username: reference.and_then(|r| r.username.clone()),
-        password: password.clone().map(Secret::new),
+        password: password.0.clone().map(Secret::new),
     };
-    let engine = crate::engine::for_cluster(spec, credentials)?;
+    let engine =
+        crate::engine::for_cluster(spec, credentials, password.1.clone().map(Secret::new))?;
     state.engine = Some(EngineSlot {
         spec: spec.clone(),
         password,

@@ -214,6 +214,12 @@ impl Planner<'_> {
         let Some(host) = o.host.agent() else {
             return;
         };
+        if let Some(busy) = &host.busy {
+            return self.note_progress(
+                reason::SYNCING,
+                format!("{member}'s host is busy: {busy} under way"),
+            );
+        }
         if host.running {
             return self.note_progress(
                 reason::SYNCING,

@@ -212,7 +212,26 @@ pub fn credentials(spec: &ReplicationClusterSpec) -> Result<Credentials, String>
 type EngineOrError = Result<Arc<dyn Engine>, String>;
 
 fn engine_for(spec: &ReplicationClusterSpec) -> EngineOrError {
-    crate::engine::for_cluster(spec, credentials(spec)?)
+    crate::engine::for_cluster(spec, credentials(spec)?, agent_token(spec)?)
+}
+
+/// Resolve a standalone agent token reference (file or environment variable).
+pub fn agent_token(spec: &ReplicationClusterSpec) -> Result<Option<Secret>, String> {
+    let Some(reference) = &spec.agent_token else {
+        return Ok(None);
+    };
+    let token = if let Some(var) = &reference.token_env {
+        std::env::var(var).map_err(|_| {
+            format!("spec.agentToken.tokenEnv: environment variable {var} is not set")
+        })?
+    } else if let Some(file) = &reference.token_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("spec.agentToken.tokenFile: {file}: {e}"))?;
+        text.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        return Err("spec.agentToken.secretRef needs the Kubernetes operator; use tokenFile or tokenEnv here".into());
+    };
+    Ok(Some(Secret::new(token)))
 }
 
 /// One cluster, forever: observe -> plan -> act -> status, at the pace the plan asks for.

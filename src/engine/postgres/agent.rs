@@ -34,6 +34,18 @@ pub struct AgentStatus {
     /// postgres is down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<String>,
+    /// The operation under way on the data directory (`clone`, `rewind`, `standby`, `start`),
+    /// if any: postgres and the data are not reported meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<String>,
+    /// The last such operation that finished, and its error if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_operation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// How the last rejoin went, when the last operation was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejoined: Option<Rejoined>,
 }
 
 /// The member a host copies, follows or rewinds onto.
@@ -59,20 +71,13 @@ pub enum Rejoined {
     Copied { rewind_failed: String },
 }
 
-/// A rejoin's outcome with the status after it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AfterRejoin {
-    pub rejoined: Rejoined,
-    #[serde(flatten)]
-    pub status: AgentStatus,
-}
-
 /// What the controller may ask of a member's host. Every call carries the epoch of the
 /// decision it serves; a host refuses one older than the newest it has seen.
 #[async_trait]
 pub trait HostOperations: Send + Sync {
     async fn status(&self) -> Result<AgentStatus, EngineError>;
+    /// Start postgres as it is. This and the copies below return once begun; `status` tells
+    /// when they end (`busy`, then `lastOperation`, `lastError`).
     async fn start(&self, epoch: u64) -> Result<AgentStatus, EngineError>;
     /// Stop postgres: fast (clean) or immediate.
     async fn stop(&self, epoch: u64, immediate: bool) -> Result<AgentStatus, EngineError>;
@@ -83,7 +88,7 @@ pub trait HostOperations: Send + Sync {
     /// Start as a standby of `source` with the data already there.
     async fn follow(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError>;
     /// Bring diverged data back onto `source`'s history and follow it.
-    async fn rewind(&self, epoch: u64, source: &Source) -> Result<AfterRejoin, EngineError>;
+    async fn rewind(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError>;
 }
 
 /// A member's agent, reached over HTTP (or HTTPS).
@@ -93,12 +98,12 @@ pub struct AgentClient {
     address: String,
     token: Secret,
     tls: Option<Arc<rustls::ClientConfig>>,
-    /// For calls that return at once; copies and rewinds get [`LONG_TIMEOUT`].
+    /// For every call: the long operations run in the background on the agent.
     timeout: Duration,
 }
 
-/// How long a copy, a rewind or a start may take.
-pub const LONG_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a stop may take: a fast shutdown writes a checkpoint first.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl AgentClient {
     pub fn new(
@@ -248,14 +253,14 @@ impl HostOperations for AgentClient {
 
     async fn start(&self, epoch: u64) -> Result<AgentStatus, EngineError> {
         let body = serde_json::json!({ "epoch": epoch });
-        self.call("start postgres", "/v1/start", Some(body), LONG_TIMEOUT)
+        self.call("start postgres", "/v1/start", Some(body), self.timeout)
             .await
     }
 
     async fn stop(&self, epoch: u64, immediate: bool) -> Result<AgentStatus, EngineError> {
         let mode = if immediate { "immediate" } else { "fast" };
         let body = serde_json::json!({ "epoch": epoch, "mode": mode });
-        self.call("stop postgres", "/v1/stop", Some(body), LONG_TIMEOUT)
+        self.call("stop postgres", "/v1/stop", Some(body), STOP_TIMEOUT)
             .await
     }
 
@@ -267,7 +272,7 @@ impl HostOperations for AgentClient {
 
     async fn clone_from(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError> {
         let body = serde_json::json!({ "epoch": epoch, "source": source });
-        self.call("clone", "/v1/clone", Some(body), LONG_TIMEOUT)
+        self.call("clone", "/v1/clone", Some(body), self.timeout)
             .await
     }
 
@@ -277,14 +282,14 @@ impl HostOperations for AgentClient {
             "start as a standby",
             "/v1/standby",
             Some(body),
-            LONG_TIMEOUT,
+            self.timeout,
         )
         .await
     }
 
-    async fn rewind(&self, epoch: u64, source: &Source) -> Result<AfterRejoin, EngineError> {
+    async fn rewind(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError> {
         let body = serde_json::json!({ "epoch": epoch, "source": source });
-        self.call("rewind", "/v1/rewind", Some(body), LONG_TIMEOUT)
+        self.call("rewind", "/v1/rewind", Some(body), self.timeout)
             .await
     }
 }

@@ -1,13 +1,15 @@
-//! The PostgreSQL engine, over SQL (tokio-postgres, a timeout on every call). So far: the probe
-//! of one member and the actions that need no restart. The engine behind the
-//! [`super::Engine`] trait, and the node agent for what SQL cannot do, build on them.
+//! The PostgreSQL engine: SQL through tokio-postgres (a timeout on every call) for the probe
+//! and the actions that need no restart, and the node agent (`replicant node`) for what SQL
+//! cannot do. [`PostgresEngine`] puts them behind the [`super::Engine`] trait.
 
 pub mod actions;
 pub mod agent;
 pub mod controldata;
+mod engine;
 pub mod history;
 pub mod probe;
 
 pub use actions::{Target, Upstream};
+pub use engine::{PostgresEngine, PostgresSettings};
 pub use history::{TimelineSwitch, branches};
 pub use probe::{Lsn, PgProbe, Receiver, Slot, probe, slot_name};

@@ -1,0 +1,481 @@
+//! The PostgreSQL engine behind [`Engine`]: SQL for what a running server can do (probe,
+//! re-point, detach, promote, fence, guard, slots) and each member's node agent for the rest
+//! (lease, stop, start, copy, rewind). Touches the members of one cluster and their agents.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+
+use super::{
+    actions::{self, Target, Upstream},
+    agent::{AgentClient, AgentStatus, HostOperations, Source},
+    history::{self, branches},
+    probe::{self, PgProbe, slot_name},
+};
+use crate::{
+    api::{Member, ReplicationClusterSpec, ReplicationMode},
+    desired::Desired,
+    engine::{Credentials, Engine, EngineError, Lease, Observation, Probe, Secret},
+    observed::{History, HostAccess, HostObservation, Role},
+    plan::Action,
+};
+
+/// How often replication slots are checked on a member that answers.
+const SLOT_CARE: Duration = Duration::from_secs(10);
+
+/// What the engine needs to know of a cluster.
+#[derive(Clone, Debug)]
+pub struct PostgresSettings {
+    /// How the controller logs in to every member, and how standbys log in to their upstream.
+    pub credentials: Credentials,
+    /// Every SQL call and quick agent call.
+    pub timeout: Duration,
+    /// How long a primary's host keeps it writable after a renewal.
+    pub lease_ttl: Duration,
+    /// In sync mode, how many standbys must confirm a commit.
+    pub sync_replicas: Option<u32>,
+    /// Every member's name: standbys report it as their `application_name`, and each has a
+    /// replication slot on the others.
+    pub members: Vec<String>,
+}
+
+impl PostgresSettings {
+    pub fn for_cluster(spec: &ReplicationClusterSpec, credentials: Credentials) -> Self {
+        let detect: Duration = spec.failover.detect_after.into();
+        Self {
+            credentials,
+            timeout: crate::plan::probe_timeout(detect),
+            lease_ttl: crate::plan::lease_ttl(detect),
+            sync_replicas: (spec.replication.mode == ReplicationMode::Sync)
+                .then_some(spec.replication.min_sync_replicas),
+            members: spec.members.iter().map(|m| m.name.clone()).collect(),
+        }
+    }
+
+    /// `synchronous_standby_names` for `primary`: a quorum of the others in sync mode,
+    /// nothing in async mode.
+    fn guard(&self, primary: &str) -> String {
+        let Some(k) = self.sync_replicas else {
+            return String::new();
+        };
+        let others: Vec<&str> = self
+            .members
+            .iter()
+            .map(String::as_str)
+            .filter(|m| *m != primary)
+            .collect();
+        actions::quorum(k as usize, &others)
+    }
+}
+
+pub struct PostgresEngine {
+    settings: PostgresSettings,
+    /// Agents by member name; a member without one is adopt-only.
+    agents: HashMap<String, AgentClient>,
+    /// When each member's replication slots were last seen to.
+    slots_checked: Mutex<HashMap<String, Instant>>,
+}
+
+impl PostgresEngine {
+    /// `agent_token` is required when any member names an agent.
+    pub fn new(
+        settings: PostgresSettings,
+        members: &[Member],
+        agent_token: Option<Secret>,
+    ) -> Result<Self, String> {
+        let mut agents = HashMap::new();
+        for member in members {
+            let Some(address) = &member.agent else {
+                continue;
+            };
+            let token = agent_token.clone().ok_or_else(|| {
+                format!(
+                    "spec.agentToken: member {} names an agent, and agents accept only a token",
+                    member.name
+                )
+            })?;
+            agents.insert(
+                member.name.clone(),
+                AgentClient::new(address.clone(), token, None, settings.timeout),
+            );
+        }
+        Ok(Self {
+            settings,
+            agents,
+            slots_checked: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn target<'a>(&'a self, member: &'a Member) -> Target<'a> {
+        Target {
+            address: &member.address,
+            credentials: &self.settings.credentials,
+            timeout: self.settings.timeout,
+        }
+    }
+
+    fn agent(&self, member: &Member, during: &'static str) -> Result<&AgentClient, EngineError> {
+        self.agents
+            .get(&member.name)
+            .ok_or_else(|| EngineError::Command {
+                address: member.address.clone(),
+                during,
+                message: "the member has no node agent (spec.members[].agent)".into(),
+            })
+    }
+
+    /// What `member`'s host follows or copies when it replicates from `from`.
+    fn source(member: &Member, from: &Member) -> Source {
+        Source {
+            address: from.address.clone(),
+            application_name: member.name.clone(),
+            slot: Some(slot_name(&member.name)),
+        }
+    }
+
+    /// Every other member's slot on `member`.
+    fn slots_for(&self, member: &str) -> Vec<&str> {
+        self.settings
+            .members
+            .iter()
+            .map(String::as_str)
+            .filter(|m| *m != member)
+            .collect()
+    }
+
+    /// Create or advance `member`'s slots now and then: a standby keeps the others' slots
+    /// moving, so they exist with the right position the moment it is promoted. Best effort.
+    async fn care_for_slots(&self, member: &Member, probe: &PgProbe) {
+        let wanted = self.slots_for(&member.name);
+        let complete = wanted
+            .iter()
+            .all(|w| probe.slots.iter().any(|s| s.name == slot_name(w)));
+        let due = self
+            .slots_checked
+            .lock()
+            .expect("lock")
+            .get(&member.name)
+            .is_none_or(|at| at.elapsed() >= SLOT_CARE);
+        if complete && !due {
+            return;
+        }
+        match actions::keep_slots(self.target(member), &wanted).await {
+            Ok(()) => {
+                self.slots_checked
+                    .lock()
+                    .expect("lock")
+                    .insert(member.name.clone(), Instant::now());
+            }
+            Err(error) => {
+                tracing::info!(member = %member.name, %error, "replication slots not kept")
+            }
+        }
+    }
+
+    fn to_probe(&self, member: &Member, pg: &PgProbe) -> Probe {
+        let history = (pg.timeline <= 1 || !pg.history.is_empty())
+            .then(|| branches(pg.timeline.max(1), &pg.history));
+        let applied = pg.applied.map(|l| l.0).unwrap_or(0);
+        if pg.in_recovery {
+            Probe {
+                role: Role::Replica,
+                upstream_address: pg
+                    .configured_upstream
+                    .clone()
+                    .or_else(|| pg.receiver.as_ref().map(|r| r.sender.clone())),
+                durable: pg.durable.map(|l| l.0).unwrap_or(applied).max(applied),
+                applied,
+                history,
+                identity: Some(pg.system_identifier.to_string()),
+                link_up: Some(
+                    pg.receiver
+                        .as_ref()
+                        .is_some_and(|r| r.status == "streaming"),
+                ),
+                read_only: true,
+                syncing: false,
+                guarded: false,
+            }
+        } else {
+            let fenced = pg.synchronous_standby_names == actions::FENCED_STANDBY_NAME
+                || pg.default_transaction_read_only;
+            let guard = self.settings.guard(&member.name);
+            let guarded = pg.synchronous_standby_names == guard
+                && (guard.is_empty() || pg.synchronous_commit == "on");
+            Probe {
+                role: Role::Master,
+                upstream_address: None,
+                durable: pg.durable.map(|l| l.0).unwrap_or(applied),
+                applied,
+                history,
+                identity: Some(pg.system_identifier.to_string()),
+                link_up: None,
+                read_only: fenced,
+                syncing: false,
+                guarded,
+            }
+        }
+    }
+
+    /// Set the guard the new primary runs with before it is promoted (a standby ignores it),
+    /// so that no commit is acknowledged unguarded.
+    async fn prepare_guard(&self, member: &Member) -> Result<(), EngineError> {
+        actions::unfence(self.target(member), &self.settings.guard(&member.name)).await
+    }
+
+    /// The new primary must have checkpointed on its timeline before anyone rewinds onto it
+    /// (patroni#2073): a rewind reads its control file.
+    async fn checkpointed(&self, from: &Member) -> Result<(), EngineError> {
+        actions::checkpoint(self.target(from)).await
+    }
+}
+
+/// What the agent said, for the planner.
+fn host_observation(status: Result<AgentStatus, EngineError>) -> HostObservation {
+    match status {
+        Err(error) => HostObservation {
+            reachable: false,
+            error: Some(error.to_string()),
+            ..Default::default()
+        },
+        Ok(status) => {
+            let control = status.control_data.as_ref();
+            let switches = status
+                .history
+                .as_deref()
+                .and_then(|text| history::parse(text).ok())
+                .unwrap_or_default();
+            HostObservation {
+                reachable: true,
+                running: status.running,
+                busy: status.busy.clone(),
+                empty: status.empty,
+                // A primary's clean shutdown ends its WAL with the shutdown checkpoint; a
+                // standby's restartpoint says nothing of what it received after.
+                stopped_cleanly: control.is_some_and(|c| c.state == "shut down"),
+                position: control.map(|c| c.checkpoint.0),
+                branch: control.map(|c| branches(c.checkpoint_timeline, &switches).branch),
+                identity: control.map(|c| c.system_identifier.to_string()),
+                fenced: status.fenced,
+                error: status
+                    .last_error
+                    .map(|e| {
+                        format!(
+                            "the last {} failed: {e}",
+                            status.last_operation.unwrap_or_default()
+                        )
+                    })
+                    .or(status.control_data_error),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Engine for PostgresEngine {
+    async fn observe(&self, member: &Member, lease: Option<Lease>) -> Observation {
+        let agent = self.agents.get(&member.name);
+        // The lease first: a renewal that fails leaves the lease to run out on the host.
+        let renewed = match (agent, lease) {
+            (Some(agent), Some(lease)) => Some(agent.renew_lease(lease.epoch, lease.ttl).await),
+            _ => None,
+        };
+        let server = probe::probe(
+            &member.address,
+            &self.settings.credentials,
+            self.settings.timeout,
+        )
+        .await;
+        if let Ok(pg) = &server {
+            self.care_for_slots(member, pg).await;
+        }
+        let host = match agent {
+            None => HostAccess::Person,
+            Some(agent) => {
+                let status = match (renewed, &server) {
+                    (Some(status), _) => status,
+                    // Only a server that does not answer needs its host's word.
+                    (None, Err(_)) => agent.status().await,
+                    // Not asked: the server answers, so it runs; its host's word matters
+                    // only once it does not.
+                    (None, Ok(_)) => {
+                        return Observation {
+                            server: server.map(|pg| self.to_probe(member, &pg)),
+                            host: HostAccess::Agent(HostObservation {
+                                reachable: true,
+                                running: true,
+                                ..Default::default()
+                            }),
+                        };
+                    }
+                };
+                HostAccess::Agent(host_observation(status))
+            }
+        };
+        Observation {
+            server: server.map(|pg| self.to_probe(member, &pg)),
+            host,
+        }
+    }
+
+    async fn replicate(&self, member: &Member, from: &Member) -> Result<(), EngineError> {
+        // The slot must exist upstream before the standby asks for it.
+        actions::keep_slots(self.target(from), &self.slots_for(&from.name)).await?;
+        let slot = slot_name(&member.name);
+        actions::repoint(
+            self.target(member),
+            Upstream {
+                address: &from.address,
+                slot: Some(&slot),
+                application_name: &member.name,
+                credentials: &self.settings.credentials,
+            },
+        )
+        .await
+    }
+
+    async fn restart(&self, member: &Member, from: &Member, epoch: u64) -> Result<(), EngineError> {
+        actions::keep_slots(self.target(from), &self.slots_for(&from.name)).await?;
+        self.agent(member, "restart as a standby")?
+            .follow(epoch, &Self::source(member, from))
+            .await
+            .map(drop)
+    }
+
+    async fn rejoin(&self, member: &Member, from: &Member, epoch: u64) -> Result<(), EngineError> {
+        let agent = self.agent(member, "rewind")?;
+        self.checkpointed(from).await?;
+        actions::keep_slots(self.target(from), &self.slots_for(&from.name)).await?;
+        agent
+            .rewind(epoch, &Self::source(member, from))
+            .await
+            .map(drop)
+    }
+
+    async fn clone_from(
+        &self,
+        member: &Member,
+        from: &Member,
+        epoch: u64,
+    ) -> Result<(), EngineError> {
+        let agent = self.agent(member, "clone")?;
+        actions::keep_slots(self.target(from), &self.slots_for(&from.name)).await?;
+        agent
+            .clone_from(epoch, &Self::source(member, from))
+            .await
+            .map(drop)
+    }
+
+    async fn detach(&self, member: &Member) -> Result<(), EngineError> {
+        actions::detach(self.target(member)).await
+    }
+
+    /// The soft fence over SQL; then, with an agent, the hard one: postgres stopped at once,
+    /// since a session at `synchronous_commit = local` still commits under the soft fence.
+    async fn fence(&self, member: &Member, epoch: u64) -> Result<(), EngineError> {
+        let soft = actions::fence(self.target(member)).await;
+        match self.agents.get(&member.name) {
+            Some(agent) => agent.stop(epoch, true).await.map(drop),
+            None => soft,
+        }
+    }
+
+    async fn stop(&self, member: &Member, epoch: u64) -> Result<(), EngineError> {
+        let status = self.agent(member, "stop")?.stop(epoch, false).await?;
+        if status.running {
+            return Err(EngineError::NotApplied {
+                address: member.address.clone(),
+                during: "stop",
+                detail: "postgres still runs".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn start(&self, member: &Member, epoch: u64) -> Result<(), EngineError> {
+        let agent = self.agent(member, "start")?;
+        // A primary starts only under a lease: the host would keep it down otherwise.
+        agent.renew_lease(epoch, self.settings.lease_ttl).await?;
+        agent.start(epoch).await.map(drop)
+    }
+
+    async fn promote(&self, member: &Member, epoch: u64) -> Result<Option<History>, EngineError> {
+        if let Some(agent) = self.agents.get(&member.name) {
+            // Under a lease from its first commit on.
+            agent.renew_lease(epoch, self.settings.lease_ttl).await?;
+        }
+        self.prepare_guard(member).await?;
+        actions::promote(self.target(member)).await?;
+        let pg = probe::probe(
+            &member.address,
+            &self.settings.credentials,
+            self.settings.timeout,
+        )
+        .await?;
+        if pg.in_recovery {
+            return Err(EngineError::NotApplied {
+                address: member.address.clone(),
+                during: "promote",
+                detail: "still in recovery".into(),
+            });
+        }
+        if let Err(error) =
+            actions::keep_slots(self.target(member), &self.slots_for(&member.name)).await
+        {
+            tracing::warn!(member = %member.name, %error, "replication slots not kept after promotion");
+        }
+        Ok(self.to_probe(member, &pg).history)
+    }
+
+    async fn unfence(&self, member: &Member, _epoch: u64) -> Result<(), EngineError> {
+        self.prepare_guard(member).await
+    }
+
+    fn manual_command(&self, action: &Action, desired: &Desired) -> String {
+        let address = |name: &str| {
+            desired
+                .member(name)
+                .map(|m| m.address.clone())
+                .unwrap_or_else(|| name.to_string())
+        };
+        let conninfo = |member: &str, from: &str| {
+            let address = address(from);
+            let (host, port) = address.rsplit_once(':').unwrap_or((&address, "5432"));
+            format!("host={host} port={port} application_name={member}")
+        };
+        let as_standby = |member: &str, from: &str| {
+            format!(
+                "touch \"$PGDATA/standby.signal\"; set primary_conninfo = '{}' and primary_slot_name = '{}' in postgresql.auto.conf; pg_ctl start -D \"$PGDATA\"",
+                conninfo(member, from),
+                slot_name(member)
+            )
+        };
+        match action {
+            Action::Restart { member, from } => format!(
+                "pg_ctl stop -m fast -D \"$PGDATA\"; {}",
+                as_standby(member, from)
+            ),
+            Action::Rejoin { member, from } => format!(
+                "pg_ctl stop -m fast -D \"$PGDATA\"; pg_rewind -D \"$PGDATA\" --source-server='{} dbname=postgres'; {}",
+                conninfo(member, from),
+                as_standby(member, from)
+            ),
+            Action::Clone { member, from } => {
+                let address = address(from);
+                let (host, port) = address.rsplit_once(':').unwrap_or((&address, "5432"));
+                format!(
+                    "pg_basebackup -h {host} -p {port} -X stream -S {} -D \"$PGDATA\"; {}",
+                    slot_name(member),
+                    as_standby(member, from)
+                )
+            }
+            Action::Stop { .. } => "pg_ctl stop -m fast -D \"$PGDATA\"".into(),
+            Action::Start { .. } => "pg_ctl start -D \"$PGDATA\"".into(),
+            other => crate::status::describe(other),
+        }
+    }
+}
