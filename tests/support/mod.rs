@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod k8s;
+pub mod node;
 pub mod pg;
 
 use std::{
