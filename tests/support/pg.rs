@@ -96,3 +96,62 @@ pub async fn number(address: &str, query: &str) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// Run SQL on `address` as the superuser, within 2 s; the error when it cannot.
+pub async fn try_sql(address: &str, statement: &str) -> Result<(), String> {
+    let attempt = async {
+        let (host, port) = address.rsplit_once(':').ok_or("not host:port")?;
+        let (client, connection) = tokio_postgres::Config::new()
+            .host(host)
+            .port(port.parse().map_err(|_| "bad port")?)
+            .user("postgres")
+            .password(PASSWORD)
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(statement)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(TIMEOUT, attempt)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+/// How many rows a query counts on `address`, or `None` when it cannot be asked.
+pub async fn try_number(address: &str, query: &str) -> Option<i64> {
+    let attempt = async {
+        let (host, port) = address.rsplit_once(':')?;
+        let (client, connection) = tokio_postgres::Config::new()
+            .host(host)
+            .port(port.parse().ok()?)
+            .user("postgres")
+            .password(PASSWORD)
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .ok()?;
+        tokio::spawn(connection);
+        client
+            .query_one(query, &[])
+            .await
+            .ok()
+            .map(|row| row.get(0))
+    };
+    tokio::time::timeout(TIMEOUT, attempt).await.ok().flatten()
+}
+
+/// Wait (60 s at most) until `check` holds.
+pub async fn eventually_pg<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
