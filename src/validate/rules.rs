@@ -329,6 +329,8 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
         out.fail("spec.replication.minSyncReplicas", "must be at least 1");
     }
 
+    check_agents(spec, out);
+
     if let Some(creds) = &spec.credentials {
         let sources = [
             creds.secret_ref.is_some(),
@@ -373,6 +375,68 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
                 format!("{} is not a valid Secret name", quoted(&secret.name)),
             );
         }
+    }
+}
+
+/// What a PostgreSQL cluster needs that a Redis one does not, and what only it can use.
+fn check_agents(spec: &crate::api::ReplicationClusterSpec, out: &mut Out<'_>) {
+    let with_agent: Vec<usize> = spec
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.agent.is_some())
+        .map(|(i, _)| i)
+        .collect();
+    if spec.engine == crate::api::Engine::Redis {
+        for i in &with_agent {
+            out.fail(
+                format!("spec.members[{i}].agent"),
+                "node agents serve PostgreSQL members; replicant manages Redis servers over their own protocol",
+            );
+        }
+        if spec.agent_token.is_some() {
+            out.fail(
+                "spec.agentToken",
+                "node agents serve PostgreSQL members only",
+            );
+        }
+        return;
+    }
+    for i in &with_agent {
+        if let Some(problem) = spec.members[*i].agent.as_deref().and_then(address_problem) {
+            out.fail(format!("spec.members[{i}].agent"), problem);
+        }
+    }
+    if !with_agent.is_empty() && spec.agent_token.is_none() {
+        out.fail(
+            "spec.agentToken",
+            "members name node agents, which accept only a bearer token: set secretRef, tokenFile or tokenEnv",
+        );
+    }
+    if let Some(token) = &spec.agent_token {
+        let sources = [
+            token.secret_ref.is_some(),
+            token.token_file.is_some(),
+            token.token_env.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            out.fail(
+                "spec.agentToken",
+                "set exactly one of secretRef, tokenFile, tokenEnv",
+            );
+        }
+    }
+    // The primary's lease must end, with a margin, before anyone may be promoted; below
+    // this there is no room for one.
+    let detect: std::time::Duration = spec.failover.detect_after.into();
+    if detect < std::time::Duration::from_millis(500) {
+        out.fail(
+            "spec.failover.detectAfter",
+            format!(
+                "{} is too short for PostgreSQL: the primary's lease ends a probe timeout and a margin before detectAfter, which needs at least 500ms",
+                crate::plan::human_duration(detect)
+            ),
+        );
     }
 }
 
