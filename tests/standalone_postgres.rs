@@ -4,23 +4,21 @@
 
 mod support;
 
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+use std::path::{Path, PathBuf};
 
 use replicant::{
     local::{
         free_port,
         postgres::{PASSWORD, empty_data, init_data, owned_dir},
     },
-    standalone::state::{ClusterReport, read_reports},
+    standalone::state::ClusterReport,
 };
 use serde_json::json;
 use support::{
     Controller,
     node::{Node, TOKEN},
     pg::*,
+    wait_for_report,
 };
 
 /// Three hosts a, b, c, each an agent over its data directory: a holds a fresh data set and
@@ -100,13 +98,6 @@ impl PgBed {
         )
     }
 
-    fn report(&self) -> Option<ClusterReport> {
-        read_reports(&self.state())
-            .ok()?
-            .into_iter()
-            .find(|r| r.name == "orders")
-    }
-
     async fn wait_for(
         &self,
         what: &str,
@@ -114,22 +105,7 @@ impl PgBed {
         secs: u64,
         check: impl Fn(&ClusterReport) -> bool,
     ) -> ClusterReport {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(report) = self.report() {
-                if check(&report) {
-                    return report;
-                }
-                last = Some(report);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "timed out waiting for {what}\nlast report: {}\ncontroller log:\n{}",
-            serde_json::to_string_pretty(&last).unwrap(),
-            controller.log_text()
-        );
+        wait_for_report(&self.state(), "orders", what, controller, secs, check).await
     }
 }
 

@@ -234,23 +234,39 @@ impl Bed {
         secs: u64,
         check: impl Fn(&ClusterReport) -> bool,
     ) -> ClusterReport {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(report) = self.report() {
-                if check(&report) {
-                    return report;
-                }
-                last = Some(report);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "timed out waiting for {what}\nlast report: {}\ncontroller log:\n{}",
-            serde_json::to_string_pretty(&last).unwrap(),
-            controller.log_text()
-        );
+        wait_for_report(&self.state(), "orders", what, controller, secs, check).await
     }
+}
+
+/// Wait until the status report of `cluster` in the state directory `state` satisfies
+/// `check`; panics with the last report and the controller's log.
+pub async fn wait_for_report(
+    state: &Path,
+    cluster: &str,
+    what: &str,
+    controller: &Controller,
+    secs: u64,
+    check: impl Fn(&ClusterReport) -> bool,
+) -> ClusterReport {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = None;
+    while Instant::now() < deadline {
+        let report = read_reports(state)
+            .ok()
+            .and_then(|reports| reports.into_iter().find(|r| r.name == cluster));
+        if let Some(report) = report {
+            if check(&report) {
+                return report;
+            }
+            last = Some(report);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "timed out waiting for {what}\nlast report: {}\ncontroller log:\n{}",
+        serde_json::to_string_pretty(&last).unwrap(),
+        controller.log_text()
+    );
 }
 
 pub fn ready(report: &ClusterReport) -> bool {
