@@ -146,11 +146,16 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
     status
 }
 
-async fn status(State(agent): State<Arc<Agent>>) -> Json<AgentStatus> {
+/// The agent's report now, without waiting for an operation under way.
+async fn report(agent: &Agent) -> AgentStatus {
     match agent.inner.clone().try_lock_owned() {
-        Ok(mut inner) => Json(describe(&agent, Some(&mut inner)).await),
-        Err(_) => Json(describe(&agent, None).await),
+        Ok(mut inner) => describe(agent, Some(&mut inner)).await,
+        Err(_) => describe(agent, None).await,
     }
+}
+
+async fn status(State(agent): State<Arc<Agent>>) -> Json<AgentStatus> {
+    Json(report(&agent).await)
 }
 
 /// Take `epoch` as the newest, recorded before anything is done; refuse an older one.
@@ -237,11 +242,7 @@ async fn lease(
         .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     *agent.lease_until.lock().expect("lock") =
         Some(std::time::Instant::now() + Duration::from_millis(command.ttl_ms.min(3_600_000)));
-    let status = match agent.inner.clone().try_lock_owned() {
-        Ok(mut inner) => describe(&agent, Some(&mut inner)).await,
-        Err(_) => describe(&agent, None).await,
-    };
-    Ok(Json(status))
+    Ok(Json(report(&agent).await))
 }
 
 #[derive(Deserialize)]

@@ -221,13 +221,16 @@ pub fn cluster_identity<'a>(observed: &'a Observed, reference: &str) -> Option<&
         .or(observation(observed, reference).identity.as_deref())
 }
 
+/// The data set `o` holds: what its server says, else what its host reads while it is down.
+fn member_identity(o: &MemberObservation) -> Option<&str> {
+    o.identity
+        .as_deref()
+        .or_else(|| o.host.agent().and_then(|h| h.identity.as_deref()))
+}
+
 /// Whether `o` holds the cluster's data set, as far as anyone can tell.
 pub fn same_data_set(o: &MemberObservation, identity: Option<&str>) -> bool {
-    let own = o
-        .identity
-        .as_deref()
-        .or_else(|| o.host.agent().and_then(|h| h.identity.as_deref()));
-    match (own, identity) {
+    match (member_identity(o), identity) {
         (Some(own), Some(cluster)) => own == cluster,
         _ => true,
     }
@@ -235,11 +238,7 @@ pub fn same_data_set(o: &MemberObservation, identity: Option<&str>) -> bool {
 
 /// "holds another data set (identity X; the cluster's is Y)"
 pub fn foreign(o: &MemberObservation, identity: Option<&str>) -> String {
-    let own = o
-        .identity
-        .as_deref()
-        .or_else(|| o.host.agent().and_then(|h| h.identity.as_deref()))
-        .unwrap_or("?");
+    let own = member_identity(o).unwrap_or("?");
     format!(
         "holds another data set (identity {own}; the cluster's is {})",
         identity.unwrap_or("?")

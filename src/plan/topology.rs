@@ -142,13 +142,10 @@ impl Planner<'_> {
         let diverged = self.member_divergence(primary, o);
         match o.role {
             Some(Role::Master) => match (diverged, &o.history) {
-                (Some(d), _) => self.rejoin(member, &from, primary, &d.to_string()),
-                (None, None) if o.durable != Some(0) => self.push(
-                    Action::Rejoin {
-                        member: member.to_string(),
-                        from: from.clone(),
-                    },
-                    false,
+                (Some(d), _) => self.rejoin_diverged(member, &from, primary, &d.to_string()),
+                (None, None) if o.durable != Some(0) => self.rejoin(
+                    member,
+                    &from,
                     format!("{member} is a master whose history the engine cannot tell; it rejoins {from}, discarding anything {primary} does not have"),
                 ),
                 (None, _) => self.push(
@@ -162,7 +159,7 @@ impl Planner<'_> {
             },
             Some(Role::Replica) if diverged.is_some() => {
                 let why = diverged.map(|d| d.to_string()).unwrap_or_default();
-                self.rejoin(member, &from, primary, &why)
+                self.rejoin_diverged(member, &from, primary, &why)
             }
             Some(Role::Replica) if o.upstream.as_deref() != Some(from.as_str()) => self.push(
                 Action::Replicate {
@@ -194,13 +191,21 @@ impl Planner<'_> {
         }
     }
 
-    fn rejoin(&mut self, member: &str, from: &str, primary: &str, why: &str) {
+    fn rejoin(&mut self, member: &str, from: &str, why: String) {
         self.push(
             Action::Rejoin {
                 member: member.to_string(),
                 from: from.to_string(),
             },
             false,
+            why,
+        );
+    }
+
+    fn rejoin_diverged(&mut self, member: &str, from: &str, primary: &str, why: &str) {
+        self.rejoin(
+            member,
+            from,
             format!(
                 "{member} has diverged from {primary}: {why}. Those changes exist nowhere else; they are discarded and {member} rejoins {from}"
             ),
@@ -239,7 +244,7 @@ impl Planner<'_> {
         let on_history = match (&host.branch, host.position) {
             (Some(branch), Some(position)) if host.stopped_cleanly => {
                 match self.divergence(primary, branch, position) {
-                    Some(d) => return self.rejoin(member, from, primary, &d.to_string()),
+                    Some(d) => return self.rejoin_diverged(member, from, primary, &d.to_string()),
                     None => true,
                 }
             }
@@ -255,12 +260,9 @@ impl Planner<'_> {
                 format!("{member} is stopped with data on {primary}'s history; it starts as a replica of {from}"),
             );
         } else {
-            self.push(
-                Action::Rejoin {
-                    member: member.to_string(),
-                    from: from.to_string(),
-                },
-                false,
+            self.rejoin(
+                member,
+                from,
                 format!(
                     "{member} is stopped without a clean shutdown: it may hold changes past where {primary} took over, so it is rewound onto {primary}'s history (copied if that fails) and rejoins {from}"
                 ),

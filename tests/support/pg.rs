@@ -62,20 +62,25 @@ pub async fn probe_until(
     last
 }
 
-/// A session as the superuser on `address`.
-pub async fn connect(address: &str) -> tokio_postgres::Client {
-    let (host, port) = address.rsplit_once(':').unwrap();
+/// A session as the superuser on `address`, or why there is none.
+pub async fn try_connect(address: &str) -> Result<tokio_postgres::Client, String> {
+    let (host, port) = address.rsplit_once(':').ok_or("not host:port")?;
     let (client, connection) = tokio_postgres::Config::new()
         .host(host)
-        .port(port.parse().unwrap())
+        .port(port.parse().map_err(|_| "bad port")?)
         .user("postgres")
         .password(PASSWORD)
         .dbname("postgres")
         .connect(tokio_postgres::NoTls)
         .await
-        .unwrap();
+        .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
-    client
+    Ok(client)
+}
+
+/// A session as the superuser on `address`.
+pub async fn connect(address: &str) -> tokio_postgres::Client {
+    try_connect(address).await.unwrap()
 }
 
 /// Run SQL on `address` as the superuser.
@@ -100,18 +105,8 @@ pub async fn number(address: &str, query: &str) -> i64 {
 /// Run SQL on `address` as the superuser, within 2 s; the error when it cannot.
 pub async fn try_sql(address: &str, statement: &str) -> Result<(), String> {
     let attempt = async {
-        let (host, port) = address.rsplit_once(':').ok_or("not host:port")?;
-        let (client, connection) = tokio_postgres::Config::new()
-            .host(host)
-            .port(port.parse().map_err(|_| "bad port")?)
-            .user("postgres")
-            .password(PASSWORD)
-            .dbname("postgres")
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        client
+        try_connect(address)
+            .await?
             .batch_execute(statement)
             .await
             .map_err(|e| e.to_string())
@@ -124,18 +119,9 @@ pub async fn try_sql(address: &str, statement: &str) -> Result<(), String> {
 /// How many rows a query counts on `address`, or `None` when it cannot be asked.
 pub async fn try_number(address: &str, query: &str) -> Option<i64> {
     let attempt = async {
-        let (host, port) = address.rsplit_once(':')?;
-        let (client, connection) = tokio_postgres::Config::new()
-            .host(host)
-            .port(port.parse().ok()?)
-            .user("postgres")
-            .password(PASSWORD)
-            .dbname("postgres")
-            .connect(tokio_postgres::NoTls)
+        try_connect(address)
             .await
-            .ok()?;
-        tokio::spawn(connection);
-        client
+            .ok()?
             .query_one(query, &[])
             .await
             .ok()

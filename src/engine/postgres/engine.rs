@@ -147,6 +147,21 @@ impl PostgresEngine {
             .collect()
     }
 
+    /// Every member's slot on `from`, which a standby is about to stream or copy from: the
+    /// slot must exist before the standby asks for it.
+    async fn slots_upstream(&self, from: &Member) -> Result<(), EngineError> {
+        actions::keep_slots(self.target(from), &self.slots_for(&from.name)).await
+    }
+
+    async fn probe(&self, member: &Member) -> Result<PgProbe, EngineError> {
+        probe::probe(
+            &member.address,
+            &self.settings.credentials,
+            self.settings.timeout,
+        )
+        .await
+    }
+
     /// Create or advance `member`'s slots now and then: a standby keeps the others' slots
     /// moving, so they exist with the right position the moment it is promoted. Best effort.
     async fn care_for_slots(&self, member: &Member, probe: &PgProbe) {
@@ -284,37 +299,23 @@ impl Engine for PostgresEngine {
             (Some(agent), Some(lease)) => Some(agent.renew_lease(lease.epoch, lease.ttl).await),
             _ => None,
         };
-        let server = probe::probe(
-            &member.address,
-            &self.settings.credentials,
-            self.settings.timeout,
-        )
-        .await;
+        let server = self.probe(member).await;
         if let Ok(pg) = &server {
             self.care_for_slots(member, pg).await;
         }
-        let host = match agent {
-            None => HostAccess::Person,
-            Some(agent) => {
-                let status = match (renewed, &server) {
-                    (Some(status), _) => status,
-                    // Only a server that does not answer needs its host's word.
-                    (None, Err(_)) => agent.status().await,
-                    // Not asked: the server answers, so it runs; its host's word matters
-                    // only once it does not.
-                    (None, Ok(_)) => {
-                        return Observation {
-                            server: server.map(|pg| self.to_probe(member, &pg)),
-                            host: HostAccess::Agent(HostObservation {
-                                reachable: true,
-                                running: true,
-                                ..Default::default()
-                            }),
-                        };
-                    }
-                };
-                HostAccess::Agent(host_observation(status))
+        let host = match (agent, renewed, &server) {
+            (None, _, _) => HostAccess::Person,
+            (Some(_), Some(status), _) => HostAccess::Agent(host_observation(status)),
+            // Only a server that does not answer needs its host's word.
+            (Some(agent), None, Err(_)) => {
+                HostAccess::Agent(host_observation(agent.status().await))
             }
+            // Not asked: the server answers, so it runs.
+            (Some(_), None, Ok(_)) => HostAccess::Agent(HostObservation {
+                reachable: true,
+                running: true,
+                ..Default::default()
+            }),
         };
         Observation {
             server: server.map(|pg| self.to_probe(member, &pg)),
@@ -324,7 +325,7 @@ impl Engine for PostgresEngine {
 
     async fn replicate(&self, member: &Member, from: &Member) -> Result<(), EngineError> {
         // The slot must exist upstream before the standby asks for it.
-        actions::keep_slots(self.target(from), &self.slots_for(&from.name)).await?;
+        self.slots_upstream(from).await?;
         let slot = slot_name(&member.name);
         actions::repoint(
             self.target(member),
@@ -339,7 +340,7 @@ impl Engine for PostgresEngine {
     }
 
     async fn restart(&self, member: &Member, from: &Member, epoch: u64) -> Result<(), EngineError> {
-        actions::keep_slots(self.target(from), &self.slots_for(&from.name)).await?;
+        self.slots_upstream(from).await?;
         self.agent(member, "restart as a standby")?
             .follow(epoch, &Self::source(member, from))
             .await
@@ -349,7 +350,7 @@ impl Engine for PostgresEngine {
     async fn rejoin(&self, member: &Member, from: &Member, epoch: u64) -> Result<(), EngineError> {
         let agent = self.agent(member, "rewind")?;
         self.checkpointed(from).await?;
-        actions::keep_slots(self.target(from), &self.slots_for(&from.name)).await?;
+        self.slots_upstream(from).await?;
         agent
             .rewind(epoch, &Self::source(member, from))
             .await
@@ -363,7 +364,7 @@ impl Engine for PostgresEngine {
         epoch: u64,
     ) -> Result<(), EngineError> {
         let agent = self.agent(member, "clone")?;
-        actions::keep_slots(self.target(from), &self.slots_for(&from.name)).await?;
+        self.slots_upstream(from).await?;
         agent
             .clone_from(epoch, &Self::source(member, from))
             .await
@@ -410,12 +411,7 @@ impl Engine for PostgresEngine {
         }
         self.prepare_guard(member).await?;
         actions::promote(self.target(member)).await?;
-        let pg = probe::probe(
-            &member.address,
-            &self.settings.credentials,
-            self.settings.timeout,
-        )
-        .await?;
+        let pg = self.probe(member).await?;
         if pg.in_recovery {
             return Err(EngineError::NotApplied {
                 address: member.address.clone(),
@@ -442,9 +438,15 @@ impl Engine for PostgresEngine {
                 .map(|m| m.address.clone())
                 .unwrap_or_else(|| name.to_string())
         };
+        let host_port = |name: &str| {
+            let address = address(name);
+            match address.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), port.to_string()),
+                None => (address.clone(), "5432".to_string()),
+            }
+        };
         let conninfo = |member: &str, from: &str| {
-            let address = address(from);
-            let (host, port) = address.rsplit_once(':').unwrap_or((&address, "5432"));
+            let (host, port) = host_port(from);
             format!("host={host} port={port} application_name={member}")
         };
         let as_standby = |member: &str, from: &str| {
@@ -465,8 +467,7 @@ impl Engine for PostgresEngine {
                 as_standby(member, from)
             ),
             Action::Clone { member, from } => {
-                let address = address(from);
-                let (host, port) = address.rsplit_once(':').unwrap_or((&address, "5432"));
+                let (host, port) = host_port(from);
                 format!(
                     "pg_basebackup -h {host} -p {port} -X stream -S {} -D \"$PGDATA\"; {}",
                     slot_name(member),
