@@ -156,6 +156,7 @@ pub fn describe(action: &Action) -> String {
         Action::Fence { member } => format!("Fence {member}"),
         Action::Stop { member } => format!("Stop {member}"),
         Action::Start { member } => format!("Start {member}"),
+        Action::Initialize { member } => format!("Initialize {member}"),
         Action::Promote { member, epoch } => format!("Promote {member} (epoch {epoch})"),
         Action::Unfence { member } => format!("Unfence {member}"),
         Action::RetargetVirtualName { name, .. } => format!("RetargetVirtualName {name}"),

@@ -36,6 +36,7 @@ fn writer(bed: &Bed, prefix: &str, sync: bool) -> Writer {
         prefix: prefix.into(),
         wait_replicas: sync.then_some(1),
         timeout: Duration::from_millis(300),
+        postgres_password: None,
     })
 }
 

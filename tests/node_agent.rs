@@ -117,6 +117,83 @@ async fn the_agent_starts_stops_and_fences_its_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_agent_creates_a_data_set_only_in_an_empty_directory() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = owned_dir(dir.path(), "host").unwrap();
+    let (data, pg_port) = empty_data(&host).unwrap();
+    let address = format!("127.0.0.1:{pg_port}");
+
+    // Without a superuser password the agent creates nothing, and says why.
+    let mut node = Node::start(&host, &data, pg_port);
+    let failed = node.run("/v1/initialize", json!({"epoch": 1}));
+    assert!(
+        failed["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("no superuser password")),
+        "{failed}"
+    );
+    assert_eq!(failed["empty"], true, "{failed}");
+    node.stop_process();
+
+    // With one, and a replication user other than the superuser: the data set is created
+    // with checksums, started, and both users can log in with their passwords.
+    let node = Node::start_with(
+        &host,
+        &data,
+        pg_port,
+        &[
+            "--superuser-password-env",
+            "REPLICATION_PASSWORD",
+            "--replication-user",
+            "replicator",
+        ],
+    );
+    let up = node.run("/v1/initialize", json!({"epoch": 1}));
+    assert_eq!(
+        (up["running"].clone(), up["lastError"].clone()),
+        (json!(true), Value::Null),
+        "{up}"
+    );
+    assert_eq!(up["controlData"]["dataChecksums"], true, "{up}");
+    assert_eq!(
+        number(&address, "SELECT count(*) FROM pg_database").await,
+        3
+    );
+    let replicator = try_connect_as(&address, "replicator").await.unwrap();
+    let can_replicate: bool = replicator
+        .query_one(
+            "SELECT rolreplication FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(can_replicate);
+    let beside: Vec<String> = std::fs::read_dir(data.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !beside.iter().any(|name| name.contains("replicant-")),
+        "the password file initdb read, and the directory it filled, are gone: {beside:?}"
+    );
+
+    // A directory that holds a data set is never initialized again.
+    let (code, refused) = node.post("/v1/initialize", json!({"epoch": 2}));
+    assert_eq!(code, 409, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("already holds a data set")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_agent_clones_a_standby_and_never_copies_over_another_data_set() {
     if !available() {
         return;

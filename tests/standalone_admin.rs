@@ -174,16 +174,7 @@ async fn credentials_come_from_the_environment_and_never_reach_logs_or_status() 
 
 #[test]
 fn the_demo_fails_over_with_no_lost_write() {
-    let output = Command::new(env!("CARGO_BIN_EXE_replicant"))
-        .arg("demo")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = support::demo(&[]);
     assert!(stdout.contains("kill -9 demo-a"), "{stdout}");
     assert!(
         stdout.contains("first write acknowledged after the kill"),

@@ -13,7 +13,6 @@ use replicant::{
     },
     standalone::state::ClusterReport,
 };
-use serde_json::json;
 use support::{
     Controller,
     node::{Node, TOKEN},
@@ -21,8 +20,8 @@ use support::{
     wait_for_report,
 };
 
-/// Three hosts a, b, c, each an agent over its data directory: a holds a fresh data set and
-/// runs, b and c are empty.
+/// Three hosts a, b, c, each an agent over its data directory: a holds a fresh data set,
+/// stopped; b and c are empty.
 struct PgBed {
     dir: tempfile::TempDir,
     nodes: Vec<(String, Node, PathBuf, u16)>,
@@ -44,8 +43,6 @@ impl PgBed {
             let node = Node::start(&host, &data, port);
             nodes.push((name.to_string(), node, data, port));
         }
-        let up = nodes[0].1.run("/v1/start", json!({"epoch": 0}));
-        assert_eq!(up["running"], true, "{up}");
         Self {
             dir,
             nodes,
@@ -135,9 +132,10 @@ async fn a_postgres_cluster_is_copied_fails_over_on_node_loss_and_takes_its_old_
     let mut bed = PgBed::new();
     let ctl = bed.controller(&bed.spec("a", "async"));
 
-    // b and c are empty: the agents copy a onto them, and they stream from it.
+    // a's agent starts it (it holds data); b and c are empty: the agents copy a onto them,
+    // and they stream from it.
     let report = bed
-        .wait_for("b and c copied and streaming", &ctl, 90, |r| {
+        .wait_for("a started, b and c copied and streaming", &ctl, 90, |r| {
             ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
         })
         .await;
@@ -204,4 +202,27 @@ async fn a_postgres_cluster_is_copied_fails_over_on_node_loss_and_takes_its_old_
     .await;
     let a = bed.address("a");
     eventually_pg("a to hold every row", async || rows(&a).await == Some(101)).await;
+}
+
+/// `replicant demo --engine postgres --mode sync`: the node holding the primary is lost (agent
+/// and postmaster killed) in each of three trials, on clusters the agents created from
+/// nothing, and no commit the primary acknowledged is missing from the new primary.
+#[test]
+fn no_acknowledged_commit_is_lost_when_the_primary_node_dies_in_sync_mode() {
+    if !available() {
+        return;
+    }
+    let stdout = support::demo(&["--engine", "postgres", "--mode", "sync", "--trials", "3"]);
+    assert_eq!(
+        stdout
+            .matches("first write acknowledged after the kill")
+            .count(),
+        3,
+        "{stdout}"
+    );
+    for trial in stdout.lines().filter(|l| l.starts_with("result:")) {
+        assert!(trial.ends_with("; 0 lost"), "{trial}");
+        assert!(!trial.contains(" 0 writes acknowledged"), "{trial}");
+    }
+    assert!(stdout.contains("; lost: 0"), "{stdout}");
 }

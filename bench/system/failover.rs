@@ -204,6 +204,7 @@ pub async fn trial(system: System, fault: Fault, detect_ms: u64, dir: &Path) -> 
         prefix: prefix.into(),
         wait_replicas: None,
         timeout: WRITER_TIMEOUT,
+        postgres_password: None,
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     let old_master = servers[0].address();

@@ -89,6 +89,12 @@ enum Command {
         /// How many failovers to run and measure.
         #[arg(long, default_value_t = 1)]
         trials: usize,
+        /// The servers: redis-servers, or postgres servers under node agents.
+        #[arg(long, value_enum, default_value_t = crate::demo::DemoEngine::Redis)]
+        engine: crate::demo::DemoEngine,
+        /// Replication mode: with sync, a write is acknowledged once a replica holds it.
+        #[arg(long, value_enum, default_value_t = DemoMode::Async)]
+        mode: DemoMode,
     },
     /// Print the CustomResourceDefinitions generated from the Rust types.
     Crd {
@@ -129,6 +135,13 @@ struct OperatorArgs {
     identity: Option<String>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "REPLICANT_LOG_FORMAT")]
     log_format: LogFormat,
+}
+
+/// The demo's replication mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DemoMode {
+    Async,
+    Sync,
 }
 
 #[derive(clap::Args, Debug)]
@@ -177,6 +190,17 @@ struct NodeArgs {
     /// An environment variable holding that user's password.
     #[arg(long)]
     replication_password_env: Option<String>,
+    /// The superuser a new data set is created with, when the controller asks this host to
+    /// create the first primary of a cluster.
+    #[arg(long, default_value = "postgres")]
+    superuser: String,
+    /// A file holding that superuser's password (without one, this host cannot create a data
+    /// set).
+    #[arg(long, conflicts_with = "superuser_password_env")]
+    superuser_password_file: Option<PathBuf>,
+    /// An environment variable holding that superuser's password.
+    #[arg(long)]
+    superuser_password_env: Option<String>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -235,7 +259,16 @@ impl NodeArgs {
             self.replication_password_env.as_deref(),
             "--replication-password-env",
         )?;
+        let superuser_password = secret(
+            self.superuser_password_file.as_deref(),
+            self.superuser_password_env.as_deref(),
+            "--superuser-password-env",
+        )?;
         Ok(crate::node::Options {
+            superuser: crate::node::Superuser {
+                name: self.superuser,
+                password: superuser_password.map(crate::engine::Secret::new),
+            },
             tls: self.tls_cert.zip(self.tls_key),
             replication: crate::node::Replication {
                 user: self.replication_user,
@@ -382,9 +415,23 @@ impl Cli {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Status { state, format } => status_command(&state, format),
-            Command::Demo { trials } => {
+            Command::Demo {
+                trials,
+                engine,
+                mode,
+            } => {
                 init_logging_filtered(LogFormat::Text, "warn");
-                let results = runtime()?.block_on(crate::demo::run(trials, None))?;
+                let agent = std::env::current_exe().map_err(|e| {
+                    CliError::Invalid(format!("cannot find the replicant executable: {e}"))
+                })?;
+                let options = crate::demo::DemoOptions {
+                    engine,
+                    sync: mode == DemoMode::Sync,
+                    trials,
+                    agent,
+                    work: None,
+                };
+                let results = runtime()?.block_on(crate::demo::run(options))?;
                 print!("{}", render::demo_summary(&results));
                 let clean = results.iter().all(|t| t.lost == 0);
                 Ok(if clean {

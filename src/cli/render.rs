@@ -17,6 +17,7 @@ fn detail(action: &Action) -> String {
         | Action::Fence { .. }
         | Action::Stop { .. }
         | Action::Start { .. }
+        | Action::Initialize { .. }
         | Action::Unfence { .. } => String::new(),
         Action::Promote { epoch, .. } => format!("epoch {epoch}"),
         Action::RetargetVirtualName { endpoints, .. } => {
@@ -43,6 +44,7 @@ fn kind(action: &Action) -> &'static str {
         Action::Fence { .. } => "Fence",
         Action::Stop { .. } => "Stop",
         Action::Start { .. } => "Start",
+        Action::Initialize { .. } => "Initialize",
         Action::Promote { .. } => "Promote",
         Action::Unfence { .. } => "Unfence",
         Action::RetargetVirtualName { .. } => "RetargetVirtualName",

@@ -76,10 +76,15 @@ pub struct Probe {
 pub struct Observation {
     pub server: Result<Probe, EngineError>,
     pub host: HostAccess,
+    /// When the engine last asked the member's host to extend its lease (this observation's
+    /// renewal, or one made while acting), if it ever did: the member may accept writes until
+    /// a lease's length after that, so its failure is counted from then at the earliest.
+    pub lease_sent: Option<std::time::Instant>,
 }
 
 /// The controller's lease on the primary: its host keeps the server accepting writes only
-/// while the lease holds, renewed at every probe.
+/// while the lease holds, renewed at every probe while the server answers (or its host is
+/// starting it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lease {
     pub epoch: u64,
@@ -155,6 +160,8 @@ pub trait Engine: Send + Sync {
     async fn stop(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
     /// Start `member`'s stopped server as it is.
     async fn start(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
+    /// Create a new data set on `member`'s empty host and start it as a primary.
+    async fn initialize(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
     /// Make `member` a writable master at `epoch`, verify it, and return its history: the
     /// branch it began and where it left the old one.
     async fn promote(&self, member: &Member, epoch: u64) -> Result<Option<History>, EngineError>;

@@ -396,6 +396,7 @@ impl RedisEngine {
 impl Engine for RedisEngine {
     async fn observe(&self, member: &Member, _lease: Option<Lease>) -> Observation {
         Observation {
+            lease_sent: None,
             server: self.probe(member).await,
             host: HostAccess::Engine,
         }
@@ -462,6 +463,10 @@ impl Engine for RedisEngine {
 
     async fn start(&self, member: &Member, _epoch: u64) -> Result<(), EngineError> {
         Err(no_host(member, "start"))
+    }
+
+    async fn initialize(&self, member: &Member, _epoch: u64) -> Result<(), EngineError> {
+        Err(no_host(member, "initialize"))
     }
 
     async fn promote(&self, member: &Member, _epoch: u64) -> Result<Option<History>, EngineError> {

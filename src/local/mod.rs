@@ -1,5 +1,6 @@
 //! Local `redis-server` processes on loopback for the demo, tests and benchmarks: start, freeze, kill, always by PID.
 
+pub mod node;
 pub mod postgres;
 pub mod writer;
 

@@ -282,34 +282,32 @@ impl Drop for PostgresProcess {
             }
         }
         self.kill();
-        self.remove_shared_memory();
+        remove_shared_memory(&self.data);
     }
 }
 
-impl PostgresProcess {
-    /// A postmaster killed with SIGKILL leaves its small System V segment behind; its id is on
-    /// the seventh line of `postmaster.pid`, which a clean shutdown removes.
-    fn remove_shared_memory(&self) {
-        let Ok(pidfile) = std::fs::read_to_string(self.data.join("postmaster.pid")) else {
-            return;
-        };
-        if let Some(id) = pidfile
-            .lines()
-            .nth(6)
-            .and_then(|l| l.split_whitespace().nth(1))
-            .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
-        {
-            let _ = Command::new("ipcrm")
-                .args(["-m", id])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+/// A postmaster killed with SIGKILL leaves its small System V segment behind; its id is on the
+/// seventh line of `postmaster.pid`, which a clean shutdown removes.
+pub fn remove_shared_memory(data: &Path) {
+    let Ok(pidfile) = std::fs::read_to_string(data.join("postmaster.pid")) else {
+        return;
+    };
+    if let Some(id) = pidfile
+        .lines()
+        .nth(6)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
+    {
+        let _ = Command::new("ipcrm")
+            .args(["-m", id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
 /// The processes whose parent is `parent`, from /proc.
-fn children_of(parent: u32) -> Vec<Pid> {
+pub fn children_of(parent: u32) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

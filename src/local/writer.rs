@@ -1,4 +1,5 @@
-//! A load generator that records every acknowledged write, for the demo, the chaos tests and the benchmarks.
+//! A load generator that records every acknowledged write, for the demo, the chaos tests and
+//! the benchmarks: Redis keys, or rows in a PostgreSQL table, one write at a time.
 
 use std::{
     sync::{
@@ -26,13 +27,19 @@ pub enum Route {
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
     pub route: Route,
-    /// Keys are `{prefix}{n}`.
+    /// Keys (Redis) or rows of [`TABLE`] (PostgreSQL) are `{prefix}{n}`.
     pub prefix: String,
-    /// Sync mode: a write counts as acknowledged only once `WAIT` reports this many replicas.
+    /// Sync mode on Redis: a write counts as acknowledged only once `WAIT` reports this many
+    /// replicas. (PostgreSQL's primary waits for its synchronous standbys before it answers.)
     pub wait_replicas: Option<u32>,
     /// Per-command timeout: a frozen server costs at most this before the writer reconnects.
     pub timeout: Duration,
+    /// Write to PostgreSQL, logging in as `postgres` with this password, instead of Redis.
+    pub postgres_password: Option<String>,
 }
+
+/// The table PostgreSQL writes go to, made by the writer when missing.
+pub const TABLE: &str = "replicant_writes";
 
 /// One acknowledged write.
 #[derive(Clone, Debug)]
@@ -83,7 +90,95 @@ pub async fn sentinel_master(
     None
 }
 
-async fn connect(
+/// A session with the server the writer writes to.
+enum Session {
+    Redis(redis::aio::MultiplexedConnection),
+    Postgres(PgSession),
+}
+
+/// A PostgreSQL session, with the notices its server sends.
+struct PgSession {
+    client: tokio_postgres::Client,
+    notices: tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::error::DbError>,
+}
+
+async fn pg_open(address: &str, password: &str, timeout: Duration) -> Option<PgSession> {
+    let session = pg_session(address, password, timeout).await.ok()?;
+    let create = format!("CREATE TABLE IF NOT EXISTS {TABLE} (key text PRIMARY KEY)");
+    tokio::time::timeout(timeout, session.client.batch_execute(&create))
+        .await
+        .ok()?
+        .ok()?;
+    Some(session)
+}
+
+/// A session as `postgres`, or why there is none.
+async fn pg_session(address: &str, password: &str, timeout: Duration) -> Result<PgSession, String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{address} is not host:port"))?;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host)
+        .port(
+            port.parse()
+                .map_err(|_| format!("{address} is not host:port"))?,
+        )
+        .user("postgres")
+        .password(password)
+        .dbname("postgres")
+        .connect_timeout(timeout);
+    let (client, mut connection) =
+        tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| format!("{address}: no answer within {timeout:?}"))?
+            .map_err(|e| format!("{address}: {e}"))?;
+    let (tx, notices) = tokio::sync::mpsc::unbounded_channel();
+    // Notices are forwarded in the order they arrive, before the reply that follows them.
+    tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notice(notice)) => {
+                    let _ = tx.send(notice);
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    Ok(PgSession { client, notices })
+}
+
+impl PgSession {
+    /// Insert `key` in its own transaction. Acknowledged only when the commit succeeded with
+    /// no warning: a commit whose wait for synchronous standbys was cancelled comes back as a
+    /// success with a WARNING, and is not acknowledged by the cluster.
+    async fn write(&mut self, key: &str, timeout: Duration) -> bool {
+        let statement = format!("INSERT INTO {TABLE} (key) VALUES ($1)");
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
+        let insert = self.client.execute(&statement, &params);
+        let done = matches!(tokio::time::timeout(timeout, insert).await, Ok(Ok(1)));
+        let mut warned = false;
+        while let Ok(notice) = self.notices.try_recv() {
+            warned |= notice.severity() == "WARNING";
+        }
+        done && !warned
+    }
+}
+
+async fn connect(options: &WriterOptions) -> Option<(String, Session)> {
+    if let Some(password) = &options.postgres_password {
+        let Route::Direct(address) = &options.route else {
+            return None;
+        };
+        let session = pg_open(address, password, options.timeout).await?;
+        return Some((address.clone(), Session::Postgres(session)));
+    }
+    let (address, conn) = redis_connect(&options.route, options.timeout).await?;
+    Some((address, Session::Redis(conn)))
+}
+
+async fn redis_connect(
     route: &Route,
     timeout: Duration,
 ) -> Option<(String, redis::aio::MultiplexedConnection)> {
@@ -106,6 +201,33 @@ async fn connect(
     }
 }
 
+/// SET `key`, then WAIT for `wait_replicas` (or PING): acknowledged when both answered, and
+/// WAIT counted enough replicas.
+async fn redis_write(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    n: u64,
+    wait_replicas: Option<u32>,
+    timeout: Duration,
+) -> bool {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg(key).arg(n).ignore();
+    if let Some(replicas) = wait_replicas {
+        pipe.cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout.as_millis() as u64);
+    } else {
+        pipe.cmd("PING");
+    }
+    let reply: redis::RedisResult<(redis::Value,)> = pipe.query_async(conn).await;
+    match (&reply, wait_replicas) {
+        (Ok((redis::Value::Int(got),)), Some(wanted)) => *got >= i64::from(wanted),
+        (Ok(_), Some(_)) => false,
+        (Ok(_), None) => true,
+        (Err(_), _) => false,
+    }
+}
+
 impl Writer {
     pub fn start(options: WriterOptions) -> Self {
         let acks = Arc::new(Mutex::new(Vec::new()));
@@ -116,33 +238,21 @@ impl Writer {
             let mut conn = None;
             while !stop2.load(Ordering::Relaxed) {
                 if conn.is_none() {
-                    conn = connect(&options.route, options.timeout).await;
+                    conn = connect(&options).await;
                     if conn.is_none() {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
                     }
                 }
                 n += 1;
-                let (server, c) = conn.as_mut().expect("connected above");
+                let (server, session) = conn.as_mut().expect("connected above");
                 let sent = Instant::now();
-                let mut pipe = redis::pipe();
-                pipe.cmd("SET")
-                    .arg(format!("{}{n}", options.prefix))
-                    .arg(n)
-                    .ignore();
-                if let Some(replicas) = options.wait_replicas {
-                    pipe.cmd("WAIT")
-                        .arg(replicas)
-                        .arg(options.timeout.as_millis() as u64);
-                } else {
-                    pipe.cmd("PING");
-                }
-                let reply: redis::RedisResult<(redis::Value,)> = pipe.query_async(c).await;
-                let acknowledged = match (&reply, options.wait_replicas) {
-                    (Ok((redis::Value::Int(got),)), Some(wanted)) => *got >= i64::from(wanted),
-                    (Ok(_), Some(_)) => false,
-                    (Ok(_), None) => true,
-                    (Err(_), _) => false,
+                let key = format!("{}{n}", options.prefix);
+                let acknowledged = match session {
+                    Session::Redis(c) => {
+                        redis_write(c, &key, n, options.wait_replicas, options.timeout).await
+                    }
+                    Session::Postgres(pg) => pg.write(&key, options.timeout).await,
                 };
                 if acknowledged {
                     acks2.lock().await.push(Ack {
@@ -174,6 +284,40 @@ impl Writer {
         let _ = self.task.await;
         std::mem::take(&mut *self.acks.lock().await)
     }
+}
+
+/// How many acknowledged rows are missing from [`TABLE`] on the PostgreSQL server at `address`.
+pub async fn count_missing_rows(
+    address: &str,
+    password: &str,
+    prefix: &str,
+    acks: &[Ack],
+) -> Result<usize, String> {
+    // The name may be between members for a moment: try for a while.
+    let mut attempt = 0;
+    let session = loop {
+        match pg_session(address, password, Duration::from_secs(5)).await {
+            Ok(session) => break session,
+            Err(e) if attempt == 20 => return Err(format!("cannot connect: {e}")),
+            Err(_) => attempt += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut missing = 0;
+    for chunk in acks.chunks(5000) {
+        let keys: Vec<String> = chunk.iter().map(|a| format!("{prefix}{}", a.n)).collect();
+        let row = session
+            .client
+            .query_one(
+                &format!("SELECT count(*) FROM {TABLE} WHERE key = ANY($1)"),
+                &[&keys],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let found: i64 = row.get(0);
+        missing += keys.len() - found as usize;
+    }
+    Ok(missing)
 }
 
 /// How many acknowledged keys are missing on the server at `address`.

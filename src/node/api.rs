@@ -1,5 +1,6 @@
-//! The agent's HTTP API: `GET /v1/status`, `POST /v1/start`, `/v1/stop`, `/v1/lease`. Every
-//! request carries the bearer token; every command carries the epoch.
+//! The agent's HTTP API: `GET /v1/status`, `POST /v1/start`, `/v1/stop`, `/v1/lease`,
+//! `/v1/initialize`, `/v1/clone`, `/v1/standby`, `/v1/rewind`. Every request carries the bearer
+//! token; every command carries the epoch.
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,6 +30,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/start", post(start))
+        .route("/v1/initialize", post(initialize))
         .route("/v1/stop", post(stop))
         .route("/v1/lease", post(lease))
         .route("/v1/clone", post(clone))
@@ -194,6 +196,24 @@ async fn start(
     begin(&agent, command.epoch, Operation::Start).await
 }
 
+/// Create a new data set in the empty data directory and start it as a primary, in the
+/// background. Refused where any data set is, or postgres runs.
+async fn initialize(
+    State(agent): State<Arc<Agent>>,
+    Json(command): Json<Command>,
+) -> Result<Json<AgentStatus>, Refusal> {
+    if host::holds_data(&agent.options.data) {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            format!(
+                "{} already holds a data set: a new one is only created in an empty directory",
+                agent.options.data.display()
+            ),
+        ));
+    }
+    begin(&agent, command.epoch, Operation::Initialize).await
+}
+
 /// Start postgres unless it runs, and wait until it accepts connections.
 async fn ensure_running(agent: &Agent, inner: &mut Inner) -> Result<(), String> {
     if inner.postmaster.as_mut().is_some_and(Postmaster::running) {
@@ -254,6 +274,7 @@ struct FromSource {
 /// A long operation on the data directory.
 enum Operation {
     Start,
+    Initialize,
     Clone(Source),
     Standby(Source),
     Rewind(Source),
@@ -263,6 +284,7 @@ impl Operation {
     fn name(&self) -> &'static str {
         match self {
             Operation::Start => "start",
+            Operation::Initialize => "initialize",
             Operation::Clone(_) => "clone",
             Operation::Standby(_) => "standby",
             Operation::Rewind(_) => "rewind",
@@ -272,6 +294,10 @@ impl Operation {
     async fn run(self, agent: &Agent, inner: &mut Inner) -> Result<Option<Rejoined>, String> {
         let source = match self {
             Operation::Start => return ensure_running(agent, inner).await.map(|()| None),
+            Operation::Initialize => {
+                host::initialize(&agent.options).await?;
+                return ensure_running(agent, inner).await.map(|()| None);
+            }
             Operation::Clone(ref source)
             | Operation::Standby(ref source)
             | Operation::Rewind(ref source) => source.clone(),
@@ -284,7 +310,7 @@ impl Operation {
             Operation::Clone(_) => host::clone(options, &source).await.map(|()| None)?,
             Operation::Standby(_) => host::configure_standby(options, &source).map(|()| None)?,
             Operation::Rewind(_) => Some(host::rewind(options, &source).await?),
-            Operation::Start => None,
+            Operation::Start | Operation::Initialize => None,
         };
         ensure_running(agent, inner).await?;
         Ok(rejoined)

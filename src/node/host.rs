@@ -39,6 +39,14 @@ impl Replication {
     }
 }
 
+/// The owner of a data set the agent creates: its password is written for initdb alone, and
+/// never crosses the agent's API.
+#[derive(Clone, Debug, Default)]
+pub struct Superuser {
+    pub name: String,
+    pub password: Option<Secret>,
+}
+
 /// How long a copy may take before it is abandoned.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -128,15 +136,159 @@ pub async fn clone(options: &Options, source: &Source) -> Result<(), String> {
             crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
         ));
     }
-    // Swapped in only now, complete: the old directory goes once the new one is in place.
+    swap_in(options, &copy)?;
+    configure_standby(options, source)
+}
+
+/// Put the complete directory `new` in place of the data directory; the old one goes only once
+/// the new one is in place.
+fn swap_in(options: &Options, new: &Path) -> Result<(), String> {
     let old = sibling(&options.data, ".replicant-old");
     let _ = std::fs::remove_dir_all(&old);
     if options.data.exists() {
         std::fs::rename(&options.data, &old).map_err(|e| format!("set the old data aside: {e}"))?;
     }
-    std::fs::rename(&copy, &options.data).map_err(|e| format!("put the copy in place: {e}"))?;
+    std::fs::rename(new, &options.data).map_err(|e| format!("put the new data in place: {e}"))?;
     let _ = std::fs::remove_dir_all(&old);
-    configure_standby(options, source)
+    Ok(())
+}
+
+/// Client authentication of a data set the agent creates: local sessions as the operating
+/// system user of the same name, every network session and replication by SCRAM password.
+const CREATED_HBA: &str = "\
+local all all peer
+local replication all peer
+host all all all scram-sha-256
+host replication all all scram-sha-256
+";
+
+/// Whether `dir` is missing or holds nothing.
+fn vacant(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+/// Create a new data set in the vacant data directory: initdb into a sibling directory, with
+/// data checksums (so it can always be rewound) and the superuser's password, then swapped in
+/// complete. A replication user other than the superuser is created with its password.
+pub async fn initialize(options: &Options) -> Result<(), String> {
+    let superuser = &options.superuser;
+    let password = superuser.password.as_ref().ok_or(
+        "this host has no superuser password (--superuser-password-file or --superuser-password-env), so it does not create data sets",
+    )?;
+    if !vacant(&options.data) {
+        return Err(format!(
+            "{} is not empty: a data set is only created in an empty directory",
+            options.data.display()
+        ));
+    }
+    let fresh = sibling(&options.data, ".replicant-init");
+    let _ = std::fs::remove_dir_all(&fresh);
+    let pwfile = sibling(&options.data, ".replicant-pw");
+    write_private(&pwfile, password.expose())?;
+    let mut command = Command::new(options.bin.join("initdb"));
+    command
+        .arg("-D")
+        .arg(&fresh)
+        .args(["-U", &superuser.name])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .args([
+            "--auth-local=peer",
+            "--auth-host=scram-sha-256",
+            "--data-checksums",
+            "-E",
+            "UTF8",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let output = tokio::time::timeout(CLONE_TIMEOUT, command.output()).await;
+    let _ = std::fs::remove_file(&pwfile);
+    let output = output
+        .map_err(|_| "initdb took too long".to_string())?
+        .map_err(|e| format!("initdb: {e}"))?;
+    if !output.status.success() {
+        let _ = std::fs::remove_dir_all(&fresh);
+        return Err(format!(
+            "initdb: {}",
+            crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
+        ));
+    }
+    let made = async {
+        std::fs::write(fresh.join("pg_hba.conf"), CREATED_HBA)
+            .map_err(|e| format!("write pg_hba.conf: {e}"))?;
+        if options.replication.user != superuser.name {
+            create_replication_user(options, &fresh).await?;
+        }
+        Ok::<(), String>(())
+    };
+    if let Err(e) = made.await {
+        let _ = std::fs::remove_dir_all(&fresh);
+        return Err(e);
+    }
+    swap_in(options, &fresh)
+}
+
+/// A quoted SQL literal (standard_conforming_strings is on in every supported version).
+fn sql_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Create the replication user in the new, not yet started data set, in single-user mode:
+/// its password goes through stdin, never a command line.
+async fn create_replication_user(options: &Options, data: &Path) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let replication = &options.replication;
+    let password = match &replication.password {
+        Some(p) => format!(" PASSWORD {}", sql_literal(p.expose())),
+        None => String::new(),
+    };
+    let statement = format!(
+        "CREATE ROLE \"{}\" WITH REPLICATION LOGIN{password};\n",
+        replication.user.replace('"', "\"\"")
+    );
+    let mut child = Command::new(options.bin.join("postgres"))
+        .args(["--single", "-D"])
+        .arg(data)
+        .arg("postgres")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("postgres --single: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(statement.as_bytes())
+            .await
+            .map_err(|e| format!("postgres --single: {e}"))?;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .map_err(|_| "creating the replication user took too long".to_string())?
+        .map_err(|e| format!("postgres --single: {e}"))?;
+    let errors = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() || errors.contains("ERROR") {
+        return Err(format!(
+            "create the replication user: {}",
+            crate::bounded::clip(errors.trim(), 512)
+        ));
+    }
+    Ok(())
+}
+
+/// Write `text` to a new file only its owner may read.
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 /// A postgresql.conf string value.

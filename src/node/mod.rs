@@ -12,7 +12,7 @@ mod host;
 mod postmaster;
 mod tls;
 
-pub use host::Replication;
+pub use host::{Replication, Superuser};
 
 use std::{
     net::SocketAddr,
@@ -75,6 +75,8 @@ pub struct Options {
     pub state: PathBuf,
     /// How this host authenticates to other members for replication and copies.
     pub replication: Replication,
+    /// Who owns a data set this host creates.
+    pub superuser: Superuser,
     /// PEM certificate chain and private key: the API is served over TLS when given.
     pub tls: Option<(PathBuf, PathBuf)>,
 }

@@ -59,6 +59,9 @@ pub enum Action {
     /// Start `member`'s stopped server as it is: a primary comes back as primary. A host
     /// operation.
     Start { member: String },
+    /// Create a new, empty data set on `member`'s empty host and start it as the primary of a
+    /// cluster that never held data. A host operation.
+    Initialize { member: String },
     /// Make `member` master at `epoch`; the engine verifies it took.
     Promote { member: String, epoch: u64 },
     /// Let master `member` accept writes again, with the guard the engine runs a primary with.
@@ -83,6 +86,7 @@ impl Action {
             | Action::Rejoin { .. }
             | Action::Clone { .. }
             | Action::Start { .. }
+            | Action::Initialize { .. }
             | Action::Unfence { .. } => Step::Repoint,
             Action::RetargetVirtualName { .. } => Step::MoveNames,
         }
@@ -99,6 +103,7 @@ impl Action {
             | Action::Fence { member }
             | Action::Stop { member }
             | Action::Start { member }
+            | Action::Initialize { member }
             | Action::Promote { member, .. }
             | Action::Unfence { member } => member,
             Action::RetargetVirtualName { name, .. } => name,
@@ -115,6 +120,7 @@ impl Action {
                 | Action::Clone { .. }
                 | Action::Stop { .. }
                 | Action::Start { .. }
+                | Action::Initialize { .. }
         )
     }
 }
@@ -246,10 +252,18 @@ impl<'a> Planner<'a> {
 
     /// How long `member` must stay unreachable to count as failed, and the setting that says so:
     /// `refusedAfter` while its port refuses connections (no process), else `detectAfter`.
+    /// Where a host agent holds a lease over the server, a refusal counts only when the agent
+    /// confirms the server is stopped: a refusal can come from the network while clients still
+    /// reach the server, and only `detectAfter` is sure to outlast its lease.
     fn detection(&self, member: &str) -> (Duration, &'static str) {
         let failover = &self.desired.spec.failover;
         let detect: Duration = failover.detect_after.into();
-        if observation(self.observed, member).refused {
+        let o = observation(self.observed, member);
+        let stopped = match &o.host {
+            HostAccess::Agent(host) => host.reachable && !host.running,
+            HostAccess::Engine | HostAccess::Person => true,
+        };
+        if o.refused && stopped {
             (failover.refused_after(), "refusedAfter")
         } else {
             (detect, "detectAfter")

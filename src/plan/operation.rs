@@ -27,6 +27,7 @@ impl Planner<'_> {
         let o = observation(self.observed, &wanted);
         if !o.reachable || o.role.is_none() {
             self.hold = true;
+            self.bring_up_first_primary(&wanted);
             self.note_progress(
                 reason::WAITING,
                 format!("waiting for {wanted} (spec.primary) to answer before taking charge of the cluster"),
@@ -94,6 +95,70 @@ impl Planner<'_> {
         );
         self.journal.acknowledged_primary = Some(wanted.clone());
         self.primary = Some(wanted);
+    }
+
+    /// Before the controller has ever taken charge: start `wanted` (spec.primary) when its host
+    /// holds data and its server is stopped, or create the cluster's data set on it when no
+    /// member holds any. A data set is created only when every member's agent has reported
+    /// an empty host: a member nobody can see into may hold the data that matters.
+    fn bring_up_first_primary(&mut self, wanted: &str) {
+        let Some(host) = observation(self.observed, wanted).host.agent() else {
+            return;
+        };
+        if let Some(busy) = &host.busy {
+            return self.note_progress(
+                reason::WAITING,
+                format!("{wanted}'s host is busy: {busy} under way"),
+            );
+        }
+        if host.running || self.journal.identity.is_some() {
+            return;
+        }
+        let other_master = self
+            .desired
+            .spec
+            .members
+            .iter()
+            .any(|m| m.name != wanted && observation(self.observed, &m.name).is_master());
+        if other_master {
+            return;
+        }
+        if !host.empty {
+            return self.push(
+                Action::Start {
+                    member: wanted.to_string(),
+                },
+                true,
+                format!("{wanted} (spec.primary) holds data and its server is stopped; it is started as it is"),
+            );
+        }
+        let unknown: Vec<&str> = self
+            .desired
+            .spec
+            .members
+            .iter()
+            .map(|m| m.name.as_str())
+            .filter(|name| {
+                let o = observation(self.observed, name);
+                o.reachable || o.host.agent().is_none_or(|h| !h.empty)
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return self.note_progress(
+                reason::WAITING,
+                format!(
+                    "{wanted} (spec.primary) holds no data; a new data set is created only once every member's agent reports an empty host, and {} has not",
+                    unknown.join(", ")
+                ),
+            );
+        }
+        self.push(
+            Action::Initialize {
+                member: wanted.to_string(),
+            },
+            true,
+            format!("no member holds data: a new data set is created on {wanted} (spec.primary), which starts as primary"),
+        );
     }
 
     /// Carry an in-flight operation forward. Its target is fixed: a resumed operation never
@@ -445,6 +510,7 @@ impl Planner<'_> {
             None => format!("no member can be promoted: {}", selection.refusals()),
         };
         if spec.failover.mode == FailoverMode::Manual {
+            self.start_stopped_primary(&current, "failover.mode is manual");
             return self.block(
                 reason::MANUAL_MODE,
                 format!("{headline}; failover.mode is manual: {suggestion}"),
@@ -457,6 +523,7 @@ impl Planner<'_> {
             && !lost_data
             && let Some((since, cooldown)) = self.cooling_down_since(last)
         {
+            self.start_stopped_primary(&current, "failover.cooldown holds");
             return self.block(
                 reason::COOLDOWN,
                 format!(
@@ -474,14 +541,36 @@ impl Planner<'_> {
                 &chosen,
                 format!("{headline}; {}", selection.why),
             ),
-            None => self.block(
-                reason::NO_CANDIDATE,
-                format!(
-                    "{headline}; no member can be promoted: {}",
-                    selection.refusals()
-                ),
-            ),
+            None => {
+                self.start_stopped_primary(&current, "no other member can be promoted");
+                self.block(
+                    reason::NO_CANDIDATE,
+                    format!(
+                        "{headline}; no member can be promoted: {}",
+                        selection.refusals()
+                    ),
+                )
+            }
         }
+    }
+
+    /// The primary failed, and `why` no other member takes over: when its host reports its
+    /// server stopped with its data in place (its lease lapsed, or it crashed), start it again
+    /// rather than leave the cluster with no primary.
+    fn start_stopped_primary(&mut self, current: &str, why: &str) {
+        let Some(host) = observation(self.observed, current).host.agent() else {
+            return;
+        };
+        if host.running || host.busy.is_some() || host.empty {
+            return;
+        }
+        self.push(
+            Action::Start {
+                member: current.to_string(),
+            },
+            false,
+            format!("{current} is stopped on its host and {why}: it is started again, as primary"),
+        );
     }
 
     /// After a failover, a `spec.primary` still naming the old master: what to tell the user.

@@ -330,6 +330,158 @@ fn adoption_waits_for_the_desired_primary() {
 }
 
 #[test]
+fn a_new_cluster_gets_its_data_set_only_when_every_host_is_known_empty() {
+    let empty = || {
+        HostAccess::Agent(HostObservation {
+            reachable: true,
+            empty: true,
+            ..Default::default()
+        })
+    };
+    let silent = |host: HostAccess| MemberObservation {
+        reachable: false,
+        host,
+        ..Default::default()
+    };
+    let initialize = Action::Initialize { member: "a".into() };
+
+    // Every host empty: a (spec.primary) gets a new data set, and nothing else happens yet.
+    let mut observed = Observed::default();
+    for m in ["a", "b", "c"] {
+        observed.members.insert(m.into(), silent(empty()));
+    }
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p), vec![initialize.clone()]);
+    assert!(p.actions[0].required);
+    assert_eq!(p.journal.current_primary, None, "adopted once it answers");
+
+    // c's agent has not answered: c may hold the data that matters, so nothing is created.
+    observed
+        .members
+        .insert("c".into(), silent(HostAccess::Engine));
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p), vec![]);
+    let reconciling = finding(&p, findings::RECONCILING);
+    assert_eq!(reconciling.reason, findings::reason::WAITING);
+    assert!(
+        reconciling.message.contains("has not") && reconciling.message.contains('c'),
+        "{}",
+        reconciling.message
+    );
+
+    // c holds data (stopped): still nothing created over the cluster's data.
+    observed
+        .members
+        .insert("c".into(), silent(agent_stopped(true, "r1", 100)));
+    assert_eq!(actions(&plan(&cluster(), &observed, at(0.0))), vec![]);
+
+    // Once a data set has been journaled, an empty primary host is never initialized again.
+    observed.members.insert("c".into(), silent(empty()));
+    observed.journal.identity = Some("7000".into());
+    assert_eq!(actions(&plan(&cluster(), &observed, at(0.0))), vec![]);
+
+    // While the host creates it, the plan waits and says so.
+    observed.journal.identity = None;
+    observed.members.insert(
+        "a".into(),
+        silent(HostAccess::Agent(HostObservation {
+            reachable: true,
+            busy: Some("initialize".into()),
+            ..Default::default()
+        })),
+    );
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p), vec![]);
+    assert!(
+        finding(&p, findings::RECONCILING)
+            .message
+            .contains("initialize under way")
+    );
+}
+
+#[test]
+fn a_stopped_desired_primary_holding_data_is_started_before_adoption() {
+    let mut observed = Observed::default();
+    observed.members.insert(
+        "a".into(),
+        MemberObservation {
+            reachable: false,
+            host: agent_stopped(true, "r1", 100),
+            ..Default::default()
+        },
+    );
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p), vec![Action::Start { member: "a".into() }]);
+
+    // Another member already serves as master: a is not started beside it.
+    observed.members.insert("b".into(), master(100));
+    assert_eq!(actions(&plan(&cluster(), &observed, at(0.0))), vec![]);
+}
+
+#[test]
+fn a_refusal_is_fast_evidence_only_where_no_lease_can_keep_the_server_writable() {
+    let mut desired = cluster();
+    desired.spec.failover.detect_after = Duration::from_secs(5).into();
+    desired.spec.failover.refused_after = Some(Duration::from_secs(1).into());
+    let refused_for_two_seconds = |host: HostAccess| {
+        let mut observed = healthy("a");
+        down(&mut observed, "a", -2.0);
+        let a = observed.members.get_mut("a").unwrap();
+        a.refused = true;
+        a.host = host;
+        observed
+    };
+    // No agent, no lease: a refused port means no server, and refusedAfter applies.
+    let p = plan(
+        &desired,
+        &refused_for_two_seconds(HostAccess::Engine),
+        at(0.0),
+    );
+    assert_eq!(promotions(&p), vec![("b".to_string(), 2)]);
+    // The agent says postgres is stopped: the same.
+    let p = plan(
+        &desired,
+        &refused_for_two_seconds(agent_stopped(false, "r1", 900)),
+        at(0.0),
+    );
+    assert_eq!(promotions(&p), vec![("b".to_string(), 2)]);
+    // The agent is unreachable too: the refusal may come from the network while clients still
+    // reach a server under lease, so only detectAfter (which outlasts the lease) counts.
+    let cut_off = HostAccess::Agent(HostObservation::default());
+    let p = plan(&desired, &refused_for_two_seconds(cut_off), at(0.0));
+    assert!(promotions(&p).is_empty());
+    assert!(
+        finding(&p, findings::RECONCILING)
+            .message
+            .contains("failover starts after 5s"),
+        "{}",
+        finding(&p, findings::RECONCILING).message
+    );
+}
+
+#[test]
+fn a_stopped_primary_is_started_again_when_no_other_member_can_take_over() {
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -2.0);
+    observed.members.get_mut("a").unwrap().host = agent_stopped(false, "r1", 1000);
+    for m in ["b", "c"] {
+        observed.members.get_mut(m).unwrap().reachable = false;
+    }
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(actions(&p)[0], Action::Start { member: "a".into() });
+    assert_eq!(
+        finding(&p, findings::STALLED).reason,
+        findings::reason::NO_CANDIDATE
+    );
+
+    // With a replica able to take over, the failover goes ahead instead.
+    observed.members.get_mut("b").unwrap().reachable = true;
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert!(!actions(&p).contains(&Action::Start { member: "a".into() }));
+    assert_eq!(promotions(&p), vec![("b".to_string(), 2)]);
+}
+
+#[test]
 fn existing_cluster_is_adopted_as_is_then_switched_over() {
     // b is master today; the spec wants a. Adopt b, then a planned switchover begins.
     let mut observed = healthy("b");
@@ -1428,7 +1580,9 @@ mod invariants {
                     o.role = Some(Role::Replica);
                     o.read_only = Some(true);
                 }
-                Action::Unfence { .. } | Action::Start { .. } => o.read_only = Some(false),
+                Action::Unfence { .. } | Action::Start { .. } | Action::Initialize { .. } => {
+                    o.read_only = Some(false)
+                }
                 Action::Stop { .. } => o.reachable = false,
                 Action::Detach { .. } | Action::RetargetVirtualName { .. } => {}
             }

@@ -125,6 +125,7 @@ async fn execute(
         Action::Fence { member: m } => done(engine.fence(member(m)?, epoch).await),
         Action::Stop { member: m } => done(engine.stop(member(m)?, epoch).await),
         Action::Start { member: m } => done(engine.start(member(m)?, epoch).await),
+        Action::Initialize { member: m } => done(engine.initialize(member(m)?, epoch).await),
         Action::Promote { member: m, epoch } => engine.promote(member(m)?, *epoch).await,
         Action::Unfence { member: m } => done(engine.unfence(member(m)?, epoch).await),
         Action::RetargetVirtualName { name, endpoints } => {

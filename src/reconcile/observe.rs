@@ -7,6 +7,7 @@ use super::{Deps, Memory, ReconcileError};
 use crate::{
     desired::Desired,
     engine::{EngineError, Lease, Probe},
+    journal::{Journal, Step},
     observed::{HostAccess, MemberObservation, Observed},
     plan,
 };
@@ -23,9 +24,10 @@ pub async fn observe(
         epoch: journal.epoch,
         ttl: plan::lease_ttl(desired.spec.failover.detect_after.into()),
     };
-    let primary = journal.current_primary.as_deref();
+    // Renewed while suspended too: suspending the controller must not stop the primary.
+    let leaseholder = leaseholder(&journal);
     let probes = join_all(desired.spec.members.iter().map(|m| {
-        let lease = (primary == Some(m.name.as_str()) && !desired.spec.suspend).then_some(lease);
+        let lease = (leaseholder == Some(m.name.as_str())).then_some(lease);
         deps.engine.observe(m, lease)
     }))
     .await;
@@ -35,13 +37,14 @@ pub async fn observe(
     };
     for (member, probe) in desired.spec.members.iter().zip(probes) {
         let remembered = memory.members.entry(member.name.clone()).or_default();
+        let leased_at = probe.lease_sent.and_then(wall_time_of);
         let mut observation = match probe.server {
             Ok(server) => {
                 remembered.last_success = Some(now);
                 remembered.first_failure = None;
                 from_probe(desired, server)
             }
-            Err(error) => unreachable(remembered, &error, now),
+            Err(error) => unreachable(remembered, &error, now, leased_at),
         };
         observation.host = probe.host;
         remembered.last = observation.clone();
@@ -53,6 +56,16 @@ pub async fn observe(
         }
     }
     Ok(observed)
+}
+
+/// Who holds the primary's lease: the primary; while an operation replaces it, nobody (the old
+/// primary's lease must run out), then its target once its promotion has been attempted.
+fn leaseholder(journal: &Journal) -> Option<&str> {
+    match &journal.operation {
+        None => journal.current_primary.as_deref(),
+        Some(op) => matches!(op.step, Step::Promote | Step::Repoint | Step::MoveNames)
+            .then_some(op.to.as_str()),
+    }
 }
 
 fn from_probe(desired: &Desired, probe: Probe) -> MemberObservation {
@@ -89,17 +102,27 @@ fn same_address(a: &str, b: &str) -> bool {
     a.replace(['[', ']'], "") == b.replace(['[', ']'], "")
 }
 
-/// An unreachable member keeps its last known data; it has been unreachable since it last answered.
+/// The wall-clock time of monotonic instant `sent`.
+fn wall_time_of(sent: std::time::Instant) -> Option<Timestamp> {
+    let ago = jiff::SignedDuration::try_from(sent.elapsed()).ok()?;
+    Timestamp::now().checked_sub(ago).ok()
+}
+
+/// An unreachable member keeps its last known data. It has been unreachable since it last
+/// answered, or since its lease was last renewed when that is later: until a lease's length
+/// after a renewal it may still accept writes, so its failure is counted from then.
 fn unreachable(
     remembered: &mut super::Remembered,
     error: &EngineError,
     now: Timestamp,
+    leased_at: Option<Timestamp>,
 ) -> MemberObservation {
     let first_failure = *remembered.first_failure.get_or_insert(now);
     let last = &remembered.last;
+    let answered = remembered.last_success.unwrap_or(first_failure);
     MemberObservation {
         reachable: false,
-        unreachable_since: Some(remembered.last_success.unwrap_or(first_failure)),
+        unreachable_since: Some(leased_at.map_or(answered, |leased| answered.max(leased))),
         link_up: None,
         refused: matches!(error, EngineError::Refused { .. }),
         error: Some(error.to_string()),

@@ -371,3 +371,19 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut chec
     }
     panic!("timed out waiting for {what}");
 }
+
+/// Run `replicant demo` with `args`; its output, once it has succeeded.
+pub fn demo(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_replicant"))
+        .arg("demo")
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

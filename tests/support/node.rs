@@ -3,93 +3,44 @@
 
 use std::{
     io::{Read, Write},
-    os::unix::process::CommandExt,
     path::Path,
-    process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use replicant::local::{
-    free_port,
-    postgres::{owned_dir, server_user},
-};
+use replicant::local::node::NodeProcess;
 use serde_json::Value;
 
 pub const TOKEN: &str = "agent-token-0123456789";
 
-/// Where the agent of `data` keeps its state: a directory beside it that the server user owns.
-fn state_dir(data: &Path) -> std::path::PathBuf {
-    let name = format!("{}.agent", data.file_name().unwrap().to_string_lossy());
-    owned_dir(data.parent().unwrap(), &name).unwrap()
-}
-
-/// A `replicant node` process; on drop, SIGTERM (it stops its postgres) then SIGKILL, by PID.
+/// A `replicant node` process (see [`NodeProcess`]) with the calls tests make to its API.
 pub struct Node {
-    pub child: Child,
+    pub process: NodeProcess,
     pub port: u16,
 }
 
 impl Node {
-    /// An agent for the postgres of `data` on `pg_port`, its state file in the data directory.
+    /// An agent for the postgres of `data` on `pg_port`, its state beside the data directory.
     pub fn start(dir: &Path, data: &Path, pg_port: u16) -> Self {
         Self::start_with(dir, data, pg_port, &[])
     }
 
     /// The agent's API address.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.process.address()
     }
 
     /// Kill the agent and the postgres it runs, by PID, as a node loss would.
     pub fn kill_node(&mut self) {
-        let pid = self.status()["pid"].as_i64();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(pid) = pid {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        self.process.kill_node();
     }
 
     pub fn start_with(dir: &Path, data: &Path, pg_port: u16, extra: &[&str]) -> Self {
-        let port = free_port().unwrap();
-        let log = std::fs::File::create(dir.join(format!("node-{port}.log"))).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_replicant"));
-        command
-            .args(["node", "--data"])
-            .arg(data)
-            .args(["--port", &pg_port.to_string()])
-            .args(["--set", "listen_addresses=127.0.0.1"])
-            .args(["--set", "unix_socket_directories="])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--token-env", "NODE_TOKEN"])
-            .args(["--replication-user", "postgres"])
-            .args(["--replication-password-env", "REPLICATION_PASSWORD"])
-            .env("REPLICATION_PASSWORD", replicant::local::postgres::PASSWORD)
-            .arg("--state")
-            // Beside the data directory, not in it: a copy replaces the directory whole.
-            .arg(state_dir(data).join("node.json"))
-            .args(extra)
-            .env("NODE_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some((uid, gid)) = server_user() {
-            command.uid(uid).gid(gid);
+        let exe = Path::new(env!("CARGO_BIN_EXE_replicant"));
+        let process = NodeProcess::start(exe, dir, data, pg_port, TOKEN, extra).unwrap();
+        Node {
+            port: process.port,
+            process,
         }
-        let node = Node {
-            child: command.spawn().unwrap(),
-            port,
-        };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return node;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("the agent did not listen");
     }
 
     /// One request; the status code and the JSON reply.
@@ -152,21 +103,6 @@ impl Node {
     }
 
     pub fn stop_process(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        for _ in 0..400 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.stop_process();
+        self.process.stop();
     }
 }

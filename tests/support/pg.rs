@@ -64,11 +64,16 @@ pub async fn probe_until(
 
 /// A session as the superuser on `address`, or why there is none.
 pub async fn try_connect(address: &str) -> Result<tokio_postgres::Client, String> {
+    try_connect_as(address, "postgres").await
+}
+
+/// A session as `user` (with the test password) on `address`, or why there is none.
+pub async fn try_connect_as(address: &str, user: &str) -> Result<tokio_postgres::Client, String> {
     let (host, port) = address.rsplit_once(':').ok_or("not host:port")?;
     let (client, connection) = tokio_postgres::Config::new()
         .host(host)
         .port(port.parse().map_err(|_| "bad port")?)
-        .user("postgres")
+        .user(user)
         .password(PASSWORD)
         .dbname("postgres")
         .connect(tokio_postgres::NoTls)

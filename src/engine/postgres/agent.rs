@@ -79,6 +79,8 @@ pub trait HostOperations: Send + Sync {
     /// Start postgres as it is. This and the copies below return once begun; `status` tells
     /// when they end (`busy`, then `lastOperation`, `lastError`).
     async fn start(&self, epoch: u64) -> Result<AgentStatus, EngineError>;
+    /// Create a new data set in the empty data directory and start it as a primary.
+    async fn initialize(&self, epoch: u64) -> Result<AgentStatus, EngineError>;
     /// Stop postgres: fast (clean) or immediate.
     async fn stop(&self, epoch: u64, immediate: bool) -> Result<AgentStatus, EngineError>;
     /// Keep the host's postgres allowed to run for `ttl` from now.
@@ -254,6 +256,12 @@ impl HostOperations for AgentClient {
     async fn start(&self, epoch: u64) -> Result<AgentStatus, EngineError> {
         let body = serde_json::json!({ "epoch": epoch });
         self.call("start postgres", "/v1/start", Some(body), self.timeout)
+            .await
+    }
+
+    async fn initialize(&self, epoch: u64) -> Result<AgentStatus, EngineError> {
+        let body = serde_json::json!({ "epoch": epoch });
+        self.call("initialize", "/v1/initialize", Some(body), self.timeout)
             .await
     }
 

@@ -14,6 +14,7 @@ use super::{
     actions::{self, Target, Upstream},
     agent::{AgentClient, AgentStatus, HostOperations, Source},
     history::{self, branches},
+    lease::Leases,
     probe::{self, PgProbe, slot_name},
 };
 use crate::{
@@ -23,6 +24,9 @@ use crate::{
     observed::{History, HostAccess, HostObservation, Role},
     plan::Action,
 };
+
+/// How long a promotion may take to be seen done.
+const PROMOTE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often replication slots are checked on a member that answers.
 const SLOT_CARE: Duration = Duration::from_secs(10);
@@ -78,6 +82,8 @@ pub struct PostgresEngine {
     agents: HashMap<String, AgentClient>,
     /// When each member's replication slots were last seen to.
     slots_checked: Mutex<HashMap<String, Instant>>,
+    /// The primary's lease, renewed in the background while it is alive.
+    leases: Leases,
 }
 
 impl PostgresEngine {
@@ -107,7 +113,16 @@ impl PostgresEngine {
             settings,
             agents,
             slots_checked: Mutex::new(HashMap::new()),
+            leases: Leases::default(),
         })
+    }
+
+    /// The lease the controller grants at `epoch`.
+    fn lease_at(&self, epoch: u64) -> Lease {
+        Lease {
+            epoch,
+            ttl: self.settings.lease_ttl,
+        }
     }
 
     fn target<'a>(&'a self, member: &'a Member) -> Target<'a> {
@@ -294,32 +309,37 @@ fn host_observation(status: Result<AgentStatus, EngineError>) -> HostObservation
 impl Engine for PostgresEngine {
     async fn observe(&self, member: &Member, lease: Option<Lease>) -> Observation {
         let agent = self.agents.get(&member.name);
-        // The lease first: a renewal that fails leaves the lease to run out on the host.
-        let renewed = match (agent, lease) {
-            (Some(agent), Some(lease)) => Some(agent.renew_lease(lease.epoch, lease.ttl).await),
-            _ => None,
-        };
+        match (agent, lease) {
+            (Some(agent), Some(lease)) if self.leases.renewable(&member.name) => {
+                self.leases.keep(&member.name, agent, lease)
+            }
+            _ => self.leases.stop(&member.name),
+        }
         let server = self.probe(member).await;
         if let Ok(pg) = &server {
             self.care_for_slots(member, pg).await;
         }
-        let host = match (agent, renewed, &server) {
-            (None, _, _) => HostAccess::Person,
-            (Some(_), Some(status), _) => HostAccess::Agent(host_observation(status)),
+        let host = match (agent, &server) {
+            (None, _) => HostAccess::Person,
             // Only a server that does not answer needs its host's word.
-            (Some(agent), None, Err(_)) => {
-                HostAccess::Agent(host_observation(agent.status().await))
-            }
+            (Some(agent), Err(_)) => HostAccess::Agent(host_observation(agent.status().await)),
             // Not asked: the server answers, so it runs.
-            (Some(_), None, Ok(_)) => HostAccess::Agent(HostObservation {
+            (Some(_), Ok(_)) => HostAccess::Agent(HostObservation {
                 reachable: true,
                 running: true,
                 ..Default::default()
             }),
         };
+        // Alive: it answers, or it is coming up (its host starting it, or postgres itself).
+        let alive = match &server {
+            Ok(_) | Err(EngineError::NotAccepting { .. }) => true,
+            Err(_) => host.agent().is_some_and(|h| h.busy.is_some()),
+        };
+        let lease_sent = self.leases.observed(&member.name, alive);
         Observation {
             server: server.map(|pg| self.to_probe(member, &pg)),
             host,
+            lease_sent,
         }
     }
 
@@ -400,17 +420,32 @@ impl Engine for PostgresEngine {
     async fn start(&self, member: &Member, epoch: u64) -> Result<(), EngineError> {
         let agent = self.agent(member, "start")?;
         // A primary starts only under a lease: the host would keep it down otherwise.
-        agent.renew_lease(epoch, self.settings.lease_ttl).await?;
+        self.leases
+            .grant(&member.name, agent, self.lease_at(epoch))
+            .await?;
         agent.start(epoch).await.map(drop)
+    }
+
+    async fn initialize(&self, member: &Member, epoch: u64) -> Result<(), EngineError> {
+        // No lease yet: the member becomes primary in the controller's eyes only once it
+        // answers, and from then on every probe renews its lease.
+        let agent = self.agent(member, "initialize")?;
+        agent.initialize(epoch).await.map(drop)
     }
 
     async fn promote(&self, member: &Member, epoch: u64) -> Result<Option<History>, EngineError> {
         if let Some(agent) = self.agents.get(&member.name) {
             // Under a lease from its first commit on.
-            agent.renew_lease(epoch, self.settings.lease_ttl).await?;
+            self.leases
+                .grant(&member.name, agent, self.lease_at(epoch))
+                .await?;
         }
         self.prepare_guard(member).await?;
-        actions::promote(self.target(member)).await?;
+        let mut target = self.target(member);
+        // Promotion writes its end-of-recovery record and a new timeline's history file: more
+        // than a probe's worth of time on a loaded host, and on the failover's critical path.
+        target.timeout = target.timeout.max(PROMOTE_TIMEOUT);
+        actions::promote(target).await?;
         let pg = self.probe(member).await?;
         if pg.in_recovery {
             return Err(EngineError::NotApplied {
@@ -476,6 +511,9 @@ impl Engine for PostgresEngine {
             }
             Action::Stop { .. } => "pg_ctl stop -m fast -D \"$PGDATA\"".into(),
             Action::Start { .. } => "pg_ctl start -D \"$PGDATA\"".into(),
+            Action::Initialize { .. } => {
+                "initdb -D \"$PGDATA\" --data-checksums --auth-host=scram-sha-256 -U postgres --pwprompt; pg_ctl start -D \"$PGDATA\"".into()
+            }
             other => crate::status::describe(other),
         }
     }

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod controldata;
 mod engine;
 pub mod history;
+mod lease;
 pub mod probe;
 
 pub use actions::{Target, Upstream};

@@ -1,16 +1,18 @@
-//! `replicant demo`: three local redis-servers, the standalone controller, a writer through the read-write
-//! virtual name, a kill -9 of the master, and the measured outcome. Starts and stops only its own processes.
+//! `replicant demo`: three local database servers (redis-servers, or postgres servers under
+//! node agents), the standalone controller, a writer through the read-write virtual name, the
+//! loss of the primary's node, and the measured outcome. Starts and stops only its own
+//! processes.
+
+mod servers;
 
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
+use self::servers::Servers;
 use crate::{
-    local::{
-        LocalError, RedisProcess, free_port, redis_available,
-        writer::{Route, Writer, WriterOptions, count_missing},
-    },
+    local::{LocalError, free_port, writer::Writer},
     standalone::{self, state},
 };
 
@@ -24,6 +26,26 @@ pub enum DemoError {
     NotReady(u64),
 }
 
+/// Which servers the demo runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoEngine {
+    Redis,
+    Postgres,
+}
+
+/// What the demo runs, and how often.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub engine: DemoEngine,
+    /// Sync replication: a write is acknowledged once a replica holds it.
+    pub sync: bool,
+    pub trials: usize,
+    /// The replicant executable each PostgreSQL host runs as its node agent.
+    pub agent: PathBuf,
+    /// Where the servers keep their data (a temporary directory when not given).
+    pub work: Option<PathBuf>,
+}
+
 /// What one failover trial measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Trial {
@@ -33,24 +55,6 @@ pub struct Trial {
     /// Acknowledged writes missing from the new primary.
     pub lost: usize,
     pub new_primary: String,
-}
-
-fn cluster_yaml(name: &str, servers: &[&RedisProcess], rw_port: u16, ro_port: u16) -> String {
-    let members: String = servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            format!(
-                "    - name: {name}-{}\n      address: {}\n      priority: {}\n",
-                (b'a' + i as u8) as char,
-                s.address(),
-                if i == 2 { 1 } else { 2 }
-            )
-        })
-        .collect();
-    format!(
-        "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata:\n  name: {name}\nspec:\n  engine: redis\n  primary: {name}-a\n  members:\n{members}  failover:\n    standby: {name}-b\n    detectAfter: 1s\n    maxLag: 1Mi\n    cooldown: 1m\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata:\n  name: {name}-rw\nspec:\n  cluster: {name}\n  target: primary\n  listen: 127.0.0.1:{rw_port}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata:\n  name: {name}-ro\nspec:\n  cluster: {name}\n  target: replicas\n  listen: 127.0.0.1:{ro_port}\n"
-    )
 }
 
 fn read_report(state: &Path, name: &str) -> Option<state::ClusterReport> {
@@ -70,54 +74,65 @@ fn condition(report: &state::ClusterReport, type_: &str) -> Option<(String, Stri
 }
 
 /// Runs the whole demo, printing as it goes; returns the trials measured.
-pub async fn run(trials: usize, work: Option<PathBuf>) -> Result<Vec<Trial>, DemoError> {
-    if !redis_available() {
-        return Err(LocalError::RedisMissing.into());
-    }
+pub async fn run(options: DemoOptions) -> Result<Vec<Trial>, DemoError> {
     let temp = tempfile::Builder::new()
         .prefix("replicant-demo")
         .tempdir()
         .map_err(|e| DemoError::Setup(e.to_string()))?;
-    let root = work.unwrap_or_else(|| temp.path().to_path_buf());
+    let root = options
+        .work
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    let trials = options.trials.max(1);
     let mut results = Vec::new();
-    for trial in 1..=trials.max(1) {
+    for trial in 1..=trials {
         let dir = root.join(format!("trial-{trial}"));
-        results.push(one_trial(&dir, trial, trials.max(1)).await?);
+        results.push(one_trial(&options, &dir, trial, trials).await?);
     }
     Ok(results)
 }
 
-async fn one_trial(dir: &Path, trial: usize, of: usize) -> Result<Trial, DemoError> {
+async fn one_trial(
+    options: &DemoOptions,
+    dir: &Path,
+    trial: usize,
+    of: usize,
+) -> Result<Trial, DemoError> {
     let setup = |e: std::io::Error| DemoError::Setup(e.to_string());
     let specs = dir.join("specs");
     let state_dir = dir.join("state");
     std::fs::create_dir_all(&specs).map_err(setup)?;
-    let mut servers = vec![
-        RedisProcess::start(dir, &[])?,
-        RedisProcess::start(dir, &[])?,
-        RedisProcess::start(dir, &[])?,
-    ];
+    let mut servers = Servers::start(options.engine, dir, &options.agent)?;
     let (rw, ro) = (free_port()?, free_port()?);
-    let refs: Vec<&RedisProcess> = servers.iter().collect();
-    std::fs::write(specs.join("demo.yaml"), cluster_yaml("demo", &refs, rw, ro)).map_err(setup)?;
+    let rw_address = format!("127.0.0.1:{rw}");
+    std::fs::write(
+        specs.join("demo.yaml"),
+        servers.cluster_yaml(rw, ro, options.sync),
+    )
+    .map_err(setup)?;
     println!(
-        "\n== trial {trial}/{of}: redis-servers demo-a {} (pid {}), demo-b {} (pid {}), demo-c {} (pid {}); demo-rw on 127.0.0.1:{rw}",
-        servers[0].address(),
-        servers[0].pid(),
-        servers[1].address(),
-        servers[1].pid(),
-        servers[2].address(),
-        servers[2].pid()
+        "\n== trial {trial}/{of}: {}; demo-rw on {rw_address}{}",
+        servers.describe(),
+        if options.sync {
+            "; sync replication"
+        } else {
+            ""
+        }
     );
+    // Copies of empty hosts take a while; a cache of three redis-servers does not.
+    let ready_within = match options.engine {
+        DemoEngine::Redis => 30,
+        DemoEngine::Postgres => 120,
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let options = standalone::Options {
+    let controller_options = standalone::Options {
         specs: specs.clone(),
         state: state_dir.clone(),
         admin: None,
         rescan: Duration::from_secs(2),
     };
-    let controller = tokio::spawn(standalone::run(options, async {
+    let controller = tokio::spawn(standalone::run(controller_options, async {
         let _ = stop_rx.await;
     }));
 
@@ -133,28 +148,20 @@ async fn one_trial(dir: &Path, trial: usize, of: usize) -> Result<Trial, DemoErr
             );
             break;
         }
-        if started.elapsed() > Duration::from_secs(30) {
+        if started.elapsed() > Duration::from_secs(ready_within) {
             let _ = stop_tx.send(());
-            return Err(DemoError::NotReady(30));
+            return Err(DemoError::NotReady(ready_within));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let prefix = format!("demo:{trial}:");
-    let writer = Writer::start(WriterOptions {
-        route: Route::Direct(format!("127.0.0.1:{rw}")),
-        prefix: prefix.clone(),
-        wait_replicas: None,
-        timeout: Duration::from_millis(500),
-    });
+    let writer = Writer::start(servers.writer(&rw_address, &prefix, options.sync));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before = writer.count().await;
-    println!(
-        "[   0.000s] {before} writes acknowledged through demo-rw; kill -9 demo-a (pid {})",
-        servers[0].pid()
-    );
     let killed_at = Instant::now();
-    servers[0].kill();
+    let killed = servers.kill_first();
+    println!("[   0.000s] {before} writes acknowledged through demo-rw; {killed}");
     // Only a write sent once the process is gone proves the cluster accepts writes again.
     let dead_at = Instant::now();
 
@@ -200,14 +207,22 @@ async fn one_trial(dir: &Path, trial: usize, of: usize) -> Result<Trial, DemoErr
         .as_ref()
         .and_then(|r| r.status.current_primary.clone())
         .unwrap_or_default();
-    let lost = count_missing(&format!("127.0.0.1:{rw}"), &prefix, &acked)
-        .await
-        .map_err(DemoError::Setup)?;
+    let lost = match servers.count_missing(&rw_address, &prefix, &acked).await {
+        Ok(lost) => lost,
+        Err(e) => {
+            if let Some(report) = read_report(&state_dir, "demo") {
+                println!(
+                    "status when the count failed: {}",
+                    serde_json::to_string_pretty(&report.status).unwrap_or_default()
+                );
+            }
+            let _ = stop_tx.send(());
+            return Err(e);
+        }
+    };
     let _ = stop_tx.send(());
     let _ = controller.await;
-    for s in &mut servers {
-        s.kill();
-    }
+    drop(servers);
     let gap = first_after
         .map(|f| f.duration_since(killed_at))
         .ok_or_else(|| DemoError::Setup("no write succeeded after the kill within 15s".into()))?;

@@ -1,0 +1,183 @@
+//! The controller's side of the primary's lease: a task renews it at a third of its length,
+//! whatever the reconcile rounds are doing, for as long as the observations say the server is
+//! alive; and the time of every renewal that may have reached the host is kept, since the
+//! server may accept writes until a lease's length after it. Touches the leaseholder's agent.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use super::agent::{AgentClient, AgentStatus, HostOperations};
+use crate::engine::{EngineError, Lease};
+
+/// Silent observations (the server neither answered nor was being started) after which a
+/// member's lease is no longer renewed: a server that froze or died must be failed over, not
+/// kept writable by its agent. One is forgiven, so a single slow probe stops nothing; since
+/// every renewal counts towards the failure's detection, that costs a failover one round at
+/// most, never its safety.
+const SILENT_BEFORE_WITHHOLDING: u32 = 2;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct LeaseState {
+    /// When the last renewal that may have reached the host was sent.
+    sent: Option<Instant>,
+    /// A renewal under way, sent at this time: until its answer it may yet arrive.
+    in_flight: Option<Instant>,
+    /// Observations in a row that found the server silent.
+    silent: u32,
+}
+
+impl LeaseState {
+    /// The latest renewal that may have reached the host.
+    fn latest(&self) -> Option<Instant> {
+        self.sent.max(self.in_flight)
+    }
+}
+
+struct Renewer {
+    member: String,
+    lease: Lease,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Renews one member's lease at a time (the primary's), and remembers every member's.
+#[derive(Default)]
+pub struct Leases {
+    states: Arc<Mutex<HashMap<String, LeaseState>>>,
+    renewer: Mutex<Option<Renewer>>,
+}
+
+impl Leases {
+    /// Whether `member`'s server has been alive enough of late for its lease to be renewed.
+    pub fn renewable(&self, member: &str) -> bool {
+        self.state(member).silent < SILENT_BEFORE_WITHHOLDING
+    }
+
+    fn state(&self, member: &str) -> LeaseState {
+        self.states
+            .lock()
+            .expect("lock")
+            .get(member)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Keep renewing `lease` on `member` through `agent`, from now on, at a third of its
+    /// length: started unless it already runs for this member and lease.
+    pub fn keep(&self, member: &str, agent: &AgentClient, lease: Lease) {
+        let mut renewer = self.renewer.lock().expect("lock");
+        if let Some(r) = renewer.as_ref()
+            && r.member == member
+            && r.lease == lease
+            && !r.task.is_finished()
+        {
+            return;
+        }
+        if let Some(r) = renewer.take() {
+            self.halt(r);
+        }
+        let (states, agent, name) = (self.states.clone(), agent.clone(), member.to_string());
+        let period = lease.ttl / 3;
+        let task = tokio::spawn(async move {
+            loop {
+                let began = Instant::now();
+                let _ = renew(&states, &name, &agent, lease).await;
+                tokio::time::sleep_until((began + period).into()).await;
+            }
+        });
+        *renewer = Some(Renewer {
+            member: member.to_string(),
+            lease,
+            task,
+        });
+    }
+
+    /// Stop renewing `member`'s lease, if it is renewed.
+    pub fn stop(&self, member: &str) {
+        let mut renewer = self.renewer.lock().expect("lock");
+        if renewer.as_ref().is_some_and(|r| r.member == member)
+            && let Some(r) = renewer.take()
+        {
+            self.halt(r);
+        }
+    }
+
+    /// Abort a renewer. A renewal it had under way may still arrive: it counts as sent.
+    fn halt(&self, renewer: Renewer) {
+        renewer.task.abort();
+        let mut states = self.states.lock().expect("lock");
+        if let Some(state) = states.get_mut(&renewer.member) {
+            state.sent = state.latest();
+            state.in_flight = None;
+        }
+    }
+
+    /// Make `member` the leaseholder now (before a start or a promotion): one renewal, awaited,
+    /// then renewals in the background, so that a long round after a promotion does not let
+    /// the new primary's lease run out. The next observations decide whether they go on.
+    pub async fn grant(
+        &self,
+        member: &str,
+        agent: &AgentClient,
+        lease: Lease,
+    ) -> Result<AgentStatus, EngineError> {
+        let status = renew(&self.states, member, agent, lease).await?;
+        // Brought up on purpose: its silence so far is not held against it.
+        if let Some(state) = self.states.lock().expect("lock").get_mut(member) {
+            state.silent = 0;
+        }
+        self.keep(member, agent, lease);
+        Ok(status)
+    }
+
+    /// Record what an observation found (`alive`: the server answered, or is being brought
+    /// up); renewals stop once it has been silent too long. Returns when the last renewal
+    /// that may have reached `member`'s host was sent.
+    pub fn observed(&self, member: &str, alive: bool) -> Option<Instant> {
+        let silent = {
+            let mut states = self.states.lock().expect("lock");
+            let state = states.entry(member.to_string()).or_default();
+            state.silent = if alive { 0 } else { state.silent + 1 };
+            state.silent
+        };
+        if silent >= SILENT_BEFORE_WITHHOLDING {
+            self.stop(member);
+        }
+        self.state(member).latest()
+    }
+}
+
+impl Drop for Leases {
+    fn drop(&mut self) {
+        if let Some(r) = self.renewer.lock().expect("lock").take() {
+            r.task.abort();
+        }
+    }
+}
+
+/// One renewal, its sending time kept unless nothing listened (then it certainly never
+/// arrived).
+async fn renew(
+    states: &Mutex<HashMap<String, LeaseState>>,
+    member: &str,
+    agent: &AgentClient,
+    lease: Lease,
+) -> Result<AgentStatus, EngineError> {
+    let began = Instant::now();
+    states
+        .lock()
+        .expect("lock")
+        .entry(member.to_string())
+        .or_default()
+        .in_flight = Some(began);
+    let result = agent.renew_lease(lease.epoch, lease.ttl).await;
+    let mut states = states.lock().expect("lock");
+    let state = states.entry(member.to_string()).or_default();
+    state.in_flight = None;
+    if !matches!(result, Err(EngineError::Refused { .. })) {
+        state.sent = state.sent.max(Some(began));
+    }
+    result
+}
