@@ -76,15 +76,15 @@ pub struct Probe {
 pub struct Observation {
     pub server: Result<Probe, EngineError>,
     pub host: HostAccess,
-    /// When the engine last asked the member's host to extend its lease (this observation's
-    /// renewal, or one made while acting), if it ever did: the member may accept writes until
-    /// a lease's length after that, so its failure is counted from then at the earliest.
+    /// When the engine last asked the member's host to extend its lease (a renewal that may
+    /// have arrived), if it ever did: the member may accept writes until a lease's length
+    /// after that, so its failure is counted from then at the earliest.
     pub lease_sent: Option<std::time::Instant>,
 }
 
 /// The controller's lease on the primary: its host keeps the server accepting writes only
-/// while the lease holds, renewed at every probe while the server answers (or its host is
-/// starting it).
+/// while the lease holds, renewed in the background while the server answers its probes (or
+/// its host is starting it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lease {
     pub epoch: u64,

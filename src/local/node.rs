@@ -135,11 +135,9 @@ impl NodeProcess {
         let postmaster = self.postmaster_pid();
         kill_and_reap(&mut self.child);
         if let Some(pid) = postmaster {
-            let backends = super::postgres::children_of(pid);
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            for backend in backends {
-                let _ = nix::sys::signal::kill(backend, Signal::SIGKILL);
-            }
+            super::postgres::kill_postmaster(pid, || {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            });
         }
     }
 

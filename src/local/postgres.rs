@@ -250,11 +250,7 @@ impl PostgresProcess {
     /// SIGKILL of the postmaster and of every process it started, by PID, as the loss of the
     /// node would. Idempotent.
     pub fn kill(&mut self) {
-        let children = children_of(self.child.id());
-        kill_and_reap(&mut self.child);
-        for pid in children {
-            let _ = kill(pid, Signal::SIGKILL);
-        }
+        kill_postmaster(self.child.id(), || kill_and_reap(&mut self.child));
     }
 
     /// SIGSTOP of the postmaster: connections are accepted by the kernel, nothing answers.
@@ -306,8 +302,18 @@ pub fn remove_shared_memory(data: &Path) {
     }
 }
 
+/// SIGKILL of the postmaster `pid` (by `kill_it`), then of every backend it had: they are read
+/// first, since once it dies they belong to init.
+pub(super) fn kill_postmaster(pid: u32, kill_it: impl FnOnce()) {
+    let backends = children_of(pid);
+    kill_it();
+    for backend in backends {
+        let _ = kill(backend, Signal::SIGKILL);
+    }
+}
+
 /// The processes whose parent is `parent`, from /proc.
-pub fn children_of(parent: u32) -> Vec<Pid> {
+fn children_of(parent: u32) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

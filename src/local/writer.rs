@@ -93,7 +93,7 @@ pub async fn sentinel_master(
 /// A session with the server the writer writes to.
 enum Session {
     Redis(redis::aio::MultiplexedConnection),
-    Postgres(PgSession),
+    Postgres(PgSession, tokio_postgres::Statement),
 }
 
 /// A PostgreSQL session, with the notices its server sends.
@@ -102,14 +102,24 @@ struct PgSession {
     notices: tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::error::DbError>,
 }
 
-async fn pg_open(address: &str, password: &str, timeout: Duration) -> Option<PgSession> {
+/// A session for writing: [`TABLE`] made when missing, and the insert prepared once.
+async fn pg_open(
+    address: &str,
+    password: &str,
+    timeout: Duration,
+) -> Option<(PgSession, tokio_postgres::Statement)> {
     let session = pg_session(address, password, timeout).await.ok()?;
     let create = format!("CREATE TABLE IF NOT EXISTS {TABLE} (key text PRIMARY KEY)");
     tokio::time::timeout(timeout, session.client.batch_execute(&create))
         .await
         .ok()?
         .ok()?;
-    Some(session)
+    let insert = format!("INSERT INTO {TABLE} (key) VALUES ($1)");
+    let insert = tokio::time::timeout(timeout, session.client.prepare(&insert))
+        .await
+        .ok()?
+        .ok()?;
+    Some((session, insert))
 }
 
 /// A session as `postgres`, or why there is none.
@@ -153,11 +163,14 @@ impl PgSession {
     /// Insert `key` in its own transaction. Acknowledged only when the commit succeeded with
     /// no warning: a commit whose wait for synchronous standbys was cancelled comes back as a
     /// success with a WARNING, and is not acknowledged by the cluster.
-    async fn write(&mut self, key: &str, timeout: Duration) -> bool {
-        let statement = format!("INSERT INTO {TABLE} (key) VALUES ($1)");
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
-        let insert = self.client.execute(&statement, &params);
-        let done = matches!(tokio::time::timeout(timeout, insert).await, Ok(Ok(1)));
+    async fn write(
+        &mut self,
+        insert: &tokio_postgres::Statement,
+        key: &str,
+        timeout: Duration,
+    ) -> bool {
+        let written = tokio::time::timeout(timeout, self.client.execute(insert, &[&key])).await;
+        let done = matches!(written, Ok(Ok(1)));
         let mut warned = false;
         while let Ok(notice) = self.notices.try_recv() {
             warned |= notice.severity() == "WARNING";
@@ -169,10 +182,10 @@ impl PgSession {
 async fn connect(options: &WriterOptions) -> Option<(String, Session)> {
     if let Some(password) = &options.postgres_password {
         let Route::Direct(address) = &options.route else {
-            return None;
+            unreachable!("Writer::start accepts PostgreSQL writes to one address only");
         };
-        let session = pg_open(address, password, options.timeout).await?;
-        return Some((address.clone(), Session::Postgres(session)));
+        let (session, insert) = pg_open(address, password, options.timeout).await?;
+        return Some((address.clone(), Session::Postgres(session, insert)));
     }
     let (address, conn) = redis_connect(&options.route, options.timeout).await?;
     Some((address, Session::Redis(conn)))
@@ -229,7 +242,13 @@ async fn redis_write(
 }
 
 impl Writer {
+    /// Write until [`finish`](Self::finish). PostgreSQL writes go to one address
+    /// ([`Route::Direct`]).
     pub fn start(options: WriterOptions) -> Self {
+        assert!(
+            options.postgres_password.is_none() || matches!(options.route, Route::Direct(_)),
+            "PostgreSQL writes go to one address (Route::Direct)"
+        );
         let acks = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (acks2, stop2) = (acks.clone(), stop.clone());
@@ -252,7 +271,7 @@ impl Writer {
                     Session::Redis(c) => {
                         redis_write(c, &key, n, options.wait_replicas, options.timeout).await
                     }
-                    Session::Postgres(pg) => pg.write(&key, options.timeout).await,
+                    Session::Postgres(pg, insert) => pg.write(insert, &key, options.timeout).await,
                 };
                 if acknowledged {
                     acks2.lock().await.push(Ack {

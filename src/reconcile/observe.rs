@@ -37,14 +37,16 @@ pub async fn observe(
     };
     for (member, probe) in desired.spec.members.iter().zip(probes) {
         let remembered = memory.members.entry(member.name.clone()).or_default();
-        let leased_at = probe.lease_sent.and_then(wall_time_of);
         let mut observation = match probe.server {
             Ok(server) => {
                 remembered.last_success = Some(now);
                 remembered.first_failure = None;
                 from_probe(desired, server)
             }
-            Err(error) => unreachable(remembered, &error, now, leased_at),
+            Err(error) => {
+                let leased_at = probe.lease_sent.and_then(wall_time_of);
+                unreachable(remembered, &error, now, leased_at)
+            }
         };
         observation.host = probe.host;
         remembered.last = observation.clone();

@@ -428,7 +428,7 @@ impl Engine for PostgresEngine {
 
     async fn initialize(&self, member: &Member, epoch: u64) -> Result<(), EngineError> {
         // No lease yet: the member becomes primary in the controller's eyes only once it
-        // answers, and from then on every probe renews its lease.
+        // answers, and from then on its lease is renewed.
         let agent = self.agent(member, "initialize")?;
         agent.initialize(epoch).await.map(drop)
     }
