@@ -13,7 +13,7 @@ use std::{
 
 use replicant::{
     engine::EngineError,
-    local::postgres::{PostgresProcess, empty_data, init_data, owned_dir, server_user},
+    local::postgres::{PASSWORD, PostgresProcess, empty_data, init_data, owned_dir, server_user},
 };
 use serde_json::{Value, json};
 use support::{
@@ -138,15 +138,20 @@ async fn the_agent_creates_a_data_set_only_in_an_empty_directory() {
     assert_eq!(failed["empty"], true, "{failed}");
     node.stop_process();
 
-    // With one, and a replication user other than the superuser: the data set is created
-    // with checksums, started, and both users can log in with their passwords.
+    // With one (from a file), a superuser named by --superuser, and a replication user other
+    // than the superuser: the data set is created with checksums, started, and both users can
+    // log in with their passwords.
+    let password_file = host.join("superuser-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     let node = Node::start_with(
         &host,
         &data,
         pg_port,
         &[
-            "--superuser-password-env",
-            "REPLICATION_PASSWORD",
+            "--superuser",
+            "admin",
+            "--superuser-password-file",
+            password_file.to_str().unwrap(),
             "--replication-user",
             "replicator",
         ],
@@ -158,10 +163,16 @@ async fn the_agent_creates_a_data_set_only_in_an_empty_directory() {
         "{up}"
     );
     assert_eq!(up["controlData"]["dataChecksums"], true, "{up}");
-    assert_eq!(
-        number(&address, "SELECT count(*) FROM pg_database").await,
-        3
-    );
+    let admin = try_connect_as(&address, "admin").await.unwrap();
+    let is_superuser: bool = admin
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(is_superuser);
     let replicator = try_connect_as(&address, "replicator").await.unwrap();
     let can_replicate: bool = replicator
         .query_one(

@@ -181,4 +181,13 @@ fn the_demo_fails_over_with_no_lost_write() {
         "{stdout}"
     );
     assert!(stdout.contains("; lost: 0"), "{stdout}");
+
+    // In sync mode a write counts once WAIT reports a replica holding it: none is lost either.
+    let stdout = support::demo(&["--mode", "sync"]);
+    assert!(stdout.contains("; sync replication"), "{stdout}");
+    assert!(
+        stdout.contains("first write acknowledged after the kill"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("; lost: 0"), "{stdout}");
 }
