@@ -48,13 +48,22 @@ fn signal(child: &Child, signal: Signal) {
     let _ = kill(Pid::from_raw(child.id() as i32), signal);
 }
 
-/// A port nobody listens on right now (the kernel's choice).
+/// A port nobody listens on right now (the kernel's choice), and never handed out before by
+/// this process: servers bind their ports some time later, and the kernel may offer a port
+/// again meanwhile.
 pub fn free_port() -> Result<u16, LocalError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(LocalError::NoPort)?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(LocalError::NoPort)
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(LocalError::NoPort)?;
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .map_err(LocalError::NoPort)?;
+        if HANDED_OUT.lock().expect("lock").insert(port) {
+            return Ok(port);
+        }
+    }
 }
 
 /// Whether `redis-server` can be run.

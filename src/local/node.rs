@@ -40,8 +40,21 @@ impl NodeProcess {
         token: &str,
         extra: &[&str],
     ) -> Result<Self, PostgresError> {
-        let io = |what: String| move |source| PostgresError::Io { what, source };
         let port = free_port().map_err(|e| PostgresError::NoPort(e.to_string()))?;
+        Self::start_on(exe, dir, data, pg_port, token, extra, port)
+    }
+
+    /// As [`NodeProcess::start`], with the API on `port`: a host that reboots keeps its address.
+    pub fn start_on(
+        exe: &Path,
+        dir: &Path,
+        data: &Path,
+        pg_port: u16,
+        token: &str,
+        extra: &[&str],
+        port: u16,
+    ) -> Result<Self, PostgresError> {
+        let io = |what: String| move |source| PostgresError::Io { what, source };
         let log_path = dir.join(format!("node-{port}.log"));
         let log = std::fs::File::create(&log_path)
             .map_err(io(format!("create {}", log_path.display())))?;
@@ -141,6 +154,16 @@ impl NodeProcess {
         }
     }
 
+    /// The host hangs (a stalled VM, a long pause): SIGSTOP of the agent, its postmaster and
+    /// every process that started. Nothing answers; connections stay open. End it with
+    /// [`kill_node`](Self::kill_node).
+    pub fn freeze_node(&self) {
+        signal(&self.child, Signal::SIGSTOP);
+        if let Some(pid) = self.postmaster_pid() {
+            super::postgres::freeze_postmaster(pid);
+        }
+    }
+
     /// SIGKILL of the agent alone (its postmaster runs on). Idempotent.
     pub fn kill(&mut self) {
         kill_and_reap(&mut self.child);
@@ -148,6 +171,10 @@ impl NodeProcess {
 
     /// SIGTERM, which stops its postgres; SIGKILL after 10s.
     pub fn stop(&mut self) {
+        // Never signal a PID already reaped: it may belong to another process by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         signal(&self.child, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

@@ -312,6 +312,15 @@ pub(super) fn kill_postmaster(pid: u32, kill_it: impl FnOnce()) {
     }
 }
 
+/// SIGSTOP of a postmaster and of every process it started: the server hangs as on a stalled
+/// host, its connections open and silent. The postmaster first, so it forks no more.
+pub(super) fn freeze_postmaster(pid: u32) {
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+    for backend in children_of(pid) {
+        let _ = kill(backend, Signal::SIGSTOP);
+    }
+}
+
 /// The processes whose parent is `parent`, from /proc.
 fn children_of(parent: u32) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else {

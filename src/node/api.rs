@@ -312,6 +312,9 @@ impl Operation {
             Operation::Rewind(_) => Some(host::rewind(options, &source).await?),
             Operation::Start | Operation::Initialize => None,
         };
+        // A standby of the member the controller named: the fence has done its work, and a
+        // later promotion comes with a lease.
+        agent.record(|durable| durable.fenced = false)?;
         ensure_running(agent, inner).await?;
         Ok(rejoined)
     }

@@ -4,6 +4,8 @@
 pub mod k8s;
 pub mod node;
 pub mod pg;
+pub mod pg_bed;
+pub mod relay;
 
 use std::{
     fs,
@@ -219,11 +221,7 @@ impl Bed {
     }
 
     pub fn journal(&self) -> serde_json::Value {
-        let path = self.state().join("clusters/default.orders/journal.json");
-        fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        read_journal(&self.state(), "orders")
     }
 
     /// Wait until the status report satisfies `check`; panics with the last report and the log.
@@ -267,6 +265,15 @@ pub async fn wait_for_report(
         serde_json::to_string_pretty(&last).unwrap(),
         controller.log_text()
     );
+}
+
+/// The journal of `cluster` in the state directory `state` (null when there is none yet).
+pub fn read_journal(state: &Path, cluster: &str) -> serde_json::Value {
+    let path = state.join(format!("clusters/default.{cluster}/journal.json"));
+    fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 pub fn ready(report: &ClusterReport) -> bool {

@@ -3,7 +3,7 @@
 
 use std::{
     io::{Read, Write},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -16,6 +16,8 @@ pub const TOKEN: &str = "agent-token-0123456789";
 pub struct Node {
     pub process: NodeProcess,
     pub port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Node {
@@ -40,7 +42,21 @@ impl Node {
         Node {
             port: process.port,
             process,
+            dir: dir.to_path_buf(),
+            extra: extra.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    /// The host reboots: agent and postmaster are killed, and a new agent starts over the same
+    /// data at the same address. It starts no postgres until the controller asks.
+    pub fn reboot(&mut self) {
+        self.process.kill_node();
+        let exe = Path::new(env!("CARGO_BIN_EXE_replicant"));
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let (data, pg_port) = (self.process.data.clone(), self.process.pg_port);
+        self.process =
+            NodeProcess::start_on(exe, &self.dir, &data, pg_port, TOKEN, &extra, self.port)
+                .unwrap();
     }
 
     /// One request; the status code and the JSON reply.

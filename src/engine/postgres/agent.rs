@@ -104,8 +104,13 @@ pub struct AgentClient {
     timeout: Duration,
 }
 
-/// How long a stop may take: a fast shutdown writes a checkpoint first.
+/// How long a clean stop may take: a fast shutdown writes a checkpoint first.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long an immediate stop (a fence) may take. It writes nothing, so a host that has not
+/// answered by then is frozen or cut off, and waiting longer would only stall the round that
+/// tries it.
+pub const FENCE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl AgentClient {
     pub fn new(
@@ -266,9 +271,13 @@ impl HostOperations for AgentClient {
     }
 
     async fn stop(&self, epoch: u64, immediate: bool) -> Result<AgentStatus, EngineError> {
-        let mode = if immediate { "immediate" } else { "fast" };
+        let (mode, timeout) = if immediate {
+            ("immediate", FENCE_TIMEOUT)
+        } else {
+            ("fast", STOP_TIMEOUT)
+        };
         let body = serde_json::json!({ "epoch": epoch, "mode": mode });
-        self.call("stop postgres", "/v1/stop", Some(body), STOP_TIMEOUT)
+        self.call("stop postgres", "/v1/stop", Some(body), timeout)
             .await
     }
 

@@ -1,0 +1,257 @@
+//! `replicant run` failing over and switching over real postgres servers under real `replicant
+//! node` agents, on loopback: a planned switchover, a controller killed mid-failover, a primary
+//! cut off from the controller while its clients still reach it, and a member holding another
+//! data set.
+
+mod support;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use replicant::local::{
+    postgres::PASSWORD,
+    writer::{Ack, Route, Writer, WriterOptions, count_missing_rows},
+};
+use support::{
+    condition,
+    pg::*,
+    pg_bed::{PgBed, ready_members, streaming_from},
+};
+
+/// Rows `{prefix}{n}` written to `address` one commit at a time until finished.
+fn writer(address: &str, prefix: &str) -> Writer {
+    Writer::start(WriterOptions {
+        route: Route::Direct(address.to_string()),
+        prefix: prefix.to_string(),
+        wait_replicas: None,
+        timeout: Duration::from_millis(500),
+        postgres_password: Some(PASSWORD.to_string()),
+    })
+}
+
+async fn acknowledged_at_least(writer: &Writer, n: usize) {
+    eventually_pg("writes acknowledged", async || writer.count().await >= n).await;
+}
+
+async fn all_streaming_from(bed: &PgBed, ctl: &support::Controller, primary: &str) {
+    bed.wait_for(
+        &format!("{primary} primary, the others streaming from it"),
+        ctl,
+        90,
+        |r| {
+            r.status.current_primary.as_deref() == Some(primary)
+                && ready_members(r, 3)
+                && ["a", "b", "c"]
+                    .iter()
+                    .all(|m| *m == primary || streaming_from(r, m, primary))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_switchover_by_editing_the_primary_loses_no_commit_and_needs_no_rewind() {
+    if !available() {
+        return;
+    }
+    let mut bed = PgBed::new();
+    let ctl = bed.controller(&bed.spec("a", "sync"), &[]);
+    all_streaming_from(&bed, &ctl, "a").await;
+
+    let writes = writer(&bed.rw(), "switch:");
+    acknowledged_at_least(&writes, 50).await;
+    bed.write_spec(&bed.spec("b", "sync"));
+    let report = bed
+        .wait_for("b primary, a and c streaming from it", &ctl, 60, |r| {
+            r.status.current_primary.as_deref() == Some("b")
+                && streaming_from(r, "a", "b")
+                && streaming_from(r, "c", "b")
+        })
+        .await;
+    let before = writes.count().await;
+    acknowledged_at_least(&writes, before + 50).await;
+    let acks = writes.finish().await;
+    let missing = count_missing_rows(&bed.address("b"), PASSWORD, "switch:", &acks)
+        .await
+        .unwrap();
+    assert_eq!(missing, 0, "of {} acknowledged commits", acks.len());
+
+    // The old primary was stopped cleanly, so it holds nothing b lacks: it restarted as a
+    // standby, with no rewind and no copy.
+    let a = bed.node("a").status();
+    assert_eq!(a["lastOperation"], "standby", "{a}");
+    assert!(a["rejoined"].is_null(), "{a}");
+    assert!(a["lastError"].is_null(), "{a}");
+    let last = report.status.history.last().unwrap();
+    assert_eq!(format!("{:?}", last.kind), "Switchover", "{last:?}");
+    assert_eq!(format!("{:?}", last.outcome), "Succeeded", "{last:?}");
+    assert!(
+        last.branch.as_deref().is_some_and(|b| b.starts_with("2@")),
+        "{last:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controller_killed_after_detach_or_after_promote_resumes_at_the_same_epoch() {
+    if !available() {
+        return;
+    }
+    for crash_at in ["after-detach", "after-promote"] {
+        let mut bed = PgBed::new();
+        let mut crashing =
+            bed.controller(&bed.spec("a", "async"), &[("REPLICANT_CRASH_AT", crash_at)]);
+        all_streaming_from(&bed, &crashing, "a").await;
+        // a's host hangs: its standbys' links stay open, so they are detached first.
+        bed.node("a").process.freeze_node();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !crashing.exited() {
+            assert!(
+                Instant::now() < deadline,
+                "{crash_at}: never reached:\n{}",
+                crashing.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let journal = bed.journal();
+        let target = journal["operation"]["to"].as_str().unwrap().to_string();
+        assert_eq!(journal["operation"]["epoch"], 1, "{crash_at}: {journal}");
+
+        let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+        let report = bed
+            .wait_for("the failover finished after the restart", &ctl, 60, |r| {
+                r.status
+                    .history
+                    .last()
+                    .is_some_and(|h| format!("{:?}", h.outcome) == "Succeeded" && h.to == target)
+            })
+            .await;
+        assert_eq!(
+            report.status.epoch, 1,
+            "{crash_at}: resumed, not started again at a new epoch"
+        );
+        assert_eq!(report.status.history.len(), 1, "{crash_at}");
+        assert_eq!(bed.node(&target).status()["epoch"], 1, "{crash_at}");
+        let other = if target == "b" { "c" } else { "b" };
+        bed.wait_for(
+            "the other standby following the new primary",
+            &ctl,
+            60,
+            |r| streaming_from(r, other, &target),
+        )
+        .await;
+        assert!(bed.journal()["operation"].is_null(), "{crash_at}");
+        bed.node("a").kill_node();
+    }
+}
+
+/// When `acked` happened on the wall clock, given one instant read on both clocks.
+fn wall_time(acked: Instant, clocks: (Instant, SystemTime)) -> SystemTime {
+    clocks.1 + acked.duration_since(clocks.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_primary_cut_off_from_the_controller_stops_committing_before_another_is_promoted() {
+    if !available() {
+        return;
+    }
+    let mut bed = PgBed::relayed().await;
+    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+    all_streaming_from(&bed, &ctl, "a").await;
+
+    // Clients reach a directly; the controller, and the standbys, reach it through relays.
+    let clocks = (Instant::now(), SystemTime::now());
+    let writes = writer(&bed.address("a"), "cut:");
+    acknowledged_at_least(&writes, 50).await;
+    let (postgres, agent) = bed.host("a").relays.as_ref().unwrap();
+    postgres.cut();
+    agent.cut();
+    let report = bed
+        .wait_for("a new primary", &ctl, 30, |r| {
+            r.status
+                .current_primary
+                .as_deref()
+                .is_some_and(|p| p != "a")
+                && r.status.history.len() == 1
+        })
+        .await;
+    let new = report.status.current_primary.clone().unwrap();
+    // Writers keep trying a for a while after the promotion.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let acks: Vec<Ack> = writes.finish().await;
+    assert!(acks.len() >= 50);
+
+    // The promotion wrote the new timeline's history file before the new primary took a
+    // commit; every commit a acknowledged came before it.
+    let promoted_at = std::fs::metadata(bed.host(&new).data.join("pg_wal/00000002.history"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let last = wall_time(acks.last().unwrap().acked, clocks);
+    assert!(
+        last < promoted_at,
+        "a acknowledged a commit {:?} after {new} was promoted",
+        last.duration_since(promoted_at).unwrap_or_default()
+    );
+    eprintln!(
+        "a's last acknowledged commit came {:?} before {new}'s promotion",
+        promoted_at.duration_since(last).unwrap()
+    );
+    let a = bed.node("a").status();
+    assert_eq!(a["fenced"], true, "its agent fenced it: {a}");
+    assert_eq!(a["running"], false, "{a}");
+
+    // a's host reboots while still cut off: it stays down, as the controller has not
+    // confirmed it.
+    bed.node("a").reboot();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let a = bed.node("a").status();
+    assert_eq!((&a["fenced"], &a["running"]), (&true.into(), &false.into()));
+    assert!(try_sql(&bed.address("a"), "SELECT 1").await.is_err());
+
+    // The partition heals: a's writes after the cut never reached the others (async mode), so
+    // it is rewound onto the new primary's timeline and streams from it.
+    let (postgres, agent) = bed.host("a").relays.as_ref().unwrap();
+    postgres.heal();
+    agent.heal();
+    bed.wait_for("a back as a standby", &ctl, 90, |r| {
+        ready_members(r, 3) && streaming_from(r, "a", &new)
+    })
+    .await;
+    let a = bed.node("a").status();
+    assert_eq!(a["rejoined"], "rewound", "{a}");
+    assert_eq!(a["fenced"], false, "{a}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_holding_another_data_set_is_refused_and_never_copied_over() {
+    if !available() {
+        return;
+    }
+    let bed = PgBed::with_data(&["a", "c"]);
+    let c_data = bed.host("c").data.clone();
+    let control = || std::fs::read(c_data.join("global/pg_control")).unwrap()[..8].to_vec();
+    let identity = control();
+    std::fs::write(c_data.join("kept.txt"), "c's own data").unwrap();
+
+    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+    let report = bed
+        .wait_for("b streaming from a, c refused", &ctl, 90, |r| {
+            streaming_from(r, "b", "a")
+                && condition(r, "Stalled").is_some_and(|c| {
+                    c.status == "True" && c.message.contains("c holds another data set")
+                })
+        })
+        .await;
+    let stalled = condition(&report, "Stalled").unwrap();
+    assert_eq!(stalled.reason, "ForeignData", "{stalled:?}");
+    assert!(
+        stalled.message.contains("Empty its data directory"),
+        "{stalled:?}"
+    );
+
+    // Some rounds later c's data set is still its own, untouched.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(control(), identity);
+    assert!(c_data.join("kept.txt").exists());
+    let c = bed.host("c").node.status();
+    assert!(c["lastOperation"].is_null(), "nothing was run on c: {c}");
+}

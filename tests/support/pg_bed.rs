@@ -1,0 +1,173 @@
+//! A PostgreSQL cluster for `replicant run` tests: hosts a, b, c, each a real `replicant node`
+//! agent over its data directory, described by one spec in a spec directory. Optionally the
+//! controller (and the members, which follow each other by their spec address) reach each
+//! host's postgres and agent through relays the test can cut.
+
+use std::path::{Path, PathBuf};
+
+use replicant::{
+    local::{
+        free_port,
+        postgres::{PASSWORD, empty_data, init_data, owned_dir},
+    },
+    standalone::state::ClusterReport,
+};
+
+use super::{
+    Controller,
+    node::{Node, TOKEN},
+    read_journal,
+    relay::Relay,
+    wait_for_report,
+};
+
+pub struct Host {
+    pub name: String,
+    pub node: Node,
+    pub data: PathBuf,
+    pub port: u16,
+    /// Relays to its postgres and to its agent, when the bed has them.
+    pub relays: Option<(Relay, Relay)>,
+}
+
+pub struct PgBed {
+    pub dir: tempfile::TempDir,
+    pub hosts: Vec<Host>,
+    pub rw_port: u16,
+}
+
+impl PgBed {
+    /// a holds a fresh data set, stopped; b and c are empty.
+    pub fn new() -> Self {
+        Self::with_data(&["a"])
+    }
+
+    /// Each host named in `with_data` holds a data set of its own (each from its own
+    /// `initdb`), stopped; the others are empty.
+    pub fn with_data(with_data: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("specs")).unwrap();
+        let mut hosts = Vec::new();
+        for name in ["a", "b", "c"] {
+            let host = owned_dir(dir.path(), &format!("host-{name}")).unwrap();
+            let (data, port) = if with_data.contains(&name) {
+                init_data(&host).unwrap()
+            } else {
+                empty_data(&host).unwrap()
+            };
+            let node = Node::start(&host, &data, port);
+            hosts.push(Host {
+                name: name.to_string(),
+                node,
+                data,
+                port,
+                relays: None,
+            });
+        }
+        Self {
+            dir,
+            hosts,
+            rw_port: free_port().unwrap(),
+        }
+    }
+
+    /// As [`PgBed::new`], every host reached through relays.
+    pub async fn relayed() -> Self {
+        let mut bed = Self::new();
+        for host in &mut bed.hosts {
+            let postgres = Relay::start(format!("127.0.0.1:{}", host.port)).await;
+            let agent = Relay::start(host.node.address()).await;
+            host.relays = Some((postgres, agent));
+        }
+        bed
+    }
+
+    pub fn host(&self, member: &str) -> &Host {
+        self.hosts.iter().find(|h| h.name == member).unwrap()
+    }
+
+    /// Its postgres, reached directly (never through a relay).
+    pub fn address(&self, member: &str) -> String {
+        format!("127.0.0.1:{}", self.host(member).port)
+    }
+
+    pub fn node(&mut self, member: &str) -> &mut Node {
+        &mut self
+            .hosts
+            .iter_mut()
+            .find(|h| h.name == member)
+            .unwrap()
+            .node
+    }
+
+    pub fn rw(&self) -> String {
+        format!("127.0.0.1:{}", self.rw_port)
+    }
+
+    pub fn specs(&self) -> PathBuf {
+        self.dir.path().join("specs")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn spec(&self, primary: &str, mode: &str) -> String {
+        let mut members = String::new();
+        for host in &self.hosts {
+            let (address, agent) = match &host.relays {
+                Some((postgres, agent)) => (postgres.address(), agent.address()),
+                None => (format!("127.0.0.1:{}", host.port), host.node.address()),
+            };
+            members.push_str(&format!(
+                "    - {{ name: {}, address: \"{address}\", agent: \"{agent}\" }}\n",
+                host.name
+            ));
+        }
+        format!(
+            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: orders}}\nspec:\n  engine: postgres\n  primary: {primary}\n  members:\n{members}  credentials: {{ username: postgres, passwordEnv: PG_PASSWORD }}\n  agentToken: {{ tokenEnv: AGENT_TOKEN }}\n  replication: {{ mode: {mode} }}\n  failover: {{ detectAfter: 1s, cooldown: 1m }}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: orders-rw}}\nspec: {{cluster: orders, target: primary, listen: \"127.0.0.1:{}\"}}\n",
+            self.rw_port
+        )
+    }
+
+    pub fn write_spec(&self, spec: &str) {
+        std::fs::write(self.specs().join("orders.yaml"), spec).unwrap();
+    }
+
+    /// A controller over `spec`, with `env` besides the secrets.
+    pub fn controller(&self, spec: &str, env: &[(&str, &str)]) -> Controller {
+        self.write_spec(spec);
+        let mut all = vec![("PG_PASSWORD", PASSWORD), ("AGENT_TOKEN", TOKEN)];
+        all.extend_from_slice(env);
+        Controller::start(&self.specs(), &self.state(), &all)
+    }
+
+    /// The controller's journal of the cluster.
+    pub fn journal(&self) -> serde_json::Value {
+        read_journal(&self.state(), "orders")
+    }
+
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        controller: &Controller,
+        secs: u64,
+        check: impl Fn(&ClusterReport) -> bool,
+    ) -> ClusterReport {
+        wait_for_report(&self.state(), "orders", what, controller, secs, check).await
+    }
+}
+
+pub fn ready_members(report: &ClusterReport, n: usize) -> bool {
+    report.status.ready_members.as_deref() == Some(&format!("{n}/3"))
+}
+
+pub fn streaming_from(report: &ClusterReport, member: &str, primary: &str) -> bool {
+    report.status.members.iter().any(|m| {
+        m.name == member && m.upstream.as_deref() == Some(primary) && m.link_up == Some(true)
+    })
+}
+
+pub fn data_dir_holds(data: &Path) -> bool {
+    data.join("PG_VERSION").exists()
+}
