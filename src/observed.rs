@@ -195,6 +195,10 @@ pub struct MemberObservation {
     /// cut-off primary stops acknowledging writes) is not in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guarded: Option<bool>,
+    /// Members that can no longer catch up from this one (what they need is gone from it):
+    /// only a full copy brings them back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_needed_by: Vec<String>,
     /// Unreachable because its port refuses connections: no process is listening.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,

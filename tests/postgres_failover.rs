@@ -255,3 +255,44 @@ async fn a_member_holding_another_data_set_is_refused_and_never_copied_over() {
     let c = bed.host("c").node.status();
     assert!(c["lastOperation"].is_null(), "nothing was run on c: {c}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_whose_slot_lost_its_wal_is_copied_again() {
+    if !available() {
+        return;
+    }
+    let mut bed = PgBed::build(&["a"], &["--set", "max_slot_wal_keep_size=32MB"]);
+    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+    all_streaming_from(&bed, &ctl, "a").await;
+    let a = bed.address("a");
+    sql(&a, "CREATE TABLE t (v int)").await;
+
+    // b's host is down while a writes on, past what a keeps for b's slot.
+    bed.node("b").kill_node();
+    for _ in 0..5 {
+        sql(
+            &a,
+            "INSERT INTO t SELECT generate_series(1, 1000); SELECT pg_switch_wal()",
+        )
+        .await;
+    }
+    sql(&a, "CHECKPOINT").await;
+    let lost = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'replicant_b' AND wal_status = 'lost'";
+    assert_eq!(number(&a, lost).await, 1, "b's slot on a has lost its WAL");
+
+    // b comes back: streaming cannot resume where it stopped, so it is copied again.
+    bed.node("b").reboot();
+    bed.wait_for("b copied again and streaming from a", &ctl, 90, |r| {
+        ready_members(r, 3) && streaming_from(r, "b", "a")
+    })
+    .await;
+    let b = bed.node("b").status();
+    assert_eq!(b["lastOperation"], "clone", "{b}");
+    assert!(b["lastError"].is_null(), "{b}");
+    assert_eq!(number(&a, lost).await, 0, "a keeps a new slot for b");
+    let b = bed.address("b");
+    eventually_pg("b to hold every row", async || {
+        try_number(&b, "SELECT count(*) FROM t").await == Some(5000)
+    })
+    .await;
+}

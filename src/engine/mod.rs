@@ -68,6 +68,9 @@ pub struct Probe {
     /// Masters only: the guard a primary runs with (so that it stops acknowledging writes
     /// once cut off) is in place as the cluster's policy wants.
     pub guarded: bool,
+    /// Members that can no longer catch up from this one: what they still need is gone from
+    /// what it keeps for them. Only a full copy brings them back.
+    pub copy_needed_by: Vec<String>,
 }
 
 /// One member as observed: its server's answer, and who can carry out host operations on it

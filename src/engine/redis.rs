@@ -320,6 +320,8 @@ fn parse_info(
             read_only: min_replicas >= FENCE_MARK,
             syncing: false,
             guarded: min_replicas == guard,
+            // A replica whose position fell out of the backlog resyncs by itself.
+            copy_needed_by: Vec::new(),
         }),
         Some("slave") => {
             let host = field("master_host").unwrap_or_default();
@@ -335,6 +337,7 @@ fn parse_info(
                 read_only: replica_read_only,
                 syncing: field("master_sync_in_progress") == Some("1"),
                 guarded: false,
+                copy_needed_by: Vec::new(),
             })
         }
         other => Err(protocol(format!("role {other:?}"))),

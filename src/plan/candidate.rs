@@ -51,7 +51,7 @@ impl Selection {
     }
 }
 
-const UNKNOWN: MemberObservation = MemberObservation {
+static UNKNOWN: MemberObservation = MemberObservation {
     reachable: false,
     unreachable_since: None,
     role: None,
@@ -64,6 +64,7 @@ const UNKNOWN: MemberObservation = MemberObservation {
     read_only: None,
     syncing: false,
     guarded: None,
+    copy_needed_by: Vec::new(),
     refused: false,
     host: crate::observed::HostAccess::Engine,
     error: None,

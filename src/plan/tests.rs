@@ -1305,6 +1305,78 @@ fn switchover_through_the_host_stops_the_old_primary_cleanly_then_promotes() {
 }
 
 #[test]
+fn a_member_its_upstream_can_no_longer_feed_is_copied_again() {
+    let copy_c = Action::Clone {
+        member: "c".into(),
+        from: "a".into(),
+    };
+    let observed_with = |host: HostAccess, c_reachable: bool| {
+        let mut observed = healthy("a");
+        observed.members.get_mut("a").unwrap().copy_needed_by = vec!["c".into()];
+        let c = observed.members.get_mut("c").unwrap();
+        c.link_up = Some(false);
+        c.host = host;
+        c.reachable = c_reachable;
+        observed
+    };
+    let on_c = |p: &Plan| -> Vec<super::PlannedAction> {
+        p.actions
+            .iter()
+            .filter(|a| a.action.subject() == "c")
+            .cloned()
+            .collect()
+    };
+    let answering = HostAccess::Agent(HostObservation {
+        reachable: true,
+        running: true,
+        ..Default::default()
+    });
+    // Its host answers: copied, whatever its role and whether its server runs.
+    for reachable in [true, false] {
+        let p = plan(
+            &cluster(),
+            &observed_with(answering.clone(), reachable),
+            at(0.0),
+        );
+        let planned = on_c(&p);
+        assert_eq!(planned.len(), 1, "reachable: {reachable}: {planned:?}");
+        assert_eq!(planned[0].action, copy_c);
+        assert!(
+            planned[0]
+                .why
+                .contains("no longer keeps what it still needs")
+        );
+        assert!(!planned[0].by_person);
+    }
+    // No agent: a person is told what to run.
+    let p = plan(
+        &cluster(),
+        &observed_with(HostAccess::Person, true),
+        at(0.0),
+    );
+    let planned = on_c(&p);
+    assert_eq!(planned.len(), 1, "{planned:?}");
+    assert_eq!(planned[0].action, copy_c);
+    assert!(planned[0].by_person);
+    // The copy under way, or the host silent: nothing is asked of it.
+    let busy = HostAccess::Agent(HostObservation {
+        reachable: true,
+        busy: Some("clone".into()),
+        ..Default::default()
+    });
+    let silent = HostAccess::Agent(HostObservation::default());
+    for host in [busy, silent] {
+        let p = plan(&cluster(), &observed_with(host.clone(), false), at(0.0));
+        assert_eq!(on_c(&p), vec![], "{host:?}");
+    }
+    // b, which a still feeds, is left alone.
+    let mut observed = healthy("a");
+    observed.members.get_mut("a").unwrap().copy_needed_by = vec!["c".into()];
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert!(actions(&p).iter().all(|a| a.subject() == "c"));
+}
+
+#[test]
 fn stopped_members_are_restarted_rejoined_or_copied_as_their_data_allows() {
     let observed_with = |host: HostAccess| {
         let mut observed = after_failover();
@@ -1479,9 +1551,10 @@ mod invariants {
             prop::option::of(any::<bool>()),
             any::<bool>(),
             0u64..10,
+            prop::collection::vec(0usize..5, 0..2),
         )
             .prop_map(
-                |(reachable, role, upstream, offset, read_only, syncing, down_secs)| {
+                |(reachable, role, upstream, offset, read_only, syncing, down_secs, lost)| {
                     MemberObservation {
                         reachable,
                         unreachable_since: (!reachable).then(|| at(-(down_secs as f64))),
@@ -1496,6 +1569,10 @@ mod invariants {
                         read_only,
                         syncing,
                         guarded: role.map(|_| true),
+                        copy_needed_by: lost
+                            .iter()
+                            .map(|i| ["a", "b", "c", "d", "e"][*i].to_string())
+                            .collect(),
                         refused: !reachable && down_secs % 2 == 0,
                         error: None,
                     }

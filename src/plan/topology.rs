@@ -5,7 +5,7 @@ use super::{
     candidate::{cluster_identity, foreign, observation, same_data_set},
     findings::reason,
 };
-use crate::observed::{Divergence, MemberObservation, Role};
+use crate::observed::{Divergence, HostAccess, MemberObservation, Role};
 
 impl Planner<'_> {
     /// Bring every member in line with the primary, in a safe order: first fence every other
@@ -136,6 +136,13 @@ impl Planner<'_> {
             );
         }
         let from = self.upstream_for(member, primary);
+        if observation(self.observed, &from)
+            .copy_needed_by
+            .iter()
+            .any(|m| m == member)
+        {
+            return self.copy_again(member, &from);
+        }
         if !o.reachable {
             return self.restore(member, &from, primary);
         }
@@ -189,6 +196,34 @@ impl Planner<'_> {
             ),
             _ => {}
         }
+    }
+
+    /// `from` no longer keeps what `member` needs to catch up: a full copy replaces its data,
+    /// once its host can take the order.
+    fn copy_again(&mut self, member: &str, from: &str) {
+        let host = &observation(self.observed, member).host;
+        if let Some(busy) = host.agent().and_then(|h| h.busy.as_ref()) {
+            return self.note_progress(
+                reason::SYNCING,
+                format!("{member}'s host is busy: {busy} under way"),
+            );
+        }
+        if matches!(host, HostAccess::Agent(h) if !h.reachable) {
+            return self.note_progress(
+                reason::SYNCING,
+                format!("{member} needs a full copy from {from}, and its host does not answer"),
+            );
+        }
+        self.push(
+            Action::Clone {
+                member: member.to_string(),
+                from: from.to_string(),
+            },
+            false,
+            format!(
+                "{member} can no longer catch up: {from} no longer keeps what it still needs; a full copy from {from} replaces its data"
+            ),
+        );
     }
 
     fn rejoin(&mut self, member: &str, from: &str, why: String) {

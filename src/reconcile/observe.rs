@@ -94,6 +94,7 @@ fn from_probe(desired: &Desired, probe: Probe) -> MemberObservation {
         read_only: Some(probe.read_only),
         syncing: probe.syncing,
         guarded: (probe.role == crate::observed::Role::Master).then_some(probe.guarded),
+        copy_needed_by: probe.copy_needed_by,
         refused: false,
         host: HostAccess::Engine,
         error: None,

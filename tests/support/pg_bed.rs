@@ -45,6 +45,12 @@ impl PgBed {
     /// Each host named in `with_data` holds a data set of its own (each from its own
     /// `initdb`), stopped; the others are empty.
     pub fn with_data(with_data: &[&str]) -> Self {
+        Self::build(with_data, &[])
+    }
+
+    /// As [`PgBed::with_data`], each agent started with `agent_args` too (`--set name=value`
+    /// for its postgres, say).
+    pub fn build(with_data: &[&str], agent_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("specs")).unwrap();
         let mut hosts = Vec::new();
@@ -55,7 +61,7 @@ impl PgBed {
             } else {
                 empty_data(&host).unwrap()
             };
-            let node = Node::start(&host, &data, port);
+            let node = Node::start_with(&host, &data, port, agent_args);
             hosts.push(Host {
                 name: name.to_string(),
                 node,

@@ -322,6 +322,15 @@ pub async fn keep_slots(target: Target<'_>, members: &[&str]) -> Result<(), Engi
     target
         .with_session("replication slots", async |session| {
             let during = "replication slots";
+            // A standby's slots only wait for its promotion: one that lost its WAL is made
+            // again. A primary's lost slot stays, as the sign that its member needs a copy.
+            target
+                .execute(
+                    session,
+                    during,
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE pg_is_in_recovery() AND slot_type = 'physical' AND slot_name LIKE 'replicant\\_%' AND wal_status = 'lost' AND NOT active",
+                )
+                .await?;
             for slot in &wanted {
                 target
                     .execute(
@@ -350,7 +359,26 @@ pub async fn keep_slots(target: Target<'_>, members: &[&str]) -> Result<(), Engi
                 .execute(
                     session,
                     during,
-                    "SELECT pg_replication_slot_advance(slot_name, pg_last_wal_replay_lsn()) FROM pg_replication_slots WHERE pg_is_in_recovery() AND slot_type = 'physical' AND slot_name LIKE 'replicant\\_%' AND NOT active AND pg_last_wal_replay_lsn() IS NOT NULL AND (restart_lsn IS NULL OR restart_lsn < pg_last_wal_replay_lsn())",
+                    "SELECT pg_replication_slot_advance(slot_name, pg_last_wal_replay_lsn()) FROM pg_replication_slots WHERE pg_is_in_recovery() AND slot_type = 'physical' AND slot_name LIKE 'replicant\\_%' AND NOT active AND wal_status IS DISTINCT FROM 'lost' AND pg_last_wal_replay_lsn() IS NOT NULL AND (restart_lsn IS NULL OR restart_lsn < pg_last_wal_replay_lsn())",
+                )
+                .await
+        })
+        .await
+}
+
+/// Drop `member`'s slot if it has lost the WAL it kept (and nobody streams through it), so that
+/// a new one, made before a full copy of the member, keeps WAL from the copy on.
+pub async fn renew_lost_slot(target: Target<'_>, member: &str) -> Result<(), EngineError> {
+    target
+        .with_session("renew a lost replication slot", async |session| {
+            target
+                .execute(
+                    session,
+                    "renew a lost replication slot",
+                    &format!(
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {} AND wal_status = 'lost' AND NOT active",
+                        literal(&slot_name(member))
+                    ),
                 )
                 .await
         })

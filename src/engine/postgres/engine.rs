@@ -209,6 +209,16 @@ impl PostgresEngine {
     fn to_probe(&self, member: &Member, pg: &PgProbe) -> Probe {
         let history = (pg.timeline <= 1 || !pg.history.is_empty())
             .then(|| branches(pg.timeline.max(1), &pg.history));
+        let copy_needed_by = self
+            .slots_for(&member.name)
+            .into_iter()
+            .filter(|m| {
+                pg.slots
+                    .iter()
+                    .any(|s| s.name == slot_name(m) && s.lost == Some(true))
+            })
+            .map(str::to_string)
+            .collect();
         let applied = pg.applied.map(|l| l.0).unwrap_or(0);
         if pg.in_recovery {
             Probe {
@@ -229,6 +239,7 @@ impl PostgresEngine {
                 read_only: true,
                 syncing: false,
                 guarded: false,
+                copy_needed_by,
             }
         } else {
             let fenced = pg.synchronous_standby_names == actions::FENCED_STANDBY_NAME
@@ -247,6 +258,7 @@ impl PostgresEngine {
                 read_only: fenced,
                 syncing: false,
                 guarded,
+                copy_needed_by,
             }
         }
     }
@@ -384,6 +396,8 @@ impl Engine for PostgresEngine {
         epoch: u64,
     ) -> Result<(), EngineError> {
         let agent = self.agent(member, "clone")?;
+        // A slot that lost its WAL would fail the copy: the copy starts a new one.
+        actions::renew_lost_slot(self.target(from), &member.name).await?;
         self.slots_upstream(from).await?;
         agent
             .clone_from(epoch, &Self::source(member, from))
