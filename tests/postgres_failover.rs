@@ -296,3 +296,69 @@ async fn a_standby_whose_slot_lost_its_wal_is_copied_again() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_ahead_of_the_new_primarys_switch_point_is_rewound_not_left_stuck() {
+    if !available() {
+        return;
+    }
+    // b may never be promoted, so c, which is behind it, will be.
+    let mut bed = PgBed::new();
+    let spec = bed.spec_with("a", "async", &[("b", "priority: 0")]);
+    let mut ctl = bed.controller(&spec, &[]);
+    all_streaming_from(&bed, &ctl, "a").await;
+    let (a, b, c) = (bed.address("a"), bed.address("b"), bed.address("c"));
+    sql(
+        &a,
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100)",
+    )
+    .await;
+    eventually_pg("c to hold 100 rows", async || {
+        try_number(&c, "SELECT count(*) FROM t").await == Some(100)
+    })
+    .await;
+
+    // With the controller away, c stops receiving; a writes 100 rows more, which only b gets.
+    ctl.kill();
+    sql(&c, "ALTER SYSTEM SET primary_conninfo = ''").await;
+    sql(&c, "SELECT pg_reload_conf()").await;
+    eventually_pg("c's receiver to stop", async || {
+        try_number(&c, "SELECT count(*) FROM pg_stat_wal_receiver").await == Some(0)
+    })
+    .await;
+    sql(&a, "INSERT INTO t SELECT generate_series(101, 200)").await;
+    eventually_pg("b to hold 200 rows", async || {
+        try_number(&b, "SELECT count(*) FROM t").await == Some(200)
+    })
+    .await;
+
+    // a's node is lost; the controller comes back and promotes c, behind b.
+    bed.node("a").kill_node();
+    let ctl = bed.controller(&spec, &[]);
+    let report = bed
+        .wait_for("c promoted", &ctl, 30, |r| {
+            r.status.history.last().is_some_and(|h| h.to == "c")
+        })
+        .await;
+    let promotion = report.status.history.last().unwrap();
+    assert!(
+        promotion.fork.is_some(),
+        "where c left a's timeline is journaled: {promotion:?}"
+    );
+    assert_eq!(try_number(&c, "SELECT count(*) FROM t").await, Some(100));
+
+    // b's data runs past the point where c's timeline left a's: b is rewound onto c's
+    // timeline, losing the rows c never had, and streams from c.
+    bed.wait_for("b streaming from c", &ctl, 90, |r| {
+        streaming_from(r, "b", "c")
+    })
+    .await;
+    let b_status = bed.node("b").status();
+    assert_eq!(b_status["lastOperation"], "rewind", "{b_status}");
+    assert_eq!(b_status["rejoined"], "rewound", "{b_status}");
+    sql(&c, "INSERT INTO t VALUES (1000)").await;
+    eventually_pg("b to follow c", async || {
+        try_number(&b, "SELECT count(*) FROM t").await == Some(101)
+    })
+    .await;
+}

@@ -119,14 +119,24 @@ impl PgBed {
     }
 
     pub fn spec(&self, primary: &str, mode: &str) -> String {
+        self.spec_with(primary, mode, &[])
+    }
+
+    /// As [`PgBed::spec`], with more fields for some members (`("b", "priority: 0")`).
+    pub fn spec_with(&self, primary: &str, mode: &str, member_extra: &[(&str, &str)]) -> String {
         let mut members = String::new();
         for host in &self.hosts {
             let (address, agent) = match &host.relays {
                 Some((postgres, agent)) => (postgres.address(), agent.address()),
                 None => (format!("127.0.0.1:{}", host.port), host.node.address()),
             };
+            let extra: String = member_extra
+                .iter()
+                .filter(|(m, _)| *m == host.name)
+                .map(|(_, field)| format!(", {field}"))
+                .collect();
             members.push_str(&format!(
-                "    - {{ name: {}, address: \"{address}\", agent: \"{agent}\" }}\n",
+                "    - {{ name: {}, address: \"{address}\", agent: \"{agent}\"{extra} }}\n",
                 host.name
             ));
         }
