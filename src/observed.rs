@@ -135,6 +135,9 @@ pub struct HostObservation {
     /// No data set is there: the member can only be copied from nothing.
     #[serde(default)]
     pub empty: bool,
+    /// Its data is a replica's: started as it is, the server accepts no writes.
+    #[serde(default)]
+    pub replica: bool,
     /// The server was last stopped cleanly: its data ends at `position`, with nothing after.
     #[serde(default)]
     pub stopped_cleanly: bool,

@@ -362,3 +362,89 @@ async fn a_standby_ahead_of_the_new_primarys_switch_point_is_rewound_not_left_st
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_sync_mode_the_standby_holding_every_acknowledged_commit_wins_and_none_is_promoted_without_it()
+ {
+    if !available() {
+        return;
+    }
+    // c is preferred by priority; only its position can make b win.
+    let mut bed = PgBed::new();
+    let spec = bed.spec_with("a", "sync", &[("c", "priority: 5")]);
+    let mut ctl = bed.controller(&spec, &[]);
+    all_streaming_from(&bed, &ctl, "a").await;
+    let (a, b, c) = (bed.address("a"), bed.address("b"), bed.address("c"));
+    sql(
+        &a,
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100)",
+    )
+    .await;
+    eventually_pg("c to hold 100 rows", async || {
+        try_number(&c, "SELECT count(*) FROM t").await == Some(100)
+    })
+    .await;
+
+    // With the controller away, c stops receiving; a's next commits are acknowledged once b
+    // (one of ANY 1 (b, c)) has them.
+    ctl.kill();
+    sql(&c, "ALTER SYSTEM SET primary_conninfo = ''").await;
+    sql(&c, "SELECT pg_reload_conf()").await;
+    eventually_pg("c's receiver to stop", async || {
+        try_number(&c, "SELECT count(*) FROM pg_stat_wal_receiver").await == Some(0)
+    })
+    .await;
+    sql(&a, "INSERT INTO t SELECT generate_series(101, 200)").await;
+
+    // a and b are lost. c alone cannot be promoted: b, out of reach, may hold commits a
+    // acknowledged.
+    bed.node("a").kill_node();
+    bed.node("b").kill_node();
+    let ctl = bed.controller(&spec, &[]);
+    let report = bed
+        .wait_for("the promotion refused", &ctl, 30, |r| {
+            condition(r, "PromotionBlocked").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    let blocked = condition(&report, "PromotionBlocked").unwrap();
+    assert!(blocked.message.contains('b'), "{blocked:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        bed.node("c").status()["epoch"] == 0,
+        "c was never asked to act at a new epoch"
+    );
+    assert_eq!(
+        number(&c, "SELECT count(*) WHERE pg_is_in_recovery()").await,
+        1,
+        "c is still a standby"
+    );
+
+    // b's host comes back: it holds every acknowledged commit, so it wins over c.
+    bed.node("b").reboot();
+    let report = bed
+        .wait_for("b promoted", &ctl, 60, |r| {
+            r.status.history.last().is_some_and(|h| h.to == "b")
+        })
+        .await;
+    assert!(
+        report
+            .status
+            .history
+            .last()
+            .unwrap()
+            .reason
+            .contains("most up-to-date"),
+        "{:?}",
+        report.status.history.last()
+    );
+    eventually_pg("every acknowledged row on b", async || {
+        try_number(&b, "SELECT count(*) FROM t").await == Some(200)
+    })
+    .await;
+    bed.wait_for("c following b", &ctl, 60, |r| streaming_from(r, "c", "b"))
+        .await;
+    eventually_pg("c to catch up", async || {
+        try_number(&c, "SELECT count(*) FROM t").await == Some(200)
+    })
+    .await;
+}

@@ -120,6 +120,7 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
         control_data: None,
         control_data_error: None,
         empty: false,
+        standby: false,
         history: None,
         busy,
         last_operation,
@@ -139,6 +140,7 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
     status.empty = !host::holds_data(&agent.options.data);
+    status.standby = agent.is_standby();
     status.history = control
         .as_ref()
         .ok()

@@ -1305,6 +1305,56 @@ fn switchover_through_the_host_stops_the_old_primary_cleanly_then_promotes() {
 }
 
 #[test]
+fn with_the_primary_silent_a_stopped_replica_is_started_as_it_is_and_nothing_follows_the_primary() {
+    // Sync mode: a is down, and so was b, which may hold commits a acknowledged.
+    let mut desired = cluster();
+    desired.spec.replication.mode = ReplicationMode::Sync;
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -0.5);
+    down(&mut observed, "b", -0.5);
+    let with_b = |host: HostAccess| {
+        let mut observed = observed.clone();
+        observed.members.get_mut("b").unwrap().host = host;
+        observed
+    };
+    let on_b = |p: &Plan| -> Vec<Action> {
+        actions(p)
+            .into_iter()
+            .filter(|a| a.subject() == "b")
+            .collect()
+    };
+    // b's host is back with a replica's data: started as it is (not rewound onto a, which
+    // does not answer), so its position can be read.
+    let replica_data = HostAccess::Agent(HostObservation {
+        reachable: true,
+        replica: true,
+        branch: Some("r1".into()),
+        position: Some(900),
+        ..Default::default()
+    });
+    let p = plan(&desired, &with_b(replica_data), at(0.0));
+    assert_eq!(on_b(&p), vec![Action::Start { member: "b".into() }]);
+    assert!(
+        p.actions[0]
+            .why
+            .contains("counts when a new primary is chosen")
+    );
+    // A primary's data is never started on its own: it would accept writes.
+    let p = plan(&desired, &with_b(agent_stopped(false, "r1", 900)), at(0.0));
+    assert_eq!(on_b(&p), vec![]);
+    // c, told to follow nothing, is not pointed at a while a is silent.
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -0.5);
+    observed.members.get_mut("c").unwrap().upstream = None;
+    let p = plan(&desired, &observed, at(0.0));
+    assert!(
+        actions(&p).iter().all(|a| a.subject() != "c"),
+        "{:?}",
+        actions(&p)
+    );
+}
+
+#[test]
 fn a_member_its_upstream_can_no_longer_feed_is_copied_again() {
     let copy_c = Action::Clone {
         member: "c".into(),

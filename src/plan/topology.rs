@@ -168,6 +168,15 @@ impl Planner<'_> {
                 let why = diverged.map(|d| d.to_string()).unwrap_or_default();
                 self.rejoin_diverged(member, &from, primary, &why)
             }
+            Some(Role::Replica)
+                if o.upstream.as_deref() != Some(from.as_str())
+                    && !observation(self.observed, &from).reachable =>
+            {
+                self.note_progress(
+                    reason::SYNCING,
+                    format!("{member} is to replicate from {from}, which does not answer"),
+                )
+            }
             Some(Role::Replica) if o.upstream.as_deref() != Some(from.as_str()) => self.push(
                 Action::Replicate {
                     member: member.to_string(),
@@ -264,6 +273,24 @@ impl Planner<'_> {
             return self.note_progress(
                 reason::SYNCING,
                 format!("{member} is starting or not yet accepting connections"),
+            );
+        }
+        if !observation(self.observed, from).reachable {
+            // Nothing can be copied, rewound or followed from a member that does not answer.
+            // A replica's data started as it is accepts no writes, and its position then
+            // counts in the choice of a new primary.
+            if host.replica && !host.empty {
+                return self.push(
+                    Action::Start {
+                        member: member.to_string(),
+                    },
+                    false,
+                    format!("{member} is a stopped replica and {from} does not answer: it starts as it is, so that what it holds counts when a new primary is chosen"),
+                );
+            }
+            return self.note_progress(
+                reason::SYNCING,
+                format!("{member} is stopped; it rejoins once {from} answers"),
             );
         }
         if host.empty {

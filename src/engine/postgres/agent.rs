@@ -29,6 +29,10 @@ pub struct AgentStatus {
     /// The data directory holds no data set: a copy is all it can take.
     #[serde(default)]
     pub empty: bool,
+    /// The data directory is set up as a standby's (`standby.signal`): started as it is, it
+    /// replays what it holds and accepts no writes.
+    #[serde(default)]
+    pub standby: bool,
     /// The `.history` file of the control file's timeline, when it is past the first: where
     /// each earlier timeline forked, so the controller can tell the data's branch while
     /// postgres is down.

@@ -296,6 +296,7 @@ fn host_observation(status: Result<AgentStatus, EngineError>) -> HostObservation
                 running: status.running,
                 busy: status.busy.clone(),
                 empty: status.empty,
+                replica: status.standby,
                 // A primary's clean shutdown ends its WAL with the shutdown checkpoint; a
                 // standby's restartpoint says nothing of what it received after.
                 stopped_cleanly: control.is_some_and(|c| c.state == "shut down"),
