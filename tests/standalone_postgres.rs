@@ -97,6 +97,7 @@ fn no_acknowledged_commit_is_lost_when_the_primary_node_dies_in_sync_mode() {
     if !available() {
         return;
     }
+    let _one_at_a_time = support::pg_bed::one_at_a_time();
     let stdout = support::demo(&["--engine", "postgres", "--mode", "sync", "--trials", "3"]);
     assert_eq!(
         stdout

@@ -3,7 +3,10 @@
 //! controller (and the members, which follow each other by their spec address) reach each
 //! host's postgres and agent through relays the test can cut.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard},
+};
 
 use replicant::{
     local::{
@@ -34,6 +37,18 @@ pub struct PgBed {
     pub dir: tempfile::TempDir,
     pub hosts: Vec<Host>,
     pub rw_port: u16,
+    /// Held until the hosts above are gone (fields drop in order).
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+/// One PostgreSQL cluster at a time in a test binary: three servers, three agents and a
+/// controller at `detectAfter: 1s` are what two cores carry without the controller seeing
+/// a starved primary as a failed one.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static CLUSTERS: Mutex<()> = Mutex::new(());
+    CLUSTERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl PgBed {
@@ -51,6 +66,7 @@ impl PgBed {
     /// As [`PgBed::with_data`], each agent started with `agent_args` too (`--set name=value`
     /// for its postgres, say).
     pub fn build(with_data: &[&str], agent_args: &[&str]) -> Self {
+        let one_at_a_time = one_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("specs")).unwrap();
         let mut hosts = Vec::new();
@@ -74,6 +90,7 @@ impl PgBed {
             dir,
             hosts,
             rw_port: free_port().unwrap(),
+            _one_at_a_time: one_at_a_time,
         }
     }
 
