@@ -48,6 +48,18 @@ async fn a_postgres_cluster_is_copied_fails_over_on_node_loss_and_takes_its_old_
         .await;
     }
 
+    // The controller probes each member over one session it keeps, not a new one per round.
+    let a = bed.address("a");
+    eventually_pg("a probe session older than a second", async || {
+        try_number(
+            &a,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'replicant' AND backend_start < now() - interval '1 second'",
+        )
+        .await
+            >= Some(1)
+    })
+    .await;
+
     // Node loss: a's agent and postmaster die at once.
     bed.node("a").kill_node();
     let report = bed

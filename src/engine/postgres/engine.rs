@@ -15,7 +15,7 @@ use super::{
     agent::{AgentClient, AgentStatus, HostOperations, Source},
     history::{self, branches},
     lease::Leases,
-    probe::{self, PgProbe, slot_name},
+    probe::{PgProbe, Session, slot_name},
 };
 use crate::{
     api::{Member, ReplicationClusterSpec, ReplicationMode},
@@ -84,6 +84,9 @@ pub struct PostgresEngine {
     slots_checked: Mutex<HashMap<String, Instant>>,
     /// The primary's lease, renewed in the background while it is alive.
     leases: Leases,
+    /// Each member's probe session, kept open between rounds: a new one every round would
+    /// cost the server a backend and both sides a password exchange.
+    probe_sessions: Mutex<HashMap<String, Session>>,
 }
 
 impl PostgresEngine {
@@ -114,6 +117,7 @@ impl PostgresEngine {
             agents,
             slots_checked: Mutex::new(HashMap::new()),
             leases: Leases::default(),
+            probe_sessions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -168,13 +172,52 @@ impl PostgresEngine {
         actions::keep_slots(self.target(from), &self.slots_for(&from.name)).await
     }
 
+    /// Probe `member` over its kept session, or over a new one (kept for next time) when that
+    /// one is gone or silent: the new session tells refused, starting up and the rest apart.
+    /// Both within one probe timeout.
     async fn probe(&self, member: &Member) -> Result<PgProbe, EngineError> {
-        probe::probe(
-            &member.address,
-            &self.settings.credentials,
-            self.settings.timeout,
-        )
-        .await
+        let (address, timeout) = (&member.address, self.settings.timeout);
+        let started = Instant::now();
+        let kept = self
+            .probe_sessions
+            .lock()
+            .expect("lock")
+            .remove(&member.name);
+        if let Some(session) = kept {
+            if let Ok(Ok(probe)) = tokio::time::timeout(timeout, session.probe(address)).await {
+                self.keep_session(member, session);
+                return Ok(probe);
+            }
+            session.discard();
+        }
+        let fresh = async {
+            let session = Session::connect(address, &self.settings.credentials).await?;
+            match session.probe(address).await {
+                Ok(probe) => Ok((session, probe)),
+                Err(error) => {
+                    session.discard();
+                    Err(error)
+                }
+            }
+        };
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let (session, probe) =
+            tokio::time::timeout(remaining, fresh)
+                .await
+                .map_err(|_| EngineError::Timeout {
+                    address: address.clone(),
+                    millis: timeout.as_millis(),
+                    during: "probe",
+                })??;
+        self.keep_session(member, session);
+        Ok(probe)
+    }
+
+    fn keep_session(&self, member: &Member, session: Session) {
+        self.probe_sessions
+            .lock()
+            .expect("lock")
+            .insert(member.name.clone(), session);
     }
 
     /// Create or advance `member`'s slots now and then: a standby keeps the others' slots

@@ -162,20 +162,19 @@ pub async fn probe(
         millis: timeout.as_millis(),
         during: "probe",
     };
-    tokio::time::timeout(timeout, probe_unbounded(address, credentials))
+    let probe = async {
+        let session = Session::connect(address, credentials).await?;
+        let probe = session.probe(address).await;
+        session.close().await;
+        probe
+    };
+    tokio::time::timeout(timeout, probe)
         .await
         .map_err(|_| timed_out())?
 }
 
-async fn probe_unbounded(address: &str, credentials: &Credentials) -> Result<PgProbe, EngineError> {
-    let session = Session::connect(address, credentials).await?;
-    let row = session
-        .client
-        .query_one(PROBE, &[])
-        .await
-        .map_err(|e| classify(address, "probe", &e));
-    session.close().await;
-    let row = row?;
+/// The member's answer to [`PROBE`], read into a [`PgProbe`].
+fn parse(row: &tokio_postgres::Row, address: &str) -> Result<PgProbe, EngineError> {
     let protocol = |detail: String| EngineError::Protocol {
         address: address.to_string(),
         during: "probe",
@@ -184,16 +183,16 @@ async fn probe_unbounded(address: &str, credentials: &Credentials) -> Result<PgP
     let lsn = |text: Option<String>| -> Result<Option<Lsn>, EngineError> {
         text.map(|t| t.parse().map_err(protocol)).transpose()
     };
-    let system_identifier: String = column(&row, 1, address)?;
-    let timeline: Option<i32> = column(&row, 2, address)?;
-    let received_timeline: Option<i32> = column(&row, 3, address)?;
-    let sender: Option<String> = column(&row, 6, address)?;
-    let status: Option<String> = column(&row, 7, address)?;
-    let conninfo: String = column(&row, 8, address)?;
-    let slot: String = column(&row, 9, address)?;
-    let history: Option<String> = column(&row, 14, address)?;
+    let system_identifier: String = column(row, 1, address)?;
+    let timeline: Option<i32> = column(row, 2, address)?;
+    let received_timeline: Option<i32> = column(row, 3, address)?;
+    let sender: Option<String> = column(row, 6, address)?;
+    let status: Option<String> = column(row, 7, address)?;
+    let conninfo: String = column(row, 8, address)?;
+    let slot: String = column(row, 9, address)?;
+    let history: Option<String> = column(row, 14, address)?;
     Ok(PgProbe {
-        in_recovery: column(&row, 0, address)?,
+        in_recovery: column(row, 0, address)?,
         system_identifier: system_identifier
             .parse()
             .map_err(|_| protocol(format!("system identifier {system_identifier:?}")))?,
@@ -204,8 +203,8 @@ async fn probe_unbounded(address: &str, credentials: &Credentials) -> Result<PgP
             .transpose()
             .map_err(|e| protocol(format!("timeline history: {e}")))?
             .unwrap_or_default(),
-        durable: lsn(column(&row, 4, address)?)?,
-        applied: lsn(column(&row, 5, address)?)?,
+        durable: lsn(column(row, 4, address)?)?,
+        applied: lsn(column(row, 5, address)?)?,
         receiver: sender.zip(status).map(|(sender, status)| Receiver {
             sender,
             status,
@@ -213,10 +212,10 @@ async fn probe_unbounded(address: &str, credentials: &Credentials) -> Result<PgP
         }),
         configured_upstream: conninfo_address(&conninfo),
         primary_slot_name: (!slot.is_empty()).then_some(slot),
-        synchronous_standby_names: column(&row, 10, address)?,
-        synchronous_commit: column(&row, 11, address)?,
-        default_transaction_read_only: column::<String>(&row, 12, address)? == "on",
-        slots: serde_json::from_str(column(&row, 13, address)?)
+        synchronous_standby_names: column(row, 10, address)?,
+        synchronous_commit: column(row, 11, address)?,
+        default_transaction_read_only: column::<String>(row, 12, address)? == "on",
+        slots: serde_json::from_str(column(row, 13, address)?)
             .map_err(|e| protocol(format!("slots: {e}")))?,
     })
 }
@@ -268,6 +267,21 @@ impl Session {
     pub async fn close(self) {
         drop(self.client);
         let _ = self.connection.await;
+    }
+
+    /// Drop the connection at once, without waiting for a server that may not answer.
+    pub fn discard(self) {
+        self.connection.abort();
+    }
+
+    /// One probe over this session, unbounded: the caller sets the time limit.
+    pub async fn probe(&self, address: &str) -> Result<PgProbe, EngineError> {
+        let row = self
+            .client
+            .query_one(PROBE, &[])
+            .await
+            .map_err(|e| classify(address, "probe", &e))?;
+        parse(&row, address)
     }
 }
 
