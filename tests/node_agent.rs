@@ -7,13 +7,13 @@ mod support;
 use std::{
     io::{Read, Write},
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use replicant::{
     engine::EngineError,
-    local::postgres::{PASSWORD, PostgresProcess, empty_data, init_data, owned_dir, server_user},
+    local::postgres::{PASSWORD, PostgresProcess, empty_data, init_data, owned_dir},
 };
 use serde_json::{Value, json};
 use support::{
@@ -379,32 +379,7 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let host = owned_dir(dir.path(), "host").unwrap();
     let (data, pg_port) = init_data(&host).unwrap();
-    let (cert, key) = (host.join("agent.crt"), host.join("agent.key"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=agent"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        // A server certificate, not a CA: webpki refuses a CA as the server's own certificate.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(made.success(), "openssl could not make a certificate");
-    for file in [&cert, &key] {
-        std::os::unix::fs::chown(file, server_user().map(|u| u.0), server_user().map(|u| u.1))
-            .unwrap();
-    }
+    let (cert, key) = support::node::certificate_for_loopback(&host);
     let node = Node::start_with(
         &host,
         &data,
@@ -463,6 +438,26 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
     );
     use replicant::engine::postgres::agent::HostOperations;
     assert!(!client.status().await.unwrap().running);
+
+    // One whose bundle holds another certificate is refused before any request.
+    let other = tempfile::tempdir().unwrap();
+    let (stranger, _) = support::node::certificate_for_loopback(other.path());
+    let untrusting = replicant::engine::postgres::agent::AgentClient::new(
+        format!("127.0.0.1:{}", node.port),
+        replicant::engine::Secret::new(TOKEN),
+        Some(
+            replicant::engine::postgres::agent::trusting(
+                &std::fs::read_to_string(&stranger).unwrap(),
+            )
+            .unwrap(),
+        ),
+        Duration::from_secs(5),
+    );
+    let refused = untrusting.status().await.unwrap_err().to_string();
+    assert!(
+        refused.contains("TLS") && refused.contains("certificate"),
+        "{refused}"
+    );
 
     // Plain HTTP gets no answer.
     let mut plain = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();

@@ -448,3 +448,40 @@ async fn in_sync_mode_the_standby_holding_every_acknowledged_commit_wins_and_non
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_serving_tls_are_driven_over_it_verified_against_the_spec_bundle() {
+    if !available() {
+        return;
+    }
+    // Each agent has a certificate of its own; spec.agentTls.caFile holds the three.
+    let mut bed = PgBed::with_tls_agents();
+    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+    // a started, b and c copied: every one an order over TLS.
+    all_streaming_from(&bed, &ctl, "a").await;
+
+    // A node loss is failed over (the new primary's lease granted over TLS), and the old
+    // primary's host, back, is rewound in.
+    bed.node("a").kill_node();
+    let report = bed
+        .wait_for("a new primary", &ctl, 30, |r| !r.status.history.is_empty())
+        .await;
+    let new = report.status.history[0].to.clone();
+    bed.node("a").reboot();
+    bed.wait_for("a back as a standby", &ctl, 90, |r| {
+        ready_members(r, 3) && streaming_from(r, "a", &new)
+    })
+    .await;
+    // Asked over TLS, as the controller does, the new primary's agent holds its lease.
+    use replicant::engine::postgres::agent::{AgentClient, HostOperations, trusting};
+    let bundle = std::fs::read_to_string(bed.dir.path().join("agents-ca.pem")).unwrap();
+    let agent = AgentClient::new(
+        bed.host(&new).node.address(),
+        replicant::engine::Secret::new(support::node::TOKEN),
+        Some(trusting(&bundle).unwrap()),
+        Duration::from_secs(5),
+    );
+    let status = agent.status().await.unwrap();
+    assert_eq!(status.epoch, 1);
+    assert!(status.lease_remaining_ms.is_some(), "{status:?}");
+}

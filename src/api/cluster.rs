@@ -56,6 +56,12 @@ pub struct ReplicationClusterSpec {
     /// one of `secretRef`, `tokenFile`, `tokenEnv`. Needed when a member names an agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_token: Option<TokenRef>,
+    /// The certificate authority the members' node agents present certificates from, when
+    /// they serve their API over TLS (`replicant node --tls-cert/--tls-key`): exactly one of
+    /// `caSecretRef`, `caFile`. The controller then speaks only TLS to them, verifying each
+    /// agent's certificate against it and the agent's address; without it, plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_tls: Option<AgentTls>,
     /// Observe and report only; take no action.
     #[serde(default)]
     pub suspend: bool,
@@ -260,6 +266,34 @@ pub struct TokenRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub token_env: Option<String>,
+}
+
+/// Where the CA bundle (PEM) for the node agents' certificates is kept.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentTls {
+    /// A Kubernetes Secret in the cluster's namespace (operator mode); its key defaults to
+    /// `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<CertificateKeyRef>,
+    /// A file holding the bundle (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub ca_file: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default = "default_certificate_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_certificate_key() -> String {
+    "ca.crt".to_string()
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]

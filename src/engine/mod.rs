@@ -175,12 +175,20 @@ pub trait Engine: Send + Sync {
     fn manual_command(&self, action: &Action, desired: &Desired) -> String;
 }
 
-/// The engine for a cluster, or why it cannot have one (shown in status). `agent_token` is
-/// the bearer token of the members' node agents, when the spec names one.
+/// How the controller reaches the members' node agents, as the spec says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentAccess {
+    /// The bearer token they accept.
+    pub token: Option<Secret>,
+    /// The CA bundle (PEM) their certificates chain to, when they serve TLS.
+    pub ca_pem: Option<String>,
+}
+
+/// The engine for a cluster, or why it cannot have one (shown in status).
 pub fn for_cluster(
     spec: &crate::api::ReplicationClusterSpec,
     credentials: Credentials,
-    agent_token: Option<Secret>,
+    agents: AgentAccess,
 ) -> Result<std::sync::Arc<dyn Engine>, String> {
     match spec.engine {
         crate::api::Engine::Redis => Ok(std::sync::Arc::new(redis::RedisEngine::new(
@@ -189,7 +197,7 @@ pub fn for_cluster(
         crate::api::Engine::Postgres => Ok(std::sync::Arc::new(postgres::PostgresEngine::new(
             postgres::PostgresSettings::for_cluster(spec, credentials),
             &spec.members,
-            agent_token,
+            agents,
         )?)),
     }
 }

@@ -26,7 +26,7 @@ use super::{
 use crate::{
     api::{ReplicationCluster, ReplicationClusterSpec, ReplicationClusterStatus, VirtualName},
     desired::{Desired, NamedVirtualName},
-    engine::{Credentials, Engine, Secret},
+    engine::{AgentAccess, Credentials, Engine, Secret},
     plan::{Finding, findings},
     reconcile::{self, Deps, Memory},
     status,
@@ -64,8 +64,9 @@ pub struct ClusterState {
 
 struct EngineSlot {
     spec: ReplicationClusterSpec,
-    /// The database password and the agents' token, as read from their Secrets.
-    password: (Option<String>, Option<String>),
+    /// The database password, the agents' token and their CA bundle, as read from their
+    /// Secrets.
+    password: (Option<String>, Option<String>, Option<String>),
     read_at: Instant,
     engine: Arc<dyn Engine>,
 }
@@ -281,29 +282,48 @@ async fn engine(
         return Ok(slot.engine.clone());
     }
     let reference = spec.credentials.as_ref();
-    let password = match reference.and_then(|r| r.secret_ref.as_ref()) {
-        Some(secret) => Some(read_password(ctx, namespace, &secret.name, &secret.key).await?),
-        None if reference.is_some() => {
-            return Err(format!(
-                "{}: spec.credentials: the operator reads passwords from a Secret; set secretRef (passwordFile and passwordEnv are for standalone mode)",
-                cluster.name_any()
-            ));
-        }
-        None => None,
-    };
-    let token = match &spec.agent_token {
-        Some(reference) => match &reference.secret_ref {
-            Some(secret) => Some(read_password(ctx, namespace, &secret.name, &secret.key).await?),
-            None => {
-                return Err(format!(
-                    "{}: spec.agentToken: the operator reads the token from a Secret; set secretRef (tokenFile and tokenEnv are for standalone mode)",
-                    cluster.name_any()
-                ));
-            }
+    let name = cluster.name_any();
+    let password = referenced_secret(
+        ctx,
+        namespace,
+        Field {
+            cluster: &name,
+            path: "spec.credentials",
+            secret_field: "secretRef",
+            standalone: "passwordFile and passwordEnv are",
         },
-        None => None,
-    };
-    let password = (password, token);
+        reference.map(|r| r.secret_ref.as_ref().map(|s| (&*s.name, &*s.key))),
+    )
+    .await?;
+    let token = referenced_secret(
+        ctx,
+        namespace,
+        Field {
+            cluster: &name,
+            path: "spec.agentToken",
+            secret_field: "secretRef",
+            standalone: "tokenFile and tokenEnv are",
+        },
+        spec.agent_token
+            .as_ref()
+            .map(|r| r.secret_ref.as_ref().map(|s| (&*s.name, &*s.key))),
+    )
+    .await?;
+    let ca_pem = referenced_secret(
+        ctx,
+        namespace,
+        Field {
+            cluster: &name,
+            path: "spec.agentTls",
+            secret_field: "caSecretRef",
+            standalone: "caFile is",
+        },
+        spec.agent_tls
+            .as_ref()
+            .map(|r| r.ca_secret_ref.as_ref().map(|s| (&*s.name, &*s.key))),
+    )
+    .await?;
+    let password = (password, token, ca_pem);
     if let Some(slot) = &mut state.engine
         && slot.spec == *spec
         && slot.password == password
@@ -315,8 +335,11 @@ async fn engine(
         username: reference.and_then(|r| r.username.clone()),
         password: password.0.clone().map(Secret::new),
     };
-    let engine =
-        crate::engine::for_cluster(spec, credentials, password.1.clone().map(Secret::new))?;
+    let agents = AgentAccess {
+        token: password.1.clone().map(Secret::new),
+        ca_pem: password.2.clone(),
+    };
+    let engine = crate::engine::for_cluster(spec, credentials, agents)?;
     state.engine = Some(EngineSlot {
         spec: spec.clone(),
         password,
@@ -326,19 +349,51 @@ async fn engine(
     Ok(engine)
 }
 
-async fn read_password(
+/// A spec field that refers to a Secret, for messages.
+struct Field<'a> {
+    cluster: &'a str,
+    path: &'a str,
+    secret_field: &'a str,
+    /// Its standalone-mode alternatives, which the operator does not read.
+    standalone: &'a str,
+}
+
+/// What a spec field's Secret reference (`reference`: `None` when the field is unset, then
+/// the Secret's name and key if it names one) points at.
+async fn referenced_secret(
     ctx: &Context,
     namespace: &str,
+    field: Field<'_>,
+    reference: Option<Option<(&str, &str)>>,
+) -> Result<Option<String>, String> {
+    match reference {
+        None => Ok(None),
+        Some(Some((name, key))) => {
+            let path = format!("{}.{}", field.path, field.secret_field);
+            read_secret(ctx, namespace, &path, name, key)
+                .await
+                .map(Some)
+        }
+        Some(None) => Err(format!(
+            "{}: {}: the operator reads it from a Secret; set {} ({} for standalone mode)",
+            field.cluster, field.path, field.secret_field, field.standalone
+        )),
+    }
+}
+
+/// Key `key` of Secret `name`, for the spec field `field` that names it.
+async fn read_secret(
+    ctx: &Context,
+    namespace: &str,
+    field: &str,
     name: &str,
     key: &str,
 ) -> Result<String, String> {
     let api: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret = super::call::call(format!("get secret {name}"), api.get_opt(name))
         .await
-        .map_err(|e| format!("spec.credentials.secretRef: {e}"))?
-        .ok_or_else(|| {
-            format!("spec.credentials.secretRef: Secret {namespace}/{name} not found")
-        })?;
+        .map_err(|e| format!("{field}: {e}"))?
+        .ok_or_else(|| format!("{field}: Secret {namespace}/{name} not found"))?;
     let value = secret
         .data
         .as_ref()
@@ -351,9 +406,7 @@ async fn read_password(
                 .and_then(|d| d.get(key))
                 .cloned()
         })
-        .ok_or_else(|| {
-            format!("spec.credentials.secretRef: Secret {namespace}/{name} has no key {key:?}")
-        })?;
+        .ok_or_else(|| format!("{field}: Secret {namespace}/{name} has no key {key:?}"))?;
     Ok(value.trim_end_matches(['\n', '\r']).to_string())
 }
 

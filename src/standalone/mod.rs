@@ -26,7 +26,7 @@ use self::{
 use crate::{
     api::{ReplicationClusterSpec, ReplicationClusterStatus},
     desired::Desired,
-    engine::{Credentials, Engine, Secret},
+    engine::{AgentAccess, Credentials, Engine, Secret},
     metrics::{self, Metrics},
     reconcile::{self, Deps, Memory},
     status,
@@ -212,7 +212,41 @@ pub fn credentials(spec: &ReplicationClusterSpec) -> Result<Credentials, String>
 type EngineOrError = Result<Arc<dyn Engine>, String>;
 
 fn engine_for(spec: &ReplicationClusterSpec) -> EngineOrError {
-    crate::engine::for_cluster(spec, credentials(spec)?, agent_token(spec)?)
+    let agents = AgentAccess {
+        token: agent_token(spec)?,
+        ca_pem: agent_ca(spec)?,
+    };
+    crate::engine::for_cluster(spec, credentials(spec)?, agents)
+}
+
+/// The largest CA bundle read: a few hundred certificates.
+const MAX_CA_BUNDLE: u64 = 1 << 20;
+
+/// Read a standalone `agentTls` reference: the CA bundle in `caFile`.
+pub fn agent_ca(spec: &ReplicationClusterSpec) -> Result<Option<String>, String> {
+    let Some(tls) = &spec.agent_tls else {
+        return Ok(None);
+    };
+    let Some(file) = &tls.ca_file else {
+        return Err(
+            "spec.agentTls.caSecretRef needs the Kubernetes operator; use caFile here".into(),
+        );
+    };
+    let read = || -> std::io::Result<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(file)?
+            .take(MAX_CA_BUNDLE + 1)
+            .read_to_string(&mut text)?;
+        Ok(text)
+    };
+    let text = read().map_err(|e| format!("spec.agentTls.caFile: {file}: {e}"))?;
+    if text.len() as u64 > MAX_CA_BUNDLE {
+        return Err(format!(
+            "spec.agentTls.caFile: {file}: larger than {MAX_CA_BUNDLE} bytes"
+        ));
+    }
+    Ok(Some(text))
 }
 
 /// Resolve a standalone agent token reference (file or environment variable).

@@ -400,6 +400,9 @@ fn check_agents(spec: &crate::api::ReplicationClusterSpec, out: &mut Out<'_>) {
                 "node agents serve PostgreSQL members only",
             );
         }
+        if spec.agent_tls.is_some() {
+            out.fail("spec.agentTls", "node agents serve PostgreSQL members only");
+        }
         return;
     }
     for i in &with_agent {
@@ -424,6 +427,17 @@ fn check_agents(spec: &crate::api::ReplicationClusterSpec, out: &mut Out<'_>) {
                 "spec.agentToken",
                 "set exactly one of secretRef, tokenFile, tokenEnv",
             );
+        }
+    }
+    if let Some(tls) = &spec.agent_tls {
+        if with_agent.is_empty() {
+            out.fail(
+                "spec.agentTls",
+                "no member names a node agent (spec.members[].agent), so there is nothing to speak TLS to",
+            );
+        }
+        if tls.ca_secret_ref.is_some() == tls.ca_file.is_some() {
+            out.fail("spec.agentTls", "set exactly one of caSecretRef, caFile");
         }
     }
     // The primary's lease must end, with a margin, before anyone may be promoted; below

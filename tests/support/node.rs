@@ -122,3 +122,35 @@ impl Node {
         self.process.stop();
     }
 }
+
+/// A server certificate for 127.0.0.1 and its key (PEM, readable by the server user) in `dir`,
+/// self-signed: a client that trusts the certificate itself accepts it.
+pub fn certificate_for_loopback(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("agent.crt"), dir.join("agent.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=agent"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        // A server certificate, not a CA: webpki refuses a CA as the server's own certificate.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success(), "openssl could not make a certificate");
+    let owner = replicant::local::postgres::server_user();
+    for file in [&cert, &key] {
+        std::os::unix::fs::chown(file, owner.map(|u| u.0), owner.map(|u| u.1)).unwrap();
+    }
+    (cert, key)
+}

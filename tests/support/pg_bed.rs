@@ -18,7 +18,7 @@ use replicant::{
 
 use super::{
     Controller,
-    node::{Node, TOKEN},
+    node::{Node, TOKEN, certificate_for_loopback},
     read_journal,
     relay::Relay,
     wait_for_report,
@@ -37,6 +37,8 @@ pub struct PgBed {
     pub dir: tempfile::TempDir,
     pub hosts: Vec<Host>,
     pub rw_port: u16,
+    /// More of the cluster's spec, indented under `spec:`.
+    pub spec_extra: String,
     /// Held until the hosts above are gone (fields drop in order).
     _one_at_a_time: MutexGuard<'static, ()>,
 }
@@ -66,6 +68,33 @@ impl PgBed {
     /// As [`PgBed::with_data`], each agent started with `agent_args` too (`--set name=value`
     /// for its postgres, say).
     pub fn build(with_data: &[&str], agent_args: &[&str]) -> Self {
+        Self::build_with(with_data, |_| {
+            agent_args.iter().map(|a| a.to_string()).collect()
+        })
+    }
+
+    /// As [`PgBed::new`], each agent serving its API over TLS with a certificate of its own;
+    /// the spec names the bundle of all three as `agentTls.caFile`.
+    pub fn with_tls_agents() -> Self {
+        let mut certificates = Vec::new();
+        let mut bed = Self::build_with(&["a"], |host| {
+            let (cert, key) = certificate_for_loopback(host);
+            certificates.push(std::fs::read_to_string(&cert).unwrap());
+            let path = |p: PathBuf| p.to_str().unwrap().to_string();
+            vec![
+                "--tls-cert".into(),
+                path(cert),
+                "--tls-key".into(),
+                path(key),
+            ]
+        });
+        let bundle = bed.dir.path().join("agents-ca.pem");
+        std::fs::write(&bundle, certificates.concat()).unwrap();
+        bed.spec_extra = format!("  agentTls: {{ caFile: \"{}\" }}\n", bundle.display());
+        bed
+    }
+
+    fn build_with(with_data: &[&str], mut agent_args: impl FnMut(&Path) -> Vec<String>) -> Self {
         let one_at_a_time = one_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("specs")).unwrap();
@@ -77,7 +106,9 @@ impl PgBed {
             } else {
                 empty_data(&host).unwrap()
             };
-            let node = Node::start_with(&host, &data, port, agent_args);
+            let args = agent_args(&host);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let node = Node::start_with(&host, &data, port, &args);
             hosts.push(Host {
                 name: name.to_string(),
                 node,
@@ -90,6 +121,7 @@ impl PgBed {
             dir,
             hosts,
             rw_port: free_port().unwrap(),
+            spec_extra: String::new(),
             _one_at_a_time: one_at_a_time,
         }
     }
@@ -158,8 +190,8 @@ impl PgBed {
             ));
         }
         format!(
-            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: orders}}\nspec:\n  engine: postgres\n  primary: {primary}\n  members:\n{members}  credentials: {{ username: postgres, passwordEnv: PG_PASSWORD }}\n  agentToken: {{ tokenEnv: AGENT_TOKEN }}\n  replication: {{ mode: {mode} }}\n  failover: {{ detectAfter: 1s, cooldown: 1m }}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: orders-rw}}\nspec: {{cluster: orders, target: primary, listen: \"127.0.0.1:{}\"}}\n",
-            self.rw_port
+            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: orders}}\nspec:\n  engine: postgres\n  primary: {primary}\n  members:\n{members}  credentials: {{ username: postgres, passwordEnv: PG_PASSWORD }}\n  agentToken: {{ tokenEnv: AGENT_TOKEN }}\n{}  replication: {{ mode: {mode} }}\n  failover: {{ detectAfter: 1s, cooldown: 1m }}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: orders-rw}}\nspec: {{cluster: orders, target: primary, listen: \"127.0.0.1:{}\"}}\n",
+            self.spec_extra, self.rw_port
         )
     }
 

@@ -108,6 +108,30 @@ pub struct AgentClient {
     timeout: Duration,
 }
 
+/// A TLS client configuration that trusts the certificates of `pem` (a CA bundle), and
+/// nothing else: the agents' certificates must chain to them.
+pub fn trusting(pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let certificate = certificate.map_err(|e| format!("not a PEM certificate: {e}"))?;
+        roots
+            .add(certificate)
+            .map_err(|e| format!("unusable certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("it holds no certificate".into());
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// How long a clean stop may take: a fast shutdown writes a checkpoint first.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -312,5 +336,31 @@ impl HostOperations for AgentClient {
         let body = serde_json::json!({ "epoch": epoch, "source": source });
         self.call("rewind", "/v1/rewind", Some(body), self.timeout)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trusting;
+
+    #[test]
+    fn a_bundle_without_a_usable_certificate_is_refused_with_the_reason() {
+        assert_eq!(trusting("").unwrap_err(), "it holds no certificate");
+        assert_eq!(
+            trusting("just some text\n").unwrap_err(),
+            "it holds no certificate"
+        );
+        let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        assert!(
+            trusting(broken)
+                .unwrap_err()
+                .starts_with("not a PEM certificate"),
+        );
+        let not_der = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(
+            trusting(not_der)
+                .unwrap_err()
+                .starts_with("unusable certificate"),
+        );
     }
 }

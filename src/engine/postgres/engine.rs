@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::{
     actions::{self, Target, Upstream},
-    agent::{AgentClient, AgentStatus, HostOperations, Source},
+    agent::{self, AgentClient, AgentStatus, HostOperations, Source},
     history::{self, branches},
     lease::Leases,
     probe::{PgProbe, Session, slot_name},
@@ -20,7 +20,7 @@ use super::{
 use crate::{
     api::{Member, ReplicationClusterSpec, ReplicationMode},
     desired::Desired,
-    engine::{Credentials, Engine, EngineError, Lease, Observation, Probe, Secret},
+    engine::{AgentAccess, Credentials, Engine, EngineError, Lease, Observation, Probe},
     observed::{History, HostAccess, HostObservation, Role},
     plan::Action,
 };
@@ -90,18 +90,24 @@ pub struct PostgresEngine {
 }
 
 impl PostgresEngine {
-    /// `agent_token` is required when any member names an agent.
+    /// `access.token` is required when any member names an agent.
     pub fn new(
         settings: PostgresSettings,
         members: &[Member],
-        agent_token: Option<Secret>,
+        access: AgentAccess,
     ) -> Result<Self, String> {
+        let tls = access
+            .ca_pem
+            .as_deref()
+            .map(agent::trusting)
+            .transpose()
+            .map_err(|e| format!("spec.agentTls: the CA bundle: {e}"))?;
         let mut agents = HashMap::new();
         for member in members {
             let Some(address) = &member.agent else {
                 continue;
             };
-            let token = agent_token.clone().ok_or_else(|| {
+            let token = access.token.clone().ok_or_else(|| {
                 format!(
                     "spec.agentToken: member {} names an agent, and agents accept only a token",
                     member.name
@@ -109,7 +115,7 @@ impl PostgresEngine {
             })?;
             agents.insert(
                 member.name.clone(),
-                AgentClient::new(address.clone(), token, None, settings.timeout),
+                AgentClient::new(address.clone(), token, tls.clone(), settings.timeout),
             );
         }
         Ok(Self {
