@@ -8,7 +8,7 @@ use std::time::Duration;
 use replicant::{
     engine::postgres::{
         Lsn, Upstream,
-        actions::{detach, fence, promote, repoint, unfence},
+        actions::{UpstreamAuth, detach, fence, promote, repoint, unfence},
         branches,
     },
     local::postgres::PostgresProcess,
@@ -43,7 +43,7 @@ async fn standbys_are_repointed_and_detached_without_a_restart() {
             address: &a.address(),
             slot: None,
             application_name: "b",
-            credentials: &creds,
+            auth: UpstreamAuth::Credentials(&creds),
         },
     )
     .await
@@ -228,7 +228,7 @@ async fn stream(standby: &str, from: &str, name: &str) {
             address: from,
             slot: Some(&slot),
             application_name: name,
-            credentials: &creds,
+            auth: UpstreamAuth::Credentials(&creds),
         },
     )
     .await

@@ -4,6 +4,7 @@
 
 mod support;
 
+use replicant::local::postgres::PASSWORD;
 use support::{
     pg::*,
     pg_bed::{PgBed, data_dir_holds, ready_members, streaming_from},
@@ -99,6 +100,16 @@ async fn a_postgres_cluster_is_copied_fails_over_on_node_loss_and_takes_its_old_
     .await;
     let a = bed.address("a");
     eventually_pg("a to hold every row", async || rows(&a).await == Some(101)).await;
+
+    // Copied, re-pointed over SQL and rewound, every standby follows through its host's
+    // password file: no password in any member's settings.
+    for host in &bed.hosts {
+        let settings = std::fs::read_to_string(host.data.join("postgresql.auto.conf")).unwrap();
+        assert!(!settings.contains(PASSWORD), "{}: {settings}", host.name);
+        if host.name != primary {
+            assert!(settings.contains("passfile="), "{}: {settings}", host.name);
+        }
+    }
 }
 
 /// `replicant demo --engine postgres --mode sync`: the node holding the primary is lost (agent

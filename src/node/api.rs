@@ -126,6 +126,7 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
         last_operation,
         last_error,
         rejoined,
+        upstream_auth: agent.upstream_auth.clone(),
     };
     let Some(inner) = inner else {
         return status;

@@ -14,8 +14,8 @@ use super::Options;
 use crate::engine::{
     Credentials, Secret,
     postgres::{
-        actions::conninfo,
-        agent::{Rejoined, Source},
+        actions::{UpstreamAuth, conninfo},
+        agent::{PassfileAuth, Rejoined, Source},
         controldata,
         probe::{self, split_address},
     },
@@ -296,18 +296,57 @@ fn setting_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// Where the host keeps the replication password for its standby's connection upstream:
+/// beside the agent's state file, readable by the server user alone.
+fn passfile(options: &Options) -> PathBuf {
+    std::path::absolute(&options.state)
+        .unwrap_or_else(|_| options.state.clone())
+        .with_file_name("replication.pgpass")
+}
+
+/// Write the replication password into the host's password file, when it has one: standbys
+/// name the file in `primary_conninfo`, and no password is in their settings.
+pub fn write_passfile(options: &Options) -> Result<Option<PassfileAuth>, String> {
+    let replication = &options.replication;
+    let Some(password) = &replication.password else {
+        return Ok(None);
+    };
+    let path = passfile(options);
+    write_private(&path, &passfile_line(&replication.user, password.expose())?)?;
+    Ok(Some(PassfileAuth {
+        user: replication.user.clone(),
+        passfile: path.display().to_string(),
+    }))
+}
+
+/// The password file's one line: any host, port and database, for `user`; `:` and `\` escaped.
+fn passfile_line(user: &str, password: &str) -> Result<String, String> {
+    if format!("{user}{password}").contains(['\n', '\r']) {
+        return Err(
+            "the replication user or password holds a line break, which a password file cannot"
+                .into(),
+        );
+    }
+    let escape = |value: &str| value.replace('\\', "\\\\").replace(':', "\\:");
+    Ok(format!("*:*:*:{}:{}\n", escape(user), escape(password)))
+}
+
 /// Make the data directory start as a standby of `source`: `standby.signal`, and
 /// `primary_conninfo` and `primary_slot_name` in `postgresql.auto.conf` (earlier values of
 /// those two removed, the rest kept). Takes effect at the next start.
 pub fn configure_standby(options: &Options, source: &Source) -> Result<(), String> {
     let replication = &options.replication;
-    let mut fields = vec![
-        ("user", replication.user.as_str()),
-        ("application_name", source.application_name.as_str()),
-    ];
-    if let Some(password) = &replication.password {
-        fields.push(("password", password.expose()));
-    }
+    let mut fields = vec![("application_name", source.application_name.as_str())];
+    let written = write_passfile(options)?;
+    let credentials = replication.credentials();
+    let auth = match &written {
+        Some(file) => UpstreamAuth::Passfile {
+            user: &file.user,
+            passfile: &file.passfile,
+        },
+        None => UpstreamAuth::Credentials(&credentials),
+    };
+    fields.extend(auth.fields());
     let conninfo = conninfo(&source.address, &fields).map_err(|e| e.to_string())?;
     let auto = options.data.join("postgresql.auto.conf");
     let existing = std::fs::read_to_string(&auto).unwrap_or_default();
@@ -436,4 +475,18 @@ async fn ensure_checkpointed(replication: &Replication, source: &Source) -> Resu
     crate::engine::postgres::actions::checkpoint(target)
         .await
         .map_err(|e| format!("the source has not checkpointed on its timeline: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passfile_line;
+
+    #[test]
+    fn a_password_file_line_escapes_what_the_format_reserves() {
+        assert_eq!(
+            passfile_line("replicator", r"p:a\ss").unwrap(),
+            "*:*:*:replicator:p\\:a\\\\ss\n"
+        );
+        assert!(passfile_line("replicator", "two\nlines").is_err());
+    }
 }

@@ -89,6 +89,8 @@ pub enum NodeError {
     Listen(SocketAddr, std::io::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("replication password file: {0}")]
+    Passfile(String),
 }
 
 /// What the agent keeps across restarts, written (and fsynced) before it acts on a new epoch.
@@ -133,6 +135,8 @@ struct Finished {
 /// and the durable state have their own locks, so a long copy never delays a renewal.
 pub struct Agent {
     options: Options,
+    /// How a standby here authenticates upstream, reported so that re-points keep to it.
+    upstream_auth: Option<crate::engine::postgres::agent::PassfileAuth>,
     durable: std::sync::Mutex<Durable>,
     /// Until when the controller's lease holds, on this process's monotonic clock.
     lease_until: std::sync::Mutex<Option<Instant>>,
@@ -159,8 +163,10 @@ impl Agent {
                 ));
             }
         };
+        let upstream_auth = host::write_passfile(&options).map_err(NodeError::Passfile)?;
         Ok(Self {
             options,
+            upstream_auth,
             durable: std::sync::Mutex::new(durable),
             lease_until: std::sync::Mutex::new(None),
             inner: Arc::new(Mutex::new(Inner { postmaster: None })),

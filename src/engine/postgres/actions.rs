@@ -20,7 +20,38 @@ pub struct Upstream<'a> {
     /// The name the standby reports upstream: `synchronous_standby_names` lists these.
     pub application_name: &'a str,
     /// How the standby authenticates to its upstream.
-    pub credentials: &'a Credentials,
+    pub auth: UpstreamAuth<'a>,
+}
+
+/// How a standby authenticates to its upstream.
+#[derive(Clone, Copy, Debug)]
+pub enum UpstreamAuth<'a> {
+    /// With these credentials, written into `primary_conninfo`.
+    Credentials(&'a Credentials),
+    /// As `user`, with the password its host keeps in the password file at `passfile`: no
+    /// password in the settings.
+    Passfile { user: &'a str, passfile: &'a str },
+}
+
+impl UpstreamAuth<'_> {
+    /// The `primary_conninfo` fields that say it.
+    pub fn fields(&self) -> Vec<(&str, &str)> {
+        match self {
+            UpstreamAuth::Credentials(credentials) => {
+                let mut fields = Vec::new();
+                if let Some(user) = &credentials.username {
+                    fields.push(("user", user.as_str()));
+                }
+                if let Some(password) = &credentials.password {
+                    fields.push(("password", password.expose()));
+                }
+                fields
+            }
+            UpstreamAuth::Passfile { user, passfile } => {
+                vec![("user", *user), ("passfile", *passfile)]
+            }
+        }
+    }
 }
 
 /// A member to act on, and how.
@@ -154,12 +185,7 @@ pub fn conninfo(address: &str, fields: &[(&str, &str)]) -> Result<String, Engine
 /// reloaded, so the WAL receiver restarts towards it while the server keeps running.
 pub async fn repoint(target: Target<'_>, upstream: Upstream<'_>) -> Result<(), EngineError> {
     let mut fields = vec![("application_name", upstream.application_name)];
-    if let Some(user) = &upstream.credentials.username {
-        fields.push(("user", user));
-    }
-    if let Some(password) = &upstream.credentials.password {
-        fields.push(("password", password.expose()));
-    }
+    fields.extend(upstream.auth.fields());
     let conninfo = conninfo(upstream.address, &fields)?;
     target
         .alter_system(

@@ -50,6 +50,19 @@ pub struct AgentStatus {
     /// How the last rejoin went, when the last operation was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejoined: Option<Rejoined>,
+    /// How a standby on this host authenticates to its upstream, when the host keeps the
+    /// password in a file: a re-point then names the file, never the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_auth: Option<PassfileAuth>,
+}
+
+/// A replication user whose password a host keeps in a password file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassfileAuth {
+    pub user: String,
+    /// Absolute path of the file on the host.
+    pub passfile: String,
 }
 
 /// The member a host copies, follows or rewinds onto.

@@ -11,7 +11,7 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    actions::{self, Target, Upstream},
+    actions::{self, Target, Upstream, UpstreamAuth},
     agent::{self, AgentClient, AgentStatus, HostOperations, Source},
     history::{self, branches},
     lease::Leases,
@@ -409,13 +409,26 @@ impl Engine for PostgresEngine {
         // The slot must exist upstream before the standby asks for it.
         self.slots_upstream(from).await?;
         let slot = slot_name(&member.name);
+        // A host that keeps the replication password in a file is followed through it, so
+        // the re-point writes no password into the member's settings.
+        let passfile = match self.agents.get(&member.name) {
+            Some(agent) => agent.status().await.ok().and_then(|s| s.upstream_auth),
+            None => None,
+        };
+        let auth = match &passfile {
+            Some(file) => UpstreamAuth::Passfile {
+                user: &file.user,
+                passfile: &file.passfile,
+            },
+            None => UpstreamAuth::Credentials(&self.settings.credentials),
+        };
         actions::repoint(
             self.target(member),
             Upstream {
                 address: &from.address,
                 slot: Some(&slot),
                 application_name: &member.name,
-                credentials: &self.settings.credentials,
+                auth,
             },
         )
         .await
