@@ -16,10 +16,7 @@ use k8s_openapi::api::{
     core::v1::{ConfigMap, Service},
     events::v1::Event,
 };
-use kube::{
-    Api, Client,
-    core::{ApiResource, DynamicObject, GroupVersionKind},
-};
+use kube::{Api, Client};
 use replicant::{
     api::{ReplicationCluster, VirtualName},
     local::RedisProcess,
@@ -52,22 +49,7 @@ impl Bed {
             Install::Manifests => None,
         };
         let plane = ControlPlane::start().await?;
-        match helm {
-            Some(helm) => helm_install(&plane, &helm),
-            None => apply_manifests(&plane),
-        }
-        plane.kubectl_ok(&["apply", "--validate=false", "-f", "crds/"]);
-        plane.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/replicationclusters.replicant.dev",
-            "crd/virtualnames.replicant.dev",
-        ]);
-        plane.kubectl_ok(&["create", "namespace", NS]);
-        let operator_kubeconfig = plane
-            .service_account_kubeconfig("replicant-system", "replicant")
-            .await;
+        let operator_kubeconfig = support::k8s::install_operator(&plane, helm.as_deref(), NS).await;
         let dir = tempfile::tempdir().unwrap();
         let mut servers = BTreeMap::new();
         for name in ["orders-a", "orders-b", "orders-c"] {
@@ -203,47 +185,7 @@ spec: {{cluster: orders, target: replicas}}
 
     /// Ports the Service's EndpointSlices point at, and the member names they record.
     async fn slice_ports(&self, service: &str) -> (Vec<u16>, String) {
-        let client = self.client().await;
-        let gvk = GroupVersionKind::gvk(
-            "discovery.k8s.io",
-            &slice_version(&client).await,
-            "EndpointSlice",
-        );
-        let resource = ApiResource::from_gvk_with_plural(&gvk, "endpointslices");
-        let api: Api<DynamicObject> = Api::namespaced_with(client, NS, &resource);
-        let list = api
-            .list(
-                &kube::api::ListParams::default()
-                    .labels(&format!("kubernetes.io/service-name={service}")),
-            )
-            .await
-            .unwrap();
-        let mut ports = Vec::new();
-        let mut members = Vec::new();
-        for slice in list.items {
-            let endpoints = slice.data["endpoints"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for endpoint in endpoints {
-                assert_eq!(endpoint["addresses"][0], "127.0.0.1");
-            }
-            if !slice.data["endpoints"]
-                .as_array()
-                .is_none_or(|e| e.is_empty())
-            {
-                ports.push(slice.data["ports"][0]["port"].as_u64().unwrap() as u16);
-            }
-            if let Some(m) = slice
-                .metadata
-                .annotations
-                .and_then(|a| a.get("replicant.dev/members").cloned())
-            {
-                members.push(m);
-            }
-        }
-        ports.sort();
-        (ports, members.join(","))
+        support::k8s::slice_ports(&self.client().await, NS, service).await
     }
 
     async fn role(&self, member: &str) -> Option<String> {
@@ -256,51 +198,6 @@ spec: {{cluster: orders, target: replicas}}
             },
             _ => None,
         }
-    }
-}
-
-/// `kubectl apply -f manifests/`: CRDs, namespace, RBAC, Deployment.
-fn apply_manifests(plane: &ControlPlane) {
-    // This 1.20 server predates `x-kubernetes-validations` (CEL), so kubectl's client-side
-    // schema check would refuse the CRDs before sending them; the server itself accepts them and
-    // ignores the rules (replicant enforces them and reports in status).
-    let out = plane.kubectl_ok(&["apply", "--validate=false", "-f", "manifests/"]);
-    assert!(
-        out.contains(
-            "customresourcedefinition.apiextensions.k8s.io/replicationclusters.replicant.dev"
-        ),
-        "{out}"
-    );
-    assert!(out.contains("deployment.apps/replicant"), "{out}");
-}
-
-/// `helm install` of the chart, as the README says.
-fn helm_install(plane: &ControlPlane, helm: &std::path::Path) {
-    support::k8s::run_helm(
-        helm,
-        &[
-            &format!("--kubeconfig={}", plane.admin_kubeconfig.display()),
-            "install",
-            "replicant",
-            "charts/replicant",
-            "--namespace",
-            "replicant-system",
-            "--create-namespace",
-        ],
-    );
-    let deployed = plane.kubectl_ok(&[
-        "-n",
-        "replicant-system",
-        "get",
-        "deployment,serviceaccount,role",
-    ]);
-    assert!(deployed.contains("deployment.apps/replicant"), "{deployed}");
-}
-
-async fn slice_version(client: &Client) -> String {
-    match client.list_api_group_resources("discovery.k8s.io/v1").await {
-        Ok(list) if list.resources.iter().any(|r| r.name == "endpointslices") => "v1".into(),
-        _ => "v1beta1".into(),
     }
 }
 

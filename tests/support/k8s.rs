@@ -398,3 +398,128 @@ impl std::ops::DerefMut for Operator {
         &mut self.process
     }
 }
+
+/// `kubectl apply -f manifests/`: CRDs, namespace, RBAC, Deployment.
+fn apply_manifests(plane: &ControlPlane) {
+    // This 1.20 server predates `x-kubernetes-validations` (CEL), so kubectl's client-side
+    // schema check would refuse the CRDs before sending them; the server itself accepts them and
+    // ignores the rules (replicant enforces them and reports in status).
+    let out = plane.kubectl_ok(&["apply", "--validate=false", "-f", "manifests/"]);
+    assert!(
+        out.contains(
+            "customresourcedefinition.apiextensions.k8s.io/replicationclusters.replicant.dev"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("deployment.apps/replicant"), "{out}");
+}
+
+/// `helm install` of the chart, as the README says.
+fn helm_install(plane: &ControlPlane, helm: &Path) {
+    run_helm(
+        helm,
+        &[
+            &format!("--kubeconfig={}", plane.admin_kubeconfig.display()),
+            "install",
+            "replicant",
+            "charts/replicant",
+            "--namespace",
+            "replicant-system",
+            "--create-namespace",
+        ],
+    );
+    let deployed = plane.kubectl_ok(&[
+        "-n",
+        "replicant-system",
+        "get",
+        "deployment,serviceaccount,role",
+    ]);
+    assert!(deployed.contains("deployment.apps/replicant"), "{deployed}");
+}
+
+/// Install the operator's resources as the README says (the manifests, or the chart with
+/// `helm`), wait for the CRDs, create `namespace`; the kubeconfig of the operator's
+/// ServiceAccount.
+pub async fn install_operator(
+    plane: &ControlPlane,
+    helm: Option<&Path>,
+    namespace: &str,
+) -> PathBuf {
+    match helm {
+        Some(helm) => helm_install(plane, helm),
+        None => apply_manifests(plane),
+    }
+    plane.kubectl_ok(&["apply", "--validate=false", "-f", "crds/"]);
+    plane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/replicationclusters.replicant.dev",
+        "crd/virtualnames.replicant.dev",
+    ]);
+    plane.kubectl_ok(&["create", "namespace", namespace]);
+    plane
+        .service_account_kubeconfig("replicant-system", "replicant")
+        .await
+}
+
+/// The EndpointSlice version this server serves.
+pub async fn slice_version(client: &kube::Client) -> String {
+    match client.list_api_group_resources("discovery.k8s.io/v1").await {
+        Ok(list) if list.resources.iter().any(|r| r.name == "endpointslices") => "v1".into(),
+        _ => "v1beta1".into(),
+    }
+}
+
+/// Ports the EndpointSlices of `service` in `namespace` point at (on 127.0.0.1), and the
+/// member names they record.
+pub async fn slice_ports(
+    client: &kube::Client,
+    namespace: &str,
+    service: &str,
+) -> (Vec<u16>, String) {
+    use kube::{
+        Api,
+        core::{ApiResource, DynamicObject, GroupVersionKind},
+    };
+    let gvk = GroupVersionKind::gvk(
+        "discovery.k8s.io",
+        &slice_version(client).await,
+        "EndpointSlice",
+    );
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "endpointslices");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let list = api
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("kubernetes.io/service-name={service}")),
+        )
+        .await
+        .unwrap();
+    let mut ports = Vec::new();
+    let mut members = Vec::new();
+    for slice in list.items {
+        let endpoints = slice.data["endpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for endpoint in endpoints {
+            assert_eq!(endpoint["addresses"][0], "127.0.0.1");
+        }
+        if !slice.data["endpoints"]
+            .as_array()
+            .is_none_or(|e| e.is_empty())
+        {
+            ports.push(slice.data["ports"][0]["port"].as_u64().unwrap() as u16);
+        }
+        if let Some(m) = slice
+            .metadata
+            .annotations
+            .and_then(|a| a.get("replicant.dev/members").cloned())
+        {
+            members.push(m);
+        }
+    }
+    ports.sort();
+    (ports, members.join(","))
+}

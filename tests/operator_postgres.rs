@@ -1,0 +1,259 @@
+//! The operator managing a PostgreSQL cluster: a real kube-apiserver, the operator running as
+//! the chart's ServiceAccount, and real postgres servers under real `replicant node` agents on
+//! loopback, their password and token read from Secrets.
+//!
+//! Needs `KUBEBUILDER_ASSETS` (see `tests/support/k8s.rs`) and PostgreSQL.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::events::v1::Event;
+use kube::{Api, Client};
+use replicant::{api::ReplicationCluster, local::postgres::PASSWORD};
+use support::{
+    k8s::{ControlPlane, Operator},
+    node::TOKEN,
+    pg::{available, eventually_pg, sql, try_number},
+    pg_bed::PgBed,
+};
+
+const NS: &str = "shop";
+
+struct Bed {
+    plane: ControlPlane,
+    hosts: PgBed,
+    operator_kubeconfig: std::path::PathBuf,
+}
+
+impl Bed {
+    async fn new() -> Option<Bed> {
+        if !available() {
+            return None;
+        }
+        let plane = ControlPlane::start().await?;
+        let operator_kubeconfig = support::k8s::install_operator(&plane, None, NS).await;
+        Some(Bed {
+            plane,
+            hosts: PgBed::new(),
+            operator_kubeconfig,
+        })
+    }
+
+    fn cluster_yaml(&self, primary: &str) -> String {
+        let mut members = String::new();
+        for host in &self.hosts.hosts {
+            members.push_str(&format!(
+                "    - {{name: {}, address: \"127.0.0.1:{}\", agent: \"{}\"}}\n",
+                host.name,
+                host.port,
+                host.node.address()
+            ));
+        }
+        format!(
+            r#"apiVersion: v1
+kind: Secret
+metadata: {{name: orders-pg, namespace: {NS}}}
+stringData: {{password: {PASSWORD}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: orders-agents, namespace: {NS}}}
+stringData: {{token: {TOKEN}}}
+---
+apiVersion: replicant.dev/v1alpha1
+kind: ReplicationCluster
+metadata: {{name: orders, namespace: {NS}}}
+spec:
+  engine: postgres
+  primary: {primary}
+  members:
+{members}  failover: {{detectAfter: 1s, cooldown: 1m}}
+  credentials: {{username: postgres, secretRef: {{name: orders-pg, key: password}}}}
+  agentToken: {{secretRef: {{name: orders-agents, key: token}}}}
+---
+apiVersion: replicant.dev/v1alpha1
+kind: VirtualName
+metadata: {{name: orders-rw, namespace: {NS}}}
+spec: {{cluster: orders, target: primary}}
+---
+apiVersion: replicant.dev/v1alpha1
+kind: VirtualName
+metadata: {{name: orders-ro, namespace: {NS}}}
+spec: {{cluster: orders, target: replicas}}
+"#
+        )
+    }
+
+    fn operator(&self, identity: &str, env: &[(&str, &str)]) -> Operator {
+        Operator::start(&self.plane, &self.operator_kubeconfig, identity, env)
+    }
+
+    async fn client(&self) -> Client {
+        self.plane.admin_client().await.unwrap()
+    }
+
+    async fn cluster(&self) -> Option<ReplicationCluster> {
+        let api: Api<ReplicationCluster> = Api::namespaced(self.client().await, NS);
+        api.get_opt("orders").await.ok().flatten()
+    }
+
+    /// Wait until the cluster's status satisfies `check`; panics with the status and log.
+    async fn wait_for(
+        &self,
+        what: &str,
+        secs: u64,
+        operator: &Operator,
+        check: impl Fn(&ReplicationCluster) -> bool,
+    ) -> ReplicationCluster {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(cluster) = self.cluster().await {
+                if check(&cluster) {
+                    return cluster;
+                }
+                last = Some(cluster);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "timed out waiting for {what}\nlast status: {}\noperator log:\n{}",
+            serde_json::to_string_pretty(&last.and_then(|c| c.status)).unwrap(),
+            operator.log_text()
+        );
+    }
+
+    /// The port the read-write Service's slices point at, once they point at one.
+    async fn rw_port(&self) -> Vec<u16> {
+        support::k8s::slice_ports(&self.client().await, NS, "orders-rw")
+            .await
+            .0
+    }
+}
+
+fn ready(cluster: &ReplicationCluster) -> bool {
+    let Some(status) = &cluster.status else {
+        return false;
+    };
+    status.ready_members.as_deref() == Some("3/3")
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+async fn event_reasons(client: &Client) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(client.clone(), NS);
+    api.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("orders"))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_builds_a_postgres_cluster_fails_it_over_and_moves_the_service() {
+    let Some(mut bed) = Bed::new().await else {
+        return;
+    };
+    let op = bed.operator("op-1", &[]);
+    let out = bed.plane.apply_text("orders.yaml", &bed.cluster_yaml("a"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The operator has a's agent start it and the others' copy it, with the password and
+    // token from their Secrets.
+    let cluster = bed
+        .wait_for("a primary, b and c streaming", 120, &op, ready)
+        .await;
+    let status = cluster.status.as_ref().unwrap();
+    assert_eq!(status.current_primary.as_deref(), Some("a"));
+    for member in &status.members {
+        assert_eq!(member.branch.as_deref(), Some("1"), "{member:?}");
+        assert!(member.offset.is_some_and(|o| o > 0), "{member:?}");
+    }
+    let a_port = bed.hosts.host("a").port;
+    assert_eq!(bed.rw_port().await, vec![a_port]);
+    let reasons = event_reasons(&bed.client().await).await;
+    assert!(
+        reasons.iter().any(|r| r == "Cloned"),
+        "a copy is an event: {reasons:?}"
+    );
+
+    // kubectl shows where each member's data is.
+    let wide = bed
+        .plane
+        .kubectl_ok(&["get", "rcluster", "-n", NS, "-o", "wide"]);
+    assert!(wide.contains("orders") && wide.contains("3/3"), "{wide}");
+
+    // Node loss: the operator fails over, and the read-write Service follows.
+    let a = bed.hosts.address("a");
+    sql(
+        &a,
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100)",
+    )
+    .await;
+    for m in ["b", "c"] {
+        let address = bed.hosts.address(m);
+        eventually_pg("rows on the standbys", async || {
+            try_number(&address, "SELECT count(*) FROM t").await == Some(100)
+        })
+        .await;
+    }
+    bed.hosts.node("a").kill_node();
+    let cluster = bed
+        .wait_for("a failover", 60, &op, |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.history.last().is_some_and(|h| h.to != "a"))
+        })
+        .await;
+    let status = cluster.status.as_ref().unwrap();
+    let new = status.history.last().unwrap().to.clone();
+    let promotion = status.history.last().unwrap();
+    assert!(
+        promotion
+            .branch
+            .as_deref()
+            .is_some_and(|b| b.starts_with("2@")),
+        "the new timeline is journaled: {promotion:?}"
+    );
+    let new_port = bed.hosts.host(&new).port;
+    support::eventually(
+        "the read-write Service on the new primary",
+        30,
+        async || bed.rw_port().await == vec![new_port],
+    )
+    .await;
+    let reasons = event_reasons(&bed.client().await).await;
+    for reason in ["Promoted", "FailoverSucceeded"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reason}: {reasons:?}");
+    }
+
+    // a's host comes back and is rewound in; that is an event too.
+    bed.hosts.node("a").reboot();
+    bed.wait_for("a back as a standby", 120, &op, ready).await;
+    support::eventually("a Rejoined event", 30, async || {
+        event_reasons(&bed.client().await)
+            .await
+            .iter()
+            .any(|r| r == "Rejoined")
+    })
+    .await;
+
+    // Neither secret is anywhere in status or events.
+    let status = serde_json::to_string(&bed.cluster().await.unwrap().status).unwrap();
+    assert!(!status.contains(PASSWORD) && !status.contains(TOKEN));
+    let events = bed
+        .plane
+        .kubectl_ok(&["get", "events", "-n", NS, "-o", "yaml"]);
+    assert!(!events.contains(PASSWORD) && !events.contains(TOKEN));
+    assert!(!op.log_text().contains(PASSWORD) && !op.log_text().contains(TOKEN));
+}
