@@ -134,11 +134,16 @@ pub fn cluster_status(
         .map(|f| to_condition(f, previous_conditions, generation, now))
         .collect();
 
+    let primary = members
+        .iter()
+        .find(|m| Some(&m.name) == journal.current_primary.as_ref());
     ReplicationClusterStatus {
         observed_generation: generation,
         current_primary: journal.current_primary.clone(),
         epoch: journal.epoch,
         ready_members: Some(format!("{ready}/{}", desired.spec.members.len())),
+        branch: primary.and_then(|m| m.branch.clone()),
+        position: primary.and_then(|m| m.offset),
         members,
         conditions,
         history: journal.history.clone(),

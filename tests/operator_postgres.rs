@@ -187,11 +187,24 @@ async fn the_operator_builds_a_postgres_cluster_fails_it_over_and_moves_the_serv
         "a copy is an event: {reasons:?}"
     );
 
-    // kubectl shows where each member's data is.
+    // kubectl shows the primary's timeline and position.
+    assert_eq!(status.branch.as_deref(), Some("1"));
+    assert!(status.position.is_some_and(|p| p > 0), "{status:?}");
     let wide = bed
         .plane
         .kubectl_ok(&["get", "rcluster", "-n", NS, "-o", "wide"]);
-    assert!(wide.contains("orders") && wide.contains("3/3"), "{wide}");
+    let column = |name: &str| -> String {
+        let mut lines = wide.lines();
+        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        let at = header.iter().position(|h| *h == name).expect(name);
+        row[at].to_string()
+    };
+    assert_eq!(column("BRANCH"), "1", "{wide}");
+    assert!(
+        column("POSITION").parse::<u64>().is_ok_and(|p| p > 0),
+        "{wide}"
+    );
 
     // Node loss: the operator fails over, and the read-write Service follows.
     let a = bed.hosts.address("a");

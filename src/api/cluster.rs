@@ -20,6 +20,8 @@ use super::{duration::Duration, quantity::ByteSize};
     printcolumn = r#"{"name":"Primary","type":"string","description":"The member that is master now","jsonPath":".status.currentPrimary"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","description":"Members replicating as desired / members","jsonPath":".status.readyMembers"}"#,
     printcolumn = r#"{"name":"Epoch","type":"integer","priority":1,"jsonPath":".status.epoch"}"#,
+    printcolumn = r#"{"name":"Branch","type":"string","priority":1,"description":"The branch of history the primary is on (a PostgreSQL timeline)","jsonPath":".status.branch"}"#,
+    printcolumn = r#"{"name":"Position","type":"integer","priority":1,"description":"How far the primary's durable data reaches","jsonPath":".status.position"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -325,6 +327,14 @@ pub struct ReplicationClusterStatus {
     /// "ready/total": members reachable and replicating as desired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_members: Option<String>,
+    /// The branch of history the primary is on (a PostgreSQL timeline with where it began, a
+    /// Redis replication ID), as last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// How far the primary's durable data reaches (a WAL position in bytes, a Redis offset),
+    /// as last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -461,14 +461,16 @@ fn with_spec_problems(
 fn settled(status: &ReplicationClusterStatus) -> ReplicationClusterStatus {
     let mut s = status.clone();
     s.conditions.clear();
+    s.position = None;
     for m in &mut s.members {
         m.offset = None;
+        m.applied = None;
         m.lag_bytes = None;
     }
     s
 }
 
-/// Whether `status` says something `previous` did not: anything but offsets and lag at once,
+/// Whether `status` says something `previous` did not: anything but positions and lag at once,
 /// those only once the last write is no longer `fresh`. Conditions compare without timestamps.
 fn worth_writing(
     previous: Option<&ReplicationClusterStatus>,
