@@ -14,7 +14,7 @@ use replicant::{api::ReplicationCluster, local::postgres::PASSWORD};
 use support::{
     k8s::{ControlPlane, Operator},
     node::TOKEN,
-    pg::{available, eventually_pg, sql, try_number},
+    pg::{available, eventually_pg, sql, try_number, try_sql},
     pg_bed::PgBed,
 };
 
@@ -269,4 +269,97 @@ async fn the_operator_builds_a_postgres_cluster_fails_it_over_and_moves_the_serv
         .kubectl_ok(&["get", "events", "-n", NS, "-o", "yaml"]);
     assert!(!events.contains(PASSWORD) && !events.contains(TOKEN));
     assert!(!op.log_text().contains(PASSWORD) && !op.log_text().contains(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_mid_failover_is_resumed_by_the_next_and_spec_primary_switches_over() {
+    let Some(mut bed) = Bed::new().await else {
+        return;
+    };
+    let mut first = bed.operator("op-1", &[("REPLICANT_CRASH_AT", "after-promote")]);
+    let out = bed.plane.apply_text("orders.yaml", &bed.cluster_yaml("a"));
+    assert!(out.status.success());
+    bed.wait_for("the cluster ready", 120, &first, ready).await;
+
+    // Node loss; the operator dies right after the promotion, before anything else.
+    bed.hosts.node("a").kill_node();
+    support::eventually("op-1 to die at its crash point", 30, async || {
+        first.exited()
+    })
+    .await;
+    let second = bed.operator("op-2", &[]);
+    let cluster = bed
+        .wait_for("op-2 to finish the failover", 60, &second, |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.history
+                    .last()
+                    .is_some_and(|h| format!("{:?}", h.outcome) == "Succeeded")
+            })
+        })
+        .await;
+    let status = cluster.status.as_ref().unwrap();
+    assert_eq!(status.epoch, 1, "resumed at the same epoch: {status:?}");
+    assert_eq!(status.history.len(), 1);
+    let new = status.current_primary.clone().unwrap();
+    let other = if new == "b" { "c" } else { "b" };
+    let new_port = bed.hosts.host(&new).port;
+    support::eventually(
+        "the read-write Service on the new primary",
+        30,
+        async || bed.rw_port().await == vec![new_port],
+    )
+    .await;
+
+    // With no operator renewing it, the new primary's lease ran out and its agent stopped
+    // it; op-2 has it started again.
+    let primary = bed.hosts.address(&new);
+    eventually_pg("the new primary to take writes", async || {
+        try_sql(
+            &primary,
+            "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100)",
+        )
+        .await
+        .is_ok()
+    })
+    .await;
+
+    assert!(
+        second.log_text().contains("it is started again, as primary"),
+        "{}",
+        second.log_text()
+    );
+
+    // spec.primary names the other standby: a planned switchover, with nothing lost.
+    let out = bed
+        .plane
+        .apply_text("orders.yaml", &bed.cluster_yaml(other));
+    assert!(out.status.success());
+    let cluster = bed
+        .wait_for("the switchover", 60, &second, |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.current_primary.as_deref() == Some(other) && s.history.len() == 2
+            })
+        })
+        .await;
+    let last = cluster.status.as_ref().unwrap().history.last().unwrap();
+    assert_eq!(format!("{:?}", last.kind), "Switchover", "{last:?}");
+    assert_eq!(last.epoch, 2);
+    let other_port = bed.hosts.host(other).port;
+    support::eventually("the read-write Service on the target", 30, async || {
+        bed.rw_port().await == vec![other_port]
+    })
+    .await;
+    let target = bed.hosts.address(other);
+    eventually_pg("every row on the new primary", async || {
+        try_number(&target, "SELECT count(*) FROM t").await == Some(100)
+    })
+    .await;
+    bed.wait_for("the old primary following the new one", 60, &second, |c| {
+        c.status.as_ref().is_some_and(|s| {
+            s.members.iter().any(|m| {
+                m.name == new && m.upstream.as_deref() == Some(other) && m.link_up == Some(true)
+            })
+        })
+    })
+    .await;
 }
