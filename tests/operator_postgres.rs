@@ -324,7 +324,9 @@ async fn an_operator_killed_mid_failover_is_resumed_by_the_next_and_spec_primary
     .await;
 
     assert!(
-        second.log_text().contains("it is started again, as primary"),
+        second
+            .log_text()
+            .contains("it is started again, as primary"),
         "{}",
         second.log_text()
     );
@@ -362,4 +364,127 @@ async fn an_operator_killed_mid_failover_is_resumed_by_the_next_and_spec_primary
         })
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statefulset_example_is_accepted_and_runs_the_agent_from_the_copied_binary() {
+    let Some(bed) = Bed::new().await else {
+        return;
+    };
+    let op = bed.operator("op-1", &[]);
+    bed.plane
+        .kubectl_ok(&["apply", "-f", "examples/kubernetes/postgres/"]);
+
+    // The StatefulSet as the server stored it (there is no kubelet here to run it).
+    let text = bed
+        .plane
+        .kubectl_ok(&["get", "statefulset", "orders-pg", "-n", NS, "-o", "json"]);
+    let set: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let pod = &set["spec"]["template"]["spec"];
+    let init = &pod["initContainers"][0];
+    assert!(
+        init["image"].as_str().unwrap().contains("replicant"),
+        "{init}"
+    );
+    assert_eq!(
+        init["args"],
+        serde_json::json!(["copy-binary", "/replicant"])
+    );
+    let postgres = &pod["containers"][0];
+    assert!(postgres["image"].as_str().unwrap().starts_with("postgres:"));
+    assert_eq!(
+        postgres["command"],
+        serde_json::json!(["/replicant/replicant"])
+    );
+    let mounts = postgres["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["mountPath"] == "/replicant" && m["readOnly"] == true)
+    );
+    assert_eq!(pod["securityContext"]["runAsUser"], 999);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(
+        set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+        "data"
+    );
+    let service: serde_json::Value = serde_json::from_str(&bed.plane.kubectl_ok(&[
+        "get",
+        "service",
+        "orders-pg",
+        "-n",
+        NS,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(service["spec"]["clusterIP"], "None");
+
+    // The container's arguments are ones this binary's agent takes: run with them (its
+    // addresses and paths moved to loopback and a temporary directory), it serves.
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", replicant::local::free_port().unwrap());
+    let args: Vec<String> = postgres["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .map(|a| match a.split_once('=') {
+            Some(("--listen", _)) => format!("--listen={listen}"),
+            Some(("--data", _)) => format!("--data={}", dir.path().join("pgdata").display()),
+            Some(("--state", _)) => {
+                format!("--state={}", dir.path().join("agent/node.json").display())
+            }
+            Some(("--pg-bin", _)) => format!(
+                "--pg-bin={}",
+                replicant::local::postgres::bin_dir().unwrap().display()
+            ),
+            _ => a,
+        })
+        .collect();
+    assert_eq!(args[0], "node");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env: Vec<(String, String)> = postgres["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                "a-test-value-long-enough-for-a-token".to_string(),
+            )
+        })
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let agent = support::Controller::spawn(&args, &[], &env, dir.path().join("agent.log"));
+    support::eventually("the example's agent to listen", 20, async || {
+        tokio::net::TcpStream::connect(&listen).await.is_ok()
+    })
+    .await;
+    assert!(
+        agent.log_text().contains("node agent listening"),
+        "{}",
+        agent.log_text()
+    );
+
+    // The operator takes the cluster; without pods, it says its members cannot be reached.
+    let api: Api<ReplicationCluster> = Api::namespaced(bed.client().await, NS);
+    support::eventually("the example cluster's status", 30, async || {
+        api.get_opt("orders-pg")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.status)
+            .is_some_and(|s| {
+                s.members.len() == 3
+                    && s.members.iter().all(|m| {
+                        !m.reachable
+                            && m.message
+                                .as_deref()
+                                .is_some_and(|t| t.contains(".orders-pg.shop.svc:5432"))
+                    })
+            })
+    })
+    .await;
+    drop(op);
 }

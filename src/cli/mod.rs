@@ -96,6 +96,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DemoMode::Async)]
         mode: DemoMode,
     },
+    /// Copy this binary into a directory (made if missing) as `replicant`, executable: how an
+    /// init container from the replicant image, which has no shell, gives a database pod its
+    /// node agent.
+    CopyBinary {
+        /// The directory, usually an `emptyDir` volume shared with the database container.
+        dir: PathBuf,
+    },
     /// Print the CustomResourceDefinitions generated from the Rust types.
     Crd {
         /// Write one file per CRD into this directory instead of printing.
@@ -377,6 +384,7 @@ impl Cli {
                 format,
             } => plan_command(&specs, &observed, cluster.as_deref(), now, format),
             Command::Crd { dir } => crd_command(dir.as_deref()),
+            Command::CopyBinary { dir } => copy_binary(&dir),
             Command::Run {
                 specs,
                 state,
@@ -664,6 +672,24 @@ fn status_command(state: &Path, format: Format) -> Result<ExitCode, CliError> {
         }
     };
     print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn copy_binary(dir: &Path) -> Result<ExitCode, CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| CliError::Io { path, source }
+    };
+    let exe = std::env::current_exe().map_err(io(Path::new("the running binary")))?;
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    // Written beside, then renamed: a pod never sees half a binary.
+    let partial = dir.join(".replicant.partial");
+    let target = dir.join("replicant");
+    fs::copy(&exe, &partial).map_err(io(&partial))?;
+    fs::set_permissions(&partial, fs::Permissions::from_mode(0o755)).map_err(io(&partial))?;
+    fs::rename(&partial, &target).map_err(io(&target))?;
+    println!("{}", target.display());
     Ok(ExitCode::SUCCESS)
 }
 

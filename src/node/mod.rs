@@ -149,6 +149,12 @@ const LEASE_CHECK: Duration = Duration::from_millis(20);
 
 impl Agent {
     fn load(options: Options) -> Result<Self, NodeError> {
+        // A fresh volume: the state's directory is made here (the password file goes there too).
+        if let Some(dir) = options.state.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                NodeError::State(options.state.display().to_string(), e.to_string())
+            })?;
+        }
         let durable = match std::fs::read(&options.state) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 // A damaged state file must stop the agent, never be silently reset: the epoch
