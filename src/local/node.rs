@@ -156,11 +156,20 @@ impl NodeProcess {
 
     /// The host hangs (a stalled VM, a long pause): SIGSTOP of the agent, its postmaster and
     /// every process that started. Nothing answers; connections stay open. End it with
-    /// [`kill_node`](Self::kill_node).
+    /// [`thaw_node`](Self::thaw_node) or [`kill_node`](Self::kill_node).
     pub fn freeze_node(&self) {
         signal(&self.child, Signal::SIGSTOP);
         if let Some(pid) = self.postmaster_pid() {
             super::postgres::freeze_postmaster(pid);
+        }
+    }
+
+    /// The hung host resumes: SIGCONT of the agent, its postmaster and its processes, one
+    /// right after another, as a paused machine wakes.
+    pub fn thaw_node(&self) {
+        signal(&self.child, Signal::SIGCONT);
+        if let Some(pid) = self.postmaster_pid() {
+            super::postgres::thaw_postmaster(pid);
         }
     }
 

@@ -321,6 +321,14 @@ pub(super) fn freeze_postmaster(pid: u32) {
     }
 }
 
+/// SIGCONT of a postmaster frozen by [`freeze_postmaster`], and of every process it started.
+pub(super) fn thaw_postmaster(pid: u32) {
+    for backend in children_of(pid) {
+        let _ = kill(backend, Signal::SIGCONT);
+    }
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+}
+
 /// The processes whose parent is `parent`, from /proc.
 fn children_of(parent: u32) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else {

@@ -61,12 +61,14 @@ pub async fn observe(
 }
 
 /// Who holds the primary's lease: the primary; while an operation replaces it, nobody (the old
-/// primary's lease must run out), then its target once its promotion has been attempted.
+/// primary's lease must run out), then its target once its promotion has been attempted, and
+/// for good once it is done (a last-resort fence of the old primary afterwards changes nothing).
 fn leaseholder(journal: &Journal) -> Option<&str> {
     match &journal.operation {
         None => journal.current_primary.as_deref(),
-        Some(op) => matches!(op.step, Step::Promote | Step::Repoint | Step::MoveNames)
-            .then_some(op.to.as_str()),
+        Some(op) => (op.promoted(journal)
+            || matches!(op.step, Step::Promote | Step::Repoint | Step::MoveNames))
+        .then_some(op.to.as_str()),
     }
 }
 
@@ -130,5 +132,42 @@ fn unreachable(
         refused: matches!(error, EngineError::Refused { .. }),
         error: Some(error.to_string()),
         ..last.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leaseholder;
+    use crate::journal::{Journal, Operation, OperationKind, Step};
+
+    fn during(step: Step, promoted: bool) -> Journal {
+        Journal {
+            epoch: if promoted { 2 } else { 1 },
+            current_primary: Some(if promoted { "b" } else { "a" }.into()),
+            operation: Some(Operation {
+                kind: OperationKind::Failover,
+                from: Some("a".into()),
+                to: "b".into(),
+                epoch: 2,
+                started_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+                step,
+                reason: String::new(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_lease_passes_to_the_target_with_its_promotion_and_stays_there() {
+        assert_eq!(leaseholder(&Journal::default()), None);
+        assert_eq!(leaseholder(&during(Step::Detach, false)), None);
+        assert_eq!(leaseholder(&during(Step::Fence, false)), None);
+        // Promotion attempted, maybe done: the target may accept writes.
+        assert_eq!(leaseholder(&during(Step::Promote, false)), Some("b"));
+        // Promoted, then the old primary fenced as a last resort: still the target's.
+        assert_eq!(leaseholder(&during(Step::Fence, true)), Some("b"));
+        let mut done = during(Step::MoveNames, true);
+        done.operation = None;
+        assert_eq!(leaseholder(&done), Some("b"));
     }
 }

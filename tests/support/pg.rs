@@ -78,7 +78,10 @@ pub async fn try_connect_as(address: &str, user: &str) -> Result<tokio_postgres:
         .dbname("postgres")
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        })?;
     tokio::spawn(connection);
     Ok(client)
 }

@@ -1,0 +1,317 @@
+//! Chaos suite for PostgreSQL: faults injected into real postgres servers under real node
+//! agents and a real controller while a writer commits through the read-write name and records
+//! every acknowledged commit. After each: one writable primary, every other member streaming
+//! from it on its timeline, the read-write name on it, and in sync mode no acknowledged commit
+//! lost. `REPLICANT_SOAK=N` repeats every scenario N times.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use replicant::local::{
+    postgres::PASSWORD,
+    writer::{Ack, Route, Writer, WriterOptions, count_missing_rows},
+};
+use support::{
+    Controller, endpoints,
+    pg::{available, try_connect},
+    pg_bed::PgBed,
+};
+
+fn rounds() -> usize {
+    std::env::var("REPLICANT_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+fn writer(bed: &PgBed, prefix: &str) -> Writer {
+    Writer::start(WriterOptions {
+        route: Route::Direct(bed.rw()),
+        prefix: prefix.into(),
+        wait_replicas: None,
+        timeout: Duration::from_millis(500),
+        postgres_password: Some(PASSWORD.into()),
+    })
+}
+
+/// What a member's server says of itself: writable (a primary neither read-only nor fenced),
+/// the timeline it writes on if a primary, and whom it streams from (`port`, receiver status,
+/// received timeline).
+struct Seen {
+    writable: bool,
+    /// The timeline a primary writes on.
+    timeline: Option<i64>,
+    upstream: Option<(i64, String, i64)>,
+}
+
+async fn seen(address: &str) -> Result<Seen, String> {
+    let client = try_connect(address).await?;
+    let row = client
+        .query_one(
+            "SELECT NOT pg_is_in_recovery()
+                    AND current_setting('default_transaction_read_only') = 'off'
+                    AND current_setting('synchronous_standby_names') NOT LIKE '%fenced%',
+                    CASE WHEN NOT pg_is_in_recovery() THEN
+                      ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8
+                    END,
+                    (SELECT sender_port::int8 FROM pg_stat_wal_receiver),
+                    (SELECT status FROM pg_stat_wal_receiver),
+                    (SELECT received_tli::int8 FROM pg_stat_wal_receiver)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let port: Option<i64> = row.get(2);
+    Ok(Seen {
+        writable: row.get(0),
+        timeline: row.get(1),
+        upstream: port.map(|p| (p, row.get(3), row.get(4))),
+    })
+}
+
+/// Wait until the cluster settled with `expect_reachable` answering, then check the
+/// invariants; returns the primary.
+async fn assert_converged(bed: &PgBed, ctl: &Controller, expect_reachable: &[&str]) -> String {
+    let report = bed
+        .wait_for("convergence", ctl, 90, |r| {
+            let reachable: Vec<&str> = r
+                .status
+                .members
+                .iter()
+                .filter(|m| m.reachable)
+                .map(|m| m.name.as_str())
+                .collect();
+            reachable == expect_reachable
+                && support::condition(r, "Reconciling").is_some_and(|c| c.status == "False")
+                && r.status
+                    .members
+                    .iter()
+                    .filter(|m| m.reachable)
+                    .all(|m| m.link_up != Some(false))
+        })
+        .await;
+    let primary = report.status.current_primary.clone().unwrap();
+    let primary_port = i64::from(bed.host(&primary).port);
+    let mut writable = Vec::new();
+    let mut timelines = Vec::new();
+    for m in expect_reachable {
+        let s = seen(&bed.address(m)).await.unwrap_or_else(|e| {
+            let host = bed.host(m);
+            let agent_log = host
+                .data
+                .parent()
+                .unwrap()
+                .join(format!("node-{}.log", host.node.port));
+            panic!(
+                "{m}, reported converged: {e}\ncontroller log:\n{}\n{m}'s agent log:\n{}",
+                ctl.log_text(),
+                std::fs::read_to_string(agent_log).unwrap_or_default()
+            )
+        });
+        if s.writable {
+            writable.push(m.to_string());
+        }
+        if *m != primary {
+            let (port, status, received) = s
+                .upstream
+                .unwrap_or_else(|| panic!("{m} streams from nobody"));
+            assert_eq!(port, primary_port, "{m} streams from the primary");
+            assert_eq!(status, "streaming", "{m}");
+            timelines.push(received);
+        } else {
+            timelines.push(s.timeline.expect("the primary's timeline"));
+        }
+    }
+    assert_eq!(
+        writable,
+        std::slice::from_ref(&primary),
+        "exactly one writable primary"
+    );
+    timelines.dedup();
+    assert_eq!(timelines.len(), 1, "one timeline: {timelines:?}");
+    assert_eq!(endpoints(&report, "orders-rw"), [primary.as_str()]);
+    primary
+}
+
+async fn assert_nothing_lost(bed: &PgBed, primary: &str, prefix: &str, acks: &[Ack]) {
+    assert!(
+        acks.len() > 20,
+        "the writer made progress: {} commits",
+        acks.len()
+    );
+    let lost = count_missing_rows(&bed.address(primary), PASSWORD, prefix, acks)
+        .await
+        .unwrap();
+    assert_eq!(
+        lost,
+        0,
+        "acknowledged commits lost in sync mode ({} acknowledged)",
+        acks.len()
+    );
+}
+
+async fn started(bed: &PgBed, env: &[(&str, &str)]) -> Controller {
+    let ctl = bed.controller(&bed.spec("a", "sync"), env);
+    bed.wait_for("a primary, b and c streaming", &ctl, 90, |r| {
+        r.status.ready_members.as_deref() == Some("3/3")
+            && support::condition(r, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    ctl
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn primary_node_loss_loses_no_acknowledged_commit_and_the_old_primary_rejoins() {
+    if !available() {
+        return;
+    }
+    for round in 0..rounds() {
+        let mut bed = PgBed::new();
+        let ctl = started(&bed, &[]).await;
+        let w = writer(&bed, "kill:");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        bed.node("a").kill_node();
+        bed.wait_for("failover", &ctl, 30, |r| !r.status.history.is_empty())
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let primary = assert_converged(&bed, &ctl, &["b", "c"]).await;
+        bed.node("a").reboot();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let acks = w.finish().await;
+        assert_eq!(
+            assert_converged(&bed, &ctl, &["a", "b", "c"]).await,
+            primary
+        );
+        assert_nothing_lost(&bed, &primary, "kill:", &acks).await;
+        eprintln!("round {round}: {} acknowledged, 0 lost", acks.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_primary_is_failed_over_and_rejoins_when_it_wakes() {
+    if !available() {
+        return;
+    }
+    for _ in 0..rounds() {
+        let mut bed = PgBed::new();
+        let ctl = started(&bed, &[]).await;
+        let w = writer(&bed, "freeze:");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        bed.node("a").process.freeze_node();
+        bed.wait_for("failover", &ctl, 30, |r| !r.status.history.is_empty())
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        bed.node("a").process.thaw_node();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let acks = w.finish().await;
+        let primary = assert_converged(&bed, &ctl, &["a", "b", "c"]).await;
+        assert_ne!(primary, "a");
+        assert_nothing_lost(&bed, &primary, "freeze:", &acks).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_standby_keeps_commits_flowing_and_rejoins() {
+    if !available() {
+        return;
+    }
+    let mut bed = PgBed::new();
+    let ctl = started(&bed, &[]).await;
+    let w = writer(&bed, "standby:");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bed.node("c").kill_node();
+    let before = w.count().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        w.count().await > before + 10,
+        "commits continue with one standby left"
+    );
+    assert_converged(&bed, &ctl, &["a", "b"]).await;
+    bed.node("c").reboot();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acks = w.finish().await;
+    let primary = assert_converged(&bed, &ctl, &["a", "b", "c"]).await;
+    assert_eq!(primary, "a", "a standby's loss is no reason to fail over");
+    assert_nothing_lost(&bed, &primary, "standby:", &acks).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_killed_at_every_step_of_a_failover_or_switchover_loses_nothing() {
+    if !available() {
+        return;
+    }
+    // A failover of a hung primary (its standbys' links stay up, so they are detached first),
+    // and a planned switchover, where the old primary is stopped cleanly.
+    let failover = [
+        "after-detach",
+        "before-promote",
+        "after-promote",
+        "before-repoint",
+        "after-repoint",
+        "before-movenames",
+    ];
+    let switchover = ["after-stop", "after-promote", "after-movenames"];
+    let cases = failover
+        .iter()
+        .map(|c| (*c, true))
+        .chain(switchover.iter().map(|c| (*c, false)));
+    for (crash_at, hang) in cases {
+        eprintln!("case {crash_at}");
+        let mut bed = PgBed::new();
+        let mut crashing = started(&bed, &[("REPLICANT_CRASH_AT", crash_at)]).await;
+        let w = writer(&bed, "crash:");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if hang {
+            bed.node("a").process.freeze_node();
+        } else {
+            bed.write_spec(&bed.spec("b", "sync"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !crashing.exited() {
+            assert!(
+                Instant::now() < deadline,
+                "{crash_at}: the controller never reached it:\n{}",
+                crashing.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let target = bed.journal()["operation"]["to"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            !target.is_empty(),
+            "{crash_at}: the operation is journaled before the step"
+        );
+        let spec = if hang {
+            bed.spec("a", "sync")
+        } else {
+            bed.spec("b", "sync")
+        };
+        let ctl = bed.controller(&spec, &[]);
+        bed.wait_for("the operation to finish after the restart", &ctl, 60, |r| {
+            !r.status.history.is_empty()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let acks = w.finish().await;
+        let reachable: &[&str] = if hang { &["b", "c"] } else { &["a", "b", "c"] };
+        let primary = assert_converged(&bed, &ctl, reachable).await;
+        assert_eq!(
+            primary, target,
+            "{crash_at}: the journaled target, not a new choice"
+        );
+        let report = bed.wait_for("the report", &ctl, 5, |_| true).await;
+        assert_eq!(report.status.epoch, 1, "{crash_at}: one promotion, resumed");
+        assert_eq!(
+            format!("{:?}", report.status.history[0].outcome),
+            "Succeeded",
+            "{crash_at}"
+        );
+        assert_nothing_lost(&bed, &primary, "crash:", &acks).await;
+        if hang {
+            bed.node("a").kill_node();
+        }
+    }
+}
