@@ -92,7 +92,7 @@ async fn assert_converged(bed: &PgBed, ctl: &Controller, expect_reachable: &[&st
         })
         .await;
     let primary = report.status.current_primary.clone().unwrap();
-    let primary_port = i64::from(bed.host(&primary).port);
+    let primary_port = i64::from(bed.spec_port(&primary));
     let mut writable = Vec::new();
     let mut timelines = Vec::new();
     for m in expect_reachable {
@@ -314,4 +314,89 @@ async fn the_controller_killed_at_every_step_of_a_failover_or_switchover_loses_n
             bed.node("a").kill_node();
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_primary_is_replaced_and_rejoins_when_the_partition_heals() {
+    if !available() {
+        return;
+    }
+    for _ in 0..rounds() {
+        // The controller and the standbys reach each member through a relay; a's are cut.
+        let bed = PgBed::relayed().await;
+        let ctl = started(&bed, &[]).await;
+        let w = writer(&bed, "partition:");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (postgres, agent) = bed.host("a").relays.as_ref().unwrap();
+        postgres.cut();
+        agent.cut();
+        bed.wait_for("failover", &ctl, 30, |r| !r.status.history.is_empty())
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let primary = assert_converged(&bed, &ctl, &["b", "c"]).await;
+        let (postgres, agent) = bed.host("a").relays.as_ref().unwrap();
+        postgres.heal();
+        agent.heal();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let acks = w.finish().await;
+        assert_eq!(
+            assert_converged(&bed, &ctl, &["a", "b", "c"]).await,
+            primary
+        );
+        assert_nothing_lost(&bed, &primary, "partition:", &acks).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_primary_returning_with_diverged_commits_is_rewound_onto_the_new_timeline() {
+    if !available() {
+        return;
+    }
+    use support::pg::{eventually_pg, sql, try_number};
+    // Async mode. With the controller away, the standbys stop receiving and a commits a row
+    // only it holds; then a's node is lost and the controller comes back.
+    let mut bed = PgBed::new();
+    let spec = bed.spec("a", "async");
+    let mut ctl = bed.controller(&spec, &[]);
+    bed.wait_for("ready", &ctl, 90, |r| {
+        r.status.ready_members.as_deref() == Some("3/3")
+    })
+    .await;
+    let a = bed.address("a");
+    sql(&a, "CREATE TABLE d (v text)").await;
+    ctl.kill();
+    for m in ["b", "c"] {
+        let address = bed.address(m);
+        eventually_pg("the table on the standbys", async || {
+            try_number(&address, "SELECT count(*) FROM d").await == Some(0)
+        })
+        .await;
+        sql(&address, "ALTER SYSTEM SET primary_conninfo = ''").await;
+        sql(&address, "SELECT pg_reload_conf()").await;
+        eventually_pg("the standby's receiver to stop", async || {
+            try_number(&address, "SELECT count(*) FROM pg_stat_wal_receiver").await == Some(0)
+        })
+        .await;
+    }
+    sql(&a, "INSERT INTO d VALUES ('only on a')").await;
+    bed.node("a").kill_node();
+    let ctl = bed.controller(&spec, &[]);
+    let report = bed
+        .wait_for("failover", &ctl, 30, |r| !r.status.history.is_empty())
+        .await;
+    let primary = report.status.history[0].to.clone();
+
+    // a's host comes back: rewound onto the new timeline, its own row gone.
+    bed.node("a").reboot();
+    assert_eq!(
+        assert_converged(&bed, &ctl, &["a", "b", "c"]).await,
+        primary
+    );
+    assert_eq!(
+        try_number(&a, "SELECT count(*) FROM d").await,
+        Some(0),
+        "a's diverged commit is gone"
+    );
+    let status = bed.node("a").status();
+    assert_eq!(status["rejoined"], "rewound", "{status}");
 }

@@ -146,6 +146,15 @@ impl PgBed {
         format!("127.0.0.1:{}", self.host(member).port)
     }
 
+    /// The port others reach its postgres at: its relay's, when the bed has relays.
+    pub fn spec_port(&self, member: &str) -> u16 {
+        let host = self.host(member);
+        match &host.relays {
+            Some((postgres, _)) => postgres.port,
+            None => host.port,
+        }
+    }
+
     pub fn node(&mut self, member: &str) -> &mut Node {
         &mut self
             .hosts
