@@ -400,3 +400,77 @@ async fn an_old_primary_returning_with_diverged_commits_is_rewound_onto_the_new_
     let status = bed.node("a").status();
     assert_eq!(status["rejoined"], "rewound", "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flapping_primary_gets_one_failover_per_cooldown() {
+    if !available() {
+        return;
+    }
+    let mut bed = PgBed::new();
+    bed.failover = "{ detectAfter: 1s, cooldown: 10s }".into();
+    let ctl = started(&bed, &[]).await;
+    let w = writer(&bed, "flap:");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bed.node("a").kill_node();
+    let report = bed
+        .wait_for("first failover", &ctl, 30, |r| !r.status.history.is_empty())
+        .await;
+    let first_done = Instant::now();
+    let first = report.status.history[0].to.clone();
+    bed.node("a").reboot();
+    assert_converged(&bed, &ctl, &["a", "b", "c"]).await;
+
+    // The new primary's node is lost too, well inside the cooldown: no second automatic
+    // failover until it has passed, and status says why.
+    bed.node(&first).kill_node();
+    let report = bed
+        .wait_for("the cooldown to be explained", &ctl, 10, |r| {
+            support::condition(r, "PromotionBlocked")
+                .is_some_and(|c| c.status == "True" && c.reason == "CooldownActive")
+        })
+        .await;
+    assert_eq!(report.status.epoch, 1);
+    assert!(
+        first_done.elapsed() < Duration::from_secs(10),
+        "checked inside the cooldown"
+    );
+    bed.wait_for("second failover", &ctl, 30, |r| r.status.epoch == 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acks = w.finish().await;
+    let others: Vec<&str> = ["a", "b", "c"]
+        .into_iter()
+        .filter(|m| *m != first)
+        .collect();
+    let primary = assert_converged(&bed, &ctl, &others).await;
+    assert_nothing_lost(&bed, &primary, "flap:", &acks).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn editing_the_spec_during_a_failover_never_reverts_it() {
+    if !available() {
+        return;
+    }
+    let mut bed = PgBed::new();
+    let ctl = started(&bed, &[]).await;
+    let w = writer(&bed, "edit:");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bed.node("a").kill_node();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    bed.write_spec(&bed.spec("c", "sync"));
+    bed.wait_for("c primary", &ctl, 30, |r| {
+        r.status.current_primary.as_deref() == Some("c")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acks = w.finish().await;
+    let primary = assert_converged(&bed, &ctl, &["b", "c"]).await;
+    assert_eq!(primary, "c");
+    let report = bed.wait_for("the report", &ctl, 5, |_| true).await;
+    assert!(
+        report.status.history.iter().all(|h| h.to != "a"),
+        "never back to a: {:?}",
+        report.status.history
+    );
+    assert_nothing_lost(&bed, &primary, "edit:", &acks).await;
+}

@@ -39,6 +39,8 @@ pub struct PgBed {
     pub rw_port: u16,
     /// More of the cluster's spec, indented under `spec:`.
     pub spec_extra: String,
+    /// The cluster's `failover` policy, as a YAML flow mapping.
+    pub failover: String,
     /// Held until the hosts above are gone (fields drop in order).
     _one_at_a_time: MutexGuard<'static, ()>,
 }
@@ -122,6 +124,7 @@ impl PgBed {
             hosts,
             rw_port: free_port().unwrap(),
             spec_extra: String::new(),
+            failover: "{ detectAfter: 1s, cooldown: 1m }".into(),
             _one_at_a_time: one_at_a_time,
         }
     }
@@ -199,8 +202,8 @@ impl PgBed {
             ));
         }
         format!(
-            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: orders}}\nspec:\n  engine: postgres\n  primary: {primary}\n  members:\n{members}  credentials: {{ username: postgres, passwordEnv: PG_PASSWORD }}\n  agentToken: {{ tokenEnv: AGENT_TOKEN }}\n{}  replication: {{ mode: {mode} }}\n  failover: {{ detectAfter: 1s, cooldown: 1m }}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: orders-rw}}\nspec: {{cluster: orders, target: primary, listen: \"127.0.0.1:{}\"}}\n",
-            self.spec_extra, self.rw_port
+            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: orders}}\nspec:\n  engine: postgres\n  primary: {primary}\n  members:\n{members}  credentials: {{ username: postgres, passwordEnv: PG_PASSWORD }}\n  agentToken: {{ tokenEnv: AGENT_TOKEN }}\n{}  replication: {{ mode: {mode} }}\n  failover: {}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: orders-rw}}\nspec: {{cluster: orders, target: primary, listen: \"127.0.0.1:{}\"}}\n",
+            self.spec_extra, self.failover, self.rw_port
         )
     }
 
