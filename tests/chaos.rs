@@ -219,15 +219,7 @@ async fn controller_killed_at_every_point_of_a_failover_loses_nothing() {
                 ),
             );
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !crashing.exited() {
-            assert!(
-                Instant::now() < deadline,
-                "{crash_at}: the controller never reached it:\n{}",
-                crashing.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crashing.wait_for_exit(20, crash_at).await;
         let target = bed.journal()["operation"]["to"]
             .as_str()
             .unwrap_or_default()

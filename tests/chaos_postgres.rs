@@ -295,15 +295,7 @@ async fn the_controller_killed_at_every_step_of_a_failover_or_switchover_loses_n
         } else {
             bed.write_spec(&bed.spec("b", "sync"));
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !crashing.exited() {
-            assert!(
-                Instant::now() < deadline,
-                "{crash_at}: the controller never reached it:\n{}",
-                crashing.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crashing.wait_for_exit(30, crash_at).await;
         let target = bed.journal()["operation"]["to"]
             .as_str()
             .unwrap_or_default()
@@ -381,7 +373,7 @@ async fn an_old_primary_returning_with_diverged_commits_is_rewound_onto_the_new_
     if !available() {
         return;
     }
-    use support::pg::{eventually_pg, sql, try_number};
+    use support::pg::{eventually_pg, sql, stop_receiving, try_number};
     // Async mode. With the controller away, the standbys stop receiving and a commits a row
     // only it holds; then a's node is lost and the controller comes back.
     let mut bed = PgBed::new();
@@ -400,12 +392,7 @@ async fn an_old_primary_returning_with_diverged_commits_is_rewound_onto_the_new_
             try_number(&address, "SELECT count(*) FROM d").await == Some(0)
         })
         .await;
-        sql(&address, "ALTER SYSTEM SET primary_conninfo = ''").await;
-        sql(&address, "SELECT pg_reload_conf()").await;
-        eventually_pg("the standby's receiver to stop", async || {
-            try_number(&address, "SELECT count(*) FROM pg_stat_wal_receiver").await == Some(0)
-        })
-        .await;
+        stop_receiving(&address).await;
     }
     sql(&a, "INSERT INTO d VALUES ('only on a')").await;
     bed.node("a").kill_node();

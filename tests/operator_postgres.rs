@@ -124,11 +124,20 @@ spec: {{cluster: orders, target: replicas}}
         );
     }
 
-    /// The port the read-write Service's slices point at, once they point at one.
-    async fn rw_port(&self) -> Vec<u16> {
-        support::k8s::slice_ports(&self.client().await, NS, "orders-rw")
-            .await
-            .0
+    /// Wait until the read-write Service's slices point at `member`'s postgres, and only it.
+    async fn wait_for_rw_on(&self, member: &str) {
+        let port = self.hosts.host(member).port;
+        support::eventually(
+            &format!("the read-write Service on {member}"),
+            30,
+            async || {
+                support::k8s::slice_ports(&self.client().await, NS, "orders-rw")
+                    .await
+                    .0
+                    == vec![port]
+            },
+        )
+        .await;
     }
 }
 
@@ -180,7 +189,8 @@ async fn the_operator_builds_a_postgres_cluster_fails_it_over_and_moves_the_serv
         assert!(member.offset.is_some_and(|o| o > 0), "{member:?}");
     }
     let a_port = bed.hosts.host("a").port;
-    assert_eq!(bed.rw_port().await, vec![a_port]);
+    let rw = support::k8s::slice_ports(&bed.client().await, NS, "orders-rw").await;
+    assert_eq!(rw.0, vec![a_port]);
     let reasons = event_reasons(&bed.client().await).await;
     assert!(
         reasons.iter().any(|r| r == "Cloned"),
@@ -238,13 +248,7 @@ async fn the_operator_builds_a_postgres_cluster_fails_it_over_and_moves_the_serv
             .is_some_and(|b| b.starts_with("2@")),
         "the new timeline is journaled: {promotion:?}"
     );
-    let new_port = bed.hosts.host(&new).port;
-    support::eventually(
-        "the read-write Service on the new primary",
-        30,
-        async || bed.rw_port().await == vec![new_port],
-    )
-    .await;
+    bed.wait_for_rw_on(&new).await;
     let reasons = event_reasons(&bed.client().await).await;
     for reason in ["Promoted", "FailoverSucceeded"] {
         assert!(reasons.iter().any(|r| r == reason), "{reason}: {reasons:?}");
@@ -302,13 +306,7 @@ async fn an_operator_killed_mid_failover_is_resumed_by_the_next_and_spec_primary
     assert_eq!(status.history.len(), 1);
     let new = status.current_primary.clone().unwrap();
     let other = if new == "b" { "c" } else { "b" };
-    let new_port = bed.hosts.host(&new).port;
-    support::eventually(
-        "the read-write Service on the new primary",
-        30,
-        async || bed.rw_port().await == vec![new_port],
-    )
-    .await;
+    bed.wait_for_rw_on(&new).await;
 
     // With no operator renewing it, the new primary's lease ran out and its agent stopped
     // it; op-2 has it started again.
@@ -346,11 +344,7 @@ async fn an_operator_killed_mid_failover_is_resumed_by_the_next_and_spec_primary
     let last = cluster.status.as_ref().unwrap().history.last().unwrap();
     assert_eq!(format!("{:?}", last.kind), "Switchover", "{last:?}");
     assert_eq!(last.epoch, 2);
-    let other_port = bed.hosts.host(other).port;
-    support::eventually("the read-write Service on the target", 30, async || {
-        bed.rw_port().await == vec![other_port]
-    })
-    .await;
+    bed.wait_for_rw_on(other).await;
     let target = bed.hosts.address(other);
     eventually_pg("every row on the new primary", async || {
         try_number(&target, "SELECT count(*) FROM t").await == Some(100)

@@ -102,15 +102,7 @@ async fn a_controller_killed_after_detach_or_after_promote_resumes_at_the_same_e
         all_streaming_from(&bed, &crashing, "a").await;
         // a's host hangs: its standbys' links stay open, so they are detached first.
         bed.node("a").process.freeze_node();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !crashing.exited() {
-            assert!(
-                Instant::now() < deadline,
-                "{crash_at}: never reached:\n{}",
-                crashing.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crashing.wait_for_exit(30, crash_at).await;
         let journal = bed.journal();
         let target = journal["operation"]["to"].as_str().unwrap().to_string();
         assert_eq!(journal["operation"]["epoch"], 1, "{crash_at}: {journal}");
@@ -320,12 +312,7 @@ async fn a_standby_ahead_of_the_new_primarys_switch_point_is_rewound_not_left_st
 
     // With the controller away, c stops receiving; a writes 100 rows more, which only b gets.
     ctl.kill();
-    sql(&c, "ALTER SYSTEM SET primary_conninfo = ''").await;
-    sql(&c, "SELECT pg_reload_conf()").await;
-    eventually_pg("c's receiver to stop", async || {
-        try_number(&c, "SELECT count(*) FROM pg_stat_wal_receiver").await == Some(0)
-    })
-    .await;
+    stop_receiving(&c).await;
     sql(&a, "INSERT INTO t SELECT generate_series(101, 200)").await;
     eventually_pg("b to hold 200 rows", async || {
         try_number(&b, "SELECT count(*) FROM t").await == Some(200)
@@ -388,12 +375,7 @@ async fn in_sync_mode_the_standby_holding_every_acknowledged_commit_wins_and_non
     // With the controller away, c stops receiving; a's next commits are acknowledged once b
     // (one of ANY 1 (b, c)) has them.
     ctl.kill();
-    sql(&c, "ALTER SYSTEM SET primary_conninfo = ''").await;
-    sql(&c, "SELECT pg_reload_conf()").await;
-    eventually_pg("c's receiver to stop", async || {
-        try_number(&c, "SELECT count(*) FROM pg_stat_wal_receiver").await == Some(0)
-    })
-    .await;
+    stop_receiving(&c).await;
     sql(&a, "INSERT INTO t SELECT generate_series(101, 200)").await;
 
     // a and b are lost. c alone cannot be promoted: b, out of reach, may hold commits a

@@ -87,6 +87,20 @@ impl Controller {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// Wait (`secs` at most) for the process to end on its own, at the crash point `what`
+    /// names; panics with its log otherwise.
+    pub async fn wait_for_exit(&mut self, secs: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.exited() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the controller never reached it:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -149,3 +149,14 @@ pub async fn eventually_pg<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
     }
     panic!("timed out waiting for {what}");
 }
+
+/// Stop the standby at `address` receiving (its upstream cleared, as a detach does behind
+/// the controller's back), and wait until its receiver has gone.
+pub async fn stop_receiving(address: &str) {
+    sql(address, "ALTER SYSTEM SET primary_conninfo = ''").await;
+    sql(address, "SELECT pg_reload_conf()").await;
+    eventually_pg("the standby's receiver to stop", async || {
+        try_number(address, "SELECT count(*) FROM pg_stat_wal_receiver").await == Some(0)
+    })
+    .await;
+}
