@@ -417,6 +417,30 @@ async fn the_statefulset_example_is_accepted_and_runs_the_agent_from_the_copied_
     // The container's arguments are ones this binary's agent takes: run with them (its
     // addresses and paths moved to loopback and a temporary directory), it serves.
     let dir = tempfile::tempdir().unwrap();
+
+    // The init container's command, into a directory here: a whole executable copy.
+    let shared = dir.path().join("replicant-volume");
+    let copied = std::process::Command::new(env!("CARGO_BIN_EXE_replicant"))
+        .args(["copy-binary", shared.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{copied:?}");
+    let copy = shared.join("replicant");
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&copy).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o755);
+    assert_eq!(
+        meta.len(),
+        std::fs::metadata(env!("CARGO_BIN_EXE_replicant"))
+            .unwrap()
+            .len()
+    );
+    let version = std::process::Command::new(&copy)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("replicant "));
+
     let listen = format!("127.0.0.1:{}", replicant::local::free_port().unwrap());
     let args: Vec<String> = postgres["args"]
         .as_array()
