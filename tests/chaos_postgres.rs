@@ -100,7 +100,7 @@ async fn assert_converged(bed: &PgBed, ctl: &Controller, expect_reachable: &[&st
                 "no convergence on {expect_reachable:?}\nlast report: {}\ncontroller log:\n{}\n{}",
                 serde_json::to_string_pretty(&report.status).unwrap(),
                 ctl.log_text(),
-                agent_logs(bed)
+                bed.agent_logs()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -114,7 +114,7 @@ async fn assert_converged(bed: &PgBed, ctl: &Controller, expect_reachable: &[&st
             panic!(
                 "{m}, reported converged: {e}\ncontroller log:\n{}\n{}",
                 ctl.log_text(),
-                agent_logs(bed)
+                bed.agent_logs()
             )
         });
         if s.writable {
@@ -140,25 +140,6 @@ async fn assert_converged(bed: &PgBed, ctl: &Controller, expect_reachable: &[&st
     assert_eq!(timelines.len(), 1, "one timeline: {timelines:?}");
     assert_eq!(endpoints(&report, "orders-rw"), [primary.as_str()]);
     primary
-}
-
-/// Every host's agent log (postgres's output included), for a failure's message.
-fn agent_logs(bed: &PgBed) -> String {
-    bed.hosts
-        .iter()
-        .map(|host| {
-            let log = host
-                .data
-                .parent()
-                .unwrap()
-                .join(format!("node-{}.log", host.node.port));
-            format!(
-                "--- {}'s agent:\n{}",
-                host.name,
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        })
-        .collect()
 }
 
 async fn assert_nothing_lost(bed: &PgBed, primary: &str, prefix: &str, acks: &[Ack]) {

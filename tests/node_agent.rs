@@ -317,7 +317,10 @@ async fn a_diverged_old_primary_is_rewound_and_one_that_cannot_be_is_copied() {
         true
     );
     let a = format!("127.0.0.1:{port_a}");
-    let standby = PostgresProcess::standby_of_port(port_a, dir.path(), &[]).unwrap();
+    // Run as an agent runs it: a rewinds onto it below, and later rewinds again from its copy
+    // of the control file, which must say that hints were logged.
+    let standby =
+        PostgresProcess::standby_of_port(port_a, dir.path(), &[("wal_log_hints", "on")]).unwrap();
     let pid = node_a.status()["pid"].as_u64().unwrap() as i32;
     diverge(&a, &standby.address(), || {
         let _ = nix::sys::signal::kill(
@@ -344,6 +347,40 @@ async fn a_diverged_old_primary_is_rewound_and_one_that_cannot_be_is_copied() {
         1,
         "the new primary's there"
     );
+
+    // Now a standby, a crashes in turn, and is asked to rewind again, with a fence sent while
+    // that runs: the fence answers at once and stops nothing, since the operation makes a
+    // standby; the crashed standby's directory is recovered alone, then rewound, not copied.
+    let pid = node_a.status()["pid"].as_u64().unwrap() as i32;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    while node_a.status()["running"] == true {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Its children see the postmaster gone and leave the shared memory.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (code, begun) = node_a.post("/v1/rewind", json!({"epoch": 2, "source": source}));
+    assert_eq!(code, 200, "{begun}");
+    let (code, fenced) = node_a.post("/v1/stop", json!({"epoch": 2, "mode": "immediate"}));
+    assert_eq!(code, 200, "{fenced}");
+    assert_eq!(
+        fenced["busy"], "rewind",
+        "answered during the rewind: {fenced}"
+    );
+    let mut rejoined = node_a.status();
+    while rejoined["busy"].is_string() {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        rejoined = node_a.status();
+    }
+    assert_eq!(rejoined["rejoined"], "rewound", "{rejoined}");
+    assert_eq!(rejoined["running"], true, "{rejoined}");
+    let back = probe_until(&a, |p| {
+        p.receiver.as_ref().is_some_and(|r| r.status == "streaming")
+    })
+    .await;
+    assert!(back.in_recovery && back.timeline == 2, "{back:?}");
 
     // An old primary that ran without wal_log_hints (outside any agent): pg_rewind refuses it,
     // so it is copied again.

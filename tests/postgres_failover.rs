@@ -78,7 +78,14 @@ async fn a_switchover_by_editing_the_primary_loses_no_commit_and_needs_no_rewind
     // The old primary was stopped cleanly, so it holds nothing b lacks: it restarted as a
     // standby, with no rewind and no copy.
     let a = bed.node("a").status();
-    assert_eq!(a["lastOperation"], "standby", "{a}");
+    assert_eq!(
+        a["lastOperation"],
+        "standby",
+        "{a}\nhistory: {:?}\ncontroller log:\n{}\n{}",
+        report.status.history,
+        ctl.log_text(),
+        bed.agent_logs()
+    );
     assert!(a["rejoined"].is_null(), "{a}");
     assert!(a["lastError"].is_null(), "{a}");
     let last = report.status.history.last().unwrap();

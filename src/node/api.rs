@@ -241,7 +241,15 @@ async fn stop(
     Json(command): Json<Stop>,
 ) -> Result<Json<AgentStatus>, Refusal> {
     accept_epoch(&agent, command.epoch)?;
-    let mut inner = agent.inner.lock().await;
+    let mut inner = match agent.inner.clone().try_lock_owned() {
+        Ok(inner) => inner,
+        // The operation stopped postgres before it began and brings it back as a standby:
+        // nothing here accepts writes. Waiting for it would only stop the standby it makes.
+        Err(_) if standby_operation_under_way(&agent) => {
+            return Ok(Json(describe(&agent, None).await));
+        }
+        Err(_) => agent.inner.clone().lock_owned().await,
+    };
     inner.stop_postgres(command.mode).await;
     Ok(Json(describe(&agent, Some(&mut inner)).await))
 }
@@ -274,6 +282,16 @@ struct FromSource {
     source: Source,
 }
 
+/// Whether the operation under way on `agent` stopped postgres and starts it as a standby.
+fn standby_operation_under_way(agent: &Agent) -> bool {
+    agent
+        .activity
+        .lock()
+        .expect("lock")
+        .current
+        .is_some_and(Operation::makes_a_standby)
+}
+
 /// A long operation on the data directory.
 enum Operation {
     Start,
@@ -292,6 +310,11 @@ impl Operation {
             Operation::Standby(_) => "standby",
             Operation::Rewind(_) => "rewind",
         }
+    }
+
+    /// Whether the operation named `name` leaves postgres running as a standby.
+    fn makes_a_standby(name: &str) -> bool {
+        matches!(name, "clone" | "standby" | "rewind")
     }
 
     async fn run(self, agent: &Agent, inner: &mut Inner) -> Result<Option<Rejoined>, String> {
@@ -406,7 +429,31 @@ async fn rewind(
 
 #[cfg(test)]
 mod tests {
-    use super::same_secret;
+    use super::{Operation, same_secret};
+    use crate::engine::postgres::agent::Source;
+
+    #[test]
+    fn the_operations_that_make_a_standby_are_known_by_name() {
+        let source = || Source {
+            address: "127.0.0.1:5432".into(),
+            application_name: "a".into(),
+            slot: None,
+        };
+        for (operation, standby) in [
+            (Operation::Start, false),
+            (Operation::Initialize, false),
+            (Operation::Clone(source()), true),
+            (Operation::Standby(source()), true),
+            (Operation::Rewind(source()), true),
+        ] {
+            assert_eq!(
+                Operation::makes_a_standby(operation.name()),
+                standby,
+                "{}",
+                operation.name()
+            );
+        }
+    }
 
     #[test]
     fn tokens_match_only_exactly() {

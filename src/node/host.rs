@@ -408,28 +408,7 @@ async fn try_rewind(options: &Options, source: &Source) -> Result<(), String> {
     }
     // pg_rewind needs a target shut down cleanly: after a crash, recover it alone first.
     if !control.cleanly_shut_down() {
-        let mut command = Command::new(options.bin.join("postgres"));
-        command
-            .args(["--single", "-D"])
-            .arg(&options.data)
-            // As when it runs: recovery ends with a checkpoint that records the setting, and
-            // pg_rewind refuses a target whose control file says it was off.
-            .args(["-c", "archive_mode=off", "-c", "wal_log_hints=on"])
-            // That checkpoint would also recycle the WAL from before the fork, which the rewind
-            // reads: keep every segment the directory holds.
-            .args(["-c", "wal_keep_size=2147483647", "postgres"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let status = tokio::time::timeout(REWIND_TIMEOUT, command.status())
-            .await
-            .map_err(|_| "crash recovery took too long".to_string())?
-            .map_err(|e| format!("crash recovery: {e}"))?;
-        if !status.success() {
-            return Err(format!(
-                "crash recovery in single-user mode failed ({status})"
-            ));
-        }
+        recover_alone(options).await?;
     }
     ensure_checkpointed(replication, source).await?;
     // The password goes in the environment below, not on the command line.
@@ -456,6 +435,55 @@ async fn try_rewind(options: &Options, source: &Source) -> Result<(), String> {
     if !output.status.success() {
         return Err(format!(
             "pg_rewind: {}",
+            crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
+        ));
+    }
+    Ok(())
+}
+
+/// Crash recovery in single-user mode, so that pg_rewind finds the directory shut down
+/// cleanly. Single-user mode refuses standby mode, and a standby that crashed still holds its
+/// signal files: they are set aside meanwhile, and the end-of-recovery record written without
+/// them lies on the old branch, after the fork, where the rewind takes it out with the rest.
+async fn recover_alone(options: &Options) -> Result<(), String> {
+    let mut set_aside = Vec::new();
+    for signal in ["standby.signal", "recovery.signal"] {
+        let (path, aside) = (
+            options.data.join(signal),
+            options.data.join(format!("{signal}.rewinding")),
+        );
+        if path.exists() {
+            std::fs::rename(&path, &aside)
+                .map_err(|e| format!("set {} aside: {e}", path.display()))?;
+            set_aside.push((aside, path));
+        }
+    }
+    let mut command = Command::new(options.bin.join("postgres"));
+    command
+        .args(["--single", "-D"])
+        .arg(&options.data)
+        // As when it runs: recovery ends with a checkpoint that records the setting, and
+        // pg_rewind refuses a target whose control file says it was off.
+        .args(["-c", "archive_mode=off", "-c", "wal_log_hints=on"])
+        // That checkpoint would also recycle the WAL from before the fork, which the rewind
+        // reads: keep every segment the directory holds.
+        .args(["-c", "wal_keep_size=2147483647", "postgres"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let output = tokio::time::timeout(REWIND_TIMEOUT, command.output()).await;
+    // Until the rewind succeeds this is still a standby's directory: never one that a start
+    // would bring up writable.
+    for (aside, path) in set_aside {
+        std::fs::rename(&aside, &path).map_err(|e| format!("put {} back: {e}", path.display()))?;
+    }
+    let output = output
+        .map_err(|_| "crash recovery took too long".to_string())?
+        .map_err(|e| format!("crash recovery: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "crash recovery in single-user mode failed ({}): {}",
+            output.status,
             crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
         ));
     }

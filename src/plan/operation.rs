@@ -220,10 +220,11 @@ impl Planner<'_> {
 
     /// Fence the old master, then promote. An unreachable old master cannot be fenced before:
     /// the attempt comes last, best effort, so its timeout never delays the new primary. One
-    /// its host stopped cleanly needs no fence.
+    /// its host stopped cleanly, or reports not running, needs no fence.
     fn take_over(&mut self, op: &Operation) {
         if let Some(from) = &op.from
             && !self.stopped_by_host(from)
+            && !self.down_on_its_host(from)
         {
             let fence = Action::Fence {
                 member: from.clone(),
@@ -257,6 +258,18 @@ impl Planner<'_> {
             op.reason.clone(),
         );
         self.primary = Some(op.to.clone());
+    }
+
+    /// Whether `member`'s host says, with nothing under way there, that its server does not
+    /// run: there is nothing to fence, and hosts start nothing on their own. A fence sent
+    /// anyway would reach the host after the same round asked it to rejoin, and stop the
+    /// standby that came of it.
+    fn down_on_its_host(&self, member: &str) -> bool {
+        let o = observation(self.observed, member);
+        !o.reachable
+            && o.host
+                .agent()
+                .is_some_and(|h| !h.running && h.busy.is_none() && h.identity.is_some())
     }
 
     /// Whether `member`'s host reports its server stopped cleanly: it accepts nothing, and its

@@ -460,6 +460,49 @@ fn a_refusal_is_fast_evidence_only_where_no_lease_can_keep_the_server_writable()
 }
 
 #[test]
+fn a_failed_primary_is_fenced_last_unless_its_host_says_it_does_not_run() {
+    let with_a = |host: HostAccess| {
+        let mut observed = healthy("a");
+        down(&mut observed, "a", -2.0);
+        observed.members.get_mut("a").unwrap().host = host;
+        observed
+    };
+    let fenced_last = |p: &Plan| {
+        p.actions
+            .last()
+            .is_some_and(|a| a.action == fence("a") && !a.required)
+    };
+    // Nothing known of a's server (its host is silent too, or says it runs): after the
+    // promotion, a best-effort fence.
+    for host in [
+        HostAccess::Agent(HostObservation::default()),
+        agent_running(),
+        HostAccess::Engine,
+    ] {
+        let p = plan(&cluster(), &with_a(host.clone()), at(0.0));
+        assert_eq!(promotions(&p), vec![("b".to_string(), 2)], "{host:?}");
+        assert!(fenced_last(&p), "{host:?}: {:?}", actions(&p));
+    }
+    // Its host reports postgres down, nothing under way: there is nothing to stop, and a stop
+    // arriving after this round's rejoin would stop the standby that came of it.
+    let HostAccess::Agent(mut crashed) = agent_stopped(false, "r1", 900) else {
+        unreachable!()
+    };
+    crashed.identity = Some("7000".into());
+    let p = plan(
+        &cluster(),
+        &with_a(HostAccess::Agent(crashed.clone())),
+        at(0.0),
+    );
+    assert_eq!(promotions(&p), vec![("b".to_string(), 2)]);
+    assert!(!actions(&p).contains(&fence("a")), "{:?}", actions(&p));
+    // The same report while an operation runs there says nothing of what comes after it.
+    crashed.busy = Some("start".into());
+    let p = plan(&cluster(), &with_a(HostAccess::Agent(crashed)), at(0.0));
+    assert!(fenced_last(&p), "{:?}", actions(&p));
+}
+
+#[test]
 fn a_stopped_primary_is_started_again_when_no_other_member_can_take_over() {
     let mut observed = healthy("a");
     down(&mut observed, "a", -2.0);

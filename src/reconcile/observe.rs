@@ -7,7 +7,7 @@ use super::{Deps, Memory, ReconcileError};
 use crate::{
     desired::Desired,
     engine::{EngineError, Lease, Probe},
-    journal::{Journal, Step},
+    journal::{Journal, OperationKind, Step},
     observed::{HostAccess, MemberObservation, Observed},
     plan,
 };
@@ -25,7 +25,7 @@ pub async fn observe(
         ttl: plan::lease_ttl(desired.spec.failover.detect_after.into()),
     };
     // Renewed while suspended too: suspending the controller must not stop the primary.
-    let leaseholder = leaseholder(&journal);
+    let leaseholder = leaseholder(&journal, &desired.spec.primary);
     let probes = join_all(desired.spec.members.iter().map(|m| {
         let lease = (leaseholder == Some(m.name.as_str())).then_some(lease);
         deps.engine.observe(m, lease)
@@ -60,16 +60,23 @@ pub async fn observe(
     Ok(observed)
 }
 
-/// Who holds the primary's lease: the primary; while an operation replaces it, nobody (the old
-/// primary's lease must run out), then its target once its promotion has been attempted, and
-/// for good once it is done (a last-resort fence of the old primary afterwards changes nothing).
-fn leaseholder(journal: &Journal) -> Option<&str> {
-    match &journal.operation {
-        None => journal.current_primary.as_deref(),
-        Some(op) => (op.promoted(journal)
-            || matches!(op.step, Step::Promote | Step::Repoint | Step::MoveNames))
-        .then_some(op.to.as_str()),
+/// Who holds the primary's lease: the primary, or before the controller has seen one, the
+/// member it brings up as primary (`spec_primary`). While a failover replaces the primary,
+/// nobody: the old primary's lease must run out. A switchover's old primary keeps it until it
+/// is stopped cleanly: its target is promoted only after that, and a lapse on the way would
+/// stop it abruptly, turning a switchover that loses nothing into a failover and a rewind.
+/// The target holds it once its promotion has been attempted, and for good once it is done (a
+/// last-resort fence of the old primary afterwards changes nothing).
+fn leaseholder<'a>(journal: &'a Journal, spec_primary: &'a str) -> Option<&'a str> {
+    let Some(op) = &journal.operation else {
+        return Some(journal.current_primary.as_deref().unwrap_or(spec_primary));
+    };
+    if op.promoted(journal) || matches!(op.step, Step::Promote | Step::Repoint | Step::MoveNames) {
+        return Some(op.to.as_str());
     }
+    let stopping_cleanly =
+        op.kind == OperationKind::Switchover && matches!(op.step, Step::Fence | Step::Stop);
+    stopping_cleanly.then_some(op.from.as_deref()).flatten()
 }
 
 fn from_probe(desired: &Desired, probe: Probe) -> MemberObservation {
@@ -159,15 +166,32 @@ mod tests {
 
     #[test]
     fn the_lease_passes_to_the_target_with_its_promotion_and_stays_there() {
-        assert_eq!(leaseholder(&Journal::default()), None);
-        assert_eq!(leaseholder(&during(Step::Detach, false)), None);
-        assert_eq!(leaseholder(&during(Step::Fence, false)), None);
+        assert_eq!(leaseholder(&during(Step::Detach, false), "a"), None);
+        assert_eq!(leaseholder(&during(Step::Fence, false), "a"), None);
         // Promotion attempted, maybe done: the target may accept writes.
-        assert_eq!(leaseholder(&during(Step::Promote, false)), Some("b"));
+        assert_eq!(leaseholder(&during(Step::Promote, false), "a"), Some("b"));
         // Promoted, then the old primary fenced as a last resort: still the target's.
-        assert_eq!(leaseholder(&during(Step::Fence, true)), Some("b"));
+        assert_eq!(leaseholder(&during(Step::Fence, true), "a"), Some("b"));
         let mut done = during(Step::MoveNames, true);
         done.operation = None;
-        assert_eq!(leaseholder(&done), Some("b"));
+        assert_eq!(leaseholder(&done, "a"), Some("b"));
+    }
+
+    #[test]
+    fn the_member_being_brought_up_as_the_first_primary_holds_the_lease() {
+        // Started under a lease before it answers as primary: it must not lapse meanwhile.
+        assert_eq!(leaseholder(&Journal::default(), "a"), Some("a"));
+    }
+
+    #[test]
+    fn a_switchovers_old_primary_keeps_the_lease_until_it_has_stopped_cleanly() {
+        let switchover = |step| {
+            let mut journal = during(step, false);
+            journal.operation.as_mut().unwrap().kind = OperationKind::Switchover;
+            journal
+        };
+        assert_eq!(leaseholder(&switchover(Step::Fence), "b"), Some("a"));
+        assert_eq!(leaseholder(&switchover(Step::Stop), "b"), Some("a"));
+        assert_eq!(leaseholder(&switchover(Step::Promote), "b"), Some("b"));
     }
 }

@@ -260,6 +260,22 @@ pub async fn wait_for_report(
     secs: u64,
     check: impl Fn(&ClusterReport) -> bool,
 ) -> ClusterReport {
+    match try_wait_for_report(state, cluster, what, controller, secs, check).await {
+        Ok(report) => report,
+        Err(timed_out) => panic!("{timed_out}"),
+    }
+}
+
+/// As [`wait_for_report`], with the time-out's explanation returned instead of raised.
+#[allow(dead_code)]
+pub async fn try_wait_for_report(
+    state: &Path,
+    cluster: &str,
+    what: &str,
+    controller: &Controller,
+    secs: u64,
+    check: impl Fn(&ClusterReport) -> bool,
+) -> Result<ClusterReport, String> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut last = None;
     while Instant::now() < deadline {
@@ -268,17 +284,17 @@ pub async fn wait_for_report(
             .and_then(|reports| reports.into_iter().find(|r| r.name == cluster));
         if let Some(report) = report {
             if check(&report) {
-                return report;
+                return Ok(report);
             }
             last = Some(report);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!(
+    Err(format!(
         "timed out waiting for {what}\nlast report: {}\ncontroller log:\n{}",
         serde_json::to_string_pretty(&last).unwrap(),
         controller.log_text()
-    );
+    ))
 }
 
 /// The journal of `cluster` in the state directory `state` (null when there is none yet).

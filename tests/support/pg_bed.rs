@@ -21,7 +21,7 @@ use super::{
     node::{Node, TOKEN, certificate_for_loopback},
     read_journal,
     relay::Relay,
-    wait_for_report,
+    try_wait_for_report,
 };
 
 pub struct Host {
@@ -224,6 +224,8 @@ impl PgBed {
         read_journal(&self.state(), "orders")
     }
 
+    /// Wait until the cluster's report satisfies `check`; panics with the last report, the
+    /// controller's log and every agent's log.
     pub async fn wait_for(
         &self,
         what: &str,
@@ -231,7 +233,29 @@ impl PgBed {
         secs: u64,
         check: impl Fn(&ClusterReport) -> bool,
     ) -> ClusterReport {
-        wait_for_report(&self.state(), "orders", what, controller, secs, check).await
+        match try_wait_for_report(&self.state(), "orders", what, controller, secs, check).await {
+            Ok(report) => report,
+            Err(timed_out) => panic!("{timed_out}\n{}", self.agent_logs()),
+        }
+    }
+
+    /// Every host's agent log (postgres's output included), for a failure's message.
+    pub fn agent_logs(&self) -> String {
+        self.hosts
+            .iter()
+            .map(|host| {
+                let log = host
+                    .data
+                    .parent()
+                    .unwrap()
+                    .join(format!("node-{}.log", host.node.port));
+                format!(
+                    "--- {}'s agent:\n{}",
+                    host.name,
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            })
+            .collect()
     }
 }
 
