@@ -197,7 +197,6 @@ async fn primary_node_loss_loses_no_acknowledged_commit_and_the_old_primary_rejo
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "intermittent on a cold CI run: the returning old primary's rewind took 60s and it then stayed \"starting up\"; passes locally; run with --ignored"]
 async fn a_frozen_primary_is_failed_over_and_rejoins_when_it_wakes() {
     if !available() {
         return;
@@ -349,7 +348,6 @@ async fn a_partitioned_primary_is_replaced_and_rejoins_when_the_partition_heals(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "intermittent on a cold CI run: the returning old primary's rewind took 60s and it then stayed \"starting up\"; passes locally; run with --ignored"]
 async fn an_old_primary_returning_with_diverged_commits_is_rewound_onto_the_new_timeline() {
     if !available() {
         return;

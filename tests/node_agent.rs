@@ -299,6 +299,12 @@ async fn diverge(primary: &str, standby: &str, crash: impl FnOnce()) {
     crash();
     promote(target(standby, &creds)).await.unwrap();
     sql(standby, "INSERT INTO t VALUES (-2)").await;
+    // The new primary moves on, and recycles the WAL from before the fork: the old primary's
+    // own copy of it is then the only one left.
+    for _ in 0..3 {
+        sql(standby, "SELECT pg_switch_wal()").await;
+        sql(standby, "CHECKPOINT").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

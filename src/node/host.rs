@@ -428,17 +428,75 @@ async fn try_rewind(options: &Options, source: &Source) -> Result<(), String> {
     if let Some(password) = &replication.password {
         command.env("PGPASSWORD", password.expose());
     }
-    let output = tokio::time::timeout(REWIND_TIMEOUT, command.output())
-        .await
-        .map_err(|_| "pg_rewind took too long".to_string())?
-        .map_err(|e| format!("pg_rewind: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "pg_rewind: {}",
-            crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
-        ));
+    let kept = sibling(&options.data, ".replicant-rewind-wal");
+    keep_wal(&options.data, &kept)?;
+    let rewound = async {
+        let output = tokio::time::timeout(REWIND_TIMEOUT, command.output())
+            .await
+            .map_err(|_| "pg_rewind took too long".to_string())?
+            .map_err(|e| format!("pg_rewind: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "pg_rewind: {}",
+                crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
+            ));
+        }
+        restore_wal(&kept, &options.data)
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&kept);
+    rewound
+}
+
+/// Keep a link to every WAL segment in `data` under `kept` (a fresh directory beside it).
+/// pg_rewind removes the target's segments that the source no longer has, among them those
+/// from the last common checkpoint on, which recovery after the rewind replays first; the
+/// source, once it has checkpointed as primary, may have recycled them, and the member would
+/// then wait for them forever. Links cost no copy, and survive the removal.
+fn keep_wal(data: &Path, kept: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(kept);
+    std::fs::create_dir(kept).map_err(|e| format!("create {}: {e}", kept.display()))?;
+    for (name, path) in wal_segments(data)? {
+        let link = kept.join(&name);
+        if std::fs::hard_link(&path, &link).is_err() {
+            std::fs::copy(&path, &link).map_err(|e| format!("keep {}: {e}", path.display()))?;
+        }
     }
     Ok(())
+}
+
+/// Put back the kept segments that the rewind removed. Those on the old branch past the fork
+/// are never read (recovery follows the new branch's history from the fork on) and are
+/// recycled at the next restartpoints.
+fn restore_wal(kept: &Path, data: &Path) -> Result<(), String> {
+    for (name, path) in wal_segments(kept)? {
+        let target = data.join("pg_wal").join(&name);
+        if !target.exists() {
+            std::fs::rename(&path, &target)
+                .map_err(|e| format!("restore {}: {e}", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The WAL segment files directly in `dir`'s `pg_wal` (or in `dir` itself when it is a kept
+/// set): 24 hexadecimal digits, nothing else (no history, partial or status files).
+fn wal_segments(dir: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>, String> {
+    let wal = if dir.join("pg_wal").is_dir() {
+        dir.join("pg_wal")
+    } else {
+        dir.to_path_buf()
+    };
+    let entries = std::fs::read_dir(&wal).map_err(|e| format!("read {}: {e}", wal.display()))?;
+    Ok(entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .map(|entry| (entry.file_name(), entry.path()))
+        .collect())
 }
 
 /// Crash recovery in single-user mode, so that pg_rewind finds the directory shut down
@@ -507,7 +565,44 @@ async fn ensure_checkpointed(replication: &Replication, source: &Source) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use super::passfile_line;
+    use super::{keep_wal, passfile_line, restore_wal};
+
+    #[test]
+    fn wal_segments_a_rewind_removed_are_put_back_and_nothing_else_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let wal = data.join("pg_wal");
+        std::fs::create_dir_all(&wal).unwrap();
+        let (before_fork, diverged, overwritten) = (
+            "000000010000000000000003",
+            "000000010000000000000005",
+            "000000010000000000000004",
+        );
+        for name in [before_fork, diverged, overwritten, "00000002.history"] {
+            std::fs::write(wal.join(name), format!("target's {name}")).unwrap();
+        }
+        let kept = dir.path().join("data.kept");
+        std::fs::create_dir(&kept).unwrap();
+        std::fs::write(kept.join("stale"), "from an earlier attempt").unwrap();
+        keep_wal(&data, &kept).unwrap();
+        assert!(!kept.join("stale").exists());
+        assert!(!kept.join("00000002.history").exists(), "segments only");
+
+        // What pg_rewind does: the target's segments the source lacks go, the others are
+        // replaced by the source's, and the source's new ones arrive.
+        std::fs::remove_file(wal.join(before_fork)).unwrap();
+        std::fs::remove_file(wal.join(diverged)).unwrap();
+        std::fs::remove_file(wal.join(overwritten)).unwrap();
+        std::fs::write(wal.join(overwritten), "source's").unwrap();
+        std::fs::write(wal.join("000000020000000000000005"), "source's").unwrap();
+
+        restore_wal(&kept, &data).unwrap();
+        let read = |name: &str| std::fs::read_to_string(wal.join(name)).unwrap();
+        assert_eq!(read(before_fork), format!("target's {before_fork}"));
+        assert_eq!(read(diverged), format!("target's {diverged}"));
+        assert_eq!(read(overwritten), "source's", "the source's copy stands");
+        assert_eq!(read("000000020000000000000005"), "source's");
+    }
 
     #[test]
     fn a_password_file_line_escapes_what_the_format_reserves() {
