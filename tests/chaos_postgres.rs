@@ -356,6 +356,8 @@ async fn an_old_primary_returning_with_diverged_commits_is_rewound_onto_the_new_
     // Async mode. With the controller away, the standbys stop receiving and a commits a row
     // only it holds; then a's node is lost and the controller comes back.
     let mut bed = PgBed::new();
+    // A lease long enough for the steps below: a writes its row with the controller away.
+    bed.failover = "{ detectAfter: 10s, cooldown: 1m }".into();
     let spec = bed.spec("a", "async");
     let mut ctl = bed.controller(&spec, &[]);
     bed.wait_for("ready", &ctl, 90, |r| {

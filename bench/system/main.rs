@@ -1,18 +1,23 @@
 //! System benchmarks, one command: failover against Redis Sentinel, the virtual-name proxy against
-//! HAProxy, and one controller managing many clusters. Prints Markdown tables with ratios.
+//! HAProxy, one controller managing many clusters, and PostgreSQL failover against Patroni with
+//! pgbench through the virtual name. Prints Markdown tables with ratios.
 //!
 //! Environment: `BENCH_TRIALS` (default 5), `BENCH_PROXY_ROUNDS` (default 5), `BENCH_SCALE`
-//! (default `10,50,100`), `BENCH_SECTIONS` (default `failover,proxy,scale`).
+//! (default `10,50,100`), `BENCH_SECTIONS` (default `failover,proxy,scale,postgres,pgbench`),
+//! `BENCH_PG_TRIALS` (default 3), `BENCH_PG_FAULTS` (default `kill,freeze,partition`),
+//! `BENCH_PG_SYSTEMS` (default `replicant-1s,replicant-5s,patroni-minimum,patroni-defaults`).
 
 mod failover;
+mod pgbench;
+mod postgres;
 mod proxy;
 mod scale;
 mod support;
 
 fn main() {
     let trials = support::env_number("BENCH_TRIALS", 5);
-    let sections =
-        std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| "failover,proxy,scale".into());
+    let sections = std::env::var("BENCH_SECTIONS")
+        .unwrap_or_else(|_| "failover,proxy,scale,postgres,pgbench".into());
     let scale: Vec<usize> = std::env::var("BENCH_SCALE")
         .unwrap_or_else(|_| "10,50,100".into())
         .split(',')
@@ -25,13 +30,18 @@ fn main() {
     let root = support::workdir("system");
     let mut report = String::new();
     report.push_str(&format!(
-        "## replicant system benchmarks\n\nMachine: {} CPUs, {}; redis-server {}; {}\n\n",
+        "## replicant system benchmarks\n\nMachine: {} CPUs, {}; redis-server {}; {}; {}; {}; {}\n\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
         std::env::consts::ARCH,
         version("redis-server", &["--version"]),
         version("haproxy", &["-v"]),
+        version("patroni", &["--version"]),
+        version("etcd", &["--version"]),
+        replicant::local::postgres::bin_dir()
+            .map(|bin| version(&bin.join("postgres").to_string_lossy(), &["--version"]))
+            .unwrap_or_else(|| "postgres not found".into()),
     ));
     runtime.block_on(async {
         if sections.contains("failover") {
@@ -48,6 +58,32 @@ fn main() {
         }
         if sections.contains("scale") {
             let out = scale::run(&scale, &root.join("scale")).await;
+            println!("{out}");
+            report.push_str(&out);
+            report.push('\n');
+        }
+        if sections.contains("postgres") {
+            let faults: Vec<postgres::Fault> = std::env::var("BENCH_PG_FAULTS")
+                .unwrap_or_else(|_| "kill,freeze,partition".into())
+                .split(',')
+                .filter_map(postgres::Fault::parse)
+                .collect();
+            let trials = support::env_number("BENCH_PG_TRIALS", 3);
+            let systems =
+                postgres::systems(&std::env::var("BENCH_PG_SYSTEMS").unwrap_or_else(|_| {
+                    "replicant-1s,replicant-5s,patroni-minimum,patroni-defaults".into()
+                }));
+            let out = postgres::run(trials, &systems, &faults, &root.join("postgres")).await;
+            println!("{out}");
+            report.push_str(&out);
+            report.push('\n');
+        }
+        if sections.contains("pgbench") {
+            let out = pgbench::run(
+                support::env_number("BENCH_PROXY_ROUNDS", 5),
+                &root.join("pgbench"),
+            )
+            .await;
             println!("{out}");
             report.push_str(&out);
         }

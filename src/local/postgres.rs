@@ -304,7 +304,7 @@ pub fn remove_shared_memory(data: &Path) {
 
 /// SIGKILL of the postmaster `pid` (by `kill_it`), then of every backend it had: they are read
 /// first, since once it dies they belong to init.
-pub(super) fn kill_postmaster(pid: u32, kill_it: impl FnOnce()) {
+pub fn kill_postmaster(pid: u32, kill_it: impl FnOnce()) {
     let backends = children_of(pid);
     kill_it();
     for backend in backends {
@@ -314,7 +314,7 @@ pub(super) fn kill_postmaster(pid: u32, kill_it: impl FnOnce()) {
 
 /// SIGSTOP of a postmaster and of every process it started: the server hangs as on a stalled
 /// host, its connections open and silent. The postmaster first, so it forks no more.
-pub(super) fn freeze_postmaster(pid: u32) {
+pub fn freeze_postmaster(pid: u32) {
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
     for backend in children_of(pid) {
         let _ = kill(backend, Signal::SIGSTOP);
@@ -322,7 +322,7 @@ pub(super) fn freeze_postmaster(pid: u32) {
 }
 
 /// SIGCONT of a postmaster frozen by [`freeze_postmaster`], and of every process it started.
-pub(super) fn thaw_postmaster(pid: u32) {
+pub fn thaw_postmaster(pid: u32) {
     for backend in children_of(pid) {
         let _ = kill(backend, Signal::SIGCONT);
     }

@@ -500,21 +500,15 @@ fn wal_segments(dir: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>, String
 }
 
 /// Crash recovery in single-user mode, so that pg_rewind finds the directory shut down
-/// cleanly. Single-user mode refuses standby mode, and a standby that crashed still holds its
-/// signal files: they are set aside meanwhile, and the end-of-recovery record written without
-/// them lies on the old branch, after the fork, where the rewind takes it out with the rest.
+/// cleanly. Not for a standby's directory: single-user mode refuses standby mode, and
+/// recovered as a primary instead, it would end with a record of its own on the branch it
+/// shares with the source, which pg_rewind cannot see past. Such a member is copied.
 async fn recover_alone(options: &Options) -> Result<(), String> {
-    let mut set_aside = Vec::new();
-    for signal in ["standby.signal", "recovery.signal"] {
-        let (path, aside) = (
-            options.data.join(signal),
-            options.data.join(format!("{signal}.rewinding")),
+    if options.data.join("standby.signal").exists() {
+        return Err(
+            "it was a standby and stopped without a clean shutdown, which only a copy repairs"
+                .into(),
         );
-        if path.exists() {
-            std::fs::rename(&path, &aside)
-                .map_err(|e| format!("set {} aside: {e}", path.display()))?;
-            set_aside.push((aside, path));
-        }
     }
     let mut command = Command::new(options.bin.join("postgres"));
     command
@@ -529,13 +523,8 @@ async fn recover_alone(options: &Options) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let output = tokio::time::timeout(REWIND_TIMEOUT, command.output()).await;
-    // Until the rewind succeeds this is still a standby's directory: never one that a start
-    // would bring up writable.
-    for (aside, path) in set_aside {
-        std::fs::rename(&aside, &path).map_err(|e| format!("put {} back: {e}", path.display()))?;
-    }
-    let output = output
+    let output = tokio::time::timeout(REWIND_TIMEOUT, command.output())
+        .await
         .map_err(|_| "crash recovery took too long".to_string())?
         .map_err(|e| format!("crash recovery: {e}"))?;
     if !output.status.success() {
