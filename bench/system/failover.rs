@@ -13,7 +13,8 @@ use replicant::local::{
 };
 
 use crate::support::{
-    Proc, accepts_write, controller, info_field, is_ready, median, percentile, reports, wait_until,
+    Outcome, Proc, accepts_write, controller, info_field, is_ready, median, percentile, reports,
+    wait_until,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,17 +29,6 @@ pub enum Fault {
     Kill,
     /// SIGSTOP of the master for longer than the detection window, then SIGCONT.
     Freeze,
-}
-
-/// What one trial measured.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    /// Fault to the first acknowledged write sent after it; `None` if none came within 60s.
-    pub gap: Option<f64>,
-    pub acknowledged: usize,
-    pub lost: usize,
-    /// Writes the old master accepted after it resumed, while another master existed.
-    pub split_brain: usize,
 }
 
 const WRITER_TIMEOUT: Duration = Duration::from_millis(500);

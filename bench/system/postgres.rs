@@ -38,7 +38,9 @@ use replicant::local::{
 };
 
 use self::relay::Relay;
-use crate::support::{Proc, controller, is_ready, median, percentile, reports, wait_until};
+use crate::support::{
+    Outcome, Proc, controller, is_ready, median, percentile, reports, wait_until,
+};
 
 const TOKEN: &str = "replicant-bench-agent-token";
 const WRITER_TIMEOUT: Duration = Duration::from_millis(500);
@@ -110,17 +112,6 @@ impl Fault {
             _ => None,
         }
     }
-}
-
-/// What one trial measured.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    /// Fault to the first commit acknowledged through the read-write endpoint that was sent
-    /// after it; `None` if none came within the trial.
-    pub gap: Option<f64>,
-    pub acknowledged: usize,
-    pub lost: usize,
-    pub split_brain: usize,
 }
 
 /// One member: its postgres as clients reach it directly, and its node's processes.
@@ -377,6 +368,8 @@ restapi:
   connect_address: {rest}
 etcd3:
   hosts: ["{etcd}"]
+  # Through the relay only: etcd's member list would name its own address, past the cut.
+  use_proxies: true
 bootstrap:
   dcs:
     ttl: {ttl}
@@ -588,7 +581,8 @@ fn wall_time(at: Instant, clocks: (Instant, SystemTime)) -> SystemTime {
     clocks.1 + at.saturating_duration_since(clocks.0)
 }
 
-async fn trial(dir: &Path, system: System, fault: Fault, sync: bool) -> Outcome {
+/// One trial; `None` when no member was promoted within 120s.
+async fn trial(dir: &Path, system: System, fault: Fault, sync: bool) -> Option<Outcome> {
     let mut bed = match system {
         System::Replicant { detect_ms } => replicant(dir, detect_ms, sync, true).await,
         System::Patroni { .. } => patroni(dir, system, sync).await,
@@ -598,13 +592,15 @@ async fn trial(dir: &Path, system: System, fault: Fault, sync: bool) -> Outcome 
     let direct = writer(&old, "direct:");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let clocks = (Instant::now(), SystemTime::now());
-    let fault_at = Instant::now();
     let fault_wall = SystemTime::now();
     match fault {
         Fault::Kill => bed.members[0].kill(),
         Fault::Freeze => bed.members[0].freeze(),
         Fault::Partition => bed.members[0].relays().iter().for_each(|r| r.cut()),
     }
+    // Counted once the fault is complete: a backend that had not yet received its SIGKILL
+    // may still commit in the meantime, and that is not a write after the node was lost.
+    let fault_at = Instant::now();
     // The new primary: the member whose newest history file appeared after the fault.
     let mut promoted = None;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -617,14 +613,18 @@ async fn trial(dir: &Path, system: System, fault: Fault, sync: bool) -> Outcome 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let Some((new, promoted_at)) = promoted else {
+        eprintln!(
+            "no promotion within 120s; logs under {} (kept)",
+            dir.display()
+        );
+        match fault {
+            Fault::Kill => {}
+            Fault::Freeze => bed.members[0].thaw(),
+            Fault::Partition => bed.members[0].relays().iter().for_each(|r| r.heal()),
+        }
         through.finish().await;
         direct.finish().await;
-        return Outcome {
-            gap: None,
-            acknowledged: 0,
-            lost: 0,
-            split_brain: 0,
-        };
+        return None;
     };
     // The old primary comes back a while after the promotion, for clients to find.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -657,12 +657,12 @@ async fn trial(dir: &Path, system: System, fault: Fault, sync: bool) -> Outcome 
         .await
         .unwrap_or_else(|e| panic!("counting on {new_primary}: {e}"));
     drop(bed);
-    Outcome {
+    Some(Outcome {
         gap,
         acknowledged: through.len() + direct.len(),
         lost: lost_through + lost_direct,
         split_brain: after.len(),
-    }
+    })
 }
 
 /// The systems measured, by the names `BENCH_PG_SYSTEMS` takes.
@@ -701,7 +701,7 @@ pub async fn run(trials: usize, systems: &[System], faults: &[Fault], root: &Pat
                 if system == System::PATRONI_DEFAULTS && fault != Fault::Kill {
                     continue;
                 }
-                let mut outcomes = Vec::new();
+                let (mut outcomes, mut unpromoted) = (Vec::new(), 0);
                 for _ in 0..trials {
                     trial_no += 1;
                     let dir = root.join(format!("trial-{trial_no}"));
@@ -713,31 +713,43 @@ pub async fn run(trials: usize, systems: &[System], faults: &[Fault], root: &Pat
                         fault.label(),
                         if sync { "sync" } else { "async" }
                     );
-                    outcomes.push(outcome);
-                    let _ = fs::remove_dir_all(&dir);
+                    match outcome {
+                        Some(outcome) => {
+                            outcomes.push(outcome);
+                            let _ = fs::remove_dir_all(&dir);
+                        }
+                        None => unpromoted += 1,
+                    }
                 }
-                rows.push((system, outcomes));
+                rows.push((system, outcomes, unpromoted));
             }
             let gaps = |outcomes: &[Outcome]| -> Vec<f64> {
                 outcomes.iter().filter_map(|o| o.gap).collect()
             };
             let reference = rows
                 .iter()
-                .find(|(s, _)| *s == System::PATRONI_MINIMUM)
-                .map(|(_, o)| median(&gaps(o)))
+                .find(|(s, _, _)| *s == System::PATRONI_MINIMUM)
+                .map(|(_, o, _)| median(&gaps(o)))
                 .unwrap_or(f64::NAN);
-            for (system, outcomes) in &rows {
+            for (system, outcomes, unpromoted) in &rows {
                 let g = gaps(outcomes);
                 let missing = outcomes.len() - g.len();
+                let mut notes = Vec::new();
+                if missing > 0 {
+                    notes.push(format!("{missing} with no write within the trial"));
+                }
+                if *unpromoted > 0 {
+                    notes.push(format!("{unpromoted} with no promotion within 120s"));
+                }
                 let _ = writeln!(
                     out,
                     "| {} | {}{} | {:.2}s | {:.2}s | {:.3} | {} | {} | {} |",
                     system.label(),
-                    outcomes.len(),
-                    if missing > 0 {
-                        format!(" ({missing} with no write within the trial)")
-                    } else {
+                    outcomes.len() + unpromoted,
+                    if notes.is_empty() {
                         String::new()
+                    } else {
+                        format!(" ({})", notes.join(", "))
                     },
                     median(&g),
                     percentile(&g, 95.0),

@@ -9,6 +9,19 @@ use std::{
 
 use replicant::standalone::state::{ClusterReport, read_reports};
 
+/// What one failover trial measured.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// From the fault to the first write acknowledged through the cluster's endpoint that was
+    /// sent after it; `None` if none came within the trial.
+    pub gap: Option<f64>,
+    pub acknowledged: usize,
+    /// Acknowledged writes missing from the new primary.
+    pub lost: usize,
+    /// Writes the old primary acknowledged while another primary existed.
+    pub split_brain: usize,
+}
+
 /// A child process killed (SIGKILL, by PID) and reaped on drop.
 pub struct Proc(pub Child);
 
