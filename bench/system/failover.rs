@@ -13,8 +13,7 @@ use replicant::local::{
 };
 
 use crate::support::{
-    Outcome, Proc, accepts_write, controller, info_field, is_ready, median, percentile, reports,
-    wait_until,
+    Outcome, Proc, accepts_write, info_field, median, percentile, ready_controller,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,12 +61,7 @@ async fn replicant(dir: &Path, servers: &[RedisProcess], detect_ms: u64) -> Setu
         ),
     )
     .unwrap();
-    let proc = controller(&specs, &state, free_port().unwrap());
-    let ok = wait_until(Duration::from_secs(30), || {
-        reports(&state).first().is_some_and(is_ready)
-    })
-    .await;
-    assert!(ok, "replicant did not make the cluster ready");
+    let proc = ready_controller(&specs, &state, Duration::from_secs(30)).await;
     Setup::Replicant {
         _controller: proc,
         rw,

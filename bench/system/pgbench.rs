@@ -7,7 +7,7 @@ use replicant::local::{free_port, postgres::PASSWORD};
 
 use crate::{
     postgres::replicant,
-    support::{Proc, median},
+    support::{self, Proc, median},
 };
 
 const CLIENTS: &str = "8";
@@ -51,22 +51,13 @@ fn pgbench(address: &str, args: &[&str]) -> Run {
 
 /// HAProxy relaying to `target`, as a TCP load balancer with one server, with as many threads
 /// as replicant's proxy runs.
-fn haproxy(dir: &Path, target: &str) -> (Proc, String) {
+async fn haproxy(dir: &Path, target: &str) -> (Proc, String) {
     let threads = replicant::standalone::proxy::proxy_threads();
     let port = free_port().unwrap();
-    let config = dir.join("haproxy-pgbench.cfg");
-    fs::write(
-        &config,
-        format!(
-            "global\n  maxconn 2000\n  nbthread {threads}\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 30m\n  timeout server 30m\nlisten pg\n  bind 127.0.0.1:{port}\n  server a {target}\n"
-        ),
-    )
-    .unwrap();
-    let proc = Proc::spawn(
-        "haproxy",
-        &["-db", "-f", config.to_str().unwrap()],
-        &dir.join("haproxy-pgbench.log"),
+    let config = format!(
+        "global\n  maxconn 2000\n  nbthread {threads}\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 30m\n  timeout server 30m\nlisten pg\n  bind 127.0.0.1:{port}\n  server a {target}\n"
     );
+    let proc = support::haproxy(dir, "haproxy-pgbench", &config, port).await;
     (proc, format!("127.0.0.1:{port}"))
 }
 
@@ -81,7 +72,7 @@ pub async fn run(rounds: usize, root: &Path) -> String {
         .output()
         .expect("pgbench -i");
     assert!(init.status.success(), "{init:?}");
-    let (_haproxy, through_haproxy) = haproxy(root, &primary);
+    let (_haproxy, through_haproxy) = haproxy(root, &primary).await;
     let paths = [
         ("direct", primary.clone()),
         ("replicant virtual name (passthrough)", bed.rw.clone()),

@@ -38,9 +38,7 @@ use replicant::local::{
 };
 
 use self::relay::Relay;
-use crate::support::{
-    Outcome, Proc, controller, is_ready, median, percentile, reports, wait_until,
-};
+use crate::support::{self, Outcome, Proc, median, percentile, ready_controller, wait_until};
 
 const TOKEN: &str = "replicant-bench-agent-token";
 const WRITER_TIMEOUT: Duration = Duration::from_millis(500);
@@ -190,6 +188,23 @@ impl Member {
         }
     }
 
+    fn suffer(&mut self, fault: Fault) {
+        match fault {
+            Fault::Kill => self.kill(),
+            Fault::Freeze => self.freeze(),
+            Fault::Partition => self.relays().iter().for_each(|r| r.cut()),
+        }
+    }
+
+    /// The end of `fault`: a frozen node resumes, a partition heals; a killed node stays dead.
+    fn recover(&self, fault: Fault) {
+        match fault {
+            Fault::Kill => {}
+            Fault::Freeze => self.thaw(),
+            Fault::Partition => self.relays().iter().for_each(|r| r.heal()),
+        }
+    }
+
     fn relays(&self) -> Vec<&Relay> {
         let mut all = vec![&self.pg_relay, &self.control_relay];
         if let Node::Patroni { etcd_relay, .. } = &self.node {
@@ -299,12 +314,7 @@ pub async fn replicant(dir: &Path, detect_ms: u64, sync: bool, relayed: bool) ->
         ),
     )
     .unwrap();
-    let proc = controller(&specs, &state, free_port().unwrap());
-    let ready = wait_until(Duration::from_secs(120), || {
-        reports(&state).first().is_some_and(is_ready)
-    })
-    .await;
-    assert!(ready, "replicant did not make the cluster ready");
+    let proc = ready_controller(&specs, &state, Duration::from_secs(120)).await;
     Bed {
         members,
         rw: format!("127.0.0.1:{rw}"),
@@ -463,7 +473,7 @@ async fn patroni(dir: &Path, system: System, sync: bool) -> Bed {
     })
     .await;
     assert!(streaming, "Patroni's replicas did not stream from a");
-    let (haproxy, rw) = haproxy(dir, &members, system);
+    let (haproxy, rw) = haproxy(dir, &members, system).await;
     Bed {
         members,
         rw,
@@ -473,7 +483,7 @@ async fn patroni(dir: &Path, system: System, sync: bool) -> Bed {
 
 /// HAProxy in front of the members' relays, checking Patroni's REST API for the primary: at
 /// the check of Patroni's documentation for its defaults, every 500ms otherwise.
-fn haproxy(dir: &Path, members: &[Member], system: System) -> (Proc, String) {
+async fn haproxy(dir: &Path, members: &[Member], system: System) -> (Proc, String) {
     let port = free_port().unwrap();
     let check = if system == System::PATRONI_DEFAULTS {
         "inter 3s fall 3 rise 2"
@@ -491,19 +501,10 @@ fn haproxy(dir: &Path, members: &[Member], system: System) -> (Proc, String) {
             )
         })
         .collect();
-    let config = dir.join("haproxy.cfg");
-    fs::write(
-        &config,
-        format!(
-            "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 30m\n  timeout server 30m\n  timeout check 1s\nlisten rw\n  bind 127.0.0.1:{port}\n  option httpchk OPTIONS /primary\n  http-check expect status 200\n  default-server {check} on-marked-down shutdown-sessions\n{servers}"
-        ),
-    )
-    .unwrap();
-    let proc = Proc::spawn(
-        "haproxy",
-        &["-db", "-f", config.to_str().unwrap()],
-        &dir.join("haproxy.log"),
+    let config = format!(
+        "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 30m\n  timeout server 30m\n  timeout check 1s\nlisten rw\n  bind 127.0.0.1:{port}\n  option httpchk OPTIONS /primary\n  http-check expect status 200\n  default-server {check} on-marked-down shutdown-sessions\n{servers}"
     );
+    let proc = support::haproxy(dir, "haproxy", &config, port).await;
     (proc, format!("127.0.0.1:{port}"))
 }
 
@@ -593,11 +594,7 @@ async fn trial(dir: &Path, system: System, fault: Fault, sync: bool) -> Option<O
     tokio::time::sleep(Duration::from_secs(2)).await;
     let clocks = (Instant::now(), SystemTime::now());
     let fault_wall = SystemTime::now();
-    match fault {
-        Fault::Kill => bed.members[0].kill(),
-        Fault::Freeze => bed.members[0].freeze(),
-        Fault::Partition => bed.members[0].relays().iter().for_each(|r| r.cut()),
-    }
+    bed.members[0].suffer(fault);
     // Counted once the fault is complete: a backend that had not yet received its SIGKILL
     // may still commit in the meantime, and that is not a write after the node was lost.
     let fault_at = Instant::now();
@@ -614,25 +611,17 @@ async fn trial(dir: &Path, system: System, fault: Fault, sync: bool) -> Option<O
     }
     let Some((new, promoted_at)) = promoted else {
         eprintln!(
-            "no promotion within 120s; logs under {} (kept)",
+            "no promotion within 120s; logs under {} until the benchmark ends",
             dir.display()
         );
-        match fault {
-            Fault::Kill => {}
-            Fault::Freeze => bed.members[0].thaw(),
-            Fault::Partition => bed.members[0].relays().iter().for_each(|r| r.heal()),
-        }
+        bed.members[0].recover(fault);
         through.finish().await;
         direct.finish().await;
         return None;
     };
     // The old primary comes back a while after the promotion, for clients to find.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    match fault {
-        Fault::Kill => {}
-        Fault::Freeze => bed.members[0].thaw(),
-        Fault::Partition => bed.members[0].relays().iter().for_each(|r| r.heal()),
-    }
+    bed.members[0].recover(fault);
     tokio::time::sleep(Duration::from_secs(5)).await;
     // A gap ends with the first commit sent after the fault; wait for it a while yet.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -6,7 +6,7 @@ use std::{
 
 use replicant::local::{RedisProcess, free_port};
 
-use crate::support::{Proc, controller, is_ready, median, reports, usage, wait_until};
+use crate::support::{controller, haproxy, is_ready, median, reports, usage, wait_until};
 
 /// One redis-benchmark result line.
 #[derive(Clone, Debug, Default)]
@@ -105,29 +105,16 @@ pub async fn run(dir: &Path) -> String {
 
     // HAProxy in TCP mode in front of the same server, with as many threads.
     let haproxy_port = free_port().unwrap();
-    let cfg = dir.join("haproxy.cfg");
-    fs::write(
-        &cfg,
-        format!(
+    let haproxy = haproxy(
+        dir,
+        "haproxy",
+        &format!(
             "global\n  maxconn 4000\n  nbthread {threads}\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\nlisten redis\n  bind 127.0.0.1:{haproxy_port}\n  server r1 {}\n",
             server.address()
         ),
+        haproxy_port,
     )
-    .unwrap();
-    let haproxy = Proc::spawn(
-        "haproxy",
-        &["-f", cfg.to_str().unwrap(), "-db"],
-        &dir.join("haproxy.log"),
-    );
-    let listening = wait_until(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", haproxy_port)).is_ok()
-    })
     .await;
-    assert!(
-        listening,
-        "haproxy did not start: {}",
-        fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default()
-    );
 
     let targets = [
         Target {

@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use replicant::standalone::state::{ClusterReport, read_reports};
+use replicant::{
+    local::free_port,
+    standalone::state::{ClusterReport, read_reports},
+};
 
 /// What one failover trial measured.
 #[derive(Clone, Debug)]
@@ -50,6 +53,25 @@ impl Drop for Proc {
     }
 }
 
+/// HAProxy on `config`, written to `{name}.cfg` in `dir` (its log beside it), once it accepts
+/// connections on `port`.
+pub async fn haproxy(dir: &Path, name: &str, config: &str, port: u16) -> Proc {
+    let path = dir.join(format!("{name}.cfg"));
+    fs::write(&path, config).expect("haproxy configuration");
+    let log = dir.join(format!("{name}.log"));
+    let proc = Proc::spawn("haproxy", &["-db", "-f", path.to_str().unwrap()], &log);
+    let listening = wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    assert!(
+        listening,
+        "haproxy did not start: {}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    proc
+}
+
 /// `replicant run` on a spec directory, with an admin endpoint.
 pub fn controller(specs: &Path, state: &Path, admin: u16) -> Proc {
     Proc::spawn(
@@ -65,6 +87,15 @@ pub fn controller(specs: &Path, state: &Path, admin: u16) -> Proc {
         ],
         &state.with_file_name(format!("controller-{admin}.log")),
     )
+}
+
+/// `replicant run` on a spec directory of one cluster, once that cluster is Ready (within
+/// `within`).
+pub async fn ready_controller(specs: &Path, state: &Path, within: Duration) -> Proc {
+    let proc = controller(specs, state, free_port().expect("a port"));
+    let ready = wait_until(within, || reports(state).first().is_some_and(is_ready)).await;
+    assert!(ready, "replicant did not make the cluster ready");
+    proc
 }
 
 pub fn reports(state: &Path) -> Vec<ClusterReport> {

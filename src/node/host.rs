@@ -50,6 +50,11 @@ pub struct Superuser {
 /// How long a copy may take before it is abandoned.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// What a finished tool wrote to its standard error, bounded, for an error message.
+fn what_it_said(output: &std::process::Output) -> String {
+    crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512).to_string()
+}
+
 fn sibling(data: &Path, suffix: &str) -> PathBuf {
     let mut name = data.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
@@ -131,10 +136,7 @@ pub async fn clone(options: &Options, source: &Source) -> Result<(), String> {
         .map_err(|e| format!("pg_basebackup: {e}"))?;
     if !output.status.success() {
         let _ = std::fs::remove_dir_all(&copy);
-        return Err(format!(
-            "pg_basebackup: {}",
-            crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
-        ));
+        return Err(format!("pg_basebackup: {}", what_it_said(&output)));
     }
     swap_in(options, &copy)?;
     configure_standby(options, source)
@@ -211,10 +213,7 @@ pub async fn initialize(options: &Options) -> Result<(), String> {
         .map_err(|e| format!("initdb: {e}"))?;
     if !output.status.success() {
         let _ = std::fs::remove_dir_all(&fresh);
-        return Err(format!(
-            "initdb: {}",
-            crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
-        ));
+        return Err(format!("initdb: {}", what_it_said(&output)));
     }
     let made = async {
         std::fs::write(fresh.join("pg_hba.conf"), CREATED_HBA)
@@ -436,10 +435,7 @@ async fn try_rewind(options: &Options, source: &Source) -> Result<(), String> {
             .map_err(|_| "pg_rewind took too long".to_string())?
             .map_err(|e| format!("pg_rewind: {e}"))?;
         if !output.status.success() {
-            return Err(format!(
-                "pg_rewind: {}",
-                crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
-            ));
+            return Err(format!("pg_rewind: {}", what_it_said(&output)));
         }
         restore_wal(&kept, &options.data)
     }
@@ -456,7 +452,7 @@ async fn try_rewind(options: &Options, source: &Source) -> Result<(), String> {
 fn keep_wal(data: &Path, kept: &Path) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(kept);
     std::fs::create_dir(kept).map_err(|e| format!("create {}: {e}", kept.display()))?;
-    for (name, path) in wal_segments(data)? {
+    for (name, path) in wal_segments(&data.join("pg_wal"))? {
         let link = kept.join(&name);
         if std::fs::hard_link(&path, &link).is_err() {
             std::fs::copy(&path, &link).map_err(|e| format!("keep {}: {e}", path.display()))?;
@@ -479,15 +475,10 @@ fn restore_wal(kept: &Path, data: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The WAL segment files directly in `dir`'s `pg_wal` (or in `dir` itself when it is a kept
-/// set): 24 hexadecimal digits, nothing else (no history, partial or status files).
+/// The WAL segment files directly in `dir`: 24 hexadecimal digits, nothing else (no history,
+/// partial or status files).
 fn wal_segments(dir: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>, String> {
-    let wal = if dir.join("pg_wal").is_dir() {
-        dir.join("pg_wal")
-    } else {
-        dir.to_path_buf()
-    };
-    let entries = std::fs::read_dir(&wal).map_err(|e| format!("read {}: {e}", wal.display()))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("read {}: {e}", dir.display()))?;
     Ok(entries
         .flatten()
         .filter(|entry| {
@@ -531,7 +522,7 @@ async fn recover_alone(options: &Options) -> Result<(), String> {
         return Err(format!(
             "crash recovery in single-user mode failed ({}): {}",
             output.status,
-            crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
+            what_it_said(&output)
         ));
     }
     Ok(())
