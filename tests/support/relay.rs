@@ -74,6 +74,11 @@ async fn serve(
             let Ok(mut server) = TcpStream::connect(&target).await else {
                 return;
             };
+            // A link adds no coalescing delay of its own: without this, Nagle's algorithm
+            // against delayed acknowledgements holds small replies (a standby's flush report,
+            // a commit's answer) for tens of milliseconds.
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                 _ = cut.wait_for(|cut| *cut) => {
