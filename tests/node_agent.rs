@@ -1,6 +1,6 @@
 //! `replicant node` against a real postgres: the token, the epoch, start and stop, status while
-//! postgres is down, and the lease: when it lapses postgres is stopped and stays down, across a
-//! restart of the agent, until the lease is renewed.
+//! postgres is down, and the lease: it runs from a nonce of the agent's, and when it lapses
+//! postgres is stopped and stays down, across a restart of the agent, until the lease is renewed.
 
 mod support;
 
@@ -62,7 +62,7 @@ async fn the_agent_starts_stops_and_fences_its_postgres() {
     );
 
     // The lease lapses: postgres is stopped, and stays down.
-    let (code, _) = node.post("/v1/lease", json!({"epoch": 1, "ttlMs": 300}));
+    let (code, _) = node.lease(1, 300);
     assert_eq!(code, 200);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let fenced = node.status();
@@ -80,6 +80,7 @@ async fn the_agent_starts_stops_and_fences_its_postgres() {
     assert!(refused["error"].as_str().unwrap().starts_with("fenced"));
 
     // ... across a restart of the agent, which also remembers the epoch.
+    let earlier_run = node.lease_nonce();
     node.stop_process();
     let node = Node::start(dir.path(), &data, pg_port);
     let again = node.status();
@@ -90,20 +91,44 @@ async fn the_agent_starts_stops_and_fences_its_postgres() {
     );
     assert_eq!(node.post("/v1/start", json!({"epoch": 1})).0, 409);
 
-    // Renewed by a newer controller decision: postgres may run again.
-    assert_eq!(
-        node.post("/v1/lease", json!({"epoch": 2, "ttlMs": 60000}))
-            .0,
-        200
+    // A lease runs from its nonce's issue on this agent's clock: a nonce of the earlier run,
+    // or one from the future, is refused...
+    let (code, refused) = node.post(
+        "/v1/lease",
+        json!({"epoch": 1, "ttlMs": 60000, "nonce": earlier_run}),
     );
+    assert_eq!(code, 409, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("another run"));
+    let mut future = node.lease_nonce();
+    future["issuedMs"] = json!(u64::MAX);
+    let (code, refused) = node.post(
+        "/v1/lease",
+        json!({"epoch": 1, "ttlMs": 60000, "nonce": future}),
+    );
+    assert_eq!(code, 409, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("future"));
+    // ... and a renewal that arrives after its lease would have run out (held in a frozen
+    // agent's socket, or late on the network) grants nothing: still fenced.
+    let nonce = node.lease_nonce();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, late) = node.post(
+        "/v1/lease",
+        json!({"epoch": 1, "ttlMs": 300, "nonce": nonce}),
+    );
+    assert_eq!(code, 200, "{late}");
+    assert_eq!(
+        (late["fenced"].clone(), late["leaseRemainingMs"].clone()),
+        (json!(true), Value::Null),
+        "{late}"
+    );
+    assert_eq!(node.post("/v1/start", json!({"epoch": 1})).0, 409);
+
+    // Renewed by a newer controller decision: postgres may run again.
+    assert_eq!(node.lease(2, 60000).0, 200);
     let up = node.run("/v1/start", json!({"epoch": 2}));
     assert_eq!(up["running"], true, "{up}");
     sql(&address, "CREATE TABLE t (v int); INSERT INTO t VALUES (1)").await;
-    assert_eq!(
-        node.post("/v1/lease", json!({"epoch": 1, "ttlMs": 60000}))
-            .0,
-        409
-    );
+    assert_eq!(node.lease(1, 60000).0, 409);
 
     // A fast stop ends cleanly: status while down comes from pg_controldata.
     let (code, stopped) = node.post("/v1/stop", json!({"epoch": 2, "mode": "fast"}));
@@ -566,7 +591,11 @@ async fn the_controller_drives_the_agent_through_its_client() {
     }
     assert!(up.running && up.last_error.is_none(), "{up:?}");
     assert!(probe(&format!("127.0.0.1:{pg_port}")).await.is_ok());
-    let leased = agent.renew_lease(3, Duration::from_secs(60)).await.unwrap();
+    let nonce = agent.lease_nonce().await.unwrap();
+    let leased = agent
+        .renew_lease(3, Duration::from_secs(60), nonce)
+        .await
+        .unwrap();
     assert!(leased.lease_remaining_ms.unwrap() > 50_000);
 
     let stale = agent.stop(2, false).await.unwrap_err();

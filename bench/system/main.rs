@@ -5,7 +5,8 @@
 //! Environment: `BENCH_TRIALS` (default 5), `BENCH_PROXY_ROUNDS` (default 5), `BENCH_SCALE`
 //! (default `10,50,100`), `BENCH_SECTIONS` (default `failover,proxy,scale,postgres,pgbench`),
 //! `BENCH_PG_TRIALS` (default 3), `BENCH_PG_FAULTS` (default `kill,freeze,partition`),
-//! `BENCH_PG_SYSTEMS` (default `replicant-1s,replicant-5s,patroni-minimum,patroni-defaults`).
+//! `BENCH_PG_SYSTEMS` (default `replicant-1s,replicant-5s,patroni-minimum,patroni-defaults`),
+//! `BENCH_KEEP` (set: the work directory, with every process's log, is kept).
 
 mod failover;
 mod pgbench;
@@ -88,7 +89,9 @@ fn main() {
             report.push_str(&out);
         }
     });
-    let _ = std::fs::remove_dir_all(&root);
+    if std::env::var_os("BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-system.md");
     if std::fs::write(&out, &report).is_ok() {
         eprintln!("report written to {}", out.display());

@@ -705,7 +705,9 @@ pub async fn run(trials: usize, systems: &[System], faults: &[Fault], root: &Pat
                     match outcome {
                         Some(outcome) => {
                             outcomes.push(outcome);
-                            let _ = fs::remove_dir_all(&dir);
+                            if std::env::var_os("BENCH_KEEP").is_none() {
+                                let _ = fs::remove_dir_all(&dir);
+                            }
                         }
                         None => unpromoted += 1,
                     }

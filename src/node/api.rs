@@ -1,4 +1,5 @@
-//! The agent's HTTP API: `GET /v1/status`, `POST /v1/start`, `/v1/stop`, `/v1/lease`,
+//! The agent's HTTP API: `GET /v1/status`, `GET /v1/lease` (a nonce), `POST /v1/start`,
+//! `/v1/stop`, `/v1/lease`,
 //! `/v1/initialize`, `/v1/clone`, `/v1/standby`, `/v1/rewind`. Every request carries the bearer
 //! token; every command carries the epoch.
 
@@ -19,7 +20,7 @@ use super::{
     postmaster::{Postmaster, StopMode},
 };
 use crate::engine::postgres::{
-    agent::{AgentStatus, Rejoined, Source},
+    agent::{AgentStatus, LeaseNonce, Rejoined, Source},
     controldata,
 };
 
@@ -32,7 +33,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/start", post(start))
         .route("/v1/initialize", post(initialize))
         .route("/v1/stop", post(stop))
-        .route("/v1/lease", post(lease))
+        .route("/v1/lease", get(lease_nonce).post(lease))
         .route("/v1/clone", post(clone))
         .route("/v1/standby", post(standby))
         .route("/v1/rewind", post(rewind))
@@ -259,20 +260,33 @@ async fn stop(
 struct Lease {
     epoch: u64,
     ttl_ms: u64,
+    nonce: LeaseNonce,
 }
 
-/// Renew the lease for `ttlMs` from now (on the agent's monotonic clock), lifting a fence.
-/// Never waits for an operation on the data directory.
+async fn lease_nonce(State(agent): State<Arc<Agent>>) -> Json<LeaseNonce> {
+    Json(agent.lease_nonce())
+}
+
+/// Renew the lease for `ttlMs` from the nonce's issue (on the agent's monotonic clock),
+/// lifting a fence; a renewal that arrives after that has run out grants nothing. Never waits
+/// for an operation on the data directory.
 async fn lease(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<Lease>,
 ) -> Result<Json<AgentStatus>, Refusal> {
     accept_epoch(&agent, command.epoch)?;
-    agent
-        .record(|durable| durable.fenced = false)
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    *agent.lease_until.lock().expect("lock") =
-        Some(std::time::Instant::now() + Duration::from_millis(command.ttl_ms.min(3_600_000)));
+    let issued = agent
+        .nonce_issued_at(command.nonce)
+        .map_err(|why| refuse(StatusCode::CONFLICT, why))?;
+    let until = issued + Duration::from_millis(command.ttl_ms.min(3_600_000));
+    if until > std::time::Instant::now() {
+        agent
+            .record(|durable| durable.fenced = false)
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        let mut lease = agent.lease_until.lock().expect("lock");
+        // A renewal overtaken by a later one shortens nothing.
+        *lease = Some(lease.map_or(until, |held| held.max(until)));
+    }
     Ok(Json(report(&agent).await))
 }
 

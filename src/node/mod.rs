@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 
 use self::postmaster::{Postmaster, StopMode};
 use crate::{
-    engine::Secret,
+    engine::{Secret, postgres::agent::LeaseNonce},
     standalone::state::{Durability, write_atomically},
 };
 
@@ -140,6 +140,9 @@ pub struct Agent {
     durable: std::sync::Mutex<Durable>,
     /// Until when the controller's lease holds, on this process's monotonic clock.
     lease_until: std::sync::Mutex<Option<Instant>>,
+    /// This run of the agent, and when it began: the origin of its lease nonces.
+    run: u64,
+    began: Instant,
     inner: Arc<Mutex<Inner>>,
     activity: std::sync::Mutex<Activity>,
 }
@@ -175,6 +178,11 @@ impl Agent {
             upstream_auth,
             durable: std::sync::Mutex::new(durable),
             lease_until: std::sync::Mutex::new(None),
+            run: std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                std::process::id(),
+            ),
+            began: Instant::now(),
             inner: Arc::new(Mutex::new(Inner { postmaster: None })),
             activity: std::sync::Mutex::new(Activity::default()),
         })
@@ -197,6 +205,28 @@ impl Agent {
             .map_err(|e| format!("cannot write {}: {e}", self.options.state.display()))?;
         *held = durable;
         Ok(())
+    }
+
+    /// Now, as a nonce for the controller's next lease renewal.
+    fn lease_nonce(&self) -> LeaseNonce {
+        LeaseNonce {
+            run: self.run,
+            issued_ms: self.began.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// When `nonce` was issued here, if it was.
+    fn nonce_issued_at(&self, nonce: LeaseNonce) -> Result<Instant, String> {
+        if nonce.run != self.run {
+            return Err(
+                "the lease nonce is from another run of this agent: fetch a new one (GET /v1/lease)"
+                    .into(),
+            );
+        }
+        self.began
+            .checked_add(Duration::from_millis(nonce.issued_ms))
+            .filter(|issued| *issued <= Instant::now())
+            .ok_or_else(|| "the lease nonce was never issued here: it lies in the future".into())
     }
 
     /// A standby commits nothing, so a lease means nothing to it.

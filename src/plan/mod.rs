@@ -475,11 +475,14 @@ pub fn probe_timeout(detect: Duration) -> Duration {
 }
 
 /// How long the primary's host keeps it writable after each renewal of the controller's
-/// lease. The controller declares the primary failed only `detectAfter` after its last
-/// successful probe, and a renewal reaches the host at most one probe timeout after that
-/// probe began; a further tenth of `detectAfter` (at least 50ms) covers the host stopping
-/// its server and clock rates. So a primary cut off from the controller has stopped before
-/// anyone is promoted: `lease + probe timeout + margin <= detectAfter`.
+/// lease, counted from the renewal's nonce (see the engine's lease). The controller declares
+/// the primary failed only `detectAfter` after its last answer or the receipt of the last
+/// nonce a renewal used, whichever is later, and the host's lease runs from that nonce's issue,
+/// which is earlier. So a primary cut off from the controller has stopped before anyone is
+/// promoted as long as `lease + margin <= detectAfter`, where a tenth of `detectAfter` (at
+/// least 50ms) covers the host stopping its server and clock rates. The lease is shorter still,
+/// by a probe timeout: a cut-off primary that clients still reach stops sooner, and in async
+/// mode fewer of its commits are lost with it.
 pub fn lease_ttl(detect: Duration) -> Duration {
     let margin = (detect / 10).max(Duration::from_millis(50));
     detect

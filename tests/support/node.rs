@@ -95,6 +95,22 @@ impl Node {
         self.call("POST", path, Some(body), Some(TOKEN))
     }
 
+    /// A lease nonce, as the controller fetches one before each renewal.
+    pub fn lease_nonce(&self) -> Value {
+        let (code, nonce) = self.call("GET", "/v1/lease", None, Some(TOKEN));
+        assert_eq!(code, 200, "{nonce}");
+        nonce
+    }
+
+    /// Renew the lease for `ttl_ms` from a fresh nonce.
+    pub fn lease(&self, epoch: u64, ttl_ms: u64) -> (u16, Value) {
+        let nonce = self.lease_nonce();
+        self.post(
+            "/v1/lease",
+            serde_json::json!({"epoch": epoch, "ttlMs": ttl_ms, "nonce": nonce}),
+        )
+    }
+
     pub fn status(&self) -> Value {
         let (code, json) = self.call("GET", "/v1/status", None, Some(TOKEN));
         assert_eq!(code, 200, "{json}");

@@ -56,6 +56,19 @@ pub struct AgentStatus {
     pub upstream_auth: Option<PassfileAuth>,
 }
 
+/// A moment on an agent's monotonic clock, fetched by the controller just before each lease
+/// renewal: the lease runs from it, not from the renewal's arrival. So a renewal that arrives
+/// late (held in a frozen agent's socket, or delayed on the network) grants no more than the
+/// controller counted from the nonce's receipt, which is later than its issue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseNonce {
+    /// The agent process that issued it: another run's clock means nothing.
+    pub run: u64,
+    /// Milliseconds since that process began, rounded down.
+    pub issued_ms: u64,
+}
+
 /// A replication user whose password a host keeps in a password file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -100,8 +113,15 @@ pub trait HostOperations: Send + Sync {
     async fn initialize(&self, epoch: u64) -> Result<AgentStatus, EngineError>;
     /// Stop postgres: fast (clean) or immediate.
     async fn stop(&self, epoch: u64, immediate: bool) -> Result<AgentStatus, EngineError>;
-    /// Keep the host's postgres allowed to run for `ttl` from now.
-    async fn renew_lease(&self, epoch: u64, ttl: Duration) -> Result<AgentStatus, EngineError>;
+    /// A nonce for the next lease renewal.
+    async fn lease_nonce(&self) -> Result<LeaseNonce, EngineError>;
+    /// Keep the host's postgres allowed to run for `ttl` from `nonce`'s issue.
+    async fn renew_lease(
+        &self,
+        epoch: u64,
+        ttl: Duration,
+        nonce: LeaseNonce,
+    ) -> Result<AgentStatus, EngineError>;
     /// Copy `source` onto an empty host (or one of the same data set) and follow it.
     async fn clone_from(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError>;
     /// Start as a standby of `source` with the data already there.
@@ -322,8 +342,19 @@ impl HostOperations for AgentClient {
             .await
     }
 
-    async fn renew_lease(&self, epoch: u64, ttl: Duration) -> Result<AgentStatus, EngineError> {
-        let body = serde_json::json!({ "epoch": epoch, "ttlMs": ttl.as_millis() as u64 });
+    async fn lease_nonce(&self) -> Result<LeaseNonce, EngineError> {
+        self.call("fetch a lease nonce", "/v1/lease", None, self.timeout)
+            .await
+    }
+
+    async fn renew_lease(
+        &self,
+        epoch: u64,
+        ttl: Duration,
+        nonce: LeaseNonce,
+    ) -> Result<AgentStatus, EngineError> {
+        let body =
+            serde_json::json!({ "epoch": epoch, "ttlMs": ttl.as_millis() as u64, "nonce": nonce });
         self.call("renew the lease", "/v1/lease", Some(body), self.timeout)
             .await
     }

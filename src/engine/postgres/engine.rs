@@ -377,14 +377,25 @@ impl Engine for PostgresEngine {
             }
             _ => self.leases.stop(&member.name),
         }
-        let server = self.probe(member).await;
+        // A server that was silent last time is likely silent again: its host is asked at
+        // once rather than after the probe's timeout, so that a round does not wait out both.
+        let (server, asked) = match agent {
+            Some(agent) if self.leases.was_silent(&member.name) => {
+                let (server, status) = tokio::join!(self.probe(member), agent.status());
+                (server, Some(status))
+            }
+            _ => (self.probe(member).await, None),
+        };
         if let Ok(pg) = &server {
             self.care_for_slots(member, pg).await;
         }
         let host = match (agent, &server) {
             (None, _) => HostAccess::Person,
             // Only a server that does not answer needs its host's word.
-            (Some(agent), Err(_)) => HostAccess::Agent(host_observation(agent.status().await)),
+            (Some(agent), Err(_)) => HostAccess::Agent(host_observation(match asked {
+                Some(status) => status,
+                None => agent.status().await,
+            })),
             // Not asked: the server answers, so it runs.
             (Some(_), Ok(_)) => HostAccess::Agent(HostObservation {
                 reachable: true,

@@ -1,7 +1,8 @@
 //! The controller's side of the primary's lease: a task renews it at a third of its length,
 //! whatever the reconcile rounds are doing, for as long as the observations say the server is
-//! alive; and the time of every renewal that may have reached the host is kept, since the
-//! server may accept writes until a lease's length after it. Touches the leaseholder's agent.
+//! alive; and for every renewal that may have reached the host, the receipt of the nonce it
+//! ran from is kept, since the server may accept writes until a lease's length after that.
+//! Touches the leaseholder's agent.
 
 use std::{
     collections::HashMap,
@@ -13,17 +14,19 @@ use super::agent::{AgentClient, AgentStatus, HostOperations};
 use crate::engine::{EngineError, Lease};
 
 /// Silent observations (the server neither answered nor was being started) after which a
-/// member's lease is no longer renewed: a server that froze or died must be failed over, not
-/// kept writable by its agent. One is forgiven, so a single slow probe stops nothing; since
-/// every renewal counts towards the failure's detection, that costs a failover one round at
-/// most, never its safety.
+/// member's lease is no longer renewed: a server that froze or died while its agent still
+/// answers must be failed over, not kept writable by that agent. One is forgiven, so a single
+/// slow probe stops nothing; it costs such a failover one round at most, never its safety
+/// (every renewal that may have arrived counts towards the failure's detection). A host that
+/// answers nothing returns no nonce, so renewals into it move nothing forward.
 const SILENT_BEFORE_WITHHOLDING: u32 = 2;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct LeaseState {
-    /// When the last renewal that may have reached the host was sent.
+    /// The nonce receipt of the last renewal that may have reached the host.
     sent: Option<Instant>,
-    /// A renewal under way, sent at this time: until its answer it may yet arrive.
+    /// A renewal under way, from a nonce received at this time: until its answer it may yet
+    /// arrive.
     in_flight: Option<Instant>,
     /// Observations in a row that found the server silent.
     silent: u32,
@@ -53,6 +56,11 @@ impl Leases {
     /// Whether `member`'s server has been alive enough of late for its lease to be renewed.
     pub fn renewable(&self, member: &str) -> bool {
         self.state(member).silent < SILENT_BEFORE_WITHHOLDING
+    }
+
+    /// Whether the last observation of `member` found its server silent.
+    pub fn was_silent(&self, member: &str) -> bool {
+        self.state(member).silent > 0
     }
 
     fn state(&self, member: &str) -> LeaseState {
@@ -157,27 +165,32 @@ impl Drop for Leases {
     }
 }
 
-/// One renewal, its sending time kept unless nothing listened (then it certainly never
-/// arrived).
+/// One renewal: a nonce from the host, then the renewal that runs from the nonce's issue. The
+/// nonce's receipt is kept as the time from which the host may accept writes for a lease's
+/// length, unless nothing listened (then the renewal certainly never arrived). It is later than
+/// the nonce's issue, so the host's lease ends no later than the controller counts, however
+/// late the renewal reaches it; and a renewal into a frozen host moves nothing forward, since
+/// no nonce comes back.
 async fn renew(
     states: &Mutex<HashMap<String, LeaseState>>,
     member: &str,
     agent: &AgentClient,
     lease: Lease,
 ) -> Result<AgentStatus, EngineError> {
-    let began = Instant::now();
+    let nonce = agent.lease_nonce().await?;
+    let anchor = Instant::now();
     states
         .lock()
         .expect("lock")
         .entry(member.to_string())
         .or_default()
-        .in_flight = Some(began);
-    let result = agent.renew_lease(lease.epoch, lease.ttl).await;
+        .in_flight = Some(anchor);
+    let result = agent.renew_lease(lease.epoch, lease.ttl, nonce).await;
     let mut states = states.lock().expect("lock");
     let state = states.entry(member.to_string()).or_default();
     state.in_flight = None;
     if !matches!(result, Err(EngineError::Refused { .. })) {
-        state.sent = state.sent.max(Some(began));
+        state.sent = state.sent.max(Some(anchor));
     }
     result
 }
