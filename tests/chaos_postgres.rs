@@ -471,3 +471,111 @@ async fn editing_the_spec_during_a_failover_never_reverts_it() {
     );
     assert_nothing_lost(&bed, &primary, "edit:", &acks).await;
 }
+
+/// The backend that receives `standby`'s WAL stream: the process a test stops to make it lag.
+async fn wal_receiver(standby: &str) -> nix::unistd::Pid {
+    let client = try_connect(standby).await.unwrap();
+    let row = client
+        .query_one("SELECT pid FROM pg_stat_wal_receiver", &[])
+        .await
+        .unwrap();
+    nix::unistd::Pid::from_raw(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standbys_lagging_beyond_max_lag_block_promotion_until_a_person_accepts_the_loss() {
+    if !available() {
+        return;
+    }
+    for _ in 0..rounds() {
+        lagging_standbys_block_promotion().await;
+    }
+}
+
+async fn lagging_standbys_block_promotion() {
+    use nix::sys::signal::{Signal, kill};
+    let mut bed = PgBed::new();
+    bed.failover = "{ detectAfter: 1s, maxLag: 1Mi, cooldown: 5s }".into();
+    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+    bed.wait_for("a primary, b and c streaming", &ctl, 90, |r| {
+        r.status.ready_members.as_deref() == Some("3/3")
+            && support::condition(r, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    // Both standbys stop receiving; the primary then commits 64 MiB of WAL, more than the
+    // sockets between them buffer, and is lost.
+    let receivers = [
+        wal_receiver(&bed.address("b")).await,
+        wal_receiver(&bed.address("c")).await,
+    ];
+    for pid in receivers {
+        kill(pid, Signal::SIGSTOP).unwrap();
+    }
+    let primary = try_connect(&bed.address("a")).await.unwrap();
+    primary
+        .batch_execute(
+            "CREATE TABLE burst AS SELECT repeat('x', 1000) AS v FROM generate_series(1, 65536)",
+        )
+        .await
+        .unwrap();
+    let burst: i64 = primary
+        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Lag is judged against the primary's last observed position: let a probe see the burst.
+    bed.wait_for("the burst to be observed", &ctl, 10, |r| {
+        r.status
+            .members
+            .iter()
+            .any(|m| m.name == "a" && m.offset.is_some_and(|o| o >= burst as u64))
+    })
+    .await;
+    bed.node("a").kill_node();
+    for pid in receivers {
+        kill(pid, Signal::SIGCONT).unwrap();
+    }
+    let report = bed
+        .wait_for("promotion to be refused", &ctl, 30, |r| {
+            support::condition(r, "PromotionBlocked")
+                .is_some_and(|c| c.status == "True" && c.reason == "NoCandidate")
+        })
+        .await;
+    let message = &support::condition(&report, "PromotionBlocked")
+        .unwrap()
+        .message;
+    assert!(message.contains("exceeds maxLag 1 MiB"), "{message}");
+    eprintln!("refused: {message}");
+    assert_eq!(report.status.epoch, 0, "nobody promoted");
+    for m in ["b", "c"] {
+        let s = seen(&bed.address(m)).await.unwrap();
+        assert!(!s.writable, "{m} stays a standby");
+    }
+
+    // The person accepts the loss by raising maxLag: failover, and the loss is visible.
+    bed.failover = "{ detectAfter: 1s, maxLag: 1Gi, cooldown: 5s }".into();
+    bed.write_spec(&bed.spec("a", "async"));
+    bed.wait_for("failover after raising maxLag", &ctl, 30, |r| {
+        r.status.epoch == 1
+    })
+    .await;
+    let promoted = assert_converged(&bed, &ctl, &["b", "c"]).await;
+    let burst_there = try_connect(&bed.address(&promoted))
+        .await
+        .unwrap()
+        .query_one("SELECT to_regclass('burst') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0);
+    assert!(
+        !burst_there,
+        "the unreplicated commit is gone, as the refusal said"
+    );
+
+    // The old primary comes back with that commit: it is rewound onto the new timeline.
+    bed.node("a").reboot();
+    assert_eq!(
+        assert_converged(&bed, &ctl, &["a", "b", "c"]).await,
+        promoted
+    );
+}
