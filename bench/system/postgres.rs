@@ -572,13 +572,22 @@ async fn writable(address: &str) -> bool {
     query_bool(address, "SELECT NOT pg_is_in_recovery()").await
 }
 
+/// Both standbys stream from `primary` through their replication slots (in sync mode, one as
+/// a synchronous standby): the steady state. Patroni creates the slots on its next loop after
+/// the standbys first stream, and until then a standby that asks for its slot is refused and
+/// falls behind (at Patroni's defaults, for up to `loop_wait`).
 async fn replicas_streaming(primary: &str, sync: bool) -> bool {
+    let streaming = "count(*) FILTER (WHERE r.state = 'streaming' AND s.active) = 2";
     let sql = if sync {
-        "SELECT count(*) FILTER (WHERE state = 'streaming') = 2 AND count(*) FILTER (WHERE sync_state IN ('sync', 'quorum')) >= 1 FROM pg_stat_replication"
+        format!(
+            "SELECT {streaming} AND count(*) FILTER (WHERE r.sync_state IN ('sync', 'quorum')) >= 1 FROM pg_stat_replication r LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid"
+        )
     } else {
-        "SELECT count(*) FILTER (WHERE state = 'streaming') = 2 FROM pg_stat_replication"
+        format!(
+            "SELECT {streaming} FROM pg_stat_replication r LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid"
+        )
     };
-    query_bool(primary, sql).await
+    query_bool(primary, &sql).await
 }
 
 fn writer(address: &str, prefix: &str) -> Writer {
