@@ -22,6 +22,24 @@ pub struct NamedVirtualName {
 }
 
 impl Desired {
+    /// A cluster's desired state from its spec and its names (`(name, spec)`), in name order.
+    pub fn new(
+        name: String,
+        spec: ReplicationClusterSpec,
+        names: impl IntoIterator<Item = (String, VirtualNameSpec)>,
+    ) -> Self {
+        let mut virtual_names: Vec<NamedVirtualName> = names
+            .into_iter()
+            .map(|(name, spec)| NamedVirtualName { name, spec })
+            .collect();
+        virtual_names.sort_by(|a, b| a.name.cmp(&b.name));
+        Self {
+            name,
+            spec,
+            virtual_names,
+        }
+    }
+
     pub fn member(&self, name: &str) -> Option<&crate::api::Member> {
         self.spec.members.iter().find(|m| m.name == name)
     }

@@ -19,6 +19,7 @@ pub mod observed;
 pub mod operator;
 pub mod plan;
 pub mod reconcile;
+pub mod runtime;
 pub mod standalone;
 pub mod status;
 pub mod validate;

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
     bounded,
-    desired::{Desired, NamedVirtualName},
+    desired::Desired,
     observed::Observed,
     plan,
     validate::{self, Resource},
@@ -507,26 +507,19 @@ pub fn load_desired(specs: &[PathBuf], cluster: Option<&str>) -> Result<Desired,
     };
     let name = doc.resource.name().to_string();
     let namespace = doc.resource.namespace();
-    let virtual_names = report
-        .documents
-        .iter()
-        .filter_map(|d| match &d.resource {
-            Resource::VirtualName(vn)
-                if vn.spec.cluster == name && d.resource.namespace() == namespace =>
-            {
-                Some(NamedVirtualName {
-                    name: d.resource.name().to_string(),
-                    spec: vn.spec.clone(),
-                })
-            }
-            _ => None,
-        })
-        .collect();
-    Ok(Desired {
-        name,
-        spec: chosen.spec.clone(),
+    let virtual_names = report.documents.iter().filter_map(|d| match &d.resource {
+        Resource::VirtualName(vn)
+            if vn.spec.cluster == name && d.resource.namespace() == namespace =>
+        {
+            Some((d.resource.name().to_string(), vn.spec.clone()))
+        }
+        _ => None,
+    });
+    Ok(Desired::new(
+        name.clone(),
+        chosen.spec.clone(),
         virtual_names,
-    })
+    ))
 }
 
 /// Read a text file of at most [`validate::MAX_FILE_BYTES`]: a larger one is refused, not read.

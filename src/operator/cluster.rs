@@ -1,15 +1,16 @@
-//! The ReplicationCluster controller: one reconcile is one round of the shared core, then status and Events.
+//! The ReplicationCluster controller: one reconcile is one round of the shared cluster reconciler.
 //!
-//! Per cluster it keeps, in memory, what the core needs between rounds (probe memory, the last
-//! status, the last valid spec, the engine). Reads the cluster's VirtualNames from the shared
-//! store and its password from a Secret; writes status with server-side apply.
+//! What is the operator's own: the cluster's VirtualNames from the shared store, the rules
+//! the API server may not check, Secrets, the ConfigMap journal, Services, status with
+//! server-side apply, and Events.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use async_trait::async_trait;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret as KubeSecret};
 use kube::{
@@ -25,50 +26,42 @@ use super::{
 };
 use crate::{
     api::{ReplicationCluster, ReplicationClusterSpec, ReplicationClusterStatus, VirtualName},
-    desired::{Desired, NamedVirtualName},
-    engine::{AgentAccess, Credentials, Engine, Secret},
-    plan::{Finding, findings},
-    reconcile::{self, Deps, Memory},
-    status,
+    desired::Desired,
+    engine::Secret,
+    reconcile::{JournalStore, Router},
+    runtime::{
+        ClusterHost, ClusterReconciler, ClusterSecrets, Notice, RoundInput, StatusStoreError,
+    },
     validate::{Document, Resource as SpecResource, rules},
 };
 
-/// Condition: whether the spec as stored passes every rule (the API server may not check them all).
-pub const SPEC_VALID: &str = "SpecValid";
 /// Offsets and lag change every round; they are republished at most this often.
 const VOLATILE_REFRESH: Duration = Duration::from_secs(30);
-/// How often a Secret-backed password is re-read (picks up rotation).
-const SECRET_REFRESH: Duration = Duration::from_secs(30);
 
 /// `(name, metadata.generation)` of a cluster and its VirtualNames: a change to any spec
 /// changes it.
 type Generations = Vec<(String, Option<i64>)>;
 
-/// What the operator remembers about one cluster between rounds (in memory only).
-#[derive(Default)]
+/// What the operator keeps about one cluster between rounds (in memory only): the shared
+/// reconciler, and what is the operator's own.
 pub struct ClusterState {
-    memory: Memory,
-    published: Option<ReplicationClusterStatus>,
-    published_at: Option<Instant>,
-    last_good: Option<Desired>,
-    reported_problems: Vec<String>,
+    reconciler: ClusterReconciler,
     /// The generations last checked (the cluster's, then each name's) and what was found, so
     /// an unchanged spec is not checked again every round.
     checked: Option<(Generations, Vec<String>)>,
-    /// Why the cluster has no engine, as last reported (one Event per new reason).
-    cannot_manage: Option<String>,
-    engine: Option<EngineSlot>,
     store: Option<Arc<ConfigMapJournalStore>>,
     routes: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 
-struct EngineSlot {
-    spec: ReplicationClusterSpec,
-    /// The database password, the agents' token and their CA bundle, as read from their
-    /// Secrets.
-    password: (Option<String>, Option<String>, Option<String>),
-    read_at: Instant,
-    engine: Arc<dyn Engine>,
+impl ClusterState {
+    fn new(label: String, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self {
+            reconciler: ClusterReconciler::new(label, Some(metrics)),
+            checked: None,
+            store: None,
+            routes: Arc::default(),
+        }
+    }
 }
 
 pub async fn reconcile(
@@ -83,12 +76,6 @@ pub async fn reconcile(
         ctx.clusters.lock().expect("not poisoned").remove(&key);
         return Ok(Action::await_change());
     }
-    if !ctx.may_act() {
-        // The lease lapsed (this process was frozen, or cannot reach the API server): someone
-        // else may be leading now. Act on nothing; the elector exits the process if it is lost.
-        tracing::warn!(cluster = %name, "not acting: leadership is not confirmed");
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
     if ctx.names.wait_until_ready().now_or_never().is_none() {
         // The VirtualName cache is still filling: a round now would see no names.
         return Ok(Action::requeue(Duration::from_millis(100)));
@@ -98,13 +85,14 @@ pub async fn reconcile(
         .lock()
         .expect("not poisoned")
         .remove(&key)
-        .unwrap_or_default();
-    let result = round(&cluster, &namespace, &mut state, &ctx).await;
+        // Names repeat across namespaces; metrics label clusters as namespace/name.
+        .unwrap_or_else(|| ClusterState::new(format!("{namespace}/{name}"), ctx.metrics.clone()));
+    let wait = round(&cluster, &namespace, &mut state, &ctx).await;
     ctx.clusters
         .lock()
         .expect("not poisoned")
         .insert(key, state);
-    result
+    Ok(wait.map_or_else(Action::await_change, Action::requeue))
 }
 
 async fn round(
@@ -112,7 +100,7 @@ async fn round(
     namespace: &str,
     state: &mut ClusterState,
     ctx: &Context,
-) -> Result<Action, OperatorError> {
+) -> Option<Duration> {
     let name = cluster.name_any();
     let names = virtual_names(ctx, namespace, &name);
     let generations: Generations = std::iter::once((name.clone(), cluster.meta().generation))
@@ -126,51 +114,11 @@ async fn round(
             found
         }
     };
-    if problems != state.reported_problems {
-        if !problems.is_empty() {
-            tracing::warn!(cluster = %name, problems = ?problems, "spec rejected; the last good version keeps running");
-            ctx.publish_event(cluster, events::invalid_spec(&problems))
-                .await;
-        }
-        state.reported_problems = problems.clone();
-    }
-    if problems.is_empty() {
-        state.last_good = Some(Desired {
-            name: name.clone(),
-            spec: cluster.spec.clone(),
-            virtual_names: names
-                .iter()
-                .map(|vn| NamedVirtualName {
-                    name: vn.name_any(),
-                    spec: vn.spec.clone(),
-                })
-                .collect(),
-        });
-    }
-    let Some(desired) = state.last_good.clone() else {
-        let status = with_spec_problems(state.published.clone().unwrap_or_default(), &problems);
-        publish(cluster, state, status, ctx).await?;
-        return Ok(Action::await_change());
-    };
-    let engine = match engine(cluster, &desired.spec, namespace, state, ctx).await {
-        Ok(engine) => engine,
-        Err(message) => {
-            tracing::error!(cluster = %name, %message, "cannot manage cluster");
-            if state.cannot_manage.as_ref() != Some(&message) {
-                ctx.publish_event(cluster, events::cannot_manage(&message))
-                    .await;
-                state.cannot_manage = Some(message.clone());
-            }
-            let status = with_stall(
-                state.published.clone().unwrap_or_default(),
-                "CannotManage",
-                &message,
-            );
-            publish(cluster, state, status, ctx).await?;
-            return Ok(Action::requeue(Duration::from_secs(10)));
-        }
-    };
-    state.cannot_manage = None;
+    let desired = Desired::new(
+        name.clone(),
+        cluster.spec.clone(),
+        names.iter().map(|vn| (vn.name_any(), vn.spec.clone())),
+    );
     let owner = cluster
         .controller_owner_ref(&())
         .expect("a stored object has a name and uid");
@@ -192,33 +140,108 @@ async fn round(
             .iter()
             .filter_map(|vn| Some((vn.name_any(), vn.controller_owner_ref(&())?)))
             .collect(),
-        default_port: default_port(&desired.spec),
+        default_port: default_port(
+            state
+                .reconciler
+                .last_good()
+                .map_or(&cluster.spec, |d| &d.spec),
+        ),
         known: state.routes.clone(),
     };
-    let deps = Deps {
-        engine: engine.as_ref(),
+    let host = KubernetesHost {
+        cluster,
+        namespace,
+        ctx,
         store: store.as_ref(),
         router: &router,
     };
-    let generation = cluster.meta().generation;
-    let round = reconcile::reconcile(
-        &desired,
-        &mut state.memory,
-        state.published.as_ref().or(cluster.status.as_ref()),
-        generation,
-        &deps,
-    )
-    .await?;
-    // Names repeat across namespaces; metrics label clusters as namespace/name.
-    ctx.metrics
-        .record_round(&format!("{namespace}/{name}"), &round);
-    let before = state.published.as_ref().or(cluster.status.as_ref());
-    for event in events::for_round(&round, before) {
-        ctx.publish_event(cluster, event).await;
+    let input = RoundInput {
+        desired,
+        problems,
+        generation: cluster.meta().generation,
+        stored: cluster.status.clone(),
+    };
+    state.reconciler.round(input, &host).await
+}
+
+/// The Kubernetes side of one round: Secrets, the ConfigMap journal, Services, status with
+/// server-side apply, and Events.
+struct KubernetesHost<'a> {
+    cluster: &'a ReplicationCluster,
+    namespace: &'a str,
+    ctx: &'a Context,
+    store: &'a ConfigMapJournalStore,
+    router: &'a ServiceRouter,
+}
+
+#[async_trait]
+impl ClusterHost for KubernetesHost<'_> {
+    fn may_act(&self) -> bool {
+        self.ctx.may_act()
     }
-    let status = with_spec_problems(round.status.clone(), &problems);
-    publish(cluster, state, status, ctx).await?;
-    Ok(Action::requeue(round.plan.requeue_after))
+
+    async fn secrets(&self, spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, String> {
+        secrets(self.ctx, self.namespace, &self.cluster.name_any(), spec).await
+    }
+
+    fn journal(&self) -> &dyn JournalStore {
+        self.store
+    }
+
+    fn router(&self) -> &dyn Router {
+        self.router
+    }
+
+    fn volatile_refresh(&self) -> Duration {
+        VOLATILE_REFRESH
+    }
+
+    async fn store_status(
+        &self,
+        status: &ReplicationClusterStatus,
+        _error: Option<&str>,
+    ) -> Result<(), StatusStoreError> {
+        // The error is in the log already; status says what a person can act on.
+        let mut status = status.clone();
+        super::fill_empty_messages(&mut status.conditions);
+        let api: Api<ReplicationCluster> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        let patch = json!({
+            "apiVersion": ReplicationCluster::api_version(&()),
+            "kind": ReplicationCluster::kind(&()),
+            "status": status,
+        });
+        super::call::call(
+            format!("apply status of {}", self.cluster.name_any()),
+            api.patch_status(
+                &self.cluster.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(patch),
+            ),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| StatusStoreError(e.to_string()))
+    }
+
+    async fn notify(&self, notice: Notice<'_>) {
+        match notice {
+            Notice::InvalidSpec(problems) => {
+                self.ctx
+                    .publish_event(self.cluster, events::invalid_spec(problems))
+                    .await
+            }
+            Notice::CannotManage(message) => {
+                self.ctx
+                    .publish_event(self.cluster, events::cannot_manage(message))
+                    .await
+            }
+            Notice::Round { round, before } => {
+                for event in events::for_round(round, before) {
+                    self.ctx.publish_event(self.cluster, event).await;
+                }
+            }
+        }
+    }
 }
 
 /// The cluster's VirtualNames, by name.
@@ -267,39 +290,32 @@ fn default_port(spec: &ReplicationClusterSpec) -> u16 {
         .unwrap_or(6379)
 }
 
-/// The cluster's engine, rebuilt when the spec or the Secret's password changes.
-async fn engine(
-    cluster: &ReplicationCluster,
-    spec: &ReplicationClusterSpec,
-    namespace: &str,
-    state: &mut ClusterState,
+/// The secrets `spec` refers to, read from their Secrets.
+async fn secrets(
     ctx: &Context,
-) -> Result<Arc<dyn Engine>, String> {
-    if let Some(slot) = &state.engine
-        && slot.spec == *spec
-        && slot.read_at.elapsed() < SECRET_REFRESH
-    {
-        return Ok(slot.engine.clone());
-    }
-    let reference = spec.credentials.as_ref();
-    let name = cluster.name_any();
+    namespace: &str,
+    name: &str,
+    spec: &ReplicationClusterSpec,
+) -> Result<ClusterSecrets, String> {
     let password = referenced_secret(
         ctx,
         namespace,
         Field {
-            cluster: &name,
+            cluster: name,
             path: "spec.credentials",
             secret_field: "secretRef",
             standalone: "passwordFile and passwordEnv are",
         },
-        reference.map(|r| r.secret_ref.as_ref().map(|s| (&*s.name, &*s.key))),
+        spec.credentials
+            .as_ref()
+            .map(|r| r.secret_ref.as_ref().map(|s| (&*s.name, &*s.key))),
     )
     .await?;
     let token = referenced_secret(
         ctx,
         namespace,
         Field {
-            cluster: &name,
+            cluster: name,
             path: "spec.agentToken",
             secret_field: "secretRef",
             standalone: "tokenFile and tokenEnv are",
@@ -313,7 +329,7 @@ async fn engine(
         ctx,
         namespace,
         Field {
-            cluster: &name,
+            cluster: name,
             path: "spec.agentTls",
             secret_field: "caSecretRef",
             standalone: "caFile is",
@@ -323,30 +339,11 @@ async fn engine(
             .map(|r| r.ca_secret_ref.as_ref().map(|s| (&*s.name, &*s.key))),
     )
     .await?;
-    let password = (password, token, ca_pem);
-    if let Some(slot) = &mut state.engine
-        && slot.spec == *spec
-        && slot.password == password
-    {
-        slot.read_at = Instant::now();
-        return Ok(slot.engine.clone());
-    }
-    let credentials = Credentials {
-        username: reference.and_then(|r| r.username.clone()),
-        password: password.0.clone().map(Secret::new),
-    };
-    let agents = AgentAccess {
-        token: password.1.clone().map(Secret::new),
-        ca_pem: password.2.clone(),
-    };
-    let engine = crate::engine::for_cluster(spec, credentials, agents)?;
-    state.engine = Some(EngineSlot {
-        spec: spec.clone(),
-        password,
-        read_at: Instant::now(),
-        engine: engine.clone(),
-    });
-    Ok(engine)
+    Ok(ClusterSecrets {
+        password: password.map(Secret::new),
+        agent_token: token.map(Secret::new),
+        agent_ca: ca_pem,
+    })
 }
 
 /// A spec field that refers to a Secret, for messages.
@@ -410,122 +407,9 @@ async fn read_secret(
     Ok(value.trim_end_matches(['\n', '\r']).to_string())
 }
 
-fn set_condition(
-    status: &mut ReplicationClusterStatus,
-    type_: &str,
-    value: bool,
-    reason: &str,
-    message: &str,
-) {
-    let finding = Finding::new(type_, value, reason, message.to_string());
-    let generation = status.observed_generation;
-    status::set_condition(
-        &mut status.conditions,
-        &finding,
-        generation,
-        jiff::Timestamp::now(),
-    );
-}
-
-/// Mark the status as stuck on something only a person can fix.
-fn with_stall(
-    mut status: ReplicationClusterStatus,
-    reason: &str,
-    message: &str,
-) -> ReplicationClusterStatus {
-    set_condition(&mut status, findings::READY, false, reason, message);
-    set_condition(&mut status, findings::RECONCILING, false, reason, "");
-    set_condition(&mut status, findings::STALLED, true, reason, message);
-    status
-}
-
-/// Add the `SpecValid` condition; an invalid spec also stalls the cluster.
-fn with_spec_problems(
-    mut status: ReplicationClusterStatus,
-    problems: &[String],
-) -> ReplicationClusterStatus {
-    if problems.is_empty() {
-        set_condition(&mut status, SPEC_VALID, true, "Valid", "");
-        return status;
-    }
-    // Each problem is short already; a spec breaking many rules lists the first few.
-    let message = crate::bounded::message(format!(
-        "the last valid spec keeps running; fix: {}",
-        crate::bounded::list(problems, 8, "; ")
-    ));
-    set_condition(&mut status, SPEC_VALID, false, "InvalidSpec", &message);
-    with_stall(status, "InvalidSpec", &message)
-}
-
-/// The status without what changes every round, for deciding whether to write.
-fn settled(status: &ReplicationClusterStatus) -> ReplicationClusterStatus {
-    let mut s = status.clone();
-    s.conditions.clear();
-    s.position = None;
-    for m in &mut s.members {
-        m.offset = None;
-        m.applied = None;
-        m.lag_bytes = None;
-    }
-    s
-}
-
-/// Whether `status` says something `previous` did not: anything but positions and lag at once,
-/// those only once the last write is no longer `fresh`. Conditions compare without timestamps.
-fn worth_writing(
-    previous: Option<&ReplicationClusterStatus>,
-    status: &ReplicationClusterStatus,
-    fresh: bool,
-) -> bool {
-    let Some(previous) = previous else {
-        return true;
-    };
-    let same = status::same_conditions(&previous.conditions, &status.conditions)
-        && settled(previous) == settled(status);
-    !(same && (fresh || previous == status))
-}
-
-/// Write status with server-side apply when it says something new.
-async fn publish(
-    cluster: &ReplicationCluster,
-    state: &mut ClusterState,
-    mut status: ReplicationClusterStatus,
-    ctx: &Context,
-) -> Result<(), OperatorError> {
-    status.observed_generation = cluster.meta().generation;
-    super::fill_empty_messages(&mut status.conditions);
-    let previous = state.published.as_ref().or(cluster.status.as_ref());
-    let fresh = state
-        .published_at
-        .is_some_and(|at| at.elapsed() < VOLATILE_REFRESH);
-    if !worth_writing(previous, &status, fresh) {
-        return Ok(());
-    }
-    let api: Api<ReplicationCluster> =
-        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": ReplicationCluster::api_version(&()),
-        "kind": ReplicationCluster::kind(&()),
-        "status": status,
-    });
-    super::call::call(
-        format!("apply status of {}", cluster.name_any()),
-        api.patch_status(
-            &cluster.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        ),
-    )
-    .await?;
-    state.published = Some(status);
-    state.published_at = Some(Instant::now());
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::MemberStatus;
 
     fn cluster(yaml: &str) -> ReplicationCluster {
         serde_yaml::from_str(yaml).unwrap()
@@ -573,22 +457,6 @@ spec:
     }
 
     #[test]
-    fn an_invalid_spec_stalls_with_the_problems_and_a_valid_one_clears_it() {
-        let problems =
-            vec!["ReplicationCluster/orders: spec.primary: unknown member \"z\"".to_string()];
-        let stalled = with_spec_problems(ReplicationClusterStatus::default(), &problems);
-        let get = |s: &ReplicationClusterStatus, t: &str| {
-            s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap()
-        };
-        assert_eq!(get(&stalled, SPEC_VALID).status, "False");
-        assert!(get(&stalled, SPEC_VALID).message.contains("spec.primary"));
-        assert_eq!(get(&stalled, findings::STALLED).status, "True");
-        assert_eq!(get(&stalled, findings::READY).status, "False");
-        let fixed = with_spec_problems(stalled, &[]);
-        assert_eq!(get(&fixed, SPEC_VALID).status, "True");
-    }
-
-    #[test]
     fn a_huge_value_in_a_stored_spec_is_cut_in_status_and_events() {
         // A server without CEL stores what the schema lets through: long strings included.
         let mut bad = cluster(ORDERS);
@@ -607,7 +475,8 @@ spec:
             found.iter().any(|p| p.contains("…\" (1000000 bytes)")),
             "{found:?}"
         );
-        let status = with_spec_problems(ReplicationClusterStatus::default(), &found);
+        let status =
+            crate::runtime::with_spec_problems(ReplicationClusterStatus::default(), &found);
         for c in &status.conditions {
             assert!(
                 c.message.len() <= 1100,
@@ -620,34 +489,6 @@ spec:
         let note = event.note.unwrap();
         assert!(note.len() <= 1024, "{} bytes", note.len());
         assert!(note.ends_with("bytes in all)"), "{note}");
-    }
-
-    #[test]
-    fn offsets_alone_are_written_only_when_the_last_write_is_stale() {
-        let member = |offset| MemberStatus {
-            name: "a".into(),
-            reachable: true,
-            offset: Some(offset),
-            ..Default::default()
-        };
-        let before = ReplicationClusterStatus {
-            epoch: 1,
-            members: vec![member(100)],
-            ..Default::default()
-        };
-        let moved = ReplicationClusterStatus {
-            members: vec![member(200)],
-            ..before.clone()
-        };
-        assert!(worth_writing(None, &before, true));
-        assert!(!worth_writing(Some(&before), &before, false));
-        assert!(!worth_writing(Some(&before), &moved, true));
-        assert!(worth_writing(Some(&before), &moved, false));
-        let promoted = ReplicationClusterStatus {
-            epoch: 2,
-            ..before.clone()
-        };
-        assert!(worth_writing(Some(&before), &promoted, true));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use super::call::call;
 use crate::{
     journal::Journal,
-    reconcile::{JournalStore, StoreError},
+    reconcile::{JournalStore, Revision, StoreError},
 };
 
 const KEY: &str = "journal.json";
@@ -29,7 +29,7 @@ pub struct ConfigMapJournalStore {
     name: String,
     owner: OwnerReference,
     /// The journal as last read or written, with the resourceVersion it was at.
-    cached: Mutex<Option<(Journal, Option<String>)>>,
+    cached: Mutex<Option<(Journal, Revision)>>,
 }
 
 impl ConfigMapJournalStore {
@@ -44,18 +44,15 @@ impl ConfigMapJournalStore {
 }
 
 fn store_error(what: &'static str, message: impl ToString) -> StoreError {
-    StoreError {
-        what,
-        message: message.to_string(),
-    }
+    StoreError::failed(what, message)
 }
 
 #[async_trait]
 impl JournalStore for ConfigMapJournalStore {
-    async fn load(&self) -> Result<Journal, StoreError> {
+    async fn load(&self) -> Result<(Journal, Revision), StoreError> {
         let mut cached = self.cached.lock().await;
-        if let Some((journal, _)) = &*cached {
-            return Ok(journal.clone());
+        if let Some((journal, revision)) = &*cached {
+            return Ok((journal.clone(), revision.clone()));
         }
         let found = call(
             format!("get configmap {}", self.name),
@@ -63,8 +60,8 @@ impl JournalStore for ConfigMapJournalStore {
         )
         .await
         .map_err(|e| store_error("read", e))?;
-        let (journal, version) = match found {
-            None => (Journal::default(), None),
+        let (journal, revision) = match found {
+            None => (Journal::default(), Revision::NONE),
             Some(cm) => {
                 let text = cm
                     .data
@@ -82,21 +79,20 @@ impl JournalStore for ConfigMapJournalStore {
                         )
                     })?
                 };
-                (journal, cm.metadata.resource_version)
+                (journal, Revision(cm.metadata.resource_version))
             }
         };
-        *cached = Some((journal.clone(), version));
-        Ok(journal)
+        *cached = Some((journal.clone(), revision.clone()));
+        Ok((journal, revision))
     }
 
-    async fn save(&self, journal: &Journal) -> Result<(), StoreError> {
+    async fn save(&self, journal: &Journal, expected: &Revision) -> Result<Revision, StoreError> {
         let mut cached = self.cached.lock().await;
-        let version = cached.as_ref().and_then(|(_, v)| v.clone());
         let text = serde_json::to_string_pretty(journal).map_err(|e| store_error("write", e))?;
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
-                resource_version: version.clone(),
+                resource_version: expected.0.clone(),
                 owner_references: Some(vec![self.owner.clone()]),
                 labels: Some(BTreeMap::from([(
                     "app.kubernetes.io/managed-by".to_string(),
@@ -109,24 +105,28 @@ impl JournalStore for ConfigMapJournalStore {
         };
         let pp = PostParams::default();
         let what = format!("write configmap {}", self.name);
-        let written = match version {
+        // Creating fails if it exists, replacing fails unless it is at `expected`: either way
+        // the API server compares and swaps.
+        let written = match &expected.0 {
             None => call(what, self.api.create(&pp, &cm)).await,
             Some(_) => call(what, self.api.replace(&self.name, &pp, &cm)).await,
         };
         match written {
             Ok(cm) => {
-                *cached = Some((journal.clone(), cm.metadata.resource_version));
-                Ok(())
+                let revision = Revision(cm.metadata.resource_version);
+                *cached = Some((journal.clone(), revision.clone()));
+                Ok(revision)
             }
             Err(e) => {
                 // Whatever happened, read it afresh next time rather than trust this copy.
                 *cached = None;
-                let message = if e.is_conflict() {
-                    format!("{e} (another writer changed the journal; it is re-read next round)")
+                if e.is_conflict() {
+                    Err(StoreError::Conflict {
+                        expected: expected.clone(),
+                    })
                 } else {
-                    e.to_string()
-                };
-                Err(store_error("write", message))
+                    Err(store_error("write", e))
+                }
             }
         }
     }

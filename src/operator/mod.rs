@@ -16,7 +16,6 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use futures::StreamExt;
@@ -34,14 +33,13 @@ use kube::{
 
 pub use self::{
     call::ApiError,
-    cluster::SPEC_VALID,
     journal::config_map_name,
     leader::{Elector, LeaseOptions},
 };
+pub use crate::runtime::SPEC_VALID;
 use crate::{
     api::{ReplicationCluster, VirtualName},
     metrics::{self, Metrics},
-    reconcile::ReconcileError,
 };
 
 /// The one field manager for everything the operator applies.
@@ -72,8 +70,6 @@ pub enum OperatorError {
     LostLeadership,
     #[error(transparent)]
     Api(#[from] ApiError),
-    #[error(transparent)]
-    Reconcile(#[from] ReconcileError),
 }
 
 /// Shared by every reconcile.
@@ -264,13 +260,6 @@ fn failure_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
     )
 }
 
-/// Wait before retry number `failures` (1-based) of a transient error: doubling from 500ms up
-/// to 10s, so a flapping API server is not hammered yet a recovered one is used again soon.
-pub fn backoff(failures: u32) -> Duration {
-    let doubled = 500u64.saturating_mul(1u64 << failures.saturating_sub(1).min(10));
-    Duration::from_millis(doubled.min(10_000))
-}
-
 /// Run a reconcile and forget the object's failures once it succeeds.
 async fn tracked<K, F>(
     object: Arc<K>,
@@ -291,10 +280,9 @@ where
     result
 }
 
-/// Retry by error class. Transient errors (the API server, a journal that cannot be written)
-/// back off per object; a journal written by someone else starts at the longer end, since
-/// another operator may be acting. Invalid specs never get here: they are reported in status
-/// and wait for a change.
+/// Transient errors (the API server) back off per object. A cluster's rounds never get here:
+/// the shared reconciler retries them by error class; invalid specs are reported in status and
+/// wait for a change.
 fn error_policy<K>(object: Arc<K>, error: &OperatorError, ctx: Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()>,
@@ -305,10 +293,7 @@ where
         *count += 1;
         *count
     };
-    let wait = match error {
-        OperatorError::Reconcile(ReconcileError::Act(_)) => backoff(failures + 2),
-        _ => backoff(failures),
-    };
+    let wait = crate::runtime::backoff(failures);
     tracing::warn!(
         kind = %K::kind(&()),
         name = %object.meta().name.as_deref().unwrap_or(""),
@@ -317,17 +302,4 @@ where
         "reconcile failed"
     );
     Action::requeue(wait)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transient_errors_back_off_doubling_to_a_cap() {
-        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_millis() as u64).collect();
-        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000]);
-        assert_eq!(backoff(u32::MAX), Duration::from_secs(10));
-        assert_eq!(backoff(0), Duration::from_millis(500));
-    }
 }

@@ -2,7 +2,7 @@
 
 use jiff::Timestamp;
 
-use super::{Deps, ReconcileError};
+use super::{Deps, ReconcileError, Revision};
 use crate::{
     desired::Desired,
     engine::EngineError,
@@ -16,10 +16,11 @@ use crate::{
 pub async fn act(
     desired: &Desired,
     observed: &Observed,
+    revision: Revision,
     plan: &Plan,
     deps: &Deps<'_>,
 ) -> Result<Applied, ReconcileError> {
-    let mut written = observed.journal.clone();
+    let mut written = (observed.journal.clone(), revision);
     let mut journal = plan.journal.clone();
     save_if_changed(deps, &journal, &mut written).await?;
     let mut results = Vec::with_capacity(plan.actions.len());
@@ -78,17 +79,20 @@ fn crash_point(when: &str, action: &Action, journal: &Journal) {
     }
 }
 
+/// Save `journal` unless it is what was last written (`written`, with its revision): a save
+/// that finds the journal changed since fails, and so does the round.
 async fn save_if_changed(
     deps: &Deps<'_>,
     journal: &Journal,
-    written: &mut Journal,
+    written: &mut (Journal, Revision),
 ) -> Result<(), ReconcileError> {
-    if journal != written {
-        deps.store
-            .save(journal)
+    if *journal != written.0 {
+        let revision = deps
+            .store
+            .save(journal, &written.1)
             .await
             .map_err(ReconcileError::Act)?;
-        *written = journal.clone();
+        *written = (journal.clone(), revision);
     }
     Ok(())
 }

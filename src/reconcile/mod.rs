@@ -24,10 +24,33 @@ use crate::{
 };
 
 /// Durable memory of a cluster: written before each step of an operation is taken.
+///
+/// Saves are compare-and-swap: a save names the revision the journal was read at and fails
+/// with [`StoreError::Conflict`] if anyone wrote it since (a deposed leader, a second
+/// controller), so no step is taken on a stale journal; the next round reads it afresh.
 #[async_trait]
 pub trait JournalStore: Send + Sync {
-    async fn load(&self) -> Result<Journal, StoreError>;
-    async fn save(&self, journal: &Journal) -> Result<(), StoreError>;
+    /// The journal and the revision it is at (an empty journal at [`Revision::NONE`] when
+    /// none is stored yet).
+    async fn load(&self) -> Result<(Journal, Revision), StoreError>;
+    /// Store `journal` if the stored one is still at `expected`; the new revision.
+    async fn save(&self, journal: &Journal, expected: &Revision) -> Result<Revision, StoreError>;
+}
+
+/// Where a stored journal stands, in the store's own terms (a resourceVersion, an etcd
+/// revision, a digest of a file).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Revision(pub Option<String>);
+
+impl Revision {
+    /// Nothing stored yet.
+    pub const NONE: Revision = Revision(None);
+}
+
+impl std::fmt::Display for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_deref().unwrap_or("none"))
+    }
 }
 
 /// Where virtual names point (a built-in proxy, or a Service's endpoints).
@@ -39,10 +62,22 @@ pub trait Router: Send + Sync {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("journal {what}: {message}")]
-pub struct StoreError {
-    pub what: &'static str,
-    pub message: String,
+pub enum StoreError {
+    #[error(
+        "the journal was written by someone else since it was read at revision {expected}; it is read afresh next round"
+    )]
+    Conflict { expected: Revision },
+    #[error("journal {what}: {message}")]
+    Failed { what: &'static str, message: String },
+}
+
+impl StoreError {
+    pub fn failed(what: &'static str, message: impl ToString) -> Self {
+        Self::Failed {
+            what,
+            message: message.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,9 +140,9 @@ pub async fn reconcile(
     generation: Option<i64>,
     deps: &Deps<'_>,
 ) -> Result<Round, ReconcileError> {
-    let observed = observe(desired, memory, deps, Timestamp::now()).await?; //  engines, journal, router
-    let plan = plan::plan(desired, &observed, Timestamp::now()); //              pure
-    let applied = act(desired, &observed, &plan, deps).await?; //                engines, journal, router
+    let (observed, revision) = observe(desired, memory, deps, Timestamp::now()).await?; // engines, journal, router
+    let plan = plan::plan(desired, &observed, Timestamp::now()); //                         pure
+    let applied = act(desired, &observed, revision, &plan, deps).await?; //                 engines, journal, router
     let status = status::cluster_status(
         desired,
         &observed,

@@ -1,9 +1,9 @@
-//! Observe: probe every member at once (each probe bounded by the engine's timeout), read the journal and the routes.
+//! Observe: probe every member at once (each probe bounded by the engine's timeout), read the journal (and its revision) and the routes.
 
 use futures::future::join_all;
 use jiff::Timestamp;
 
-use super::{Deps, Memory, ReconcileError};
+use super::{Deps, Memory, ReconcileError, Revision};
 use crate::{
     desired::Desired,
     engine::{EngineError, Lease, Probe},
@@ -17,8 +17,8 @@ pub async fn observe(
     memory: &mut Memory,
     deps: &Deps<'_>,
     now: Timestamp,
-) -> Result<Observed, ReconcileError> {
-    let journal = deps.store.load().await.map_err(ReconcileError::Observe)?;
+) -> Result<(Observed, Revision), ReconcileError> {
+    let (journal, revision) = deps.store.load().await.map_err(ReconcileError::Observe)?;
     // The primary's host keeps it writable only while the controller renews this lease.
     let lease = Lease {
         epoch: journal.epoch,
@@ -57,7 +57,7 @@ pub async fn observe(
             observed.virtual_names.insert(vn.name.clone(), endpoints);
         }
     }
-    Ok(observed)
+    Ok((observed, revision))
 }
 
 /// Who holds the primary's lease: the primary, or before the controller has seen one, the

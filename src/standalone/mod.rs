@@ -1,7 +1,7 @@
 //! The standalone runtime: a directory of specs in, live servers reconciled out, virtual names served by built-in proxies.
 //!
-//! A thin adapter over [`crate::reconcile`]: it supplies a file journal, proxies as the router,
-//! and a task per cluster that runs rounds back to back at the pace the plan asks for.
+//! A thin adapter over the shared [`ClusterReconciler`]: it supplies a file journal, proxies as
+//! the router, status files, and a task per cluster that runs rounds at the pace they ask for.
 
 pub mod proxy;
 pub mod specs;
@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use async_trait::async_trait;
 use notify::Watcher;
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -26,10 +27,12 @@ use self::{
 use crate::{
     api::{ReplicationClusterSpec, ReplicationClusterStatus},
     desired::Desired,
-    engine::{AgentAccess, Credentials, Engine, Secret},
+    engine::{Credentials, Secret},
     metrics::{self, Metrics},
-    reconcile::{self, Deps, Memory},
-    status,
+    reconcile::{self, JournalStore, Router},
+    runtime::{
+        ClusterHost, ClusterReconciler, ClusterSecrets, Notice, RoundInput, StatusStoreError,
+    },
 };
 
 /// How `replicant run` was asked to work.
@@ -208,17 +211,6 @@ pub fn credentials(spec: &ReplicationClusterSpec) -> Result<Credentials, String>
     })
 }
 
-/// A cluster's engine, or why it cannot have one (shown in status).
-type EngineOrError = Result<Arc<dyn Engine>, String>;
-
-fn engine_for(spec: &ReplicationClusterSpec) -> EngineOrError {
-    let agents = AgentAccess {
-        token: agent_token(spec)?,
-        ca_pem: agent_ca(spec)?,
-    };
-    crate::engine::for_cluster(spec, credentials(spec)?, agents)
-}
-
 /// The largest CA bundle read: a few hundred certificates.
 const MAX_CA_BUNDLE: u64 = 1 << 20;
 
@@ -268,7 +260,8 @@ pub fn agent_token(spec: &ReplicationClusterSpec) -> Result<Option<Secret>, Stri
     Ok(Some(Secret::new(token)))
 }
 
-/// One cluster, forever: observe -> plan -> act -> status, at the pace the plan asks for.
+/// One cluster, forever: rounds of the shared reconciler, at the pace they ask for, and at
+/// once when the spec changes.
 async fn cluster_loop(
     mut input: watch::Receiver<Input>,
     dir: PathBuf,
@@ -276,88 +269,100 @@ async fn cluster_loop(
     metrics: Arc<Metrics>,
 ) {
     let store = FileJournalStore::new(&dir);
-    let mut memory = Memory::default();
-    let mut previous: Option<ReplicationClusterStatus> = None;
-    let mut last_report: Option<ClusterReport> = None;
-    let mut engine: Option<(ReplicationClusterSpec, EngineOrError)> = None;
     let unproxied = Arc::new(Mutex::new(HashMap::new()));
+    let mut reconciler: Option<ClusterReconciler> = None;
     loop {
         let current = input.borrow_and_update().clone();
-        let name = current.desired.name.clone();
-        if engine
-            .as_ref()
-            .is_none_or(|(spec, _)| spec != &current.desired.spec)
-        {
-            engine = Some((
-                current.desired.spec.clone(),
-                engine_for(&current.desired.spec),
-            ));
-        }
+        let reconciler = reconciler.get_or_insert_with(|| {
+            ClusterReconciler::new(current.desired.name.clone(), Some(metrics.clone()))
+        });
         let (router, listen_errors) = router_for(&current, &proxies, &unproxied).await;
-        let wait = match &engine.as_ref().expect("set above").1 {
-            Err(error) => {
-                tracing::error!(cluster = %name, %error, "cannot manage cluster");
-                let stale = previous.clone().unwrap_or_default();
-                publish(
-                    &dir,
-                    &mut last_report,
-                    report(&current, stale, &router, Some(error.clone())).await,
-                );
-                Duration::from_secs(5)
-            }
-            Ok(engine) => {
-                let deps = Deps {
-                    engine: engine.as_ref(),
-                    store: &store,
-                    router: &router,
-                };
-                match reconcile::reconcile(
-                    &current.desired,
-                    &mut memory,
-                    previous.as_ref(),
-                    None,
-                    &deps,
-                )
-                .await
-                {
-                    Ok(round) => {
-                        metrics.record_round(&name, &round);
-                        let error = (!listen_errors.is_empty()).then(|| listen_errors.join("; "));
-                        let changed_conditions = previous.as_ref().is_none_or(|p| {
-                            !status::same_conditions(&p.conditions, &round.status.conditions)
-                        });
-                        if changed_conditions {
-                            for c in &round.status.conditions {
-                                if c.status == "True" && !c.message.is_empty() {
-                                    tracing::info!(cluster = %name, condition = %c.type_, reason = %c.reason, message = %c.message, "condition");
-                                }
-                            }
-                        }
-                        publish(
-                            &dir,
-                            &mut last_report,
-                            report(&current, round.status.clone(), &router, error).await,
-                        );
-                        previous = Some(round.status);
-                        round.plan.requeue_after
-                    }
-                    Err(error) => {
-                        tracing::error!(cluster = %name, %error, "reconcile failed");
-                        let stale = previous.clone().unwrap_or_default();
-                        publish(
-                            &dir,
-                            &mut last_report,
-                            report(&current, stale, &router, Some(error.to_string())).await,
-                        );
-                        Duration::from_secs(1)
-                    }
-                }
+        let host = FilesHost {
+            input: &current,
+            dir: &dir,
+            store: &store,
+            router: &router,
+            listen_errors,
+        };
+        let round = RoundInput {
+            desired: current.desired.clone(),
+            problems: current.spec_problems.clone(),
+            generation: None,
+            stored: None,
+        };
+        let wait = reconciler.round(round, &host).await;
+        let next = async {
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = next => {}
             changed = input.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// The files side of one round: secrets from the environment and files, the journal and
+/// status in the state directory, and the built-in proxies.
+struct FilesHost<'a> {
+    input: &'a Input,
+    dir: &'a Path,
+    store: &'a FileJournalStore,
+    router: &'a ProxyRouter,
+    listen_errors: Vec<String>,
+}
+
+#[async_trait]
+impl ClusterHost for FilesHost<'_> {
+    fn may_act(&self) -> bool {
+        true
+    }
+
+    async fn secrets(&self, spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, String> {
+        Ok(ClusterSecrets {
+            password: credentials(spec)?.password,
+            agent_token: agent_token(spec)?,
+            agent_ca: agent_ca(spec)?,
+        })
+    }
+
+    fn journal(&self) -> &dyn JournalStore {
+        self.store
+    }
+
+    fn router(&self) -> &dyn Router {
+        self.router
+    }
+
+    fn problem(&self) -> Option<String> {
+        (!self.listen_errors.is_empty()).then(|| self.listen_errors.join("; "))
+    }
+
+    fn volatile_refresh(&self) -> Duration {
+        // A file is cheap to write, and `replicant status` shows positions as they are.
+        Duration::ZERO
+    }
+
+    async fn store_status(
+        &self,
+        status: &ReplicationClusterStatus,
+        error: Option<&str>,
+    ) -> Result<(), StatusStoreError> {
+        let report = report(
+            self.input,
+            status.clone(),
+            self.router,
+            error.map(str::to_string),
+        )
+        .await;
+        state::write_report(self.dir, &report)
+            .map_err(|e| StatusStoreError(format!("{}: {e}", self.dir.display())))
+    }
+
+    async fn notify(&self, _notice: Notice<'_>) {
+        // The reconciler's log lines are all there is to tell here.
     }
 }
 
@@ -418,23 +423,4 @@ async fn report(
         spec_problems: input.spec_problems.clone(),
         error,
     }
-}
-
-/// Write the report when it says something new (conditions compared without timestamps).
-fn publish(dir: &Path, last: &mut Option<ClusterReport>, report: ClusterReport) {
-    let unchanged = last.as_ref().is_some_and(|l| {
-        let mut a = l.clone();
-        let mut b = report.clone();
-        let same = status::same_conditions(&a.status.conditions, &b.status.conditions);
-        a.status.conditions.clear();
-        b.status.conditions.clear();
-        same && a == b
-    });
-    if unchanged {
-        return;
-    }
-    if let Err(e) = state::write_report(dir, &report) {
-        tracing::warn!(error = %e, dir = %dir.display(), "cannot write status");
-    }
-    *last = Some(report);
 }

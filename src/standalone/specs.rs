@@ -9,7 +9,7 @@ use std::{
 
 use crate::{
     api::{ReplicationClusterSpec, VirtualNameSpec},
-    desired::{Desired, NamedVirtualName},
+    desired::Desired,
     validate::{self, Problem, Report, Resource},
 };
 
@@ -142,32 +142,26 @@ impl SpecSet {
 
     /// The desired state of every cluster, with its virtual names.
     pub fn desired(&self) -> BTreeMap<ClusterKey, Desired> {
-        let mut clusters: BTreeMap<ClusterKey, Desired> = self
-            .objects
-            .iter()
-            .filter_map(|((_, ns, name), accepted)| match &accepted.spec {
-                Spec::Cluster(spec) => Some((
-                    (ns.clone(), name.clone()),
-                    Desired {
-                        name: name.clone(),
-                        spec: (**spec).clone(),
-                        virtual_names: Vec::new(),
-                    },
-                )),
-                Spec::Name(_) => None,
-            })
-            .collect();
+        let mut names: BTreeMap<ClusterKey, Vec<(String, VirtualNameSpec)>> = BTreeMap::new();
         for ((_, ns, name), accepted) in &self.objects {
-            if let Spec::Name(spec) = &accepted.spec
-                && let Some(cluster) = clusters.get_mut(&(ns.clone(), spec.cluster.clone()))
-            {
-                cluster.virtual_names.push(NamedVirtualName {
-                    name: name.clone(),
-                    spec: spec.clone(),
-                });
+            if let Spec::Name(spec) = &accepted.spec {
+                names
+                    .entry((ns.clone(), spec.cluster.clone()))
+                    .or_default()
+                    .push((name.clone(), spec.clone()));
             }
         }
-        clusters
+        self.objects
+            .iter()
+            .filter_map(|((_, ns, name), accepted)| match &accepted.spec {
+                Spec::Cluster(spec) => {
+                    let key = (ns.clone(), name.clone());
+                    let names = names.get(&key).cloned().unwrap_or_default();
+                    Some((key, Desired::new(name.clone(), (**spec).clone(), names)))
+                }
+                Spec::Name(_) => None,
+            })
+            .collect()
     }
 
     /// Problems in files that define (or last defined) this cluster or its names.
