@@ -2,6 +2,9 @@
 #   docker build -t ghcr.io/replicant-dev/replicant:0.1.0 .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# protoc builds the etcd client.
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends protobuf-compiler \
+ && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked --bin replicant
 

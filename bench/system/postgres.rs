@@ -11,6 +11,8 @@
 //! mtime of its timeline history file) are split-brain commits. Lost commits are acknowledged
 //! ones (of either writer, before the promotion) missing from the new primary.
 
+#[path = "../../tests/support/etcd.rs"]
+mod etcd;
 #[path = "../../tests/support/relay.rs"]
 mod relay;
 
@@ -322,22 +324,6 @@ pub async fn replicant(dir: &Path, detect_ms: u64, sync: bool, relayed: bool) ->
     }
 }
 
-/// Whether etcd at `address` has decided its cluster version: Patroni's etcd3 client exits at
-/// start while `/version` says "not_decided", as it does in a new etcd's first moments.
-fn etcd_ready(address: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    if write!(stream, "GET /version HTTP/1.0\r\nHost: etcd\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut reply = String::new();
-    let _ = stream.take(4096).read_to_string(&mut reply);
-    reply.contains("\"etcdcluster\"") && !reply.contains("not_decided")
-}
-
 fn etcd(dir: &Path) -> (Proc, u16) {
     let (client, peer) = (free_port().unwrap(), free_port().unwrap());
     let data = dir.join("etcd");
@@ -435,7 +421,8 @@ postgresql:
 async fn patroni(dir: &Path, system: System, sync: bool) -> Bed {
     let (etcd, etcd_port) = etcd(dir);
     let etcd_address = format!("127.0.0.1:{etcd_port}");
-    let ok = wait_until(Duration::from_secs(20), || etcd_ready(&etcd_address)).await;
+    // Patroni's etcd3 client exits at start while etcd's version is not decided yet.
+    let ok = wait_until(Duration::from_secs(20), || etcd::decided(etcd_port)).await;
     assert!(ok, "etcd did not decide its cluster version");
     let mut members = Vec::new();
     for name in ["a", "b", "c"] {

@@ -67,6 +67,10 @@ pub enum StoreError {
         "the journal was written by someone else since it was read at revision {expected}; it is read afresh next round"
     )]
     Conflict { expected: Revision },
+    #[error(
+        "this process no longer leads (its fencing token {token} is not the leader key's): it takes no step"
+    )]
+    Deposed { token: i64 },
     #[error("journal {what}: {message}")]
     Failed { what: &'static str, message: String },
 }

@@ -6,6 +6,8 @@
 //! when status is worth storing; and how long to wait after a failure. A runtime supplies the
 //! I/O through [`ClusterHost`] and keeps none of this itself.
 
+pub mod etcd;
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -335,8 +337,10 @@ impl ClusterReconciler {
 /// acting.
 pub fn retry_wait(error: &ReconcileError, failures: u32) -> Duration {
     match error {
-        ReconcileError::Act(StoreError::Conflict { .. })
-        | ReconcileError::Observe(StoreError::Conflict { .. }) => backoff(failures + 2),
+        ReconcileError::Act(StoreError::Conflict { .. } | StoreError::Deposed { .. })
+        | ReconcileError::Observe(StoreError::Conflict { .. } | StoreError::Deposed { .. }) => {
+            backoff(failures + 2)
+        }
         ReconcileError::Act(_) | ReconcileError::Observe(_) => backoff(failures),
     }
 }

@@ -1,0 +1,120 @@
+//! A cluster's journal in etcd. Every save is one transaction that compares the leader key's
+//! create revision (the fencing token of the process that leads) and the journal key's mod
+//! revision (the revision it was read at), so neither a deposed leader nor a second writer can
+//! take a step. Touches the journal key; reads the leader key.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+
+use crate::{
+    journal::Journal,
+    reconcile::{JournalStore, Revision, StoreError},
+};
+
+/// The leadership a process acts under: the leader key, and the create revision at which this
+/// process created it. A new leader creates the key anew, so its token is higher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub leader_key: String,
+    pub token: i64,
+}
+
+/// `PREFIX/clusters/NAMESPACE/NAME/journal`
+pub fn journal_key(prefix: &str, namespace: &str, name: &str) -> String {
+    format!("{prefix}/clusters/{namespace}/{name}/journal")
+}
+
+pub struct EtcdJournalStore {
+    client: Client,
+    key: String,
+    fence: Fence,
+    /// For every request: a frozen etcd never stalls a round.
+    timeout: Duration,
+}
+
+impl EtcdJournalStore {
+    pub fn new(client: Client, key: String, fence: Fence, timeout: Duration) -> Self {
+        Self {
+            client,
+            key,
+            fence,
+            timeout,
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        request: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(StoreError::failed(what, format!("etcd: {e}"))),
+            Err(_) => Err(StoreError::failed(
+                what,
+                format!("etcd did not answer within {:?}", self.timeout),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl JournalStore for EtcdJournalStore {
+    async fn load(&self) -> Result<(Journal, Revision), StoreError> {
+        let mut client = self.client.clone();
+        let found = self
+            .bounded("read", client.get(self.key.as_str(), None))
+            .await?;
+        let Some(kv) = found.kvs().first() else {
+            return Ok((Journal::default(), Revision::NONE));
+        };
+        let journal = serde_json::from_slice(kv.value()).map_err(|e| {
+            // A damaged journal must stop the controller, never be silently reset.
+            StoreError::failed("parse", format!("etcd key {}: {e}", self.key))
+        })?;
+        Ok((journal, Revision(Some(kv.mod_revision().to_string()))))
+    }
+
+    async fn save(&self, journal: &Journal, expected: &Revision) -> Result<Revision, StoreError> {
+        let bytes = serde_json::to_vec(journal).map_err(|e| StoreError::failed("encode", e))?;
+        let unchanged = match &expected.0 {
+            // Absent: version 0.
+            None => Compare::version(self.key.as_str(), CompareOp::Equal, 0),
+            Some(revision) => {
+                let revision: i64 = revision.parse().map_err(|_| {
+                    StoreError::failed("write", format!("not an etcd revision: {revision}"))
+                })?;
+                Compare::mod_revision(self.key.as_str(), CompareOp::Equal, revision)
+            }
+        };
+        let leads = Compare::create_revision(
+            self.fence.leader_key.as_str(),
+            CompareOp::Equal,
+            self.fence.token,
+        );
+        let txn = Txn::new()
+            .when([leads, unchanged])
+            .and_then([TxnOp::put(self.key.as_str(), bytes, None)])
+            .or_else([TxnOp::get(self.fence.leader_key.as_str(), None)]);
+        let mut client = self.client.clone();
+        let response = self.bounded("write", client.txn(txn)).await?;
+        if response.succeeded() {
+            let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+            return Ok(Revision(Some(revision.to_string())));
+        }
+        let leader_now = response.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(get) => Some(get.kvs().first().map(|kv| kv.create_revision())),
+            _ => None,
+        });
+        match leader_now {
+            Some(Some(token)) if token == self.fence.token => Err(StoreError::Conflict {
+                expected: expected.clone(),
+            }),
+            _ => Err(StoreError::Deposed {
+                token: self.fence.token,
+            }),
+        }
+    }
+}

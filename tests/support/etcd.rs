@@ -1,0 +1,125 @@
+//! A real etcd cluster on loopback for tests: `n` members on random ports, each with its own
+//! data directory and log; every member killed by PID on drop. The benchmarks use it too.
+#![allow(dead_code)]
+
+use std::{
+    io::{Read, Write},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use replicant::local::free_port;
+
+pub struct EtcdMember {
+    pub name: String,
+    pub client_port: u16,
+    child: Child,
+}
+
+pub struct Etcd {
+    pub members: Vec<EtcdMember>,
+}
+
+/// Whether the `etcd` binary is installed; tests skip, saying so, where it is not (CI installs it).
+pub fn available() -> bool {
+    let found = Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "etcd is missing under CI");
+        eprintln!("etcd not installed; skipping");
+    }
+    found
+}
+
+impl Etcd {
+    /// Start an `n`-member cluster under `dir` and wait until it has decided its version.
+    pub fn start(dir: &Path, n: usize) -> Self {
+        let ports: Vec<(u16, u16)> = (0..n)
+            .map(|_| (free_port().unwrap(), free_port().unwrap()))
+            .collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                let name = format!("m{i}");
+                let log = std::fs::File::create(dir.join(format!("etcd-{name}.log"))).unwrap();
+                let child = Command::new("etcd")
+                    .args(["--name", &name])
+                    .args(["--data-dir", dir.join(&name).to_str().unwrap()])
+                    .args([
+                        "--listen-client-urls",
+                        &format!("http://127.0.0.1:{client}"),
+                    ])
+                    .args([
+                        "--advertise-client-urls",
+                        &format!("http://127.0.0.1:{client}"),
+                    ])
+                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                    .args([
+                        "--initial-advertise-peer-urls",
+                        &format!("http://127.0.0.1:{peer}"),
+                    ])
+                    .args(["--initial-cluster", &initial.join(",")])
+                    .args(["--initial-cluster-token", "replicant-test"])
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("etcd starts");
+                EtcdMember {
+                    name,
+                    client_port: *client,
+                    child,
+                }
+            })
+            .collect();
+        let etcd = Etcd { members };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !etcd.members.iter().all(|m| decided(m.client_port)) {
+            assert!(Instant::now() < deadline, "etcd did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        etcd
+    }
+
+    /// Every member's client address, as `etcd-client` takes them.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+}
+
+/// Whether the member at `port` answers `/version` with a decided cluster version (clients
+/// such as Patroni's refuse one that says "not_decided", as a new member does at first).
+pub fn decided(port: u16) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if write!(stream, "GET /version HTTP/1.0\r\nHost: etcd\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut reply = String::new();
+    let _ = stream.take(4096).read_to_string(&mut reply);
+    reply.contains("\"etcdcluster\"") && !reply.contains("not_decided")
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            let _ = m.child.kill();
+            let _ = m.child.wait();
+        }
+    }
+}
