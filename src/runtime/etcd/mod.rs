@@ -1,6 +1,10 @@
 //! The etcd runtime: several `replicant run` processes on plain hosts coordinated through etcd.
-//! So far its journal store; leadership, routes and status follow.
+//! So far leadership and the journal store; routes, status and the runtime itself follow.
 
 pub mod journal;
+pub mod leader;
 
-pub use self::journal::{EtcdJournalStore, Fence, journal_key};
+pub use self::{
+    journal::{EtcdJournalStore, Fence, journal_key},
+    leader::{ElectionOptions, Leadership, campaign},
+};
