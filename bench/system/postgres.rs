@@ -40,7 +40,7 @@ use replicant::local::{
 };
 
 use self::relay::Relay;
-use crate::support::{self, Outcome, Proc, median, percentile, ready_controller, wait_until};
+use crate::support::{self, Outcome, Proc, median, percentile, ready_controller};
 
 const TOKEN: &str = "replicant-bench-agent-token";
 const WRITER_TIMEOUT: Duration = Duration::from_millis(500);
@@ -239,8 +239,10 @@ pub struct Bed {
     members: Vec<Member>,
     /// The read-write endpoint: replicant's virtual name, or HAProxy.
     pub rw: String,
-    /// replicant's controller, or HAProxy and etcd.
+    /// replicant's controller, or HAProxy.
     _services: Vec<Proc>,
+    /// Patroni's etcd.
+    _etcd: Option<etcd::Etcd>,
 }
 
 fn spawn_as_server_user(program: &Path, args: &[&str], log: &Path) -> Proc {
@@ -321,33 +323,8 @@ pub async fn replicant(dir: &Path, detect_ms: u64, sync: bool, relayed: bool) ->
         members,
         rw: format!("127.0.0.1:{rw}"),
         _services: vec![proc],
+        _etcd: None,
     }
-}
-
-fn etcd(dir: &Path) -> (Proc, u16) {
-    let (client, peer) = (free_port().unwrap(), free_port().unwrap());
-    let data = dir.join("etcd");
-    let proc = Proc::spawn(
-        "etcd",
-        &[
-            "--name",
-            "bench",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-            "--initial-cluster",
-            &format!("bench=http://127.0.0.1:{peer}"),
-        ],
-        &dir.join("etcd.log"),
-    );
-    (proc, client)
 }
 
 /// One Patroni node's configuration; `rest` and `pg` are the addresses others reach it at.
@@ -419,11 +396,9 @@ postgresql:
 }
 
 async fn patroni(dir: &Path, system: System, sync: bool) -> Bed {
-    let (etcd, etcd_port) = etcd(dir);
-    let etcd_address = format!("127.0.0.1:{etcd_port}");
-    // Patroni's etcd3 client exits at start while etcd's version is not decided yet.
-    let ok = wait_until(Duration::from_secs(20), || etcd::decided(etcd_port)).await;
-    assert!(ok, "etcd did not decide its cluster version");
+    // Started once its cluster version is decided: Patroni's etcd3 client exits before.
+    let etcd = etcd::Etcd::start(dir, 1);
+    let etcd_address = format!("127.0.0.1:{}", etcd.members[0].client_port);
     let mut members = Vec::new();
     for name in ["a", "b", "c"] {
         let host = owned_dir(dir, &format!("host-{name}")).unwrap();
@@ -477,7 +452,8 @@ async fn patroni(dir: &Path, system: System, sync: bool) -> Bed {
     Bed {
         members,
         rw,
-        _services: vec![haproxy, etcd],
+        _services: vec![haproxy],
+        _etcd: Some(etcd),
     }
 }
 

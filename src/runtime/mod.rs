@@ -149,11 +149,6 @@ impl ClusterReconciler {
         self.last_good.as_ref()
     }
 
-    /// The status last stored, if any.
-    pub fn stored_status(&self) -> Option<&ReplicationClusterStatus> {
-        self.stored.as_ref().map(|s| &s.status)
-    }
-
     /// One round: `observe -> plan -> act -> status` when the spec and the engine allow it.
     /// Returns how long to wait before the next, or `None` to wait for a change of spec.
     pub async fn round(&mut self, input: RoundInput, host: &dyn ClusterHost) -> Option<Duration> {

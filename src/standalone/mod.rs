@@ -270,12 +270,10 @@ async fn cluster_loop(
 ) {
     let store = FileJournalStore::new(&dir);
     let unproxied = Arc::new(Mutex::new(HashMap::new()));
-    let mut reconciler: Option<ClusterReconciler> = None;
+    let name = input.borrow().desired.name.clone();
+    let mut reconciler = ClusterReconciler::new(name, Some(metrics));
     loop {
         let current = input.borrow_and_update().clone();
-        let reconciler = reconciler.get_or_insert_with(|| {
-            ClusterReconciler::new(current.desired.name.clone(), Some(metrics.clone()))
-        });
         let (router, listen_errors) = router_for(&current, &proxies, &unproxied).await;
         let host = FilesHost {
             input: &current,

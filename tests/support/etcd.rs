@@ -102,7 +102,7 @@ impl Etcd {
 
 /// Whether the member at `port` answers `/version` with a decided cluster version (clients
 /// such as Patroni's refuse one that says "not_decided", as a new member does at first).
-pub fn decided(port: u16) -> bool {
+fn decided(port: u16) -> bool {
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };

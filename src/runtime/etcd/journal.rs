@@ -49,14 +49,9 @@ impl EtcdJournalStore {
         what: &'static str,
         request: impl Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, request).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(StoreError::failed(what, format!("etcd: {e}"))),
-            Err(_) => Err(StoreError::failed(
-                what,
-                format!("etcd did not answer within {:?}", self.timeout),
-            )),
-        }
+        super::call(self.timeout, request)
+            .await
+            .map_err(|message| StoreError::failed(what, message))
     }
 }
 

@@ -45,14 +45,13 @@ impl ElectionOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElectionError {
-    #[error("etcd, while trying to {what}: {message}")]
+    #[error("cannot {what}: {message}")]
     Etcd { what: &'static str, message: String },
 }
 
 /// This process leads: its fence, and until when it may act.
 pub struct Leadership {
     pub fence: Fence,
-    pub lease: i64,
     until: Arc<Mutex<Instant>>,
     keeper: tokio::task::JoinHandle<()>,
 }
@@ -86,17 +85,9 @@ async fn bounded<T>(
     what: &'static str,
     request: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, ElectionError> {
-    match tokio::time::timeout(timeout, request).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(ElectionError::Etcd {
-            what,
-            message: e.to_string(),
-        }),
-        Err(_) => Err(ElectionError::Etcd {
-            what,
-            message: format!("no answer within {timeout:?}"),
-        }),
-    }
+    super::call(timeout, request)
+        .await
+        .map_err(|message| ElectionError::Etcd { what, message })
 }
 
 /// Campaign until this process leads: take the leader key if nobody holds it, on a lease of
@@ -132,7 +123,6 @@ pub async fn campaign(
                     leader_key: options.key.clone(),
                     token,
                 },
-                lease,
                 until,
                 keeper,
             });
