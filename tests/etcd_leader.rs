@@ -3,19 +3,27 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use etcd_client::Client;
-use replicant::runtime::etcd::{ElectionOptions, campaign};
+use replicant::runtime::etcd::{ElectionOptions, Leadership, Session, campaign};
 use support::etcd::{Etcd, available};
 
-fn options(identity: &str) -> ElectionOptions {
-    ElectionOptions {
+const TTL: Duration = Duration::from_secs(2);
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Campaign as `identity` on a session of its own.
+async fn candidate(client: &Client, identity: &str) -> Leadership {
+    let session = Arc::new(Session::open(client, TTL, TIMEOUT).await.unwrap());
+    let options = ElectionOptions {
         key: "/replicant/leader".into(),
         identity: identity.into(),
-        ttl: Duration::from_secs(2),
-        timeout: Duration::from_secs(1),
-    }
+        timeout: TIMEOUT,
+    };
+    campaign(client, &session, &options).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -27,12 +35,12 @@ async fn one_leader_at_a_time_and_a_silent_one_stops_before_the_next_takes_over(
     let etcd = Etcd::start(dir.path(), 3);
     let client = Client::connect(etcd.endpoints(), None).await.unwrap();
 
-    let first = campaign(&client, &options("host-1")).await.unwrap();
+    let first = candidate(&client, "host-1").await;
     assert!(first.may_act());
     // While the first renews, the second campaigns in vain, past several lease lengths.
     let second = {
         let client = client.clone();
-        tokio::spawn(async move { campaign(&client, &options("host-2")).await.unwrap() })
+        tokio::spawn(async move { candidate(&client, "host-2").await })
     };
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(

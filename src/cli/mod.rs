@@ -59,9 +59,10 @@ enum Command {
         /// Directory of spec files (searched recursively; a git checkout works).
         #[arg(long)]
         specs: PathBuf,
-        /// Directory for journals and status (created if missing).
-        #[arg(long)]
-        state: PathBuf,
+        /// Directory for journals and status (created if missing). Needed without
+        /// --coordinator; with it, journals and status live in etcd.
+        #[arg(long, required_unless_present = "coordinator")]
+        state: Option<PathBuf>,
         /// Serve /metrics and /healthz here, e.g. 127.0.0.1:9090.
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
@@ -71,6 +72,8 @@ enum Command {
         rescan: crate::api::Duration,
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        #[command(flatten)]
+        hosts: HostsArgs,
     },
     /// Run the PostgreSQL node agent on a database host: the parent of its postgres, serving
     /// the controller start, stop, status and the self-fencing lease.
@@ -79,8 +82,15 @@ enum Command {
     Operator(OperatorArgs),
     /// Show what `replicant run` last saw and did, per cluster.
     Status {
-        #[arg(long)]
-        state: PathBuf,
+        /// The state directory of a `replicant run` on its own.
+        #[arg(
+            long,
+            required_unless_present = "coordinator",
+            conflicts_with = "coordinator"
+        )]
+        state: Option<PathBuf>,
+        #[command(flatten)]
+        etcd: EtcdArgs,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -109,6 +119,114 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// Where etcd is and how to reach it, for `run` and `status`.
+#[derive(clap::Args, Debug)]
+struct EtcdArgs {
+    /// Coordinate with the other hosts through etcd: `etcd://h1:2379,h2:2379,h3:2379`, or
+    /// `etcds://` for TLS; a path (`etcd://h1:2379/prod`) sets the key prefix (`/replicant`).
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// The CA that signed the etcd members' certificates (etcds://).
+    #[arg(long, requires = "coordinator")]
+    etcd_ca: Option<PathBuf>,
+    /// This host's client certificate, where etcd asks for one.
+    #[arg(long, requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The key of --etcd-cert.
+    #[arg(long, requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// The etcd user; the password comes from --etcd-password-file or REPLICANT_ETCD_PASSWORD.
+    #[arg(long, requires = "coordinator")]
+    etcd_user: Option<String>,
+    /// A file holding the etcd user's password (one line).
+    #[arg(long, requires = "etcd_user")]
+    etcd_password_file: Option<PathBuf>,
+    /// Every etcd request gives up after this long.
+    #[arg(long, default_value = "1s")]
+    etcd_timeout: crate::api::Duration,
+}
+
+impl EtcdArgs {
+    fn coordinator(&self) -> Result<Option<crate::runtime::etcd::Coordinator>, CliError> {
+        use crate::runtime::etcd::{Coordinator, connect::TlsFiles};
+        let Some(url) = &self.coordinator else {
+            return Ok(None);
+        };
+        let (endpoints, prefix, tls) =
+            Coordinator::parse(url).map_err(|e| CliError::Invalid(e.to_string()))?;
+        let password = match (&self.etcd_user, &self.etcd_password_file) {
+            (None, _) => None,
+            (Some(_), Some(file)) => {
+                let text = fs::read_to_string(file).map_err(|source| CliError::Io {
+                    path: file.display().to_string(),
+                    source,
+                })?;
+                Some(text.trim_end_matches(['\n', '\r']).to_string())
+            }
+            (Some(_), None) => std::env::var("REPLICANT_ETCD_PASSWORD").ok(),
+        };
+        let timeout = self.etcd_timeout.std();
+        if timeout < std::time::Duration::from_millis(100) {
+            return Err(CliError::Invalid(format!(
+                "--etcd-timeout {} is too short: at least 100ms",
+                self.etcd_timeout
+            )));
+        }
+        Ok(Some(Coordinator {
+            endpoints,
+            prefix,
+            tls: tls.then(|| TlsFiles {
+                ca: self.etcd_ca.clone(),
+                cert: self.etcd_cert.clone(),
+                key: self.etcd_key.clone(),
+            }),
+            user: self.etcd_user.clone(),
+            password: password.map(crate::engine::Secret::new),
+            timeout,
+        }))
+    }
+}
+
+/// `replicant run` with others through etcd.
+#[derive(clap::Args, Debug)]
+struct HostsArgs {
+    #[command(flatten)]
+    etcd: EtcdArgs,
+    /// This host's name among the others: unique and stable (default: the hostname).
+    #[arg(long, requires = "coordinator")]
+    identity: Option<String>,
+    /// The etcd session lease, in whole seconds: a dead leader is replaced within about this
+    /// long, and a proxy cut off from etcd stops routing within it (a tenth of it sooner).
+    #[arg(long, default_value = "5s")]
+    lease: crate::api::Duration,
+    /// Bind this host's proxies to this address, keeping the port of each name's `listen`.
+    #[arg(long, requires = "coordinator")]
+    proxy_host: Option<String>,
+}
+
+/// This host's name in etcd keys: the hostname unless given.
+fn host_identity(given: Option<String>) -> Result<String, CliError> {
+    let identity = given.unwrap_or_else(hostname);
+    let fits = !identity.is_empty()
+        && identity.len() <= 253
+        && identity
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if fits {
+        Ok(identity)
+    } else {
+        Err(CliError::Invalid(format!(
+            "--identity {identity:?}: letters, digits, '.', '-' and '_' only, at most 253"
+        )))
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "replicant".into())
 }
 
 /// `replicant operator` flags; each can also be set from the environment (as the chart does).
@@ -305,12 +423,9 @@ impl OperatorArgs {
                 self.retry_period, self.renew_deadline, self.lease_duration
             )));
         }
-        let identity = self.identity.unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "replicant".into());
-            format!("{host}-{}", std::process::id())
-        });
+        let identity = self
+            .identity
+            .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
         Ok(crate::operator::Options {
             namespace: self.namespace,
             admin: self.admin,
@@ -353,6 +468,10 @@ pub enum CliError {
     #[error(transparent)]
     Run(#[from] crate::standalone::RunError),
     #[error(transparent)]
+    Hosts(#[from] crate::runtime::etcd::run::EtcdRunError),
+    #[error("etcd: {0}")]
+    Etcd(String),
+    #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
     #[error(transparent)]
     Operator(#[from] crate::operator::OperatorError),
@@ -391,6 +510,7 @@ impl Cli {
                 admin,
                 rescan,
                 log_format,
+                hosts,
             } => {
                 init_logging(log_format);
                 let rescan = rescan.std();
@@ -399,6 +519,32 @@ impl Cli {
                         "--rescan {rescan:?} is too short: at least 100ms"
                     )));
                 }
+                if let Some(coordinator) = hosts.etcd.coordinator()? {
+                    let lease = hosts.lease.std();
+                    if lease < std::time::Duration::from_secs(2) || lease.subsec_nanos() != 0 {
+                        return Err(CliError::Invalid(format!(
+                            "--lease {} must be whole seconds, at least 2s (etcd counts leases in seconds)",
+                            hosts.lease
+                        )));
+                    }
+                    let options = crate::runtime::etcd::run::EtcdOptions {
+                        specs,
+                        admin,
+                        rescan,
+                        coordinator,
+                        identity: host_identity(hosts.identity)?,
+                        lease,
+                        proxy_host: hosts.proxy_host,
+                    };
+                    runtime()?
+                        .block_on(crate::runtime::etcd::run::run(options, shutdown_signal()))?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let Some(state) = state else {
+                    return Err(CliError::Invalid(
+                        "--state is needed without --coordinator".into(),
+                    ));
+                };
                 runtime()?.block_on(async {
                     let options = crate::standalone::Options {
                         specs,
@@ -422,7 +568,17 @@ impl Cli {
                 runtime()?.block_on(crate::operator::run(options, shutdown_signal()))?;
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Status { state, format } => status_command(&state, format),
+            Command::Status {
+                state,
+                etcd,
+                format,
+            } => match (etcd.coordinator()?, state) {
+                (Some(coordinator), _) => hosts_status_command(&coordinator, format),
+                (None, Some(state)) => status_command(&state, format),
+                (None, None) => Err(CliError::Invalid(
+                    "give --state, or --coordinator for hosts coordinated through etcd".into(),
+                )),
+            },
             Command::Demo {
                 trials,
                 engine,
@@ -662,6 +818,38 @@ fn status_command(state: &Path, format: Format) -> Result<ExitCode, CliError> {
         }
         Format::Yaml => {
             serde_yaml::to_string(&reports).map_err(|e| CliError::Encode(e.to_string()))?
+        }
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hosts_status_command(
+    coordinator: &crate::runtime::etcd::Coordinator,
+    format: Format,
+) -> Result<ExitCode, CliError> {
+    use crate::runtime::etcd::{Keys, status};
+    let overview = runtime()?.block_on(async {
+        let client = coordinator
+            .connect()
+            .await
+            .map_err(|e| CliError::Etcd(e.to_string()))?;
+        status::overview(
+            &client,
+            &Keys::new(&coordinator.prefix),
+            coordinator.timeout,
+        )
+        .await
+        .map_err(CliError::Etcd)
+    })?;
+    let text = match format {
+        Format::Table => render::hosts_table(&overview) + &render::status_table(&overview.clusters),
+        Format::Json => {
+            serde_json::to_string_pretty(&overview).map_err(|e| CliError::Encode(e.to_string()))?
+                + "\n"
+        }
+        Format::Yaml => {
+            serde_yaml::to_string(&overview).map_err(|e| CliError::Encode(e.to_string()))?
         }
     };
     print!("{text}");

@@ -180,6 +180,31 @@ pub fn specs_table(specs: &crate::standalone::state::SpecsReport) -> String {
     out
 }
 
+/// The hosts coordinated through etcd: who leads, who is present, and what each found wrong in
+/// its own spec directory.
+pub fn hosts_table(overview: &crate::runtime::etcd::status::Overview) -> String {
+    let mut out = String::new();
+    let leader = overview.leader.as_deref().unwrap_or("none");
+    let _ = writeln!(out, "Leader: {leader}");
+    let _ = writeln!(out, "Hosts:");
+    if overview.hosts.is_empty() {
+        let _ = writeln!(out, "  none present");
+    }
+    for host in &overview.hosts {
+        let proxies = host
+            .proxy_host
+            .as_deref()
+            .map(|h| format!(" (proxies on {h})"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {}{proxies}", host.identity);
+        for problem in &host.spec_problems {
+            let _ = writeln!(out, "    spec problem: {problem}");
+        }
+    }
+    let _ = writeln!(out);
+    out
+}
+
 /// Per cluster: members, virtual names, conditions and recent history.
 pub fn status_table(reports: &[crate::standalone::state::ClusterReport]) -> String {
     let mut out = String::new();

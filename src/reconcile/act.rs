@@ -38,6 +38,7 @@ pub async fn act(
         journal.step_started(&planned.action);
         save_if_changed(deps, &journal, &mut written).await?;
         crash_point("before", &planned.action, &journal);
+        deps.store.confirm().map_err(ReconcileError::Act)?;
         let result = execute(desired, &planned.action, journal.epoch, deps).await;
         let result = match result {
             Ok(history) => {
@@ -64,18 +65,23 @@ pub async fn act(
 }
 
 /// Fault injection for crash-recovery tests: with `REPLICANT_CRASH_AT=before-promote` (or
-/// `after-fence`, ...) the process dies like `kill -9` at that point of a failover or switchover.
+/// `after-fence`, ...) the process dies like `kill -9` at that point of a failover or switchover;
+/// with `REPLICANT_FREEZE_AT=...` it stops itself (SIGSTOP) there once, until sent SIGCONT.
 fn crash_point(when: &str, action: &Action, journal: &Journal) {
-    let Ok(wanted) = std::env::var("REPLICANT_CRASH_AT") else {
-        return;
-    };
     if journal.operation.is_none() {
         return;
     }
-    let step = format!("{:?}", action.step()).to_lowercase();
-    if wanted == format!("{when}-{step}") {
-        eprintln!("REPLICANT_CRASH_AT={wanted}: aborting");
+    let point = format!("{when}-{:?}", action.step()).to_lowercase();
+    if std::env::var("REPLICANT_CRASH_AT").is_ok_and(|wanted| wanted == point) {
+        eprintln!("REPLICANT_CRASH_AT={point}: aborting");
         std::process::abort();
+    }
+    static FROZEN: std::sync::Once = std::sync::Once::new();
+    if std::env::var("REPLICANT_FREEZE_AT").is_ok_and(|wanted| wanted == point) {
+        FROZEN.call_once(|| {
+            eprintln!("REPLICANT_FREEZE_AT={point}: stopping");
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+        });
     }
 }
 

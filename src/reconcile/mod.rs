@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-pub use self::{act::act, observe::observe};
+pub use self::{
+    act::act,
+    observe::{observe, watch_members},
+};
 use crate::{
     api::ReplicationClusterStatus,
     desired::Desired,
@@ -35,6 +38,11 @@ pub trait JournalStore: Send + Sync {
     async fn load(&self) -> Result<(Journal, Revision), StoreError>;
     /// Store `journal` if the stored one is still at `expected`; the new revision.
     async fn save(&self, journal: &Journal, expected: &Revision) -> Result<Revision, StoreError>;
+    /// Whether the writer may still take a step, judged locally just before each one: several
+    /// steps can follow one save, and a process resumed after a freeze must not take them.
+    fn confirm(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Where a stored journal stands, in the store's own terms (a resourceVersion, an etcd

@@ -26,15 +26,35 @@ pub async fn observe(
     };
     // Renewed while suspended too: suspending the controller must not stop the primary.
     let leaseholder = leaseholder(&journal, &desired.spec.primary);
-    let probes = join_all(desired.spec.members.iter().map(|m| {
-        let lease = (leaseholder == Some(m.name.as_str())).then_some(lease);
-        deps.engine.observe(m, lease)
-    }))
-    .await;
+    let members = probe(desired, memory, deps.engine, leaseholder, lease, now).await;
     let mut observed = Observed {
         journal,
+        members,
         ..Default::default()
     };
+    for vn in &desired.virtual_names {
+        if let Some(endpoints) = deps.router.current(&vn.name).await {
+            observed.virtual_names.insert(vn.name.clone(), endpoints);
+        }
+    }
+    Ok((observed, revision))
+}
+
+/// Probe every member, remembering what each said; `leaseholder`'s probe renews `lease`.
+async fn probe(
+    desired: &Desired,
+    memory: &mut Memory,
+    engine: &dyn crate::engine::Engine,
+    leaseholder: Option<&str>,
+    lease: Lease,
+    now: Timestamp,
+) -> std::collections::BTreeMap<String, MemberObservation> {
+    let probes = join_all(desired.spec.members.iter().map(|m| {
+        let lease = (leaseholder == Some(m.name.as_str())).then_some(lease);
+        engine.observe(m, lease)
+    }))
+    .await;
+    let mut members = std::collections::BTreeMap::new();
     for (member, probe) in desired.spec.members.iter().zip(probes) {
         let remembered = memory.members.entry(member.name.clone()).or_default();
         let mut observation = match probe.server {
@@ -50,14 +70,25 @@ pub async fn observe(
         };
         observation.host = probe.host;
         remembered.last = observation.clone();
-        observed.members.insert(member.name.clone(), observation);
+        members.insert(member.name.clone(), observation);
     }
-    for vn in &desired.virtual_names {
-        if let Some(endpoints) = deps.router.current(&vn.name).await {
-            observed.virtual_names.insert(vn.name.clone(), endpoints);
-        }
-    }
-    Ok((observed, revision))
+    members
+}
+
+/// Probe every member to keep `memory` current, renewing no lease and reading no journal: what
+/// a process that may not act does, so that if it comes to lead it knows how long each member
+/// has been silent instead of starting to count.
+pub async fn watch_members(
+    desired: &Desired,
+    memory: &mut Memory,
+    engine: &dyn crate::engine::Engine,
+    now: Timestamp,
+) {
+    let unleased = Lease {
+        epoch: 0,
+        ttl: std::time::Duration::ZERO,
+    };
+    probe(desired, memory, engine, None, unleased, now).await;
 }
 
 /// Who holds the primary's lease: the primary, or before the controller has seen one, the

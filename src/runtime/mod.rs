@@ -144,6 +144,11 @@ impl ClusterReconciler {
         }
     }
 
+    /// What the probes remembered.
+    pub fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
     /// The spec last taken: the one rounds act on.
     pub fn last_good(&self) -> Option<&Desired> {
         self.last_good.as_ref()
@@ -153,10 +158,9 @@ impl ClusterReconciler {
     /// Returns how long to wait before the next, or `None` to wait for a change of spec.
     pub async fn round(&mut self, input: RoundInput, host: &dyn ClusterHost) -> Option<Duration> {
         if !host.may_act() {
-            // Someone else may be leading now (this process was frozen, or is cut off from
-            // where leadership is kept): act on nothing.
-            tracing::warn!(cluster = %self.label, "not acting: leadership is not confirmed");
-            return Some(NOT_ACTING_RETRY);
+            // Someone else may lead (this process follows, was frozen, or is cut off from
+            // where leadership is kept): act on nothing, but keep probing.
+            return Some(self.watch(input, host).await);
         }
         let RoundInput {
             desired,
@@ -246,6 +250,34 @@ impl ClusterReconciler {
                 .await;
                 Some(wait)
             }
+        }
+    }
+
+    /// A round of a process that may not act: probe the members to keep memory current, so
+    /// that one that comes to lead knows how long each has been silent. Renews no lease,
+    /// reads no journal, stores nothing.
+    async fn watch(&mut self, input: RoundInput, host: &dyn ClusterHost) -> Duration {
+        if input.problems.is_empty() {
+            self.last_good = Some(input.desired);
+        }
+        // What it computed while it led is stale by the time it leads again.
+        self.computed = None;
+        self.stored = None;
+        let Some(desired) = self.last_good.clone() else {
+            return NOT_ACTING_RETRY;
+        };
+        match self.engine(&desired.spec, host).await {
+            Ok(engine) => {
+                reconcile::watch_members(
+                    &desired,
+                    &mut self.memory,
+                    engine.as_ref(),
+                    jiff::Timestamp::now(),
+                )
+                .await;
+                crate::plan::probe_interval(&desired)
+            }
+            Err(_) => NOT_ACTING_RETRY,
         }
     }
 

@@ -191,13 +191,34 @@ fn condition(status: &ReplicationClusterStatus, type_: &str) -> (String, String)
 }
 
 #[tokio::test]
-async fn a_process_that_may_not_act_touches_nothing() {
+async fn a_process_that_may_not_act_probes_and_touches_nothing_else() {
     let host = Host::default();
     let mut reconciler = ClusterReconciler::new("orders", None);
-    let wait = reconciler.round(input(orders("a"), &[]), &host).await;
-    assert_eq!(wait, Some(NOT_ACTING_RETRY));
+    let desired = orders("a");
+    let wait = reconciler.round(input(desired.clone(), &[]), &host).await;
+    assert_eq!(wait, Some(crate::plan::probe_interval(&desired)));
     assert!(host.stored().is_empty());
     assert!(host.notices().is_empty());
+    assert_eq!(host.journal.lock().unwrap().1, 0, "no journal written");
+    // It remembers since when each member has been silent, should it come to lead.
+    let silent_since = |r: &ClusterReconciler| {
+        r.memory().members["a"]
+            .first_failure
+            .expect("the failed probe is remembered")
+    };
+    let first = silent_since(&reconciler);
+    reconciler.round(input(desired, &[]), &host).await;
+    assert_eq!(
+        silent_since(&reconciler),
+        first,
+        "counted from the first failure"
+    );
+    assert!(reconciler.last_good().is_some());
+
+    // An invalid spec is not taken up while following either.
+    let mut reconciler = ClusterReconciler::new("orders", None);
+    let wait = reconciler.round(input(orders("z"), &["bad"]), &host).await;
+    assert_eq!(wait, Some(NOT_ACTING_RETRY));
     assert!(reconciler.last_good().is_none());
 }
 

@@ -1,7 +1,9 @@
 //! The standalone runtime: a directory of specs in, live servers reconciled out, virtual names served by built-in proxies.
 //!
-//! A thin adapter over the shared [`ClusterReconciler`]: it supplies a file journal, proxies as
-//! the router, status files, and a task per cluster that runs rounds at the pace they ask for.
+//! The spec loop here is shared with the etcd runtime through [`Coordination`]: it watches the
+//! spec directory and keeps a task per cluster that runs rounds at the pace they ask for. Run
+//! alone, it is a thin adapter over the shared [`ClusterReconciler`]: a file journal, proxies as
+//! the router, and status files.
 
 pub mod proxy;
 pub mod specs;
@@ -29,7 +31,7 @@ use crate::{
     desired::Desired,
     engine::{Credentials, Secret},
     metrics::{self, Metrics},
-    reconcile::{self, JournalStore, Router},
+    reconcile::{JournalStore, Router},
     runtime::{
         ClusterHost, ClusterReconciler, ClusterSecrets, Notice, RoundInput, StatusStoreError,
     },
@@ -58,10 +60,33 @@ pub enum RunError {
 
 /// What a cluster task works from; replaced whenever the specs change.
 #[derive(Clone, Debug, PartialEq)]
-struct Input {
-    namespace: String,
-    desired: Desired,
-    spec_problems: Vec<String>,
+pub struct Input {
+    pub namespace: String,
+    pub desired: Desired,
+    pub spec_problems: Vec<String>,
+}
+
+/// What differs between a process that runs alone and one of several coordinated through etcd.
+#[async_trait]
+pub trait Coordination: Send + Sync + 'static {
+    /// The spec directory's problems, whenever they change.
+    async fn report_problems(&self, problems: &[String]);
+    /// The virtual names (`NAMESPACE/NAME`) the specs hold now; the others are retired.
+    async fn keep_names(&self, keep: &[String]);
+    /// The runner of a cluster that has just appeared in the specs.
+    fn runner(&self, namespace: &str, name: &str) -> Box<dyn ClusterRunner>;
+}
+
+/// Runs one cluster's rounds.
+#[async_trait]
+pub trait ClusterRunner: Send {
+    /// One round; how long to wait before the next, or `None` to wait for a change of spec.
+    async fn round(&mut self, input: &Input) -> Option<Duration>;
+    /// Resolves when a round is due at once for a reason of the runner's own (this process
+    /// came to lead, say).
+    async fn woken(&mut self) {
+        std::future::pending().await
+    }
 }
 
 struct ClusterTask {
@@ -69,14 +94,11 @@ struct ClusterTask {
     task: JoinHandle<()>,
 }
 
-/// Run until `shutdown` completes.
+/// Run alone until `shutdown` completes.
 pub async fn run(
     options: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let specs_dir = options.specs.clone();
-    std::fs::read_dir(&specs_dir)
-        .map_err(|e| RunError::Specs(specs_dir.display().to_string(), e))?;
     std::fs::create_dir_all(&options.state)
         .map_err(|e| RunError::State(options.state.display().to_string(), e))?;
     crate::accept::raise_descriptor_limit();
@@ -86,15 +108,30 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Admin(addr, e))?;
     }
-    let proxies = Arc::new(Proxies::new(Some(metrics.clone())));
+    let alone = Arc::new(Alone {
+        state: options.state.clone(),
+        proxies: Arc::new(Proxies::new(Some(metrics.clone()))),
+        metrics,
+    });
+    serve_specs(&options.specs, options.rescan, alone, shutdown).await
+}
 
+/// Watch the spec directory until `shutdown` completes, keeping a task per cluster in it.
+pub async fn serve_specs(
+    specs_dir: &Path,
+    rescan: Duration,
+    coordination: Arc<dyn Coordination>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    std::fs::read_dir(specs_dir)
+        .map_err(|e| RunError::Specs(specs_dir.display().to_string(), e))?;
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
     // Without a watcher the periodic rescan still picks changes up.
     let _watcher = notify::recommended_watcher(move |_event| {
         let _ = changed_tx.try_send(());
     })
     .and_then(|mut w| {
-        w.watch(&specs_dir, notify::RecursiveMode::Recursive)
+        w.watch(specs_dir, notify::RecursiveMode::Recursive)
             .map(|_| w)
     })
     .map_err(|e| tracing::warn!(error = %e, "file watcher unavailable; rescanning periodically"))
@@ -106,29 +143,24 @@ pub async fn run(
     let mut reported: Option<Vec<String>> = None;
     tokio::pin!(shutdown);
     loop {
-        specs = specs.reload(&specs_dir);
+        specs = specs.reload(specs_dir);
         let problems: Vec<String> = specs.problems.iter().map(|p| p.to_string()).collect();
         if reported.as_ref() != Some(&problems) {
             // Once per change, however often the unchanged files are rescanned.
             for problem in &problems {
                 tracing::warn!(reason = "InvalidSpec", problem = %problem, "spec rejected; the last good version keeps running");
             }
-            let report = state::SpecsReport {
-                problems: problems.clone(),
-            };
-            if let Err(e) = state::write_specs_report(&options.state, &report) {
-                tracing::warn!(error = %e, "cannot write the spec report");
-            }
+            coordination.report_problems(&problems).await;
             reported = Some(problems);
         }
-        apply_specs(&specs, &mut tasks, &options.state, &proxies, &metrics);
+        apply_specs(&specs, &mut tasks, coordination.as_ref()).await;
         tokio::select! {
             _ = changed_rx.recv() => {
                 // Let a burst of writes (a git pull) settle before reading.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 while changed_rx.try_recv().is_ok() {}
             }
-            _ = tokio::time::sleep(options.rescan) => {}
+            _ = tokio::time::sleep(rescan) => {}
             _ = &mut shutdown => break,
         }
     }
@@ -138,12 +170,10 @@ pub async fn run(
     Ok(())
 }
 
-fn apply_specs(
+async fn apply_specs(
     specs: &SpecSet,
     tasks: &mut HashMap<ClusterKey, ClusterTask>,
-    state: &Path,
-    proxies: &Arc<Proxies>,
-    metrics: &Arc<Metrics>,
+    coordination: &dyn Coordination,
 ) {
     let desired = specs.desired();
     tasks.retain(|key, task| {
@@ -162,7 +192,7 @@ fn apply_specs(
                 .map(move |vn| format!("{ns}/{}", vn.name))
         })
         .collect();
-    proxies.retain(&keep);
+    coordination.keep_names(&keep).await;
     for (key, d) in desired {
         let input = Input {
             namespace: key.0.clone(),
@@ -181,12 +211,109 @@ fn apply_specs(
             }
             None => {
                 let (tx, rx) = watch::channel(input);
-                let dir = state::cluster_dir(state, &key.0, &key.1);
-                let task = tokio::spawn(cluster_loop(rx, dir, proxies.clone(), metrics.clone()));
+                let runner = coordination.runner(&key.0, &key.1);
+                let task = tokio::spawn(drive(rx, runner));
                 tasks.insert(key, ClusterTask { input: tx, task });
             }
         }
     }
+}
+
+/// One cluster, forever: rounds at the pace they ask for, and at once when the spec changes
+/// or the runner wakes.
+async fn drive(mut input: watch::Receiver<Input>, mut runner: Box<dyn ClusterRunner>) {
+    loop {
+        let current = input.borrow_and_update().clone();
+        let wait = runner.round(&current).await;
+        let next = async {
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = next => {}
+            _ = runner.woken() => {}
+            changed = input.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// A process on its own: journals and status in the state directory, names served by its
+/// proxies.
+struct Alone {
+    state: PathBuf,
+    proxies: Arc<Proxies>,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl Coordination for Alone {
+    async fn report_problems(&self, problems: &[String]) {
+        let report = state::SpecsReport {
+            problems: problems.to_vec(),
+        };
+        if let Err(e) = state::write_specs_report(&self.state, &report) {
+            tracing::warn!(error = %e, "cannot write the spec report");
+        }
+    }
+
+    async fn keep_names(&self, keep: &[String]) {
+        self.proxies.retain(keep);
+    }
+
+    fn runner(&self, namespace: &str, name: &str) -> Box<dyn ClusterRunner> {
+        let dir = state::cluster_dir(&self.state, namespace, name);
+        Box::new(FilesRunner {
+            store: FileJournalStore::new(&dir),
+            dir,
+            proxies: self.proxies.clone(),
+            unproxied: Arc::new(Mutex::new(HashMap::new())),
+            reconciler: ClusterReconciler::new(name, Some(self.metrics.clone())),
+        })
+    }
+}
+
+struct FilesRunner {
+    dir: PathBuf,
+    store: FileJournalStore,
+    proxies: Arc<Proxies>,
+    unproxied: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    reconciler: ClusterReconciler,
+}
+
+#[async_trait]
+impl ClusterRunner for FilesRunner {
+    async fn round(&mut self, current: &Input) -> Option<Duration> {
+        let (router, listen_errors) = router_for(current, &self.proxies, &self.unproxied).await;
+        let host = FilesHost {
+            input: current,
+            dir: &self.dir,
+            store: &self.store,
+            router: &router,
+            listen_errors,
+        };
+        self.reconciler.round(round_input(current), &host).await
+    }
+}
+
+/// What a round of a spec-directory runtime works from.
+pub fn round_input(current: &Input) -> RoundInput {
+    RoundInput {
+        desired: current.desired.clone(),
+        problems: current.spec_problems.clone(),
+        generation: None,
+        stored: None,
+    }
+}
+
+/// The secrets a spec refers to, from files and the environment of this host.
+pub fn local_secrets(spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, String> {
+    Ok(ClusterSecrets {
+        password: credentials(spec)?.password,
+        agent_token: agent_token(spec)?,
+        agent_ca: agent_ca(spec)?,
+    })
 }
 
 /// Resolve a standalone credentials reference (file or environment variable).
@@ -260,48 +387,6 @@ pub fn agent_token(spec: &ReplicationClusterSpec) -> Result<Option<Secret>, Stri
     Ok(Some(Secret::new(token)))
 }
 
-/// One cluster, forever: rounds of the shared reconciler, at the pace they ask for, and at
-/// once when the spec changes.
-async fn cluster_loop(
-    mut input: watch::Receiver<Input>,
-    dir: PathBuf,
-    proxies: Arc<Proxies>,
-    metrics: Arc<Metrics>,
-) {
-    let store = FileJournalStore::new(&dir);
-    let unproxied = Arc::new(Mutex::new(HashMap::new()));
-    let name = input.borrow().desired.name.clone();
-    let mut reconciler = ClusterReconciler::new(name, Some(metrics));
-    loop {
-        let current = input.borrow_and_update().clone();
-        let (router, listen_errors) = router_for(&current, &proxies, &unproxied).await;
-        let host = FilesHost {
-            input: &current,
-            dir: &dir,
-            store: &store,
-            router: &router,
-            listen_errors,
-        };
-        let round = RoundInput {
-            desired: current.desired.clone(),
-            problems: current.spec_problems.clone(),
-            generation: None,
-            stored: None,
-        };
-        let wait = reconciler.round(round, &host).await;
-        let next = async {
-            match wait {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = next => {}
-            changed = input.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
 /// The files side of one round: secrets from the environment and files, the journal and
 /// status in the state directory, and the built-in proxies.
 struct FilesHost<'a> {
@@ -319,11 +404,7 @@ impl ClusterHost for FilesHost<'_> {
     }
 
     async fn secrets(&self, spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, String> {
-        Ok(ClusterSecrets {
-            password: credentials(spec)?.password,
-            agent_token: agent_token(spec)?,
-            agent_ca: agent_ca(spec)?,
-        })
+        local_secrets(spec)
     }
 
     fn journal(&self) -> &dyn JournalStore {
@@ -394,10 +475,11 @@ async fn router_for(
     (router, errors)
 }
 
-async fn report(
+/// What `replicant status` shows for a cluster, its names as `router` has them.
+pub async fn report(
     input: &Input,
     status: ReplicationClusterStatus,
-    router: &ProxyRouter,
+    router: &dyn Router,
     error: Option<String>,
 ) -> ClusterReport {
     let mut names = Vec::new();
@@ -406,9 +488,7 @@ async fn report(
             name: vn.name.clone(),
             target: vn.spec.target.to_string(),
             listen: vn.spec.listen.clone(),
-            endpoints: reconcile::Router::current(router, &vn.name)
-                .await
-                .unwrap_or_default(),
+            endpoints: router.current(&vn.name).await.unwrap_or_default(),
         });
     }
     ClusterReport {

@@ -21,17 +21,14 @@ pub struct Fence {
     pub token: i64,
 }
 
-/// `PREFIX/clusters/NAMESPACE/NAME/journal`
-pub fn journal_key(prefix: &str, namespace: &str, name: &str) -> String {
-    format!("{prefix}/clusters/{namespace}/{name}/journal")
-}
-
 pub struct EtcdJournalStore {
     client: Client,
     key: String,
     fence: Fence,
     /// For every request: a frozen etcd never stalls a round.
     timeout: Duration,
+    /// The session the fence rests on: no write is even sent once it is not surely alive.
+    session: Option<std::sync::Arc<super::Session>>,
 }
 
 impl EtcdJournalStore {
@@ -41,7 +38,15 @@ impl EtcdJournalStore {
             key,
             fence,
             timeout,
+            session: None,
         }
+    }
+
+    /// Refuse to write, locally, whenever `session` is not surely alive: the fence is checked
+    /// by etcd too, but a process resumed after a freeze should not even try.
+    pub fn under(mut self, session: std::sync::Arc<super::Session>) -> Self {
+        self.session = Some(session);
+        self
     }
 
     async fn bounded<T>(
@@ -72,7 +77,17 @@ impl JournalStore for EtcdJournalStore {
         Ok((journal, Revision(Some(kv.mod_revision().to_string()))))
     }
 
+    fn confirm(&self) -> Result<(), StoreError> {
+        if self.session.as_ref().is_some_and(|s| !s.alive()) {
+            return Err(StoreError::Deposed {
+                token: self.fence.token,
+            });
+        }
+        Ok(())
+    }
+
     async fn save(&self, journal: &Journal, expected: &Revision) -> Result<Revision, StoreError> {
+        self.confirm()?;
         let bytes = serde_json::to_vec(journal).map_err(|e| StoreError::failed("encode", e))?;
         let unchanged = match &expected.0 {
             // Absent: version 0.

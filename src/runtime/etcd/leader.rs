@@ -1,19 +1,16 @@
-//! Leadership among replicant processes through etcd: one leader key attached to an etcd lease,
-//! whose create revision is the fencing token every journal write compares.
-//!
-//! The leader acts only while its lease is provably alive, judged on its own monotonic clock:
-//! etcd handles a keep-alive no earlier than it was sent, so the lease cannot expire before the
-//! send time plus its TTL, and the leader stops a margin before that. Touches the leader key and
-//! this process's lease.
+//! Leadership among replicant processes through etcd: one leader key attached to the leader's
+//! session lease, whose create revision is the fencing token every journal, route and status
+//! write compares. The leader acts only while its session is provably alive (see
+//! [`Session`]). Touches the leader key.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
+use std::{sync::Arc, time::Duration};
+
+use etcd_client::{Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
+
+use super::{
+    journal::Fence,
+    session::{EtcdError, Session, bounded},
 };
-
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
-
-use super::journal::Fence;
 
 /// How a process campaigns.
 #[derive(Clone, Debug)]
@@ -22,165 +19,158 @@ pub struct ElectionOptions {
     pub key: String,
     /// The key's value, for people: which host leads.
     pub identity: String,
-    /// The lease's time to live; etcd counts whole seconds, at least 2.
-    pub ttl: Duration,
     /// For every request.
     pub timeout: Duration,
 }
 
-impl ElectionOptions {
-    fn ttl_secs(&self) -> i64 {
-        self.ttl.as_secs().max(2) as i64
-    }
-
-    fn ttl(&self) -> Duration {
-        Duration::from_secs(self.ttl_secs() as u64)
-    }
-
-    /// Covers clock rates and the time to stop acting: a tenth of the TTL, at least 200ms.
-    fn margin(&self) -> Duration {
-        (self.ttl() / 10).max(Duration::from_millis(200))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ElectionError {
-    #[error("cannot {what}: {message}")]
-    Etcd { what: &'static str, message: String },
-}
-
-/// This process leads: its fence, and until when it may act.
+/// This process leads: its fence, for as long as its session is alive.
 pub struct Leadership {
     pub fence: Fence,
-    until: Arc<Mutex<Instant>>,
-    keeper: tokio::task::JoinHandle<()>,
+    pub session: Arc<Session>,
 }
 
 impl Leadership {
     /// Whether this process may act now: its lease is surely alive on etcd.
     pub fn may_act(&self) -> bool {
-        Instant::now() < *self.until.lock().expect("lock")
+        self.session.alive()
     }
 
     /// Until when it may act, as things stand.
-    pub fn until(&self) -> Instant {
-        *self.until.lock().expect("lock")
+    pub fn until(&self) -> std::time::Instant {
+        self.session.until()
     }
 
     /// Stop renewing (a crash, for tests): the lease runs out on etcd, and `may_act` turns
     /// false a margin before.
     pub fn abandon(&self) {
-        self.keeper.abort();
+        self.session.abandon();
+    }
+
+    /// Whether the leader key is still this process's: someone may have deleted it by hand.
+    pub async fn confirmed(&self, client: &Client, timeout: Duration) -> Result<bool, EtcdError> {
+        let found = bounded(
+            timeout,
+            "read the leader key",
+            client.clone().get(self.fence.leader_key.as_str(), None),
+        )
+        .await?;
+        Ok(found
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.create_revision() == self.fence.token))
     }
 }
 
-impl Drop for Leadership {
-    fn drop(&mut self) {
-        self.keeper.abort();
-    }
-}
-
-async fn bounded<T>(
+/// Who leads now, per the leader key: its value (the leader's identity).
+pub async fn leader(
+    client: &Client,
+    key: &str,
     timeout: Duration,
-    what: &'static str,
-    request: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, ElectionError> {
-    super::call(timeout, request)
-        .await
-        .map_err(|message| ElectionError::Etcd { what, message })
+) -> Result<Option<String>, EtcdError> {
+    let found = bounded(
+        timeout,
+        "read the leader key",
+        client.clone().get(key, None),
+    )
+    .await?;
+    Ok(found
+        .kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
 }
 
-/// Campaign until this process leads: take the leader key if nobody holds it, on a lease of
-/// this process's; otherwise look again a third of a TTL later.
+/// Campaign until this process leads: take the leader key, on the session's lease, if nobody
+/// holds it; otherwise wait for it to go (watched, and looked at again every third of a TTL in
+/// case the watch misses it). Fails if the session is lost meanwhile.
 pub async fn campaign(
     client: &Client,
+    session: &Arc<Session>,
     options: &ElectionOptions,
-) -> Result<Leadership, ElectionError> {
+) -> Result<Leadership, EtcdError> {
     let mut client = client.clone();
     loop {
-        let sent = Instant::now();
-        let lease = bounded(
-            options.timeout,
-            "grant a lease",
-            client.lease_grant(options.ttl_secs(), None),
-        )
-        .await?
-        .id();
+        if session.lost() {
+            return Err(EtcdError {
+                what: "campaign",
+                message: "this process's etcd lease is gone".into(),
+            });
+        }
         let take = Txn::new()
             .when([Compare::version(options.key.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
                 options.key.as_str(),
                 options.identity.as_str(),
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
-        let taken = bounded(options.timeout, "take the leader key", client.txn(take)).await?;
-        if taken.succeeded() {
-            let token = taken.header().map(|h| h.revision()).unwrap_or_default();
-            let until = Arc::new(Mutex::new(sent + options.ttl() - options.margin()));
-            let keeper = tokio::spawn(keep(client.clone(), options.clone(), lease, until.clone()));
-            return Ok(Leadership {
-                fence: Fence {
-                    leader_key: options.key.clone(),
-                    token,
-                },
-                until,
-                keeper,
-            });
-        }
-        let _ = bounded(
-            options.timeout,
-            "revoke a lease",
-            client.lease_revoke(lease),
-        )
-        .await;
-        tokio::time::sleep(options.ttl() / 3).await;
+                Some(PutOptions::new().with_lease(session.lease)),
+            )])
+            .or_else([TxnOp::get(options.key.as_str(), None)]);
+        let taken = bounded(options.timeout, "take the leader key", client.txn(take)).await;
+        let revision = match taken {
+            Ok(taken)
+                if session.alive()
+                    && let Some(token) = won(&taken, session.lease) =>
+            {
+                return Ok(Leadership {
+                    fence: Fence {
+                        leader_key: options.key.clone(),
+                        token,
+                    },
+                    session: session.clone(),
+                });
+            }
+            Ok(taken) => taken.header().map(|h| h.revision()),
+            Err(error) => {
+                tracing::debug!(%error, "campaign");
+                None
+            }
+        };
+        wait_for_vacancy(&mut client, options, revision, session.ttl / 3).await;
     }
 }
 
-/// Keep the lease alive at a third of its TTL. Each confirmed keep-alive moves `until` to its
-/// send time plus the TTL, less the margin. Ends when etcd says the lease is gone.
-async fn keep(
-    mut client: Client,
-    options: ElectionOptions,
-    lease: i64,
-    until: Arc<Mutex<Instant>>,
-) {
-    let period = options.ttl() / 3;
-    loop {
-        let opened = bounded(
-            options.timeout,
-            "keep the lease alive",
-            client.lease_keep_alive(lease),
-        )
-        .await;
-        let Ok((mut keeper, mut stream)) = opened else {
-            tokio::time::sleep(period / 2).await;
-            continue;
-        };
-        loop {
-            let sent = Instant::now();
-            let confirmed = match tokio::time::timeout(options.timeout, async {
-                keeper.keep_alive().await?;
-                stream.message().await
-            })
-            .await
-            {
-                Ok(Ok(Some(response))) => Some(response.ttl()),
-                // The stream broke or etcd is silent: open a new one.
-                _ => None,
-            };
-            match confirmed {
-                Some(ttl) if ttl > 0 => {
-                    let mut held = until.lock().expect("lock");
-                    *held = (*held).max(sent + options.ttl() - options.margin());
-                }
-                Some(_) => {
-                    tracing::warn!(lease, "the leader's lease expired on etcd");
-                    return;
-                }
-                None => break,
-            }
-            tokio::time::sleep_until((sent + period).into()).await;
-        }
+/// The fencing token, if the campaign's transaction shows this session holds the key: it took
+/// it now, or already held it (a campaign after stepping down while the lease lived on).
+fn won(taken: &etcd_client::TxnResponse, lease: i64) -> Option<i64> {
+    if taken.succeeded() {
+        return taken.header().map(|h| h.revision());
     }
+    taken.op_responses().into_iter().find_map(|r| match r {
+        etcd_client::TxnOpResponse::Get(get) => get
+            .kvs()
+            .first()
+            .filter(|kv| kv.lease() == lease)
+            .map(|kv| kv.create_revision()),
+        _ => None,
+    })
+}
+
+/// Wait until the leader key is deleted after `revision`, for at most `wait`.
+async fn wait_for_vacancy(
+    client: &mut Client,
+    options: &ElectionOptions,
+    revision: Option<i64>,
+    wait: Duration,
+) {
+    let watch = async {
+        let mut watch_options = WatchOptions::new();
+        if let Some(revision) = revision {
+            watch_options = watch_options.with_start_revision(revision + 1);
+        }
+        let Ok(mut stream) = client
+            .watch(options.key.as_str(), Some(watch_options))
+            .await
+        else {
+            return std::future::pending().await;
+        };
+        while let Ok(Some(response)) = stream.message().await {
+            if response
+                .events()
+                .iter()
+                .any(|e| e.event_type() == EventType::Delete)
+            {
+                return;
+            }
+        }
+        std::future::pending().await
+    };
+    let _ = tokio::time::timeout(wait, watch).await;
 }

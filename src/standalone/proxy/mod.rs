@@ -109,11 +109,15 @@ struct NameProxy {
     next_connection: std::sync::atomic::AtomicU64,
 }
 
+/// Whether the proxies may route at all now; checked on every connection accepted.
+pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Every proxy of the process, keyed by virtual name (`namespace/name`).
 #[derive(Default)]
 pub struct Proxies {
     names: Mutex<HashMap<String, Arc<NameProxy>>>,
     metrics: Option<Arc<Metrics>>,
+    gate: Option<Gate>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +133,17 @@ impl Proxies {
         Self {
             names: Mutex::default(),
             metrics,
+            gate: None,
+        }
+    }
+
+    /// Proxies that close every connection they accept while `gate` says no, whatever their
+    /// endpoints: a process resumed after a freeze must not route before it has checked that
+    /// it still may.
+    pub fn gated(metrics: Option<Arc<Metrics>>, gate: Gate) -> Self {
+        Self {
+            gate: Some(gate),
+            ..Self::new(metrics)
         }
     }
 
@@ -173,9 +188,10 @@ impl Proxies {
             next_connection: std::sync::atomic::AtomicU64::new(0),
         });
         let (served, key, metrics) = (proxy.clone(), name.to_string(), self.metrics.clone());
+        let gate = self.gate.clone();
         let task = proxy_runtimes()[0].spawn(async move {
             match TcpListener::from_std(listener) {
-                Ok(listener) => serve(listener, served, key, metrics).await,
+                Ok(listener) => serve(listener, served, key, metrics, gate).await,
                 Err(e) => tracing::error!(name = %key, error = %e, "proxy listener unusable"),
             }
         });
@@ -196,6 +212,18 @@ impl Proxies {
             }
             kept
         });
+    }
+
+    /// Point proxy `name` at `endpoints`, closing connections to members not among them;
+    /// false when there is no such proxy.
+    pub fn route(&self, name: &str, endpoints: Vec<Endpoint>) -> bool {
+        match self.get(name) {
+            Some(proxy) => {
+                proxy.set_endpoints(endpoints);
+                true
+            }
+            None => false,
+        }
     }
 
     fn get(&self, name: &str) -> Option<Arc<NameProxy>> {
@@ -319,10 +347,14 @@ async fn serve(
     proxy: Arc<NameProxy>,
     name: String,
     metrics: Option<Arc<Metrics>>,
+    gate: Option<Gate>,
 ) {
     let mut acceptor = Acceptor::new(listener, name.clone(), &PROXY_CLIENTS);
     loop {
         let (client, _, admitted) = acceptor.accept().await;
+        if gate.as_ref().is_some_and(|open| !open()) {
+            continue; // may not route now: close at once
+        }
         let Some(endpoint) = proxy.pick() else {
             continue; // nothing to send the client to: close at once
         };

@@ -1,0 +1,528 @@
+//! Routes in etcd: the leader publishes where each virtual name points; every host's proxies
+//! follow and acknowledge each route by its etcd revision (its epoch), under their session
+//! lease. Touches `routes/` (the leader, fenced) and `acks/` (each host, its own keys).
+//!
+//! The rule that keeps two masters from taking writes through the proxies: a name gains a
+//! member only once every live proxy has acknowledged the route as it stands, so no proxy
+//! still sends to a member the route has dropped. A proxy that is cut off cannot acknowledge;
+//! the leader then waits for its lease to run out, and the proxy stops routing before that,
+//! as soon as it cannot confirm its lease is alive.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Fence, Keys, Session, call, fenced_delete};
+use crate::{
+    api::{Balancing, ProxyMode},
+    desired::Desired,
+    plan::Endpoint,
+    reconcile::Router,
+    standalone::proxy::Proxies,
+};
+
+/// How often a waiting leader looks at the acknowledgements, and a proxy at its lease.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Where a virtual name points and how it is served.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    pub cluster: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub balancing: Balancing,
+    #[serde(default)]
+    pub proxy_mode: ProxyMode,
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Route {
+    fn members(&self) -> Vec<String> {
+        self.endpoints.iter().map(|e| e.member.clone()).collect()
+    }
+}
+
+/// Publishes one cluster's routes for the leader: the [`Router`] of the etcd runtime.
+pub struct EtcdRouter {
+    client: Client,
+    keys: Keys,
+    namespace: String,
+    /// Each virtual name's route as its spec shapes it (endpoints empty).
+    shapes: HashMap<String, Route>,
+    fence: Fence,
+    timeout: Duration,
+    /// How long adding a member waits for the proxies: past a silent proxy's lease.
+    ack_wait: Duration,
+}
+
+impl EtcdRouter {
+    pub fn new(
+        client: Client,
+        keys: Keys,
+        namespace: &str,
+        desired: &Desired,
+        fence: Fence,
+        timeout: Duration,
+        ack_wait: Duration,
+    ) -> Self {
+        let shapes = desired
+            .virtual_names
+            .iter()
+            .map(|vn| {
+                let shape = Route {
+                    cluster: desired.name.clone(),
+                    listen: vn.spec.listen.clone(),
+                    balancing: vn.spec.balancing,
+                    proxy_mode: vn.spec.proxy_mode,
+                    endpoints: Vec::new(),
+                };
+                (vn.name.clone(), shape)
+            })
+            .collect();
+        Self {
+            client,
+            keys,
+            namespace: namespace.to_string(),
+            shapes,
+            fence,
+            timeout,
+            ack_wait,
+        }
+    }
+
+    fn proxy_key(&self, name: &str) -> String {
+        format!("{}/{name}", self.namespace)
+    }
+
+    /// The route as stored, and its revision.
+    async fn read(&self, name: &str) -> Result<Option<(Route, i64)>, String> {
+        let key = self.keys.route(&self.proxy_key(name));
+        let found = call(self.timeout, self.client.clone().get(key, None)).await?;
+        let Some(kv) = found.kvs().first() else {
+            return Ok(None);
+        };
+        let route = serde_json::from_slice(kv.value())
+            .map_err(|e| format!("route of {name} in etcd: {e}"))?;
+        Ok(Some((route, kv.mod_revision())))
+    }
+
+    /// Store `endpoints` as `name`'s route, shaped by its spec; returns the route's revision.
+    async fn publish(&self, name: &str, endpoints: Vec<Endpoint>) -> Result<i64, String> {
+        let mut route = self
+            .shapes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("{name} is not a virtual name of this cluster"))?;
+        route.endpoints = endpoints;
+        let bytes = serde_json::to_vec(&route).map_err(|e| e.to_string())?;
+        let key = self.keys.route(&self.proxy_key(name));
+        let txn = Txn::new()
+            .when([etcd_client::Compare::create_revision(
+                self.fence.leader_key.as_str(),
+                etcd_client::CompareOp::Equal,
+                self.fence.token,
+            )])
+            .and_then([TxnOp::put(key, bytes, None)]);
+        let response = call(self.timeout, self.client.clone().txn(txn)).await?;
+        if !response.succeeded() {
+            return Err(deposed(&self.fence));
+        }
+        Ok(response.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// Bring every stored route's listener and policy in line with the spec (a changed `listen`
+    /// moves the proxies on every host), keeping its endpoints.
+    pub async fn publish_shapes(&self) -> Result<(), String> {
+        for (name, shape) in &self.shapes {
+            let Some((stored, _)) = self.read(name).await? else {
+                continue;
+            };
+            let stored_shape = Route {
+                endpoints: Vec::new(),
+                ..stored.clone()
+            };
+            if stored_shape != *shape {
+                self.publish(name, stored.endpoints).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until every live host's proxy has applied `name`'s route at `revision` or later.
+    async fn wait_for_acks(&self, name: &str, revision: i64) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.ack_wait;
+        loop {
+            let missing = self.unacknowledged(name, revision).await?;
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{name}: the proxies on {} have not acknowledged its route (revision {revision}) and their etcd leases have not run out; it gains a member once they do either",
+                    missing.join(", ")
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The live hosts whose proxies have not applied `name`'s route at `revision` yet.
+    async fn unacknowledged(&self, name: &str, revision: i64) -> Result<Vec<String>, String> {
+        let hosts = self.keys.hosts();
+        let acks = self.keys.acks(&self.proxy_key(name));
+        let both = Txn::new().and_then([
+            TxnOp::get(hosts.as_str(), Some(GetOptions::new().with_prefix())),
+            TxnOp::get(acks.as_str(), Some(GetOptions::new().with_prefix())),
+        ]);
+        let response = call(self.timeout, self.client.clone().txn(both)).await?;
+        let mut ranges = response.op_responses().into_iter().filter_map(|r| match r {
+            TxnOpResponse::Get(get) => Some(get),
+            _ => None,
+        });
+        let (Some(live), Some(acked)) = (ranges.next(), ranges.next()) else {
+            return Err("etcd answered without the ranges asked for".into());
+        };
+        let acked: HashMap<String, i64> = acked
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let host = kv.key_str().ok()?.strip_prefix(acks.as_str())?.to_string();
+                let at = kv.value_str().ok()?.parse().ok()?;
+                Some((host, at))
+            })
+            .collect();
+        Ok(live
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key_str().ok()?.strip_prefix(hosts.as_str()))
+            .filter(|host| acked.get(*host).is_none_or(|at| *at < revision))
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+fn deposed(fence: &Fence) -> String {
+    format!(
+        "this process no longer leads (fencing token {} is not the leader key's): the route was not written",
+        fence.token
+    )
+}
+
+#[async_trait]
+impl Router for EtcdRouter {
+    async fn current(&self, name: &str) -> Option<Vec<String>> {
+        match self.read(name).await {
+            Ok(route) => route.map(|(route, _)| route.members()),
+            Err(error) => {
+                tracing::warn!(name, %error, "cannot read the route");
+                None
+            }
+        }
+    }
+
+    /// Drop the members that leave at once; add members only once every live proxy has
+    /// applied the route as it then stands (or its lease has run out).
+    async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), String> {
+        let Some((stored, mut revision)) = self.read(name).await? else {
+            self.publish(name, endpoints.to_vec()).await?;
+            return Ok(());
+        };
+        let mut current = stored.endpoints;
+        let kept: Vec<Endpoint> = current
+            .iter()
+            .filter(|e| endpoints.contains(e))
+            .cloned()
+            .collect();
+        if kept != current {
+            revision = self.publish(name, kept.clone()).await?;
+            current = kept;
+        }
+        let gains = endpoints.iter().any(|e| !current.contains(e));
+        if gains {
+            self.wait_for_acks(name, revision).await?;
+        }
+        if current != endpoints {
+            self.publish(name, endpoints.to_vec()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Remove the routes of names no longer in the specs (`keep` holds `NS/NAME` keys).
+pub async fn retain(
+    client: &Client,
+    keys: &Keys,
+    fence: &Fence,
+    keep: &[String],
+    timeout: Duration,
+) -> Result<(), String> {
+    let prefix = keys.routes();
+    let found = call(
+        timeout,
+        client.clone().get(
+            prefix.as_str(),
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        ),
+    )
+    .await?;
+    for kv in found.kvs() {
+        let Some(name) = kv
+            .key_str()
+            .ok()
+            .and_then(|k| k.strip_prefix(prefix.as_str()))
+        else {
+            continue;
+        };
+        if !keep.iter().any(|k| k == name) {
+            tracing::info!(name, "no longer in the specs: its route is removed");
+            if !fenced_delete(client, fence, &keys.route(name), timeout).await? {
+                return Err(deposed(fence));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A route as a proxy holds it: the route and its revision.
+type Held = HashMap<String, (Route, i64)>;
+
+/// A host's proxies, following the routes in etcd.
+pub struct Follower {
+    pub client: Client,
+    pub keys: Keys,
+    pub identity: String,
+    pub proxies: Arc<Proxies>,
+    /// Listen on this address instead of the host part of each name's `listen`.
+    pub proxy_host: Option<String>,
+    pub timeout: Duration,
+}
+
+impl Follower {
+    /// Serve the routes while `session` lives; returns once it is lost. While the session is
+    /// not surely alive nothing is routed: connections are closed and new ones refused, since
+    /// the leader may already count this proxy's lease as run out.
+    pub async fn follow(&self, session: &Session) {
+        let mut routes: Held = HashMap::new();
+        let mut stopped_since: Option<tokio::time::Instant> = None;
+        loop {
+            if session.lost() {
+                self.stop_routing(&routes, &mut stopped_since);
+                return;
+            }
+            if !session.alive() {
+                self.stop_routing(&routes, &mut stopped_since);
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            let revision = match self.load().await {
+                Ok((loaded, revision)) => {
+                    routes = loaded;
+                    revision
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the routes");
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            };
+            // Read while the lease is surely alive: any move since waits for this proxy.
+            self.serve_exactly(&routes).await;
+            if let Some(since) = stopped_since.take() {
+                tracing::info!(after = ?since.elapsed(), "the proxies route again");
+            }
+            let all: Vec<(String, i64)> =
+                routes.iter().map(|(k, (_, r))| (k.clone(), *r)).collect();
+            if self.acknowledge(session, &all).await {
+                self.watch(session, &mut routes, revision).await;
+            } else {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+
+    /// Every route with its revision, and the revision the read saw.
+    async fn load(&self) -> Result<(Held, i64), String> {
+        let prefix = self.keys.routes();
+        let found = call(
+            self.timeout,
+            self.client
+                .clone()
+                .get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let revision = found.header().map(|h| h.revision()).unwrap_or_default();
+        let mut routes = HashMap::new();
+        for kv in found.kvs() {
+            let Some(name) = kv
+                .key_str()
+                .ok()
+                .and_then(|k| k.strip_prefix(prefix.as_str()))
+            else {
+                continue;
+            };
+            match serde_json::from_slice::<Route>(kv.value()) {
+                Ok(route) => {
+                    routes.insert(name.to_string(), (route, kv.mod_revision()));
+                }
+                Err(error) => tracing::warn!(name, %error, "route in etcd not understood"),
+            }
+        }
+        Ok((routes, revision))
+    }
+
+    /// Follow changes after `revision` until the watch breaks or the session is in doubt.
+    async fn watch(&self, session: &Session, routes: &mut Held, revision: i64) {
+        let prefix = self.keys.routes();
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let opened = call(
+            self.timeout,
+            self.client.clone().watch(prefix.as_str(), Some(options)),
+        )
+        .await;
+        let mut stream = match opened {
+            Ok(watch) => watch,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the routes");
+                tokio::time::sleep(POLL).await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                message = stream.message() => {
+                    let Ok(Some(response)) = message else { return };
+                    if response.canceled() {
+                        return;
+                    }
+                    let mut changed = Vec::new();
+                    for event in response.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix.as_str())) else {
+                            continue;
+                        };
+                        match event.event_type() {
+                            EventType::Put => match serde_json::from_slice::<Route>(kv.value()) {
+                                Ok(route) => {
+                                    routes.insert(name.to_string(), (route, kv.mod_revision()));
+                                    changed.push((name.to_string(), kv.mod_revision()));
+                                }
+                                Err(error) => tracing::warn!(name, %error, "route in etcd not understood"),
+                            },
+                            EventType::Delete => {
+                                routes.remove(name);
+                            }
+                        }
+                    }
+                    if !session.alive() {
+                        return;
+                    }
+                    self.serve_exactly(routes).await;
+                    if !self.acknowledge(session, &changed).await {
+                        return; // read again and acknowledge everything
+                    }
+                }
+                _ = tokio::time::sleep(POLL) => {
+                    if !session.alive() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Listen for every route that has a `listen` address, stop the rest, and point each at
+    /// its endpoints.
+    async fn serve_exactly(&self, routes: &Held) {
+        let mut keep = Vec::new();
+        for (name, (route, _)) in routes {
+            let Some(listen) = &route.listen else {
+                continue;
+            };
+            let listen = on_host(listen, self.proxy_host.as_deref());
+            let ensured = self
+                .proxies
+                .ensure(name, &listen, route.balancing, route.proxy_mode)
+                .await;
+            match ensured {
+                Ok(()) => {
+                    self.proxies.route(name, route.endpoints.clone());
+                    keep.push(name.clone());
+                }
+                Err(error) => tracing::error!(%error, "cannot serve a virtual name"),
+            }
+        }
+        self.proxies.retain(&keep);
+    }
+
+    fn stop_routing(&self, routes: &Held, stopped_since: &mut Option<tokio::time::Instant>) {
+        if stopped_since.is_some() {
+            return;
+        }
+        tracing::warn!(
+            "cannot confirm this host's etcd lease: its proxies stop routing until it is confirmed and the routes read again"
+        );
+        for name in routes.keys() {
+            self.proxies.route(name, Vec::new());
+        }
+        *stopped_since = Some(tokio::time::Instant::now());
+    }
+
+    /// Record, under the session's lease, the route revisions this host's proxies now apply.
+    async fn acknowledge(&self, session: &Session, applied: &[(String, i64)]) -> bool {
+        if applied.is_empty() {
+            return true;
+        }
+        let puts: Vec<TxnOp> = applied
+            .iter()
+            .map(|(name, revision)| {
+                TxnOp::put(
+                    self.keys.ack(name, &self.identity),
+                    revision.to_string(),
+                    Some(PutOptions::new().with_lease(session.lease)),
+                )
+            })
+            .collect();
+        let txn = Txn::new().and_then(puts);
+        match call(self.timeout, self.client.clone().txn(txn)).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(%error, "cannot acknowledge the routes");
+                false
+            }
+        }
+    }
+}
+
+/// `listen` with its host part replaced by `host`, when one is given.
+pub fn on_host(listen: &str, host: Option<&str>) -> String {
+    let Some(host) = host else {
+        return listen.to_string();
+    };
+    let port = listen.rsplit_once(':').map_or(listen, |(_, port)| port);
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_host;
+
+    #[test]
+    fn a_host_address_replaces_the_listen_host() {
+        assert_eq!(on_host("127.0.0.1:6380", None), "127.0.0.1:6380");
+        assert_eq!(on_host("0.0.0.0:6380", Some("127.0.0.2")), "127.0.0.2:6380");
+        assert_eq!(on_host("[::]:6380", Some("::1")), "[::1]:6380");
+        assert_eq!(on_host("[::]:6380", Some("[::1]")), "[::1]:6380");
+    }
+}
