@@ -7,10 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use replicant::{
-    engine::redis::FENCE_MARK,
-    local::writer::{Ack, Route, Writer, WriterOptions, count_missing},
-};
+use replicant::local::writer::{Route, Writer, WriterOptions};
 use support::*;
 
 const SYNC: &str = "    standby: b\n    detectAfter: 1s\n    cooldown: 5s";
@@ -20,14 +17,6 @@ fn rounds() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
-}
-
-fn sync_spec(bed: &Bed, primary: &str, failover: &str) -> String {
-    bed.spec(primary, &[], failover).replacen(
-        "  failover:\n",
-        "  replication: {mode: sync, minSyncReplicas: 1}\n  failover:\n",
-        1,
-    )
 }
 
 fn writer(bed: &Bed, prefix: &str, sync: bool) -> Writer {
@@ -40,80 +29,12 @@ fn writer(bed: &Bed, prefix: &str, sync: bool) -> Writer {
     })
 }
 
-async fn config_number(address: &str, key: &str) -> Option<u64> {
-    let mut conn = connect(address).await.ok()?;
-    let reply: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .ok()?;
-    reply.get(1)?.parse().ok()
-}
-
 /// Wait until the cluster settled, then check the invariants; returns the primary's address.
 async fn assert_converged(bed: &Bed, ctl: &Controller, expect_reachable: &[&str]) -> String {
     let report = bed
-        .wait_for("convergence", ctl, 30, |r| {
-            let reachable: Vec<&str> = r
-                .status
-                .members
-                .iter()
-                .filter(|m| m.reachable)
-                .map(|m| m.name.as_str())
-                .collect();
-            reachable == expect_reachable
-                && condition(r, "Reconciling").is_some_and(|c| c.status == "False")
-                && r.status
-                    .members
-                    .iter()
-                    .filter(|m| m.reachable)
-                    .all(|m| m.link_up != Some(false))
-        })
+        .wait_for("convergence", ctl, 30, |r| converged(r, expect_reachable))
         .await;
-    let primary = report.status.current_primary.clone().unwrap();
-    let primary_address = bed.address(&primary);
-    let mut writable = Vec::new();
-    for m in expect_reachable {
-        let address = bed.address(m);
-        let is_master = role(&address).await == "master";
-        let fenced = config_number(&address, "min-replicas-to-write")
-            .await
-            .unwrap_or(0)
-            >= u64::from(FENCE_MARK);
-        if is_master && !fenced {
-            writable.push(m.to_string());
-        }
-        if *m != primary {
-            assert_eq!(
-                upstream(&address).await,
-                primary_address,
-                "{m} follows the primary"
-            );
-        }
-    }
-    assert_eq!(
-        writable,
-        std::slice::from_ref(&primary),
-        "exactly one writable master"
-    );
-    assert_eq!(endpoints(&report, "orders-rw"), [primary.as_str()]);
-    primary_address
-}
-
-async fn assert_nothing_lost(primary: &str, prefix: &str, acks: &[Ack]) {
-    assert!(
-        acks.len() > 20,
-        "the writer made progress: {} writes",
-        acks.len()
-    );
-    let lost = count_missing(primary, prefix, acks).await.unwrap();
-    assert_eq!(
-        lost,
-        0,
-        "acknowledged writes lost in sync mode ({} acknowledged)",
-        acks.len()
-    );
+    check_servers(bed, &report, expect_reachable).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

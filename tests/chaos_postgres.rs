@@ -73,22 +73,8 @@ async fn seen(address: &str) -> Result<Seen, String> {
 /// Wait until the cluster settled with `expect_reachable` answering, then check the
 /// invariants; returns the primary.
 async fn assert_converged(bed: &PgBed, ctl: &Controller, expect_reachable: &[&str]) -> String {
-    let settled = |r: &replicant::standalone::state::ClusterReport| {
-        let reachable: Vec<&str> = r
-            .status
-            .members
-            .iter()
-            .filter(|m| m.reachable)
-            .map(|m| m.name.as_str())
-            .collect();
-        reachable == expect_reachable
-            && support::condition(r, "Reconciling").is_some_and(|c| c.status == "False")
-            && r.status
-                .members
-                .iter()
-                .filter(|m| m.reachable)
-                .all(|m| m.link_up != Some(false))
-    };
+    let settled =
+        |r: &replicant::standalone::state::ClusterReport| support::converged(r, expect_reachable);
     let deadline = Instant::now() + Duration::from_secs(90);
     let report = loop {
         let report = bed.wait_for("a report", ctl, 10, |_| true).await;

@@ -198,7 +198,7 @@ struct HostsArgs {
     #[arg(long, requires = "coordinator")]
     identity: Option<String>,
     /// The etcd session lease, in whole seconds: a dead leader is replaced within about this
-    /// long, and a proxy cut off from etcd stops routing within it (a tenth of it sooner).
+    /// long, and a proxy cut off from etcd stops routing within it (a fifth of it sooner).
     #[arg(long, default_value = "5s")]
     lease: crate::api::Duration,
     /// Bind this host's proxies to this address, keeping the port of each name's `listen`.

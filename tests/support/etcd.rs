@@ -36,6 +36,28 @@ pub fn available() -> bool {
     found
 }
 
+impl EtcdMember {
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// SIGSTOP: the member holds its connections and answers nothing.
+    pub fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    /// kill -9, by PID.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Etcd {
     /// Start an `n`-member cluster under `dir` and wait until it has decided its version.
     pub fn start(dir: &Path, n: usize) -> Self {

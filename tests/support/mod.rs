@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod hosts;
 pub mod k8s;
 pub mod node;
 pub mod pg;
@@ -68,7 +69,10 @@ impl Controller {
         process
             .args(command)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or("info".into()),
+            )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -424,4 +428,100 @@ pub fn demo(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// `bed`'s spec in sync mode (one replica must hold each write before it is acknowledged).
+pub fn sync_spec(bed: &Bed, primary: &str, failover: &str) -> String {
+    bed.spec(primary, &[], failover).replacen(
+        "  failover:\n",
+        "  replication: {mode: sync, minSyncReplicas: 1}\n  failover:\n",
+        1,
+    )
+}
+
+async fn config_number(address: &str, key: &str) -> Option<u64> {
+    let mut conn = connect(address).await.ok()?;
+    let reply: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    reply.get(1)?.parse().ok()
+}
+
+/// The chaos invariants on the servers themselves, for a settled `report`: exactly one writable
+/// master, every other reachable member following it, and the read-write name on it. Returns
+/// the primary's address.
+pub async fn check_servers(bed: &Bed, report: &ClusterReport, expect_reachable: &[&str]) -> String {
+    let primary = report.status.current_primary.clone().unwrap();
+    let primary_address = bed.address(&primary);
+    let mut writable = Vec::new();
+    for m in expect_reachable {
+        let address = bed.address(m);
+        let is_master = role(&address).await == "master";
+        let fenced = config_number(&address, "min-replicas-to-write")
+            .await
+            .unwrap_or(0)
+            >= u64::from(replicant::engine::redis::FENCE_MARK);
+        if is_master && !fenced {
+            writable.push(m.to_string());
+        }
+        if *m != primary {
+            assert_eq!(
+                upstream(&address).await,
+                primary_address,
+                "{m} follows the primary"
+            );
+        }
+    }
+    assert_eq!(
+        writable,
+        std::slice::from_ref(&primary),
+        "exactly one writable master"
+    );
+    assert_eq!(endpoints(report, "orders-rw"), [primary.as_str()]);
+    primary_address
+}
+
+/// Every write the writer saw acknowledged is on `primary` (sync mode).
+pub async fn assert_nothing_lost(
+    primary: &str,
+    prefix: &str,
+    acks: &[replicant::local::writer::Ack],
+) {
+    assert!(
+        acks.len() > 20,
+        "the writer made progress: {} writes",
+        acks.len()
+    );
+    let lost = replicant::local::writer::count_missing(primary, prefix, acks)
+        .await
+        .unwrap();
+    assert_eq!(
+        lost,
+        0,
+        "acknowledged writes lost in sync mode ({} acknowledged)",
+        acks.len()
+    );
+}
+
+/// Whether the cluster has settled with exactly `expect_reachable` answering: reconciled, and
+/// every reachable replica linked to its upstream.
+pub fn converged(report: &ClusterReport, expect_reachable: &[&str]) -> bool {
+    let reachable: Vec<&str> = report
+        .status
+        .members
+        .iter()
+        .filter(|m| m.reachable)
+        .map(|m| m.name.as_str())
+        .collect();
+    reachable == expect_reachable
+        && condition(report, "Reconciling").is_some_and(|c| c.status == "False")
+        && report
+            .status
+            .members
+            .iter()
+            .filter(|m| m.reachable)
+            .all(|m| m.link_up != Some(false))
 }

@@ -103,7 +103,18 @@ pub async fn campaign(
                 Some(PutOptions::new().with_lease(session.lease)),
             )])
             .or_else([TxnOp::get(options.key.as_str(), None)]);
-        let taken = bounded(options.timeout, "take the leader key", client.txn(take)).await;
+        let taken = match super::call(options.timeout, client.txn(take)).await {
+            Err(message) if message.contains("lease not found") => {
+                return Err(EtcdError {
+                    what: "campaign",
+                    message,
+                });
+            }
+            taken => taken.map_err(|message| EtcdError {
+                what: "take the leader key",
+                message,
+            }),
+        };
         let revision = match taken {
             Ok(taken)
                 if session.alive()

@@ -8,7 +8,11 @@
 //! the leader then waits for its lease to run out, and the proxy stops routing before that,
 //! as soon as it cannot confirm its lease is alive.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use etcd_client::{
@@ -303,43 +307,63 @@ pub struct Follower {
     pub timeout: Duration,
 }
 
+/// What the follower and its guard share.
+#[derive(Default)]
+struct Serving {
+    /// The routes as last read and followed, by proxy key.
+    routes: Held,
+    /// Since when nothing is routed because the session was in doubt.
+    stopped_since: Option<tokio::time::Instant>,
+}
+
 impl Follower {
     /// Serve the routes while `session` lives; returns once it is lost. While the session is
     /// not surely alive nothing is routed: connections are closed and new ones refused, since
-    /// the leader may already count this proxy's lease as run out.
+    /// the leader may already count this proxy's lease as run out. A guard looks at the
+    /// session every few milliseconds, whatever etcd request the follower is waiting on.
     pub async fn follow(&self, session: &Session) {
-        let mut routes: Held = HashMap::new();
-        let mut stopped_since: Option<tokio::time::Instant> = None;
-        loop {
-            if session.lost() {
-                self.stop_routing(&routes, &mut stopped_since);
-                return;
-            }
+        let serving = Mutex::new(Serving::default());
+        tokio::select! {
+            _ = self.guard(session, &serving) => {}
+            _ = self.keep_following(session, &serving) => {}
+        }
+        self.stop_routing(&serving);
+    }
+
+    async fn guard(&self, session: &Session, serving: &Mutex<Serving>) {
+        while !session.lost() {
             if !session.alive() {
-                self.stop_routing(&routes, &mut stopped_since);
+                self.stop_routing(serving);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn keep_following(&self, session: &Session, serving: &Mutex<Serving>) {
+        loop {
+            if !session.alive() {
                 tokio::time::sleep(POLL).await;
                 continue;
             }
-            let revision = match self.load().await {
-                Ok((loaded, revision)) => {
-                    routes = loaded;
-                    revision
-                }
+            let (routes, revision) = match self.load().await {
+                Ok(loaded) => loaded,
                 Err(error) => {
                     tracing::warn!(%error, "cannot read the routes");
                     tokio::time::sleep(POLL).await;
                     continue;
                 }
             };
-            // Read while the lease is surely alive: any move since waits for this proxy.
-            self.serve_exactly(&routes).await;
-            if let Some(since) = stopped_since.take() {
-                tracing::info!(after = ?since.elapsed(), "the proxies route again");
+            // Read while the lease was surely alive: any move since waits for this proxy.
+            if !self.serve(session, serving, routes, true).await {
+                continue;
             }
-            let all: Vec<(String, i64)> =
-                routes.iter().map(|(k, (_, r))| (k.clone(), *r)).collect();
+            let all: Vec<(String, i64)> = lock(serving)
+                .routes
+                .iter()
+                .map(|(k, (_, r))| (k.clone(), *r))
+                .collect();
             if self.acknowledge(session, &all).await {
-                self.watch(session, &mut routes, revision).await;
+                self.watch(session, serving, revision).await;
             } else {
                 tokio::time::sleep(POLL).await;
             }
@@ -377,7 +401,7 @@ impl Follower {
     }
 
     /// Follow changes after `revision` until the watch breaks or the session is in doubt.
-    async fn watch(&self, session: &Session, routes: &mut Held, revision: i64) {
+    async fn watch(&self, session: &Session, serving: &Mutex<Serving>, revision: i64) {
         let prefix = self.keys.routes();
         let options = WatchOptions::new()
             .with_prefix()
@@ -402,6 +426,7 @@ impl Follower {
                     if response.canceled() {
                         return;
                     }
+                    let mut routes = lock(serving).routes.clone();
                     let mut changed = Vec::new();
                     for event in response.events() {
                         let Some(kv) = event.kv() else { continue };
@@ -421,17 +446,15 @@ impl Follower {
                             }
                         }
                     }
-                    if !session.alive() {
-                        return;
-                    }
-                    self.serve_exactly(routes).await;
-                    if !self.acknowledge(session, &changed).await {
+                    if !self.serve(session, serving, routes, false).await
+                        || !self.acknowledge(session, &changed).await
+                    {
                         return; // read again and acknowledge everything
                     }
                 }
                 _ = tokio::time::sleep(POLL) => {
-                    if !session.alive() {
-                        return;
+                    if lock(serving).stopped_since.is_some() {
+                        return; // the guard stopped routing: read again before routing
                     }
                 }
             }
@@ -439,40 +462,57 @@ impl Follower {
     }
 
     /// Listen for every route that has a `listen` address, stop the rest, and point each at
-    /// its endpoints.
-    async fn serve_exactly(&self, routes: &Held) {
-        let mut keep = Vec::new();
-        for (name, (route, _)) in routes {
+    /// its endpoints, if the session is surely alive and routing was not stopped since
+    /// (unless `resume`, after a fresh read). False when nothing was applied.
+    async fn serve(
+        &self,
+        session: &Session,
+        serving: &Mutex<Serving>,
+        routes: Held,
+        resume: bool,
+    ) -> bool {
+        let mut listening = Vec::new();
+        for (name, (route, _)) in &routes {
             let Some(listen) = &route.listen else {
                 continue;
             };
             let listen = on_host(listen, self.proxy_host.as_deref());
-            let ensured = self
+            match self
                 .proxies
                 .ensure(name, &listen, route.balancing, route.proxy_mode)
-                .await;
-            match ensured {
-                Ok(()) => {
-                    self.proxies.route(name, route.endpoints.clone());
-                    keep.push(name.clone());
-                }
+                .await
+            {
+                Ok(()) => listening.push(name.clone()),
                 Err(error) => tracing::error!(%error, "cannot serve a virtual name"),
             }
         }
-        self.proxies.retain(&keep);
+        let mut state = lock(serving);
+        if !session.alive() || (state.stopped_since.is_some() && !resume) {
+            return false;
+        }
+        self.proxies.retain(&listening);
+        for name in &listening {
+            self.proxies.route(name, routes[name].0.endpoints.clone());
+        }
+        if let Some(since) = state.stopped_since.take() {
+            tracing::info!(after = ?since.elapsed(), "the proxies route again");
+        }
+        state.routes = routes;
+        true
     }
 
-    fn stop_routing(&self, routes: &Held, stopped_since: &mut Option<tokio::time::Instant>) {
-        if stopped_since.is_some() {
+    fn stop_routing(&self, serving: &Mutex<Serving>) {
+        let mut state = lock(serving);
+        if state.stopped_since.is_some() {
             return;
         }
         tracing::warn!(
             "cannot confirm this host's etcd lease: its proxies stop routing until it is confirmed and the routes read again"
         );
-        for name in routes.keys() {
+        for name in state.routes.keys() {
             self.proxies.route(name, Vec::new());
         }
-        *stopped_since = Some(tokio::time::Instant::now());
+        state.stopped_since = Some(tokio::time::Instant::now());
     }
 
     /// Record, under the session's lease, the route revisions this host's proxies now apply.
@@ -499,6 +539,10 @@ impl Follower {
             }
         }
     }
+}
+
+fn lock(serving: &Mutex<Serving>) -> std::sync::MutexGuard<'_, Serving> {
+    serving.lock().expect("lock")
 }
 
 /// `listen` with its host part replaced by `host`, when one is given.

@@ -39,10 +39,16 @@ pub fn lease_seconds(ttl: Duration) -> i64 {
     ttl.as_secs().max(2) as i64
 }
 
-/// How long before the lease could expire the session stops trusting it: covers clock rates
-/// and the time to stop acting. A tenth of the TTL, at least 200ms.
+/// Whether etcd says the lease no longer exists (it expired, or was revoked).
+pub fn lease_gone(error: &etcd_client::Error) -> bool {
+    error.to_string().contains("lease not found")
+}
+
+/// How long before the lease could expire the session stops trusting it: covers clock rates,
+/// a busy machine, and the time to stop acting and to close the proxies' connections. A fifth
+/// of the TTL, at least 500ms.
 pub fn margin(ttl: Duration) -> Duration {
-    (ttl / 10).max(Duration::from_millis(200))
+    (ttl / 5).max(Duration::from_millis(500))
 }
 
 pub struct Session {
@@ -149,15 +155,20 @@ async fn keep(
 ) {
     let period = ttl / 3;
     loop {
-        let opened = bounded(
-            timeout.min(period),
-            "keep the lease alive",
-            client.lease_keep_alive(lease),
-        )
-        .await;
-        let Ok((mut keeper, mut stream)) = opened else {
-            tokio::time::sleep(period / 4).await;
-            continue;
+        let opened =
+            tokio::time::timeout(timeout.min(period), client.lease_keep_alive(lease)).await;
+        let (mut keeper, mut stream) = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(error)) if lease_gone(&error) => {
+                tracing::warn!(lease, "this process's etcd lease expired");
+                lost.send_replace(true);
+                return;
+            }
+            failed => {
+                tracing::debug!(lease, ?failed, "cannot open a keep-alive stream");
+                tokio::time::sleep(period / 4).await;
+                continue;
+            }
         };
         loop {
             let sent = Instant::now();
@@ -168,6 +179,8 @@ async fn keep(
             .await
             {
                 Ok(Ok(Some(response))) => Some(response.ttl()),
+                // etcd refuses to renew a lease it has let go.
+                Ok(Err(error)) if lease_gone(&error) => Some(0),
                 // The stream broke or etcd is silent: open a new one.
                 _ => None,
             };
