@@ -1,14 +1,18 @@
 //! System benchmarks, one command: failover against Redis Sentinel, the virtual-name proxy against
-//! HAProxy, one controller managing many clusters, and PostgreSQL failover against Patroni with
-//! pgbench through the virtual name. Prints Markdown tables with ratios.
+//! HAProxy, one controller managing many clusters, the controller's host lost with the master
+//! (hosts coordinated through etcd), and PostgreSQL failover against Patroni with pgbench through
+//! the virtual name. Prints Markdown tables with ratios.
 //!
 //! Environment: `BENCH_TRIALS` (default 5), `BENCH_PROXY_ROUNDS` (default 5), `BENCH_SCALE`
-//! (default `10,50,100`), `BENCH_SECTIONS` (default `failover,proxy,scale,postgres,pgbench`),
+//! (default `10,50,100`), `BENCH_SECTIONS` (default `failover,proxy,scale,hosts,postgres,pgbench`),
 //! `BENCH_PG_TRIALS` (default 3), `BENCH_PG_FAULTS` (default `kill,freeze,partition`),
 //! `BENCH_PG_SYSTEMS` (default `replicant-1s,replicant-5s,patroni-minimum,patroni-defaults`),
 //! `BENCH_KEEP` (set: the work directory, with every process's log, is kept).
 
+#[path = "../../tests/support/etcd.rs"]
+mod etcd;
 mod failover;
+mod hosts;
 mod pgbench;
 mod postgres;
 mod proxy;
@@ -18,7 +22,7 @@ mod support;
 fn main() {
     let trials = support::env_number("BENCH_TRIALS", 5);
     let sections = std::env::var("BENCH_SECTIONS")
-        .unwrap_or_else(|_| "failover,proxy,scale,postgres,pgbench".into());
+        .unwrap_or_else(|_| "failover,proxy,scale,hosts,postgres,pgbench".into());
     let scale: Vec<usize> = std::env::var("BENCH_SCALE")
         .unwrap_or_else(|_| "10,50,100".into())
         .split(',')
@@ -59,6 +63,12 @@ fn main() {
         }
         if sections.contains("scale") {
             let out = scale::run(&scale, &root.join("scale")).await;
+            println!("{out}");
+            report.push_str(&out);
+            report.push('\n');
+        }
+        if sections.contains("hosts") {
+            let out = hosts::run(trials, &root.join("hosts")).await;
             println!("{out}");
             report.push_str(&out);
             report.push('\n');

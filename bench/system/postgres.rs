@@ -11,8 +11,6 @@
 //! mtime of its timeline history file) are split-brain commits. Lost commits are acknowledged
 //! ones (of either writer, before the promotion) missing from the new primary.
 
-#[path = "../../tests/support/etcd.rs"]
-mod etcd;
 #[path = "../../tests/support/relay.rs"]
 mod relay;
 
@@ -25,6 +23,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use crate::etcd;
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
