@@ -145,7 +145,7 @@ impl Hosts {
                     .lines()
                     .rev()
                     .filter(|l| !l.contains("replicant::runtime: condition"))
-                    .take(40)
+                    .take(60)
                     .collect();
                 text += &format!("--- host {i} (last lines)\n");
                 for line in tail.into_iter().rev() {
@@ -184,6 +184,15 @@ impl Hosts {
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        // A failed assertion anywhere in a test shows what every host did.
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
         }
     }
 }

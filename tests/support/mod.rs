@@ -457,14 +457,16 @@ pub async fn check_servers(bed: &Bed, report: &ClusterReport, expect_reachable: 
     let primary = report.status.current_primary.clone().unwrap();
     let primary_address = bed.address(&primary);
     let mut writable = Vec::new();
+    let mut seen = Vec::new();
     for m in expect_reachable {
         let address = bed.address(m);
-        let is_master = role(&address).await == "master";
-        let fenced = config_number(&address, "min-replicas-to-write")
-            .await
-            .unwrap_or(0)
-            >= u64::from(replicant::engine::redis::FENCE_MARK);
-        if is_master && !fenced {
+        let role = role(&address).await;
+        let guard = config_number(&address, "min-replicas-to-write").await;
+        seen.push(format!(
+            "{m}: role {role:?}, min-replicas-to-write {guard:?}"
+        ));
+        let fenced = guard.unwrap_or(0) >= u64::from(replicant::engine::redis::FENCE_MARK);
+        if role == "master" && !fenced {
             writable.push(m.to_string());
         }
         if *m != primary {
@@ -478,7 +480,8 @@ pub async fn check_servers(bed: &Bed, report: &ClusterReport, expect_reachable: 
     assert_eq!(
         writable,
         std::slice::from_ref(&primary),
-        "exactly one writable master"
+        "exactly one writable master ({})",
+        seen.join("; ")
     );
     assert_eq!(endpoints(report, "orders-rw"), [primary.as_str()]);
     primary_address

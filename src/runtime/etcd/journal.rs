@@ -48,25 +48,14 @@ impl EtcdJournalStore {
         self.session = Some(session);
         self
     }
-
-    async fn bounded<T>(
-        &self,
-        what: &'static str,
-        request: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
-        super::call(self.timeout, request)
-            .await
-            .map_err(|message| StoreError::failed(what, message))
-    }
 }
 
 #[async_trait]
 impl JournalStore for EtcdJournalStore {
     async fn load(&self) -> Result<(Journal, Revision), StoreError> {
-        let mut client = self.client.clone();
-        let found = self
-            .bounded("read", client.get(self.key.as_str(), None))
-            .await?;
+        let found = super::get(&self.client, &self.key, None, self.timeout)
+            .await
+            .map_err(|message| StoreError::failed("read", message))?;
         let Some(kv) = found.kvs().first() else {
             return Ok((Journal::default(), Revision::NONE));
         };
@@ -108,8 +97,9 @@ impl JournalStore for EtcdJournalStore {
             .when([leads, unchanged])
             .and_then([TxnOp::put(self.key.as_str(), bytes, None)])
             .or_else([TxnOp::get(self.fence.leader_key.as_str(), None)]);
-        let mut client = self.client.clone();
-        let response = self.bounded("write", client.txn(txn)).await?;
+        let response = super::txn(&self.client, txn, self.timeout)
+            .await
+            .map_err(|message| StoreError::failed("write", message))?;
         if response.succeeded() {
             let revision = response.header().map(|h| h.revision()).unwrap_or_default();
             return Ok(Revision(Some(revision.to_string())));

@@ -9,7 +9,7 @@ use etcd_client::{Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp,
 
 use super::{
     journal::Fence,
-    session::{EtcdError, Session, bounded},
+    session::{EtcdError, Session},
 };
 
 /// How a process campaigns.
@@ -48,35 +48,17 @@ impl Leadership {
 
     /// Whether the leader key is still this process's: someone may have deleted it by hand.
     pub async fn confirmed(&self, client: &Client, timeout: Duration) -> Result<bool, EtcdError> {
-        let found = bounded(
-            timeout,
-            "read the leader key",
-            client.clone().get(self.fence.leader_key.as_str(), None),
-        )
-        .await?;
+        let found = super::get(client, &self.fence.leader_key, None, timeout)
+            .await
+            .map_err(|message| EtcdError {
+                what: "read the leader key",
+                message,
+            })?;
         Ok(found
             .kvs()
             .first()
             .is_some_and(|kv| kv.create_revision() == self.fence.token))
     }
-}
-
-/// Who leads now, per the leader key: its value (the leader's identity).
-pub async fn leader(
-    client: &Client,
-    key: &str,
-    timeout: Duration,
-) -> Result<Option<String>, EtcdError> {
-    let found = bounded(
-        timeout,
-        "read the leader key",
-        client.clone().get(key, None),
-    )
-    .await?;
-    Ok(found
-        .kvs()
-        .first()
-        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
 }
 
 /// Campaign until this process leads: take the leader key, on the session's lease, if nobody
@@ -103,7 +85,7 @@ pub async fn campaign(
                 Some(PutOptions::new().with_lease(session.lease)),
             )])
             .or_else([TxnOp::get(options.key.as_str(), None)]);
-        let taken = match super::call(options.timeout, client.txn(take)).await {
+        let taken = match super::txn(&client, take, options.timeout).await {
             Err(message) if message.contains("lease not found") => {
                 return Err(EtcdError {
                     what: "campaign",

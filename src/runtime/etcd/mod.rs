@@ -19,7 +19,7 @@ pub mod status;
 
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp, TxnResponse};
 
 pub use self::{
     connect::{Coordinator, CoordinatorError},
@@ -29,7 +29,7 @@ pub use self::{
 };
 
 /// One etcd request, bounded by `timeout` so that a frozen etcd never stalls a round; the
-/// error as text.
+/// error as text. Not retried: for streams and for requests that must not be repeated.
 async fn call<T>(
     timeout: Duration,
     request: impl Future<Output = Result<T, etcd_client::Error>>,
@@ -39,6 +39,77 @@ async fn call<T>(
         Ok(Err(e)) => Err(format!("etcd: {e}")),
         Err(_) => Err(format!("etcd did not answer within {timeout:?}")),
     }
+}
+
+/// Whether a request failed on its way (a dead member's connection), not by etcd's answer:
+/// another member may answer it.
+fn transient(error: &etcd_client::Error) -> bool {
+    use etcd_client::Error;
+    match error {
+        Error::TransportError(_) | Error::IoError(_) => true,
+        Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+        ),
+        _ => false,
+    }
+}
+
+/// One etcd request, made again while it fails on its way, all within `timeout`: the client
+/// spreads requests over the members, and one that went to a member just lost should not fail
+/// a round, a renewal or an acknowledgement. Every request made this way is safe to repeat:
+/// reads, and writes that compare revisions or put the same value again.
+async fn retried<T, F: Future<Output = Result<T, etcd_client::Error>>>(
+    timeout: Duration,
+    mut request: impl FnMut() -> F,
+) -> Result<T, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    // A request stuck on a member that went away is given up early, leaving time for others.
+    let attempt = attempt_timeout(timeout);
+    loop {
+        let now = tokio::time::Instant::now();
+        match tokio::time::timeout_at((now + attempt).min(deadline), request()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) if transient(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "etcd request failed on its way; trying again");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(Err(e)) => return Err(format!("etcd: {e}")),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("etcd request unanswered; trying again");
+            }
+            Err(_) => return Err(format!("etcd did not answer within {timeout:?}")),
+        }
+    }
+}
+
+/// How long one try of a request may take: a third of the request's budget, at least 200ms.
+fn attempt_timeout(timeout: Duration) -> Duration {
+    (timeout / 3).max(Duration::from_millis(200)).min(timeout)
+}
+
+/// A range read, retried while it fails on its way.
+async fn get(
+    client: &Client,
+    key: &str,
+    options: Option<GetOptions>,
+    timeout: Duration,
+) -> Result<GetResponse, String> {
+    retried(timeout, || {
+        let (mut client, key, options) = (client.clone(), key.to_string(), options.clone());
+        async move { client.get(key, options).await }
+    })
+    .await
+}
+
+/// A transaction, retried while it fails on its way. A transaction that took effect but whose
+/// answer was lost fails its comparison when repeated, which callers handle as a conflict.
+async fn txn(client: &Client, txn: Txn, timeout: Duration) -> Result<TxnResponse, String> {
+    retried(timeout, || {
+        let (mut client, txn) = (client.clone(), txn.clone());
+        async move { client.txn(txn).await }
+    })
+    .await
 }
 
 /// Where everything lives, under one prefix.
@@ -116,7 +187,7 @@ async fn fenced_put(
             fence.token,
         )])
         .and_then([TxnOp::put(key, value, None)]);
-    let response = call(timeout, client.clone().txn(txn)).await?;
+    let response = self::txn(client, txn, timeout).await?;
     Ok(response.succeeded())
 }
 
@@ -134,6 +205,6 @@ async fn fenced_delete(
             fence.token,
         )])
         .and_then([TxnOp::delete(key, None)]);
-    let response = call(timeout, client.clone().txn(txn)).await?;
+    let response = self::txn(client, txn, timeout).await?;
     Ok(response.succeeded())
 }

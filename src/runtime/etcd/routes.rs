@@ -20,7 +20,7 @@ use etcd_client::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Fence, Keys, Session, call, fenced_delete};
+use super::{Fence, Keys, Session, call, fenced_delete, get, txn};
 use crate::{
     api::{Balancing, ProxyMode},
     desired::Desired,
@@ -107,7 +107,7 @@ impl EtcdRouter {
     /// The route as stored, and its revision.
     async fn read(&self, name: &str) -> Result<Option<(Route, i64)>, String> {
         let key = self.keys.route(&self.proxy_key(name));
-        let found = call(self.timeout, self.client.clone().get(key, None)).await?;
+        let found = get(&self.client, &key, None, self.timeout).await?;
         let Some(kv) = found.kvs().first() else {
             return Ok(None);
         };
@@ -126,14 +126,14 @@ impl EtcdRouter {
         route.endpoints = endpoints;
         let bytes = serde_json::to_vec(&route).map_err(|e| e.to_string())?;
         let key = self.keys.route(&self.proxy_key(name));
-        let txn = Txn::new()
+        let request = Txn::new()
             .when([etcd_client::Compare::create_revision(
                 self.fence.leader_key.as_str(),
                 etcd_client::CompareOp::Equal,
                 self.fence.token,
             )])
             .and_then([TxnOp::put(key, bytes, None)]);
-        let response = call(self.timeout, self.client.clone().txn(txn)).await?;
+        let response = txn(&self.client, request, self.timeout).await?;
         if !response.succeeded() {
             return Err(deposed(&self.fence));
         }
@@ -184,7 +184,7 @@ impl EtcdRouter {
             TxnOp::get(hosts.as_str(), Some(GetOptions::new().with_prefix())),
             TxnOp::get(acks.as_str(), Some(GetOptions::new().with_prefix())),
         ]);
-        let response = call(self.timeout, self.client.clone().txn(both)).await?;
+        let response = txn(&self.client, both, self.timeout).await?;
         let mut ranges = response.op_responses().into_iter().filter_map(|r| match r {
             TxnOpResponse::Get(get) => Some(get),
             _ => None,
@@ -267,14 +267,8 @@ pub async fn retain(
     timeout: Duration,
 ) -> Result<(), String> {
     let prefix = keys.routes();
-    let found = call(
-        timeout,
-        client.clone().get(
-            prefix.as_str(),
-            Some(GetOptions::new().with_prefix().with_keys_only()),
-        ),
-    )
-    .await?;
+    let keys_only = GetOptions::new().with_prefix().with_keys_only();
+    let found = get(client, &prefix, Some(keys_only), timeout).await?;
     for kv in found.kvs() {
         let Some(name) = kv
             .key_str()
@@ -373,11 +367,11 @@ impl Follower {
     /// Every route with its revision, and the revision the read saw.
     async fn load(&self) -> Result<(Held, i64), String> {
         let prefix = self.keys.routes();
-        let found = call(
+        let found = get(
+            &self.client,
+            &prefix,
+            Some(GetOptions::new().with_prefix()),
             self.timeout,
-            self.client
-                .clone()
-                .get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
         )
         .await?;
         let revision = found.header().map(|h| h.revision()).unwrap_or_default();
@@ -530,8 +524,8 @@ impl Follower {
                 )
             })
             .collect();
-        let txn = Txn::new().and_then(puts);
-        match call(self.timeout, self.client.clone().txn(txn)).await {
+        let request = Txn::new().and_then(puts);
+        match txn(&self.client, request, self.timeout).await {
             Ok(_) => true,
             Err(error) => {
                 tracing::warn!(%error, "cannot acknowledge the routes");

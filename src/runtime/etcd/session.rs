@@ -155,8 +155,10 @@ async fn keep(
 ) {
     let period = ttl / 3;
     loop {
-        let opened =
-            tokio::time::timeout(timeout.min(period), client.lease_keep_alive(lease)).await;
+        // Short tries: a stream stuck on a member that went away is given up well before the
+        // lease is in doubt, and the next try goes to another.
+        let attempt = super::attempt_timeout(timeout.min(period));
+        let opened = tokio::time::timeout(attempt, client.lease_keep_alive(lease)).await;
         let (mut keeper, mut stream) = match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(error)) if lease_gone(&error) => {
@@ -166,13 +168,13 @@ async fn keep(
             }
             failed => {
                 tracing::debug!(lease, ?failed, "cannot open a keep-alive stream");
-                tokio::time::sleep(period / 4).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         loop {
             let sent = Instant::now();
-            let confirmed = match tokio::time::timeout(timeout.min(period), async {
+            let confirmed = match tokio::time::timeout(attempt, async {
                 keeper.keep_alive().await?;
                 stream.message().await
             })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use etcd_client::{Client, GetOptions, PutOptions};
 use serde::{Deserialize, Serialize};
 
-use super::{Fence, Keys, Session, call, fenced_put};
+use super::{Fence, Keys, Session, fenced_put, get};
 use crate::standalone::state::ClusterReport;
 
 /// A host as it registers itself: present while its session lives.
@@ -41,14 +41,13 @@ pub async fn register(
     timeout: Duration,
 ) -> Result<(), String> {
     let bytes = serde_json::to_vec(host).map_err(|e| e.to_string())?;
-    call(
-        timeout,
-        client.clone().put(
-            keys.host(&host.identity),
-            bytes,
-            Some(PutOptions::new().with_lease(session.lease)),
-        ),
-    )
+    let key = keys.host(&host.identity);
+    let options = PutOptions::new().with_lease(session.lease);
+    super::retried(timeout, || {
+        let (mut client, key, bytes, options) =
+            (client.clone(), key.clone(), bytes.clone(), options.clone());
+        async move { client.put(key, bytes, Some(options)).await }
+    })
     .await
     .map(|_| ())
 }
@@ -72,11 +71,10 @@ pub async fn store(
 
 /// Read the leader, the hosts and every cluster's report.
 pub async fn overview(client: &Client, keys: &Keys, timeout: Duration) -> Result<Overview, String> {
-    let mut client = client.clone();
     let prefixed = || Some(GetOptions::new().with_prefix());
-    let leader = call(timeout, client.get(keys.leader(), None)).await?;
-    let hosts = call(timeout, client.get(keys.hosts(), prefixed())).await?;
-    let clusters = call(timeout, client.get(keys.statuses(), prefixed())).await?;
+    let leader = get(client, &keys.leader(), None, timeout).await?;
+    let hosts = get(client, &keys.hosts(), prefixed(), timeout).await?;
+    let clusters = get(client, &keys.statuses(), prefixed(), timeout).await?;
     let decode = |key: &[u8]| format!("{} in etcd: not understood", String::from_utf8_lossy(key));
     let mut overview = Overview {
         leader: leader
