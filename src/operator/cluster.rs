@@ -125,11 +125,15 @@ async fn round(
     let store = state
         .store
         .get_or_insert_with(|| {
-            Arc::new(ConfigMapJournalStore::new(
+            let store = ConfigMapJournalStore::new(
                 Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace),
                 &name,
                 owner,
-            ))
+            );
+            Arc::new(match ctx.elector.clone() {
+                Some(elector) => store.confirming(Arc::new(move || elector.is_leading())),
+                None => store,
+            })
         })
         .clone();
     let router = ServiceRouter {

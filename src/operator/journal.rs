@@ -30,6 +30,8 @@ pub struct ConfigMapJournalStore {
     owner: OwnerReference,
     /// The journal as last read or written, with the resourceVersion it was at.
     cached: Mutex<Option<(Journal, Revision)>>,
+    /// Whether this process still holds its Lease, checked before every step.
+    leading: Option<std::sync::Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl ConfigMapJournalStore {
@@ -39,7 +41,15 @@ impl ConfigMapJournalStore {
             name: config_map_name(cluster),
             owner,
             cached: Mutex::new(None),
+            leading: None,
         }
+    }
+
+    /// Take no step once `leading` says this process's Lease is no longer surely held: a
+    /// round in flight when it lapsed stops at its next step.
+    pub fn confirming(mut self, leading: std::sync::Arc<dyn Fn() -> bool + Send + Sync>) -> Self {
+        self.leading = Some(leading);
+        self
     }
 }
 
@@ -86,7 +96,15 @@ impl JournalStore for ConfigMapJournalStore {
         Ok((journal, revision))
     }
 
+    fn confirm(&self) -> Result<(), StoreError> {
+        match &self.leading {
+            Some(leading) if !leading() => Err(StoreError::Lapsed),
+            _ => Ok(()),
+        }
+    }
+
     async fn save(&self, journal: &Journal, expected: &Revision) -> Result<Revision, StoreError> {
+        self.confirm()?;
         let mut cached = self.cached.lock().await;
         let text = serde_json::to_string_pretty(journal).map_err(|e| store_error("write", e))?;
         let cm = ConfigMap {

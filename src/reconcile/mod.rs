@@ -79,6 +79,10 @@ pub enum StoreError {
         "this process no longer leads (its fencing token {token} is not the leader key's): it takes no step"
     )]
     Deposed { token: i64 },
+    #[error(
+        "this process cannot confirm it still leads (its lease may have run out): it takes no step"
+    )]
+    Lapsed,
     #[error("journal {what}: {message}")]
     Failed { what: &'static str, message: String },
 }

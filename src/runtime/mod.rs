@@ -223,13 +223,14 @@ impl ClusterReconciler {
                 if let Some(metrics) = &self.metrics {
                     metrics.record_round(&self.label, &round);
                 }
-                log_changed_conditions(&self.label, before.as_ref(), &round.status);
                 host.notify(Notice::Round {
                     round: &round,
                     before: before.as_ref(),
                 })
                 .await;
                 let status = with_spec_problems(round.status, &problems);
+                // Compared as stored, SpecValid included, so that unchanged conditions stay quiet.
+                log_changed_conditions(&self.label, before.as_ref(), &status);
                 self.computed = Some(status.clone());
                 self.store(host, status, None, generation, stored.as_ref())
                     .await;
@@ -364,10 +365,12 @@ impl ClusterReconciler {
 /// acting.
 pub fn retry_wait(error: &ReconcileError, failures: u32) -> Duration {
     match error {
-        ReconcileError::Act(StoreError::Conflict { .. } | StoreError::Deposed { .. })
-        | ReconcileError::Observe(StoreError::Conflict { .. } | StoreError::Deposed { .. }) => {
-            backoff(failures + 2)
-        }
+        ReconcileError::Act(
+            StoreError::Conflict { .. } | StoreError::Deposed { .. } | StoreError::Lapsed,
+        )
+        | ReconcileError::Observe(
+            StoreError::Conflict { .. } | StoreError::Deposed { .. } | StoreError::Lapsed,
+        ) => backoff(failures + 2),
         ReconcileError::Act(_) | ReconcileError::Observe(_) => backoff(failures),
     }
 }

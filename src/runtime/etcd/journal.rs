@@ -68,9 +68,7 @@ impl JournalStore for EtcdJournalStore {
 
     fn confirm(&self) -> Result<(), StoreError> {
         if self.session.as_ref().is_some_and(|s| !s.alive()) {
-            return Err(StoreError::Deposed {
-                token: self.fence.token,
-            });
+            return Err(StoreError::Lapsed);
         }
         Ok(())
     }
