@@ -142,6 +142,23 @@ async fn the_leader_killed_mid_failover_is_resumed_by_another_host() {
     let primary = check_servers(&hosts.bed, report, &["b", "c"]).await;
     assert_proxies_on_master(&hosts, &[1, 2]).await;
     assert_nothing_lost(&primary, "leader-kill:", &acks).await;
+
+    // `replicant status` from etcd, as from any host.
+    let coordinator = format!(
+        "etcd://{}",
+        hosts.etcd.endpoints().join(",").replace("http://", "")
+    );
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_replicant"))
+        .args(["status", "--coordinator", &coordinator])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{text}");
+    let leader = overview.leader.clone().unwrap();
+    assert!(text.contains(&format!("Leader: {leader}")), "{text}");
+    assert!(text.contains("h1 (proxies on 127.0.0.3)"), "{text}");
+    assert!(text.contains("orders"), "{text}");
+    assert!(text.contains(&target), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
