@@ -17,6 +17,7 @@ use replicant::{
 
 use super::{Bed, Controller, etcd::Etcd, relay::Relay};
 
+/// The lease the hosts run with unless a test sets another: short, so that tests are quick.
 pub const LEASE: Duration = Duration::from_secs(3);
 const TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -27,6 +28,8 @@ pub struct Hosts {
     /// Per host, one relay per etcd member.
     relays: Vec<Vec<Relay>>,
     pub hosts: Vec<Option<Controller>>,
+    /// `--lease` of the hosts started from now on.
+    pub lease: Duration,
 }
 
 impl Hosts {
@@ -49,6 +52,7 @@ impl Hosts {
             client,
             relays,
             hosts: (0..count).map(|_| None).collect(),
+            lease: LEASE,
         }
     }
 
@@ -74,7 +78,7 @@ impl Hosts {
     /// Start host `i` with `env`.
     pub fn start(&mut self, i: usize, env: &[(&str, &str)]) {
         let log = self.bed.dir.path().join(format!("host-{i}.log"));
-        let lease = format!("{}s", LEASE.as_secs());
+        let lease = format!("{}s", self.lease.as_secs());
         let (coordinator, identity, ip) = (self.coordinator(i), Self::identity(i), Self::ip(i));
         let specs = self.bed.specs();
         let args = [
@@ -203,9 +207,16 @@ pub fn orders(overview: &Overview) -> Option<&ClusterReport> {
 }
 
 /// Whether `overview` shows `count` hosts, a leader, and the cluster settled with `reachable`
-/// members reachable.
+/// members reachable and the read-write name on the primary (a status written before an etcd
+/// outage can show the rest).
 pub fn settled(overview: &Overview, count: usize, reachable: &[&str]) -> bool {
     overview.hosts.len() == count
         && overview.leader.is_some()
-        && orders(overview).is_some_and(|r| super::converged(r, reachable))
+        && orders(overview).is_some_and(|r| {
+            super::converged(r, reachable)
+                && r.status
+                    .current_primary
+                    .as_deref()
+                    .is_some_and(|p| super::endpoints(r, "orders-rw") == [p])
+        })
 }

@@ -166,8 +166,10 @@ async fn membership(shared: Arc<Shared>, proxies: Arc<Proxies>) {
     }
 }
 
-/// Put this host's key under `session`, until it is there or the session is lost.
+/// Put this host's key under `session`, until it is there or the session is lost. Until then
+/// this host neither serves nor campaigns.
 async fn register(shared: &Shared, session: &Session) {
+    let mut reported = None;
     loop {
         let host = shared.host.lock().expect("lock").clone();
         match status::register(
@@ -184,7 +186,13 @@ async fn register(shared: &Shared, session: &Session) {
                 tracing::warn!(%error, "cannot register this host");
                 return;
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(error) => {
+                if reported.as_ref() != Some(&error) {
+                    tracing::error!(%error, "cannot register this host: not serving, not leading");
+                    reported = Some(error);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
 }
@@ -225,7 +233,12 @@ impl Coordination for Shared {
         self.host.lock().expect("lock").spec_problems = problems.to_vec();
         let session = self.session.borrow().clone();
         if let Some(session) = session {
-            register(self, &session).await;
+            let host = self.host.lock().expect("lock").clone();
+            let registered =
+                status::register(&self.client, &self.keys, &session, &host, self.timeout()).await;
+            if let Err(error) = registered {
+                tracing::warn!(%error, "the spec problems are not shown in etcd");
+            }
         }
     }
 

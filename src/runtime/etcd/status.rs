@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, GetOptions, PutOptions};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{Fence, Keys, Session, fenced_put, get};
+use super::{Fence, Keys, Session, fenced_put, get, txn};
 use crate::standalone::state::ClusterReport;
 
 /// A host as it registers itself: present while its session lives.
@@ -32,7 +32,9 @@ pub struct Overview {
     pub clusters: Vec<ClusterReport>,
 }
 
-/// Register (or update) this host under its session's lease.
+/// Register (or update) this host under its session's lease. Refused while another live
+/// process holds the same identity: two hosts under one name would answer for each other's
+/// proxies.
 pub async fn register(
     client: &Client,
     keys: &Keys,
@@ -42,14 +44,37 @@ pub async fn register(
 ) -> Result<(), String> {
     let bytes = serde_json::to_vec(host).map_err(|e| e.to_string())?;
     let key = keys.host(&host.identity);
-    let options = PutOptions::new().with_lease(session.lease);
-    super::retried(timeout, || {
-        let (mut client, key, bytes, options) =
-            (client.clone(), key.clone(), bytes.clone(), options.clone());
-        async move { client.put(key, bytes, Some(options)).await }
-    })
-    .await
-    .map(|_| ())
+    let put = TxnOp::put(
+        key.as_str(),
+        bytes,
+        Some(PutOptions::new().with_lease(session.lease)),
+    );
+    for condition in [
+        // Already ours: an update.
+        Compare::lease(key.as_str(), CompareOp::Equal, session.lease),
+        // Nobody's.
+        Compare::version(key.as_str(), CompareOp::Equal, 0),
+    ] {
+        let request = Txn::new()
+            .when([condition])
+            .and_then([put.clone()])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let response = txn(client, request, timeout).await?;
+        if response.succeeded() {
+            return Ok(());
+        }
+        let holder = response.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.lease()),
+            _ => None,
+        });
+        if let Some(other) = holder.filter(|other| *other != session.lease) {
+            return Err(format!(
+                "another live process is registered as {} (etcd lease {other}): give each host its own --identity",
+                host.identity
+            ));
+        }
+    }
+    Err(format!("{key} changed while registering; trying again"))
 }
 
 /// Store a cluster's report, only while `fence` holds the leader key.
