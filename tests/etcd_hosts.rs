@@ -130,10 +130,7 @@ async fn the_leader_killed_mid_failover_is_resumed_by_another_host() {
         .host(0)
         .wait_for_exit(20, "the leader's crash after promoting")
         .await;
-    let target = hosts.journal().await["operation"]["to"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let target = hosts.journaled_target().await;
     assert!(
         !target.is_empty(),
         "the failover is journaled before its steps"
@@ -141,23 +138,10 @@ async fn the_leader_killed_mid_failover_is_resumed_by_another_host() {
     let overview = hosts
         .wait_for("another host to finish the failover", 30, taken_over)
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let acks = w.finish().await;
-    let report = orders(&overview).unwrap();
-    assert_eq!(
-        report.status.current_primary.as_deref(),
-        Some(target.as_str())
-    );
-    assert_eq!(report.status.epoch, 1, "one promotion, resumed");
-    let primary = check_servers(&hosts.bed, report, &["b", "c"]).await;
-    assert_proxies_on_master(&hosts, &[1, 2]).await;
-    assert_nothing_lost(&primary, "leader-kill:", &acks).await;
+    assert_failed_over_once(&hosts, &overview, &target, w, "leader-kill:", &[1, 2]).await;
 
     // `replicant status` from etcd, as from any host.
-    let coordinator = format!(
-        "etcd://{}",
-        hosts.etcd.endpoints().join(",").replace("http://", "")
-    );
+    let coordinator = hosts.direct_coordinator();
     let shown = std::process::Command::new(env!("CARGO_BIN_EXE_replicant"))
         .args(["status", "--coordinator", &coordinator])
         .output()
@@ -189,10 +173,7 @@ async fn a_leader_frozen_past_its_lease_acts_on_nothing_when_it_resumes() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let target = hosts.journal().await["operation"]["to"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let target = hosts.journaled_target().await;
     let token_before = hosts.leader_token().await;
     let overview = hosts
         .wait_for("another host to finish the failover", 30, taken_over)
@@ -222,22 +203,34 @@ async fn a_leader_frozen_past_its_lease_acts_on_nothing_when_it_resumes() {
             settled(o, 3, &["b", "c"])
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let acks = w.finish().await;
     let report = orders(&overview).unwrap();
-    assert_eq!(
-        report.status.current_primary.as_deref(),
-        Some(target.as_str())
-    );
-    assert_eq!(
-        report.status.epoch, 1,
-        "one promotion: the resumed leader took none"
-    );
     assert_eq!(report.status.history, history, "no second failover");
     assert_ne!(overview.leader.as_deref(), Some("h0"));
+    assert_failed_over_once(&hosts, &overview, &target, w, "leader-freeze:", &[0, 1, 2]).await;
+}
+
+/// After `a` was lost: the primary is the journaled `target` after exactly one promotion, the
+/// servers hold the invariants, the proxies of `routing` hosts reach the master, and nothing
+/// the writer (over `prefix`) saw acknowledged is lost.
+async fn assert_failed_over_once(
+    hosts: &Hosts,
+    overview: &replicant::runtime::etcd::status::Overview,
+    target: &str,
+    writer: Writer,
+    prefix: &str,
+    routing: &[usize],
+) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acks = writer.finish().await;
+    let report = orders(overview).unwrap();
+    assert_eq!(report.status.current_primary.as_deref(), Some(target));
+    assert_eq!(
+        report.status.epoch, 1,
+        "one promotion: resumed, never repeated"
+    );
     let primary = check_servers(&hosts.bed, report, &["b", "c"]).await;
-    assert_proxies_on_master(&hosts, &[0, 1, 2]).await;
-    assert_nothing_lost(&primary, "leader-freeze:", &acks).await;
+    assert_proxies_on_master(hosts, routing).await;
+    assert_nothing_lost(&primary, prefix, &acks).await;
 }
 
 /// A connection through a proxy that records when the proxy closes it.
@@ -303,10 +296,7 @@ async fn all_of_etcd_frozen_demotes_no_server_and_everything_resumes() {
     assert_proxies_on_master(&hosts, &[0, 1, 2]).await;
 
     // A second process under a live host's name is refused, and serves nothing.
-    let coordinator = format!(
-        "etcd://{}",
-        hosts.etcd.endpoints().join(",").replace("http://", "")
-    );
+    let coordinator = hosts.direct_coordinator();
     let specs = hosts.bed.specs();
     let impostor = Controller::spawn(
         &["run"],

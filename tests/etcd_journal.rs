@@ -10,7 +10,7 @@ use etcd_client::Client;
 use replicant::{
     journal::Journal,
     reconcile::{JournalStore, Revision, StoreError},
-    runtime::etcd::{EtcdJournalStore, Fence, journal_key},
+    runtime::etcd::{EtcdJournalStore, Fence, Keys},
 };
 use support::etcd::{Etcd, available};
 
@@ -41,7 +41,7 @@ async fn journal_writes_compare_the_revision_they_read_and_the_leaders_token() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(dir.path(), 3);
     let mut client = Client::connect(etcd.endpoints(), None).await.unwrap();
-    let key = journal_key("/replicant", "default", "orders");
+    let key = Keys::new("/replicant").journal("default", "orders");
     let first = lead(&mut client).await;
     let shared = client.clone();
     let store = |fence: &Fence| {

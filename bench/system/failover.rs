@@ -13,7 +13,8 @@ use replicant::local::{
 };
 
 use crate::support::{
-    Outcome, Proc, accepts_write, info_field, median, percentile, ready_controller,
+    Outcome, Proc, Totals, accepts_write, info_field, median, percentile, ready_controller,
+    write_gap,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,10 +45,10 @@ enum Setup {
     },
 }
 
-async fn replicant(dir: &Path, servers: &[RedisProcess], detect_ms: u64) -> Setup {
-    let specs = dir.join("specs");
-    let state = dir.join("state");
-    fs::create_dir_all(&specs).unwrap();
+/// Write the spec of cluster `bench` over `servers` (a primary) into `specs`, with its
+/// read-write name listening on a free port; returns the port.
+pub fn write_spec(specs: &Path, servers: &[RedisProcess], detect_ms: u64) -> u16 {
+    fs::create_dir_all(specs).unwrap();
     let rw = free_port().unwrap();
     let members: String = servers
         .iter()
@@ -61,6 +62,13 @@ async fn replicant(dir: &Path, servers: &[RedisProcess], detect_ms: u64) -> Setu
         ),
     )
     .unwrap();
+    rw
+}
+
+async fn replicant(dir: &Path, servers: &[RedisProcess], detect_ms: u64) -> Setup {
+    let specs = dir.join("specs");
+    let state = dir.join("state");
+    let rw = write_spec(&specs, servers, detect_ms);
     let proc = ready_controller(&specs, &state, Duration::from_secs(30)).await;
     Setup::Replicant {
         _controller: proc,
@@ -197,15 +205,7 @@ pub async fn trial(system: System, fault: Fault, detect_ms: u64, dir: &Path) -> 
         Fault::Kill => servers[0].kill(),
         Fault::Freeze => servers[0].freeze(),
     }
-    let after = Instant::now();
-    let mut gap = None;
-    while fault_at.elapsed() < Duration::from_secs(60) {
-        if let Some(ack) = writer.first_sent_after(after).await {
-            gap = Some(ack.acked.duration_since(fault_at).as_secs_f64());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let gap = write_gap(&writer, fault_at, Instant::now()).await;
     let mut split_brain = 0;
     if fault == Fault::Freeze {
         // Stay frozen well past the detection window, then resume and try the old master directly.
@@ -262,13 +262,15 @@ pub async fn run(trials: usize, detections: &[u64], root: &Path) -> String {
                     outcomes.push(outcome);
                     let _ = fs::remove_dir_all(&dir);
                 }
-                let gaps: Vec<f64> = outcomes.iter().filter_map(|o| o.gap).collect();
-                let stuck = outcomes.iter().filter(|o| o.gap.is_none()).count();
-                let acked: usize = outcomes.iter().map(|o| o.acknowledged).sum();
-                let lost: usize = outcomes.iter().map(|o| o.lost).sum();
-                let split: usize = outcomes.iter().map(|o| o.split_brain).sum();
+                let Totals {
+                    gaps,
+                    stuck,
+                    acknowledged: acked,
+                    lost,
+                    split_brain,
+                } = Totals::of(&outcomes);
                 let split_text = if fault == Fault::Freeze {
-                    split.to_string()
+                    split_brain.to_string()
                 } else {
                     "n/a".into()
                 };

@@ -11,14 +11,14 @@ use std::{
 };
 
 use replicant::local::{
-    RedisProcess, free_port,
+    RedisProcess,
     writer::{Route, Writer, WriterOptions, count_missing},
 };
 
 use crate::{
     etcd::Etcd,
     failover::{self, Fault, System},
-    support::{Outcome, Proc, median, percentile},
+    support::{Outcome, Proc, Totals, median, percentile, write_gap},
 };
 
 const LEASE_SECS: u64 = 5;
@@ -83,20 +83,7 @@ async fn hosts_trial(dir: &Path) -> Outcome {
         .map(|_| RedisProcess::start(dir, &[]).unwrap())
         .collect();
     let specs = dir.join("specs");
-    fs::create_dir_all(&specs).unwrap();
-    let rw = free_port().unwrap();
-    let members: String = servers
-        .iter()
-        .zip(["a", "b", "c"])
-        .map(|(s, n)| format!("    - {{name: {n}, address: \"{}\"}}\n", s.address()))
-        .collect();
-    fs::write(
-        specs.join("bench.yaml"),
-        format!(
-            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: bench}}\nspec:\n  engine: redis\n  primary: a\n  members:\n{members}  failover: {{standby: b, detectAfter: {DETECT_MS}ms, cooldown: 1m}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: bench-rw}}\nspec: {{cluster: bench, target: primary, listen: \"127.0.0.1:{rw}\"}}\n"
-        ),
-    )
-    .unwrap();
+    let rw = failover::write_spec(&specs, &servers, DETECT_MS);
     let endpoints: Vec<String> = etcd
         .members
         .iter()
@@ -128,15 +115,7 @@ async fn hosts_trial(dir: &Path) -> Outcome {
     let fault_at = Instant::now();
     let _ = leader.0.kill();
     servers[0].kill();
-    let after = Instant::now();
-    let mut gap = None;
-    while fault_at.elapsed() < Duration::from_secs(60) {
-        if let Some(ack) = writer.first_sent_after(after).await {
-            gap = Some(ack.acked.duration_since(fault_at).as_secs_f64());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let gap = write_gap(&writer, fault_at, Instant::now()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let acks = writer.finish().await;
     let lost = count_missing(&through, prefix, &acks)
@@ -177,10 +156,13 @@ pub async fn run(trials: usize, root: &Path) -> String {
                 let _ = fs::remove_dir_all(&dir);
             }
         }
-        let gaps: Vec<f64> = outcomes.iter().filter_map(|o| o.gap).collect();
-        let stuck = outcomes.iter().filter(|o| o.gap.is_none()).count();
-        let acked: usize = outcomes.iter().map(|o| o.acknowledged).sum();
-        let lost: usize = outcomes.iter().map(|o| o.lost).sum();
+        let Totals {
+            gaps,
+            stuck,
+            acknowledged: acked,
+            lost,
+            ..
+        } = Totals::of(&outcomes);
         let fault = if medians.is_empty() {
             "kill -9 of the master"
         } else {

@@ -8,7 +8,7 @@ use std::{
 };
 
 use replicant::{
-    local::free_port,
+    local::{free_port, writer::Writer},
     standalone::state::{ClusterReport, read_reports},
 };
 
@@ -23,6 +23,40 @@ pub struct Outcome {
     pub lost: usize,
     /// Writes the old primary acknowledged while another primary existed.
     pub split_brain: usize,
+}
+
+/// The totals of several trials of one setup.
+pub struct Totals {
+    pub gaps: Vec<f64>,
+    /// Trials with no write within the trial.
+    pub stuck: usize,
+    pub acknowledged: usize,
+    pub lost: usize,
+    pub split_brain: usize,
+}
+
+impl Totals {
+    pub fn of(outcomes: &[Outcome]) -> Self {
+        Self {
+            gaps: outcomes.iter().filter_map(|o| o.gap).collect(),
+            stuck: outcomes.iter().filter(|o| o.gap.is_none()).count(),
+            acknowledged: outcomes.iter().map(|o| o.acknowledged).sum(),
+            lost: outcomes.iter().map(|o| o.lost).sum(),
+            split_brain: outcomes.iter().map(|o| o.split_brain).sum(),
+        }
+    }
+}
+
+/// Seconds from `fault_at` to the acknowledgement of the writer's first write sent after
+/// `after`; `None` if none comes within 60s of the fault.
+pub async fn write_gap(writer: &Writer, fault_at: Instant, after: Instant) -> Option<f64> {
+    while fault_at.elapsed() < Duration::from_secs(60) {
+        if let Some(ack) = writer.first_sent_after(after).await {
+            return Some(ack.acked.duration_since(fault_at).as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
 }
 
 /// A child process killed (SIGKILL, by PID) and reaped on drop.

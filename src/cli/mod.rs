@@ -736,14 +736,22 @@ fn plan_command(
     let observed = load_observed(observed)?;
     let now = now.unwrap_or_else(jiff::Timestamp::now);
     let plan = plan::plan(&desired, &observed, now);
+    print_as(format, &plan, || {
+        render::plan_table(&desired, &observed, &plan)
+    })
+}
+
+/// Print `value` in `format`: `table` renders it for people, JSON and YAML serialise it.
+fn print_as(
+    format: Format,
+    value: &impl serde::Serialize,
+    table: impl FnOnce() -> String,
+) -> Result<ExitCode, CliError> {
+    let encode = |e: &dyn std::fmt::Display| CliError::Encode(e.to_string());
     let text = match format {
-        Format::Table => render::plan_table(&desired, &observed, &plan),
-        Format::Json => {
-            serde_json::to_string_pretty(&plan).map_err(|e| CliError::Encode(e.to_string()))? + "\n"
-        }
-        Format::Yaml => {
-            serde_yaml::to_string(&plan).map_err(|e| CliError::Encode(e.to_string()))?
-        }
+        Format::Table => table(),
+        Format::Json => serde_json::to_string_pretty(value).map_err(|e| encode(&e))? + "\n",
+        Format::Yaml => serde_yaml::to_string(value).map_err(|e| encode(&e))?,
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
@@ -810,18 +818,9 @@ fn status_command(state: &Path, format: Format) -> Result<ExitCode, CliError> {
             eprintln!("spec problem: {problem}");
         }
     }
-    let text = match format {
-        Format::Table => render::specs_table(&specs) + &render::status_table(&reports),
-        Format::Json => {
-            serde_json::to_string_pretty(&reports).map_err(|e| CliError::Encode(e.to_string()))?
-                + "\n"
-        }
-        Format::Yaml => {
-            serde_yaml::to_string(&reports).map_err(|e| CliError::Encode(e.to_string()))?
-        }
-    };
-    print!("{text}");
-    Ok(ExitCode::SUCCESS)
+    print_as(format, &reports, || {
+        render::specs_table(&specs) + &render::status_table(&reports)
+    })
 }
 
 fn hosts_status_command(
@@ -842,18 +841,9 @@ fn hosts_status_command(
         .await
         .map_err(CliError::Etcd)
     })?;
-    let text = match format {
-        Format::Table => render::hosts_table(&overview) + &render::status_table(&overview.clusters),
-        Format::Json => {
-            serde_json::to_string_pretty(&overview).map_err(|e| CliError::Encode(e.to_string()))?
-                + "\n"
-        }
-        Format::Yaml => {
-            serde_yaml::to_string(&overview).map_err(|e| CliError::Encode(e.to_string()))?
-        }
-    };
-    print!("{text}");
-    Ok(ExitCode::SUCCESS)
+    print_as(format, &overview, || {
+        render::hosts_table(&overview) + &render::status_table(&overview.clusters)
+    })
 }
 
 fn copy_binary(dir: &Path) -> Result<ExitCode, CliError> {

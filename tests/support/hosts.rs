@@ -70,6 +70,23 @@ impl Hosts {
         format!("{}:{}", Self::ip(i), self.bed.rw_port)
     }
 
+    /// The coordinator URL of etcd itself, not through any host's relays.
+    pub fn direct_coordinator(&self) -> String {
+        format!(
+            "etcd://{}",
+            self.etcd.endpoints().join(",").replace("http://", "")
+        )
+    }
+
+    /// The member an in-flight operation is moving the primary to, per the journal in etcd
+    /// (empty when none is journaled).
+    pub async fn journaled_target(&self) -> String {
+        self.journal().await["operation"]["to"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     fn coordinator(&self, i: usize) -> String {
         let members: Vec<String> = self.relays[i].iter().map(Relay::address).collect();
         format!("etcd://{}", members.join(","))

@@ -21,6 +21,14 @@ pub struct Fence {
     pub token: i64,
 }
 
+impl Fence {
+    /// The comparison every write of this leader carries: the leader key is still the one it
+    /// created.
+    pub fn holds(&self) -> Compare {
+        Compare::create_revision(self.leader_key.as_str(), CompareOp::Equal, self.token)
+    }
+}
+
 pub struct EtcdJournalStore {
     client: Client,
     key: String,
@@ -86,13 +94,8 @@ impl JournalStore for EtcdJournalStore {
                 Compare::mod_revision(self.key.as_str(), CompareOp::Equal, revision)
             }
         };
-        let leads = Compare::create_revision(
-            self.fence.leader_key.as_str(),
-            CompareOp::Equal,
-            self.fence.token,
-        );
         let txn = Txn::new()
-            .when([leads, unchanged])
+            .when([self.fence.holds(), unchanged])
             .and_then([TxnOp::put(self.key.as_str(), bytes, None)])
             .or_else([TxnOp::get(self.fence.leader_key.as_str(), None)]);
         let response = super::txn(&self.client, txn, self.timeout)

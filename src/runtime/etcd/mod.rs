@@ -19,7 +19,7 @@ pub mod status;
 
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp, TxnResponse};
+use etcd_client::{Client, GetOptions, GetResponse, Txn, TxnOp, TxnResponse};
 
 pub use self::{
     connect::{Coordinator, CoordinatorError},
@@ -167,44 +167,17 @@ impl Keys {
     }
 }
 
-/// `PREFIX/clusters/NAMESPACE/NAME/journal`
-pub fn journal_key(prefix: &str, namespace: &str, name: &str) -> String {
-    Keys::new(prefix).journal(namespace, name)
-}
-
-/// Put `value` at `key` only while `fence` holds the leader key; `Ok(false)` when it does not.
-async fn fenced_put(
+/// Take `op` only while `fence` holds the leader key: the revision it took effect at, or
+/// `None` when this process no longer leads.
+async fn fenced(
     client: &Client,
     fence: &Fence,
-    key: &str,
-    value: Vec<u8>,
+    op: TxnOp,
     timeout: Duration,
-) -> Result<bool, String> {
-    let txn = Txn::new()
-        .when([Compare::create_revision(
-            fence.leader_key.as_str(),
-            CompareOp::Equal,
-            fence.token,
-        )])
-        .and_then([TxnOp::put(key, value, None)]);
-    let response = self::txn(client, txn, timeout).await?;
-    Ok(response.succeeded())
-}
-
-/// Delete `key` only while `fence` holds the leader key.
-async fn fenced_delete(
-    client: &Client,
-    fence: &Fence,
-    key: &str,
-    timeout: Duration,
-) -> Result<bool, String> {
-    let txn = Txn::new()
-        .when([Compare::create_revision(
-            fence.leader_key.as_str(),
-            CompareOp::Equal,
-            fence.token,
-        )])
-        .and_then([TxnOp::delete(key, None)]);
-    let response = self::txn(client, txn, timeout).await?;
-    Ok(response.succeeded())
+) -> Result<Option<i64>, String> {
+    let request = Txn::new().when([fence.holds()]).and_then([op]);
+    let response = self::txn(client, request, timeout).await?;
+    Ok(response
+        .succeeded()
+        .then(|| response.header().map(|h| h.revision()).unwrap_or_default()))
 }

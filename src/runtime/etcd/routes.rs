@@ -16,11 +16,11 @@ use std::{
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Fence, Keys, Session, call, fenced_delete, get, txn};
+use super::{Fence, Keys, Session, call, fenced, get, txn};
 use crate::{
     api::{Balancing, ProxyMode},
     desired::Desired,
@@ -126,18 +126,10 @@ impl EtcdRouter {
         route.endpoints = endpoints;
         let bytes = serde_json::to_vec(&route).map_err(|e| e.to_string())?;
         let key = self.keys.route(&self.proxy_key(name));
-        let request = Txn::new()
-            .when([etcd_client::Compare::create_revision(
-                self.fence.leader_key.as_str(),
-                etcd_client::CompareOp::Equal,
-                self.fence.token,
-            )])
-            .and_then([TxnOp::put(key, bytes, None)]);
-        let response = txn(&self.client, request, self.timeout).await?;
-        if !response.succeeded() {
-            return Err(deposed(&self.fence));
-        }
-        Ok(response.header().map(|h| h.revision()).unwrap_or_default())
+        let put = TxnOp::put(key, bytes, None);
+        fenced(&self.client, &self.fence, put, self.timeout)
+            .await?
+            .ok_or_else(|| deposed(&self.fence))
     }
 
     /// Bring every stored route's listener and policy in line with the spec (a changed `listen`
@@ -196,7 +188,7 @@ impl EtcdRouter {
             .kvs()
             .iter()
             .filter_map(|kv| {
-                let host = kv.key_str().ok()?.strip_prefix(acks.as_str())?.to_string();
+                let host = key_under(kv, &acks)?.to_string();
                 let at = kv.value_str().ok()?.parse().ok()?;
                 Some((host, at))
             })
@@ -204,7 +196,7 @@ impl EtcdRouter {
         Ok(live
             .kvs()
             .iter()
-            .filter_map(|kv| kv.key_str().ok()?.strip_prefix(hosts.as_str()))
+            .filter_map(|kv| key_under(kv, &hosts))
             .filter(|host| acked.get(*host).is_none_or(|at| *at < revision))
             .map(str::to_string)
             .collect())
@@ -270,16 +262,13 @@ pub async fn retain(
     let keys_only = GetOptions::new().with_prefix().with_keys_only();
     let found = get(client, &prefix, Some(keys_only), timeout).await?;
     for kv in found.kvs() {
-        let Some(name) = kv
-            .key_str()
-            .ok()
-            .and_then(|k| k.strip_prefix(prefix.as_str()))
-        else {
+        let Some(name) = key_under(kv, &prefix) else {
             continue;
         };
         if !keep.iter().any(|k| k == name) {
             tracing::info!(name, "no longer in the specs: its route is removed");
-            if !fenced_delete(client, fence, &keys.route(name), timeout).await? {
+            let delete = TxnOp::delete(keys.route(name), None);
+            if fenced(client, fence, delete, timeout).await?.is_none() {
                 return Err(deposed(fence));
             }
         }
@@ -377,18 +366,8 @@ impl Follower {
         let revision = found.header().map(|h| h.revision()).unwrap_or_default();
         let mut routes = HashMap::new();
         for kv in found.kvs() {
-            let Some(name) = kv
-                .key_str()
-                .ok()
-                .and_then(|k| k.strip_prefix(prefix.as_str()))
-            else {
-                continue;
-            };
-            match serde_json::from_slice::<Route>(kv.value()) {
-                Ok(route) => {
-                    routes.insert(name.to_string(), (route, kv.mod_revision()));
-                }
-                Err(error) => tracing::warn!(name, %error, "route in etcd not understood"),
+            if let Some((name, held)) = held_route(kv, &prefix) {
+                routes.insert(name.to_string(), held);
             }
         }
         Ok((routes, revision))
@@ -424,19 +403,17 @@ impl Follower {
                     let mut changed = Vec::new();
                     for event in response.events() {
                         let Some(kv) = event.kv() else { continue };
-                        let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix.as_str())) else {
-                            continue;
-                        };
                         match event.event_type() {
-                            EventType::Put => match serde_json::from_slice::<Route>(kv.value()) {
-                                Ok(route) => {
-                                    routes.insert(name.to_string(), (route, kv.mod_revision()));
-                                    changed.push((name.to_string(), kv.mod_revision()));
+                            EventType::Put => {
+                                if let Some((name, held)) = held_route(kv, &prefix) {
+                                    changed.push((name.to_string(), held.1));
+                                    routes.insert(name.to_string(), held);
                                 }
-                                Err(error) => tracing::warn!(name, %error, "route in etcd not understood"),
-                            },
+                            }
                             EventType::Delete => {
-                                routes.remove(name);
+                                if let Some(name) = key_under(kv, &prefix) {
+                                    routes.remove(name);
+                                }
                             }
                         }
                     }
@@ -531,6 +508,24 @@ impl Follower {
                 tracing::warn!(%error, "cannot acknowledge the routes");
                 false
             }
+        }
+    }
+}
+
+/// The part of `kv`'s key after `prefix`.
+fn key_under<'a>(kv: &'a KeyValue, prefix: &str) -> Option<&'a str> {
+    kv.key_str().ok()?.strip_prefix(prefix)
+}
+
+/// The route stored in `kv` (a key under `prefix`), by proxy key, with its revision; a value
+/// that is not understood is logged and skipped.
+fn held_route<'a>(kv: &'a KeyValue, prefix: &str) -> Option<(&'a str, (Route, i64))> {
+    let name = key_under(kv, prefix)?;
+    match serde_json::from_slice::<Route>(kv.value()) {
+        Ok(route) => Some((name, (route, kv.mod_revision()))),
+        Err(error) => {
+            tracing::warn!(name, %error, "route in etcd not understood");
+            None
         }
     }
 }

@@ -22,6 +22,7 @@ use super::{
 };
 use crate::{
     api::{ReplicationClusterSpec, ReplicationClusterStatus},
+    desired::NamedVirtualName,
     metrics::{self, Metrics},
     reconcile::{JournalStore, Router},
     runtime::{ClusterHost, ClusterReconciler, ClusterSecrets, Notice, StatusStoreError},
@@ -264,6 +265,7 @@ impl Coordination for Shared {
             ack_wait: self.ack_wait(),
             leadership: self.leadership.subscribe(),
             reconciler: ClusterReconciler::new(name, Some(self.metrics.clone())),
+            shapes_published: None,
         })
     }
 }
@@ -276,6 +278,9 @@ struct EtcdRunner {
     ack_wait: Duration,
     leadership: watch::Receiver<Option<Arc<Leadership>>>,
     reconciler: ClusterReconciler,
+    /// The names whose shapes were last published, and under which fencing token: only the
+    /// leader writes routes, so they need publishing again only when either changes.
+    shapes_published: Option<(i64, Vec<NamedVirtualName>)>,
 }
 
 #[async_trait]
@@ -310,8 +315,14 @@ impl ClusterRunner for EtcdRunner {
             self.ack_wait,
         );
         let may_act = leadership.as_ref().is_some_and(|l| l.may_act());
-        if may_act && let Err(error) = router.publish_shapes().await {
-            tracing::warn!(cluster = %name, %error, "cannot publish the virtual names' shapes");
+        let published = (fence.token, current.desired.virtual_names.clone());
+        if may_act && self.shapes_published.as_ref() != Some(&published) {
+            match router.publish_shapes().await {
+                Ok(()) => self.shapes_published = Some(published),
+                Err(error) => {
+                    tracing::warn!(cluster = %name, %error, "cannot publish the virtual names' shapes")
+                }
+            }
         }
         let host = EtcdHost {
             input: current,

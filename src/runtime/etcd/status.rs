@@ -7,7 +7,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{Fence, Keys, Session, fenced_put, get, txn};
+use super::{Fence, Keys, Session, fenced, get, txn};
 use crate::standalone::state::ClusterReport;
 
 /// A host as it registers itself: present while its session lives.
@@ -87,10 +87,9 @@ pub async fn store(
 ) -> Result<(), String> {
     let bytes = serde_json::to_vec(report).map_err(|e| e.to_string())?;
     let key = keys.status(&report.namespace, &report.name);
-    if fenced_put(client, fence, &key, bytes, timeout).await? {
-        Ok(())
-    } else {
-        Err("this process no longer leads: status not stored".into())
+    match fenced(client, fence, TxnOp::put(key, bytes, None), timeout).await? {
+        Some(_) => Ok(()),
+        None => Err("this process no longer leads: status not stored".into()),
     }
 }
 
