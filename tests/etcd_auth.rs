@@ -22,17 +22,23 @@ fn coordinator(etcd: &Etcd, user: Option<&str>, password: Option<&str>) -> Coord
     }
 }
 
+/// A one-member etcd with user `root` (password `root-secret`) and authentication on.
+async fn with_root_user(dir: &std::path::Path) -> Etcd {
+    let etcd = Etcd::start(dir, 1);
+    let mut admin = Client::connect(etcd.endpoints(), None).await.unwrap();
+    admin.user_add("root", "root-secret", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+    etcd
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_with_its_password_is_let_in_and_others_are_not() {
     if !available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(dir.path(), 1);
-    let mut admin = Client::connect(etcd.endpoints(), None).await.unwrap();
-    admin.user_add("root", "root-secret", None).await.unwrap();
-    admin.user_grant_role("root", "root").await.unwrap();
-    admin.auth_enable().await.unwrap();
+    let etcd = with_root_user(dir.path()).await;
 
     let signed_in = coordinator(&etcd, Some("root"), Some("s3cret-not-this"))
         .connect()
@@ -79,11 +85,7 @@ async fn the_command_line_signs_in_with_a_password_file_or_the_environment() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(dir.path(), 1);
-    let mut admin = Client::connect(etcd.endpoints(), None).await.unwrap();
-    admin.user_add("root", "root-secret", None).await.unwrap();
-    admin.user_grant_role("root", "root").await.unwrap();
-    admin.auth_enable().await.unwrap();
+    let etcd = with_root_user(dir.path()).await;
     let url = format!("etcd://{}", etcd.endpoints()[0].replace("http://", ""));
     let status = |extra: &[&str], env: &[(&str, &str)]| {
         let mut args = vec![
