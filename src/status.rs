@@ -11,7 +11,7 @@ use crate::{
     desired::Desired,
     journal::Journal,
     observed::{Observed, Role},
-    plan::{Action, Finding, PlannedAction, findings, observation},
+    plan::{Action, Finding, Plan, PlannedAction, findings, observation},
 };
 
 /// What became of one planned action.
@@ -45,7 +45,7 @@ impl Applied {
 pub fn cluster_status(
     desired: &Desired,
     observed: &Observed,
-    findings: &[Finding],
+    plan: &Plan,
     applied: &Applied,
     previous: Option<&ReplicationClusterStatus>,
     generation: Option<i64>,
@@ -69,6 +69,12 @@ pub fn cluster_status(
                 reachable: o.reachable,
                 role: o.role,
                 upstream: o.upstream.clone(),
+                zone: m.zone.clone(),
+                placement: plan
+                    .placements
+                    .iter()
+                    .find(|p| p.member == m.name)
+                    .map(|p| p.sentence()),
                 offset: o.durable,
                 applied: o.applied.filter(|a| Some(*a) != o.durable),
                 branch: o.history.as_ref().map(|h| h.branch.clone()),
@@ -95,7 +101,7 @@ pub fn cluster_status(
         })
         .count();
 
-    let mut adjusted: Vec<Finding> = findings.to_vec();
+    let mut adjusted: Vec<Finding> = plan.findings.to_vec();
     // A best-effort action failing (fencing a dead master) is expected and changes nothing.
     if let Some((action, error)) = applied.failures().find(|(a, _)| a.required) {
         let message = format!("{} failed: {error}", describe(&action.action));
@@ -283,7 +289,7 @@ spec:
             journal: p.journal.clone(),
             results: vec![],
         };
-        let s = cluster_status(&d, &o, &p.findings, &applied, None, Some(3), now);
+        let s = cluster_status(&d, &o, &p, &applied, None, Some(3), now);
         assert_eq!(s.current_primary.as_deref(), Some("a"));
         assert_eq!(s.ready_members.as_deref(), Some("2/2"));
         assert_eq!(s.members[1].lag_bytes, Some(100));
@@ -293,7 +299,7 @@ spec:
 
         // Same state later: conditions keep their transition time and compare equal.
         let later: Timestamp = "2026-01-01T00:05:00Z".parse().unwrap();
-        let again = cluster_status(&d, &o, &p.findings, &applied, Some(&s), Some(3), later);
+        let again = cluster_status(&d, &o, &p, &applied, Some(&s), Some(3), later);
         assert_eq!(again, s);
         assert!(same_conditions(&again.conditions, &s.conditions));
     }
@@ -319,7 +325,7 @@ spec:
             )],
         };
         let p = plan::plan(&d, &o, now);
-        let s = cluster_status(&d, &o, &p.findings, &applied, None, None, now);
+        let s = cluster_status(&d, &o, &p, &applied, None, None, now);
         assert_eq!(
             s.current_primary.as_deref(),
             Some("a"),

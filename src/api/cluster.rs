@@ -110,7 +110,9 @@ pub struct Member {
         regex(pattern = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$")
     )]
     pub agent: Option<String>,
-    /// Failure domain, reported in status and used to explain placement.
+    /// Failure domain (a label value, such as `eu-west-1a`). Zones shape the replication
+    /// topology (`replication.topology`), order failover candidates
+    /// (`failover.preferredZones`) and keep reads in the client's zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub zone: Option<String>,
@@ -157,6 +159,13 @@ pub struct FailoverPolicy {
     /// No second automatic failover within this long of the last promotion (flap protection).
     #[serde(default = "default_cooldown")]
     pub cooldown: Duration,
+    /// Zones to fail over into, most preferred first. Among the candidates that pass every
+    /// gate (reachable, synced, within `maxLag`, and in sync mode holding every acknowledged
+    /// write), one in an earlier zone wins before position, priority and name are compared;
+    /// zones not listed come after the listed ones. The standby is still tried first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
+    pub preferred_zones: Vec<String>,
 }
 
 impl Default for FailoverPolicy {
@@ -168,6 +177,7 @@ impl Default for FailoverPolicy {
             refused_after: None,
             max_lag: default_max_lag(),
             cooldown: default_cooldown(),
+            preferred_zones: Vec::new(),
         }
     }
 }
@@ -216,6 +226,13 @@ pub struct ReplicationPolicy {
     #[serde(default = "default_min_sync_replicas")]
     #[schemars(range(min = 1, max = 63))]
     pub min_sync_replicas: u32,
+    /// Who replicates from whom. `zoneAware`: in each zone other than the primary's, one
+    /// replica (the zone's gateway) streams from the primary and the zone's others stream from
+    /// it. `direct`: every replica streams from the primary. An explicit
+    /// `members[].upstream` wins over either. Default: `zoneAware` when members carry zones,
+    /// else `direct`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
 }
 
 impl Default for ReplicationPolicy {
@@ -223,6 +240,29 @@ impl Default for ReplicationPolicy {
         Self {
             mode: ReplicationMode::Async,
             min_sync_replicas: default_min_sync_replicas(),
+            topology: None,
+        }
+    }
+}
+
+/// Who replicates from whom, apart from explicit upstreams.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Topology {
+    /// One replica per non-primary zone streams across zones; the zone's others follow it.
+    ZoneAware,
+    /// Every replica streams from the primary.
+    Direct,
+}
+
+impl ReplicationClusterSpec {
+    /// Whether replicas cascade within their zones: `replication.topology`, or by default
+    /// whether any member carries a zone.
+    pub fn zone_aware(&self) -> bool {
+        match self.replication.topology {
+            Some(Topology::ZoneAware) => true,
+            Some(Topology::Direct) => false,
+            None => self.members.iter().any(|m| m.zone.is_some()),
         }
     }
 }
@@ -355,6 +395,14 @@ pub struct MemberStatus {
     pub role: Option<crate::observed::Role>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// Its zone, from the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Whom it should replicate from, and why ("orders-d follows orders-c: gateway of zone
+    /// eu-west-1b").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub placement: Option<String>,
     /// Durable position: how far into the replication stream it holds data it keeps across a
     /// crash.
     #[serde(default, skip_serializing_if = "Option::is_none")]

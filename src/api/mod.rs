@@ -8,7 +8,7 @@ pub mod virtual_name;
 pub use cluster::{
     CredentialsRef, Engine, FailoverMode, FailoverPolicy, Member, MemberStatus, PromotionRecord,
     ReplicationCluster, ReplicationClusterSpec, ReplicationClusterStatus, ReplicationMode,
-    ReplicationPolicy, SecretKeyRef, TokenRef,
+    ReplicationPolicy, SecretKeyRef, TokenRef, Topology,
 };
 pub use duration::Duration;
 pub use quantity::{ByteSize, human_bytes};

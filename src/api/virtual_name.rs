@@ -24,7 +24,8 @@ use super::quantity::ByteSize;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(
-    validation = Rule::new("!has(self.maxLag) || self.target != 'primary'").message("spec.maxLag applies only to read targets (replicas, any or a member)")
+    validation = Rule::new("!has(self.maxLag) || self.target != 'primary'").message("spec.maxLag applies only to read targets (replicas, any or a member)"),
+    validation = Rule::new("!has(self.preferredZones) || self.target == 'replicas' || self.target == 'any'").message("spec.preferredZones applies only to targets replicas and any")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualNameSpec {
@@ -36,6 +37,14 @@ pub struct VirtualNameSpec {
     /// Read targets only: members further behind the primary than this are left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lag: Option<ByteSize>,
+    /// Read targets (`replicas`, `any`): zones to send clients to, most preferred first, when
+    /// their own zone has no member that qualifies. A client's own zone always comes first:
+    /// on Kubernetes through the EndpointSlices' topology hints, standalone through the
+    /// proxy's `--zone`. Where no listed zone has a member either, every qualifying member
+    /// serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
+    pub preferred_zones: Vec<String>,
     /// How connections are spread when several members qualify.
     #[serde(default)]
     pub balancing: Balancing,

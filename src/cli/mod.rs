@@ -70,6 +70,10 @@ enum Command {
         /// (unchanged files are not read again).
         #[arg(long, default_value = "5s")]
         rescan: crate::api::Duration,
+        /// The zone this host is in: its proxies send clients to members of this zone while
+        /// any qualifies, then to the name's preferredZones, then to any member.
+        #[arg(long)]
+        zone: Option<String>,
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
         #[command(flatten)]
@@ -509,6 +513,7 @@ impl Cli {
                 state,
                 admin,
                 rescan,
+                zone,
                 log_format,
                 hosts,
             } => {
@@ -518,6 +523,9 @@ impl Cli {
                     return Err(CliError::Invalid(format!(
                         "--rescan {rescan:?} is too short: at least 100ms"
                     )));
+                }
+                if let Some(problem) = zone.as_deref().and_then(crate::validate::zone_problem) {
+                    return Err(CliError::Invalid(format!("--zone: {problem}")));
                 }
                 if let Some(coordinator) = hosts.etcd.coordinator()? {
                     let lease = hosts.lease.std();
@@ -535,6 +543,7 @@ impl Cli {
                         identity: host_identity(hosts.identity)?,
                         lease,
                         proxy_host: hosts.proxy_host,
+                        zone,
                     };
                     runtime()?
                         .block_on(crate::runtime::etcd::run::run(options, shutdown_signal()))?;
@@ -551,6 +560,7 @@ impl Cli {
                         state,
                         admin,
                         rescan,
+                        zone,
                     };
                     crate::standalone::run(options, shutdown_signal()).await
                 })?;

@@ -111,6 +111,43 @@ pub fn plan_table(desired: &Desired, observed: &Observed, plan: &Plan) -> String
             let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
         }
     }
+    if !plan.placements.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Replication ({}):",
+            if desired.spec.zone_aware() {
+                "zoneAware"
+            } else {
+                "direct"
+            }
+        );
+        let zone = |member: &str| {
+            desired
+                .member(member)
+                .and_then(|m| m.zone.as_deref())
+                .unwrap_or("-")
+        };
+        let width = |f: &dyn Fn(&crate::plan::Placement) -> usize| {
+            plan.placements.iter().map(f).max().unwrap_or(0)
+        };
+        let (member_width, zone_width) = (
+            width(&|p| p.member.chars().count()),
+            width(&|p| zone(&p.member).chars().count()),
+        );
+        for p in &plan.placements {
+            let what = match &p.upstream {
+                Some(from) => format!("follows {from}: {}", p.why),
+                None => p.why.clone(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<member_width$}  {:<zone_width$}  {what}",
+                p.member,
+                zone(&p.member)
+            );
+        }
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "Conditions:");
     for f in &plan.findings {
@@ -254,6 +291,14 @@ pub fn status_table(reports: &[crate::standalone::state::ClusterReport]) -> Stri
                     None => "-",
                 }
             );
+        }
+        if s.members.iter().any(|m| m.zone.is_some()) {
+            for m in &s.members {
+                if let Some(placement) = &m.placement {
+                    let zone = m.zone.as_deref().unwrap_or("-");
+                    let _ = writeln!(out, "  zone {zone:<14} {placement}");
+                }
+            }
         }
         for vn in &r.virtual_names {
             let _ = writeln!(

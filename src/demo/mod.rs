@@ -131,6 +131,7 @@ async fn one_trial(
         state: state_dir.clone(),
         admin: None,
         rescan: Duration::from_secs(2),
+        zone: None,
     };
     let controller = tokio::spawn(standalone::run(controller_options, async {
         let _ = stop_rx.await;

@@ -4,11 +4,7 @@
 //! the API server may not check, Secrets, the ConfigMap journal, Services, status with
 //! server-side apply, and Events.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -21,8 +17,9 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    Context, FIELD_MANAGER, OperatorError, events, journal::ConfigMapJournalStore,
-    routing::ServiceRouter,
+    Context, FIELD_MANAGER, OperatorError, events,
+    journal::ConfigMapJournalStore,
+    routing::{KnownRoutes, Locality, ServiceRouter},
 };
 use crate::{
     api::{ReplicationCluster, ReplicationClusterSpec, ReplicationClusterStatus, VirtualName},
@@ -50,7 +47,7 @@ pub struct ClusterState {
     /// an unchanged spec is not checked again every round.
     checked: Option<(Generations, Vec<String>)>,
     store: Option<Arc<ConfigMapJournalStore>>,
-    routes: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    routes: KnownRoutes,
 }
 
 impl ClusterState {
@@ -136,6 +133,10 @@ async fn round(
             })
         })
         .clone();
+    let cluster_spec = state
+        .reconciler
+        .last_good()
+        .map_or(&cluster.spec, |d| &d.spec);
     let router = ServiceRouter {
         client: ctx.client.clone(),
         namespace: namespace.to_string(),
@@ -144,12 +145,11 @@ async fn round(
             .iter()
             .filter_map(|vn| Some((vn.name_any(), vn.controller_owner_ref(&())?)))
             .collect(),
-        default_port: default_port(
-            state
-                .reconciler
-                .last_good()
-                .map_or(&cluster.spec, |d| &d.spec),
-        ),
+        localities: names
+            .iter()
+            .map(|vn| (vn.name_any(), Locality::of(cluster_spec, &vn.spec)))
+            .collect(),
+        default_port: default_port(cluster_spec),
         known: state.routes.clone(),
     };
     let host = KubernetesHost {

@@ -176,6 +176,7 @@ mod tests {
                 journal: journal.clone(),
                 actions: Vec::new(),
                 findings: Vec::new(),
+                placements: Vec::new(),
                 requeue_after: Duration::from_millis(250),
             },
             applied: Applied { journal, results },

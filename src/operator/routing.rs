@@ -6,7 +6,7 @@
 //! back after a restart. Touches Services and EndpointSlices labelled as managed by replicant.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::{Arc, Mutex},
 };
@@ -24,13 +24,85 @@ use super::{
     FIELD_MANAGER,
     call::{ApiError, call},
 };
-use crate::{plan::Endpoint, reconcile::Router};
+use crate::{
+    api::{ReplicationClusterSpec, Target, VirtualNameSpec},
+    plan::{Endpoint, zone_hints},
+    reconcile::Router,
+};
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "replicant.dev";
 /// Member names a slice points at, comma-separated.
 pub const MEMBERS_ANNOTATION: &str = "replicant.dev/members";
+/// The zones a slice's hints were computed from (see [`Locality::fingerprint`]).
+pub const ZONES_ANNOTATION: &str = "replicant.dev/zones";
+/// The Service annotations that let kube-proxy use the slices' hints: current Kubernetes,
+/// then the name it had before 1.27.
+const TOPOLOGY_MODE: (&str, &str) = ("service.kubernetes.io/topology-mode", "Auto");
+const TOPOLOGY_HINTS: (&str, &str) = ("service.kubernetes.io/topology-aware-hints", "auto");
+
+/// What a name's slices say about zones: each member's zone, and for read names the zones
+/// their clients prefer after their own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Locality {
+    pub member_zones: BTreeMap<String, String>,
+    /// Read targets only: slices carry topology hints.
+    pub hinted: bool,
+    pub preferred: Vec<String>,
+}
+
+impl Locality {
+    pub fn of(cluster: &ReplicationClusterSpec, name: &VirtualNameSpec) -> Self {
+        let member_zones: BTreeMap<String, String> = cluster
+            .members
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), m.zone.clone()?)))
+            .collect();
+        Self {
+            hinted: !member_zones.is_empty()
+                && matches!(name.target, Target::Replicas | Target::Any),
+            member_zones,
+            preferred: name.preferred_zones.clone(),
+        }
+    }
+
+    /// A summary that changes whenever the slices' zones or hints would: empty without zones,
+    /// so names of clusters without zones keep the slices they had.
+    pub fn fingerprint(&self) -> String {
+        if self.member_zones.is_empty() {
+            return String::new();
+        }
+        let members: Vec<String> = self
+            .member_zones
+            .iter()
+            .map(|(m, z)| format!("{m}={z}"))
+            .collect();
+        format!(
+            "{};hinted={};preferred={}",
+            members.join(","),
+            self.hinted,
+            self.preferred.join(",")
+        )
+    }
+
+    /// Each endpoint's hints, or none when some endpoint would have no zone to serve (kube-proxy
+    /// then ignores every hint anyway).
+    fn hints(&self, endpoints: &[Endpoint]) -> Option<Vec<Vec<String>>> {
+        if !self.hinted || endpoints.iter().any(|e| e.zone.is_none()) {
+            return None;
+        }
+        let zones: Vec<String> = self
+            .member_zones
+            .values()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let hints = zone_hints(endpoints, &zones, &self.preferred);
+        hints.iter().all(|h| !h.is_empty()).then_some(hints)
+    }
+}
 
 /// The EndpointSlice API this server serves, newest first.
 pub async fn slice_resource(client: &Client) -> Result<Option<ApiResource>, ApiError> {
@@ -62,6 +134,20 @@ pub fn slices_of(service: &str) -> String {
     format!("{SERVICE_NAME_LABEL}={service},{MANAGED_BY_LABEL}={MANAGED_BY}")
 }
 
+/// The zones fingerprint the given slices were written with ("" when none).
+fn zones_of(slices: &[DynamicObject]) -> String {
+    slices
+        .iter()
+        .find_map(|s| {
+            s.metadata
+                .annotations
+                .as_ref()?
+                .get(ZONES_ANNOTATION)
+                .cloned()
+        })
+        .unwrap_or_default()
+}
+
 /// Member names the given slices point at, in the order they were applied.
 pub fn members_of(slices: &[DynamicObject]) -> Vec<String> {
     slices
@@ -71,6 +157,9 @@ pub fn members_of(slices: &[DynamicObject]) -> Vec<String> {
         .collect()
 }
 
+/// Each name's route as last applied or read: its members and its zones fingerprint.
+pub type KnownRoutes = Arc<Mutex<HashMap<String, (Vec<String>, String)>>>;
+
 /// One cluster's router, rebuilt each round from the current VirtualNames.
 pub struct ServiceRouter {
     pub client: Client,
@@ -78,10 +167,12 @@ pub struct ServiceRouter {
     pub slices: ApiResource,
     /// Owner reference of each virtual name (its VirtualName object), by name.
     pub owners: HashMap<String, OwnerReference>,
+    /// What each name's slices say about zones, by name.
+    pub localities: HashMap<String, Locality>,
     /// Service port when a name has no endpoints to take one from.
     pub default_port: u16,
     /// Routes as last applied or read, shared across rounds.
-    pub known: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    pub known: KnownRoutes,
 }
 
 impl ServiceRouter {
@@ -93,12 +184,22 @@ impl ServiceRouter {
         list_slices(&self.client, &self.namespace, &self.slices, name).await
     }
 
+    fn locality(&self, name: &str) -> Locality {
+        self.localities.get(name).cloned().unwrap_or_default()
+    }
+
     async fn apply_service(
         &self,
         name: &str,
         owner: &OwnerReference,
         port: u16,
+        hinted: bool,
     ) -> Result<(), ApiError> {
+        let annotations: BTreeMap<&str, &str> = if hinted {
+            BTreeMap::from([TOPOLOGY_MODE, TOPOLOGY_HINTS])
+        } else {
+            BTreeMap::new()
+        };
         let service = json!({
             "apiVersion": "v1",
             "kind": "Service",
@@ -106,6 +207,7 @@ impl ServiceRouter {
                 "name": name,
                 "ownerReferences": [owner],
                 "labels": {"app.kubernetes.io/managed-by": "replicant"},
+                "annotations": annotations,
             },
             // No selector: the endpoints are the operator's to set.
             "spec": {
@@ -127,11 +229,49 @@ impl ServiceRouter {
     }
 }
 
+/// One endpoint as a slice carries it.
+struct SliceEndpoint {
+    member: String,
+    ip: IpAddr,
+    zone: Option<String>,
+    /// Zones whose clients kube-proxy sends here; none when the name has no hints.
+    for_zones: Option<Vec<String>>,
+}
+
 /// Endpoints grouped into the slices that carry them: one per address family and port.
 struct SliceGroup {
     address_type: &'static str,
     port: u16,
-    addresses: Vec<(String, IpAddr)>,
+    addresses: Vec<SliceEndpoint>,
+}
+
+impl SliceGroup {
+    /// The slice's `endpoints`. `discovery.k8s.io/v1` has `zone` and `hints`; v1beta1 has
+    /// the zone as a topology label, and no hints.
+    fn endpoints(&self, v1: bool) -> Vec<serde_json::Value> {
+        self.addresses
+            .iter()
+            .map(|e| {
+                let mut endpoint = json!({
+                    "addresses": [e.ip.to_string()],
+                    "conditions": {"ready": true},
+                    "hostname": e.member,
+                });
+                match (&e.zone, v1) {
+                    (Some(zone), true) => endpoint["zone"] = json!(zone),
+                    (Some(zone), false) => {
+                        endpoint["topology"] = json!({"topology.kubernetes.io/zone": zone})
+                    }
+                    (None, _) => {}
+                }
+                if let (Some(zones), true) = (&e.for_zones, v1) {
+                    let for_zones: Vec<_> = zones.iter().map(|z| json!({"name": z})).collect();
+                    endpoint["hints"] = json!({"forZones": for_zones});
+                }
+                endpoint
+            })
+            .collect()
+    }
 }
 
 fn slice_name(service: &str, group: &SliceGroup) -> String {
@@ -157,20 +297,27 @@ async fn resolve(address: &str) -> Result<(IpAddr, u16), String> {
 
 #[async_trait]
 impl Router for ServiceRouter {
+    /// The members a name's slices point at, or none when they were written for other zones
+    /// (so that the planner writes them again).
     async fn current(&self, name: &str) -> Option<Vec<String>> {
-        if let Some(known) = self.known.lock().expect("not poisoned").get(name) {
-            return Some(known.clone());
-        }
-        let slices = self.list_slices(name).await.ok()?;
-        if slices.is_empty() {
-            return None;
-        }
-        let members = members_of(&slices);
-        self.known
-            .lock()
-            .expect("not poisoned")
-            .insert(name.to_string(), members.clone());
-        Some(members)
+        let fingerprint = self.locality(name).fingerprint();
+        let cached = self.known.lock().expect("not poisoned").get(name).cloned();
+        let (members, zones) = match cached {
+            Some(known) => known,
+            None => {
+                let slices = self.list_slices(name).await.ok()?;
+                if slices.is_empty() {
+                    return None;
+                }
+                let known = (members_of(&slices), zones_of(&slices));
+                self.known
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(name.to_string(), known.clone());
+                known
+            }
+        };
+        (zones == fingerprint).then_some(members)
     }
 
     async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), String> {
@@ -178,19 +325,27 @@ impl Router for ServiceRouter {
             .owners
             .get(name)
             .ok_or_else(|| format!("VirtualName {name} is gone"))?;
+        let locality = self.locality(name);
+        let hints = locality.hints(endpoints);
         let mut groups: Vec<SliceGroup> = Vec::new();
-        for endpoint in endpoints {
+        for (i, endpoint) in endpoints.iter().enumerate() {
             let (ip, port) = resolve(&endpoint.address).await?;
             let address_type = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+            let entry = SliceEndpoint {
+                member: endpoint.member.clone(),
+                ip,
+                zone: endpoint.zone.clone(),
+                for_zones: hints.as_ref().map(|h| h[i].clone()),
+            };
             match groups
                 .iter_mut()
                 .find(|g| g.address_type == address_type && g.port == port)
             {
-                Some(group) => group.addresses.push((endpoint.member.clone(), ip)),
+                Some(group) => group.addresses.push(entry),
                 None => groups.push(SliceGroup {
                     address_type,
                     port,
-                    addresses: vec![(endpoint.member.clone(), ip)],
+                    addresses: vec![entry],
                 }),
             }
         }
@@ -203,29 +358,31 @@ impl Router for ServiceRouter {
                 addresses: Vec::new(),
             });
         }
-        self.apply_service(name, owner, port)
+        let v1 = self.slices.version == "v1";
+        self.apply_service(name, owner, port, hints.is_some() && v1)
             .await
             .map_err(|e| e.to_string())?;
         let api = self.slice_api();
+        let fingerprint = locality.fingerprint();
         let mut wanted = Vec::new();
         for group in &groups {
             let slice_name = slice_name(name, group);
-            let members: Vec<&str> = group.addresses.iter().map(|(m, _)| m.as_str()).collect();
+            let members: Vec<&str> = group.addresses.iter().map(|e| e.member.as_str()).collect();
+            let mut annotations = BTreeMap::from([(MEMBERS_ANNOTATION, members.join(","))]);
+            if !fingerprint.is_empty() {
+                annotations.insert(ZONES_ANNOTATION, fingerprint.clone());
+            }
             let slice = json!({
                 "apiVersion": self.slices.api_version,
                 "kind": "EndpointSlice",
                 "metadata": {
                     "name": slice_name,
                     "labels": {SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY},
-                    "annotations": {MEMBERS_ANNOTATION: members.join(",")},
+                    "annotations": annotations,
                     "ownerReferences": [owner],
                 },
                 "addressType": group.address_type,
-                "endpoints": group.addresses.iter().map(|(member, ip)| json!({
-                    "addresses": [ip.to_string()],
-                    "conditions": {"ready": true},
-                    "hostname": member,
-                })).collect::<Vec<_>>(),
+                "endpoints": group.endpoints(v1),
                 "ports": [{"name": "db", "port": group.port, "protocol": "TCP"}],
             });
             call(
@@ -258,7 +415,7 @@ impl Router for ServiceRouter {
         self.known
             .lock()
             .expect("not poisoned")
-            .insert(name.to_string(), members);
+            .insert(name.to_string(), (members, fingerprint));
         Ok(())
     }
 }

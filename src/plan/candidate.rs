@@ -79,8 +79,9 @@ pub fn observation<'a>(observed: &'a Observed, member: &str) -> &'a MemberObserv
 /// member holds even if it crashed too.
 ///
 /// Only reachable, fully synced replicas of the cluster's data set with priority > 0 and lag
-/// within `maxLag` qualify. The standby wins if it qualifies; otherwise the furthest durable
-/// position, then highest priority, then lowest name. In sync mode only the most up-to-date
+/// within `maxLag` qualify. The standby wins if it qualifies; otherwise a replica in the
+/// earliest of `failover.preferredZones`, then the furthest durable position, then highest
+/// priority, then lowest name. In sync mode only the most up-to-date
 /// replicas qualify, and nobody does while so many replicas are unreachable that an
 /// acknowledged write may exist only on them.
 pub fn select(desired: &Desired, observed: &Observed, failed: &str) -> Selection {
@@ -169,7 +170,15 @@ pub fn select(desired: &Desired, observed: &Observed, failed: &str) -> Selection
         .collect();
 
     let standby = spec.failover.standby.as_deref();
-    let chosen = assessments
+    let preferred = &spec.failover.preferred_zones;
+    let zone_of = |member: &str| desired.member(member).and_then(|m| m.zone.as_deref());
+    // Where a member's zone stands in `failover.preferredZones`; unlisted zones come last.
+    let zone_rank = |member: &str| {
+        zone_of(member)
+            .and_then(|z| preferred.iter().position(|p| p == z))
+            .unwrap_or(preferred.len())
+    };
+    let eligible: Vec<(&Assessment, u64, u64, u32)> = assessments
         .iter()
         .filter_map(|a| match a.verdict {
             Verdict::Eligible {
@@ -179,29 +188,54 @@ pub fn select(desired: &Desired, observed: &Observed, failed: &str) -> Selection
             } => Some((a, offset, lag, priority)),
             Verdict::Refused(_) => None,
         })
-        .min_by(|(a, off_a, _, pri_a), (b, off_b, _, pri_b)| {
-            let standby_first =
-                (Some(b.member.as_str()) == standby).cmp(&(Some(a.member.as_str()) == standby));
-            standby_first
+        .collect();
+    let is_standby = |a: &Assessment| Some(a.member.as_str()) == standby;
+    let order = |zones: bool| {
+        move |(a, off_a, _, pri_a): &&(&Assessment, u64, u64, u32),
+              (b, off_b, _, pri_b): &&(&Assessment, u64, u64, u32)| {
+            let zone_first = if zones {
+                zone_rank(&a.member).cmp(&zone_rank(&b.member))
+            } else {
+                std::cmp::Ordering::Equal
+            };
+            is_standby(b)
+                .cmp(&is_standby(a))
+                .then(zone_first)
                 .then(off_b.cmp(off_a))
                 .then(pri_b.cmp(pri_a))
                 .then(a.member.cmp(&b.member))
-        });
+        }
+    };
+    let chosen = eligible.iter().min_by(order(true));
+    // Who would have won without the zone preference, to say when a zone decided it.
+    let unzoned = eligible.iter().min_by(order(false));
     let (chosen, why) = match chosen {
         Some((a, offset, lag, priority)) => {
-            let role = if Some(a.member.as_str()) == standby {
-                "the designated standby"
-            } else {
-                "the most up-to-date eligible replica"
-            };
-            (
-                Some(a.member.clone()),
+            let role = if is_standby(a) {
+                "the designated standby".to_string()
+            } else if zone_rank(&a.member) < preferred.len() {
                 format!(
-                    "{} is {role} (position {offset}, lag {}, priority {priority})",
-                    a.member,
-                    human_bytes(lag)
-                ),
-            )
+                    "the most up-to-date eligible replica in zone {}, the first of failover.preferredZones with one",
+                    zone_of(&a.member).unwrap_or_default()
+                )
+            } else {
+                "the most up-to-date eligible replica".to_string()
+            };
+            let mut why = format!(
+                "{} is {role} (position {offset}, lag {}, priority {priority})",
+                a.member,
+                human_bytes(*lag)
+            );
+            if let Some((other, other_offset, _, _)) = unzoned
+                && other.member != a.member
+            {
+                why.push_str(&format!(
+                    "; the zone decided it: {} is at position {other_offset} in zone {}, which failover.preferredZones ranks after",
+                    other.member,
+                    zone_of(&other.member).unwrap_or("(none)")
+                ));
+            }
+            (Some(a.member.clone()), why)
         }
         None => (None, String::new()),
     };

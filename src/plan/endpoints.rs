@@ -14,6 +14,48 @@ use crate::{
 pub struct Endpoint {
     pub member: String,
     pub address: String,
+    /// The member's zone, for routing clients within theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+/// The endpoints a client in `client_zone` should use: those in its own zone, else those in
+/// the first of `preferred` that has any, else all of them.
+pub fn for_zone<'a>(
+    endpoints: &'a [Endpoint],
+    client_zone: Option<&str>,
+    preferred: &[String],
+) -> Vec<&'a Endpoint> {
+    client_zone
+        .into_iter()
+        .chain(preferred.iter().map(String::as_str))
+        .map(|zone| {
+            endpoints
+                .iter()
+                .filter(|e| e.zone.as_deref() == Some(zone))
+                .collect::<Vec<_>>()
+        })
+        .find(|local| !local.is_empty())
+        .unwrap_or_else(|| endpoints.iter().collect())
+}
+
+/// For each endpoint, the zones whose clients it serves under [`for_zone`], among `zones`:
+/// what Kubernetes calls an endpoint's topology hints. Empty lists for all when no zone is
+/// known, so that every client uses every endpoint.
+pub fn zone_hints(
+    endpoints: &[Endpoint],
+    zones: &[String],
+    preferred: &[String],
+) -> Vec<Vec<String>> {
+    let mut hints = vec![Vec::new(); endpoints.len()];
+    for zone in zones {
+        for served in for_zone(endpoints, Some(zone), preferred) {
+            if let Some(i) = endpoints.iter().position(|e| std::ptr::eq(e, served)) {
+                hints[i].push(zone.clone());
+            }
+        }
+    }
+    hints
 }
 
 /// A replica fit to serve reads: reachable, fully synced, streaming from its upstream (or the
@@ -53,6 +95,7 @@ pub fn compute(
         desired.member(name).map(|m| Endpoint {
             member: m.name.clone(),
             address: m.address.clone(),
+            zone: m.zone.clone(),
         })
     };
     let replicas = || -> Vec<Endpoint> {

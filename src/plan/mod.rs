@@ -10,6 +10,7 @@ mod endpoints;
 pub mod findings;
 mod operation;
 mod topology;
+pub mod zones;
 
 #[cfg(test)]
 mod tests;
@@ -21,8 +22,9 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     candidate::{Assessment, Selection, Verdict, observation, select},
-    endpoints::Endpoint,
+    endpoints::{Endpoint, for_zone, zone_hints},
     findings::{Blocker, Finding, human_duration},
+    zones::Placement,
 };
 use crate::{
     desired::Desired,
@@ -149,6 +151,9 @@ pub struct Plan {
     pub actions: Vec<PlannedAction>,
     /// Conditions to publish (before timestamps).
     pub findings: Vec<Finding>,
+    /// Whom each member should replicate from, and why, around the primary this plan leaves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<Placement>,
     /// When to observe and plan again.
     #[serde(with = "duration_text")]
     pub requeue_after: Duration,
@@ -339,6 +344,7 @@ impl<'a> Planner<'a> {
             journal: self.journal,
             actions: Vec::new(),
             findings,
+            placements: Vec::new(),
             requeue_after: self.requeue,
         }
     }
@@ -453,10 +459,16 @@ impl<'a> Planner<'a> {
                 None => Finding::new(findings::PRIMARY_MISMATCH, false, reason::SPEC_MATCHES, ""),
             },
         ];
+        let placements = self
+            .primary
+            .as_deref()
+            .map(|p| zones::layout(self.desired, self.observed, p))
+            .unwrap_or_default();
         Plan {
             journal: self.journal,
             actions: self.actions,
             findings,
+            placements,
             requeue_after: self.requeue,
         }
     }

@@ -4,6 +4,7 @@ use super::{
     Action, Planner,
     candidate::{cluster_identity, foreign, observation, same_data_set},
     findings::reason,
+    zones::{self, Placement},
 };
 use crate::observed::{Divergence, HostAccess, MemberObservation, Role};
 
@@ -39,8 +40,10 @@ impl Planner<'_> {
             }
         }
         self.assert_primary(&primary);
-        for member in others() {
-            self.repoint(member, &primary, identity.as_deref());
+        for placement in zones::layout(self.desired, self.observed, &primary) {
+            if let Some(from) = &placement.upstream {
+                self.repoint(&placement, from, &primary, identity.as_deref());
+            }
         }
     }
 
@@ -124,7 +127,15 @@ impl Planner<'_> {
         self.divergence(primary, branch, o.durable?)
     }
 
-    fn repoint(&mut self, member: &str, primary: &str, identity: Option<&str>) {
+    fn repoint(
+        &mut self,
+        placement: &Placement,
+        from: &str,
+        primary: &str,
+        identity: Option<&str>,
+    ) {
+        let member = placement.member.as_str();
+        let from = from.to_string();
         let o = observation(self.observed, member);
         if !same_data_set(o, identity) {
             return self.block(
@@ -135,7 +146,6 @@ impl Planner<'_> {
                 ),
             );
         }
-        let from = self.upstream_for(member, primary);
         if observation(self.observed, &from)
             .copy_needed_by
             .iter()
@@ -184,8 +194,9 @@ impl Planner<'_> {
                 },
                 false,
                 format!(
-                    "{member} replicates from {}; it should replicate from {from}",
-                    o.upstream.as_deref().unwrap_or("nothing")
+                    "{member} replicates from {}; it should follow {from}: {}",
+                    o.upstream.as_deref().unwrap_or("nothing"),
+                    placement.why
                 ),
             ),
             Some(Role::Replica) if o.read_only == Some(false) => self.push(
@@ -329,26 +340,6 @@ impl Planner<'_> {
                     "{member} is stopped without a clean shutdown: it may hold changes past where {primary} took over, so it is rewound onto {primary}'s history (copied if that fails) and rejoins {from}"
                 ),
             );
-        }
-    }
-
-    /// The member `member` should replicate from: its spec upstream while that one is healthy,
-    /// otherwise the primary. Acyclic because spec upstreams are, and every chain ends at the primary.
-    fn upstream_for(&self, member: &str, primary: &str) -> String {
-        let spec_upstream = self
-            .desired
-            .member(member)
-            .and_then(|m| m.upstream.as_deref());
-        match spec_upstream {
-            Some(up) if up != member && up != primary => {
-                let o = observation(self.observed, up);
-                if o.reachable && !o.syncing {
-                    up.to_string()
-                } else {
-                    primary.to_string()
-                }
-            }
-            _ => primary.to_string(),
         }
     }
 }

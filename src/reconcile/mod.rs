@@ -162,7 +162,7 @@ pub async fn reconcile(
     let status = status::cluster_status(
         desired,
         &observed,
-        &plan.findings,
+        &plan,
         &applied,
         previous,
         generation,

@@ -22,7 +22,7 @@ use notify::Watcher;
 use tokio::{sync::watch, task::JoinHandle};
 
 use self::{
-    proxy::{Proxies, ProxyRouter},
+    proxy::{Proxies, ProxyRouter, ProxyShape},
     specs::{ClusterKey, SpecSet},
     state::{ClusterReport, FileJournalStore, NameReport},
 };
@@ -46,6 +46,8 @@ pub struct Options {
     pub admin: Option<SocketAddr>,
     /// Look at the spec directory at least this often, whatever the file watcher says.
     pub rescan: Duration,
+    /// This host's zone: proxies prefer members there.
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +112,7 @@ pub async fn run(
     }
     let alone = Arc::new(Alone {
         state: options.state.clone(),
-        proxies: Arc::new(Proxies::new(Some(metrics.clone()))),
+        proxies: Arc::new(Proxies::new(Some(metrics.clone())).in_zone(options.zone.clone())),
         metrics,
     });
     serve_specs(&options.specs, options.rescan, alone, shutdown).await
@@ -457,7 +459,7 @@ async fn router_for(
         if let Some(listen) = &vn.spec.listen {
             let key = format!("{}/{}", input.namespace, vn.name);
             match proxies
-                .ensure(&key, listen, vn.spec.balancing, vn.spec.proxy_mode)
+                .ensure(&key, listen, &ProxyShape::of(&vn.spec))
                 .await
             {
                 Ok(()) => {

@@ -7,6 +7,7 @@ mod bounds;
 mod load;
 pub mod rules;
 mod suggest;
+mod zones;
 
 use std::{collections::BTreeMap, fmt, path::Path};
 
@@ -15,6 +16,7 @@ use crate::bounded;
 pub use bounds::{Exceeded, Limits, check as check_bounds};
 pub use load::{Document, MAX_FILE_BYTES, Resource, load_file, load_str};
 pub use rules::check;
+pub use zones::zone_problem;
 
 /// One thing wrong with a spec.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -62,13 +62,13 @@ pub fn check(documents: &[Document]) -> Vec<Problem> {
     problems
 }
 
-struct Out<'a> {
+pub(super) struct Out<'a> {
     doc: &'a Document,
     problems: &'a mut Vec<Problem>,
 }
 
 impl Out<'_> {
-    fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(
             Problem {
                 file: self.doc.file.clone(),
@@ -88,16 +88,6 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
-}
-
-/// A Kubernetes label value (zones become topology labels and hints).
-fn is_label_value(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 fn is_dns_subdomain(s: &str) -> bool {
@@ -200,17 +190,6 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
                 format!(
                     "{} is also the address of spec.members[{first}]",
                     value(&m.address)
-                ),
-            );
-        }
-        if let Some(zone) = &m.zone
-            && !is_label_value(zone)
-        {
-            out.fail(
-                at("zone"),
-                format!(
-                    "{} is not a label value: letters, digits, '-', '_' and '.', starting and ending with a letter or digit, at most 63 characters",
-                    quoted(zone)
                 ),
             );
         }
@@ -330,6 +309,7 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
     }
 
     check_agents(spec, out);
+    super::zones::check_cluster(spec, out);
 
     if let Some(creds) = &spec.credentials {
         let sources = [
@@ -536,6 +516,7 @@ fn check_virtual_name(
             }
         }
     }
+    super::zones::check_virtual_name(spec, cluster.map(|c| &c.spec), out);
     if spec.max_lag.is_some() && spec.target == Target::Primary {
         out.fail(
             "spec.maxLag",

@@ -26,7 +26,7 @@ use crate::{
     desired::Desired,
     plan::Endpoint,
     reconcile::Router,
-    standalone::proxy::Proxies,
+    standalone::proxy::{Proxies, ProxyShape},
 };
 
 /// How often a waiting leader looks at the acknowledgements, and a proxy at its lease.
@@ -43,10 +43,20 @@ pub struct Route {
     pub balancing: Balancing,
     #[serde(default)]
     pub proxy_mode: ProxyMode,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred_zones: Vec<String>,
     pub endpoints: Vec<Endpoint>,
 }
 
 impl Route {
+    fn shape(&self) -> ProxyShape {
+        ProxyShape {
+            balancing: self.balancing,
+            mode: self.proxy_mode,
+            preferred_zones: self.preferred_zones.clone(),
+        }
+    }
+
     fn members(&self) -> Vec<String> {
         self.endpoints.iter().map(|e| e.member.clone()).collect()
     }
@@ -84,6 +94,7 @@ impl EtcdRouter {
                     listen: vn.spec.listen.clone(),
                     balancing: vn.spec.balancing,
                     proxy_mode: vn.spec.proxy_mode,
+                    preferred_zones: vn.spec.preferred_zones.clone(),
                     endpoints: Vec::new(),
                 };
                 (vn.name.clone(), shape)
@@ -448,11 +459,7 @@ impl Follower {
                 continue;
             };
             let listen = on_host(listen, self.proxy_host.as_deref());
-            match self
-                .proxies
-                .ensure(name, &listen, route.balancing, route.proxy_mode)
-                .await
-            {
+            match self.proxies.ensure(name, &listen, &route.shape()).await {
                 Ok(()) => listening.push(name.clone()),
                 Err(error) => tracing::error!(%error, "cannot serve a virtual name"),
             }

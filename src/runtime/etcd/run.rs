@@ -46,6 +46,8 @@ pub struct EtcdOptions {
     pub lease: Duration,
     /// Where this host's proxies listen, instead of the host part of each name's `listen`.
     pub proxy_host: Option<String>,
+    /// This host's zone: proxies prefer members there.
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +102,8 @@ pub async fn run(
     let session = watch::channel(None::<Arc<Session>>).0;
     let current = session.subscribe();
     let gate = Arc::new(move || current.borrow().as_ref().is_some_and(|s| s.alive()));
-    let proxies = Arc::new(Proxies::gated(Some(metrics.clone()), gate));
+    let proxies =
+        Arc::new(Proxies::gated(Some(metrics.clone()), gate).in_zone(options.zone.clone()));
     let shared = Arc::new(Shared {
         client,
         keys: Keys::new(&options.coordinator.prefix),

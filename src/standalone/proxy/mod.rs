@@ -26,9 +26,9 @@ use tokio::{
 
 use crate::{
     accept::{Acceptor, Admitted, PROXY_CLIENTS},
-    api::{Balancing, ProxyMode},
+    api::{Balancing, ProxyMode, VirtualNameSpec},
     metrics::Metrics,
-    plan::Endpoint,
+    plan::{Endpoint, for_zone},
     reconcile::Router,
 };
 
@@ -93,11 +93,33 @@ struct LaneEntry {
     _open: Option<multiplex::LaneSender>,
 }
 
+/// How a virtual name is served, from its spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyShape {
+    pub balancing: Balancing,
+    pub mode: ProxyMode,
+    /// Zones to send clients to when the proxy's own zone has no endpoint.
+    pub preferred_zones: Vec<String>,
+}
+
+impl ProxyShape {
+    pub fn of(spec: &VirtualNameSpec) -> Self {
+        Self {
+            balancing: spec.balancing,
+            mode: spec.proxy_mode,
+            preferred_zones: spec.preferred_zones.clone(),
+        }
+    }
+}
+
 /// One virtual name's proxy.
 struct NameProxy {
     listen: String,
     balancing: Balancing,
     mode: ProxyMode,
+    /// The zone of the host the proxy runs in (`--zone`): its clients' zone.
+    zone: Option<String>,
+    preferred_zones: Mutex<Vec<String>>,
     /// Multiplex mode: the shared server connections.
     lanes: Mutex<HashMap<LaneKey, LaneEntry>>,
     endpoints: watch::Sender<Option<Vec<Endpoint>>>,
@@ -118,6 +140,8 @@ pub struct Proxies {
     names: Mutex<HashMap<String, Arc<NameProxy>>>,
     metrics: Option<Arc<Metrics>>,
     gate: Option<Gate>,
+    /// The zone this host is in: proxies prefer endpoints there.
+    zone: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +158,14 @@ impl Proxies {
             names: Mutex::default(),
             metrics,
             gate: None,
+            zone: None,
         }
+    }
+
+    /// Proxies on a host in `zone`: each sends its clients to endpoints in that zone while
+    /// there are any.
+    pub fn in_zone(self, zone: Option<String>) -> Self {
+        Self { zone, ..self }
     }
 
     /// Proxies that close every connection they accept while `gate` says no, whatever their
@@ -148,20 +179,23 @@ impl Proxies {
     }
 
     /// Make sure `name` listens on `listen`; a changed address, policy or mode restarts the
-    /// listener (keeping its endpoints).
+    /// listener (keeping its endpoints). Changed preferred zones apply to the next client.
     pub async fn ensure(
         &self,
         name: &str,
         listen: &str,
-        balancing: Balancing,
-        mode: ProxyMode,
+        shape: &ProxyShape,
     ) -> Result<(), ListenError> {
+        let ProxyShape {
+            balancing, mode, ..
+        } = shape.clone();
         let existing = self.names.lock().expect("lock").get(name).cloned();
         if let Some(proxy) = &existing
             && proxy.listen == listen
             && proxy.balancing == balancing
             && proxy.mode == mode
         {
+            *proxy.preferred_zones.lock().expect("lock") = shape.preferred_zones.clone();
             return Ok(());
         }
         let endpoints = existing.as_ref().and_then(|p| p.endpoints.borrow().clone());
@@ -179,6 +213,8 @@ impl Proxies {
             listen: listen.to_string(),
             balancing,
             mode,
+            zone: self.zone.clone(),
+            preferred_zones: Mutex::new(shape.preferred_zones.clone()),
             lanes: Mutex::default(),
             endpoints: watch::channel(endpoints).0,
             next: AtomicUsize::new(0),
@@ -267,7 +303,9 @@ impl NameProxy {
     }
 
     fn pick(&self) -> Option<Endpoint> {
-        let endpoints = self.endpoints.borrow().clone().unwrap_or_default();
+        let all = self.endpoints.borrow().clone().unwrap_or_default();
+        let preferred = self.preferred_zones.lock().expect("lock").clone();
+        let endpoints: Vec<&Endpoint> = for_zone(&all, self.zone.as_deref(), &preferred);
         if endpoints.is_empty() {
             return None;
         }
@@ -282,7 +320,7 @@ impl NameProxy {
                 (0..endpoints.len())
                     .map(|k| &endpoints[(start + k) % endpoints.len()])
                     .min_by_key(|e| active.get(&e.member).copied().unwrap_or(0))
-                    .cloned()
+                    .map(|e| (*e).clone())
             }
         }
     }
@@ -538,6 +576,7 @@ mod tests {
         Endpoint {
             member: member.into(),
             address: address.into(),
+            zone: None,
         }
     }
 
@@ -562,8 +601,11 @@ mod tests {
             .ensure(
                 "ns/rw",
                 &listen,
-                Balancing::RoundRobin,
-                ProxyMode::Passthrough,
+                &ProxyShape {
+                    balancing: Balancing::RoundRobin,
+                    mode: ProxyMode::Passthrough,
+                    preferred_zones: Vec::new(),
+                },
             )
             .await
             .unwrap();

@@ -13,6 +13,8 @@ use crate::{
     observed::{Fork, History, HostAccess, HostObservation, MemberObservation, Observed, Role},
 };
 
+mod zones;
+
 const T0: &str = "2026-01-01T00:00:00Z";
 
 fn t0() -> Timestamp {
@@ -203,7 +205,7 @@ fn replica_with_the_wrong_upstream_is_repointed() {
     assert!(
         p.actions[0]
             .why
-            .contains("replicates from b; it should replicate from a"),
+            .contains("replicates from b; it should follow a: the primary"),
         "{}",
         p.actions[0].why
     );
@@ -593,7 +595,8 @@ fn switchover_promotes_once_the_target_caught_up_with_the_fenced_master() {
                 name: "rw".into(),
                 endpoints: vec![super::Endpoint {
                     member: "c".into(),
-                    address: "10.0.0.3:6379".into()
+                    address: "10.0.0.3:6379".into(),
+                    zone: None,
                 }]
             }
         ]
@@ -709,7 +712,8 @@ fn failover_fences_promotes_the_standby_repoints_and_moves_names() {
                 name: "rw".into(),
                 endpoints: vec![super::Endpoint {
                     member: "b".into(),
-                    address: "10.0.0.2:6379".into()
+                    address: "10.0.0.2:6379".into(),
+                    zone: None,
                 }]
             },
             // c lost its link with a: it serves reads again once it streams from b.
@@ -1158,6 +1162,7 @@ fn pinned_and_any_names() {
             cluster: "orders".into(),
             target: Target::Member("c".into()),
             max_lag: None,
+            preferred_zones: Vec::new(),
             balancing: Default::default(),
             proxy_mode: Default::default(),
             fallback: Default::default(),
@@ -1604,8 +1609,9 @@ mod invariants {
             prop::option::of(0usize..5),
             any::<bool>(),
             any::<bool>(),
+            prop::option::of(prop::collection::vec(0usize..3, 5)),
         )
-            .prop_map(|(n, priorities, standby, manual, sync)| {
+            .prop_map(|(n, priorities, standby, manual, sync, zones)| {
                 let names = ["a", "b", "c", "d", "e"];
                 let mut desired = cluster();
                 desired.spec.members = (0..n)
@@ -1618,7 +1624,8 @@ mod invariants {
                             priorities[i]
                         },
                         upstream: None,
-                        zone: None,
+                        // Zoned clusters cascade: the same invariants hold for them.
+                        zone: zones.as_ref().map(|z| format!("zone-{}", z[i])),
                         agent: None,
                     })
                     .collect();
