@@ -82,7 +82,7 @@ async fn misconfigured_replica_is_repointed() {
     .await;
     let log = ctl.log_text();
     assert!(
-        log.contains("c replicates from b; it should replicate from a"),
+        log.contains("c replicates from b; it should follow a: the primary"),
         "{log}"
     );
 }
