@@ -130,3 +130,33 @@ fn invalid_input_plans_nothing() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("members.orders-a.reachable"), "{stderr}");
 }
+
+#[test]
+fn the_plan_says_when_a_zone_decided_the_failover_and_whom_each_member_follows() {
+    let output = replicant(&[
+        "plan",
+        "--spec",
+        "examples/zones.yaml",
+        "--observed",
+        "examples/observed/zones-master-down.yaml",
+        "--now",
+        "2026-01-01T00:00:05Z",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for expected in [
+        "orders-c is the most up-to-date eligible replica in zone eu-west-1b, the first of failover.preferredZones with one",
+        "the zone decided it: orders-e is at position 50000 in zone eu-west-1c",
+        "Replication (zoneAware):",
+        "orders-b  eu-west-1a  follows orders-c: gateway of zone eu-west-1a (orders-a does not answer)",
+        "orders-f  eu-west-1c  follows orders-e: gateway of zone eu-west-1c",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");
+    }
+    // Two streams cross zones once the plan is carried out: b and e, each from c.
+    let replicate: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(" Replicate "))
+        .collect();
+    assert_eq!(replicate.len(), 2, "{stdout}");
+}

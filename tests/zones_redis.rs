@@ -332,3 +332,22 @@ async fn six_members_in_three_zones_cross_zones_twice_through_every_failure() {
     })
     .await;
 }
+
+#[test]
+fn a_zone_that_is_not_a_label_value_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_replicant"))
+        .args(["run", "--specs"])
+        .arg(dir.path())
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .args(["--zone", "eu west"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--zone: \"eu west\" is not a label value"),
+        "{stderr}"
+    );
+}

@@ -435,3 +435,93 @@ pub async fn list_slices(
     list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     Ok(list)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(member: &str, zone: Option<&str>) -> Endpoint {
+        Endpoint {
+            member: member.into(),
+            address: "127.0.0.1:6379".into(),
+            zone: zone.map(String::from),
+        }
+    }
+
+    fn locality(hinted: bool, preferred: &[&str]) -> Locality {
+        Locality {
+            member_zones: [("a", "z1"), ("b", "z1"), ("c", "z2"), ("d", "z3")]
+                .iter()
+                .map(|(m, z)| (m.to_string(), z.to_string()))
+                .collect(),
+            hinted,
+            preferred: preferred.iter().map(|z| z.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn v1_slices_carry_zones_and_hints_and_v1beta1_slices_the_zone_label_only() {
+        // z3's replica d is not among the endpoints: its clients go to the preferred z2.
+        let endpoints = [endpoint("b", Some("z1")), endpoint("c", Some("z2"))];
+        let hints = locality(true, &["z2"]).hints(&endpoints).unwrap();
+        assert_eq!(
+            hints,
+            vec![
+                vec!["z1".to_string()],
+                vec!["z2".to_string(), "z3".to_string()]
+            ]
+        );
+        let group = SliceGroup {
+            address_type: "IPv4",
+            port: 6379,
+            addresses: endpoints
+                .iter()
+                .zip(&hints)
+                .map(|(e, h)| SliceEndpoint {
+                    member: e.member.clone(),
+                    ip: "127.0.0.1".parse().unwrap(),
+                    zone: e.zone.clone(),
+                    for_zones: Some(h.clone()),
+                })
+                .collect(),
+        };
+        let v1 = group.endpoints(true);
+        assert_eq!(v1[1]["zone"], "z2");
+        assert_eq!(
+            v1[1]["hints"],
+            json!({"forZones": [{"name": "z2"}, {"name": "z3"}]})
+        );
+        let beta = group.endpoints(false);
+        assert_eq!(beta[1]["topology"]["topology.kubernetes.io/zone"], "z2");
+        assert!(beta[1].get("hints").is_none() && beta[1].get("zone").is_none());
+    }
+
+    #[test]
+    fn hints_are_left_off_where_kube_proxy_could_not_use_them() {
+        let zoned = [endpoint("b", Some("z1"))];
+        // Not a read name.
+        assert_eq!(locality(false, &[]).hints(&zoned), None);
+        // An endpoint without a zone.
+        let mixed = [endpoint("b", Some("z1")), endpoint("x", None)];
+        assert_eq!(locality(true, &[]).hints(&mixed), None);
+        // Without preferred zones, z2 and z3 fall back to every endpoint: b serves all three.
+        assert_eq!(
+            locality(true, &[]).hints(&zoned),
+            Some(vec![vec![
+                "z1".to_string(),
+                "z2".to_string(),
+                "z3".to_string()
+            ]])
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_zones_and_preferences_and_is_empty_without_zones() {
+        let base = locality(true, &["z2"]);
+        assert_ne!(base.fingerprint(), locality(true, &["z3"]).fingerprint());
+        let mut moved = base.clone();
+        moved.member_zones.insert("a".into(), "z2".into());
+        assert_ne!(base.fingerprint(), moved.fingerprint());
+        assert_eq!(Locality::default().fingerprint(), "");
+    }
+}

@@ -45,7 +45,9 @@ impl Placement {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gateway {
     pub member: String,
-    /// "gateway of zone eu-west-1b" plus what passed it over the members before it, if any.
+    /// "gateway of zone eu-west-1b", as its followers see it.
+    pub role: String,
+    /// The role plus why members before it in the seed order were passed over, if any.
     pub why: String,
 }
 
@@ -127,9 +129,8 @@ pub fn gateways(
             .filter(|m| seed(m) < seed(chosen))
             .map(|m| format!("{} {}", m.name, shortfall(observation(observed, &m.name))))
             .collect();
-        let why = match best {
-            Fitness::Synced if passed_over.is_empty() => format!("gateway of zone {zone}"),
-            Fitness::Synced => format!("gateway of zone {zone} ({})", passed_over.join(", ")),
+        let role = match best {
+            Fitness::Synced => format!("gateway of zone {zone}"),
             Fitness::Answers => {
                 format!("gateway of zone {zone}, until one of its replicas is fully synced")
             }
@@ -137,10 +138,16 @@ pub fn gateways(
                 format!("gateway of zone {zone}, none of whose members answers yet")
             }
         };
+        let why = if passed_over.is_empty() || best != Fitness::Synced {
+            role.clone()
+        } else {
+            format!("{role} ({})", passed_over.join(", "))
+        };
         out.insert(
             zone.to_string(),
             Gateway {
                 member: chosen.name.clone(),
+                role,
                 why,
             },
         );
@@ -199,7 +206,7 @@ fn placement(
         Some(zone) if desired.spec.zone_aware() && Some(zone) != primary_zone => {
             match gateways.get(zone) {
                 Some(g) if g.member == member.name => place(primary, format!("{detour}{}", g.why)),
-                Some(g) => place(&g.member, format!("{detour}{}", g.why)),
+                Some(g) => place(&g.member, format!("{detour}{}", g.role)),
                 None => place(
                     primary,
                     format!("{detour}the primary, as zone {zone} has no gateway"),

@@ -643,4 +643,48 @@ mod tests {
         );
         proxies.retain(&[]);
     }
+
+    #[tokio::test]
+    async fn a_proxy_in_a_zone_sends_clients_there_then_to_the_preferred_zones_then_anywhere() {
+        let (a, b, c) = (backend("a").await, backend("b").await, backend("c").await);
+        let listen = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().to_string()
+        };
+        let zoned = |member: &str, address: &str, zone: &str| Endpoint {
+            zone: Some(zone.into()),
+            ..endpoint(member, address)
+        };
+        let proxies = Proxies::new(None).in_zone(Some("z1".into()));
+        let mut shape = ProxyShape {
+            balancing: Balancing::RoundRobin,
+            mode: ProxyMode::Passthrough,
+            preferred_zones: vec!["z3".into()],
+        };
+        proxies.ensure("ns/ro", &listen, &shape).await.unwrap();
+        let served = async || {
+            let mut seen = Vec::new();
+            for _ in 0..4 {
+                let mut client = TcpStream::connect(&listen).await.unwrap();
+                seen.push(greeting(&mut client).await);
+            }
+            seen.sort();
+            seen.dedup();
+            seen
+        };
+        let all = vec![
+            zoned("a", &a, "z1"),
+            zoned("b", &b, "z2"),
+            zoned("c", &c, "z3"),
+        ];
+        proxies.route("ns/ro", all.clone());
+        assert_eq!(served().await, ["a"], "its own zone first");
+        proxies.route("ns/ro", all[1..].to_vec());
+        assert_eq!(served().await, ["c"], "then the preferred zone");
+        // A change of preferred zones applies without restarting the listener.
+        shape.preferred_zones = vec!["z9".into()];
+        proxies.ensure("ns/ro", &listen, &shape).await.unwrap();
+        assert_eq!(served().await, ["b", "c"], "then any member");
+        proxies.retain(&[]);
+    }
 }
