@@ -161,26 +161,15 @@ spec: {{cluster: orders, target: replicas}}
         operators: &[&Operator],
         check: impl Fn(&ReplicationCluster) -> bool,
     ) -> ReplicationCluster {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(cluster) = self.cluster().await {
-                if check(&cluster) {
-                    return cluster;
-                }
-                last = Some(cluster);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let logs: Vec<String> = operators
-            .iter()
-            .map(|o| format!("--- operator {}:\n{}", o.identity, tail(&o.log_text(), 60)))
-            .collect();
-        panic!(
-            "timed out waiting for {what}\nlast status: {}\n{}",
-            serde_json::to_string_pretty(&last.and_then(|c| c.status)).unwrap(),
-            logs.join("\n")
-        );
+        let logs = || {
+            operators
+                .iter()
+                .map(|o| format!("--- operator {}:\n{}", o.identity, tail(&o.log_text(), 60)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        support::k8s::wait_for_cluster(&self.client().await, NS, "orders", what, secs, logs, check)
+            .await
     }
 
     /// Ports the Service's EndpointSlices point at, and the member names they record.

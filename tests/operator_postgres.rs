@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use k8s_openapi::api::events::v1::Event;
 use kube::{Api, Client};
 use replicant::{api::ReplicationCluster, local::postgres::PASSWORD};
@@ -106,22 +104,16 @@ spec: {{cluster: orders, target: replicas}}
         operator: &Operator,
         check: impl Fn(&ReplicationCluster) -> bool,
     ) -> ReplicationCluster {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(cluster) = self.cluster().await {
-                if check(&cluster) {
-                    return cluster;
-                }
-                last = Some(cluster);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "timed out waiting for {what}\nlast status: {}\noperator log:\n{}",
-            serde_json::to_string_pretty(&last.and_then(|c| c.status)).unwrap(),
-            operator.log_text()
-        );
+        support::k8s::wait_for_cluster(
+            &self.client().await,
+            NS,
+            "orders",
+            what,
+            secs,
+            || format!("operator log:\n{}", operator.log_text()),
+            check,
+        )
+        .await
     }
 
     /// Wait until the read-write Service's slices point at `member`'s postgres, and only it.

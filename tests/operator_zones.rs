@@ -7,10 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
-use kube::{
-    Api, Client,
-    core::{ApiResource, DynamicObject, GroupVersionKind},
-};
+use kube::{Api, Client, core::DynamicObject};
 use replicant::{api::ReplicationCluster, local::RedisProcess};
 use support::k8s::{ControlPlane, Operator};
 
@@ -57,23 +54,8 @@ async fn eventually_status(
     what: &str,
     check: impl Fn(&ReplicationCluster) -> bool,
 ) -> ReplicationCluster {
-    let api: Api<ReplicationCluster> = Api::namespaced(client.clone(), NS);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Ok(Some(cluster)) = api.get_opt("orders").await {
-            if check(&cluster) {
-                return cluster;
-            }
-            last = Some(cluster);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "timed out waiting for {what}\nlast status: {}\noperator log:\n{}",
-        serde_json::to_string_pretty(&last.and_then(|c| c.status)).unwrap(),
-        operator.log_text()
-    );
+    let logs = || format!("operator log:\n{}", operator.log_text());
+    support::k8s::wait_for_cluster(client, NS, "orders", what, 60, logs, check).await
 }
 
 fn placement(cluster: &ReplicationCluster, member: &str) -> Option<String> {
@@ -87,20 +69,10 @@ fn placement(cluster: &ReplicationCluster, member: &str) -> Option<String> {
         .clone()
 }
 
-/// The slices of `service`, the version they were read at.
+/// The slices of `service`, and the version they were read at.
 async fn slices(client: &Client, service: &str) -> (Vec<DynamicObject>, String) {
     let version = support::k8s::slice_version(client).await;
-    let gvk = GroupVersionKind::gvk("discovery.k8s.io", &version, "EndpointSlice");
-    let resource = ApiResource::from_gvk_with_plural(&gvk, "endpointslices");
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &resource);
-    let list = api
-        .list(
-            &kube::api::ListParams::default()
-                .labels(&format!("kubernetes.io/service-name={service}")),
-        )
-        .await
-        .unwrap();
-    (list.items, version)
+    (support::k8s::slices(client, NS, service).await, version)
 }
 
 /// Every endpoint of the slices as (member, zone, hinted zones).

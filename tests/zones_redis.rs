@@ -7,10 +7,7 @@ mod support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use replicant::{
-    local::{RedisProcess, free_port},
-    standalone::state::ClusterReport,
-};
+use replicant::standalone::state::ClusterReport;
 use support::*;
 
 const MEMBERS: [(&str, &str); 6] = [
@@ -22,35 +19,29 @@ const MEMBERS: [(&str, &str); 6] = [
     ("f", "zone-c"),
 ];
 
-struct ZonedBed {
-    dir: tempfile::TempDir,
-    servers: Vec<RedisProcess>,
-    rw_port: u16,
-    ro_port: u16,
+/// The test kit's bed of six servers, named as [`MEMBERS`] lists them.
+struct ZonedBed(Bed);
+
+impl std::ops::Deref for ZonedBed {
+    type Target = Bed;
+    fn deref(&self) -> &Bed {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ZonedBed {
+    fn deref_mut(&mut self) -> &mut Bed {
+        &mut self.0
+    }
 }
 
 impl ZonedBed {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("specs")).unwrap();
-        let servers = MEMBERS
-            .iter()
-            .map(|_| RedisProcess::start(dir.path(), &[]).unwrap())
-            .collect();
-        Self {
-            dir,
-            servers,
-            rw_port: free_port().unwrap(),
-            ro_port: free_port().unwrap(),
-        }
+        Self(Bed::new(MEMBERS.len()))
     }
 
     fn index(member: &str) -> usize {
         MEMBERS.iter().position(|(m, _)| *m == member).unwrap()
-    }
-
-    fn address(&self, member: &str) -> String {
-        self.servers[Self::index(member)].address()
     }
 
     fn zone(member: &str) -> &'static str {

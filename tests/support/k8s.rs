@@ -471,13 +471,12 @@ pub async fn slice_version(client: &kube::Client) -> String {
     }
 }
 
-/// Ports the EndpointSlices of `service` in `namespace` point at (on 127.0.0.1), and the
-/// member names they record.
-pub async fn slice_ports(
+/// The EndpointSlices of `service` in `namespace`, at the version the server serves.
+pub async fn slices(
     client: &kube::Client,
     namespace: &str,
     service: &str,
-) -> (Vec<u16>, String) {
+) -> Vec<kube::core::DynamicObject> {
     use kube::{
         Api,
         core::{ApiResource, DynamicObject, GroupVersionKind},
@@ -489,16 +488,56 @@ pub async fn slice_ports(
     );
     let resource = ApiResource::from_gvk_with_plural(&gvk, "endpointslices");
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    let list = api
-        .list(
-            &kube::api::ListParams::default()
-                .labels(&format!("kubernetes.io/service-name={service}")),
-        )
-        .await
-        .unwrap();
+    api.list(
+        &kube::api::ListParams::default().labels(&format!("kubernetes.io/service-name={service}")),
+    )
+    .await
+    .unwrap()
+    .items
+}
+
+/// Wait until the ReplicationCluster `name` in `namespace` satisfies `check`; panics with its
+/// last status and `logs()`.
+pub async fn wait_for_cluster(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    secs: u64,
+    logs: impl Fn() -> String,
+    check: impl Fn(&replicant::api::ReplicationCluster) -> bool,
+) -> replicant::api::ReplicationCluster {
+    let api: kube::Api<replicant::api::ReplicationCluster> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(cluster)) = api.get_opt(name).await {
+            if check(&cluster) {
+                return cluster;
+            }
+            last = Some(cluster);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "timed out waiting for {what}\nlast status: {}\n{}",
+        serde_json::to_string_pretty(&last.and_then(|c| c.status)).unwrap(),
+        logs()
+    );
+}
+
+/// Ports the EndpointSlices of `service` in `namespace` point at (on 127.0.0.1), and the
+/// member names they record.
+pub async fn slice_ports(
+    client: &kube::Client,
+    namespace: &str,
+    service: &str,
+) -> (Vec<u16>, String) {
+    let list = slices(client, namespace, service).await;
     let mut ports = Vec::new();
     let mut members = Vec::new();
-    for slice in list.items {
+    for slice in list {
         let endpoints = slice.data["endpoints"]
             .as_array()
             .cloned()

@@ -158,7 +158,7 @@ pub struct Bed {
     pub ro_port: u16,
 }
 
-pub const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+pub const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
 
 impl Bed {
     pub fn new(members: usize) -> Self {

@@ -100,14 +100,19 @@ fn healthy(primary: &str) -> Observed {
         .virtual_names
         .insert("rw".into(), vec![primary.into()]);
     observed.virtual_names.insert("ro".into(), replicas);
-    observed.journal = Journal {
+    observed.journal = adopted(primary);
+    observed
+}
+
+/// The journal of a cluster whose `primary` was promoted at epoch 1, an hour ago.
+fn adopted(primary: &str) -> Journal {
+    Journal {
         epoch: 1,
         current_primary: Some(primary.into()),
         acknowledged_primary: Some(primary.into()),
         last_promotion_at: Some(at(-3600.0)),
         ..Default::default()
-    };
-    observed
+    }
 }
 
 /// `member` died: it stopped answering at `since`, and its replicas lost their link to it.

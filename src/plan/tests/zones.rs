@@ -44,13 +44,7 @@ fn world(primary: &str, upstreams: &[(&str, &str)]) -> Observed {
     }
     let replicas: Vec<String> = upstreams.iter().map(|(m, _)| m.to_string()).collect();
     observed.virtual_names.insert("ro".into(), replicas);
-    observed.journal = Journal {
-        epoch: 1,
-        current_primary: Some(primary.into()),
-        acknowledged_primary: Some(primary.into()),
-        last_promotion_at: Some(at(-3600.0)),
-        ..Default::default()
-    };
+    observed.journal = adopted(primary);
     observed
 }
 
