@@ -135,3 +135,74 @@ fn no_acknowledged_commit_is_lost_when_the_primary_node_dies_in_sync_mode() {
     }
     assert!(stdout.contains("; lost: 0"), "{stdout}");
 }
+
+/// Zones on PostgreSQL: a in zone-a, b and c in zone-b. b is zone-b's gateway: it is copied
+/// from a, and c is copied from b (a standby) and streams from it, so one stream crosses
+/// zones. When b's node dies, c streams from a instead, re-pointed over SQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn standbys_cascade_within_their_zone_and_re_form_when_the_gateway_dies() {
+    if !available() {
+        return;
+    }
+    let mut bed = PgBed::new();
+    let zones = [
+        ("a", "zone: zone-a"),
+        ("b", "zone: zone-b"),
+        ("c", "zone: zone-b"),
+    ];
+    let ctl = bed.controller(&bed.spec_with("a", "async", &zones), &[]);
+    let report = bed
+        .wait_for("b copied from a, c copied from b", &ctl, 120, |r| {
+            ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "b")
+        })
+        .await;
+    let c = report
+        .status
+        .members
+        .iter()
+        .find(|m| m.name == "c")
+        .unwrap();
+    assert_eq!(
+        c.placement.as_deref(),
+        Some("c follows b: gateway of zone zone-b")
+    );
+    // The servers agree: c's WAL receiver is connected to b's port, and a sends to b only.
+    let b_port = bed.spec_port("b");
+    let c_address = bed.address("c");
+    eventually_pg("c's WAL receiver on b", async || {
+        try_number(
+            &c_address,
+            &format!("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming' AND sender_port = {b_port}"),
+        )
+        .await
+            == Some(1)
+    })
+    .await;
+    let a_address = bed.address("a");
+    assert_eq!(
+        try_number(&a_address, "SELECT count(*) FROM pg_stat_replication").await,
+        Some(1),
+        "one stream leaves zone-a"
+    );
+    sql(
+        &bed.rw(),
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 50)",
+    )
+    .await;
+    eventually_pg("rows on c through b", async || {
+        rows(&c_address).await == Some(50)
+    })
+    .await;
+
+    // The gateway's node dies: c is zone-b's gateway now, and streams from a.
+    bed.node("b").kill_node();
+    bed.wait_for("c streaming from a", &ctl, 60, |r| {
+        streaming_from(r, "c", "a")
+    })
+    .await;
+    sql(&bed.rw(), "INSERT INTO t VALUES (51)").await;
+    eventually_pg("the new row on c", async || {
+        rows(&c_address).await == Some(51)
+    })
+    .await;
+}
