@@ -190,25 +190,22 @@ pub fn select(desired: &Desired, observed: &Observed, failed: &str) -> Selection
         })
         .collect();
     let is_standby = |a: &Assessment| Some(a.member.as_str()) == standby;
-    let order = |zones: bool| {
-        move |(a, off_a, _, pri_a): &&(&Assessment, u64, u64, u32),
-              (b, off_b, _, pri_b): &&(&Assessment, u64, u64, u32)| {
-            let zone_first = if zones {
-                zone_rank(&a.member).cmp(&zone_rank(&b.member))
-            } else {
-                std::cmp::Ordering::Equal
-            };
-            is_standby(b)
-                .cmp(&is_standby(a))
-                .then(zone_first)
-                .then(off_b.cmp(off_a))
-                .then(pri_b.cmp(pri_a))
-                .then(a.member.cmp(&b.member))
+    // Standby first, then (when `zones`) the preferred zone, then furthest position, highest
+    // priority, lowest name.
+    let rank = |zones: bool| {
+        move |(a, offset, _, priority): &&(&Assessment, u64, u64, u32)| {
+            (
+                !is_standby(a),
+                if zones { zone_rank(&a.member) } else { 0 },
+                std::cmp::Reverse(*offset),
+                std::cmp::Reverse(*priority),
+                a.member.clone(),
+            )
         }
     };
-    let chosen = eligible.iter().min_by(order(true));
+    let chosen = eligible.iter().min_by_key(rank(true));
     // Who would have won without the zone preference, to say when a zone decided it.
-    let unzoned = eligible.iter().min_by(order(false));
+    let unzoned = eligible.iter().min_by_key(rank(false));
     let (chosen, why) = match chosen {
         Some((a, offset, lag, priority)) => {
             let role = if is_standby(a) {

@@ -19,6 +19,19 @@ pub struct Endpoint {
     pub zone: Option<String>,
 }
 
+/// The zone whose endpoints a client in `client_zone` should use: its own while it has any,
+/// else the first of `preferred` that has any; `None` for all of them.
+fn serving_zone<'a>(
+    endpoints: &[Endpoint],
+    client_zone: Option<&'a str>,
+    preferred: &'a [String],
+) -> Option<&'a str> {
+    client_zone
+        .into_iter()
+        .chain(preferred.iter().map(String::as_str))
+        .find(|zone| endpoints.iter().any(|e| e.zone.as_deref() == Some(*zone)))
+}
+
 /// The endpoints a client in `client_zone` should use: those in its own zone, else those in
 /// the first of `preferred` that has any, else all of them.
 pub fn for_zone<'a>(
@@ -26,17 +39,11 @@ pub fn for_zone<'a>(
     client_zone: Option<&str>,
     preferred: &[String],
 ) -> Vec<&'a Endpoint> {
-    client_zone
-        .into_iter()
-        .chain(preferred.iter().map(String::as_str))
-        .map(|zone| {
-            endpoints
-                .iter()
-                .filter(|e| e.zone.as_deref() == Some(zone))
-                .collect::<Vec<_>>()
-        })
-        .find(|local| !local.is_empty())
-        .unwrap_or_else(|| endpoints.iter().collect())
+    let zone = serving_zone(endpoints, client_zone, preferred);
+    endpoints
+        .iter()
+        .filter(|e| zone.is_none() || e.zone.as_deref() == zone)
+        .collect()
 }
 
 /// For each endpoint, the zones whose clients it serves under [`for_zone`], among `zones`:
@@ -47,15 +54,20 @@ pub fn zone_hints(
     zones: &[String],
     preferred: &[String],
 ) -> Vec<Vec<String>> {
-    let mut hints = vec![Vec::new(); endpoints.len()];
-    for zone in zones {
-        for served in for_zone(endpoints, Some(zone), preferred) {
-            if let Some(i) = endpoints.iter().position(|e| std::ptr::eq(e, served)) {
-                hints[i].push(zone.clone());
-            }
-        }
-    }
-    hints
+    let serving: Vec<(&String, Option<&str>)> = zones
+        .iter()
+        .map(|zone| (zone, serving_zone(endpoints, Some(zone), preferred)))
+        .collect();
+    endpoints
+        .iter()
+        .map(|e| {
+            serving
+                .iter()
+                .filter(|(_, by)| by.is_none() || e.zone.as_deref() == *by)
+                .map(|(zone, _)| (*zone).clone())
+                .collect()
+        })
+        .collect()
 }
 
 /// A replica fit to serve reads: reachable, fully synced, streaming from its upstream (or the

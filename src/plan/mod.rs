@@ -193,6 +193,8 @@ struct Planner<'a> {
     progress: Option<(&'static str, String)>,
     /// A best-effort action that must not delay the others: planned last.
     last_resort: Option<PlannedAction>,
+    /// Whom each member follows around the primary named, once computed this pass.
+    layout: Option<(String, Vec<Placement>)>,
 }
 
 impl<'a> Planner<'a> {
@@ -212,6 +214,19 @@ impl<'a> Planner<'a> {
             blocker: None,
             progress: None,
             last_resort: None,
+            layout: None,
+        }
+    }
+
+    /// Whom each member follows around `primary`: computed once per pass.
+    fn layout(&mut self, primary: &str) -> Vec<Placement> {
+        match &self.layout {
+            Some((around, layout)) if around == primary => layout.clone(),
+            _ => {
+                let layout = zones::layout(self.desired, self.observed, primary);
+                self.layout = Some((primary.to_string(), layout.clone()));
+                layout
+            }
         }
     }
 
@@ -459,11 +474,10 @@ impl<'a> Planner<'a> {
                 None => Finding::new(findings::PRIMARY_MISMATCH, false, reason::SPEC_MATCHES, ""),
             },
         ];
-        let placements = self
-            .primary
-            .as_deref()
-            .map(|p| zones::layout(self.desired, self.observed, p))
-            .unwrap_or_default();
+        let placements = match self.primary.clone() {
+            Some(primary) => self.layout(&primary),
+            None => Vec::new(),
+        };
         Plan {
             journal: self.journal,
             actions: self.actions,

@@ -4,7 +4,7 @@ use super::{
     Action, Planner,
     candidate::{cluster_identity, foreign, observation, same_data_set},
     findings::reason,
-    zones::{self, Placement},
+    zones::Placement,
 };
 use crate::observed::{Divergence, HostAccess, MemberObservation, Role};
 
@@ -40,7 +40,7 @@ impl Planner<'_> {
             }
         }
         self.assert_primary(&primary);
-        for placement in zones::layout(self.desired, self.observed, &primary) {
+        for placement in self.layout(&primary) {
             if let Some(from) = &placement.upstream {
                 self.repoint(&placement, from, &primary, identity.as_deref());
             }

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Fence, Keys, Session, call, fenced, get, txn};
 use crate::{
-    api::{Balancing, ProxyMode},
     desired::Desired,
     plan::Endpoint,
     reconcile::Router,
@@ -39,24 +38,12 @@ pub struct Route {
     pub cluster: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
-    #[serde(default)]
-    pub balancing: Balancing,
-    #[serde(default)]
-    pub proxy_mode: ProxyMode,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub preferred_zones: Vec<String>,
+    #[serde(flatten)]
+    pub shape: ProxyShape,
     pub endpoints: Vec<Endpoint>,
 }
 
 impl Route {
-    fn shape(&self) -> ProxyShape {
-        ProxyShape {
-            balancing: self.balancing,
-            mode: self.proxy_mode,
-            preferred_zones: self.preferred_zones.clone(),
-        }
-    }
-
     fn members(&self) -> Vec<String> {
         self.endpoints.iter().map(|e| e.member.clone()).collect()
     }
@@ -92,9 +79,7 @@ impl EtcdRouter {
                 let shape = Route {
                     cluster: desired.name.clone(),
                     listen: vn.spec.listen.clone(),
-                    balancing: vn.spec.balancing,
-                    proxy_mode: vn.spec.proxy_mode,
-                    preferred_zones: vn.spec.preferred_zones.clone(),
+                    shape: ProxyShape::of(&vn.spec),
                     endpoints: Vec::new(),
                 };
                 (vn.name.clone(), shape)
@@ -459,7 +444,7 @@ impl Follower {
                 continue;
             };
             let listen = on_host(listen, self.proxy_host.as_deref());
-            match self.proxies.ensure(name, &listen, &route.shape()).await {
+            match self.proxies.ensure(name, &listen, &route.shape).await {
                 Ok(()) => listening.push(name.clone()),
                 Err(error) => tracing::error!(%error, "cannot serve a virtual name"),
             }
@@ -556,7 +541,17 @@ pub fn on_host(listen: &str, host: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::on_host;
+    use super::{Route, on_host};
+
+    #[test]
+    fn a_route_keeps_its_stored_form() {
+        // Routes written before preferred zones existed still read, and read back the same.
+        let stored = r#"{"cluster":"orders","listen":"127.0.0.1:7380","balancing":"leastConnections","proxyMode":"multiplex","endpoints":[{"member":"a","address":"127.0.0.1:6380"}]}"#;
+        let route: Route = serde_json::from_str(stored).unwrap();
+        assert_eq!(route.shape.mode, crate::api::ProxyMode::Multiplex);
+        assert!(route.shape.preferred_zones.is_empty());
+        assert_eq!(serde_json::to_string(&route).unwrap(), stored);
+    }
 
     #[test]
     fn a_host_address_replaces_the_listen_host() {

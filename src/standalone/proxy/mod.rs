@@ -94,11 +94,15 @@ struct LaneEntry {
 }
 
 /// How a virtual name is served, from its spec.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 pub struct ProxyShape {
+    #[serde(default)]
     pub balancing: Balancing,
+    #[serde(default, rename = "proxyMode")]
     pub mode: ProxyMode,
     /// Zones to send clients to when the proxy's own zone has no endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preferred_zones: Vec<String>,
 }
 
