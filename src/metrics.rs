@@ -1,6 +1,10 @@
 //! Prometheus metrics and the admin HTTP endpoint (`/metrics`, `/healthz`), shared by both runtimes; touches no servers.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    sync::{Arc, Mutex, atomic::AtomicU64},
+};
 
 use axum::{extract::State, http::header, response::IntoResponse, routing::get};
 use prometheus_client::{
@@ -14,14 +18,21 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::{
+    journal::{OperationKind, Outcome},
+    observed::ProbeErrorKind,
+    plan::findings,
+    reconcile::Round,
+};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClusterLabels {
+struct KindLabels {
     cluster: String,
     kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RoundLabels {
+struct ClusterLabels {
     cluster: String,
 }
 
@@ -39,6 +50,12 @@ struct ProbeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    cluster: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NameLabels {
     name: String,
 }
@@ -49,84 +66,242 @@ struct BytesLabels {
     direction: String,
 }
 
-fn failover_histogram() -> Histogram {
+type FloatGauge = Gauge<f64, AtomicU64>;
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The kinds of promotion, as labelled: `OperationKind` in lowercase.
+const PROMOTION_KINDS: [OperationKind; 2] = [OperationKind::Failover, OperationKind::Switchover];
+
+fn kind_label(kind: OperationKind) -> &'static str {
+    match kind {
+        OperationKind::Failover => "failover",
+        OperationKind::Switchover => "switchover",
+    }
+}
+
+fn promotion_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.05, 2.0, 10))
 }
 
-/// Every metric replicant exports.
+fn round_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 12))
+}
+
+/// The per-cluster series set last round, so that what no longer holds (a member removed, a
+/// primary replaced, a block lifted) is removed rather than left stale.
+#[derive(Default)]
+struct Exported {
+    members: BTreeSet<String>,
+    primary: Option<String>,
+    blocked: Option<String>,
+}
+
+/// Every metric replicant exports. Labels are bounded: clusters, their members, virtual
+/// names, and fixed sets of kinds and reasons.
 pub struct Metrics {
     registry: Registry,
-    failovers: Family<ClusterLabels, Counter>,
-    failover_seconds: Family<ClusterLabels, Histogram, fn() -> Histogram>,
+    promotions: Family<KindLabels, Counter>,
+    promotion_seconds: Histograms<KindLabels>,
+    last_promotion: Family<KindLabels, FloatGauge>,
+    write_gap: Family<KindLabels, FloatGauge>,
+    ready: Family<ClusterLabels, Gauge>,
+    spec_valid: Family<ClusterLabels, Gauge>,
+    epoch: Family<ClusterLabels, Gauge>,
+    primary: Family<MemberLabels, Gauge>,
+    blocked: Family<ReasonLabels, Gauge>,
+    max_lag: Family<ClusterLabels, Gauge>,
+    member_up: Family<MemberLabels, Gauge>,
     lag_bytes: Family<MemberLabels, Gauge>,
+    lag_seconds: Family<MemberLabels, FloatGauge>,
     probe_errors: Family<ProbeLabels, Counter>,
-    rounds: Family<RoundLabels, Counter>,
+    rounds: Family<ClusterLabels, Counter>,
+    round_failures: Family<ClusterLabels, Counter>,
+    round_seconds: Histograms<ClusterLabels>,
+    last_round: Family<ClusterLabels, FloatGauge>,
+    leader: Gauge,
+    leading: Mutex<Option<Box<dyn Fn() -> bool + Send + Sync>>>,
+    exported: Mutex<HashMap<String, Exported>>,
     proxy_connections: Family<NameLabels, Counter>,
     proxy_active: Family<NameLabels, Gauge>,
     proxy_bytes: Family<BytesLabels, Counter>,
 }
 
+/// Register `metric` under `name` and hand it back.
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("replicant");
-        let failovers = Family::<ClusterLabels, Counter>::default();
-        registry.register(
+        let r = &mut registry;
+        let promotions = registered(
+            r,
             "promotions",
             "Completed failovers and switchovers",
-            failovers.clone(),
+            Family::default(),
         );
-        let failover_seconds =
-            Family::<ClusterLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                failover_histogram,
-            );
-        registry.register(
+        let promotion_seconds = registered(
+            r,
             "promotion_duration_seconds",
             "From the decision to promote to the cluster converged on the new primary",
-            failover_seconds.clone(),
+            Histograms::new_with_constructor(promotion_histogram),
         );
-        let lag_bytes = Family::<MemberLabels, Gauge>::default();
-        registry.register(
+        let last_promotion = registered(
+            r,
+            "last_promotion_timestamp_seconds",
+            "When the last completed failover or switchover finished (Unix time)",
+            Family::default(),
+        );
+        let write_gap = registered(
+            r,
+            "last_promotion_write_gap_seconds",
+            "Of the last promotion this process finished: from when the old primary could last \
+             accept writes (it last answered or its lease was last renewed; for a switchover, the \
+             start) until the new primary took over",
+            Family::default(),
+        );
+        let ready = registered(
+            r,
+            "cluster_ready",
+            "1 while the cluster's Ready condition is True",
+            Family::default(),
+        );
+        let spec_valid = registered(
+            r,
+            "cluster_spec_valid",
+            "0 while the stored spec breaks a rule and the last good one keeps running",
+            Family::default(),
+        );
+        let epoch = registered(
+            r,
+            "cluster_epoch",
+            "The cluster's epoch, bumped on every promotion",
+            Family::default(),
+        );
+        let primary = registered(
+            r,
+            "cluster_primary",
+            "1 for the member that is primary now",
+            Family::default(),
+        );
+        let blocked = registered(
+            r,
+            "promotion_blocked",
+            "1 while a failover or switchover is wanted but refused, by the PromotionBlocked \
+             condition's reason",
+            Family::default(),
+        );
+        let max_lag = registered(
+            r,
+            "cluster_max_lag_bytes",
+            "spec.failover.maxLag: a replica further behind is not promoted",
+            Family::default(),
+        );
+        let member_up = registered(
+            r,
+            "member_up",
+            "1 while the member's server answers its probes",
+            Family::default(),
+        );
+        let lag_bytes = registered(
+            r,
             "member_lag_bytes",
             "Replication bytes a member is behind its primary",
-            lag_bytes.clone(),
+            Family::default(),
         );
-        let probe_errors = Family::<ProbeLabels, Counter>::default();
-        registry.register(
+        let lag_seconds = registered(
+            r,
+            "member_lag_seconds",
+            "How old the newest data a replica shows is, while it is behind (PostgreSQL); 0 once \
+             caught up",
+            Family::default(),
+        );
+        let probe_errors = registered(
+            r,
             "probe_errors",
-            "Failed probes by member and error kind",
-            probe_errors.clone(),
+            "Failed probes by member and kind: refused, timeout, auth, protocol, starting, \
+             unreachable",
+            Family::default(),
         );
-        let rounds = Family::<RoundLabels, Counter>::default();
-        registry.register(
+        let rounds = registered(
+            r,
             "reconcile_rounds",
             "Completed observe-plan-act rounds per cluster (each probes every member once)",
-            rounds.clone(),
+            Family::default(),
         );
-        let proxy_connections = Family::<NameLabels, Counter>::default();
-        registry.register(
+        let round_failures = registered(
+            r,
+            "reconcile_failures",
+            "Rounds that failed (the journal or status could not be read or written)",
+            Family::default(),
+        );
+        let round_seconds = registered(
+            r,
+            "reconcile_round_duration_seconds",
+            "How long a round took, from the first probe to the last action",
+            Histograms::new_with_constructor(round_histogram),
+        );
+        let last_round = registered(
+            r,
+            "last_round_timestamp_seconds",
+            "When the last round that completed ended (Unix time); only the acting controller \
+             exports it",
+            Family::default(),
+        );
+        let leader = registered(
+            r,
+            "leader",
+            "1 while this process may act: it holds the leadership, or runs alone",
+            Gauge::default(),
+        );
+        let proxy_connections = registered(
+            r,
             "proxy_connections",
             "Connections accepted by a virtual name's proxy",
-            proxy_connections.clone(),
+            Family::default(),
         );
-        let proxy_active = Family::<NameLabels, Gauge>::default();
-        registry.register(
+        let proxy_active = registered(
+            r,
             "proxy_active_connections",
             "Open connections through a virtual name's proxy",
-            proxy_active.clone(),
+            Family::default(),
         );
-        let proxy_bytes = Family::<BytesLabels, Counter>::default();
-        registry.register(
+        let proxy_bytes = registered(
+            r,
             "proxy_bytes",
             "Bytes relayed by a virtual name's proxy",
-            proxy_bytes.clone(),
+            Family::default(),
         );
         Self {
             registry,
-            failovers,
-            failover_seconds,
+            promotions,
+            promotion_seconds,
+            last_promotion,
+            write_gap,
+            ready,
+            spec_valid,
+            epoch,
+            primary,
+            blocked,
+            max_lag,
+            member_up,
             lag_bytes,
+            lag_seconds,
             probe_errors,
             rounds,
+            round_failures,
+            round_seconds,
+            last_round,
+            leader,
+            leading: Mutex::new(None),
+            exported: Mutex::new(HashMap::new()),
             proxy_connections,
             proxy_active,
             proxy_bytes,
@@ -134,51 +309,282 @@ impl Default for Metrics {
     }
 }
 
+fn cluster_labels(cluster: &str) -> ClusterLabels {
+    ClusterLabels {
+        cluster: cluster.into(),
+    }
+}
+
+fn member_labels(cluster: &str, member: &str) -> MemberLabels {
+    MemberLabels {
+        cluster: cluster.into(),
+        member: member.into(),
+    }
+}
+
+fn unix_seconds(t: jiff::Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
+}
+
+fn clamp(bytes: u64) -> i64 {
+    bytes.min(i64::MAX as u64) as i64
+}
+
 impl Metrics {
-    pub fn promotion(&self, cluster: &str, kind: &str, seconds: f64) {
-        let labels = ClusterLabels {
-            cluster: cluster.into(),
-            kind: kind.into(),
-        };
-        self.failovers.get_or_create(&labels).inc();
-        self.failover_seconds
-            .get_or_create(&labels)
-            .observe(seconds);
+    /// `replicant_leader` is read from `leading` whenever metrics are scraped, so that a
+    /// leadership that lapses without an event shows at once.
+    pub fn lead_when(&self, leading: impl Fn() -> bool + Send + Sync + 'static) {
+        *self.leading.lock().expect("not poisoned") = Some(Box::new(leading));
     }
 
-    pub fn lag(&self, cluster: &str, member: &str, bytes: Option<u64>) {
-        let labels = MemberLabels {
-            cluster: cluster.into(),
-            member: member.into(),
+    /// Whether the spec as stored passes every rule.
+    pub fn spec_valid(&self, cluster: &str, valid: bool) {
+        self.spec_valid
+            .get_or_create(&cluster_labels(cluster))
+            .set(valid as i64);
+    }
+
+    /// A round that failed.
+    pub fn round_failed(&self, cluster: &str) {
+        self.round_failures
+            .get_or_create(&cluster_labels(cluster))
+            .inc();
+    }
+
+    /// Drop every gauge of `cluster`: it was removed, or this process stopped acting on it
+    /// (whoever acts now exports them). Counters stay: they only ever count.
+    pub fn forget(&self, cluster: &str) {
+        let labels = cluster_labels(cluster);
+        self.ready.remove(&labels);
+        self.spec_valid.remove(&labels);
+        self.epoch.remove(&labels);
+        self.max_lag.remove(&labels);
+        self.last_round.remove(&labels);
+        for kind in PROMOTION_KINDS {
+            let labels = KindLabels {
+                cluster: cluster.into(),
+                kind: kind_label(kind).into(),
+            };
+            self.last_promotion.remove(&labels);
+            self.write_gap.remove(&labels);
+        }
+        let Some(exported) = self.exported.lock().expect("not poisoned").remove(cluster) else {
+            return;
         };
-        match bytes {
-            Some(b) => {
-                self.lag_bytes
-                    .get_or_create(&labels)
-                    .set(b.min(i64::MAX as u64) as i64);
+        for member in &exported.members {
+            self.forget_member(cluster, member);
+        }
+        if let Some(primary) = &exported.primary {
+            self.primary.remove(&member_labels(cluster, primary));
+        }
+        if let Some(reason) = exported.blocked {
+            self.blocked.remove(&ReasonLabels {
+                cluster: cluster.into(),
+                reason,
+            });
+        }
+    }
+
+    fn forget_member(&self, cluster: &str, member: &str) {
+        let labels = member_labels(cluster, member);
+        self.member_up.remove(&labels);
+        self.lag_bytes.remove(&labels);
+        self.lag_seconds.remove(&labels);
+    }
+
+    /// Record one completed round of `cluster`, whose spec allows `max_lag` bytes of lag to a
+    /// candidate, that took `took`.
+    pub fn record_round(
+        &self,
+        cluster: &str,
+        round: &Round,
+        max_lag: u64,
+        took: std::time::Duration,
+    ) {
+        let labels = cluster_labels(cluster);
+        self.rounds.get_or_create(&labels).inc();
+        self.round_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        self.last_round
+            .get_or_create(&labels)
+            .set(unix_seconds(jiff::Timestamp::now()));
+        let status = &round.status;
+        let ready = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == findings::READY && c.status == "True");
+        self.ready.get_or_create(&labels).set(ready as i64);
+        self.epoch
+            .get_or_create(&labels)
+            .set(clamp(round.applied.journal.epoch));
+        self.max_lag.get_or_create(&labels).set(clamp(max_lag));
+        let blocked = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == findings::PROMOTION_BLOCKED && c.status == "True")
+            .map(|c| c.reason.clone());
+        let members: BTreeSet<String> = status.members.iter().map(|m| m.name.clone()).collect();
+        let primary = status.current_primary.clone();
+        let before = self
+            .exported
+            .lock()
+            .expect("not poisoned")
+            .insert(
+                cluster.to_string(),
+                Exported {
+                    members: members.clone(),
+                    primary: primary.clone(),
+                    blocked: blocked.clone(),
+                },
+            )
+            .unwrap_or_default();
+        for gone in before.members.difference(&members) {
+            self.forget_member(cluster, gone);
+        }
+        if let Some(old) = before.primary.filter(|p| Some(p) != primary.as_ref()) {
+            self.primary.remove(&member_labels(cluster, &old));
+        }
+        if let Some(primary) = &primary {
+            self.primary
+                .get_or_create(&member_labels(cluster, primary))
+                .set(1);
+        }
+        if let Some(old) = before.blocked.filter(|b| Some(b) != blocked.as_ref()) {
+            self.blocked.remove(&ReasonLabels {
+                cluster: cluster.into(),
+                reason: old,
+            });
+        }
+        if let Some(reason) = blocked {
+            self.blocked
+                .get_or_create(&ReasonLabels {
+                    cluster: cluster.into(),
+                    reason,
+                })
+                .set(1);
+        }
+        self.record_members(cluster, round, &before.members);
+        self.record_promotions(cluster, round);
+    }
+
+    fn record_members(&self, cluster: &str, round: &Round, known: &BTreeSet<String>) {
+        let primary_durable = round
+            .status
+            .current_primary
+            .as_ref()
+            .and_then(|p| round.observed.members.get(p))
+            .and_then(|o| o.durable);
+        for m in &round.status.members {
+            let labels = member_labels(cluster, &m.name);
+            if !known.contains(&m.name) {
+                // Every kind starts at 0, so that the first failure shows as an increase.
+                for kind in ProbeErrorKind::ALL {
+                    let _ = self.probe_errors.get_or_create(&ProbeLabels {
+                        cluster: cluster.into(),
+                        member: m.name.clone(),
+                        kind: kind.as_str().into(),
+                    });
+                }
             }
-            None => {
-                self.lag_bytes.remove(&labels);
+            self.member_up
+                .get_or_create(&labels)
+                .set(m.reachable as i64);
+            match m.lag_bytes {
+                Some(bytes) => {
+                    self.lag_bytes.get_or_create(&labels).set(clamp(bytes));
+                }
+                None => {
+                    self.lag_bytes.remove(&labels);
+                }
+            }
+            let observed = round.observed.members.get(&m.name);
+            if let Some(kind) = observed.and_then(|o| o.error_kind).filter(|_| !m.reachable) {
+                self.probe_errors
+                    .get_or_create(&ProbeLabels {
+                        cluster: cluster.into(),
+                        member: m.name.clone(),
+                        kind: kind.as_str().into(),
+                    })
+                    .inc();
+            }
+            let seconds = observed.filter(|o| o.reachable).and_then(|o| {
+                let behind = o.applied.zip(primary_durable).is_some_and(|(a, p)| a < p);
+                let age = o.replay_age_ms?;
+                Some(if behind { age as f64 / 1000.0 } else { 0.0 })
+            });
+            match seconds {
+                Some(seconds) => {
+                    self.lag_seconds.get_or_create(&labels).set(seconds);
+                }
+                None => {
+                    self.lag_seconds.remove(&labels);
+                }
             }
         }
     }
 
-    pub fn round(&self, cluster: &str) {
-        self.rounds
-            .get_or_create(&RoundLabels {
-                cluster: cluster.into(),
-            })
-            .inc();
-    }
-
-    pub fn probe_error(&self, cluster: &str, member: &str, kind: &str) {
-        self.probe_errors
-            .get_or_create(&ProbeLabels {
-                cluster: cluster.into(),
-                member: member.into(),
-                kind: kind.into(),
-            })
-            .inc();
+    fn record_promotions(&self, cluster: &str, round: &Round) {
+        let label = |kind| KindLabels {
+            cluster: cluster.into(),
+            kind: kind_label(kind).into(),
+        };
+        for kind in PROMOTION_KINDS {
+            // At 0 from the first round, so that the first promotion shows as an increase.
+            let _ = self.promotions.get_or_create(&label(kind));
+            let last = round
+                .status
+                .history
+                .iter()
+                .rev()
+                .find(|r| r.kind == kind && r.outcome == Outcome::Succeeded)
+                .and_then(|r| r.finished_at.parse::<jiff::Timestamp>().ok());
+            if let Some(at) = last {
+                self.last_promotion
+                    .get_or_create(&label(kind))
+                    .set(unix_seconds(at));
+            }
+        }
+        for entry in round.finished_operations() {
+            let started = entry.started_at.parse::<jiff::Timestamp>().ok();
+            let finished = entry.finished_at.parse::<jiff::Timestamp>().ok();
+            let seconds = match (started, finished) {
+                (Some(s), Some(f)) => f.duration_since(s).as_secs_f64(),
+                _ => 0.0,
+            };
+            tracing::info!(
+                cluster = %cluster,
+                reason = ?entry.kind,
+                from = entry.from.as_deref().unwrap_or("-"),
+                to = %entry.to,
+                epoch = entry.epoch,
+                outcome = ?entry.outcome,
+                seconds,
+                "promotion finished"
+            );
+            if entry.outcome != Outcome::Succeeded {
+                continue;
+            }
+            self.promotions.get_or_create(&label(entry.kind)).inc();
+            self.promotion_seconds
+                .get_or_create(&label(entry.kind))
+                .observe(seconds);
+            // A failed primary could accept writes until it last answered or its lease was
+            // last renewed; a switchover stops them once it starts.
+            let writes_stopped = match entry.kind {
+                OperationKind::Failover => entry
+                    .from
+                    .as_ref()
+                    .and_then(|from| round.observed.members.get(from))
+                    .and_then(|o| o.unreachable_since)
+                    .or(started),
+                OperationKind::Switchover => started,
+            };
+            if let (Some(stopped), Some(finished)) = (writes_stopped, finished) {
+                let gap = finished.duration_since(stopped).as_secs_f64().max(0.0);
+                self.write_gap.get_or_create(&label(entry.kind)).set(gap);
+            }
+        }
     }
 
     pub fn proxy_connection(&self, name: &str, delta: i64) {
@@ -201,46 +607,10 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    /// Count one reconcile round, its lag readings and probe failures, and log finished promotions.
-    pub fn record_round(&self, cluster: &str, round: &crate::reconcile::Round) {
-        self.round(cluster);
-        for m in &round.status.members {
-            self.lag(cluster, &m.name, m.lag_bytes);
-        }
-        for (name, o) in &round.observed.members {
-            if !o.reachable {
-                self.probe_error(cluster, name, "unreachable");
-            }
-        }
-        for entry in round.finished_operations() {
-            let seconds = match (
-                entry.started_at.parse::<jiff::Timestamp>(),
-                entry.finished_at.parse::<jiff::Timestamp>(),
-            ) {
-                (Ok(s), Ok(f)) => f.duration_since(s).as_secs_f64(),
-                _ => 0.0,
-            };
-            tracing::info!(
-                cluster = %cluster,
-                reason = ?entry.kind,
-                from = entry.from.as_deref().unwrap_or("-"),
-                to = %entry.to,
-                epoch = entry.epoch,
-                outcome = ?entry.outcome,
-                seconds,
-                "promotion finished"
-            );
-            if entry.outcome == crate::journal::Outcome::Succeeded {
-                self.promotion(
-                    cluster,
-                    &format!("{:?}", entry.kind).to_lowercase(),
-                    seconds,
-                );
-            }
-        }
-    }
-
     pub fn render(&self) -> String {
+        if let Some(leading) = self.leading.lock().expect("not poisoned").as_ref() {
+            self.leader.set(leading() as i64);
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

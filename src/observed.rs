@@ -33,6 +33,47 @@ pub enum Role {
     Replica,
 }
 
+/// Why a probe failed, in the few classes people act on differently.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum ProbeErrorKind {
+    /// Nothing listens on the port: the server process is not running.
+    Refused,
+    /// No answer in time: a frozen server, a dropped network path, or an overloaded host.
+    Timeout,
+    /// The server rejected the credentials.
+    Auth,
+    /// The server answered, but not as expected (a wrong reply, a failed command).
+    Protocol,
+    /// The process runs but does not take connections yet (starting, shutting down).
+    Starting,
+    /// Any other failure to connect (no route, name not resolved, reset).
+    Unreachable,
+}
+
+impl ProbeErrorKind {
+    pub const ALL: [ProbeErrorKind; 6] = [
+        Self::Refused,
+        Self::Timeout,
+        Self::Auth,
+        Self::Protocol,
+        Self::Starting,
+        Self::Unreachable,
+    ];
+
+    /// The label value metrics carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+            Self::Auth => "auth",
+            Self::Protocol => "protocol",
+            Self::Starting => "starting",
+            Self::Unreachable => "unreachable",
+        }
+    }
+}
+
 /// Which branch of history a member's data is on, and how that branch was reached.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -211,6 +252,13 @@ pub struct MemberObservation {
     /// Last probe error, for status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The class of the last probe error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ProbeErrorKind>,
+    /// Replicas only, where the engine can tell: milliseconds since the last transaction it
+    /// applied was committed on the primary. Lag in time while it is behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_age_ms: Option<u64>,
 }
 
 impl HostAccess {

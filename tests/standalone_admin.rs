@@ -20,6 +20,14 @@ fn http_get(port: u16, path: &str) -> String {
     response
 }
 
+/// The value of the series `series` (name and labels as exposed), if it is there.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split(' ').next()?.parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_health_and_status_report_the_cluster() {
     let mut bed = Bed::new(3);
@@ -49,6 +57,40 @@ async fn metrics_health_and_status_report_the_cluster() {
     })
     .await;
     let metrics = http_get(admin, "/metrics");
+    for (series, value) in [
+        ("replicant_cluster_ready{cluster=\"orders\"}", 1.0),
+        ("replicant_cluster_spec_valid{cluster=\"orders\"}", 1.0),
+        ("replicant_cluster_epoch{cluster=\"orders\"}", 0.0),
+        (
+            "replicant_cluster_primary{cluster=\"orders\",member=\"a\"}",
+            1.0,
+        ),
+        ("replicant_leader", 1.0),
+        ("replicant_member_up{cluster=\"orders\",member=\"b\"}", 1.0),
+        (
+            "replicant_promotions_total{cluster=\"orders\",kind=\"failover\"}",
+            0.0,
+        ),
+        (
+            "replicant_probe_errors_total{cluster=\"orders\",member=\"a\",kind=\"refused\"}",
+            0.0,
+        ),
+    ] {
+        assert_eq!(sample(&metrics, series), Some(value), "{series}\n{metrics}");
+    }
+    assert!(
+        sample(
+            &metrics,
+            "replicant_reconcile_round_duration_seconds_count{cluster=\"orders\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    // Redis cannot say how old a replica's data is; no series pretends it can.
+    assert!(
+        !metrics.contains("replicant_member_lag_seconds{"),
+        "{metrics}"
+    );
     for needle in [
         "replicant_member_lag_bytes{cluster=\"orders\",member=\"b\"}",
         "replicant_proxy_connections_total{name=\"default/orders-rw\"}",
@@ -115,12 +157,47 @@ async fn metrics_health_and_status_report_the_cluster() {
         ),
         "{metrics}"
     );
+    // A killed server refuses connections: counted as such, not as "unreachable".
     assert!(
-        metrics.contains(
-            "replicant_probe_errors_total{cluster=\"orders\",member=\"a\",kind=\"unreachable\"}"
-        ),
+        sample(
+            &metrics,
+            "replicant_probe_errors_total{cluster=\"orders\",member=\"a\",kind=\"refused\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
         "{metrics}"
     );
+    assert_eq!(
+        sample(&metrics, "replicant_cluster_epoch{cluster=\"orders\"}"),
+        Some(1.0)
+    );
+    assert!(
+        !metrics.contains("replicant_cluster_primary{cluster=\"orders\",member=\"a\"}"),
+        "{metrics}"
+    );
+    let promoted = ["b", "c"].into_iter().filter(|m| {
+        sample(
+            &metrics,
+            &format!("replicant_cluster_primary{{cluster=\"orders\",member=\"{m}\"}}"),
+        ) == Some(1.0)
+    });
+    assert_eq!(promoted.count(), 1, "{metrics}");
+    let finished = sample(
+        &metrics,
+        "replicant_last_promotion_timestamp_seconds{cluster=\"orders\",kind=\"failover\"}",
+    )
+    .expect("the last failover's time");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - 60.0..=now + 1.0).contains(&finished), "{finished}");
+    // detectAfter is 1s: the gap spans at least that, and far less than the test's wait.
+    let gap = sample(
+        &metrics,
+        "replicant_last_promotion_write_gap_seconds{cluster=\"orders\",kind=\"failover\"}",
+    )
+    .expect("the last failover's write gap");
+    assert!((1.0..20.0).contains(&gap), "{gap}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

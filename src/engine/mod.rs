@@ -71,6 +71,9 @@ pub struct Probe {
     /// Members that can no longer catch up from this one: what they still need is gone from
     /// what it keeps for them. Only a full copy brings them back.
     pub copy_needed_by: Vec<String>,
+    /// Replicas only, where the engine can tell: milliseconds since the last transaction it
+    /// applied was committed on the primary.
+    pub replay_age_ms: Option<u64>,
 }
 
 /// One member as observed: its server's answer, and who can carry out host operations on it
@@ -132,6 +135,23 @@ pub enum EngineError {
         during: &'static str,
         detail: String,
     },
+}
+
+impl EngineError {
+    /// The class of failure, for metrics and for people.
+    pub fn kind(&self) -> crate::observed::ProbeErrorKind {
+        use crate::observed::ProbeErrorKind as Kind;
+        match self {
+            Self::Timeout { .. } => Kind::Timeout,
+            Self::Refused { .. } => Kind::Refused,
+            Self::Auth { .. } => Kind::Auth,
+            Self::NotAccepting { .. } => Kind::Starting,
+            Self::Connect { .. } => Kind::Unreachable,
+            Self::Command { .. } | Self::NotApplied { .. } | Self::Protocol { .. } => {
+                Kind::Protocol
+            }
+        }
+    }
 }
 
 /// What replicant needs from a database. Every method is idempotent: calling it again after a

@@ -322,6 +322,7 @@ fn parse_info(
             guarded: min_replicas == guard,
             // A replica whose position fell out of the backlog resyncs by itself.
             copy_needed_by: Vec::new(),
+            replay_age_ms: None,
         }),
         Some("slave") => {
             let host = field("master_host").unwrap_or_default();
@@ -338,6 +339,7 @@ fn parse_info(
                 syncing: field("master_sync_in_progress") == Some("1"),
                 guarded: false,
                 copy_needed_by: Vec::new(),
+                replay_age_ms: None,
             })
         }
         other => Err(protocol(format!("role {other:?}"))),

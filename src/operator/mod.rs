@@ -135,6 +135,8 @@ pub async fn run(
             options.identity.clone(),
         ))
     });
+    let leading = elector.clone();
+    metrics.lead_when(move || leading.as_ref().is_none_or(|e| e.is_leading()));
     if let Some(elector) = &elector {
         tracing::info!(identity = %elector.identity(), "waiting to become leader");
         tokio::select! {

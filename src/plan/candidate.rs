@@ -68,6 +68,8 @@ static UNKNOWN: MemberObservation = MemberObservation {
     refused: false,
     host: crate::observed::HostAccess::Engine,
     error: None,
+    error_kind: None,
+    replay_age_ms: None,
 };
 
 /// An observation, or "never seen" for a member that has not been probed.

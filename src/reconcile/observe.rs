@@ -138,6 +138,8 @@ fn from_probe(desired: &Desired, probe: Probe) -> MemberObservation {
         refused: false,
         host: HostAccess::Engine,
         error: None,
+        error_kind: None,
+        replay_age_ms: probe.replay_age_ms,
     }
 }
 
@@ -169,6 +171,8 @@ fn unreachable(
         link_up: None,
         refused: matches!(error, EngineError::Refused { .. }),
         error: Some(error.to_string()),
+        error_kind: Some(error.kind()),
+        replay_age_ms: None,
         ..last.clone()
     }
 }

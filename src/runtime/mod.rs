@@ -178,6 +178,9 @@ impl ClusterReconciler {
         if problems.is_empty() {
             self.last_good = Some(desired);
         }
+        if let Some(metrics) = &self.metrics {
+            metrics.spec_valid(&self.label, problems.is_empty());
+        }
         let before = self.computed.clone().or(stored.clone());
         let Some(desired) = self.last_good.clone() else {
             let status = with_spec_problems(before.unwrap_or_default(), &problems);
@@ -209,6 +212,7 @@ impl ClusterReconciler {
             store: host.journal(),
             router: host.router(),
         };
+        let started = Instant::now();
         let result = reconcile::reconcile(
             &desired,
             &mut self.memory,
@@ -221,7 +225,8 @@ impl ClusterReconciler {
             Ok(round) => {
                 self.failures = 0;
                 if let Some(metrics) = &self.metrics {
-                    metrics.record_round(&self.label, &round);
+                    let max_lag = desired.spec.failover.max_lag.bytes();
+                    metrics.record_round(&self.label, &round, max_lag, started.elapsed());
                 }
                 host.notify(Notice::Round {
                     round: &round,
@@ -238,6 +243,9 @@ impl ClusterReconciler {
             }
             Err(error) => {
                 self.failures += 1;
+                if let Some(metrics) = &self.metrics {
+                    metrics.round_failed(&self.label);
+                }
                 let wait = retry_wait(&error, self.failures);
                 tracing::warn!(cluster = %self.label, %error, retry_in = ?wait, "reconcile failed");
                 let status = with_spec_problems(before.unwrap_or_default(), &problems);
@@ -261,9 +269,13 @@ impl ClusterReconciler {
         if input.problems.is_empty() {
             self.last_good = Some(input.desired);
         }
-        // What it computed while it led is stale by the time it leads again.
+        // What it computed while it led is stale by the time it leads again; whoever acts
+        // exports the cluster's state now.
         self.computed = None;
         self.stored = None;
+        if let Some(metrics) = &self.metrics {
+            metrics.forget(&self.label);
+        }
         let Some(desired) = self.last_good.clone() else {
             return NOT_ACTING_RETRY;
         };
@@ -355,6 +367,15 @@ impl ClusterReconciler {
                 })
             }
             Err(e) => tracing::warn!(cluster = %self.label, error = %e, "status not stored"),
+        }
+    }
+}
+
+impl Drop for ClusterReconciler {
+    /// A cluster no longer reconciled here exports nothing more.
+    fn drop(&mut self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.forget(&self.label);
         }
     }
 }

@@ -105,6 +105,8 @@ pub async fn run(
         .map_err(|e| RunError::State(options.state.display().to_string(), e))?;
     crate::accept::raise_descriptor_limit();
     let metrics = Arc::new(Metrics::default());
+    // One process runs the clusters of its directory: it always acts.
+    metrics.lead_when(|| true);
     if let Some(addr) = options.admin {
         metrics::start_admin(addr, metrics.clone())
             .await

@@ -289,6 +289,7 @@ impl PostgresEngine {
                 syncing: false,
                 guarded: false,
                 copy_needed_by,
+                replay_age_ms: pg.replay_age_ms,
             }
         } else {
             let fenced = pg.synchronous_standby_names == actions::FENCED_STANDBY_NAME
@@ -308,6 +309,7 @@ impl PostgresEngine {
                 syncing: false,
                 guarded,
                 copy_needed_by,
+                replay_age_ms: None,
             }
         }
     }

@@ -86,6 +86,9 @@ pub struct PgProbe {
     pub default_transaction_read_only: bool,
     /// The physical replication slots replicant keeps here (named `replicant_<member>`).
     pub slots: Vec<Slot>,
+    /// A standby's: milliseconds since the last transaction it replayed was committed on the
+    /// primary; `None` before it replayed one.
+    pub replay_age_ms: Option<u64>,
 }
 
 /// A replication slot kept for one member.
@@ -148,6 +151,9 @@ SELECT recovering,
        CASE WHEN timeline > 1 AND pg_has_role(current_user, 'pg_read_server_files', 'USAGE') THEN
          pg_read_file('pg_wal/' || lpad(upper(to_hex(timeline)), 8, '0') || '.history',
                       0, 1048576, true)
+       END,
+       CASE WHEN recovering THEN
+         (1000 * extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()))::float8
        END
   FROM member";
 
@@ -191,6 +197,7 @@ fn parse(row: &tokio_postgres::Row, address: &str) -> Result<PgProbe, EngineErro
     let conninfo: String = column(row, 8, address)?;
     let slot: String = column(row, 9, address)?;
     let history: Option<String> = column(row, 14, address)?;
+    let replay_age_ms: Option<f64> = column(row, 15, address)?;
     Ok(PgProbe {
         in_recovery: column(row, 0, address)?,
         system_identifier: system_identifier
@@ -217,6 +224,8 @@ fn parse(row: &tokio_postgres::Row, address: &str) -> Result<PgProbe, EngineErro
         default_transaction_read_only: column::<String>(row, 12, address)? == "on",
         slots: serde_json::from_str(column(row, 13, address)?)
             .map_err(|e| protocol(format!("slots: {e}")))?,
+        // A clock behind the primary's reads as no age rather than a negative one.
+        replay_age_ms: replay_age_ms.map(|ms| ms.max(0.0) as u64),
     })
 }
 

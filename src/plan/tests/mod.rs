@@ -1680,6 +1680,8 @@ mod invariants {
                             .collect(),
                         refused: !reachable && down_secs % 2 == 0,
                         error: None,
+                        error_kind: None,
+                        replay_age_ms: None,
                     }
                 },
             )

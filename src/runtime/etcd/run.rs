@@ -117,6 +117,10 @@ pub async fn run(
         leadership: watch::channel(None).0,
         session,
     });
+    let leadership = shared.leadership.subscribe();
+    shared
+        .metrics
+        .lead_when(move || leadership.borrow().as_ref().is_some_and(|l| l.may_act()));
     let membership = tokio::spawn(membership(shared.clone(), proxies));
     let specs = shared.options.specs.clone();
     let rescan = shared.options.rescan;
