@@ -56,6 +56,12 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterNameLabels {
+    cluster: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NameLabels {
     name: String,
 }
@@ -92,6 +98,7 @@ fn round_histogram() -> Histogram {
 #[derive(Default)]
 struct Exported {
     members: BTreeSet<String>,
+    names: BTreeSet<String>,
     primary: Option<String>,
     blocked: Option<String>,
 }
@@ -119,6 +126,7 @@ pub struct Metrics {
     round_seconds: Histograms<ClusterLabels>,
     last_round: Family<ClusterLabels, FloatGauge>,
     leader: Gauge,
+    virtual_names: Family<ClusterNameLabels, Gauge>,
     leading: Mutex<Option<Box<dyn Fn() -> bool + Send + Sync>>>,
     exported: Mutex<HashMap<String, Exported>>,
     proxy_connections: Family<NameLabels, Counter>,
@@ -261,6 +269,12 @@ impl Default for Metrics {
             "1 while this process may act: it holds the leadership, or runs alone",
             Gauge::default(),
         );
+        let virtual_names = registered(
+            r,
+            "virtual_name_info",
+            "1 for each virtual name of a cluster (namespace/name, as the proxy metrics label it)",
+            Family::default(),
+        );
         let proxy_connections = registered(
             r,
             "proxy_connections",
@@ -300,6 +314,7 @@ impl Default for Metrics {
             round_seconds,
             last_round,
             leader,
+            virtual_names,
             leading: Mutex::new(None),
             exported: Mutex::new(HashMap::new()),
             proxy_connections,
@@ -374,6 +389,12 @@ impl Metrics {
         for member in &exported.members {
             self.forget_member(cluster, member);
         }
+        for name in exported.names {
+            self.virtual_names.remove(&ClusterNameLabels {
+                cluster: cluster.into(),
+                name,
+            });
+        }
         if let Some(primary) = &exported.primary {
             self.primary.remove(&member_labels(cluster, primary));
         }
@@ -392,13 +413,14 @@ impl Metrics {
         self.lag_seconds.remove(&labels);
     }
 
-    /// Record one completed round of `cluster`, whose spec allows `max_lag` bytes of lag to a
-    /// candidate, that took `took`.
+    /// Record one completed round of `cluster`, that took `took`. Its spec allows `max_lag`
+    /// bytes of lag to a candidate, and it has virtual names `names` (`namespace/name`).
     pub fn record_round(
         &self,
         cluster: &str,
         round: &Round,
         max_lag: u64,
+        names: &[String],
         took: std::time::Duration,
     ) {
         let labels = cluster_labels(cluster);
@@ -425,6 +447,7 @@ impl Metrics {
             .find(|c| c.type_ == findings::PROMOTION_BLOCKED && c.status == "True")
             .map(|c| c.reason.clone());
         let members: BTreeSet<String> = status.members.iter().map(|m| m.name.clone()).collect();
+        let names: BTreeSet<String> = names.iter().cloned().collect();
         let primary = status.current_primary.clone();
         let before = self
             .exported
@@ -434,6 +457,7 @@ impl Metrics {
                 cluster.to_string(),
                 Exported {
                     members: members.clone(),
+                    names: names.clone(),
                     primary: primary.clone(),
                     blocked: blocked.clone(),
                 },
@@ -441,6 +465,16 @@ impl Metrics {
             .unwrap_or_default();
         for gone in before.members.difference(&members) {
             self.forget_member(cluster, gone);
+        }
+        let name_labels = |name: &String| ClusterNameLabels {
+            cluster: cluster.into(),
+            name: name.clone(),
+        };
+        for gone in before.names.difference(&names) {
+            self.virtual_names.remove(&name_labels(gone));
+        }
+        for name in &names {
+            self.virtual_names.get_or_create(&name_labels(name)).set(1);
         }
         if let Some(old) = before.primary.filter(|p| Some(p) != primary.as_ref()) {
             self.primary.remove(&member_labels(cluster, &old));

@@ -58,21 +58,31 @@ async fn metrics_health_and_status_report_the_cluster() {
     .await;
     let metrics = http_get(admin, "/metrics");
     for (series, value) in [
-        ("replicant_cluster_ready{cluster=\"orders\"}", 1.0),
-        ("replicant_cluster_spec_valid{cluster=\"orders\"}", 1.0),
-        ("replicant_cluster_epoch{cluster=\"orders\"}", 0.0),
+        ("replicant_cluster_ready{cluster=\"default/orders\"}", 1.0),
         (
-            "replicant_cluster_primary{cluster=\"orders\",member=\"a\"}",
+            "replicant_cluster_spec_valid{cluster=\"default/orders\"}",
+            1.0,
+        ),
+        ("replicant_cluster_epoch{cluster=\"default/orders\"}", 0.0),
+        (
+            "replicant_cluster_primary{cluster=\"default/orders\",member=\"a\"}",
             1.0,
         ),
         ("replicant_leader", 1.0),
-        ("replicant_member_up{cluster=\"orders\",member=\"b\"}", 1.0),
         (
-            "replicant_promotions_total{cluster=\"orders\",kind=\"failover\"}",
+            "replicant_virtual_name_info{cluster=\"default/orders\",name=\"default/orders-rw\"}",
+            1.0,
+        ),
+        (
+            "replicant_member_up{cluster=\"default/orders\",member=\"b\"}",
+            1.0,
+        ),
+        (
+            "replicant_promotions_total{cluster=\"default/orders\",kind=\"failover\"}",
             0.0,
         ),
         (
-            "replicant_probe_errors_total{cluster=\"orders\",member=\"a\",kind=\"refused\"}",
+            "replicant_probe_errors_total{cluster=\"default/orders\",member=\"a\",kind=\"refused\"}",
             0.0,
         ),
     ] {
@@ -81,7 +91,7 @@ async fn metrics_health_and_status_report_the_cluster() {
     assert!(
         sample(
             &metrics,
-            "replicant_reconcile_round_duration_seconds_count{cluster=\"orders\"}"
+            "replicant_reconcile_round_duration_seconds_count{cluster=\"default/orders\"}"
         )
         .is_some_and(|n| n >= 1.0),
         "{metrics}"
@@ -92,7 +102,7 @@ async fn metrics_health_and_status_report_the_cluster() {
         "{metrics}"
     );
     for needle in [
-        "replicant_member_lag_bytes{cluster=\"orders\",member=\"b\"}",
+        "replicant_member_lag_bytes{cluster=\"default/orders\",member=\"b\"}",
         "replicant_proxy_connections_total{name=\"default/orders-rw\"}",
         "replicant_proxy_bytes_total{name=\"default/orders-rw\",direction=\"toClient\"}",
     ] {
@@ -148,12 +158,13 @@ async fn metrics_health_and_status_report_the_cluster() {
     .await;
     let metrics = http_get(admin, "/metrics");
     assert!(
-        metrics.contains("replicant_promotions_total{cluster=\"orders\",kind=\"failover\"} 1"),
+        metrics
+            .contains("replicant_promotions_total{cluster=\"default/orders\",kind=\"failover\"} 1"),
         "{metrics}"
     );
     assert!(
         metrics.contains(
-            "replicant_promotion_duration_seconds_count{cluster=\"orders\",kind=\"failover\"} 1"
+            "replicant_promotion_duration_seconds_count{cluster=\"default/orders\",kind=\"failover\"} 1"
         ),
         "{metrics}"
     );
@@ -161,29 +172,32 @@ async fn metrics_health_and_status_report_the_cluster() {
     assert!(
         sample(
             &metrics,
-            "replicant_probe_errors_total{cluster=\"orders\",member=\"a\",kind=\"refused\"}"
+            "replicant_probe_errors_total{cluster=\"default/orders\",member=\"a\",kind=\"refused\"}"
         )
         .is_some_and(|n| n >= 1.0),
         "{metrics}"
     );
     assert_eq!(
-        sample(&metrics, "replicant_cluster_epoch{cluster=\"orders\"}"),
+        sample(
+            &metrics,
+            "replicant_cluster_epoch{cluster=\"default/orders\"}"
+        ),
         Some(1.0)
     );
     assert!(
-        !metrics.contains("replicant_cluster_primary{cluster=\"orders\",member=\"a\"}"),
+        !metrics.contains("replicant_cluster_primary{cluster=\"default/orders\",member=\"a\"}"),
         "{metrics}"
     );
     let promoted = ["b", "c"].into_iter().filter(|m| {
         sample(
             &metrics,
-            &format!("replicant_cluster_primary{{cluster=\"orders\",member=\"{m}\"}}"),
+            &format!("replicant_cluster_primary{{cluster=\"default/orders\",member=\"{m}\"}}"),
         ) == Some(1.0)
     });
     assert_eq!(promoted.count(), 1, "{metrics}");
     let finished = sample(
         &metrics,
-        "replicant_last_promotion_timestamp_seconds{cluster=\"orders\",kind=\"failover\"}",
+        "replicant_last_promotion_timestamp_seconds{cluster=\"default/orders\",kind=\"failover\"}",
     )
     .expect("the last failover's time");
     let now = std::time::SystemTime::now()
@@ -194,7 +208,7 @@ async fn metrics_health_and_status_report_the_cluster() {
     // detectAfter is 1s: the gap spans at least that, and far less than the test's wait.
     let gap = sample(
         &metrics,
-        "replicant_last_promotion_write_gap_seconds{cluster=\"orders\",kind=\"failover\"}",
+        "replicant_last_promotion_write_gap_seconds{cluster=\"default/orders\",kind=\"failover\"}",
     )
     .expect("the last failover's write gap");
     assert!((1.0..20.0).contains(&gap), "{gap}");

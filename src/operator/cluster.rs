@@ -51,9 +51,9 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    fn new(label: String, metrics: Arc<crate::metrics::Metrics>) -> Self {
+    fn new(namespace: &str, name: &str, metrics: Arc<crate::metrics::Metrics>) -> Self {
         Self {
-            reconciler: ClusterReconciler::new(label, Some(metrics)),
+            reconciler: ClusterReconciler::new(namespace, name, Some(metrics)),
             checked: None,
             store: None,
             routes: Arc::default(),
@@ -82,8 +82,7 @@ pub async fn reconcile(
         .lock()
         .expect("not poisoned")
         .remove(&key)
-        // Names repeat across namespaces; metrics label clusters as namespace/name.
-        .unwrap_or_else(|| ClusterState::new(format!("{namespace}/{name}"), ctx.metrics.clone()));
+        .unwrap_or_else(|| ClusterState::new(&namespace, &name, ctx.metrics.clone()));
     let wait = round(&cluster, &namespace, &mut state, &ctx).await;
     ctx.clusters
         .lock()

@@ -113,8 +113,10 @@ struct Stored {
 /// One cluster's reconciler: call [`round`](Self::round) again after the wait it returns, or
 /// sooner when the spec changes.
 pub struct ClusterReconciler {
-    /// Names the cluster in metrics and logs.
+    /// Names the cluster in metrics and logs: `namespace/name`, since names repeat across
+    /// namespaces.
     label: String,
+    namespace: String,
     metrics: Option<Arc<Metrics>>,
     memory: Memory,
     last_good: Option<Desired>,
@@ -129,9 +131,10 @@ pub struct ClusterReconciler {
 }
 
 impl ClusterReconciler {
-    pub fn new(label: impl Into<String>, metrics: Option<Arc<Metrics>>) -> Self {
+    pub fn new(namespace: &str, name: &str, metrics: Option<Arc<Metrics>>) -> Self {
         Self {
-            label: label.into(),
+            label: format!("{namespace}/{name}"),
+            namespace: namespace.to_string(),
             metrics,
             memory: Memory::default(),
             last_good: None,
@@ -225,8 +228,11 @@ impl ClusterReconciler {
             Ok(round) => {
                 self.failures = 0;
                 if let Some(metrics) = &self.metrics {
+                    let names: Vec<String> = (desired.virtual_names.iter())
+                        .map(|vn| format!("{}/{}", self.namespace, vn.name))
+                        .collect();
                     let max_lag = desired.spec.failover.max_lag.bytes();
-                    metrics.record_round(&self.label, &round, max_lag, started.elapsed());
+                    metrics.record_round(&self.label, &round, max_lag, &names, started.elapsed());
                 }
                 host.notify(Notice::Round {
                     round: &round,

@@ -193,7 +193,7 @@ fn condition(status: &ReplicationClusterStatus, type_: &str) -> (String, String)
 #[tokio::test]
 async fn a_process_that_may_not_act_probes_and_touches_nothing_else() {
     let host = Host::default();
-    let mut reconciler = ClusterReconciler::new("orders", None);
+    let mut reconciler = ClusterReconciler::new("default", "orders", None);
     let desired = orders("a");
     let wait = reconciler.round(input(desired.clone(), &[]), &host).await;
     assert_eq!(wait, Some(crate::plan::probe_interval(&desired)));
@@ -216,7 +216,7 @@ async fn a_process_that_may_not_act_probes_and_touches_nothing_else() {
     assert!(reconciler.last_good().is_some());
 
     // An invalid spec is not taken up while following either.
-    let mut reconciler = ClusterReconciler::new("orders", None);
+    let mut reconciler = ClusterReconciler::new("default", "orders", None);
     let wait = reconciler.round(input(orders("z"), &["bad"]), &host).await;
     assert_eq!(wait, Some(NOT_ACTING_RETRY));
     assert!(reconciler.last_good().is_none());
@@ -225,7 +225,7 @@ async fn a_process_that_may_not_act_probes_and_touches_nothing_else() {
 #[tokio::test]
 async fn a_spec_invalid_from_the_start_is_reported_once_and_waits_for_a_change() {
     let host = Host::acting();
-    let mut reconciler = ClusterReconciler::new("orders", None);
+    let mut reconciler = ClusterReconciler::new("default", "orders", None);
     let problem = "ReplicationCluster/orders: spec.primary: unknown member \"z\"";
     for _ in 0..2 {
         let wait = reconciler
@@ -252,7 +252,7 @@ async fn a_cluster_without_its_secrets_stalls_and_says_so_once_per_reason() {
     host.secrets = Some(Err(
         "spec.credentials.passwordEnv: environment variable PW is not set".into(),
     ));
-    let mut reconciler = ClusterReconciler::new("orders", None);
+    let mut reconciler = ClusterReconciler::new("default", "orders", None);
     for _ in 0..2 {
         let wait = reconciler.round(input(orders("a"), &[]), &host).await;
         assert_eq!(wait, Some(CANNOT_MANAGE_RETRY));
@@ -282,7 +282,7 @@ async fn a_cluster_without_its_secrets_stalls_and_says_so_once_per_reason() {
 #[tokio::test]
 async fn an_invalid_edit_keeps_the_last_good_spec_running_and_a_fix_clears_it() {
     let host = Host::acting();
-    let mut reconciler = ClusterReconciler::new("orders", None);
+    let mut reconciler = ClusterReconciler::new("default", "orders", None);
     let wait = reconciler.round(input(orders("a"), &[]), &host).await;
     assert!(wait.is_some(), "a round ran and asked to be run again");
     assert_eq!(host.notices(), ["round"]);

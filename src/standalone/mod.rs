@@ -273,7 +273,7 @@ impl Coordination for Alone {
             dir,
             proxies: self.proxies.clone(),
             unproxied: Arc::new(Mutex::new(HashMap::new())),
-            reconciler: ClusterReconciler::new(name, Some(self.metrics.clone())),
+            reconciler: ClusterReconciler::new(namespace, name, Some(self.metrics.clone())),
         })
     }
 }

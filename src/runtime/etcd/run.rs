@@ -271,7 +271,7 @@ impl Coordination for Shared {
             timeout: self.timeout(),
             ack_wait: self.ack_wait(),
             leadership: self.leadership.subscribe(),
-            reconciler: ClusterReconciler::new(name, Some(self.metrics.clone())),
+            reconciler: ClusterReconciler::new(namespace, name, Some(self.metrics.clone())),
             shapes_published: None,
         })
     }
