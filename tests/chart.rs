@@ -44,6 +44,109 @@ fn manifests_are_the_rendered_chart() {
 }
 
 #[test]
+fn the_plain_rules_file_and_dashboard_are_the_charts() {
+    for (copy, source) in [
+        ("manifests/prometheus-rules.yaml", "charts/replicant/files/prometheus-rules.yaml"),
+        ("manifests/grafana-dashboard.json", "charts/replicant/files/dashboard.json"),
+    ] {
+        let read = |path: &str| std::fs::read_to_string(root().join(path)).expect(path);
+        assert!(
+            read(copy) == read(source),
+            "{copy} differs from {source}; run scripts/generate-manifests and commit"
+        );
+    }
+}
+
+/// The rendered documents of kind `kind`.
+fn documents(rendered: &str, kind: &str) -> Vec<serde_yaml::Value> {
+    rendered
+        .split("\n---")
+        .filter_map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).ok())
+        .filter(|doc| doc["kind"].as_str() == Some(kind))
+        .collect()
+}
+
+#[test]
+fn one_value_switches_on_the_dashboard_the_rules_and_the_monitor() {
+    let Some(helm) = helm() else { return };
+    let mut args = TEMPLATE.to_vec();
+    let off = run_helm(&helm, &args);
+    for kind in ["PrometheusRule", "ServiceMonitor", "PodMonitor"] {
+        assert!(documents(&off, kind).is_empty(), "{kind} rendered by default");
+    }
+    args.extend(["--set", "monitoring.enabled=true"]);
+    let on = run_helm(&helm, &args);
+
+    let rule = &documents(&on, "PrometheusRule")[0];
+    let file: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("charts/replicant/files/prometheus-rules.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rule["spec"]["groups"], file["groups"], "the rule carries the file's groups");
+
+    let dashboards: Vec<_> = documents(&on, "ConfigMap")
+        .into_iter()
+        .filter(|c| c["metadata"]["labels"]["grafana_dashboard"].as_str() == Some("1"))
+        .collect();
+    assert_eq!(dashboards.len(), 1, "{on}");
+    let shipped: serde_json::Value =
+        serde_json::from_str(dashboards[0]["data"]["replicant-clusters.json"].as_str().unwrap())
+            .unwrap();
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("charts/replicant/files/dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shipped, file);
+
+    let monitor = &documents(&on, "ServiceMonitor")[0];
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"].as_str(), Some("metrics"));
+    assert!(documents(&on, "PodMonitor").is_empty(), "one monitor, not two");
+
+    // Without the metrics Service the umbrella value picks the PodMonitor; asking for a
+    // ServiceMonitor then is an error that says why.
+    args.extend(["--set", "metrics.service.enabled=false"]);
+    let pods = run_helm(&helm, &args);
+    assert_eq!(documents(&pods, "PodMonitor").len(), 1, "{pods}");
+    assert!(documents(&pods, "ServiceMonitor").is_empty());
+    args.extend(["--set", "monitoring.serviceMonitor.enabled=true"]);
+    let out = std::process::Command::new(&helm)
+        .args(&args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs metrics.service.enabled"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Each part can be switched on alone, with labels for the operator's selectors and for
+    // Alertmanager's routes.
+    let mut args = TEMPLATE.to_vec();
+    args.extend([
+        "--set",
+        "monitoring.prometheusRule.enabled=true",
+        "--set",
+        "monitoring.prometheusRule.labels.release=kube-prometheus-stack",
+        "--set",
+        "monitoring.prometheusRule.alertLabels.team=databases",
+    ]);
+    let rule_only = run_helm(&helm, &args);
+    let rule = &documents(&rule_only, "PrometheusRule")[0];
+    assert_eq!(
+        rule["metadata"]["labels"]["release"].as_str(),
+        Some("kube-prometheus-stack")
+    );
+    for alert in rule["spec"]["groups"][0]["rules"].as_sequence().unwrap() {
+        assert_eq!(alert["labels"]["team"].as_str(), Some("databases"), "{alert:?}");
+        assert!(alert["labels"]["severity"].as_str().is_some(), "{alert:?}");
+    }
+    assert!(documents(&rule_only, "ServiceMonitor").is_empty());
+}
+
+#[test]
 fn default_render_is_locked_down_and_highly_available() {
     let Some(helm) = helm() else { return };
     let out = run_helm(&helm, TEMPLATE);

@@ -26,3 +26,19 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+{{/* Whether a monitoring part is on: its own `enabled` when set, else monitoring.enabled. */}}
+{{- define "replicant.monitoring" -}}
+{{- $part := index .root.Values.monitoring .part -}}
+{{- if kindIs "bool" $part.enabled -}}
+{{- if $part.enabled }}true{{ end -}}
+{{- else if .root.Values.monitoring.enabled -}}
+{{- if eq .part "podMonitor" -}}
+{{- if not .root.Values.metrics.service.enabled }}true{{ end -}}
+{{- else if eq .part "serviceMonitor" -}}
+{{- if .root.Values.metrics.service.enabled }}true{{ end -}}
+{{- else -}}
+true
+{{- end -}}
+{{- end -}}
+{{- end -}}
