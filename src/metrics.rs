@@ -107,6 +107,8 @@ struct Exported {
 /// names, and fixed sets of kinds and reasons.
 pub struct Metrics {
     registry: Registry,
+    /// The name of every family, as registered (counters gain `_total` when exposed).
+    families: Vec<String>,
     promotions: Family<KindLabels, Counter>,
     promotion_seconds: Histograms<KindLabels>,
     last_promotion: Family<KindLabels, FloatGauge>,
@@ -134,167 +136,156 @@ pub struct Metrics {
     proxy_bytes: Family<BytesLabels, Counter>,
 }
 
-/// Register `metric` under `name` and hand it back.
-fn registered<M: prometheus_client::registry::Metric + Clone>(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-    metric: M,
-) -> M {
-    registry.register(name, help, metric.clone());
-    metric
+/// Where metrics are registered, remembering their names.
+struct Registering {
+    registry: Registry,
+    families: Vec<String>,
+}
+
+impl Registering {
+    /// Register `metric` under `name` and hand it back.
+    fn add<M: prometheus_client::registry::Metric + Clone>(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: M,
+    ) -> M {
+        self.registry.register(name, help, metric.clone());
+        self.families.push(format!("replicant_{name}"));
+        metric
+    }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("replicant");
-        let r = &mut registry;
-        let promotions = registered(
-            r,
+        let mut r = Registering {
+            registry: Registry::with_prefix("replicant"),
+            families: Vec::new(),
+        };
+        let promotions = r.add(
             "promotions",
             "Completed failovers and switchovers",
             Family::default(),
         );
-        let promotion_seconds = registered(
-            r,
+        let promotion_seconds = r.add(
             "promotion_duration_seconds",
             "From the decision to promote to the cluster converged on the new primary",
             Histograms::new_with_constructor(promotion_histogram),
         );
-        let last_promotion = registered(
-            r,
+        let last_promotion = r.add(
             "last_promotion_timestamp_seconds",
             "When the last completed failover or switchover finished (Unix time)",
             Family::default(),
         );
-        let write_gap = registered(
-            r,
+        let write_gap = r.add(
             "last_promotion_write_gap_seconds",
             "Of the last promotion this process finished: from when the old primary could last \
              accept writes (it last answered or its lease was last renewed; for a switchover, the \
              start) until the new primary took over",
             Family::default(),
         );
-        let ready = registered(
-            r,
+        let ready = r.add(
             "cluster_ready",
             "1 while the cluster's Ready condition is True",
             Family::default(),
         );
-        let spec_valid = registered(
-            r,
+        let spec_valid = r.add(
             "cluster_spec_valid",
             "0 while the stored spec breaks a rule and the last good one keeps running",
             Family::default(),
         );
-        let epoch = registered(
-            r,
+        let epoch = r.add(
             "cluster_epoch",
             "The cluster's epoch, bumped on every promotion",
             Family::default(),
         );
-        let primary = registered(
-            r,
+        let primary = r.add(
             "cluster_primary",
             "1 for the member that is primary now",
             Family::default(),
         );
-        let blocked = registered(
-            r,
+        let blocked = r.add(
             "promotion_blocked",
             "1 while a failover or switchover is wanted but refused, by the PromotionBlocked \
              condition's reason",
             Family::default(),
         );
-        let max_lag = registered(
-            r,
+        let max_lag = r.add(
             "cluster_max_lag_bytes",
             "spec.failover.maxLag: a replica further behind is not promoted",
             Family::default(),
         );
-        let member_up = registered(
-            r,
+        let member_up = r.add(
             "member_up",
             "1 while the member's server answers its probes",
             Family::default(),
         );
-        let lag_bytes = registered(
-            r,
+        let lag_bytes = r.add(
             "member_lag_bytes",
             "Replication bytes a member is behind its primary",
             Family::default(),
         );
-        let lag_seconds = registered(
-            r,
+        let lag_seconds = r.add(
             "member_lag_seconds",
             "How old the newest data a replica shows is, while it is behind (PostgreSQL); 0 once \
              caught up",
             Family::default(),
         );
-        let probe_errors = registered(
-            r,
+        let probe_errors = r.add(
             "probe_errors",
             "Failed probes by member and kind: refused, timeout, auth, protocol, starting, \
              unreachable",
             Family::default(),
         );
-        let rounds = registered(
-            r,
+        let rounds = r.add(
             "reconcile_rounds",
             "Completed observe-plan-act rounds per cluster (each probes every member once)",
             Family::default(),
         );
-        let round_failures = registered(
-            r,
+        let round_failures = r.add(
             "reconcile_failures",
             "Rounds that failed (the journal or status could not be read or written)",
             Family::default(),
         );
-        let round_seconds = registered(
-            r,
+        let round_seconds = r.add(
             "reconcile_round_duration_seconds",
             "How long a round took, from the first probe to the last action",
             Histograms::new_with_constructor(round_histogram),
         );
-        let last_round = registered(
-            r,
+        let last_round = r.add(
             "last_round_timestamp_seconds",
             "When the last round that completed ended (Unix time); only the acting controller \
              exports it",
             Family::default(),
         );
-        let leader = registered(
-            r,
+        let leader = r.add(
             "leader",
             "1 while this process may act: it holds the leadership, or runs alone",
             Gauge::default(),
         );
-        let virtual_names = registered(
-            r,
+        let virtual_names = r.add(
             "virtual_name_info",
             "1 for each virtual name of a cluster (namespace/name, as the proxy metrics label it)",
             Family::default(),
         );
-        let proxy_connections = registered(
-            r,
+        let proxy_connections = r.add(
             "proxy_connections",
             "Connections accepted by a virtual name's proxy",
             Family::default(),
         );
-        let proxy_active = registered(
-            r,
+        let proxy_active = r.add(
             "proxy_active_connections",
             "Open connections through a virtual name's proxy",
             Family::default(),
         );
-        let proxy_bytes = registered(
-            r,
+        let proxy_bytes = r.add(
             "proxy_bytes",
             "Bytes relayed by a virtual name's proxy",
             Family::default(),
         );
         Self {
-            registry,
+            registry: r.registry,
+            families: r.families,
             promotions,
             promotion_seconds,
             last_promotion,
@@ -425,6 +416,8 @@ impl Metrics {
     ) {
         let labels = cluster_labels(cluster);
         self.rounds.get_or_create(&labels).inc();
+        // At 0 from the first round, so that the first failure shows as an increase.
+        let _ = self.round_failures.get_or_create(&labels);
         self.round_seconds
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
@@ -638,6 +631,11 @@ impl Metrics {
                 })
                 .inc_by(bytes);
         }
+    }
+
+    /// Every family's name, as registered (counters gain `_total` when exposed).
+    pub fn families(&self) -> &[String] {
+        &self.families
     }
 
     /// The Prometheus text exposition.

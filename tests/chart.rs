@@ -46,8 +46,14 @@ fn manifests_are_the_rendered_chart() {
 #[test]
 fn the_plain_rules_file_and_dashboard_are_the_charts() {
     for (copy, source) in [
-        ("manifests/prometheus-rules.yaml", "charts/replicant/files/prometheus-rules.yaml"),
-        ("manifests/grafana-dashboard.json", "charts/replicant/files/dashboard.json"),
+        (
+            "manifests/prometheus-rules.yaml",
+            "charts/replicant/files/prometheus-rules.yaml",
+        ),
+        (
+            "manifests/grafana-dashboard.json",
+            "charts/replicant/files/dashboard.json",
+        ),
     ] {
         let read = |path: &str| std::fs::read_to_string(root().join(path)).expect(path);
         assert!(
@@ -72,7 +78,10 @@ fn one_value_switches_on_the_dashboard_the_rules_and_the_monitor() {
     let mut args = TEMPLATE.to_vec();
     let off = run_helm(&helm, &args);
     for kind in ["PrometheusRule", "ServiceMonitor", "PodMonitor"] {
-        assert!(documents(&off, kind).is_empty(), "{kind} rendered by default");
+        assert!(
+            documents(&off, kind).is_empty(),
+            "{kind} rendered by default"
+        );
     }
     args.extend(["--set", "monitoring.enabled=true"]);
     let on = run_helm(&helm, &args);
@@ -83,16 +92,22 @@ fn one_value_switches_on_the_dashboard_the_rules_and_the_monitor() {
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(rule["spec"]["groups"], file["groups"], "the rule carries the file's groups");
+    assert_eq!(
+        rule["spec"]["groups"], file["groups"],
+        "the rule carries the file's groups"
+    );
 
     let dashboards: Vec<_> = documents(&on, "ConfigMap")
         .into_iter()
         .filter(|c| c["metadata"]["labels"]["grafana_dashboard"].as_str() == Some("1"))
         .collect();
     assert_eq!(dashboards.len(), 1, "{on}");
-    let shipped: serde_json::Value =
-        serde_json::from_str(dashboards[0]["data"]["replicant-clusters.json"].as_str().unwrap())
-            .unwrap();
+    let shipped: serde_json::Value = serde_json::from_str(
+        dashboards[0]["data"]["replicant-clusters.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
     let file: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("charts/replicant/files/dashboard.json")).unwrap(),
     )
@@ -100,8 +115,14 @@ fn one_value_switches_on_the_dashboard_the_rules_and_the_monitor() {
     assert_eq!(shipped, file);
 
     let monitor = &documents(&on, "ServiceMonitor")[0];
-    assert_eq!(monitor["spec"]["endpoints"][0]["port"].as_str(), Some("metrics"));
-    assert!(documents(&on, "PodMonitor").is_empty(), "one monitor, not two");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"].as_str(),
+        Some("metrics")
+    );
+    assert!(
+        documents(&on, "PodMonitor").is_empty(),
+        "one monitor, not two"
+    );
 
     // Without the metrics Service the umbrella value picks the PodMonitor; asking for a
     // ServiceMonitor then is an error that says why.
@@ -140,7 +161,11 @@ fn one_value_switches_on_the_dashboard_the_rules_and_the_monitor() {
         Some("kube-prometheus-stack")
     );
     for alert in rule["spec"]["groups"][0]["rules"].as_sequence().unwrap() {
-        assert_eq!(alert["labels"]["team"].as_str(), Some("databases"), "{alert:?}");
+        assert_eq!(
+            alert["labels"]["team"].as_str(),
+            Some("databases"),
+            "{alert:?}"
+        );
         assert!(alert["labels"]["severity"].as_str().is_some(), "{alert:?}");
     }
     assert!(documents(&rule_only, "ServiceMonitor").is_empty());

@@ -7,6 +7,7 @@ pub mod k8s;
 pub mod node;
 pub mod pg;
 pub mod pg_bed;
+pub mod prometheus;
 pub mod relay;
 
 use std::{

@@ -213,10 +213,15 @@ impl PgBed {
 
     /// A controller over `spec`, with `env` besides the secrets.
     pub fn controller(&self, spec: &str, env: &[(&str, &str)]) -> Controller {
+        self.controller_with(spec, env, &[])
+    }
+
+    /// As [`PgBed::controller`], with more arguments to `replicant run`.
+    pub fn controller_with(&self, spec: &str, env: &[(&str, &str)], args: &[&str]) -> Controller {
         self.write_spec(spec);
         let mut all = vec![("PG_PASSWORD", PASSWORD), ("AGENT_TOKEN", TOKEN)];
         all.extend_from_slice(env);
-        Controller::start(&self.specs(), &self.state(), &all)
+        Controller::start_with(&self.specs(), &self.state(), &all, args)
     }
 
     /// The controller's journal of the cluster.
