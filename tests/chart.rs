@@ -47,11 +47,11 @@ fn manifests_are_the_rendered_chart() {
 fn the_plain_rules_file_and_dashboard_are_the_charts() {
     for (copy, source) in [
         (
-            "manifests/prometheus-rules.yaml",
+            "manifests/monitoring/prometheus-rules.yaml",
             "charts/replicant/files/prometheus-rules.yaml",
         ),
         (
-            "manifests/grafana-dashboard.json",
+            "manifests/monitoring/grafana-dashboard.json",
             "charts/replicant/files/dashboard.json",
         ),
     ] {

@@ -465,6 +465,45 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
         .collect();
     assert!(reasons.iter().any(|r| r == "Promoted"), "{reasons:?}");
 
+    // `replicant status` shows the standalone table from the API server: status, names,
+    // history and Events.
+    let status = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_replicant"))
+            .arg("status")
+            .args(args)
+            .env("KUBECONFIG", &bed.plane.admin_kubeconfig)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let table = status(&["--kubernetes", "-n", NS]);
+    for needle in [
+        "Cluster shop/orders (redis): primary orders-b (spec.primary orders-a), epoch 1, ready",
+        "orders-b         yes        master",
+        "name orders-rw      target primary    listen orders-rw.shop.svc     -> orders-b",
+        "Failover orders-a -> orders-b epoch 1 Succeeded",
+        "PrimaryMismatch   True",
+        "Normal FailoverSucceeded",
+    ] {
+        assert!(table.contains(needle), "{needle:?} missing from:\n{table}");
+    }
+    assert!(!table.contains("examples/orders"), "{table}");
+    let everywhere = status(&["--kubernetes", "--all-namespaces"]);
+    assert!(
+        everywhere.contains("Cluster examples/orders"),
+        "{everywhere}"
+    );
+    assert!(everywhere.contains("Cluster shop/orders"), "{everywhere}");
+    let json: serde_json::Value =
+        serde_json::from_str(&status(&["--kubernetes", "-n", NS, "-o", "json"])).unwrap();
+    assert_eq!(json[0]["status"]["currentPrimary"], "orders-b");
+
     // A spec the schema rejects never reaches the operator.
     let bad = bed
         .cluster_yaml(&new_primary)

@@ -84,15 +84,31 @@ enum Command {
     Node(NodeArgs),
     /// Run as a Kubernetes operator: reconcile ReplicationClusters and VirtualNames in the cluster.
     Operator(OperatorArgs),
-    /// Show what `replicant run` last saw and did, per cluster.
+    /// Show what the controller last saw and did, per cluster: from a `replicant run`'s state
+    /// directory, from etcd, or from a Kubernetes cluster's resources and Events.
     Status {
         /// The state directory of a `replicant run` on its own.
         #[arg(
             long,
-            required_unless_present = "coordinator",
-            conflicts_with = "coordinator"
+            required_unless_present_any = ["coordinator", "kubernetes"],
+            conflicts_with_all = ["coordinator", "kubernetes"]
         )]
         state: Option<PathBuf>,
+        /// Read ReplicationClusters, VirtualNames and Events from Kubernetes, through the
+        /// kubeconfig (`KUBECONFIG`, `~/.kube/config`, its current context) or in-cluster.
+        #[arg(long, conflicts_with = "coordinator")]
+        kubernetes: bool,
+        /// With --kubernetes: this namespace only (default: the kubeconfig context's).
+        #[arg(
+            short = 'n',
+            long,
+            requires = "kubernetes",
+            conflicts_with = "all_namespaces"
+        )]
+        namespace: Option<String>,
+        /// With --kubernetes: every namespace.
+        #[arg(short = 'A', long, requires = "kubernetes")]
+        all_namespaces: bool,
         #[command(flatten)]
         etcd: EtcdArgs,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
@@ -475,6 +491,8 @@ pub enum CliError {
     Hosts(#[from] crate::runtime::etcd::run::EtcdRunError),
     #[error("etcd: {0}")]
     Etcd(String),
+    #[error("kubernetes: {0}")]
+    Kubernetes(String),
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
     #[error(transparent)]
@@ -580,8 +598,17 @@ impl Cli {
             }
             Command::Status {
                 state,
+                kubernetes: true,
+                namespace,
+                all_namespaces,
+                format,
+                ..
+            } if state.is_none() => kubernetes_status_command(namespace, all_namespaces, format),
+            Command::Status {
+                state,
                 etcd,
                 format,
+                ..
             } => match (etcd.coordinator()?, state) {
                 (Some(coordinator), _) => hosts_status_command(&coordinator, format),
                 (None, Some(state)) => status_command(&state, format),
@@ -854,6 +881,27 @@ fn hosts_status_command(
     print_as(format, &overview, || {
         render::hosts_table(&overview) + &render::status_table(&overview.clusters)
     })
+}
+
+fn kubernetes_status_command(
+    namespace: Option<String>,
+    all_namespaces: bool,
+    format: Format,
+) -> Result<ExitCode, CliError> {
+    let reports = runtime()?.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| CliError::Kubernetes(format!("no Kubernetes client: {e}")))?;
+        let namespace = match (all_namespaces, namespace) {
+            (true, _) => None,
+            (false, Some(ns)) => Some(ns),
+            (false, None) => Some(client.default_namespace().to_string()),
+        };
+        crate::operator::overview::overview(client, namespace.as_deref())
+            .await
+            .map_err(|e| CliError::Kubernetes(e.to_string()))
+    })?;
+    print_as(format, &reports, || render::status_table(&reports))
 }
 
 fn copy_binary(dir: &Path) -> Result<ExitCode, CliError> {

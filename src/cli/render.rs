@@ -246,7 +246,7 @@ pub fn hosts_table(overview: &crate::runtime::etcd::status::Overview) -> String 
 pub fn status_table(reports: &[crate::standalone::state::ClusterReport]) -> String {
     let mut out = String::new();
     if reports.is_empty() {
-        let _ = writeln!(out, "no clusters in this state directory yet");
+        let _ = writeln!(out, "no clusters yet");
     }
     for r in reports {
         let s = &r.status;
@@ -338,6 +338,9 @@ pub fn status_table(reports: &[crate::standalone::state::ClusterReport]) -> Stri
         }
         for p in &r.spec_problems {
             let _ = writeln!(out, "  spec problem (last good spec still running): {p}");
+        }
+        for e in &r.events {
+            let _ = writeln!(out, "  event: {e}");
         }
         let _ = writeln!(out);
     }

@@ -10,6 +10,7 @@ mod events;
 mod journal;
 pub mod leader;
 mod names;
+pub mod overview;
 pub mod routing;
 
 use std::{

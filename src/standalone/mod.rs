@@ -504,5 +504,6 @@ pub async fn report(
         virtual_names: names,
         spec_problems: input.spec_problems.clone(),
         error,
+        events: Vec::new(),
     }
 }

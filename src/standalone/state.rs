@@ -143,6 +143,9 @@ pub struct ClusterReport {
     pub spec_problems: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Kubernetes only: the cluster's recent Events, newest last, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
