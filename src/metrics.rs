@@ -526,7 +526,8 @@ impl Metrics {
                 }
             }
             let observed = round.observed.members.get(&m.name);
-            if let Some(kind) = observed.and_then(|o| o.error_kind).filter(|_| !m.reachable) {
+            // Set only on a failed probe: the member did not answer this round.
+            if let Some(kind) = observed.and_then(|o| o.error_kind) {
                 self.probe_errors
                     .get_or_create(&ProbeLabels {
                         cluster: cluster.into(),

@@ -7,20 +7,11 @@ mod support;
 
 use std::path::Path;
 
-use support::k8s::{helm, run_helm};
+use support::k8s::{CHART_TEMPLATE as TEMPLATE, helm, run_helm};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
-
-const TEMPLATE: &[&str] = &[
-    "template",
-    "replicant",
-    "charts/replicant",
-    "--namespace",
-    "replicant-system",
-    "--include-crds",
-];
 
 #[test]
 fn chart_lints_strictly() {
@@ -169,6 +160,49 @@ fn one_value_switches_on_the_dashboard_the_rules_and_the_monitor() {
         assert!(alert["labels"]["severity"].as_str().is_some(), "{alert:?}");
     }
     assert!(documents(&rule_only, "ServiceMonitor").is_empty());
+
+    // The dashboard where the sidecar looks, with its folder; the monitors' timing and labels.
+    let mut args = TEMPLATE.to_vec();
+    args.extend([
+        "--set",
+        "monitoring.enabled=true",
+        "--set",
+        "monitoring.grafanaDashboard.namespace=monitoring",
+        "--set",
+        "monitoring.grafanaDashboard.annotations.grafana_folder=Databases",
+        "--set",
+        "monitoring.serviceMonitor.interval=15s",
+        "--set",
+        "monitoring.serviceMonitor.scrapeTimeout=5s",
+        "--set",
+        "monitoring.podMonitor.enabled=true",
+        "--set",
+        "monitoring.podMonitor.labels.release=kps",
+        "--set",
+        "monitoring.podMonitor.interval=20s",
+    ]);
+    let tuned = run_helm(&helm, &args);
+    let dashboard = documents(&tuned, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["labels"]["grafana_dashboard"].as_str() == Some("1"))
+        .expect("the dashboard ConfigMap");
+    assert_eq!(
+        dashboard["metadata"]["namespace"].as_str(),
+        Some("monitoring")
+    );
+    assert_eq!(
+        dashboard["metadata"]["annotations"]["grafana_folder"].as_str(),
+        Some("Databases")
+    );
+    let endpoint = &documents(&tuned, "ServiceMonitor")[0]["spec"]["endpoints"][0];
+    assert_eq!(endpoint["interval"].as_str(), Some("15s"));
+    assert_eq!(endpoint["scrapeTimeout"].as_str(), Some("5s"));
+    let pods = &documents(&tuned, "PodMonitor")[0];
+    assert_eq!(pods["metadata"]["labels"]["release"].as_str(), Some("kps"));
+    assert_eq!(
+        pods["spec"]["podMetricsEndpoints"][0]["interval"].as_str(),
+        Some("20s")
+    );
 }
 
 #[test]

@@ -337,21 +337,14 @@ async fn the_charts_monitoring_objects_apply_to_the_api_server() {
     let Some(plane) = support::k8s::ControlPlane::start().await else {
         return;
     };
-    let rendered = support::k8s::run_helm(
-        &helm,
-        &[
-            "template",
-            "replicant",
-            "charts/replicant",
-            "--namespace",
-            "replicant-system",
-            "--include-crds",
-            "--set",
-            "namespace.create=true",
-            "--set",
-            "monitoring.enabled=true",
-        ],
-    );
+    let mut args = support::k8s::CHART_TEMPLATE.to_vec();
+    args.extend([
+        "--set",
+        "namespace.create=true",
+        "--set",
+        "monitoring.enabled=true",
+    ]);
+    let rendered = support::k8s::run_helm(&helm, &args);
     let (monitoring, rest): (Vec<&str>, Vec<&str>) = rendered
         .split("\n---")
         .filter(|doc| doc.contains("kind:"))

@@ -468,19 +468,8 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
     // `replicant status` shows the standalone table from the API server: status, names,
     // history and Events.
     let status = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_replicant"))
-            .arg("status")
-            .args(args)
-            .env("KUBECONFIG", &bed.plane.admin_kubeconfig)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
+        let kubeconfig = [("KUBECONFIG", bed.plane.admin_kubeconfig.as_path())];
+        support::replicant_ok(&[&["status"], args].concat(), &kubeconfig)
     };
     let table = status(&["--kubernetes", "-n", NS]);
     for needle in [

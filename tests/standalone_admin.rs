@@ -2,22 +2,12 @@
 
 mod support;
 
-use std::{
-    io::{Read, Write},
-    process::Command,
-};
+use std::process::Command;
 
 use support::*;
 
 fn http_get(port: u16, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+    try_http_get(port, path).unwrap()
 }
 
 /// The value of the series `series` (name and labels as exposed), if it is there.

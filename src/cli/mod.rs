@@ -596,14 +596,14 @@ impl Cli {
                 runtime()?.block_on(crate::operator::run(options, shutdown_signal()))?;
                 Ok(ExitCode::SUCCESS)
             }
+            // clap keeps --kubernetes apart from --state and --coordinator.
             Command::Status {
-                state,
                 kubernetes: true,
                 namespace,
                 all_namespaces,
                 format,
                 ..
-            } if state.is_none() => kubernetes_status_command(namespace, all_namespaces, format),
+            } => kubernetes_status_command(namespace, all_namespaces, format),
             Command::Status {
                 state,
                 etcd,

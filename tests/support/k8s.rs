@@ -63,6 +63,17 @@ pub fn helm() -> Option<PathBuf> {
     found
 }
 
+/// `helm template` of the chart as installed in `replicant-system`, CRDs included; add
+/// `--set` arguments after it.
+pub const CHART_TEMPLATE: &[&str] = &[
+    "template",
+    "replicant",
+    "charts/replicant",
+    "--namespace",
+    "replicant-system",
+    "--include-crds",
+];
+
 /// Run helm in the project directory and insist it succeeds; returns stdout.
 pub fn run_helm(helm: &Path, args: &[&str]) -> String {
     let out = Command::new(helm)

@@ -417,9 +417,14 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut chec
 
 /// Run `replicant demo` with `args`; its output, once it has succeeded.
 pub fn demo(args: &[&str]) -> String {
+    replicant_ok(&[&["demo"], args].concat(), &[])
+}
+
+/// Run `replicant <args...>` with `env` and insist it succeeds; returns its stdout.
+pub fn replicant_ok(args: &[&str], env: &[(&str, &Path)]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_replicant"))
-        .arg("demo")
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -528,4 +533,16 @@ pub fn converged(report: &ClusterReport, expect_reachable: &[&str]) -> bool {
             .iter()
             .filter(|m| m.reachable)
             .all(|m| m.link_up != Some(false))
+}
+
+/// `GET path` over HTTP/1.0 from a server on 127.0.0.1:`port`: the whole response, status
+/// line and headers included. Reads give up after 5s.
+pub fn try_http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
 }

@@ -2,7 +2,6 @@
 //! controllers and evaluates the shipped alert rules, and `promtool`. Killed by PID on drop.
 
 use std::{
-    io::{Read, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -80,17 +79,8 @@ impl Prometheus {
 
     /// GET `path` (with its query) from the HTTP API: the JSON body.
     pub fn get(&self, path: &str) -> Result<serde_json::Value, String> {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))
-            .map_err(|e| format!("connect: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .map_err(|e| format!("send: {e}"))?;
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .map_err(|e| format!("read: {e}"))?;
+        let response =
+            super::try_http_get(self.port, path).map_err(|e| format!("GET {path}: {e}"))?;
         let body = response
             .split_once("\r\n\r\n")
             .map(|(_, body)| body)
