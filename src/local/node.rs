@@ -92,7 +92,9 @@ impl NodeProcess {
         };
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // The agent's own answer, not any listener: another process may hold a port that
+            // `free_port` handed out, and then the agent cannot bind it.
+            if answers_http(port) && matches!(node.child.try_wait(), Ok(None)) {
                 return Ok(node);
             }
             if let Ok(Some(_)) = node.child.try_wait() {
@@ -216,4 +218,18 @@ fn state_dir(data: &Path) -> Result<PathBuf, PostgresError> {
         data.file_name().unwrap_or_default().to_string_lossy()
     );
     owned_dir(data.parent().unwrap_or(Path::new(".")), &name)
+}
+
+/// Whether the agent's API answers on 127.0.0.1:`port` within a second: an HTTP reply, or
+/// the TLS alert an agent serving TLS sends back to plain text.
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut head = [0u8; 5];
+    stream.write_all(b"GET /v1/status HTTP/1.0\r\n\r\n").is_ok()
+        && stream.read_exact(&mut head[..1]).is_ok()
+        && (head[0] == 0x15 || (stream.read_exact(&mut head[1..]).is_ok() && &head == b"HTTP/"))
 }
