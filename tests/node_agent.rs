@@ -593,7 +593,7 @@ async fn the_controller_drives_the_agent_through_its_client() {
     assert!(probe(&format!("127.0.0.1:{pg_port}")).await.is_ok());
     let nonce = agent.lease_nonce().await.unwrap();
     let leased = agent
-        .renew_lease(3, Duration::from_secs(60), nonce)
+        .renew_lease(3, Duration::from_secs(60), nonce, None)
         .await
         .unwrap();
     assert!(leased.lease_remaining_ms.unwrap() > 50_000);
@@ -620,6 +620,100 @@ async fn the_controller_drives_the_agent_through_its_client() {
     node.stop_process();
     let gone = agent.status().await.unwrap_err();
     assert!(matches!(gone, EngineError::Refused { .. }), "{gone}");
+}
+
+/// While no controller renews it, a primary's agent keeps its lease through its peers' agents;
+/// once a quorum of them is raised to a newer epoch, it can no longer, and the raises reported
+/// how long their confirmations still ran.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
+    use replicant::engine::{
+        Secret,
+        postgres::agent::{AgentClient, HostOperations, Peer, PeerView},
+    };
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let host = owned_dir(dir.path(), name).unwrap();
+        let (data, port) = if name == "a" {
+            init_data(&host).unwrap()
+        } else {
+            empty_data(&host).unwrap()
+        };
+        nodes.push(Node::start(&host, &data, port));
+    }
+    let client = |node: &Node| {
+        AgentClient::new(
+            node.address(),
+            Secret::new(TOKEN),
+            None,
+            Duration::from_secs(5),
+        )
+    };
+    let (a, b, c) = (client(&nodes[0]), client(&nodes[1]), client(&nodes[2]));
+    a.start(0).await.unwrap();
+    for _ in 0..400 {
+        if a.status().await.unwrap().running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let ttl = Duration::from_millis(600);
+    let view = PeerView {
+        member: "a".into(),
+        peers: ["b", "c"]
+            .iter()
+            .zip(&nodes[1..])
+            .map(|(name, node)| Peer {
+                name: name.to_string(),
+                agent: node.address(),
+            })
+            .collect(),
+        ca_pem: None,
+    };
+    let nonce = a.lease_nonce().await.unwrap();
+    a.renew_lease(0, ttl, nonce, Some(&view)).await.unwrap();
+
+    // Five leases' length with no controller: the peers renew it.
+    tokio::time::sleep(ttl * 5).await;
+    let held = a.status().await.unwrap();
+    assert!(held.running && !held.fenced, "{held:?}");
+    assert!(held.lease_remaining_ms.is_some_and(|ms| ms > 0), "{held:?}");
+
+    // One peer raised: a and c are still a quorum.
+    let raised = b.raise(1).await.unwrap();
+    assert_eq!(raised.epoch, 1);
+    assert!(
+        raised.outstanding_ms > 0 && raised.outstanding_ms <= 600,
+        "b confirmed a's lease of late: {raised:?}"
+    );
+    let refused = b.confirm(0, "a", ttl).await.unwrap_err().to_string();
+    assert!(refused.contains("newer than the lease's 0"), "{refused}");
+    tokio::time::sleep(ttl * 3).await;
+    let held = a.status().await.unwrap();
+    assert!(held.running && !held.fenced, "{held:?}");
+
+    // A quorum raised: the lease lapses within its length, and postgres stops.
+    let raised = c.raise(1).await.unwrap();
+    assert!(raised.outstanding_ms <= 600, "{raised:?}");
+    let at = std::time::Instant::now();
+    let mut fenced = a.status().await.unwrap();
+    while !fenced.fenced && at.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        fenced = a.status().await.unwrap();
+    }
+    assert!(fenced.fenced, "{fenced:?}");
+    assert!(
+        at.elapsed() < ttl + Duration::from_millis(raised.outstanding_ms) + Duration::from_secs(2),
+        "lapsed {}ms after the raise",
+        at.elapsed().as_millis()
+    );
+    // A raise to an epoch older than one seen is refused: a newer decision stands.
+    let stale = c.raise(0).await.unwrap_err().to_string();
+    assert!(stale.contains("older than 1"), "{stale}");
 }
 
 /// The flags that read files: a token shorter than 16 characters is refused, and a replication

@@ -1,7 +1,8 @@
 //! The agent's HTTP API: `GET /v1/status`, `GET /v1/lease` (a nonce), `POST /v1/start`,
 //! `/v1/stop`, `/v1/lease`,
-//! `/v1/initialize`, `/v1/clone`, `/v1/standby`, `/v1/rewind`. Every request carries the bearer
-//! token; every command carries the epoch.
+//! `/v1/initialize`, `/v1/clone`, `/v1/standby`, `/v1/rewind`; and between agents and for
+//! promotions, `POST /v1/confirm` (a peer's lease) and `/v1/raise` (the epoch). Every request
+//! carries the bearer token; every command carries the epoch.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,11 +17,11 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    Agent, Inner, host,
+    Agent, HeldLease, Inner, host, peers,
     postmaster::{Postmaster, StopMode},
 };
 use crate::engine::postgres::{
-    agent::{AgentStatus, LeaseNonce, Rejoined, Source},
+    agent::{AgentStatus, LeaseNonce, PeerView, Raised, Rejoined, Source},
     controldata,
 };
 
@@ -34,6 +35,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/initialize", post(initialize))
         .route("/v1/stop", post(stop))
         .route("/v1/lease", get(lease_nonce).post(lease))
+        .route("/v1/confirm", post(confirm))
+        .route("/v1/raise", post(raise))
         .route("/v1/clone", post(clone))
         .route("/v1/standby", post(standby))
         .route("/v1/rewind", post(rewind))
@@ -97,7 +100,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// is then reported as not running, and the data as not readable.
 async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
     let durable = agent.durable();
-    let lease = *agent.lease_until.lock().expect("lock");
+    let lease = agent.held_lease().map(|held| held.until);
     let (busy, last_operation, last_error, rejoined) = {
         let activity = agent.activity.lock().expect("lock");
         let last = activity.last.as_ref();
@@ -261,6 +264,9 @@ struct Lease {
     epoch: u64,
     ttl_ms: u64,
     nonce: LeaseNonce,
+    /// This host's peers, for renewals through them while no controller renews.
+    #[serde(default)]
+    view: Option<PeerView>,
 }
 
 async fn lease_nonce(State(agent): State<Arc<Agent>>) -> Json<LeaseNonce> {
@@ -278,16 +284,88 @@ async fn lease(
     let issued = agent
         .nonce_issued_at(command.nonce)
         .map_err(|why| refuse(StatusCode::CONFLICT, why))?;
-    let until = issued + Duration::from_millis(command.ttl_ms.min(3_600_000));
+    let ttl = Duration::from_millis(command.ttl_ms.min(peers::MAX_TTL_MS));
+    let until = issued + ttl;
     if until > std::time::Instant::now() {
         agent
             .record(|durable| durable.fenced = false)
             .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        let mut lease = agent.lease_until.lock().expect("lock");
+        let mut lease = agent.lease.lock().expect("lock");
         // A renewal overtaken by a later one shortens nothing.
-        *lease = Some(lease.map_or(until, |held| held.max(until)));
+        let until = lease
+            .filter(|held| held.epoch == command.epoch)
+            .map_or(until, |held| held.until.max(until));
+        *lease = Some(HeldLease {
+            epoch: command.epoch,
+            until,
+            ttl,
+        });
+    }
+    if let Some(view) = command.view {
+        agent.learn_peers(view);
     }
     Ok(Json(report(&agent).await))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Confirm {
+    epoch: u64,
+    /// The member whose lease it is, for the log.
+    member: String,
+    ttl_ms: u64,
+}
+
+/// Confirm a peer's lease at its epoch for `ttlMs` from now, on this agent's clock: a promise
+/// that no promotion raising this agent proceeds before it ends. Refused once a newer epoch is
+/// seen, and while this agent holds a lease itself.
+async fn confirm(
+    State(agent): State<Arc<Agent>>,
+    Json(command): Json<Confirm>,
+) -> Result<Json<serde_json::Value>, Refusal> {
+    let ttl = command.ttl_ms.min(peers::MAX_TTL_MS);
+    // Recorded first: after a restart this agent owes that long to the next promotion.
+    agent
+        .record(|durable| durable.promise_ttl_ms = durable.promise_ttl_ms.max(ttl))
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let mut promises = agent.promises.lock().expect("lock");
+    let seen = agent.durable().epoch;
+    if command.epoch > seen {
+        accept_epoch(&agent, command.epoch)?;
+    }
+    let now = std::time::Instant::now();
+    promises.prune(now);
+    promises
+        .confirm(
+            agent.durable().epoch,
+            command.epoch,
+            agent.held_lease().is_some(),
+            now + Duration::from_millis(ttl),
+        )
+        .map_err(|refusal| {
+            tracing::info!(member = %command.member, epoch = command.epoch, %refusal, "a peer's lease is not confirmed");
+            refuse(StatusCode::CONFLICT, refusal.to_string())
+        })?;
+    Ok(Json(serde_json::json!({ "epoch": command.epoch })))
+}
+
+/// Take `epoch` as the newest before a promotion to it, and say how long the confirmations
+/// given at older epochs still last. Refused for an epoch older than one seen.
+async fn raise(
+    State(agent): State<Arc<Agent>>,
+    Json(command): Json<Command>,
+) -> Result<Json<Raised>, Refusal> {
+    let promises = agent.promises.lock().expect("lock");
+    accept_epoch(&agent, command.epoch)?;
+    let outstanding = promises
+        .outstanding_before(command.epoch)
+        .map(|until| until.saturating_duration_since(std::time::Instant::now()))
+        .unwrap_or_default();
+    Ok(Json(Raised {
+        epoch: agent.durable().epoch,
+        // Rounded up: the promotion must not end its wait early.
+        outstanding_ms: outstanding.as_micros().div_ceil(1000) as u64,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -343,7 +421,7 @@ impl Operation {
             | Operation::Rewind(ref source) => source.clone(),
         };
         // The data directory is about to serve a standby: a lease means nothing to one.
-        *agent.lease_until.lock().expect("lock") = None;
+        *agent.lease.lock().expect("lock") = None;
         inner.stop_postgres(StopMode::Fast).await;
         let options = &agent.options;
         let rejoined = match self {

@@ -1,14 +1,17 @@
 //! `replicant node`: the PostgreSQL agent on a database host. It is the parent of one
 //! postmaster and serves the controller a small HTTP API (bearer token) for what SQL cannot
 //! do: start, stop, status while postgres is down, and the self-fencing lease. It refuses a
-//! command of an epoch older than the highest it has seen, and stops its postgres when the
-//! controller's lease lapses. It executes; the controller decides.
+//! command of an epoch older than the highest it has seen, and stops its postgres when its
+//! lease lapses. While no controller renews the lease, a primary's agent renews it through a
+//! quorum of its peers' agents, which confirm it (see `engine::postgres::quorum`). It
+//! executes; the controller decides.
 //!
 //! Touches its data directory (read through `pg_controldata`), its own state file, the
-//! postmaster it starts, and the address it listens on.
+//! postmaster it starts, the address it listens on, and its peers' agents.
 
 mod api;
 mod host;
+mod peers;
 mod postmaster;
 mod tls;
 
@@ -26,7 +29,10 @@ use tokio::sync::Mutex;
 
 use self::postmaster::{Postmaster, StopMode};
 use crate::{
-    engine::{Secret, postgres::agent::LeaseNonce},
+    engine::{
+        Secret,
+        postgres::{agent::LeaseNonce, quorum::Promises},
+    },
     standalone::state::{Durability, write_atomically},
 };
 
@@ -101,6 +107,20 @@ struct Durable {
     /// The lease lapsed while postgres ran: it stays down until the controller renews it,
     /// across restarts of the agent and of the host.
     fenced: bool,
+    /// The longest confirmation this agent has given a peer's lease: after a restart it owes
+    /// that long to the next promotion, having forgotten which it gave.
+    #[serde(default)]
+    promise_ttl_ms: u64,
+}
+
+/// The lease this host's postgres runs under, on this process's monotonic clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HeldLease {
+    /// The epoch it was granted at.
+    epoch: u64,
+    until: Instant,
+    /// Its length: a renewal through peers extends it by as much.
+    ttl: Duration,
 }
 
 /// The postmaster, held by whatever operation is under way on the data directory.
@@ -138,8 +158,13 @@ pub struct Agent {
     /// How a standby here authenticates upstream, reported so that re-points keep to it.
     upstream_auth: Option<crate::engine::postgres::agent::PassfileAuth>,
     durable: std::sync::Mutex<Durable>,
-    /// Until when the controller's lease holds, on this process's monotonic clock.
-    lease_until: std::sync::Mutex<Option<Instant>>,
+    /// The lease postgres runs under, if any.
+    lease: std::sync::Mutex<Option<HeldLease>>,
+    /// What the controller last told of this host's peers, with a client for each.
+    peers: std::sync::Mutex<Option<peers::Peers>>,
+    /// The confirmations this agent gave peers' leases. Locked while the epoch is raised, so a
+    /// confirmation is either refused by the raise or reported to it.
+    promises: std::sync::Mutex<Promises<Instant>>,
     /// This run of the agent, and when it began: the origin of its lease nonces.
     run: u64,
     began: Instant,
@@ -173,16 +198,23 @@ impl Agent {
             }
         };
         let upstream_auth = host::write_passfile(&options).map_err(NodeError::Passfile)?;
+        let began = Instant::now();
+        let promises = match durable.promise_ttl_ms {
+            0 => Promises::default(),
+            ms => Promises::restarted(durable.epoch, began + Duration::from_millis(ms)),
+        };
         Ok(Self {
             options,
             upstream_auth,
             durable: std::sync::Mutex::new(durable),
-            lease_until: std::sync::Mutex::new(None),
+            lease: std::sync::Mutex::new(None),
+            peers: std::sync::Mutex::new(None),
+            promises: std::sync::Mutex::new(promises),
             run: std::hash::BuildHasher::hash_one(
                 &std::collections::hash_map::RandomState::new(),
                 std::process::id(),
             ),
-            began: Instant::now(),
+            began,
             inner: Arc::new(Mutex::new(Inner { postmaster: None })),
             activity: std::sync::Mutex::new(Activity::default()),
         })
@@ -190,6 +222,12 @@ impl Agent {
 
     fn durable(&self) -> Durable {
         self.durable.lock().expect("lock").clone()
+    }
+
+    /// The lease postgres runs under now, if it has not lapsed.
+    fn held_lease(&self) -> Option<HeldLease> {
+        let held = *self.lease.lock().expect("lock");
+        held.filter(|lease| lease.until > Instant::now())
     }
 
     /// Change the durable state: written (and fsynced) first, then taken in memory.
@@ -239,8 +277,8 @@ impl Agent {
         loop {
             tokio::time::sleep(LEASE_CHECK).await;
             let lapsed = {
-                let mut lease = self.lease_until.lock().expect("lock");
-                let lapsed = lease.is_some_and(|until| Instant::now() >= until);
+                let mut lease = self.lease.lock().expect("lock");
+                let lapsed = lease.is_some_and(|held| Instant::now() >= held.until);
                 if lapsed {
                     *lease = None;
                 }
@@ -256,7 +294,7 @@ impl Agent {
             let mut inner = self.inner.lock().await;
             if inner.postmaster.is_some() {
                 tracing::warn!(
-                    "the controller's lease lapsed: postgres is stopped (immediate) and stays down until the lease is renewed"
+                    "the lease lapsed (neither the controller nor a quorum of peers renewed it): postgres is stopped (immediate) and stays down until the controller renews it"
                 );
             }
             inner.stop_postgres(StopMode::Immediate).await;
@@ -276,6 +314,7 @@ pub async fn run(
         .map_err(|e| NodeError::Listen(listen, e))?;
     tracing::info!(%listen, epoch = agent.durable().epoch, "node agent listening");
     let watcher = tokio::spawn(agent.clone().watch_lease());
+    let renewer = tokio::spawn(peers::renew_through_peers(agent.clone()));
     let app = api::router(agent.clone());
     let serve = async {
         let result = match &agent.options.tls {
@@ -297,6 +336,7 @@ pub async fn run(
         _ = shutdown => Ok(()),
     };
     watcher.abort();
+    renewer.abort();
     agent.inner.lock().await.stop_postgres(StopMode::Fast).await;
     served
 }

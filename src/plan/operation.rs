@@ -480,6 +480,9 @@ impl Planner<'_> {
         let Some(current) = self.primary.clone() else {
             return;
         };
+        if self.start_lapsed_primary(&current) {
+            return;
+        }
         let Some(headline) = self.primary_failure(&current) else {
             return;
         };
@@ -565,6 +568,48 @@ impl Planner<'_> {
                 )
             }
         }
+    }
+
+    /// The primary's host stopped it only because its lease lapsed (neither a controller nor a
+    /// quorum of its peers renewed it), and keeps it down. Nobody has been promoted since: no
+    /// other member is a master and the epoch is the one it was leased at, so every other
+    /// member received from it alone and none can hold a commit it lacks. It is started where
+    /// it is, at once: a failover would lose what it committed last (async) and cost a rewind.
+    /// Whether it was.
+    fn start_lapsed_primary(&mut self, current: &str) -> bool {
+        let o = observation(self.observed, current);
+        let Some(host) = o.host.agent() else {
+            return false;
+        };
+        let ours = host.identity.is_none()
+            || self.journal.identity.is_none()
+            || host.identity == self.journal.identity;
+        if o.reachable || !host.fenced || host.running || host.busy.is_some() || host.empty || !ours
+        {
+            return false;
+        }
+        let other_master = self
+            .desired
+            .spec
+            .members
+            .iter()
+            .any(|m| m.name != current && observation(self.observed, &m.name).is_master());
+        if other_master {
+            return false;
+        }
+        self.push(
+            Action::Start {
+                member: current.to_string(),
+            },
+            true,
+            format!(
+                "{current} was stopped by its host only because its lease lapsed, and no member has been promoted since: \
+                 it still holds every commit, so it is started again where it is instead of failed over"
+            ),
+        );
+        self.hold = true;
+        self.requeue_within(FAST_REQUEUE);
+        true
     }
 
     /// The primary failed, and `why` no other member takes over: when its host reports its

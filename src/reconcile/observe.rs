@@ -49,11 +49,25 @@ async fn probe(
     lease: Lease,
     now: Timestamp,
 ) -> std::collections::BTreeMap<String, MemberObservation> {
-    let probes = join_all(desired.spec.members.iter().map(|m| {
-        let lease = (leaseholder == Some(m.name.as_str())).then_some(lease);
-        engine.observe(m, lease)
-    }))
-    .await;
+    let round = || {
+        join_all(desired.spec.members.iter().map(|m| {
+            let lease = (leaseholder == Some(m.name.as_str())).then_some(lease);
+            engine.observe(m, lease)
+        }))
+    };
+    let began = std::time::Instant::now();
+    let mut probes = round().await;
+    // Every probe is bounded by a probe timeout, so a round that took far longer means this
+    // process stalled (frozen, starved): what timed out meanwhile says nothing of the members,
+    // and counting it would fail over a healthy primary. Probe again.
+    let bound = plan::probe_timeout(desired.spec.failover.detect_after.into()) * 4;
+    if began.elapsed() > bound && probes.iter().any(|p| p.server.is_err()) {
+        tracing::info!(
+            took_ms = began.elapsed().as_millis() as u64,
+            "the probes took far longer than their timeout: this process stalled; probing again"
+        );
+        probes = round().await;
+    }
     let mut members = std::collections::BTreeMap::new();
     for (member, probe) in desired.spec.members.iter().zip(probes) {
         let remembered = memory.members.entry(member.name.clone()).or_default();

@@ -69,6 +69,39 @@ pub struct LeaseNonce {
     pub issued_ms: u64,
 }
 
+/// What the controller tells the primary's agent with each lease renewal, so that it can renew
+/// through its peers while no controller does: its own member's name, every other member's
+/// agent, and the CA bundle their certificates chain to when they serve TLS. They are called
+/// with the same bearer token as the controller's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerView {
+    pub member: String,
+    pub peers: Vec<Peer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+}
+
+/// Another member's agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Peer {
+    pub name: String,
+    /// `host:port` of its API.
+    pub agent: String,
+}
+
+/// An agent's answer to a promotion raising it to a new epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Raised {
+    /// The epoch it now holds.
+    pub epoch: u64,
+    /// How much longer the confirmations it gave at older epochs last: the promotion waits
+    /// them out.
+    pub outstanding_ms: u64,
+}
+
 /// A replication user whose password a host keeps in a password file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -115,13 +148,20 @@ pub trait HostOperations: Send + Sync {
     async fn stop(&self, epoch: u64, immediate: bool) -> Result<AgentStatus, EngineError>;
     /// A nonce for the next lease renewal.
     async fn lease_nonce(&self) -> Result<LeaseNonce, EngineError>;
-    /// Keep the host's postgres allowed to run for `ttl` from `nonce`'s issue.
+    /// Keep the host's postgres allowed to run for `ttl` from `nonce`'s issue; `view` lets
+    /// its agent renew through its peers while no controller renews.
     async fn renew_lease(
         &self,
         epoch: u64,
         ttl: Duration,
         nonce: LeaseNonce,
+        view: Option<&PeerView>,
     ) -> Result<AgentStatus, EngineError>;
+    /// Confirm, as a peer, `member`'s lease at `epoch` for `ttl`.
+    async fn confirm(&self, epoch: u64, member: &str, ttl: Duration) -> Result<(), EngineError>;
+    /// Take `epoch` as the newest before a promotion to it, and say how long the
+    /// confirmations given at older epochs still last.
+    async fn raise(&self, epoch: u64) -> Result<Raised, EngineError>;
     /// Copy `source` onto an empty host (or one of the same data set) and follow it.
     async fn clone_from(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError>;
     /// Start as a standby of `source` with the data already there.
@@ -185,6 +225,14 @@ impl AgentClient {
             token,
             tls,
             timeout,
+        }
+    }
+
+    /// The same agent, each call bounded by `timeout` instead.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
         }
     }
 
@@ -352,10 +400,27 @@ impl HostOperations for AgentClient {
         epoch: u64,
         ttl: Duration,
         nonce: LeaseNonce,
+        view: Option<&PeerView>,
     ) -> Result<AgentStatus, EngineError> {
-        let body =
-            serde_json::json!({ "epoch": epoch, "ttlMs": ttl.as_millis() as u64, "nonce": nonce });
+        let body = serde_json::json!({
+            "epoch": epoch, "ttlMs": ttl.as_millis() as u64, "nonce": nonce, "view": view
+        });
         self.call("renew the lease", "/v1/lease", Some(body), self.timeout)
+            .await
+    }
+
+    async fn confirm(&self, epoch: u64, member: &str, ttl: Duration) -> Result<(), EngineError> {
+        let body = serde_json::json!({
+            "epoch": epoch, "member": member, "ttlMs": ttl.as_millis() as u64
+        });
+        self.call::<serde_json::Value>("confirm a lease", "/v1/confirm", Some(body), self.timeout)
+            .await
+            .map(drop)
+    }
+
+    async fn raise(&self, epoch: u64) -> Result<Raised, EngineError> {
+        let body = serde_json::json!({ "epoch": epoch });
+        self.call("raise the epoch", "/v1/raise", Some(body), self.timeout)
             .await
     }
 

@@ -12,9 +12,9 @@ use async_trait::async_trait;
 
 use super::{
     actions::{self, Target, Upstream, UpstreamAuth},
-    agent::{self, AgentClient, AgentStatus, HostOperations, Source},
+    agent::{self, AgentClient, AgentStatus, HostOperations, Peer, Source},
     history::{self, branches},
-    lease::Leases,
+    lease::{self, Leases},
     probe::{PgProbe, Session, slot_name},
 };
 use crate::{
@@ -103,6 +103,7 @@ impl PostgresEngine {
             .transpose()
             .map_err(|e| format!("spec.agentTls: the CA bundle: {e}"))?;
         let mut agents = HashMap::new();
+        let mut peers = Vec::new();
         for member in members {
             let Some(address) = &member.agent else {
                 continue;
@@ -117,12 +118,16 @@ impl PostgresEngine {
                 member.name.clone(),
                 AgentClient::new(address.clone(), token, tls.clone(), settings.timeout),
             );
+            peers.push(Peer {
+                name: member.name.clone(),
+                agent: address.clone(),
+            });
         }
         Ok(Self {
             settings,
             agents,
             slots_checked: Mutex::new(HashMap::new()),
-            leases: Leases::default(),
+            leases: Leases::new(peers, access.ca_pem.clone()),
             probe_sessions: Mutex::new(HashMap::new()),
         })
     }
@@ -524,6 +529,19 @@ impl Engine for PostgresEngine {
     }
 
     async fn promote(&self, member: &Member, epoch: u64) -> Result<Option<History>, EngineError> {
+        // The old primary may be renewing its lease through its peers: no longer, once a
+        // quorum of them holds the new epoch and what they confirmed before has run out.
+        let mut agents: Vec<(&str, &AgentClient)> = self
+            .agents
+            .iter()
+            .map(|(name, agent)| (name.as_str(), agent))
+            .collect();
+        agents.sort_by_key(|(name, _)| *name);
+        let ttl = self.settings.lease_ttl;
+        let waited = lease::raise(&agents, epoch, ttl / 10, ttl * 2).await?;
+        if !waited.is_zero() {
+            tracing::info!(member = %member.name, epoch, waited_ms = waited.as_millis() as u64, "waited out the confirmations of the old primary's lease");
+        }
         if let Some(agent) = self.agents.get(&member.name) {
             // Under a lease from its first commit on.
             self.leases

@@ -2,7 +2,9 @@
 //! whatever the reconcile rounds are doing, for as long as the observations say the server is
 //! alive; and for every renewal that may have reached the host, the receipt of the nonce it
 //! ran from is kept, since the server may accept writes until a lease's length after that.
-//! Touches the leaseholder's agent.
+//! Each renewal tells the leaseholder its peers, through whom it renews while the controller
+//! is away; so before a promotion, [`raise`] takes a quorum of the agents to the new epoch and
+//! waits out what they confirmed before. Touches the members' agents.
 
 use std::{
     collections::HashMap,
@@ -10,7 +12,7 @@ use std::{
     time::Instant,
 };
 
-use super::agent::{AgentClient, AgentStatus, HostOperations};
+use super::agent::{AgentClient, AgentStatus, HostOperations, Peer, PeerView};
 use crate::engine::{EngineError, Lease};
 
 /// Silent observations (the server neither answered nor was being started) after which a
@@ -46,13 +48,39 @@ struct Renewer {
 }
 
 /// Renews one member's lease at a time (the primary's), and remembers every member's.
-#[derive(Default)]
 pub struct Leases {
     states: Arc<Mutex<HashMap<String, LeaseState>>>,
     renewer: Mutex<Option<Renewer>>,
+    /// Every member's agent, and the CA bundle they chain to: each renewal tells the
+    /// leaseholder its peers, so that it can renew through them while no controller does.
+    agents: Vec<Peer>,
+    ca_pem: Option<String>,
 }
 
 impl Leases {
+    pub fn new(agents: Vec<Peer>, ca_pem: Option<String>) -> Self {
+        Self {
+            states: Arc::default(),
+            renewer: Mutex::default(),
+            agents,
+            ca_pem,
+        }
+    }
+
+    /// What `member`'s agent is told of its peers.
+    fn view_for(&self, member: &str) -> PeerView {
+        PeerView {
+            member: member.to_string(),
+            peers: self
+                .agents
+                .iter()
+                .filter(|peer| peer.name != member)
+                .cloned()
+                .collect(),
+            ca_pem: self.ca_pem.clone(),
+        }
+    }
+
     /// Whether `member`'s server has been alive enough of late for its lease to be renewed.
     pub fn renewable(&self, member: &str) -> bool {
         self.state(member).silent < SILENT_BEFORE_WITHHOLDING
@@ -87,11 +115,12 @@ impl Leases {
             self.halt(r);
         }
         let (states, agent, name) = (self.states.clone(), agent.clone(), member.to_string());
+        let view = self.view_for(member);
         let period = lease.ttl / 3;
         let task = tokio::spawn(async move {
             loop {
                 let began = Instant::now();
-                let _ = renew(&states, &name, &agent, lease).await;
+                let _ = renew(&states, &name, &agent, lease, &view).await;
                 tokio::time::sleep_until((began + period).into()).await;
             }
         });
@@ -131,7 +160,7 @@ impl Leases {
         agent: &AgentClient,
         lease: Lease,
     ) -> Result<AgentStatus, EngineError> {
-        let status = renew(&self.states, member, agent, lease).await?;
+        let status = renew(&self.states, member, agent, lease, &self.view_for(member)).await?;
         // Brought up on purpose: its silence so far is not held against it.
         if let Some(state) = self.states.lock().expect("lock").get_mut(member) {
             state.silent = 0;
@@ -176,6 +205,7 @@ async fn renew(
     member: &str,
     agent: &AgentClient,
     lease: Lease,
+    view: &PeerView,
 ) -> Result<AgentStatus, EngineError> {
     let nonce = agent.lease_nonce().await?;
     let anchor = Instant::now();
@@ -185,7 +215,9 @@ async fn renew(
         .entry(member.to_string())
         .or_default()
         .in_flight = Some(anchor);
-    let result = agent.renew_lease(lease.epoch, lease.ttl, nonce).await;
+    let result = agent
+        .renew_lease(lease.epoch, lease.ttl, nonce, Some(view))
+        .await;
     let mut states = states.lock().expect("lock");
     let state = states.entry(member.to_string()).or_default();
     state.in_flight = None;
@@ -193,4 +225,69 @@ async fn renew(
         state.sent = state.sent.max(Some(anchor));
     }
     result
+}
+
+/// Before a promotion to `epoch`: raise a quorum of `agents` (every member's) to it, so that the
+/// old primary can no longer renew its lease through its peers, then wait out every
+/// confirmation they gave at an older epoch, and `margin` more for the clocks' rates. A wait
+/// longer than `longest` is not slept through: the promotion is refused, to be tried again.
+pub async fn raise(
+    agents: &[(&str, &AgentClient)],
+    epoch: u64,
+    margin: std::time::Duration,
+    longest: std::time::Duration,
+) -> Result<std::time::Duration, EngineError> {
+    use super::quorum::raise_quorum;
+    let needed = raise_quorum(agents.len());
+    if needed == 0 {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let answers =
+        futures::future::join_all(agents.iter().map(|(_, agent)| agent.raise(epoch))).await;
+    let mut raised = 0;
+    let mut outstanding = std::time::Duration::ZERO;
+    let mut missing = Vec::new();
+    for ((name, _), answer) in agents.iter().zip(answers) {
+        match answer {
+            Ok(r) if r.epoch == epoch => {
+                raised += 1;
+                outstanding = outstanding.max(std::time::Duration::from_millis(r.outstanding_ms));
+            }
+            Ok(r) => missing.push(format!("{name} holds epoch {}", r.epoch)),
+            Err(error) => missing.push(format!("{name}: {error}")),
+        }
+    }
+    let address = || {
+        agents
+            .first()
+            .map(|(name, _)| name.to_string())
+            .unwrap_or_default()
+    };
+    if raised < needed {
+        return Err(EngineError::NotApplied {
+            address: address(),
+            during: "raise the agents to the new epoch",
+            detail: format!(
+                "{raised} of {} agents took epoch {epoch} and a promotion needs {needed}, so that the old primary can no longer renew its lease through its peers ({})",
+                agents.len(),
+                missing.join("; ")
+            ),
+        });
+    }
+    if outstanding.is_zero() {
+        return Ok(outstanding);
+    }
+    let wait = outstanding + margin;
+    if wait > longest {
+        return Err(EngineError::NotApplied {
+            address: address(),
+            during: "raise the agents to the new epoch",
+            detail: format!(
+                "the agents confirmed the old primary's lease for {}ms more; the promotion waits that out",
+                outstanding.as_millis()
+            ),
+        });
+    }
+    tokio::time::sleep(wait).await;
+    Ok(wait)
 }

@@ -9,6 +9,7 @@ mod engine;
 pub mod history;
 mod lease;
 pub mod probe;
+pub mod quorum;
 
 pub use actions::{Target, Upstream};
 pub use engine::{PostgresEngine, PostgresSettings};

@@ -510,6 +510,54 @@ fn a_failed_primary_is_fenced_last_unless_its_host_says_it_does_not_run() {
 }
 
 #[test]
+fn a_primary_stopped_only_by_its_lapsed_lease_is_started_in_place_not_failed_over() {
+    let lapsed = |fenced: bool| {
+        let HostAccess::Agent(mut host) = agent_stopped(false, "r1", 900) else {
+            unreachable!()
+        };
+        host.fenced = fenced;
+        host
+    };
+    let with_a = |host: HostObservation, down_for: f64| {
+        let mut observed = healthy("a");
+        down(&mut observed, "a", -down_for);
+        observed.members.get_mut("a").unwrap().host = HostAccess::Agent(host);
+        observed
+    };
+    let start_a = Action::Start { member: "a".into() };
+    // At once, and also past detectAfter: no promotion, the epoch unchanged, status says why.
+    for down_for in [0.2, 5.0] {
+        let p = plan(&cluster(), &with_a(lapsed(true), down_for), at(0.0));
+        assert_eq!(actions(&p), vec![start_a.clone()], "down {down_for}s");
+        assert!(p.actions[0].required);
+        assert_eq!(p.journal.epoch, 1, "nobody promoted");
+        assert!(p.journal.operation.is_none());
+        let reconciling = finding(&p, findings::RECONCILING);
+        assert_eq!(reconciling.reason, findings::reason::CONVERGING);
+        assert!(
+            reconciling
+                .message
+                .contains("only because its lease lapsed"),
+            "{}",
+            reconciling.message
+        );
+    }
+    // Stopped without a lapse (it crashed): the failover it always had.
+    let p = plan(&cluster(), &with_a(lapsed(false), 5.0), at(0.0));
+    assert_eq!(promotions(&p), vec![("b".to_string(), 2)]);
+    // Another member is a master: something was promoted after all; not started.
+    let mut observed = with_a(lapsed(true), 5.0);
+    observed.members.insert("c".into(), master(2000));
+    assert!(!actions(&plan(&cluster(), &observed, at(0.0))).contains(&start_a));
+    // Another data set on its host: never started as the cluster's primary.
+    let mut foreign = lapsed(true);
+    foreign.identity = Some("9999".into());
+    let mut observed = with_a(foreign, 5.0);
+    observed.journal.identity = Some("7000".into());
+    assert!(!actions(&plan(&cluster(), &observed, at(0.0))).contains(&start_a));
+}
+
+#[test]
 fn a_stopped_primary_is_started_again_when_no_other_member_can_take_over() {
     let mut observed = healthy("a");
     down(&mut observed, "a", -2.0);

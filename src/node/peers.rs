@@ -1,0 +1,153 @@
+//! The primary's lease kept through its peers: while no controller renews it, the agent asks
+//! every other member's agent to confirm it, and extends it when a quorum has (its own vote
+//! counted), from the moment it asked. The rules are `engine::postgres::quorum`'s. Touches the
+//! peers' agents, over the same token and TLS as the controller's calls.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::future::join_all;
+
+use super::{Agent, HeldLease};
+use crate::engine::postgres::{
+    agent::{AgentClient, HostOperations, PeerView, trusting},
+    quorum::renewal_quorum,
+};
+
+/// The longest lease, or confirmation, an agent takes: a bound on what a promotion may have
+/// to wait out.
+pub const MAX_TTL_MS: u64 = 60_000;
+
+/// How often the lease's remaining time is looked at.
+const CHECK: Duration = Duration::from_millis(20);
+
+/// What the controller last told of this host's peers, and a client for each.
+pub struct Peers {
+    view: PeerView,
+    clients: Vec<(String, AgentClient)>,
+}
+
+impl Agent {
+    /// Take `view` as this host's peers; the clients are made again only when it changed.
+    pub(super) fn learn_peers(&self, view: PeerView) {
+        let mut peers = self.peers.lock().expect("lock");
+        if peers.as_ref().is_some_and(|p| p.view == view) {
+            return;
+        }
+        let tls = match view.ca_pem.as_deref().map(trusting).transpose() {
+            Ok(tls) => tls,
+            Err(error) => {
+                tracing::error!(%error, "the peers' CA bundle is unusable: the lease is renewed by the controller alone");
+                *peers = None;
+                return;
+            }
+        };
+        // Each round bounds its calls by what is left of the lease (`renewal_round`).
+        let clients = view
+            .peers
+            .iter()
+            .map(|peer| {
+                let client = AgentClient::new(
+                    peer.agent.clone(),
+                    self.options.token.clone(),
+                    tls.clone(),
+                    Duration::from_millis(500),
+                );
+                (peer.name.clone(), client)
+            })
+            .collect();
+        tracing::info!(member = %view.member, peers = view.peers.len(), "peers learned from the controller");
+        *peers = Some(Peers { view, clients });
+    }
+
+    /// The peers to ask, bounded by `timeout` each, and the quorum a renewal needs.
+    fn renewal_round(&self, timeout: Duration) -> Option<(String, Vec<AgentClient>, usize)> {
+        let peers = self.peers.lock().expect("lock");
+        let peers = peers.as_ref()?;
+        let quorum = renewal_quorum(peers.clients.len() + 1)?;
+        let clients = peers
+            .clients
+            .iter()
+            .map(|(_, client)| client.with_timeout(timeout))
+            .collect();
+        Some((peers.view.member.clone(), clients, quorum))
+    }
+
+    /// This agent's own vote for its lease: given, and recorded as a promise like a peer's,
+    /// while it has seen no epoch newer than the lease's.
+    fn vote_for_own(&self, lease: HeldLease, until: Instant) -> bool {
+        let mut promises = self.promises.lock().expect("lock");
+        promises
+            .confirm(self.durable().epoch, lease.epoch, false, until)
+            .is_ok()
+    }
+
+    /// Extend the lease to `until` if it still holds at `epoch`: a lapsed lease is never
+    /// revived (postgres has been stopped), and one given at another epoch is not this one.
+    fn extend_lease(&self, epoch: u64, until: Instant) -> bool {
+        let mut lease = self.lease.lock().expect("lock");
+        match lease.as_mut() {
+            Some(held) if held.epoch == epoch && held.until > Instant::now() => {
+                held.until = held.until.max(until);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Renew the lease through the peers whenever less than half of it is left, which happens
+/// only while no controller renews it (the controller renews at a third).
+pub(super) async fn renew_through_peers(agent: Arc<Agent>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(CHECK).await;
+        let Some(lease) = agent.held_lease() else {
+            failing = false;
+            continue;
+        };
+        let asked = Instant::now();
+        if lease.until.saturating_duration_since(asked) > lease.ttl / 2 {
+            continue;
+        }
+        // Every answer must come while the lease still holds to be worth anything.
+        let timeout = lease.until.saturating_duration_since(asked);
+        let Some((member, clients, quorum)) = agent.renewal_round(timeout) else {
+            continue;
+        };
+        if !agent.vote_for_own(lease, asked + lease.ttl) {
+            continue;
+        }
+        let answers = join_all(
+            clients
+                .iter()
+                .map(|client| client.confirm(lease.epoch, &member, lease.ttl)),
+        )
+        .await;
+        let votes = 1 + answers.iter().filter(|a| a.is_ok()).count();
+        // The lease runs from the moment it was asked for: earlier than any confirmation.
+        if votes >= quorum && agent.extend_lease(lease.epoch, asked + lease.ttl) {
+            if failing {
+                tracing::info!(
+                    votes,
+                    quorum,
+                    "the lease is renewed through the peers again"
+                );
+            }
+            failing = false;
+        } else if !failing {
+            let refusals: Vec<String> = answers
+                .iter()
+                .filter_map(|a| a.as_ref().err().map(|e| e.to_string()))
+                .collect();
+            tracing::warn!(votes, quorum, refusals = ?refusals, "the peers did not renew the lease");
+            failing = true;
+        }
+        if failing {
+            // Not at every check: a peer that refused will refuse again.
+            tokio::time::sleep(lease.ttl / 10).await;
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The database outlives its controller: a healthy PostgreSQL cluster under real node agents
+//! keeps committing while `replicant run` is killed for a minute (async and sync) or frozen,
+//! and the controller that returns changes nothing: no failover, the same epoch, nothing lost.
+//! A writer commits straight into the primary's port throughout, so neither the proxy nor the
+//! controller stands between it and postgres. `REPLICANT_AWAY_SECS` sets how long the
+//! controller stays away (60 by default).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use replicant::local::{
+    postgres::PASSWORD,
+    writer::{Ack, Route, Writer, WriterOptions, count_missing_rows},
+};
+use support::{Controller, pg::available, pg_bed::PgBed};
+
+fn away() -> Duration {
+    let secs = std::env::var("REPLICANT_AWAY_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
+async fn ready(bed: &PgBed, mode: &str) -> Controller {
+    let ctl = bed.controller(&bed.spec("a", mode), &[]);
+    bed.wait_for("a primary, b and c streaming", &ctl, 90, |r| {
+        r.status.ready_members.as_deref() == Some("3/3")
+            && support::condition(r, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    ctl
+}
+
+/// A writer into a's own port. A commit that takes 5s counts as failed.
+fn writer(bed: &PgBed, prefix: &str) -> Writer {
+    Writer::start(WriterOptions {
+        route: Route::Direct(bed.address("a")),
+        prefix: prefix.into(),
+        wait_replicas: None,
+        timeout: Duration::from_secs(5),
+        postgres_password: Some(PASSWORD.into()),
+    })
+}
+
+/// Every attempt was acknowledged (the writer numbers its attempts, so a failed one leaves a
+/// gap), and the longest wait between two acknowledgements.
+fn assert_no_failed_commit(acks: &[Ack], what: &str) -> Duration {
+    assert!(acks.len() > 20, "{what}: the writer made progress");
+    for pair in acks.windows(2) {
+        assert_eq!(
+            pair[1].n,
+            pair[0].n + 1,
+            "{what}: commit attempt {} failed",
+            pair[0].n + 1
+        );
+    }
+    acks.windows(2)
+        .map(|pair| pair[1].acked - pair[0].acked)
+        .max()
+        .unwrap_or_default()
+}
+
+/// The returning controller found the cluster as it was: a primary, at epoch 0, with no
+/// failover in its history, all three members ready.
+async fn assert_untouched(bed: &PgBed, ctl: &Controller, what: &str) {
+    bed.wait_for("the returning controller's report", ctl, 30, |r| {
+        r.status.ready_members.as_deref() == Some("3/3")
+    })
+    .await;
+    // Long enough for a failover to have started, had the controller wanted one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = bed.wait_for("the report", ctl, 5, |_| true).await;
+    assert_eq!(
+        report.status.current_primary.as_deref(),
+        Some("a"),
+        "{what}"
+    );
+    assert_eq!(report.status.epoch, 0, "{what}: no promotion");
+    assert!(
+        report.status.history.is_empty(),
+        "{what}: no failover: {:?}",
+        report.status.history
+    );
+}
+
+async fn controller_killed_for_a_while(mode: &str) {
+    let bed = PgBed::new();
+    let mut ctl = ready(&bed, mode).await;
+    let w = writer(&bed, "away:");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ctl.kill();
+    let killed = Instant::now();
+    while killed.elapsed() < away() {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = w.count().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            w.count().await > before,
+            "{mode}: commits go on {}s after the controller was killed\n{}",
+            killed.elapsed().as_secs(),
+            bed.agent_logs()
+        );
+    }
+    let ctl = bed.controller(&bed.spec("a", mode), &[]);
+    assert_untouched(&bed, &ctl, mode).await;
+    let acks = w.finish().await;
+    let gap = assert_no_failed_commit(&acks, mode);
+    let lost = count_missing_rows(&bed.address("a"), PASSWORD, "away:", &acks)
+        .await
+        .unwrap();
+    assert_eq!(lost, 0, "{mode}: acknowledged commits lost");
+    eprintln!(
+        "{mode}: controller away {}s: {} commits, none failed, none lost, longest gap {}ms",
+        away().as_secs(),
+        acks.len(),
+        gap.as_millis()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn async_commits_go_on_while_the_controller_is_killed_and_its_return_changes_nothing() {
+    if !available() {
+        return;
+    }
+    controller_killed_for_a_while("async").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_commits_go_on_while_the_controller_is_killed_and_its_return_changes_nothing() {
+    if !available() {
+        return;
+    }
+    controller_killed_for_a_while("sync").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controller_frozen_for_5s_stops_nothing_and_fails_nothing_over_when_it_wakes() {
+    if !available() {
+        return;
+    }
+    let bed = PgBed::new();
+    let ctl = ready(&bed, "sync").await;
+    let w = writer(&bed, "frozen:");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ctl.freeze();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ctl.thaw();
+    assert_untouched(&bed, &ctl, "frozen").await;
+    let acks = w.finish().await;
+    let gap = assert_no_failed_commit(&acks, "frozen");
+    let lost = count_missing_rows(&bed.address("a"), PASSWORD, "frozen:", &acks)
+        .await
+        .unwrap();
+    assert_eq!(lost, 0, "acknowledged commits lost");
+    eprintln!(
+        "frozen 5s: {} commits, none failed, none lost, longest gap {}ms",
+        acks.len(),
+        gap.as_millis()
+    );
+}
