@@ -261,7 +261,13 @@ async fn the_controller_killed_at_every_step_of_a_failover_or_switchover_loses_n
         } else {
             bed.write_spec(&bed.spec("b", "sync"));
         }
-        crashing.wait_for_exit(30, crash_at).await;
+        crashing
+            .wait_for_exit_or_show(30, crash_at, || {
+                let status = bed.state().join("clusters/default.orders/status.json");
+                let status = std::fs::read_to_string(status).unwrap_or_default();
+                format!("last status: {status}\n{}", bed.agent_logs())
+            })
+            .await;
         let target = bed.journal()["operation"]["to"]
             .as_str()
             .unwrap_or_default()
@@ -285,8 +291,11 @@ async fn the_controller_killed_at_every_step_of_a_failover_or_switchover_loses_n
         let reachable: &[&str] = if hang { &["b", "c"] } else { &["a", "b", "c"] };
         let primary = assert_converged(&bed, &ctl, reachable).await;
         assert_eq!(
-            primary, target,
-            "{crash_at}: the journaled target, not a new choice"
+            primary,
+            target,
+            "{crash_at}: the journaled target, not a new choice\n{}\n{}",
+            ctl.log_text(),
+            bed.agent_logs()
         );
         let report = bed.wait_for("the report", &ctl, 5, |_| true).await;
         assert_eq!(report.status.epoch, 1, "{crash_at}: one promotion, resumed");

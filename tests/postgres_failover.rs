@@ -109,7 +109,9 @@ async fn a_controller_killed_after_detach_or_after_promote_resumes_at_the_same_e
         all_streaming_from(&bed, &crashing, "a").await;
         // a's host hangs: its standbys' links stay open, so they are detached first.
         bed.node("a").process.freeze_node();
-        crashing.wait_for_exit(30, crash_at).await;
+        crashing
+            .wait_for_exit_or_show(30, crash_at, || bed.agent_logs())
+            .await;
         let journal = bed.journal();
         let target = journal["operation"]["to"].as_str().unwrap().to_string();
         assert_eq!(journal["operation"]["epoch"], 1, "{crash_at}: {journal}");

@@ -96,12 +96,23 @@ impl Controller {
     /// Wait (`secs` at most) for the process to end on its own, at the crash point `what`
     /// names; panics with its log otherwise.
     pub async fn wait_for_exit(&mut self, secs: u64, what: &str) {
+        self.wait_for_exit_or_show(secs, what, String::new).await
+    }
+
+    /// As [`Controller::wait_for_exit`], with `more()` (the servers' logs, say) in the panic.
+    pub async fn wait_for_exit_or_show(
+        &mut self,
+        secs: u64,
+        what: &str,
+        more: impl Fn() -> String,
+    ) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !self.exited() {
             assert!(
                 Instant::now() < deadline,
-                "{what}: the controller never reached it:\n{}",
-                self.log_text()
+                "{what}: the controller never reached it:\n{}\n{}",
+                self.log_text(),
+                more()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

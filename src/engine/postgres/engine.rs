@@ -28,6 +28,9 @@ use crate::{
 /// How long a promotion may take to be seen done.
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a new probe session may take to connect, across probes.
+const CONNECT_LIMIT: Duration = Duration::from_secs(5);
+
 /// How often replication slots are checked on a member that answers.
 const SLOT_CARE: Duration = Duration::from_secs(10);
 
@@ -87,6 +90,8 @@ pub struct PostgresEngine {
     /// Each member's probe session, kept open between rounds: a new one every round would
     /// cost the server a backend and both sides a password exchange.
     probe_sessions: Mutex<HashMap<String, Session>>,
+    /// New probe sessions still connecting, by member.
+    connecting: Mutex<HashMap<String, tokio::task::JoinHandle<Result<Session, EngineError>>>>,
 }
 
 impl PostgresEngine {
@@ -129,6 +134,7 @@ impl PostgresEngine {
             slots_checked: Mutex::new(HashMap::new()),
             leases: Leases::new(peers, access.ca_pem.clone()),
             probe_sessions: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashMap::new()),
         })
     }
 
@@ -185,7 +191,10 @@ impl PostgresEngine {
 
     /// Probe `member` over its kept session, or over a new one (kept for next time) when that
     /// one is gone or silent: the new session tells refused, starting up and the rest apart.
-    /// Both within one probe timeout.
+    /// Both within one probe timeout. A new session still connecting when the probe's time is
+    /// up goes on connecting in the background, for the next probe to use: on a loaded host a
+    /// connection and its authentication may take longer than one probe, and starting over each
+    /// time would never finish one, leaving a healthy server unreachable for good.
     async fn probe(&self, member: &Member) -> Result<PgProbe, EngineError> {
         let (address, timeout) = (&member.address, self.settings.timeout);
         let started = Instant::now();
@@ -201,27 +210,64 @@ impl PostgresEngine {
             }
             session.discard();
         }
-        let fresh = async {
-            let session = Session::connect(address, &self.settings.credentials).await?;
-            match session.probe(address).await {
-                Ok(probe) => Ok((session, probe)),
-                Err(error) => {
-                    session.discard();
-                    Err(error)
-                }
+        let timed_out = || EngineError::Timeout {
+            address: address.clone(),
+            millis: timeout.as_millis(),
+            during: "probe",
+        };
+        let mut connecting = self
+            .connecting
+            .lock()
+            .expect("lock")
+            .remove(&member.name)
+            .unwrap_or_else(|| {
+                let (address, credentials) = (address.clone(), self.settings.credentials.clone());
+                tokio::spawn(async move {
+                    tokio::time::timeout(CONNECT_LIMIT, Session::connect(&address, &credentials))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(EngineError::Timeout {
+                                address: address.clone(),
+                                millis: CONNECT_LIMIT.as_millis(),
+                                during: "connect",
+                            })
+                        })
+                })
+            });
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let session = match tokio::time::timeout(remaining, &mut connecting).await {
+            Err(_) => {
+                self.connecting
+                    .lock()
+                    .expect("lock")
+                    .insert(member.name.clone(), connecting);
+                return Err(timed_out());
             }
+            Ok(Err(join)) => {
+                return Err(EngineError::Protocol {
+                    address: address.clone(),
+                    during: "connect",
+                    detail: join.to_string(),
+                });
+            }
+            Ok(Ok(connected)) => connected?,
         };
         let remaining = timeout.saturating_sub(started.elapsed());
-        let (session, probe) =
-            tokio::time::timeout(remaining, fresh)
-                .await
-                .map_err(|_| EngineError::Timeout {
-                    address: address.clone(),
-                    millis: timeout.as_millis(),
-                    during: "probe",
-                })??;
-        self.keep_session(member, session);
-        Ok(probe)
+        match tokio::time::timeout(remaining, session.probe(address)).await {
+            Ok(Ok(probe)) => {
+                self.keep_session(member, session);
+                Ok(probe)
+            }
+            Ok(Err(error)) => {
+                session.discard();
+                Err(error)
+            }
+            // Connected, but out of time: the session is good, and the next probe tries it.
+            Err(_) => {
+                self.keep_session(member, session);
+                Err(timed_out())
+            }
+        }
     }
 
     fn keep_session(&self, member: &Member, session: Session) {
