@@ -44,6 +44,18 @@ fn writer(bed: &PgBed, prefix: &str) -> Writer {
     })
 }
 
+/// Stop the writer: every attempt was acknowledged and every acknowledged row is on a. Returns
+/// the commits and the longest wait between two acknowledgements.
+async fn finish(bed: &PgBed, w: Writer, prefix: &str, what: &str) -> (usize, Duration) {
+    let acks = w.finish().await;
+    let gap = assert_no_failed_commit(&acks, what);
+    let lost = count_missing_rows(&bed.address("a"), PASSWORD, prefix, &acks)
+        .await
+        .unwrap();
+    assert_eq!(lost, 0, "{what}: acknowledged commits lost");
+    (acks.len(), gap)
+}
+
 /// Every attempt was acknowledged (the writer numbers its attempts, so a failed one leaves a
 /// gap), and the longest wait between two acknowledgements.
 fn assert_no_failed_commit(acks: &[Ack], what: &str) -> Duration {
@@ -105,16 +117,10 @@ async fn controller_killed_for_a_while(mode: &str) {
     }
     let ctl = bed.controller(&bed.spec("a", mode), &[]);
     assert_untouched(&bed, &ctl, mode).await;
-    let acks = w.finish().await;
-    let gap = assert_no_failed_commit(&acks, mode);
-    let lost = count_missing_rows(&bed.address("a"), PASSWORD, "away:", &acks)
-        .await
-        .unwrap();
-    assert_eq!(lost, 0, "{mode}: acknowledged commits lost");
+    let (commits, gap) = finish(&bed, w, "away:", mode).await;
     eprintln!(
-        "{mode}: controller away {}s: {} commits, none failed, none lost, longest gap {}ms",
+        "{mode}: controller away {}s: {commits} commits, none failed, none lost, longest gap {}ms",
         away().as_secs(),
-        acks.len(),
         gap.as_millis()
     );
 }
@@ -148,15 +154,9 @@ async fn a_controller_frozen_for_5s_stops_nothing_and_fails_nothing_over_when_it
     tokio::time::sleep(Duration::from_secs(5)).await;
     ctl.thaw();
     assert_untouched(&bed, &ctl, "frozen").await;
-    let acks = w.finish().await;
-    let gap = assert_no_failed_commit(&acks, "frozen");
-    let lost = count_missing_rows(&bed.address("a"), PASSWORD, "frozen:", &acks)
-        .await
-        .unwrap();
-    assert_eq!(lost, 0, "acknowledged commits lost");
+    let (commits, gap) = finish(&bed, w, "frozen:", "frozen").await;
     eprintln!(
-        "frozen 5s: {} commits, none failed, none lost, longest gap {}ms",
-        acks.len(),
+        "frozen 5s: {commits} commits, none failed, none lost, longest gap {}ms",
         gap.as_millis()
     );
 }
