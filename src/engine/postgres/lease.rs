@@ -254,6 +254,9 @@ pub async fn raise(
                 outstanding = outstanding.max(std::time::Duration::from_millis(r.outstanding_ms));
             }
             Ok(r) => missing.push(format!("{name} holds epoch {}", r.epoch)),
+            // An agent of an earlier version knows no raise, and confirms no peer's lease
+            // either: it is as good as raised.
+            Err(EngineError::Command { message, .. }) if message.starts_with("404") => raised += 1,
             Err(error) => missing.push(format!("{name}: {error}")),
         }
     }
