@@ -114,13 +114,7 @@ impl Planner<'_> {
         if host.running || self.journal.identity.is_some() {
             return;
         }
-        let other_master = self
-            .desired
-            .spec
-            .members
-            .iter()
-            .any(|m| m.name != wanted && observation(self.observed, &m.name).is_master());
-        if other_master {
+        if self.another_master_than(wanted) {
             return;
         }
         if !host.empty {
@@ -588,13 +582,7 @@ impl Planner<'_> {
         {
             return false;
         }
-        let other_master = self
-            .desired
-            .spec
-            .members
-            .iter()
-            .any(|m| m.name != current && observation(self.observed, &m.name).is_master());
-        if other_master {
+        if self.another_master_than(current) {
             return false;
         }
         self.push(
@@ -610,6 +598,15 @@ impl Planner<'_> {
         self.hold = true;
         self.requeue_within(FAST_REQUEUE);
         true
+    }
+
+    /// Whether a member other than `member` answers as a master.
+    fn another_master_than(&self, member: &str) -> bool {
+        self.desired
+            .spec
+            .members
+            .iter()
+            .any(|m| m.name != member && observation(self.observed, &m.name).is_master())
     }
 
     /// The primary failed, and `why` no other member takes over: when its host reports its
