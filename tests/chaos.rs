@@ -281,6 +281,16 @@ async fn replicas_lagging_beyond_max_lag_block_promotion_and_async_loss_is_count
 async fn editing_the_spec_during_a_failover_never_reverts_it() {
     let mut bed = Bed::new(3);
     let ctl = bed.started(&sync_spec(&bed, "a", SYNC)).await;
+    // c must be eligible when a dies: streaming, not still loading its first full copy (the
+    // writer's acknowledged writes would then be on b alone, and c rightly refused).
+    bed.wait_for("b and c streaming in step with a", &ctl, 30, |r| {
+        r.status
+            .members
+            .iter()
+            .filter(|m| m.name != "a")
+            .all(|m| m.link_up == Some(true) && m.lag_bytes == Some(0))
+    })
+    .await;
     let w = writer(&bed, "edit:", true);
     tokio::time::sleep(Duration::from_millis(300)).await;
     bed.server("a").kill();
