@@ -246,6 +246,10 @@ pub struct MemberObservation {
     /// Unreachable because its port refuses connections: no process is listening.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
+    /// While the controller does not reach it: the other members whose hosts do. A primary
+    /// they reach is reported, not failed over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reached_by: Vec<String>,
     /// Who can copy, rewind, restart or stop it.
     #[serde(default, skip_serializing_if = "HostAccess::is_engine")]
     pub host: HostAccess,

@@ -622,20 +622,25 @@ async fn the_controller_drives_the_agent_through_its_client() {
     assert!(matches!(gone, EngineError::Refused { .. }), "{gone}");
 }
 
-/// While no controller renews it, a primary's agent keeps its lease through its peers' agents;
-/// once a quorum of them is raised to a newer epoch, it can no longer, and the raises reported
-/// how long their confirmations still ran.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
+/// Three agents: a's postgres running under a lease renewed once by a "controller", which
+/// told it of b and c; b and c hold empty data directories.
+struct LeasedTrio {
+    _dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+    clients: Vec<replicant::engine::postgres::agent::AgentClient>,
+    /// a's postgres.
+    port: u16,
+    data: std::path::PathBuf,
+}
+
+async fn leased_trio(ttl: Duration) -> LeasedTrio {
     use replicant::engine::{
         Secret,
         postgres::agent::{AgentClient, HostOperations, Peer, PeerView},
     };
-    if !available() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = Vec::new();
+    let mut a_data = None;
     for name in ["a", "b", "c"] {
         let host = owned_dir(dir.path(), name).unwrap();
         let (data, port) = if name == "a" {
@@ -643,17 +648,23 @@ async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
         } else {
             empty_data(&host).unwrap()
         };
+        if name == "a" {
+            a_data = Some((data.clone(), port));
+        }
         nodes.push(Node::start(&host, &data, port));
     }
-    let client = |node: &Node| {
-        AgentClient::new(
-            node.address(),
-            Secret::new(TOKEN),
-            None,
-            Duration::from_secs(5),
-        )
-    };
-    let (a, b, c) = (client(&nodes[0]), client(&nodes[1]), client(&nodes[2]));
+    let clients: Vec<AgentClient> = nodes
+        .iter()
+        .map(|node| {
+            AgentClient::new(
+                node.address(),
+                Secret::new(TOKEN),
+                None,
+                Duration::from_secs(5),
+            )
+        })
+        .collect();
+    let a = &clients[0];
     a.start(0).await.unwrap();
     for _ in 0..400 {
         if a.status().await.unwrap().running {
@@ -661,7 +672,6 @@ async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let ttl = Duration::from_millis(600);
     let view = PeerView {
         member: "a".into(),
         peers: ["b", "c"]
@@ -676,6 +686,46 @@ async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
     };
     let nonce = a.lease_nonce().await.unwrap();
     a.renew_lease(0, ttl, nonce, Some(&view)).await.unwrap();
+    let (data, port) = a_data.unwrap();
+    LeasedTrio {
+        _dir: dir,
+        nodes,
+        clients,
+        port,
+        data,
+    }
+}
+
+/// Poll `client`'s status until it reports its postgres fenced, for at most `limit`.
+async fn fenced_within(
+    client: &replicant::engine::postgres::agent::AgentClient,
+    limit: Duration,
+) -> (bool, Duration) {
+    use replicant::engine::postgres::agent::HostOperations;
+    let at = std::time::Instant::now();
+    while at.elapsed() < limit {
+        if client.status().await.is_ok_and(|s| s.fenced) {
+            return (true, at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (false, at.elapsed())
+}
+
+/// While no controller renews it, a primary's agent keeps its lease through its peers' agents;
+/// once a quorum of them is raised to a newer epoch, it can no longer, and the raises reported
+/// how long their confirmations still ran.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
+    use replicant::engine::postgres::agent::HostOperations;
+    if !available() {
+        return;
+    }
+    let ttl = Duration::from_millis(600);
+    let trio = leased_trio(ttl).await;
+    let [a, b, c] = &trio.clients[..] else {
+        unreachable!()
+    };
 
     // Five leases' length with no controller: the peers renew it.
     tokio::time::sleep(ttl * 5).await;
@@ -699,21 +749,70 @@ async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
     // A quorum raised: the lease lapses within its length, and postgres stops.
     let raised = c.raise(1).await.unwrap();
     assert!(raised.outstanding_ms <= 600, "{raised:?}");
-    let at = std::time::Instant::now();
-    let mut fenced = a.status().await.unwrap();
-    while !fenced.fenced && at.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        fenced = a.status().await.unwrap();
-    }
-    assert!(fenced.fenced, "{fenced:?}");
+    let (fenced, after) = fenced_within(a, Duration::from_secs(10)).await;
+    assert!(fenced, "{:?}", a.status().await);
     assert!(
-        at.elapsed() < ttl + Duration::from_millis(raised.outstanding_ms) + Duration::from_secs(2),
+        after < ttl + Duration::from_millis(raised.outstanding_ms) + Duration::from_secs(2),
         "lapsed {}ms after the raise",
-        at.elapsed().as_millis()
+        after.as_millis()
     );
     // A raise to an epoch older than one seen is refused: a newer decision stands.
     let stale = c.raise(0).await.unwrap_err().to_string();
     assert!(stale.contains("older than 1"), "{stale}");
+}
+
+/// The peers' agents reach a running postgres with a ping that needs no credentials, and not a
+/// frozen one; and a frozen postgres is not kept running by its peers' confirmations: they
+/// vouch for its host, its agent pings the server itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_reach_a_live_postgres_and_a_frozen_one_is_let_lapse() {
+    use replicant::engine::postgres::agent::HostOperations;
+    if !available() {
+        return;
+    }
+    let ttl = Duration::from_millis(600);
+    let trio = leased_trio(ttl).await;
+    let [a, b, _] = &trio.clients[..] else {
+        unreachable!()
+    };
+    let address = format!("127.0.0.1:{}", trio.port);
+    let ping = Duration::from_millis(500);
+    let reached = b.reach(&address, ping).await.unwrap();
+    assert!(reached.reached, "{reached:?}");
+    // A port bound and closed again: nothing listens there.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let refused = b.reach(&nobody, ping).await.unwrap();
+    assert!(!refused.reached && refused.error.is_some(), "{refused:?}");
+
+    // Kept by its peers for three leases' length, then the postmaster freezes.
+    tokio::time::sleep(ttl * 3).await;
+    assert!(!a.status().await.unwrap().fenced);
+    let postmaster = std::fs::read_to_string(trio.data.join("postmaster.pid")).unwrap();
+    let pid = nix::unistd::Pid::from_raw(postmaster.lines().next().unwrap().parse().unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let frozen = b.reach(&address, ping).await.unwrap();
+    let (fenced, after) = fenced_within(a, Duration::from_secs(20)).await;
+    // Whatever the outcome, the postmaster is let go on.
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+    assert!(
+        !frozen.reached,
+        "a frozen postmaster answers no ping: {frozen:?}"
+    );
+    assert!(
+        fenced,
+        "the frozen postgres was kept under its lease: {:?}",
+        a.status().await
+    );
+    assert!(
+        after < ttl * 2,
+        "lapsed {}ms after the freeze",
+        after.as_millis()
+    );
+    drop(trio.nodes);
 }
 
 /// The flags that read files: a token shorter than 16 characters is refused, and a replication

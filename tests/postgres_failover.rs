@@ -1,7 +1,7 @@
 //! `replicant run` failing over and switching over real postgres servers under real `replicant
 //! node` agents, on loopback: a planned switchover, a controller killed mid-failover, a primary
-//! cut off from the controller while its clients still reach it, and a member holding another
-//! data set.
+//! cut off from the controller while its clients still reach it, one the controller alone can
+//! no longer log in to, and a member holding another data set.
 
 mod support;
 
@@ -220,6 +220,118 @@ async fn a_primary_cut_off_from_the_controller_stops_committing_before_another_i
     let a = bed.node("a").status();
     assert_eq!(a["rejoined"], "rewound", "{a}");
     assert_eq!(a["fenced"], false, "{a}");
+}
+
+/// The controller can no longer log in to the primary (its role is rejected there), while the
+/// other members' hosts still reach it: it is reported, never failed over, its lease is kept
+/// through its peers, and its clients see nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_primary_the_controller_alone_has_lost_is_reported_not_failed_over() {
+    if !available() {
+        return;
+    }
+    let mut bed = PgBed::new();
+    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+    all_streaming_from(&bed, &ctl, "a").await;
+    // The controller logs in as a role of its own, which a's pg_hba.conf can then reject
+    // while the clients (and replication) go on as postgres.
+    let a = bed.address("a");
+    sql(
+        &a,
+        &format!("CREATE ROLE controller SUPERUSER LOGIN PASSWORD '{PASSWORD}'"),
+    )
+    .await;
+    bed.write_spec(
+        &bed.spec("a", "async")
+            .replace("username: postgres", "username: controller"),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    all_streaming_from(&bed, &ctl, "a").await;
+    let epoch = bed
+        .wait_for("the report", &ctl, 5, |_| true)
+        .await
+        .status
+        .epoch;
+
+    let writes = writer(&a, "lost:");
+    acknowledged_at_least(&writes, 20).await;
+    let superuser = connect(&a).await;
+    let hba = bed.host("a").data.join("pg_hba.conf");
+    let kept = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("host all controller all reject\n{kept}")).unwrap();
+    superuser
+        .batch_execute(
+            "SELECT pg_reload_conf(); \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'controller'",
+        )
+        .await
+        .unwrap();
+
+    // Far past detectAfter (1s), and past several of the lease's length.
+    let report = bed
+        .wait_for(
+            "the primary reported as reached by its peers",
+            &ctl,
+            30,
+            |r| {
+                condition(r, "PromotionBlocked")
+                    .is_some_and(|c| c.status == "True" && c.reason == "PrimaryReachedByPeers")
+            },
+        )
+        .await;
+    let blocked = condition(&report, "PromotionBlocked").unwrap();
+    assert!(
+        blocked.message.contains("b, c still reach it"),
+        "{}",
+        blocked.message
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let report = bed.wait_for("the report", &ctl, 5, |_| true).await;
+    assert!(
+        report.status.history.is_empty(),
+        "{:?}",
+        report.status.history
+    );
+    assert_eq!(report.status.current_primary.as_deref(), Some("a"));
+    assert_eq!(report.status.epoch, epoch, "no promotion");
+    let host = bed.node("a").status();
+    assert_eq!(
+        (&host["fenced"], &host["running"]),
+        (&false.into(), &true.into()),
+        "a's lease was kept through its peers: {host}"
+    );
+
+    // The controller's way back: it finds the same primary, and nothing was done.
+    std::fs::write(&hba, kept).unwrap();
+    superuser
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    all_streaming_from(&bed, &ctl, "a").await;
+    let acks: Vec<Ack> = writes.finish().await;
+    let longest = acks
+        .windows(2)
+        .map(|w| w[1].acked.duration_since(w[0].acked))
+        .max()
+        .unwrap();
+    assert!(
+        acks.iter().all(|ack| ack.server == a),
+        "every commit went to a"
+    );
+    eprintln!(
+        "{} commits while the controller could not log in to a; the longest gap between two: {longest:?}",
+        acks.len()
+    );
+    assert!(
+        longest < Duration::from_secs(2),
+        "the clients were held up for {longest:?}"
+    );
+    let report = bed.wait_for("the report", &ctl, 5, |_| true).await;
+    assert!(
+        report.status.history.is_empty(),
+        "{:?}",
+        report.status.history
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

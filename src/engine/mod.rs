@@ -162,6 +162,13 @@ pub trait Engine: Send + Sync {
     /// Probe one member: role, positions, history, identity, link, fence and guard. `lease`
     /// is renewed on the way when the member is the primary.
     async fn observe(&self, member: &Member, lease: Option<Lease>) -> Observation;
+    /// Which of `others` reach `member`'s server now, by their own hosts: asked while the
+    /// controller does not, so that a primary the controller alone has lost is not replaced.
+    /// An engine that cannot ask names nobody, and such a primary is failed over.
+    async fn reached_by(&self, member: &Member, others: &[&Member]) -> Vec<String> {
+        let _ = (member, others);
+        Vec::new()
+    }
     /// Make running `member` a replica of `from`, keeping its data.
     async fn replicate(&self, member: &Member, from: &Member) -> Result<(), EngineError>;
     /// Restart `member` as a replica of `from` with the data it has.

@@ -1,8 +1,9 @@
 //! The agent's HTTP API: `GET /v1/status`, `GET /v1/lease` (a nonce), `POST /v1/start`,
 //! `/v1/stop`, `/v1/lease`,
 //! `/v1/initialize`, `/v1/clone`, `/v1/standby`, `/v1/rewind`; and between agents and for
-//! promotions, `POST /v1/confirm` (a peer's lease) and `/v1/raise` (the epoch). Every request
-//! carries the bearer token; every command carries the epoch.
+//! promotions, `POST /v1/confirm` (a peer's lease) and `/v1/raise` (the epoch); and before a
+//! failover, `POST /v1/reach` (does this host reach the primary). Every request carries the
+//! bearer token; every command carries the epoch.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,8 +22,8 @@ use super::{
     postmaster::{Postmaster, StopMode},
 };
 use crate::engine::postgres::{
-    agent::{AgentStatus, LeaseNonce, PeerView, Raised, Rejoined, Source},
-    controldata,
+    agent::{AgentStatus, LeaseNonce, PeerView, Raised, Reached, Rejoined, Source},
+    controldata, ping,
 };
 
 /// How long postgres may take to accept connections after a start.
@@ -37,6 +38,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/lease", get(lease_nonce).post(lease))
         .route("/v1/confirm", post(confirm))
         .route("/v1/raise", post(raise))
+        .route("/v1/reach", post(reach))
         .route("/v1/clone", post(clone))
         .route("/v1/standby", post(standby))
         .route("/v1/rewind", post(rewind))
@@ -366,6 +368,28 @@ async fn raise(
         // Rounded up: the promotion must not end its wait early.
         outstanding_ms: outstanding.as_micros().div_ceil(1000) as u64,
     }))
+}
+
+/// The longest ping a caller may ask for.
+const REACH_LIMIT_MS: u64 = 5_000;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Reach {
+    /// `host:port` of the postgres to ping.
+    address: String,
+    timeout_ms: u64,
+}
+
+/// Whether this host reaches the postgres at `address`: the controller asks before it fails
+/// over a primary it cannot reach itself. A ping needs no credentials and logs nothing there.
+async fn reach(Json(command): Json<Reach>) -> Json<Reached> {
+    let timeout = Duration::from_millis(command.timeout_ms.min(REACH_LIMIT_MS));
+    let outcome = ping::ping(&command.address, timeout).await;
+    Json(Reached {
+        reached: outcome.is_ok(),
+        error: outcome.err().map(|e| e.to_string()),
+    })
 }
 
 #[derive(Deserialize)]

@@ -1,7 +1,8 @@
 //! The primary's lease kept through its peers: while no controller renews it, the agent asks
 //! every other member's agent to confirm it, and extends it when a quorum has (its own vote
-//! counted), from the moment it asked. The rules are `engine::postgres::quorum`'s. Touches the
-//! peers' agents, over the same token and TLS as the controller's calls.
+//! counted), from the moment it asked, and its own postgres answers a ping. The rules are
+//! `engine::postgres::quorum`'s. Touches the peers' agents, over the same token and TLS as the
+//! controller's calls, and pings the local postgres.
 
 use std::{
     sync::Arc,
@@ -13,6 +14,7 @@ use futures::future::join_all;
 use super::{Agent, HeldLease};
 use crate::engine::postgres::{
     agent::{AgentClient, HostOperations, PeerView, trusting},
+    ping::ping,
     quorum::renewal_quorum,
 };
 
@@ -120,15 +122,20 @@ pub(super) async fn renew_through_peers(agent: Arc<Agent>) {
         if !agent.vote_for_own(lease, asked + lease.ttl) {
             continue;
         }
-        let answers = join_all(
-            clients
-                .iter()
-                .map(|client| client.confirm(lease.epoch, &member, lease.ttl)),
-        )
-        .await;
+        // Peers vouch for the host, not for its postgres: that is pinged here at the same
+        // time, and a frozen or hung server is let lapse, to be failed over.
+        let own = format!("127.0.0.1:{}", agent.options.port);
+        let (answers, alive) = tokio::join!(
+            join_all(
+                clients
+                    .iter()
+                    .map(|client| client.confirm(lease.epoch, &member, lease.ttl)),
+            ),
+            ping(&own, timeout)
+        );
         let votes = 1 + answers.iter().filter(|a| a.is_ok()).count();
         // The lease runs from the moment it was asked for: earlier than any confirmation.
-        if votes >= quorum && agent.extend_lease(lease.epoch, asked + lease.ttl) {
+        if alive.is_ok() && votes >= quorum && agent.extend_lease(lease.epoch, asked + lease.ttl) {
             if failing {
                 tracing::info!(
                     votes,
@@ -138,11 +145,15 @@ pub(super) async fn renew_through_peers(agent: Arc<Agent>) {
             }
             failing = false;
         } else if !failing {
-            let refusals: Vec<String> = answers
-                .iter()
-                .filter_map(|a| a.as_ref().err().map(|e| e.to_string()))
-                .collect();
-            tracing::warn!(votes, quorum, refusals = ?refusals, "the peers did not renew the lease");
+            if let Err(error) = &alive {
+                tracing::warn!(%error, "postgres does not answer here: the lease is not renewed through the peers");
+            } else {
+                let refusals: Vec<String> = answers
+                    .iter()
+                    .filter_map(|a| a.as_ref().err().map(|e| e.to_string()))
+                    .collect();
+                tracing::warn!(votes, quorum, refusals = ?refusals, "the peers did not renew the lease");
+            }
             failing = true;
         }
         if failing {

@@ -66,6 +66,7 @@ static UNKNOWN: MemberObservation = MemberObservation {
     guarded: None,
     copy_needed_by: Vec::new(),
     refused: false,
+    reached_by: Vec::new(),
     host: crate::observed::HostAccess::Engine,
     error: None,
     error_kind: None,

@@ -27,6 +27,8 @@ pub mod reason {
     pub const NO_CANDIDATE: &str = "NoCandidate";
     pub const COOLDOWN: &str = "CooldownActive";
     pub const MANUAL_MODE: &str = "ManualMode";
+    /// The controller lost the primary, but other members' hosts still reach it.
+    pub const REACHED_BY_PEERS: &str = "PrimaryReachedByPeers";
     pub const SWITCHOVER_BLOCKED: &str = "SwitchoverBlocked";
     pub const SWITCHOVER_ABORTED: &str = "SwitchoverAborted";
     pub const ADOPTION_REFUSED: &str = "AdoptionRefused";

@@ -512,6 +512,23 @@ impl Planner<'_> {
                 ),
             };
         }
+        // Orchestrator's rule: a primary that the other members still reach is alive, and
+        // only the controller's way to it is broken. Replacing it would turn that into an
+        // outage; it keeps its lease through those peers meanwhile.
+        let reached_by = &observation(self.observed, &current).reached_by;
+        if !reached_by.is_empty() {
+            self.requeue_within(super::probe_interval(self.desired));
+            return self.block(
+                reason::REACHED_BY_PEERS,
+                format!(
+                    "{headline}, but {} still reach{} it from their own hosts: it is not failed over. \
+                     Check the controller's way to {current} (network, credentials, its agent); \
+                     to fail over anyway, set spec.primary to another member",
+                    reached_by.join(", "),
+                    if reached_by.len() == 1 { "es" } else { "" }
+                ),
+            );
+        }
         let suggestion = match &selection.chosen {
             Some(c) => format!(
                 "set spec.primary to {c} to fail over now ({})",

@@ -1,4 +1,6 @@
-//! Observe: probe every member at once (each probe bounded by the engine's timeout), read the journal (and its revision) and the routes.
+//! Observe: probe every member at once (each probe bounded by the engine's timeout), ask the
+//! others whether they reach a primary the controller does not, read the journal (and its
+//! revision) and the routes.
 
 use futures::future::join_all;
 use jiff::Timestamp;
@@ -49,14 +51,39 @@ async fn probe(
     lease: Lease,
     now: Timestamp,
 ) -> std::collections::BTreeMap<String, MemberObservation> {
-    let round = || {
-        join_all(desired.spec.members.iter().map(|m| {
+    // The leaseholder, when the controller did not reach it last time: the other members are
+    // asked at once whether they do.
+    let suspect = leaseholder
+        .filter(|name| {
+            memory
+                .members
+                .get(*name)
+                .is_some_and(|r| r.first_failure.is_some())
+        })
+        .and_then(|name| desired.spec.members.iter().find(|m| m.name == name));
+    let round = || async {
+        let probes = join_all(desired.spec.members.iter().map(|m| {
             let lease = (leaseholder == Some(m.name.as_str())).then_some(lease);
             engine.observe(m, lease)
-        }))
+        }));
+        let reached = async {
+            match suspect {
+                Some(member) => {
+                    let others: Vec<_> = desired
+                        .spec
+                        .members
+                        .iter()
+                        .filter(|m| m.name != member.name)
+                        .collect();
+                    engine.reached_by(member, &others).await
+                }
+                None => Vec::new(),
+            }
+        };
+        tokio::join!(probes, reached)
     };
     let began = std::time::Instant::now();
-    let mut probes = round().await;
+    let (mut probes, mut reached_by) = round().await;
     // Every probe is bounded by a probe timeout, so a round that took far longer means this
     // process stalled (frozen, starved): what timed out meanwhile says nothing of the members,
     // and counting it would fail over a healthy primary. Probe again.
@@ -66,7 +93,7 @@ async fn probe(
             took_ms = began.elapsed().as_millis() as u64,
             "the probes took far longer than their timeout: this process stalled; probing again"
         );
-        probes = round().await;
+        (probes, reached_by) = round().await;
     }
     let mut members = std::collections::BTreeMap::new();
     for (member, probe) in desired.spec.members.iter().zip(probes) {
@@ -83,6 +110,9 @@ async fn probe(
             }
         };
         observation.host = probe.host;
+        if !observation.reachable && suspect.is_some_and(|s| s.name == member.name) {
+            observation.reached_by = std::mem::take(&mut reached_by);
+        }
         remembered.last = observation.clone();
         members.insert(member.name.clone(), observation);
     }
@@ -150,6 +180,7 @@ fn from_probe(desired: &Desired, probe: Probe) -> MemberObservation {
         guarded: (probe.role == crate::observed::Role::Master).then_some(probe.guarded),
         copy_needed_by: probe.copy_needed_by,
         refused: false,
+        reached_by: Vec::new(),
         host: HostAccess::Engine,
         error: None,
         error_kind: None,
@@ -187,6 +218,7 @@ fn unreachable(
         error: Some(error.to_string()),
         error_kind: Some(error.kind()),
         replay_age_ms: None,
+        reached_by: Vec::new(),
         ..last.clone()
     }
 }

@@ -102,6 +102,16 @@ pub struct Raised {
     pub outstanding_ms: u64,
 }
 
+/// An agent's answer to whether its host reaches another member's postgres.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reached {
+    pub reached: bool,
+    /// Why not, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// A replication user whose password a host keeps in a password file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -162,6 +172,9 @@ pub trait HostOperations: Send + Sync {
     /// Take `epoch` as the newest before a promotion to it, and say how long the
     /// confirmations given at older epochs still last.
     async fn raise(&self, epoch: u64) -> Result<Raised, EngineError>;
+    /// Whether this host reaches the postgres at `address` within `timeout` (a ping that needs
+    /// no credentials): asked of the other members before their primary is failed over.
+    async fn reach(&self, address: &str, timeout: Duration) -> Result<Reached, EngineError>;
     /// Copy `source` onto an empty host (or one of the same data set) and follow it.
     async fn clone_from(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError>;
     /// Start as a standby of `source` with the data already there.
@@ -422,6 +435,20 @@ impl HostOperations for AgentClient {
         let body = serde_json::json!({ "epoch": epoch });
         self.call("raise the epoch", "/v1/raise", Some(body), self.timeout)
             .await
+    }
+
+    async fn reach(&self, address: &str, timeout: Duration) -> Result<Reached, EngineError> {
+        let body =
+            serde_json::json!({ "address": address, "timeoutMs": timeout.as_millis() as u64 });
+        // The agent answers once its ping has, within `timeout`; `self.timeout` bounds the
+        // rest of the call.
+        self.call(
+            "ask whether it reaches a member",
+            "/v1/reach",
+            Some(body),
+            self.timeout + timeout,
+        )
+        .await
     }
 
     async fn clone_from(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError> {

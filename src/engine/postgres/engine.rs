@@ -469,6 +469,33 @@ impl Engine for PostgresEngine {
         }
     }
 
+    async fn reached_by(&self, member: &Member, others: &[&Member]) -> Vec<String> {
+        let ping = self.settings.timeout;
+        let asked = others.iter().filter_map(|other| {
+            let agent = self.agents.get(&other.name)?;
+            // The agent answers once its ping has; half as long again for the call itself.
+            let agent = agent.with_timeout(ping / 2);
+            Some(async move {
+                match agent.reach(&member.address, ping).await {
+                    Ok(answer) if answer.reached => Some(other.name.clone()),
+                    Ok(answer) => {
+                        tracing::debug!(member = %member.name, by = %other.name, error = ?answer.error, "not reached by a peer");
+                        None
+                    }
+                    Err(error) => {
+                        tracing::debug!(member = %member.name, by = %other.name, %error, "a peer's agent did not say whether it reaches the member");
+                        None
+                    }
+                }
+            })
+        });
+        futures::future::join_all(asked)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     async fn replicate(&self, member: &Member, from: &Member) -> Result<(), EngineError> {
         // The slot must exist upstream before the standby asks for it.
         self.slots_upstream(from).await?;

@@ -8,6 +8,7 @@ pub mod controldata;
 mod engine;
 pub mod history;
 mod lease;
+pub mod ping;
 pub mod probe;
 pub mod quorum;
 

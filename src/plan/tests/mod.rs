@@ -1727,6 +1727,11 @@ mod invariants {
                             .map(|i| ["a", "b", "c", "d", "e"][*i].to_string())
                             .collect(),
                         refused: !reachable && down_secs % 2 == 0,
+                        reached_by: if !reachable && down_secs % 3 == 0 {
+                            vec!["b".to_string()]
+                        } else {
+                            Vec::new()
+                        },
                         error: None,
                         error_kind: None,
                         replay_age_ms: None,
@@ -1962,5 +1967,38 @@ fn a_master_refusing_connections_is_failed_over_after_refused_after() {
             .contains("a refusing connections for 1.2s (refusedAfter 1s)"),
         "{}",
         op.reason
+    );
+}
+
+#[test]
+fn a_primary_the_other_members_still_reach_is_reported_not_failed_over() {
+    let mut observed = healthy("a");
+    down(&mut observed, "a", -5.0);
+    observed.members.get_mut("a").unwrap().reached_by = vec!["b".into(), "c".into()];
+    let p = plan(&cluster(), &observed, at(0.0));
+    assert_eq!(promotions(&p), vec![]);
+    assert_eq!(p.journal.operation, None);
+    let blocked = finding(&p, findings::PROMOTION_BLOCKED);
+    assert_eq!(blocked.reason, findings::reason::REACHED_BY_PEERS);
+    assert!(
+        blocked.message.contains("but b, c still reach it"),
+        "{}",
+        blocked.message
+    );
+    // Looked at again soon: once they no longer reach it, the failover goes ahead.
+    assert!(p.requeue_after <= Duration::from_millis(500));
+    observed.members.get_mut("a").unwrap().reached_by.clear();
+    assert_eq!(
+        promotions(&plan(&cluster(), &observed, at(0.5))),
+        vec![("b".to_string(), 2)]
+    );
+
+    // A person who names another primary is obeyed: the promotion itself stays safe.
+    observed.members.get_mut("a").unwrap().reached_by = vec!["b".into()];
+    let mut desired = cluster();
+    desired.spec.primary = "c".into();
+    assert_eq!(
+        promotions(&plan(&desired, &observed, at(1.0))),
+        vec![("c".to_string(), 2)]
     );
 }
