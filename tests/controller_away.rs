@@ -1,8 +1,8 @@
 //! The database outlives its controller: a healthy PostgreSQL cluster under real node agents
 //! keeps committing while `replicant run` is killed for a minute (async and sync) or frozen,
-//! and the controller that returns changes nothing: no failover, the same epoch, nothing lost.
-//! A writer commits straight into the primary's port throughout, so neither the proxy nor the
-//! controller stands between it and postgres. `REPLICANT_AWAY_SECS` sets how long the
+//! and so does a Redis cluster in sync mode; the controller that returns changes nothing: no
+//! failover, the same epoch, nothing lost. A writer commits straight into the primary's port
+//! throughout, so neither the proxy nor the controller stands between it and the database. `REPLICANT_AWAY_SECS` sets how long the
 //! controller stays away (60 by default).
 
 mod support;
@@ -157,6 +157,62 @@ async fn a_controller_frozen_for_5s_stops_nothing_and_fails_nothing_over_when_it
     let (commits, gap) = finish(&bed, w, "frozen:", "frozen").await;
     eprintln!(
         "frozen 5s: {commits} commits, none failed, none lost, longest gap {}ms",
+        gap.as_millis()
+    );
+}
+
+/// Redis in sync mode: a writer straight into the master, each write waiting for a replica,
+/// goes on while the controller is killed, and the returning controller changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_writes_go_on_while_the_controller_is_killed_and_its_return_changes_nothing() {
+    use support::{Bed, assert_nothing_lost, ready, sync_spec};
+    let bed = Bed::new(3);
+    let spec = sync_spec(&bed, "a", "    standby: b\n    detectAfter: 1s");
+    let mut ctl = bed.started(&spec).await;
+    let epoch = bed
+        .wait_for("the report", &ctl, 5, |_| true)
+        .await
+        .status
+        .epoch;
+    let w = Writer::start(WriterOptions {
+        route: Route::Direct(bed.address("a")),
+        prefix: "away:".into(),
+        wait_replicas: Some(1),
+        timeout: Duration::from_secs(5),
+        postgres_password: None,
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ctl.kill();
+    let killed = Instant::now();
+    while killed.elapsed() < away() {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = w.count().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            w.count().await > before,
+            "redis: writes go on {}s after the controller was killed",
+            killed.elapsed().as_secs()
+        );
+    }
+    let ctl = bed.controller();
+    bed.wait_for("the returning controller's report", &ctl, 30, ready)
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = bed.wait_for("the report", &ctl, 5, |_| true).await;
+    assert_eq!(report.status.current_primary.as_deref(), Some("a"));
+    assert_eq!(report.status.epoch, epoch, "redis: no promotion");
+    assert!(
+        report.status.history.is_empty(),
+        "redis: no failover: {:?}",
+        report.status.history
+    );
+    let acks = w.finish().await;
+    let gap = assert_no_failed_commit(&acks, "redis");
+    assert_nothing_lost(&bed.address("a"), "away:", &acks).await;
+    eprintln!(
+        "redis: controller away {}s: {} writes, none failed, none lost, longest gap {}ms",
+        away().as_secs(),
+        acks.len(),
         gap.as_millis()
     );
 }

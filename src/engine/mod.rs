@@ -88,6 +88,21 @@ pub struct Observation {
     pub lease_sent: Option<std::time::Instant>,
 }
 
+impl Observation {
+    /// A member whose observation was given up after `waited`; its host as last known.
+    pub fn silent(address: &str, waited: std::time::Duration, host: HostAccess) -> Self {
+        Self {
+            server: Err(EngineError::Timeout {
+                address: address.to_string(),
+                millis: waited.as_millis(),
+                during: "probe",
+            }),
+            host,
+            lease_sent: None,
+        }
+    }
+}
+
 /// The controller's lease on the primary: its host keeps the server accepting writes only
 /// while the lease holds, renewed in the background while the server answers its probes (or
 /// its host is starting it).

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use super::{Deps, Memory, ReconcileError, Revision};
 use crate::{
     desired::Desired,
-    engine::{EngineError, Lease, Probe},
+    engine::{EngineError, Lease, Observation, Probe},
     journal::{Journal, OperationKind, Step},
     observed::{HostAccess, MemberObservation, Observed},
     plan,
@@ -28,7 +28,19 @@ pub async fn observe(
     };
     // Renewed while suspended too: suspending the controller must not stop the primary.
     let leaseholder = leaseholder(&journal, &desired.spec.primary);
-    let members = probe(desired, memory, deps.engine, leaseholder, lease, now).await;
+    let departing = departing(&journal, memory);
+    let members = probe(
+        desired,
+        memory,
+        deps.engine,
+        Roles {
+            leaseholder,
+            departing,
+        },
+        lease,
+        now,
+    )
+    .await;
     let mut observed = Observed {
         journal,
         members,
@@ -42,15 +54,48 @@ pub async fn observe(
     Ok((observed, revision))
 }
 
-/// Probe every member, remembering what each said; `leaseholder`'s probe renews `lease`.
+/// The members a round treats apart.
+#[derive(Clone, Copy, Default)]
+struct Roles<'a> {
+    /// Its probe renews the lease.
+    leaseholder: Option<&'a str>,
+    /// A failed primary being replaced, silent last round: the round does not wait for it.
+    departing: Option<&'a str>,
+}
+
+/// The primary a failover is replacing, when it was silent last round: it is most likely
+/// silent again, and waiting out its probe's timeout in every round of the failover would add
+/// that much to the clients' outage each time. A prompt answer is still heard.
+fn departing<'a>(journal: &'a Journal, memory: &Memory) -> Option<&'a str> {
+    let op = journal.operation.as_ref()?;
+    let from = op.from.as_deref()?;
+    let silent = memory
+        .members
+        .get(from)
+        .is_some_and(|r| r.first_failure.is_some());
+    (op.kind == OperationKind::Failover && silent).then_some(from)
+}
+
+/// How long a round waits for the departing primary: a server that answers at all answers a
+/// probe within this on a healthy host.
+fn departing_grace(probe_timeout: std::time::Duration) -> std::time::Duration {
+    (probe_timeout / 10).max(std::time::Duration::from_millis(20))
+}
+
+/// Probe every member, remembering what each said; the leaseholder's probe renews `lease`.
 async fn probe(
     desired: &Desired,
     memory: &mut Memory,
     engine: &dyn crate::engine::Engine,
-    leaseholder: Option<&str>,
+    roles: Roles<'_>,
     lease: Lease,
     now: Timestamp,
 ) -> std::collections::BTreeMap<String, MemberObservation> {
+    let Roles {
+        leaseholder,
+        departing,
+    } = roles;
+    let probe_timeout = plan::probe_timeout(desired.spec.failover.detect_after.into());
     // The leaseholder, when the controller did not reach it last time: the other members are
     // asked at once whether they do.
     let suspect = leaseholder
@@ -61,10 +106,21 @@ async fn probe(
                 .is_some_and(|r| r.first_failure.is_some())
         })
         .and_then(|name| desired.spec.members.iter().find(|m| m.name == name));
+    let departing_host = departing
+        .and_then(|name| memory.members.get(name))
+        .map(|r| r.last.host.clone())
+        .unwrap_or_default();
+    let departing_host = &departing_host;
     let round = || async {
-        let probes = join_all(desired.spec.members.iter().map(|m| {
+        let probes = join_all(desired.spec.members.iter().map(|m| async move {
             let lease = (leaseholder == Some(m.name.as_str())).then_some(lease);
-            engine.observe(m, lease)
+            if departing != Some(m.name.as_str()) {
+                return engine.observe(m, lease).await;
+            }
+            let grace = departing_grace(probe_timeout);
+            tokio::time::timeout(grace, engine.observe(m, lease))
+                .await
+                .unwrap_or_else(|_| Observation::silent(&m.address, grace, departing_host.clone()))
         }));
         let reached = async {
             match suspect {
@@ -87,7 +143,7 @@ async fn probe(
     // Every probe is bounded by a probe timeout, so a round that took far longer means this
     // process stalled (frozen, starved): what timed out meanwhile says nothing of the members,
     // and counting it would fail over a healthy primary. Probe again.
-    let bound = plan::probe_timeout(desired.spec.failover.detect_after.into()) * 4;
+    let bound = probe_timeout * 4;
     if began.elapsed() > bound && probes.iter().any(|p| p.server.is_err()) {
         tracing::info!(
             took_ms = began.elapsed().as_millis() as u64,
@@ -132,7 +188,7 @@ pub async fn watch_members(
         epoch: 0,
         ttl: std::time::Duration::ZERO,
     };
-    probe(desired, memory, engine, None, unleased, now).await;
+    probe(desired, memory, engine, Roles::default(), unleased, now).await;
 }
 
 /// Who holds the primary's lease: the primary, or before the controller has seen one, the
