@@ -267,6 +267,94 @@ async fn the_operator_builds_a_postgres_cluster_fails_it_over_and_moves_the_serv
     assert!(!op.log_text().contains(PASSWORD) && !op.log_text().contains(TOKEN));
 }
 
+/// How long the operator stays away: `REPLICANT_AWAY_SECS`, 60 by default.
+fn away() -> std::time::Duration {
+    let secs = std::env::var("REPLICANT_AWAY_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    std::time::Duration::from_secs(secs)
+}
+
+/// The operator killed, and away for a minute: the primary keeps committing (a writer straight
+/// into its port), and the next operator, once it leads, finds the cluster as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_for_a_minute_leaves_every_database_untouched() {
+    use replicant::local::writer::{Route, Writer, WriterOptions, count_missing_rows};
+    use std::time::{Duration, Instant};
+    let Some(bed) = Bed::new().await else {
+        return;
+    };
+    let mut first = bed.operator("op-1", &[]);
+    let out = bed.plane.apply_text("orders.yaml", &bed.cluster_yaml("a"));
+    assert!(out.status.success());
+    let cluster = bed.wait_for("the cluster ready", 120, &first, ready).await;
+    let epoch = cluster.status.as_ref().unwrap().epoch;
+    let primary = bed.hosts.address("a");
+    let writes = Writer::start(WriterOptions {
+        route: Route::Direct(primary.clone()),
+        prefix: "away:".into(),
+        wait_replicas: None,
+        timeout: Duration::from_secs(5),
+        postgres_password: Some(PASSWORD.into()),
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.kill();
+    let killed = Instant::now();
+    while killed.elapsed() < away() {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = writes.count().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            writes.count().await > before,
+            "commits go on {}s after the operator was killed\n{}",
+            killed.elapsed().as_secs(),
+            bed.hosts.agent_logs()
+        );
+    }
+
+    let second = bed.operator("op-2", &[]);
+    support::eventually("op-2 to lead", 30, async || {
+        second.log_text().contains("became leader")
+    })
+    .await;
+    // Long enough for a failover to have started, had op-2 wanted one.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cluster = bed.wait_for("op-2's status", 30, &second, ready).await;
+    let status = cluster.status.as_ref().unwrap();
+    assert_eq!(status.current_primary.as_deref(), Some("a"), "{status:?}");
+    assert_eq!(status.epoch, epoch, "no promotion: {status:?}");
+    assert!(status.history.is_empty(), "no failover: {status:?}");
+    let log = second.log_text();
+    assert!(!log.contains("started again"), "nothing was restarted: {log}");
+
+    let acks = writes.finish().await;
+    assert!(acks.len() > 20, "the writer made progress");
+    for pair in acks.windows(2) {
+        assert_eq!(
+            pair[1].n,
+            pair[0].n + 1,
+            "commit attempt {} failed",
+            pair[0].n + 1
+        );
+    }
+    let lost = count_missing_rows(&primary, PASSWORD, "away:", &acks)
+        .await
+        .unwrap();
+    assert_eq!(lost, 0, "acknowledged commits lost");
+    let longest = acks
+        .windows(2)
+        .map(|pair| pair[1].acked - pair[0].acked)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "operator away {}s: {} commits, none failed, none lost, longest gap {}ms",
+        away().as_secs(),
+        acks.len(),
+        longest.as_millis()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_killed_mid_failover_is_resumed_by_the_next_and_spec_primary_switches_over() {
     let Some(mut bed) = Bed::new().await else {
