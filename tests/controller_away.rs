@@ -1,7 +1,8 @@
 //! The database outlives its controller: a healthy PostgreSQL cluster under real node agents
 //! keeps committing while `replicant run` is killed for a minute (async and sync) or frozen,
 //! and so does a Redis cluster in sync mode; the controller that returns changes nothing: no
-//! failover, the same epoch, nothing lost. A writer commits straight into the primary's port
+//! failover, the same epoch, nothing lost. Under `--coordinator`, the leading host killed alone
+//! hands over without touching postgres. A writer commits straight into the primary's port
 //! throughout, so neither the proxy nor the controller stands between it and the database. `REPLICANT_AWAY_SECS` sets how long the
 //! controller stays away (60 by default).
 
@@ -213,6 +214,74 @@ async fn redis_writes_go_on_while_the_controller_is_killed_and_its_return_change
         "redis: controller away {}s: {} writes, none failed, none lost, longest gap {}ms",
         away().as_secs(),
         acks.len(),
+        gap.as_millis()
+    );
+}
+
+/// Under `--coordinator`, the leading host's process killed alone while PostgreSQL is healthy:
+/// the other host takes the lead and touches nothing. No failover, the same epoch, and the
+/// writer straight into the primary never fails. (`Hosts` brings Redis servers of its own,
+/// unused here: the spec is PostgreSQL's.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coordinated_leader_killed_alone_hands_over_without_touching_postgres() {
+    use support::{
+        hosts::{Hosts, orders},
+        node::TOKEN,
+    };
+    if !available() || !support::etcd::available() {
+        return;
+    }
+    let mut bed = PgBed::new();
+    let mut hosts = Hosts::new(2).await;
+    hosts.bed.write_spec("orders.yaml", &bed.spec("a", "async"));
+    let env = [("PG_PASSWORD", PASSWORD), ("AGENT_TOKEN", TOKEN)];
+    hosts.start(0, &env);
+    let ready = |o: &replicant::runtime::etcd::status::Overview| {
+        orders(o)
+            .is_some_and(|r| r.status.ready_members.as_deref() == Some("3/3") && support::ready(r))
+    };
+    hosts
+        .wait_for("host 0 to lead a ready cluster", 90, |o| {
+            o.leader.as_deref() == Some("h0") && ready(o)
+        })
+        .await;
+    hosts.start(1, &env);
+    let overview = hosts
+        .wait_for("both hosts present", 30, |o| o.hosts.len() == 2)
+        .await;
+    let epoch = orders(&overview).unwrap().status.epoch;
+
+    let w = writer(&bed, "leader:");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hosts.host(0).kill();
+    hosts
+        .wait_for("host 1 to lead", 30, |o| o.leader.as_deref() == Some("h1"))
+        .await;
+    // Past the lease that host 0's renewals granted, and long enough for a failover to have
+    // started, had host 1 wanted one.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let overview = hosts
+        .wait_for("host 1's report", 30, |o| {
+            o.leader.as_deref() == Some("h1") && ready(o)
+        })
+        .await;
+    let report = orders(&overview).unwrap();
+    assert_eq!(report.status.current_primary.as_deref(), Some("a"));
+    assert_eq!(report.status.epoch, epoch, "no promotion");
+    assert!(
+        report.status.history.is_empty(),
+        "no failover: {:?}",
+        report.status.history
+    );
+    let host = bed.node("a").status();
+    assert_eq!(
+        (&host["fenced"], &host["running"]),
+        (&false.into(), &true.into()),
+        "{host}"
+    );
+    let (commits, gap) = finish(&bed, w, "leader:", "leader killed").await;
+    eprintln!(
+        "coordinated leader killed: {commits} commits, none failed, none lost, longest gap {}ms",
         gap.as_millis()
     );
 }

@@ -326,7 +326,10 @@ async fn an_operator_killed_for_a_minute_leaves_every_database_untouched() {
     assert_eq!(status.epoch, epoch, "no promotion: {status:?}");
     assert!(status.history.is_empty(), "no failover: {status:?}");
     let log = second.log_text();
-    assert!(!log.contains("started again"), "nothing was restarted: {log}");
+    assert!(
+        !log.contains("started again"),
+        "nothing was restarted: {log}"
+    );
 
     let acks = writes.finish().await;
     assert!(acks.len() > 20, "the writer made progress");
