@@ -12,17 +12,14 @@ use std::time::{Duration, Instant};
 
 use replicant::local::{
     postgres::PASSWORD,
-    writer::{Ack, Route, Writer, WriterOptions, count_missing_rows},
+    writer::{Route, Writer, WriterOptions, count_missing_rows},
 };
-use support::{Controller, pg::available, pg_bed::PgBed};
-
-fn away() -> Duration {
-    let secs = std::env::var("REPLICANT_AWAY_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    Duration::from_secs(secs)
-}
+use support::{
+    Controller,
+    away::{assert_no_failed_write, away, writes_go_on},
+    pg::available,
+    pg_bed::PgBed,
+};
 
 async fn ready(bed: &PgBed, mode: &str) -> Controller {
     let ctl = bed.controller(&bed.spec("a", mode), &[]);
@@ -49,30 +46,12 @@ fn writer(bed: &PgBed, prefix: &str) -> Writer {
 /// the commits and the longest wait between two acknowledgements.
 async fn finish(bed: &PgBed, w: Writer, prefix: &str, what: &str) -> (usize, Duration) {
     let acks = w.finish().await;
-    let gap = assert_no_failed_commit(&acks, what);
+    let gap = assert_no_failed_write(&acks, what);
     let lost = count_missing_rows(&bed.address("a"), PASSWORD, prefix, &acks)
         .await
         .unwrap();
     assert_eq!(lost, 0, "{what}: acknowledged commits lost");
     (acks.len(), gap)
-}
-
-/// Every attempt was acknowledged (the writer numbers its attempts, so a failed one leaves a
-/// gap), and the longest wait between two acknowledgements.
-fn assert_no_failed_commit(acks: &[Ack], what: &str) -> Duration {
-    assert!(acks.len() > 20, "{what}: the writer made progress");
-    for pair in acks.windows(2) {
-        assert_eq!(
-            pair[1].n,
-            pair[0].n + 1,
-            "{what}: commit attempt {} failed",
-            pair[0].n + 1
-        );
-    }
-    acks.windows(2)
-        .map(|pair| pair[1].acked - pair[0].acked)
-        .max()
-        .unwrap_or_default()
 }
 
 /// The returning controller found the cluster as it was: a primary, at epoch 0, with no
@@ -105,17 +84,7 @@ async fn controller_killed_for_a_while(mode: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     ctl.kill();
     let killed = Instant::now();
-    while killed.elapsed() < away() {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let before = w.count().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(
-            w.count().await > before,
-            "{mode}: commits go on {}s after the controller was killed\n{}",
-            killed.elapsed().as_secs(),
-            bed.agent_logs()
-        );
-    }
+    writes_go_on(&w, killed, mode, || bed.agent_logs()).await;
     let ctl = bed.controller(&bed.spec("a", mode), &[]);
     assert_untouched(&bed, &ctl, mode).await;
     let (commits, gap) = finish(&bed, w, "away:", mode).await;
@@ -185,16 +154,7 @@ async fn redis_writes_go_on_while_the_controller_is_killed_and_its_return_change
     tokio::time::sleep(Duration::from_millis(500)).await;
     ctl.kill();
     let killed = Instant::now();
-    while killed.elapsed() < away() {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let before = w.count().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(
-            w.count().await > before,
-            "redis: writes go on {}s after the controller was killed",
-            killed.elapsed().as_secs()
-        );
-    }
+    writes_go_on(&w, killed, "redis", String::new).await;
     let ctl = bed.controller();
     bed.wait_for("the returning controller's report", &ctl, 30, ready)
         .await;
@@ -208,7 +168,7 @@ async fn redis_writes_go_on_while_the_controller_is_killed_and_its_return_change
         report.status.history
     );
     let acks = w.finish().await;
-    let gap = assert_no_failed_commit(&acks, "redis");
+    let gap = assert_no_failed_write(&acks, "redis");
     assert_nothing_lost(&bed.address("a"), "away:", &acks).await;
     eprintln!(
         "redis: controller away {}s: {} writes, none failed, none lost, longest gap {}ms",

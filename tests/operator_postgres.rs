@@ -267,21 +267,13 @@ async fn the_operator_builds_a_postgres_cluster_fails_it_over_and_moves_the_serv
     assert!(!op.log_text().contains(PASSWORD) && !op.log_text().contains(TOKEN));
 }
 
-/// How long the operator stays away: `REPLICANT_AWAY_SECS`, 60 by default.
-fn away() -> std::time::Duration {
-    let secs = std::env::var("REPLICANT_AWAY_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    std::time::Duration::from_secs(secs)
-}
-
 /// The operator killed, and away for a minute: the primary keeps committing (a writer straight
 /// into its port), and the next operator, once it leads, finds the cluster as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_killed_for_a_minute_leaves_every_database_untouched() {
     use replicant::local::writer::{Route, Writer, WriterOptions, count_missing_rows};
     use std::time::{Duration, Instant};
+    use support::away::{assert_no_failed_write, away, writes_go_on};
     let Some(bed) = Bed::new().await else {
         return;
     };
@@ -301,17 +293,10 @@ async fn an_operator_killed_for_a_minute_leaves_every_database_untouched() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     first.kill();
     let killed = Instant::now();
-    while killed.elapsed() < away() {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let before = writes.count().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(
-            writes.count().await > before,
-            "commits go on {}s after the operator was killed\n{}",
-            killed.elapsed().as_secs(),
-            bed.hosts.agent_logs()
-        );
-    }
+    writes_go_on(&writes, killed, "operator killed", || {
+        bed.hosts.agent_logs()
+    })
+    .await;
 
     let second = bed.operator("op-2", &[]);
     support::eventually("op-2 to lead", 30, async || {
@@ -332,24 +317,11 @@ async fn an_operator_killed_for_a_minute_leaves_every_database_untouched() {
     );
 
     let acks = writes.finish().await;
-    assert!(acks.len() > 20, "the writer made progress");
-    for pair in acks.windows(2) {
-        assert_eq!(
-            pair[1].n,
-            pair[0].n + 1,
-            "commit attempt {} failed",
-            pair[0].n + 1
-        );
-    }
+    let longest = assert_no_failed_write(&acks, "operator killed");
     let lost = count_missing_rows(&primary, PASSWORD, "away:", &acks)
         .await
         .unwrap();
     assert_eq!(lost, 0, "acknowledged commits lost");
-    let longest = acks
-        .windows(2)
-        .map(|pair| pair[1].acked - pair[0].acked)
-        .max()
-        .unwrap_or_default();
     eprintln!(
         "operator away {}s: {} commits, none failed, none lost, longest gap {}ms",
         away().as_secs(),

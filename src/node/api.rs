@@ -302,6 +302,10 @@ async fn lease(
             until,
             ttl,
         });
+        drop(lease);
+        // The controller renews only a server that answers its probes (or that its host is
+        // starting): as good a proof of life as a ping sent when the nonce was issued.
+        agent.postgres_answered(issued);
     }
     if let Some(view) = command.view {
         agent.learn_peers(view);

@@ -165,6 +165,9 @@ pub struct Agent {
     /// The confirmations this agent gave peers' leases. Locked while the epoch is raised, so a
     /// confirmation is either refused by the raise or reported to it.
     promises: std::sync::Mutex<Promises<Instant>>,
+    /// When the local postgres last proved alive (see `peers`), and why the last ping failed.
+    postgres_answered: std::sync::Mutex<Option<Instant>>,
+    last_ping_error: std::sync::Mutex<Option<String>>,
     /// This run of the agent, and when it began: the origin of its lease nonces.
     run: u64,
     began: Instant,
@@ -210,6 +213,8 @@ impl Agent {
             lease: std::sync::Mutex::new(None),
             peers: std::sync::Mutex::new(None),
             promises: std::sync::Mutex::new(promises),
+            postgres_answered: std::sync::Mutex::default(),
+            last_ping_error: std::sync::Mutex::default(),
             run: std::hash::BuildHasher::hash_one(
                 &std::collections::hash_map::RandomState::new(),
                 std::process::id(),
@@ -315,6 +320,7 @@ pub async fn run(
     tracing::info!(%listen, epoch = agent.durable().epoch, "node agent listening");
     let watcher = tokio::spawn(agent.clone().watch_lease());
     let renewer = tokio::spawn(peers::renew_through_peers(agent.clone()));
+    let pinger = tokio::spawn(peers::watch_own_postgres(agent.clone()));
     let app = api::router(agent.clone());
     let serve = async {
         let result = match &agent.options.tls {
@@ -337,6 +343,7 @@ pub async fn run(
     };
     watcher.abort();
     renewer.abort();
+    pinger.abort();
     agent.inner.lock().await.stop_postgres(StopMode::Fast).await;
     served
 }

@@ -1,8 +1,8 @@
 //! The primary's lease kept through its peers: while no controller renews it, the agent asks
 //! every other member's agent to confirm it, and extends it when a quorum has (its own vote
-//! counted), from the moment it asked, and its own postgres answers a ping. The rules are
-//! `engine::postgres::quorum`'s. Touches the peers' agents, over the same token and TLS as the
-//! controller's calls, and pings the local postgres.
+//! counted), from the moment it asked, while its own postgres proved alive within the last
+//! lease. The rules are `engine::postgres::quorum`'s. Touches the peers' agents, over the same
+//! token and TLS as the controller's calls, and pings the local postgres.
 
 use std::{
     sync::Arc,
@@ -122,17 +122,15 @@ pub(super) async fn renew_through_peers(agent: Arc<Agent>) {
         if !agent.vote_for_own(lease, asked + lease.ttl) {
             continue;
         }
-        // Peers vouch for the host, not for its postgres: that is pinged here at the same
-        // time, and a frozen or hung server is let lapse, to be failed over.
-        let own = format!("127.0.0.1:{}", agent.options.port);
-        let (answers, alive) = tokio::join!(
-            join_all(
-                clients
-                    .iter()
-                    .map(|client| client.confirm(lease.epoch, &member, lease.ttl)),
-            ),
-            ping(&own, timeout)
-        );
+        // Peers vouch for the host, not for its postgres: a server that has not proved alive
+        // within the last lease is let lapse, to be failed over.
+        let alive = agent.postgres_alive_since(asked.checked_sub(lease.ttl));
+        let answers = join_all(
+            clients
+                .iter()
+                .map(|client| client.confirm(lease.epoch, &member, lease.ttl)),
+        )
+        .await;
         let votes = 1 + answers.iter().filter(|a| a.is_ok()).count();
         // The lease runs from the moment it was asked for: earlier than any confirmation.
         if alive.is_ok() && votes >= quorum && agent.extend_lease(lease.epoch, asked + lease.ttl) {
@@ -159,6 +157,56 @@ pub(super) async fn renew_through_peers(agent: Arc<Agent>) {
         if failing {
             // Not at every check: a peer that refused will refuse again.
             tokio::time::sleep(lease.ttl / 10).await;
+        }
+    }
+}
+
+/// Ping the local postgres while the controller is late renewing the lease (less than two
+/// thirds of it left: it renews at a third), a quarter of a lease apart, each ping allowed a
+/// whole lease: a loaded host answers late, not never. What they prove is what
+/// [`renew_through_peers`] asks.
+pub(super) async fn watch_own_postgres(agent: Arc<Agent>) {
+    let own = format!("127.0.0.1:{}", agent.options.port);
+    let mut last_ping: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(CHECK).await;
+        let Some(lease) = agent.held_lease() else {
+            continue;
+        };
+        let now = Instant::now();
+        let late = lease.until.saturating_duration_since(now) < lease.ttl * 2 / 3;
+        if !late || last_ping.is_some_and(|at| now - at < lease.ttl / 4) {
+            continue;
+        }
+        last_ping = Some(now);
+        match ping(&own, lease.ttl).await {
+            Ok(()) => agent.postgres_answered(now),
+            Err(error) => *agent.last_ping_error.lock().expect("lock") = Some(error.to_string()),
+        }
+    }
+}
+
+impl Agent {
+    /// The local postgres proved alive at `at`: it answered a ping sent then, or the
+    /// controller, which renews only a server that answers its probes, renewed the lease.
+    pub(super) fn postgres_answered(&self, at: Instant) {
+        let mut answered = self.postgres_answered.lock().expect("lock");
+        *answered = (*answered).max(Some(at));
+        *self.last_ping_error.lock().expect("lock") = None;
+    }
+
+    /// Whether the local postgres proved alive at `since` or later; if not, why.
+    fn postgres_alive_since(&self, since: Option<Instant>) -> Result<(), String> {
+        let answered = *self.postgres_answered.lock().expect("lock");
+        match (answered, since) {
+            (Some(at), Some(since)) if at >= since => Ok(()),
+            (Some(_), None) => Ok(()),
+            _ => Err(self
+                .last_ping_error
+                .lock()
+                .expect("lock")
+                .clone()
+                .unwrap_or_else(|| "it has not answered within the last lease".into())),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Test harness: real redis-servers and a real `replicant run` process on loopback, all killed by PID.
 #![allow(dead_code)]
 
+pub mod away;
 pub mod etcd;
 pub mod hosts;
 pub mod k8s;

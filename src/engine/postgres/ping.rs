@@ -1,15 +1,20 @@
-//! Whether a postgres server is alive, without credentials and without a line in its log: a
-//! cancel request that matches no backend, which the server reads and answers by closing the
-//! connection. A frozen or hung server accepts the connection (the kernel does) but never
-//! closes it. Touches one TCP connection to the address it is given.
+//! Whether a postgres server is alive, without credentials and without a line in its log: an
+//! SSL request, which a backend the server forks for the connection answers; then, when the
+//! server offers TLS, a handshake and a clean close. A server that reads no startup packet on
+//! a connection logs nothing. A frozen or hung server accepts the connection (the kernel does)
+//! but never answers. Touches one TCP connection to the address it is given.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls::{
+    self, DigitallySignedStruct, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    pki_types::{CertificateDer, ServerName, UnixTime},
+};
 
-/// The protocol's cancel request code, and a process id no backend has.
-const CANCEL_REQUEST_CODE: u32 = 80_877_102;
-const NO_BACKEND: u32 = 0;
+/// The protocol's SSL request code.
+const SSL_REQUEST_CODE: u32 = 80_877_103;
 
 /// Why a server did not prove alive.
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +26,8 @@ pub enum PingError {
     },
     #[error("{address}: no answer within {}ms", timeout.as_millis())]
     Timeout { address: String, timeout: Duration },
-    #[error("{address}: it answered with data, which postgres never sends to a cancel request")]
-    NotPostgres { address: String },
+    #[error("{address}: it answered {answer:#04x} to an SSL request: not postgres")]
+    NotPostgres { address: String, answer: u8 },
 }
 
 /// Ping the postgres server at `address` (`host:port`), within `timeout` in all.
@@ -44,21 +49,96 @@ async fn exchange(address: &str) -> Result<(), PingError> {
     let mut stream = tokio::net::TcpStream::connect(address)
         .await
         .map_err(failed)?;
-    let mut request = Vec::with_capacity(16);
-    for word in [16, CANCEL_REQUEST_CODE, NO_BACKEND, 0] {
+    let mut request = Vec::with_capacity(8);
+    for word in [8, SSL_REQUEST_CODE] {
         request.extend_from_slice(&u32::to_be_bytes(word));
     }
     stream.write_all(&request).await.map_err(failed)?;
-    let mut byte = [0u8; 1];
-    match stream.read(&mut byte).await {
-        // The server read the request and hung up: it is alive.
-        Ok(0) => Ok(()),
-        Ok(_) => Err(PingError::NotPostgres {
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await.map_err(failed)?;
+    match answer[0] {
+        // No TLS: hanging up now, before any startup packet, leaves no trace.
+        b'N' => Ok(()),
+        // It answered, so it is alive; the handshake and a clean close keep its log quiet
+        // (a connection dropped mid-handshake is logged as an error).
+        b'S' => {
+            let connector = tokio_rustls::TlsConnector::from(any_certificate());
+            let name = ServerName::try_from("postgres").expect("a valid name");
+            if let Ok(mut tls) = connector.connect(name, stream).await {
+                let _ = tls.shutdown().await;
+            }
+            Ok(())
+        }
+        other => Err(PingError::NotPostgres {
             address: address.to_string(),
+            answer: other,
         }),
-        // A reset after the request was read is a hang-up too.
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
-        Err(e) => Err(failed(e)),
+    }
+}
+
+/// A TLS client that accepts any certificate: the ping sends nothing over the connection, so
+/// whom it talks to does not matter, only that a server answered.
+fn any_certificate() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -84,18 +164,30 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_server_that_reads_the_request_and_hangs_up_is_alive() {
+    /// `answer` to the request a ping sends, which is checked.
+    async fn server_answering(answer: u8) -> (String, tokio::task::JoinHandle<[u8; 8]>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
-            let mut request = [0u8; 16];
+            let mut request = [0u8; 8];
             stream.read_exact(&mut request).await.unwrap();
+            stream.write_all(&[answer]).await.unwrap();
             request
         });
+        (address, server)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_declines_tls_is_alive_and_anything_else_is_not_postgres() {
+        let (address, server) = server_answering(b'N').await;
         ping(&address, Duration::from_secs(2)).await.unwrap();
-        let request = server.await.unwrap();
-        assert_eq!(request[..8], [0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e]);
+        assert_eq!(server.await.unwrap(), [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
+        let (address, _server) = server_answering(b'+').await;
+        let outcome = ping(&address, Duration::from_secs(2)).await;
+        assert!(
+            matches!(outcome, Err(PingError::NotPostgres { answer: b'+', .. })),
+            "{outcome:?}"
+        );
     }
 }
