@@ -631,6 +631,8 @@ struct LeasedTrio {
     /// a's postgres.
     port: u16,
     data: std::path::PathBuf,
+    /// a's agent's log, with its postgres's.
+    log: std::path::PathBuf,
 }
 
 async fn leased_trio(ttl: Duration) -> LeasedTrio {
@@ -687,12 +689,17 @@ async fn leased_trio(ttl: Duration) -> LeasedTrio {
     let nonce = a.lease_nonce().await.unwrap();
     a.renew_lease(0, ttl, nonce, Some(&view)).await.unwrap();
     let (data, port) = a_data.unwrap();
+    let log = dir
+        .path()
+        .join("a")
+        .join(format!("node-{}.log", nodes[0].port));
     LeasedTrio {
         _dir: dir,
         nodes,
         clients,
         port,
         data,
+        log,
     }
 }
 
@@ -791,6 +798,15 @@ async fn peers_reach_a_live_postgres_and_a_frozen_one_is_let_lapse() {
     // Kept by its peers for three leases' length, then the postmaster freezes.
     tokio::time::sleep(ttl * 3).await;
     assert!(!a.status().await.unwrap().fenced);
+    // The pings, its agent's and b's, left no line in its log.
+    let log = std::fs::read_to_string(&trio.log).unwrap();
+    assert!(log.contains("ready to accept connections"), "{log}");
+    for trace in ["cancel request", "startup packet", "SSL", "could not"] {
+        assert!(
+            !log.contains(trace),
+            "a ping left {trace:?} in the log:\n{log}"
+        );
+    }
     let postmaster = std::fs::read_to_string(trio.data.join("postmaster.pid")).unwrap();
     let pid = nix::unistd::Pid::from_raw(postmaster.lines().next().unwrap().parse().unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
