@@ -281,8 +281,12 @@ async fn replicas_lagging_beyond_max_lag_block_promotion_and_async_loss_is_count
 async fn editing_the_spec_during_a_failover_never_reverts_it() {
     let mut bed = Bed::new(3);
     let ctl = bed.started(&sync_spec(&bed, "a", SYNC)).await;
-    // c must be eligible when a dies: streaming, not still loading its first full copy (the
-    // writer's acknowledged writes would then be on b alone, and c rightly refused).
+    let w = writer(&bed, "edit:", true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acks = w.finish().await;
+    // c must be eligible when a dies: holding all that b holds. In sync mode a replica behind
+    // another may lack an acknowledged write, and is rightly refused; on a loaded host c can
+    // trail b by a few writes at any moment while the writer runs, so it stops first.
     bed.wait_for("b and c streaming in step with a", &ctl, 30, |r| {
         r.status
             .members
@@ -291,8 +295,6 @@ async fn editing_the_spec_during_a_failover_never_reverts_it() {
             .all(|m| m.link_up == Some(true) && m.lag_bytes == Some(0))
     })
     .await;
-    let w = writer(&bed, "edit:", true);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     bed.server("a").kill();
     tokio::time::sleep(Duration::from_millis(900)).await;
     bed.write_spec("orders.yaml", &sync_spec(&bed, "c", SYNC));
@@ -300,8 +302,6 @@ async fn editing_the_spec_during_a_failover_never_reverts_it() {
         r.status.current_primary.as_deref() == Some("c")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let acks = w.finish().await;
     let primary = assert_converged(&bed, &ctl, &["b", "c"]).await;
     assert_eq!(primary, bed.address("c"));
     let report = bed.report().unwrap();
