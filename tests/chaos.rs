@@ -282,7 +282,7 @@ async fn editing_the_spec_during_a_failover_never_reverts_it() {
     let mut bed = Bed::new(3);
     let ctl = bed.started(&sync_spec(&bed, "a", SYNC)).await;
     let w = writer(&bed, "edit:", true);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("writes acknowledged", 30, async || w.count().await >= 50).await;
     let acks = w.finish().await;
     // c must be eligible when a dies: holding all that b holds. In sync mode a replica behind
     // another may lack an acknowledged write, and is rightly refused; on a loaded host c can
