@@ -161,12 +161,13 @@ pub(super) async fn renew_through_peers(agent: Arc<Agent>) {
     }
 }
 
-/// Ping the local postgres while the controller is late renewing the lease (less than two
-/// thirds of it left: it renews at a third), a quarter of a lease apart, each ping allowed a
-/// whole lease: a loaded host answers late, not never. What they prove is what
-/// [`renew_through_peers`] asks.
+/// Keep a proof that the local postgres is alive no older than half a lease: when the last
+/// proof is older, ping it, a quarter of a lease apart, each ping running on its own and
+/// allowed a whole lease (a loaded host answers late, not never; one slow answer must not hold
+/// back the next ping). While the controller renews (a third of a lease apart), its renewals are
+/// the proof and nothing is pinged. What they prove is what [`renew_through_peers`] asks.
 pub(super) async fn watch_own_postgres(agent: Arc<Agent>) {
-    let own = format!("127.0.0.1:{}", agent.options.port);
+    let own = Arc::new(format!("127.0.0.1:{}", agent.options.port));
     let mut last_ping: Option<Instant> = None;
     loop {
         tokio::time::sleep(CHECK).await;
@@ -174,15 +175,22 @@ pub(super) async fn watch_own_postgres(agent: Arc<Agent>) {
             continue;
         };
         let now = Instant::now();
-        let late = lease.until.saturating_duration_since(now) < lease.ttl * 2 / 3;
-        if !late || last_ping.is_some_and(|at| now - at < lease.ttl / 4) {
+        let fresh = agent
+            .postgres_alive_since(now.checked_sub(lease.ttl / 2))
+            .is_ok();
+        if fresh || last_ping.is_some_and(|at| now - at < lease.ttl / 4) {
             continue;
         }
         last_ping = Some(now);
-        match ping(&own, lease.ttl).await {
-            Ok(()) => agent.postgres_answered(now),
-            Err(error) => *agent.last_ping_error.lock().expect("lock") = Some(error.to_string()),
-        }
+        let (agent, own) = (agent.clone(), own.clone());
+        tokio::spawn(async move {
+            match ping(&own, lease.ttl).await {
+                Ok(()) => agent.postgres_answered(now),
+                Err(error) => {
+                    *agent.last_ping_error.lock().expect("lock") = Some(error.to_string())
+                }
+            }
+        });
     }
 }
 
