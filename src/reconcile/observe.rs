@@ -69,11 +69,15 @@ struct Roles<'a> {
 fn departing<'a>(journal: &'a Journal, memory: &Memory) -> Option<&'a str> {
     let op = journal.operation.as_ref()?;
     let from = op.from.as_deref()?;
-    let silent = memory
+    (op.kind == OperationKind::Failover && silent_last_round(memory, from)).then_some(from)
+}
+
+/// Whether `member` did not answer its last probe.
+fn silent_last_round(memory: &Memory, member: &str) -> bool {
+    memory
         .members
-        .get(from)
-        .is_some_and(|r| r.first_failure.is_some());
-    (op.kind == OperationKind::Failover && silent).then_some(from)
+        .get(member)
+        .is_some_and(|r| r.first_failure.is_some())
 }
 
 /// How long a round waits for the departing primary: a server that answers at all answers a
@@ -99,12 +103,7 @@ async fn probe(
     // The leaseholder, when the controller did not reach it last time: the other members are
     // asked at once whether they do.
     let suspect = leaseholder
-        .filter(|name| {
-            memory
-                .members
-                .get(*name)
-                .is_some_and(|r| r.first_failure.is_some())
-        })
+        .filter(|name| silent_last_round(memory, name))
         .and_then(|name| desired.spec.members.iter().find(|m| m.name == name));
     let departing_host = departing
         .and_then(|name| memory.members.get(name))
