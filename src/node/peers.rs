@@ -123,14 +123,16 @@ pub(super) async fn renew_through_peers(agent: Arc<Agent>) {
             continue;
         }
         // Peers vouch for the host, not for its postgres: a server that has not proved alive
-        // within the last lease is let lapse, to be failed over.
-        let alive = agent.postgres_alive_since(asked.checked_sub(lease.ttl));
-        let answers = join_all(
-            clients
-                .iter()
-                .map(|client| client.confirm(lease.epoch, &member, lease.ttl)),
-        )
-        .await;
+        // within the last lease is let lapse, to be failed over. A ping sent in time may
+        // still be on its way on a loaded host: its answer counts while the lease holds.
+        let (alive, answers) = tokio::join!(
+            agent.postgres_alive_by(asked.checked_sub(lease.ttl), lease.until),
+            join_all(
+                clients
+                    .iter()
+                    .map(|client| client.confirm(lease.epoch, &member, lease.ttl)),
+            )
+        );
         let votes = 1 + answers.iter().filter(|a| a.is_ok()).count();
         // The lease runs from the moment it was asked for: earlier than any confirmation.
         if alive.is_ok() && votes >= quorum && agent.extend_lease(lease.epoch, asked + lease.ttl) {
@@ -201,6 +203,22 @@ impl Agent {
         let mut answered = self.postgres_answered.lock().expect("lock");
         *answered = (*answered).max(Some(at));
         *self.last_ping_error.lock().expect("lock") = None;
+    }
+
+    /// Whether the local postgres proves alive at `since` or later by `deadline` (a ping
+    /// already sent may answer meanwhile); if not, why.
+    async fn postgres_alive_by(
+        &self,
+        since: Option<Instant>,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        loop {
+            let alive = self.postgres_alive_since(since);
+            if alive.is_ok() || Instant::now() + CHECK >= deadline {
+                return alive;
+            }
+            tokio::time::sleep(CHECK).await;
+        }
     }
 
     /// Whether the local postgres proved alive at `since` or later; if not, why.
