@@ -662,17 +662,27 @@ async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoRespon
 
 /// Listen on `addr` and serve `/metrics` and `/healthz` from a background task until the process ends.
 pub async fn start_admin(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    // Bound here, so a busy port is the caller's error rather than a background task's.
+    let listener = std::net::TcpListener::bind(addr)?;
+    serve_admin(listener, metrics).map(drop)
+}
+
+/// Serve `/metrics` and `/healthz` on `listener` from a background task, until it is aborted.
+pub fn serve_admin(
+    listener: std::net::TcpListener,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let app = axum::Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(metrics);
-    // Bound here, so a busy port is the caller's error rather than a background task's.
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let listener = crate::accept::Acceptor::new(listener, "admin", &crate::accept::ADMIN_CLIENTS);
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(%addr, error = %e, "admin endpoint stopped");
         }
-    });
-    Ok(())
+    }))
 }

@@ -78,6 +78,15 @@ enum Command {
         log_format: LogFormat,
         #[command(flatten)]
         hosts: HostsArgs,
+        /// On SIGTERM, how long the proxies go on serving, no longer reconciling, for a new
+        /// `replicant run` on the same --state to take their listening sockets over (not when
+        /// systemd passed the sockets: it keeps them). A second signal ends the wait.
+        #[arg(long, default_value = "10s")]
+        handover_wait: crate::api::Duration,
+        /// Once the proxies stop accepting (stopped, or replaced), how long their open
+        /// connections have to finish before they are closed.
+        #[arg(long, default_value = "30s")]
+        drain_grace: crate::api::Duration,
     },
     /// Run the PostgreSQL node agent on a database host: the parent of its postgres, serving
     /// the controller start, stop, status and the self-fencing lease.
@@ -534,6 +543,8 @@ impl Cli {
                 zone,
                 log_format,
                 hosts,
+                handover_wait,
+                drain_grace,
             } => {
                 init_logging(log_format);
                 let rescan = rescan.std();
@@ -579,8 +590,10 @@ impl Cli {
                         admin,
                         rescan,
                         zone,
+                        handover_wait: handover_wait.std(),
+                        drain_grace: drain_grace.std(),
                     };
-                    crate::standalone::run(options, shutdown_signal()).await
+                    crate::standalone::run(options, shutdown_signal).await
                 })?;
                 Ok(ExitCode::SUCCESS)
             }

@@ -125,16 +125,22 @@ async fn one_trial(
         DemoEngine::Postgres => 120,
     };
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let controller_options = standalone::Options {
         specs: specs.clone(),
         state: state_dir.clone(),
         admin: None,
         rescan: Duration::from_secs(2),
         zone: None,
+        // The demo's servers stop with it: nothing to hand over or drain.
+        handover_wait: Duration::ZERO,
+        drain_grace: Duration::ZERO,
     };
-    let controller = tokio::spawn(standalone::run(controller_options, async {
-        let _ = stop_rx.await;
+    let controller = tokio::spawn(standalone::run(controller_options, move || {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
     }));
 
     let started = Instant::now();
@@ -150,7 +156,7 @@ async fn one_trial(
             break;
         }
         if started.elapsed() > Duration::from_secs(ready_within) {
-            let _ = stop_tx.send(());
+            let _ = stop_tx.send(true);
             return Err(DemoError::NotReady(ready_within));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -217,11 +223,11 @@ async fn one_trial(
                     serde_json::to_string_pretty(&report.status).unwrap_or_default()
                 );
             }
-            let _ = stop_tx.send(());
+            let _ = stop_tx.send(true);
             return Err(e);
         }
     };
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     let _ = controller.await;
     drop(servers);
     let gap = first_after

@@ -5,6 +5,7 @@
 //! alone, it is a thin adapter over the shared [`ClusterReconciler`]: a file journal, proxies as
 //! the router, and status files.
 
+pub mod handover;
 pub mod proxy;
 pub mod specs;
 pub mod state;
@@ -48,6 +49,12 @@ pub struct Options {
     pub rescan: Duration,
     /// This host's zone: proxies prefer members there.
     pub zone: Option<String>,
+    /// Once stopped by a signal, how long the proxies go on serving for a successor to take
+    /// their sockets over (not when systemd holds the sockets).
+    pub handover_wait: Duration,
+    /// Once no longer accepting, how long open proxy connections have to finish before they
+    /// are closed.
+    pub drain_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +65,8 @@ pub enum RunError {
     State(String, std::io::Error),
     #[error("admin address {0}: {1}")]
     Admin(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Handover(#[from] handover::HandoverError),
 }
 
 /// What a cluster task works from; replaced whenever the specs change.
@@ -96,28 +105,159 @@ struct ClusterTask {
     task: JoinHandle<()>,
 }
 
-/// Run alone until `shutdown` completes.
-pub async fn run(
-    options: Options,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), RunError> {
+/// How long a successor waits for its predecessor to let go of the state directory.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Why a process stopped reconciling.
+enum Stop {
+    Signal,
+    Successor(handover::Successor),
+}
+
+/// Run alone until a signal (`signal()` resolves at each) or a successor stops it, taking over
+/// from the process serving the state directory before, if any. Proxies refuse no client
+/// across the change: see [`handover`].
+pub async fn run<F>(options: Options, mut signal: impl FnMut() -> F) -> Result<(), RunError>
+where
+    F: std::future::Future<Output = ()>,
+{
     std::fs::create_dir_all(&options.state)
         .map_err(|e| RunError::State(options.state.display().to_string(), e))?;
     crate::accept::raise_descriptor_limit();
     let metrics = Arc::new(Metrics::default());
     // One process runs the clusters of its directory: it always acts.
     metrics.lead_when(|| true);
-    if let Some(addr) = options.admin {
-        metrics::start_admin(addr, metrics.clone())
-            .await
-            .map_err(|e| RunError::Admin(addr, e))?;
+    let proxies = Arc::new(Proxies::new(Some(metrics.clone())).in_zone(options.zone.clone()));
+    let systemd = handover::systemd_listeners();
+    // systemd keeps these sockets across a restart: nobody needs to wait for a successor.
+    let socket_activated = !systemd.is_empty();
+    proxies.inherit(systemd);
+    let predecessor = handover::Predecessor::take_over(&options.state).await?;
+    let mut lock = Some(handover::StateLock::acquire(&options.state, LOCK_WAIT).await?);
+    let mut admin: Option<AdminServer> = None;
+    if let Some(mut predecessor) = predecessor {
+        tracing::info!(
+            names = predecessor.names.len(),
+            "took over the listening sockets of the process this one replaces"
+        );
+        for (passed, listener) in std::mem::take(&mut predecessor.names) {
+            if let Err(error) = proxies.adopt(passed, listener) {
+                tracing::warn!(%error, "cannot serve a name passed over");
+            }
+        }
+        if let Some(addr) = options.admin {
+            admin = Some(start_admin(addr, predecessor.admin.take(), &metrics)?);
+        }
+        if let Err(error) = predecessor.serving().await {
+            tracing::warn!(%error, "the process this one replaces did not hear that this one serves");
+        }
+    } else if let Some(addr) = options.admin {
+        admin = Some(start_admin(addr, None, &metrics)?);
     }
+    let point = handover::HandoverPoint::bind(&options.state)?;
     let alone = Arc::new(Alone {
         state: options.state.clone(),
-        proxies: Arc::new(Proxies::new(Some(metrics.clone())).in_zone(options.zone.clone())),
+        proxies: proxies.clone(),
         metrics,
     });
-    serve_specs(&options.specs, options.rescan, alone, shutdown).await
+    loop {
+        let (stopped, stop) = tokio::sync::oneshot::channel();
+        let until = async {
+            let stop = tokio::select! {
+                _ = signal() => Stop::Signal,
+                successor = point.successor() => Stop::Successor(successor),
+            };
+            let _ = stopped.send(stop);
+        };
+        serve_specs(&options.specs, options.rescan, alone.clone(), until).await?;
+        let stop = stop.await.expect("serve_specs returns once stopped");
+        // Reconciling has stopped: the successor may start.
+        lock.take();
+        let (successor, resume_if_refused) = match stop {
+            Stop::Successor(successor) => (Some(successor), true),
+            Stop::Signal if socket_activated => (None, false),
+            Stop::Signal => {
+                tracing::info!(
+                    wait = ?options.handover_wait,
+                    "stopped reconciling; the proxies serve on until a successor takes them over"
+                );
+                let successor = tokio::select! {
+                    successor = point.successor() => Some(successor),
+                    _ = tokio::time::sleep(options.handover_wait) => None,
+                    _ = signal() => None,
+                };
+                (successor, false)
+            }
+        };
+        let Some(successor) = successor else { break };
+        let pid = successor.pid;
+        tracing::info!(pid, "handing the listening sockets over to a successor");
+        let passed = proxies.pass().map_err(|e| handover::HandoverError::Io {
+            path: "the proxies' listening sockets".into(),
+            source: e,
+        });
+        let admin_passed = admin
+            .as_ref()
+            .map(|(l, _): &AdminServer| l.try_clone())
+            .transpose();
+        let handed = match (passed, admin_passed) {
+            (Ok(passed), Ok(admin_passed)) => successor.pass(passed, admin_passed).await,
+            (Err(e), _) => Err(e),
+            (_, Err(e)) => Err(handover::HandoverError::Io {
+                path: "the admin endpoint's listening socket".into(),
+                source: e,
+            }),
+        };
+        match handed {
+            Ok(()) => {
+                tracing::info!(pid, "the successor serves every name");
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(%error, pid, "the hand-over failed");
+                if resume_if_refused
+                    && let Some(taken) = handover::StateLock::try_acquire(&options.state)?
+                {
+                    tracing::info!("reconciling again");
+                    lock = Some(taken);
+                    continue;
+                }
+                break;
+            }
+        }
+    }
+    // A process started from now on finds nobody to take over from, and starts afresh.
+    drop(point);
+    proxies.stop_accepting();
+    if let Some((listener, task)) = admin {
+        task.abort();
+        drop(listener);
+    }
+    tracing::info!(grace = ?options.drain_grace, "no longer accepting; open proxy connections have this long to finish");
+    let left = proxies.drain(options.drain_grace).await;
+    if left > 0 {
+        tracing::info!(left, "closing the proxy connections still open");
+    }
+    Ok(())
+}
+
+/// The admin endpoint: its listening socket (kept to pass on) and the task serving it.
+type AdminServer = (std::net::TcpListener, JoinHandle<()>);
+
+/// Serve the admin endpoint at `addr`, on `inherited` if that is where it listens.
+fn start_admin(
+    addr: SocketAddr,
+    inherited: Option<std::net::TcpListener>,
+    metrics: &Arc<Metrics>,
+) -> Result<AdminServer, RunError> {
+    let error = |e| RunError::Admin(addr, e);
+    let listener = match inherited {
+        Some(listener) if listener.local_addr().is_ok_and(|a| a == addr) => listener,
+        _ => std::net::TcpListener::bind(addr).map_err(error)?,
+    };
+    let kept = listener.try_clone().map_err(error)?;
+    let task = metrics::serve_admin(listener, metrics.clone()).map_err(error)?;
+    Ok((kept, task))
 }
 
 /// Watch the spec directory until `shutdown` completes, keeping a task per cluster in it.

@@ -132,6 +132,11 @@ impl Controller {
         self.signal(nix::sys::signal::Signal::SIGCONT);
     }
 
+    /// SIGTERM: the way a service manager stops the process.
+    pub fn terminate(&self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -130,6 +130,8 @@ struct NameProxy {
     next: AtomicUsize,
     active: Mutex<HashMap<String, usize>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// The listening socket, kept (a duplicate of the one accepting) to pass to a successor.
+    listener: Mutex<Option<std::net::TcpListener>>,
     /// Open connections by id: the member each relays to, and how to close it.
     connections: Mutex<HashMap<u64, (String, tokio::task::AbortHandle)>>,
     next_connection: std::sync::atomic::AtomicU64,
@@ -146,6 +148,22 @@ pub struct Proxies {
     gate: Option<Gate>,
     /// The zone this host is in: proxies prefer endpoints there.
     zone: Option<String>,
+    /// Listening sockets this process was given (by systemd, or by the process it replaced)
+    /// that no name has taken yet: a name listening at one's address takes it instead of
+    /// binding.
+    inherited: Mutex<Vec<std::net::TcpListener>>,
+}
+
+/// A virtual name's listener as passed to a successor, with what it serves.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PassedName {
+    /// `namespace/name`.
+    pub name: String,
+    pub listen: String,
+    pub shape: ProxyShape,
+    /// Where the name pointed; none before its first route.
+    pub endpoints: Option<Vec<Endpoint>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +181,7 @@ impl Proxies {
             metrics,
             gate: None,
             zone: None,
+            inherited: Mutex::default(),
         }
     }
 
@@ -211,12 +230,70 @@ impl Proxies {
             listen: listen.to_string(),
             source,
         };
-        let listener = std::net::TcpListener::bind(listen).map_err(listen_error)?;
-        listener.set_nonblocking(true).map_err(listen_error)?;
+        let listener = match self.take_inherited(listen) {
+            Some(listener) => listener,
+            None => std::net::TcpListener::bind(listen).map_err(listen_error)?,
+        };
+        self.start(name, listen, shape, listener, endpoints)
+            .map_err(listen_error)
+    }
+
+    /// Serve `name` from a listener passed by the process this one replaced, pointing where
+    /// it pointed there, before this process has looked at anything.
+    pub fn adopt(
+        &self,
+        passed: PassedName,
+        listener: std::net::TcpListener,
+    ) -> Result<(), ListenError> {
+        self.start(
+            &passed.name,
+            &passed.listen,
+            &passed.shape,
+            listener,
+            passed.endpoints,
+        )
+        .map_err(|source| ListenError {
+            name: passed.name.clone(),
+            listen: passed.listen.clone(),
+            source,
+        })
+    }
+
+    /// Keep listening sockets this process was given for the names that will listen at
+    /// their addresses.
+    pub fn inherit(&self, listeners: Vec<std::net::TcpListener>) {
+        self.inherited.lock().expect("lock").extend(listeners);
+    }
+
+    /// The inherited listener bound to `listen`, if any.
+    fn take_inherited(&self, listen: &str) -> Option<std::net::TcpListener> {
+        let mut inherited = self.inherited.lock().expect("lock");
+        if inherited.is_empty() {
+            return None;
+        }
+        let wanted: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(listen)
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        let found = inherited
+            .iter()
+            .position(|l| l.local_addr().is_ok_and(|a| wanted.contains(&a)))?;
+        Some(inherited.swap_remove(found))
+    }
+
+    fn start(
+        &self,
+        name: &str,
+        listen: &str,
+        shape: &ProxyShape,
+        listener: std::net::TcpListener,
+        endpoints: Option<Vec<Endpoint>>,
+    ) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let kept = listener.try_clone()?;
         let proxy = Arc::new(NameProxy {
             listen: listen.to_string(),
-            balancing,
-            mode,
+            balancing: shape.balancing,
+            mode: shape.mode,
             zone: self.zone.clone(),
             preferred_zones: Mutex::new(shape.preferred_zones.clone()),
             lanes: Mutex::default(),
@@ -224,6 +301,7 @@ impl Proxies {
             next: AtomicUsize::new(0),
             active: Mutex::default(),
             task: Mutex::new(None),
+            listener: Mutex::new(Some(kept)),
             connections: Mutex::default(),
             next_connection: std::sync::atomic::AtomicU64::new(0),
         });
@@ -236,11 +314,73 @@ impl Proxies {
             }
         });
         *proxy.task.lock().expect("lock") = Some(task);
-        self.names
+        if let Some(replaced) = self
+            .names
             .lock()
             .expect("lock")
-            .insert(name.to_string(), proxy);
+            .insert(name.to_string(), proxy)
+        {
+            replaced.stop();
+        }
         Ok(())
+    }
+
+    /// Every name's listener with what it serves, for a successor. Each is a new descriptor
+    /// for the same socket: clients keep queueing on it whichever process accepts.
+    pub fn pass(&self) -> std::io::Result<Vec<(PassedName, std::net::TcpListener)>> {
+        let names = self.names.lock().expect("lock");
+        let mut passed = Vec::new();
+        for (name, proxy) in names.iter() {
+            let Some(listener) = proxy
+                .listener
+                .lock()
+                .expect("lock")
+                .as_ref()
+                .map(|l| l.try_clone())
+            else {
+                continue;
+            };
+            let shape = ProxyShape {
+                balancing: proxy.balancing,
+                mode: proxy.mode,
+                preferred_zones: proxy.preferred_zones.lock().expect("lock").clone(),
+            };
+            passed.push((
+                PassedName {
+                    name: name.clone(),
+                    listen: proxy.listen.clone(),
+                    shape,
+                    endpoints: proxy.endpoints.borrow().clone(),
+                },
+                listener?,
+            ));
+        }
+        Ok(passed)
+    }
+
+    /// Wait until every client connection has closed, or `grace` has passed; how many are
+    /// still open.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let open = PROXY_CLIENTS.open();
+            if open == 0 || tokio::time::Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stop accepting clients on every name, leaving the connections open to finish: a
+    /// successor accepts from the same sockets now.
+    pub fn stop_accepting(&self) {
+        self.inherited.lock().expect("lock").clear();
+        for proxy in self.names.lock().expect("lock").values() {
+            if let Some(task) = proxy.task.lock().expect("lock").take() {
+                task.abort();
+            }
+            proxy.listener.lock().expect("lock").take();
+        }
     }
 
     /// Stop every proxy not in `keep`.
@@ -276,6 +416,7 @@ impl NameProxy {
         if let Some(task) = self.task.lock().expect("lock").take() {
             task.abort();
         }
+        self.listener.lock().expect("lock").take();
         // Closing every connection: an endpoint list of none.
         self.set_endpoints(Vec::new());
     }
