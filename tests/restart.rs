@@ -227,3 +227,74 @@ async fn a_restarted_controller_refuses_no_client_and_drains_open_connections() 
     );
     third.kill();
 }
+
+/// Started as systemd starts a socket-activated service (`LISTEN_FDS`), the process serves
+/// each name and the admin endpoint from the socket bound to its address, and a client that
+/// connected before the process existed is answered, not closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_given_its_sockets_by_systemd_serves_them() {
+    let Ok(activate) = which("systemd-socket-activate") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-socket-activate is missing under CI: .ci/run should have installed systemd"
+        );
+        eprintln!("SKIPPED: systemd-socket-activate not found (Debian package systemd)");
+        return;
+    };
+    let bed = Bed::new(3);
+    bed.write_spec("orders.yaml", &bed.spec("a", &[], "    detectAfter: 1s"));
+    let admin = replicant::local::free_port().unwrap();
+    let listen = |port: u16| format!("127.0.0.1:{port}");
+    let log = bed.dir.path().join("activated.log");
+    // It listens, and execs the controller (same PID) at the first connection.
+    let child = std::process::Command::new(activate)
+        .args(["-l", &listen(bed.rw_port), "-l", &listen(bed.ro_port)])
+        .args(["-l", &listen(admin), "-E", "RUST_LOG=info", "--"])
+        .arg(env!("CARGO_BIN_EXE_replicant"))
+        .args(["run", "--specs", bed.specs().to_str().unwrap()])
+        .args(["--state", bed.state().to_str().unwrap()])
+        .args(["--admin", &listen(admin)])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let controller = Controller::adopt(child, log);
+    eventually("systemd-socket-activate to listen", 10, async || {
+        std::net::TcpStream::connect(listen(admin)).is_ok()
+    })
+    .await;
+    // That connection started the controller: the first client is the one it must not drop.
+    let first = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut stream = tokio::net::TcpStream::connect(listen(bed.rw_port)).await?;
+        stream.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
+        let mut answer = [0u8; 7];
+        stream.read_exact(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    })
+    .await;
+    assert!(
+        matches!(&first, Ok(Ok(answer)) if answer == b"+PONG\r\n"),
+        "the first client is answered: {first:?}\n{}",
+        controller.log_text()
+    );
+    bed.wait_for("ready", &controller, 30, ready).await;
+    assert_eq!(role(&format!("127.0.0.1:{}", bed.ro_port)).await, "slave");
+    let health = try_http_get(admin, "/healthz").unwrap();
+    assert!(health.ends_with("ok\n"), "{health}");
+    assert!(
+        !controller.log_text().contains("cannot listen"),
+        "every socket was taken from systemd, none bound again:\n{}",
+        controller.log_text()
+    );
+}
+
+/// The path of `program` on `PATH`.
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .ok_or(())
+}

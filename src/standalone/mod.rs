@@ -146,13 +146,16 @@ where
             }
         }
         if let Some(addr) = options.admin {
-            admin = Some(start_admin(addr, predecessor.admin.take(), &metrics)?);
+            let inherited =
+                (predecessor.admin.take()).or_else(|| proxies.take_inherited(&addr.to_string()));
+            admin = Some(start_admin(addr, inherited, &metrics)?);
         }
         if let Err(error) = predecessor.serving().await {
             tracing::warn!(%error, "the process this one replaces did not hear that this one serves");
         }
     } else if let Some(addr) = options.admin {
-        admin = Some(start_admin(addr, None, &metrics)?);
+        let inherited = proxies.take_inherited(&addr.to_string());
+        admin = Some(start_admin(addr, inherited, &metrics)?);
     }
     let point = handover::HandoverPoint::bind(&options.state)?;
     let alone = Arc::new(Alone {

@@ -53,6 +53,11 @@ impl Controller {
         )
     }
 
+    /// A replicant process started some other way (under another program that execs it).
+    pub fn adopt(child: Child, log: PathBuf) -> Self {
+        Self { child, log }
+    }
+
     /// Start `replicant <command...> <args...>` with `env`, logging at info to `log`.
     pub fn spawn(command: &[&str], args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Self {
         Self::spawn_configured(command, args, env, log, |_| {})

@@ -33,6 +33,9 @@ use crate::{
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a name that has never been routed leaves clients queued before it accepts them
+/// (and, with still nowhere to send them, closes them).
+const FIRST_ROUTE_WAIT: Duration = Duration::from_secs(10);
 
 /// How many threads relay proxy traffic: `REPLICANT_PROXY_THREADS`, else half the CPUs available
 /// (at least 1, at most 4). The proxy shares its host with the controller and usually with
@@ -265,8 +268,8 @@ impl Proxies {
         self.inherited.lock().expect("lock").extend(listeners);
     }
 
-    /// The inherited listener bound to `listen`, if any.
-    fn take_inherited(&self, listen: &str) -> Option<std::net::TcpListener> {
+    /// The inherited listener bound to `listen`, if any (for the admin endpoint too).
+    pub fn take_inherited(&self, listen: &str) -> Option<std::net::TcpListener> {
         let mut inherited = self.inherited.lock().expect("lock");
         if inherited.is_empty() {
             return None;
@@ -532,6 +535,11 @@ async fn serve(
     metrics: Option<Arc<Metrics>>,
     gate: Option<Gate>,
 ) {
+    // A process that has just started (given its sockets by systemd, say) has nowhere to send
+    // clients until its first round: they wait in the socket's queue for it rather than being
+    // accepted and closed, for a while.
+    let mut routed = proxy.endpoints.subscribe();
+    let _ = tokio::time::timeout(FIRST_ROUTE_WAIT, routed.wait_for(Option::is_some)).await;
     let mut acceptor = Acceptor::new(listener, name.clone(), &PROXY_CLIENTS);
     loop {
         let (client, _, admitted) = acceptor.accept().await;
