@@ -313,6 +313,8 @@ pub async fn serve_specs(
     }
     for (_, task) in tasks.drain() {
         task.task.abort();
+        // Gone for sure before the caller lets another process reconcile.
+        let _ = task.task.await;
     }
     Ok(())
 }

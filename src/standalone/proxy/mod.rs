@@ -225,6 +225,11 @@ impl Proxies {
             return Ok(());
         }
         let endpoints = existing.as_ref().and_then(|p| p.endpoints.borrow().clone());
+        // The same address keeps the same socket: clients queued on it are not dropped.
+        let kept = existing
+            .as_ref()
+            .filter(|p| p.listen == listen)
+            .and_then(|p| p.listener.lock().expect("lock").take());
         if let Some(old) = existing {
             old.stop();
         }
@@ -233,7 +238,7 @@ impl Proxies {
             listen: listen.to_string(),
             source,
         };
-        let listener = match self.take_inherited(listen) {
+        let listener = match kept.or_else(|| self.take_inherited(listen)) {
             Some(listener) => listener,
             None => std::net::TcpListener::bind(listen).map_err(listen_error)?,
         };
@@ -740,6 +745,35 @@ mod tests {
             .expect("the backend greets")
             .unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_changed_balancing_keeps_the_socket_and_where_the_name_points() {
+        let a = backend("a").await;
+        let listen = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().to_string()
+        };
+        let shape = |balancing| ProxyShape {
+            balancing,
+            mode: ProxyMode::Passthrough,
+            preferred_zones: Vec::new(),
+        };
+        let proxies = Proxies::new(None);
+        proxies
+            .ensure("ns/ro", &listen, &shape(Balancing::RoundRobin))
+            .await
+            .unwrap();
+        proxies.route("ns/ro", vec![endpoint("a", &a)]);
+        // Binding the address again while the old listener closes would fail: it is not bound
+        // again, the same socket carries on.
+        proxies
+            .ensure("ns/ro", &listen, &shape(Balancing::LeastConnections))
+            .await
+            .expect("the changed name listens at once");
+        let mut fresh = TcpStream::connect(&listen).await.unwrap();
+        assert_eq!(greeting(&mut fresh).await, "a");
+        proxies.retain(&[]);
     }
 
     #[tokio::test]
