@@ -133,6 +133,39 @@ impl Bed {
     pub fn primary(&self) -> String {
         self.members[0].direct()
     }
+
+    /// Every member as clients reach it directly.
+    pub fn members(&self) -> Vec<String> {
+        self.members.iter().map(Member::direct).collect()
+    }
+
+    /// How many members other than `a` were promoted after `since`.
+    pub fn promotions_since(&self, since: SystemTime) -> usize {
+        self.members[1..]
+            .iter()
+            .filter(|m| m.promoted_at().is_some_and(|t| t > since))
+            .count()
+    }
+
+    /// kill -9 of the control plane: replicant's controller, or Patroni's etcd.
+    pub fn kill_control_plane(&mut self) {
+        match &mut self._etcd {
+            Some(etcd) => etcd.members.iter_mut().for_each(|m| m.kill()),
+            None => self._services.clear(),
+        }
+    }
+
+    /// The control plane started again over its state (`dir` as the bed was built in).
+    pub fn restart_control_plane(&mut self, dir: &Path) {
+        match &mut self._etcd {
+            Some(etcd) => etcd.members.iter_mut().for_each(|m| m.restart()),
+            None => self._services.push(support::controller(
+                &dir.join("specs"),
+                &dir.join("state"),
+                free_port().unwrap(),
+            )),
+        }
+    }
 }
 
 impl Member {
@@ -337,6 +370,7 @@ fn patroni_config(
     etcd: &str,
     system: System,
     sync: bool,
+    failsafe: bool,
 ) -> String {
     let System::Patroni {
         ttl,
@@ -363,6 +397,7 @@ bootstrap:
     ttl: {ttl}
     loop_wait: {loop_wait}
     retry_timeout: {retry}
+    failsafe_mode: {failsafe}
     maximum_lag_on_failover: 16777216
     synchronous_mode: {sync}
     postgresql:
@@ -394,7 +429,9 @@ postgresql:
     )
 }
 
-async fn patroni(dir: &Path, system: System, sync: bool) -> Bed {
+/// Patroni over three empty hosts (with etcd and HAProxy), ready with `a` primary; `failsafe`
+/// is its `failsafe_mode`.
+pub async fn patroni(dir: &Path, system: System, sync: bool, failsafe: bool) -> Bed {
     // Started once its cluster version is decided: Patroni's etcd3 client exits before.
     let etcd = etcd::Etcd::start(dir, 1);
     let etcd_address = format!("127.0.0.1:{}", etcd.members[0].client_port);
@@ -415,6 +452,7 @@ async fn patroni(dir: &Path, system: System, sync: bool) -> Bed {
             &etcd_relay.address(),
             system,
             sync,
+            failsafe,
         );
         let path = host.join("patroni.yml");
         fs::write(&path, config).unwrap();
@@ -530,7 +568,7 @@ async fn query_bool(address: &str, sql: &str) -> bool {
         .is_some_and(|row| row.get::<_, bool>(0))
 }
 
-async fn writable(address: &str) -> bool {
+pub async fn writable(address: &str) -> bool {
     query_bool(address, "SELECT NOT pg_is_in_recovery()").await
 }
 
@@ -552,7 +590,7 @@ async fn replicas_streaming(primary: &str, sync: bool) -> bool {
     query_bool(primary, &sql).await
 }
 
-fn writer(address: &str, prefix: &str) -> Writer {
+pub fn writer(address: &str, prefix: &str) -> Writer {
     Writer::start(WriterOptions {
         route: Route::Direct(address.to_string()),
         prefix: prefix.to_string(),
@@ -570,7 +608,7 @@ fn wall_time(at: Instant, clocks: (Instant, SystemTime)) -> SystemTime {
 async fn trial(dir: &Path, system: System, fault: Fault, sync: bool) -> Option<Outcome> {
     let mut bed = match system {
         System::Replicant { detect_ms } => replicant(dir, detect_ms, sync, true).await,
-        System::Patroni { .. } => patroni(dir, system, sync).await,
+        System::Patroni { .. } => patroni(dir, system, sync, false).await,
     };
     let old = bed.members[0].direct();
     let through = writer(&bed.rw, "rw:");

@@ -15,6 +15,9 @@ pub struct EtcdMember {
     pub name: String,
     pub client_port: u16,
     child: Child,
+    /// How it was started, to start it again over the same data.
+    command: Vec<String>,
+    log: std::path::PathBuf,
 }
 
 pub struct Etcd {
@@ -56,6 +59,32 @@ impl EtcdMember {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Start it again over its data, as it was started (after [`EtcdMember::kill`]), and wait
+    /// until it answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.command, &self.log);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !decided(self.client_port) {
+            assert!(Instant::now() < deadline, "etcd did not come back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn spawn(command: &[String], log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new("etcd")
+        .args(command)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("etcd starts")
 }
 
 impl Etcd {
@@ -74,33 +103,36 @@ impl Etcd {
             .enumerate()
             .map(|(i, (client, peer))| {
                 let name = format!("m{i}");
-                let log = std::fs::File::create(dir.join(format!("etcd-{name}.log"))).unwrap();
-                let child = Command::new("etcd")
-                    .args(["--name", &name])
-                    .args(["--data-dir", dir.join(&name).to_str().unwrap()])
-                    .args([
-                        "--listen-client-urls",
-                        &format!("http://127.0.0.1:{client}"),
-                    ])
-                    .args([
-                        "--advertise-client-urls",
-                        &format!("http://127.0.0.1:{client}"),
-                    ])
-                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                    .args([
-                        "--initial-advertise-peer-urls",
-                        &format!("http://127.0.0.1:{peer}"),
-                    ])
-                    .args(["--initial-cluster", &initial.join(",")])
-                    .args(["--initial-cluster-token", "replicant-test"])
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .expect("etcd starts");
+                let log = dir.join(format!("etcd-{name}.log"));
+                let _ = std::fs::remove_file(&log);
+                let command: Vec<String> = [
+                    "--name",
+                    &name,
+                    "--data-dir",
+                    dir.join(&name).to_str().unwrap(),
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                    "--advertise-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                    "--listen-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-token",
+                    "replicant-test",
+                ]
+                .iter()
+                .map(|arg| arg.to_string())
+                .collect();
+                let child = spawn(&command, &log);
                 EtcdMember {
                     name,
                     client_port: *client,
                     child,
+                    command,
+                    log,
                 }
             })
             .collect();
