@@ -42,7 +42,8 @@ struct Seen {
     acknowledged: usize,
     /// Attempts that were not acknowledged (the writer numbers them).
     failed: u64,
-    promotions: usize,
+    /// Members on a timeline that began while the control plane was away or after: a failover.
+    on_new_timeline: usize,
     /// Acknowledged commits missing from the primary at the end.
     lost: usize,
 }
@@ -98,7 +99,7 @@ async fn trial(dir: &Path, setup: Setup, sync: bool, away: Duration) -> Seen {
         longest_gap: longest.as_secs_f64(),
         acknowledged: acks.len(),
         failed,
-        promotions: bed.promotions_since(went_wall),
+        on_new_timeline: bed.on_new_timeline_since(went_wall),
         lost,
     }
 }
@@ -106,14 +107,14 @@ async fn trial(dir: &Path, setup: Setup, sync: bool, away: Duration) -> Seen {
 /// Each setup once per replication mode (`trials` times); a Markdown report.
 pub async fn run(trials: usize, away: Duration, root: &Path) -> String {
     let mut out = format!(
-        "### PostgreSQL with the control plane away for {}s: replicant vs Patroni 3.0.2\n\nA writer commits straight into the primary throughout. Longest gap: the longest wait between two acknowledged commits from the moment the control plane is killed until 10s after it is back (if commits had stopped, until then). Ratio: over Patroni's with `failsafe_mode` on, in the same run. Promotions: members promoted meanwhile (a failover of a healthy cluster). Lost: acknowledged commits missing from the primary at the end.\n\n",
+        "### PostgreSQL with the control plane away for {}s: replicant vs Patroni 3.0.2\n\nA writer commits straight into the primary throughout. Longest gap: the longest wait between two acknowledged commits from the moment the control plane is killed until 10s after it is back (if commits had stopped, until then). Ratio: over Patroni's with `failsafe_mode` on, in the same run. On a new timeline: members other than the primary whose timeline began after the kill (a failover of a healthy cluster: the promoted member and those following it). Lost: acknowledged commits missing from the primary at the end.\n\n",
         away.as_secs()
     );
     let mut trial_no = 0;
     for sync in [false, true] {
         let _ = writeln!(
             out,
-            "#### {} replication\n\n| system | trials | longest gap (worst) | ratio | failed attempts | acked | promotions | lost |\n|---|---|---|---|---|---|---|---|",
+            "#### {} replication\n\n| system | trials | longest gap (worst) | ratio | failed attempts | acked | on a new timeline | lost |\n|---|---|---|---|---|---|---|---|",
             if sync { "sync" } else { "async" }
         );
         let mut rows = Vec::new();
@@ -129,12 +130,12 @@ pub async fn run(trials: usize, away: Duration, root: &Path) -> String {
                 fs::create_dir_all(&dir).unwrap();
                 let outcome = trial(&dir, setup, sync, away).await;
                 eprintln!(
-                    "away {} / {}: longest gap {:.3}s, {} failed, {} promotions, {} lost",
+                    "away {} / {}: longest gap {:.3}s, {} failed, {} on a new timeline, {} lost",
                     setup.label(),
                     if sync { "sync" } else { "async" },
                     outcome.longest_gap,
                     outcome.failed,
-                    outcome.promotions,
+                    outcome.on_new_timeline,
                     outcome.lost
                 );
                 seen.push(outcome);
@@ -160,7 +161,7 @@ pub async fn run(trials: usize, away: Duration, root: &Path) -> String {
                 worst(seen) / reference,
                 seen.iter().map(|s| s.failed).sum::<u64>(),
                 seen.iter().map(|s| s.acknowledged).sum::<usize>(),
-                seen.iter().map(|s| s.promotions).sum::<usize>(),
+                seen.iter().map(|s| s.on_new_timeline).sum::<usize>(),
                 seen.iter().map(|s| s.lost).sum::<usize>(),
             );
         }

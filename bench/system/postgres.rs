@@ -139,8 +139,9 @@ impl Bed {
         self.members.iter().map(Member::direct).collect()
     }
 
-    /// How many members other than `a` were promoted after `since`.
-    pub fn promotions_since(&self, since: SystemTime) -> usize {
+    /// How many members other than `a` are on a timeline that began after `since` (a promoted
+    /// member, and any that follows it, holds its history file).
+    pub fn on_new_timeline_since(&self, since: SystemTime) -> usize {
         self.members[1..]
             .iter()
             .filter(|m| m.promoted_at().is_some_and(|t| t > since))
