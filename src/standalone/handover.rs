@@ -13,7 +13,8 @@
 //!
 //! The sockets are the same kernel sockets throughout, so clients that connect meanwhile queue
 //! and are accepted by one process or the other: none is refused. A successor that fails before
-//! step 3 leaves the predecessor to take its lock back and go on.
+//! step 3 leaves the predecessor accepting; it takes its lock back, unless the successor holds
+//! it, and reconciles again (else it drains and exits).
 
 use std::{
     fs::File,
