@@ -166,13 +166,9 @@ impl Predecessor {
                 });
             }
         };
-        let taken = tokio::task::spawn_blocking(move || Self::receive(stream))
+        blocking(PREDECESSOR, move || Self::receive(stream))
             .await
-            .map_err(|e| HandoverError::Protocol {
-                peer: PREDECESSOR,
-                reason: e.to_string(),
-            })??;
-        Ok(Some(taken))
+            .map(Some)
     }
 
     fn receive(mut stream: UnixStream) -> Result<Self, HandoverError> {
@@ -220,16 +216,13 @@ impl Predecessor {
     /// lets its connections finish.
     pub async fn serving(self) -> Result<(), HandoverError> {
         let mut stream = self.stream;
-        tokio::task::spawn_blocking(move || send(&mut stream, &Message::Serving))
-            .await
-            .map_err(|e| HandoverError::Protocol {
-                peer: PREDECESSOR,
-                reason: e.to_string(),
-            })?
-            .map_err(|source| HandoverError::Exchange {
+        blocking(PREDECESSOR, move || {
+            send(&mut stream, &Message::Serving).map_err(|source| HandoverError::Exchange {
                 peer: PREDECESSOR,
                 source,
             })
+        })
+        .await
     }
 }
 
@@ -278,14 +271,10 @@ impl HandoverPoint {
                         peer: SUCCESSOR,
                         source,
                     })?;
-                tokio::task::spawn_blocking(move || {
+                blocking(SUCCESSOR, move || {
                     Successor::asked(&mut stream).map(|pid| (stream, pid))
                 })
                 .await
-                .map_err(|e| HandoverError::Protocol {
-                    peer: SUCCESSOR,
-                    reason: e.to_string(),
-                })?
             };
             match asked.await {
                 Ok((stream, pid)) => return Successor { stream, pid },
@@ -329,7 +318,7 @@ impl Successor {
         admin: Option<TcpListener>,
     ) -> Result<(), HandoverError> {
         let mut stream = self.stream;
-        tokio::task::spawn_blocking(move || {
+        blocking(SUCCESSOR, move || {
             let exchange = |source| HandoverError::Exchange {
                 peer: SUCCESSOR,
                 source,
@@ -355,11 +344,21 @@ impl Successor {
             }
         })
         .await
+    }
+}
+
+/// Run one step of the exchange with `peer` (blocking socket calls, each under a timeout) off
+/// the async threads.
+async fn blocking<T: Send + 'static>(
+    peer: &'static str,
+    step: impl FnOnce() -> Result<T, HandoverError> + Send + 'static,
+) -> Result<T, HandoverError> {
+    tokio::task::spawn_blocking(step)
+        .await
         .map_err(|e| HandoverError::Protocol {
-            peer: SUCCESSOR,
+            peer,
             reason: e.to_string(),
         })?
-    }
 }
 
 /// Only a process of this user may take over (or hand over).

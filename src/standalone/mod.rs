@@ -132,10 +132,10 @@ where
     // systemd keeps these sockets across a restart: nobody needs to wait for a successor.
     let socket_activated = !systemd.is_empty();
     proxies.inherit(systemd);
-    let predecessor = handover::Predecessor::take_over(&options.state).await?;
+    let mut predecessor = handover::Predecessor::take_over(&options.state).await?;
     let mut lock = Some(handover::StateLock::acquire(&options.state, LOCK_WAIT).await?);
-    let mut admin: Option<AdminServer> = None;
-    if let Some(mut predecessor) = predecessor {
+    let mut passed_admin = None;
+    if let Some(predecessor) = &mut predecessor {
         tracing::info!(
             names = predecessor.names.len(),
             "took over the listening sockets of the process this one replaces"
@@ -145,17 +145,19 @@ where
                 tracing::warn!(%error, "cannot serve a name passed over");
             }
         }
-        if let Some(addr) = options.admin {
-            let inherited =
-                (predecessor.admin.take()).or_else(|| proxies.take_inherited(&addr.to_string()));
-            admin = Some(start_admin(addr, inherited, &metrics)?);
+        passed_admin = predecessor.admin.take();
+    }
+    let admin = match options.admin {
+        Some(addr) => {
+            let inherited = passed_admin.or_else(|| proxies.take_inherited(&addr.to_string()));
+            Some(start_admin(addr, inherited, &metrics)?)
         }
-        if let Err(error) = predecessor.serving().await {
-            tracing::warn!(%error, "the process this one replaces did not hear that this one serves");
-        }
-    } else if let Some(addr) = options.admin {
-        let inherited = proxies.take_inherited(&addr.to_string());
-        admin = Some(start_admin(addr, inherited, &metrics)?);
+        None => None,
+    };
+    if let Some(predecessor) = predecessor
+        && let Err(error) = predecessor.serving().await
+    {
+        tracing::warn!(%error, "the process this one replaces did not hear that this one serves");
     }
     let point = handover::HandoverPoint::bind(&options.state)?;
     let alone = Arc::new(Alone {
@@ -195,22 +197,24 @@ where
         let Some(successor) = successor else { break };
         let pid = successor.pid;
         tracing::info!(pid, "handing the listening sockets over to a successor");
-        let passed = proxies.pass().map_err(|e| handover::HandoverError::Io {
-            path: "the proxies' listening sockets".into(),
-            source: e,
-        });
-        let admin_passed = admin
-            .as_ref()
-            .map(|(l, _): &AdminServer| l.try_clone())
-            .transpose();
-        let handed = match (passed, admin_passed) {
-            (Ok(passed), Ok(admin_passed)) => successor.pass(passed, admin_passed).await,
-            (Err(e), _) => Err(e),
-            (_, Err(e)) => Err(handover::HandoverError::Io {
-                path: "the admin endpoint's listening socket".into(),
-                source: e,
-            }),
-        };
+        let handed = async {
+            let passed = proxies
+                .pass()
+                .map_err(|source| handover::HandoverError::Io {
+                    path: "the proxies' listening sockets".into(),
+                    source,
+                })?;
+            let admin_passed = admin
+                .as_ref()
+                .map(|(listener, _): &AdminServer| listener.try_clone())
+                .transpose()
+                .map_err(|source| handover::HandoverError::Io {
+                    path: "the admin endpoint's listening socket".into(),
+                    source,
+                })?;
+            successor.pass(passed, admin_passed).await
+        }
+        .await;
         match handed {
             Ok(()) => {
                 tracing::info!(pid, "the successor serves every name");

@@ -384,10 +384,7 @@ impl Proxies {
     pub fn stop_accepting(&self) {
         self.inherited.lock().expect("lock").clear();
         for proxy in self.names.lock().expect("lock").values() {
-            if let Some(task) = proxy.task.lock().expect("lock").take() {
-                task.abort();
-            }
-            proxy.listener.lock().expect("lock").take();
+            proxy.stop_accepting();
         }
     }
 
@@ -420,11 +417,16 @@ impl Proxies {
 }
 
 impl NameProxy {
-    fn stop(&self) {
+    /// No more clients accepted here; the open connections carry on.
+    fn stop_accepting(&self) {
         if let Some(task) = self.task.lock().expect("lock").take() {
             task.abort();
         }
         self.listener.lock().expect("lock").take();
+    }
+
+    fn stop(&self) {
+        self.stop_accepting();
         // Closing every connection: an endpoint list of none.
         self.set_endpoints(Vec::new());
     }
