@@ -4,6 +4,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex, atomic::AtomicU64},
+    time::Duration,
 };
 
 use axum::{extract::State, http::header, response::IntoResponse, routing::get};
@@ -664,25 +665,149 @@ async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoRespon
 pub async fn start_admin(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
     // Bound here, so a busy port is the caller's error rather than a background task's.
     let listener = std::net::TcpListener::bind(addr)?;
-    serve_admin(listener, metrics).map(drop)
+    // Dropped, the endpoint serves on for the life of the process.
+    AdminEndpoint::serve(listener, metrics).map(drop)
 }
 
-/// Serve `/metrics` and `/healthz` on `listener` from a background task, until it is aborted.
-pub fn serve_admin(
-    listener: std::net::TcpListener,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let app = axum::Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(metrics);
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let listener = crate::accept::Acceptor::new(listener, "admin", &crate::accept::ADMIN_CLIENTS);
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(%addr, error = %e, "admin endpoint stopped");
+/// How long a stopped admin endpoint waits for requests on connections it accepted before it
+/// stopped: a client that has connected sends its request at once.
+const REQUEST_ON_ITS_WAY: Duration = Duration::from_secs(1);
+
+/// `/metrics` and `/healthz` served from a background task, which can stop taking clients and
+/// answer those it took (a process handing its sockets to its successor). Dropped, it serves
+/// on, detached, like a dropped task.
+pub struct AdminEndpoint {
+    /// A duplicate of the listening socket, to pass on.
+    pub listener: std::net::TcpListener,
+    stop_accepting: tokio::sync::watch::Sender<bool>,
+    shut_down: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminEndpoint {
+    /// Serve on `listener`.
+    pub fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        let app = axum::Router::new()
+            .route("/metrics", get(metrics_handler))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .with_state(metrics);
+        let kept = listener.try_clone()?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let (stop_accepting, stopped) = tokio::sync::watch::channel(false);
+        let listener = UntilStopped {
+            acceptor: crate::accept::Acceptor::new(
+                listener,
+                "admin",
+                &crate::accept::ADMIN_CLIENTS,
+            ),
+            stopped,
+        };
+        let (shut_down, mut shutting_down) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                if shutting_down.wait_for(|&down| down).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(%addr, error = %e, "admin endpoint stopped");
+            }
+        });
+        Ok(Self {
+            listener: kept,
+            stop_accepting,
+            shut_down,
+            task,
+        })
+    }
+
+    /// Take no more clients. The listening socket stays open, for whoever else holds it.
+    pub fn stop_accepting(&self) {
+        self.stop_accepting.send_replace(true);
+    }
+
+    /// Stop accepting, answer the requests of the clients already accepted, and close their
+    /// connections, within `grace`.
+    pub async fn drain(self, grace: Duration) {
+        self.stop_accepting();
+        // A client accepted an instant ago has its request on the way. Closing its connection
+        // now, idle as it looks, would reset it, so give the request time to arrive.
+        let settle = REQUEST_ON_ITS_WAY.min(grace);
+        let deadline = tokio::time::Instant::now() + grace;
+        let waited = tokio::time::Instant::now();
+        while crate::accept::ADMIN_CLIENTS.open() > 0 && waited.elapsed() < settle {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }))
+        self.shut_down.send_replace(true);
+        let mut task = self.task;
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
+/// A listener that stops taking clients, without closing its socket, once told to.
+struct UntilStopped {
+    acceptor: crate::accept::Acceptor,
+    stopped: tokio::sync::watch::Receiver<bool>,
+}
+
+impl axum::serve::Listener for UntilStopped {
+    type Io = crate::accept::AdmittedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let Self { acceptor, stopped } = self;
+        // Told to stop, or the endpoint dropped (then this serves on).
+        let told_to_stop = async { stopped.wait_for(|&stopped| stopped).await.is_ok() };
+        tokio::select! {
+            accepted = axum::serve::Listener::accept(acceptor) => accepted,
+            true = told_to_stop => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        axum::serve::Listener::local_addr(&self.acceptor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{AdminEndpoint, Metrics};
+
+    /// A client that connected before the endpoint stopped, and whose request arrives after,
+    /// is answered rather than reset: it is what a process handing its sockets over does to
+    /// a health check in flight.
+    #[tokio::test]
+    async fn a_stopped_admin_endpoint_answers_the_clients_it_accepted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admin = AdminEndpoint::serve(listener, Arc::new(Metrics::default())).unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Accepted by the endpoint before it is told to stop.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let drained = tokio::spawn(admin.drain(Duration::from_secs(5)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok\n"), "{answer}");
+        tokio::time::timeout(Duration::from_secs(5), drained)
+            .await
+            .expect("the drain ends within its grace")
+            .unwrap();
+    }
 }

@@ -31,7 +31,7 @@ use crate::{
     api::{ReplicationClusterSpec, ReplicationClusterStatus},
     desired::Desired,
     engine::{Credentials, Secret},
-    metrics::{self, Metrics},
+    metrics::{AdminEndpoint, Metrics},
     reconcile::{JournalStore, Router},
     runtime::{
         ClusterHost, ClusterReconciler, ClusterSecrets, Notice, RoundInput, StatusStoreError,
@@ -206,7 +206,7 @@ where
                 })?;
             let admin_passed = admin
                 .as_ref()
-                .map(|(listener, _): &AdminServer| listener.try_clone())
+                .map(|admin: &AdminEndpoint| admin.listener.try_clone())
                 .transpose()
                 .map_err(|source| handover::HandoverError::Io {
                     path: "the admin endpoint's listening socket".into(),
@@ -236,35 +236,34 @@ where
     // A process started from now on finds nobody to take over from, and starts afresh.
     drop(point);
     proxies.stop_accepting();
-    if let Some((listener, task)) = admin {
-        task.abort();
-        drop(listener);
+    if let Some(admin) = &admin {
+        admin.stop_accepting();
     }
     tracing::info!(grace = ?options.drain_grace, "no longer accepting; open proxy connections have this long to finish");
-    let left = proxies.drain(options.drain_grace).await;
+    let admin_drained = async {
+        if let Some(admin) = admin {
+            admin.drain(options.drain_grace).await;
+        }
+    };
+    let (left, ()) = tokio::join!(proxies.drain(options.drain_grace), admin_drained);
     if left > 0 {
         tracing::info!(left, "closing the proxy connections still open");
     }
     Ok(())
 }
 
-/// The admin endpoint: its listening socket (kept to pass on) and the task serving it.
-type AdminServer = (std::net::TcpListener, JoinHandle<()>);
-
 /// Serve the admin endpoint at `addr`, on `inherited` if that is where it listens.
 fn start_admin(
     addr: SocketAddr,
     inherited: Option<std::net::TcpListener>,
     metrics: &Arc<Metrics>,
-) -> Result<AdminServer, RunError> {
+) -> Result<AdminEndpoint, RunError> {
     let error = |e| RunError::Admin(addr, e);
     let listener = match inherited {
         Some(listener) if listener.local_addr().is_ok_and(|a| a == addr) => listener,
         _ => std::net::TcpListener::bind(addr).map_err(error)?,
     };
-    let kept = listener.try_clone().map_err(error)?;
-    let task = metrics::serve_admin(listener, metrics.clone()).map_err(error)?;
-    Ok((kept, task))
+    AdminEndpoint::serve(listener, metrics.clone()).map_err(error)
 }
 
 /// Watch the spec directory until `shutdown` completes, keeping a task per cluster in it.
