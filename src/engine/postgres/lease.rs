@@ -12,6 +12,8 @@ use std::{
     time::Instant,
 };
 
+use futures::StreamExt;
+
 use super::agent::{AgentClient, AgentStatus, HostOperations, Peer, PeerView};
 use crate::engine::{EngineError, Lease};
 
@@ -251,12 +253,20 @@ pub async fn raise(
     if needed == 0 {
         return Ok(std::time::Duration::ZERO);
     }
-    let answers =
-        futures::future::join_all(agents.iter().map(|(_, agent)| agent.raise(epoch))).await;
+    // Every agent is asked at once, and the answers are taken as they come: once a quorum is
+    // raised, what the others would report is not needed (any raise quorum meets every renewal
+    // quorum), so a frozen or cut-off agent, the old primary's most often, delays nothing.
+    let mut answers: futures::stream::FuturesUnordered<_> = agents
+        .iter()
+        .map(|(name, agent)| async move { (*name, agent.raise(epoch).await) })
+        .collect();
     let mut raised = 0;
     let mut outstanding = std::time::Duration::ZERO;
     let mut missing = Vec::new();
-    for ((name, _), answer) in agents.iter().zip(answers) {
+    while raised < needed {
+        let Some((name, answer)) = answers.next().await else {
+            break;
+        };
         match answer {
             Ok(r) if r.epoch == epoch => {
                 raised += 1;
@@ -276,6 +286,7 @@ pub async fn raise(
             .unwrap_or_default()
     };
     if raised < needed {
+        missing.sort();
         return Err(EngineError::NotApplied {
             address: address(),
             during: "raise the agents to the new epoch",
@@ -302,4 +313,79 @@ pub async fn raise(
     }
     tokio::time::sleep(wait).await;
     Ok(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use axum::{Json, routing::post};
+
+    use super::raise;
+    use crate::engine::{Secret, postgres::agent::AgentClient};
+
+    /// A stand-in for an agent (a mock: the real one runs in `tests/node_agent.rs`) that takes
+    /// any raise and reports confirmations running `outstanding_ms` more.
+    async fn answering(outstanding_ms: u64) -> String {
+        let app = axum::Router::new().route(
+            "/v1/raise",
+            post(move |Json(body): Json<serde_json::Value>| async move {
+                Json(serde_json::json!({ "epoch": body["epoch"], "outstandingMs": outstanding_ms }))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        address
+    }
+
+    fn client(address: &str) -> AgentClient {
+        AgentClient::new(
+            address,
+            Secret::new("a-token-of-16-chars"),
+            None,
+            Duration::from_secs(3),
+        )
+    }
+
+    /// A frozen agent (connections accepted by the kernel, never answered), the old primary's
+    /// most often, does not hold up a raise that a quorum of the others has answered; what
+    /// they report is waited out.
+    #[tokio::test]
+    async fn a_raise_goes_ahead_once_a_quorum_has_answered() {
+        let frozen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let frozen_address = frozen.local_addr().unwrap().to_string();
+        let (b, c) = (answering(0).await, answering(120).await);
+        let agents = [client(&frozen_address), client(&b), client(&c)];
+        let named: Vec<(&str, &AgentClient)> = ["a", "b", "c"].into_iter().zip(&agents).collect();
+        let started = Instant::now();
+        let waited = raise(&named, 1, Duration::from_millis(10), Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            waited,
+            Duration::from_millis(130),
+            "c's confirmation, and the margin"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "the raise waited for the frozen agent: {:?}",
+            started.elapsed()
+        );
+
+        // Without a quorum it is refused, and says who was missing.
+        let named: Vec<(&str, &AgentClient)> = vec![("a", &agents[0]), ("b", &agents[1])];
+        let lost = client(&{
+            let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            gone.local_addr().unwrap().to_string()
+        });
+        let named: Vec<(&str, &AgentClient)> = named.into_iter().chain([("d", &lost)]).collect();
+        let refused = raise(&named, 1, Duration::ZERO, Duration::from_secs(1))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("1 of 3 agents took epoch 1"), "{refused}");
+        assert!(refused.contains("d: "), "{refused}");
+        drop(frozen);
+    }
 }
