@@ -2,8 +2,7 @@
 //! `/v1/stop`, `/v1/lease`,
 //! `/v1/initialize`, `/v1/clone`, `/v1/standby`, `/v1/rewind`; and between agents and for
 //! promotions, `POST /v1/confirm` (a peer's lease) and `/v1/raise` (the epoch); and before a
-//! failover, `POST /v1/reach` (does this host reach the primary), `POST /v1/watch` (a
-//! leaseholder announcing itself to its peers). Every request carries the
+//! failover, `POST /v1/reach` (does this host reach the primary). Every request carries the
 //! bearer token; every command carries the epoch.
 
 use std::{sync::Arc, time::Duration};
@@ -38,7 +37,6 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/stop", post(stop))
         .route("/v1/lease", get(lease_nonce).post(lease))
         .route("/v1/confirm", post(confirm))
-        .route("/v1/watch", post(watch))
         .route("/v1/raise", post(raise))
         .route("/v1/reach", post(reach))
         .route("/v1/clone", post(clone))
@@ -369,29 +367,6 @@ async fn confirm(
             refuse(StatusCode::CONFLICT, refusal.to_string())
         })?;
     Ok(Json(serde_json::json!({ "epoch": command.epoch })))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Watch {
-    /// `host:port` of the leaseholder's postgres.
-    address: String,
-    ttl_ms: u64,
-}
-
-/// A leaseholder announces itself: this agent keeps a fresh ping of its postgres, so that a
-/// confirmation asked for later needs no ping on the spot, and records the longest
-/// confirmation it may give now, so that no write to disk waits in the confirmation either.
-async fn watch(
-    State(agent): State<Arc<Agent>>,
-    Json(command): Json<Watch>,
-) -> Result<Json<serde_json::Value>, Refusal> {
-    let ttl = command.ttl_ms.min(peers::MAX_TTL_MS);
-    agent
-        .record(|durable| durable.promise_ttl_ms = durable.promise_ttl_ms.max(ttl))
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    agent.watch(&command.address, Duration::from_millis(ttl));
-    Ok(Json(serde_json::json!({})))
 }
 
 /// Take `epoch` as the newest before a promotion to it, and say how long the confirmations

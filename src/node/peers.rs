@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, stream::FuturesUnordered};
+use futures::future::join_all;
 
 use super::{Agent, HeldLease};
 use crate::engine::postgres::{
@@ -115,48 +115,17 @@ impl Agent {
     }
 }
 
-impl Agent {
-    /// Tell every peer, without waiting for their answers, that this host holds a lease of
-    /// `ttl` and where its postgres is reached, so that they keep a fresh ping of it: the
-    /// first confirmation asked of them then waits for no ping, however loaded the hosts.
-    fn announce(&self, ttl: Duration) {
-        let Some(RenewalRound {
-            address: Some(address),
-            clients,
-            ..
-        }) = self.renewal_round(ttl / 2)
-        else {
-            return;
-        };
-        for client in clients {
-            let address = address.clone();
-            tokio::spawn(async move {
-                // An agent of an earlier version answers 404, and pings nobody.
-                if let Err(error) = client.watch(&address, ttl).await {
-                    tracing::debug!(%error, "a peer did not hear that this host holds the lease");
-                }
-            });
-        }
-    }
-}
-
 /// Renew the lease through the peers whenever less than half of it is left, which happens
 /// only while no controller renews it (the controller renews at a third).
 pub(super) async fn renew_through_peers(agent: Arc<Agent>) {
     let mut failing = false;
-    let mut announced: Option<Instant> = None;
     loop {
         tokio::time::sleep(CHECK).await;
         let Some(lease) = agent.held_lease() else {
             failing = false;
-            announced = None;
             continue;
         };
         let asked = Instant::now();
-        if announced.is_none_or(|at| asked - at >= lease.ttl) {
-            announced = Some(asked);
-            agent.announce(lease.ttl);
-        }
         if lease.until.saturating_duration_since(asked) > lease.ttl / 2 {
             continue;
         }
@@ -177,26 +146,17 @@ pub(super) async fn renew_through_peers(agent: Arc<Agent>) {
         // Peers vouch for the host, and that they reach its postgres, not that it works: a
         // server that has not proved alive here within the last lease is let lapse, to be
         // failed over. A ping sent in time may still be on its way on a loaded host: its
-        // answer counts while the lease holds. The answers are taken as they come: once a
-        // quorum has confirmed, a slow peer's must not hold the extension past the lease.
-        let mut confirmations: FuturesUnordered<_> = clients
-            .iter()
-            .map(|client| client.confirm(lease.epoch, &member, address.as_deref(), lease.ttl))
-            .collect();
-        let (alive, (votes, refusals)) = tokio::join!(
+        // answer counts while the lease holds.
+        let (alive, answers) = tokio::join!(
             agent.postgres_alive_by(asked.checked_sub(lease.ttl), lease.until),
-            async {
-                let (mut votes, mut refusals) = (1, Vec::new());
-                while votes < quorum {
-                    match confirmations.next().await {
-                        Some(Ok(())) => votes += 1,
-                        Some(Err(error)) => refusals.push(error.to_string()),
-                        None => break,
-                    }
-                }
-                (votes, refusals)
-            }
+            join_all(clients.iter().map(|client| client.confirm(
+                lease.epoch,
+                &member,
+                address.as_deref(),
+                lease.ttl
+            )),)
         );
+        let votes = 1 + answers.iter().filter(|a| a.is_ok()).count();
         // The lease runs from the moment it was asked for: earlier than any confirmation.
         if alive.is_ok() && votes >= quorum && agent.extend_lease(lease.epoch, asked + lease.ttl) {
             if failing {
@@ -211,6 +171,10 @@ pub(super) async fn renew_through_peers(agent: Arc<Agent>) {
             if let Err(error) = &alive {
                 tracing::warn!(%error, "postgres does not answer here: the lease is not renewed through the peers");
             } else {
+                let refusals: Vec<String> = answers
+                    .iter()
+                    .filter_map(|a| a.as_ref().err().map(|e| e.to_string()))
+                    .collect();
                 tracing::warn!(votes, quorum, refusals = ?refusals, "the peers did not renew the lease");
             }
             failing = true;

@@ -1,8 +1,7 @@
 //! Whether this host reaches the postgres of a peer whose lease it is asked to confirm: a
 //! primary that its peers cannot reach is let lapse, to be failed over, even while its agent
-//! still reaches theirs (a one-way cut). Pings the postgres of every leaseholder that asked or
-//! announced itself of late, a quarter of its lease apart, with a ping that needs no
-//! credentials: a proof is there before the first confirmation is asked for.
+//! still reaches theirs (a one-way cut). Pings the postgres of every peer that asked of late,
+//! a quarter of its lease apart, with a ping that needs no credentials.
 
 use std::{
     collections::HashMap,
@@ -16,10 +15,6 @@ use crate::engine::postgres::ping::ping;
 /// How often the peers' pings are looked at.
 const CHECK: Duration = Duration::from_millis(20);
 
-/// A leaseholder is pinged for this many of its leases after it last asked or announced
-/// itself: it announces itself once a lease, so one lost announcement stops nothing.
-const WANTED_FOR: u32 = 3;
-
 /// At most this many leaseholders are pinged at once: they are the peers that asked of late,
 /// which a healthy cluster keeps to one.
 const MOST_PINGED: usize = 16;
@@ -27,9 +22,8 @@ const MOST_PINGED: usize = 16;
 /// What this host knows of reaching one leaseholder's postgres.
 #[derive(Debug)]
 pub(super) struct Reach {
-    /// When its agent last asked for a confirmation or announced itself, and for how long a
-    /// lease.
-    wanted: Instant,
+    /// When its agent last asked for a confirmation, and for how long a lease.
+    asked: Instant,
     ttl: Duration,
     /// When the newest ping was sent, and the newest that was answered.
     sent: Option<Instant>,
@@ -71,7 +65,18 @@ impl Agent {
         let deadline = asked + ttl / 2;
         let ping_now = {
             let mut leaseholders = self.leaseholders.lock().expect("lock");
-            let reach = want(&mut leaseholders, address, ttl, asked);
+            if !leaseholders.contains_key(address) && leaseholders.len() >= MOST_PINGED {
+                forget_the_longest_silent(&mut leaseholders);
+            }
+            let reach = leaseholders.entry(address.to_string()).or_insert(Reach {
+                asked,
+                ttl,
+                sent: None,
+                answered: None,
+                failed: None,
+            });
+            reach.asked = asked;
+            reach.ttl = ttl;
             let ping_now = reach.sent.is_none_or(|sent| sent < since);
             if ping_now {
                 reach.sent = Some(asked);
@@ -101,13 +106,6 @@ impl Agent {
         }
     }
 
-    /// Keep pinging the postgres at `address`, of a leaseholder that may soon ask this agent to
-    /// confirm its lease of `ttl`.
-    pub(super) fn watch(&self, address: &str, ttl: Duration) {
-        let mut leaseholders = self.leaseholders.lock().expect("lock");
-        want(&mut leaseholders, address, ttl, Instant::now());
-    }
-
     /// Ping the postgres at `address`, and record when a ping sent at `sent` answered.
     fn ping_leaseholder(self: &Arc<Self>, address: String, sent: Instant, timeout: Duration) {
         let agent = self.clone();
@@ -129,57 +127,32 @@ impl Agent {
     }
 }
 
-/// The record of `address`, wanted at `at` for a lease of `ttl`: made if need be, forgetting
-/// the leaseholder wanted longest ago when there are too many.
-fn want<'a>(
-    leaseholders: &'a mut Leaseholders,
-    address: &str,
-    ttl: Duration,
-    at: Instant,
-) -> &'a mut Reach {
-    if !leaseholders.contains_key(address) && leaseholders.len() >= MOST_PINGED {
-        forget_the_longest_silent(leaseholders);
-    }
-    let reach = leaseholders.entry(address.to_string()).or_insert(Reach {
-        wanted: at,
-        ttl,
-        sent: None,
-        answered: None,
-        failed: None,
-    });
-    reach.wanted = reach.wanted.max(at);
-    reach.ttl = ttl;
-    reach
-}
-
-/// Make room for one more leaseholder: forget the one wanted longest ago.
+/// Make room for one more leaseholder: forget the one that asked longest ago.
 fn forget_the_longest_silent(leaseholders: &mut Leaseholders) {
     if let Some(oldest) = leaseholders
         .iter()
-        .min_by_key(|(_, reach)| reach.wanted)
+        .min_by_key(|(_, reach)| reach.asked)
         .map(|(address, _)| address.clone())
     {
         leaseholders.remove(&oldest);
     }
 }
 
-/// Keep a ping no older than a quarter of a lease for every leaseholder wanted within the last
-/// [`WANTED_FOR`] of its leases, so that a confirmation rarely waits for one; forget the others.
+/// Keep a ping no older than a quarter of a lease for every leaseholder that asked within the
+/// last two of its leases, so that a confirmation rarely waits for one; forget the others.
 pub(super) async fn watch_leaseholders(agent: Arc<Agent>) {
     loop {
         tokio::time::sleep(CHECK).await;
         let now = Instant::now();
         let due: Vec<(String, Duration)> = {
             let mut leaseholders = agent.leaseholders.lock().expect("lock");
-            leaseholders
-                .retain(|_, reach| now.duration_since(reach.wanted) < reach.ttl * WANTED_FOR);
+            leaseholders.retain(|_, reach| now.duration_since(reach.asked) < reach.ttl * 2);
             leaseholders
                 .iter_mut()
-                // A fifth, so that a ping sent within the last quarter is there whenever asked.
                 .filter(|(_, reach)| {
                     reach
                         .sent
-                        .is_none_or(|sent| now.duration_since(sent) >= reach.ttl / 5)
+                        .is_none_or(|sent| now.duration_since(sent) >= reach.ttl / 4)
                 })
                 .map(|(address, reach)| {
                     reach.sent = Some(now);
@@ -202,7 +175,7 @@ mod tests {
 
     fn reach(sent: Option<Instant>, answered: Option<Instant>, failed: Option<Instant>) -> Reach {
         Reach {
-            wanted: Instant::now(),
+            asked: Instant::now(),
             ttl: Duration::from_secs(1),
             sent,
             answered,

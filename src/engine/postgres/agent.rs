@@ -183,9 +183,6 @@ pub trait HostOperations: Send + Sync {
     /// Take `epoch` as the newest before a promotion to it, and say how long the
     /// confirmations given at older epochs still last.
     async fn raise(&self, epoch: u64) -> Result<Raised, EngineError>;
-    /// Announce, as a leaseholder, that this agent may be asked to confirm a lease of `ttl`
-    /// for the postgres at `address`: it keeps a fresh ping of it meanwhile.
-    async fn watch(&self, address: &str, ttl: Duration) -> Result<(), EngineError>;
     /// Whether this host reaches the postgres at `address` within `timeout` (a ping that needs
     /// no credentials): asked of the other members before their primary is failed over.
     async fn reach(&self, address: &str, timeout: Duration) -> Result<Reached, EngineError>;
@@ -455,18 +452,6 @@ impl HostOperations for AgentClient {
         let body = serde_json::json!({ "epoch": epoch });
         self.call("raise the epoch", "/v1/raise", Some(body), self.timeout)
             .await
-    }
-
-    async fn watch(&self, address: &str, ttl: Duration) -> Result<(), EngineError> {
-        let body = serde_json::json!({ "address": address, "ttlMs": ttl.as_millis() as u64 });
-        self.call::<serde_json::Value>(
-            "announce a leaseholder",
-            "/v1/watch",
-            Some(body),
-            self.timeout,
-        )
-        .await
-        .map(drop)
     }
 
     async fn reach(&self, address: &str, timeout: Duration) -> Result<Reached, EngineError> {
