@@ -9,9 +9,7 @@
 //! memory and, with its postgres, its lease gone) and restarts; time advances between any two
 //! steps, so every process stalls for as long as it likes. Deadlines are on each agent's own
 //! monotonic clock, which a step of the wall clock does not move, so clock steps are stalls
-//! here. A refusal, for any reason (a newer epoch seen, or, in the real agents, the
-//! leaseholder's postgres not reached from the confirming host), is a confirmation never sent:
-//! lost messages cover it. The property: never two members holding a lease at once. Each variant that drops a
+//! here. The property: never two members holding a lease at once. Each variant that drops a
 //! part of the protocol must produce a counterexample, so the check is seen to bite.
 
 use replicant::engine::postgres::quorum::{Promises, raise_quorum, renewal_quorum};

@@ -1,8 +1,7 @@
 //! The primary's lease kept through its peers: while no controller renews it, the agent asks
 //! every other member's agent to confirm it, and extends it when a quorum has (its own vote
 //! counted), from the moment it asked, while its own postgres proved alive within the last
-//! lease. The peers confirm only while they reach its postgres (`reach`). The rules are
-//! `engine::postgres::quorum`'s. Touches the peers' agents, over the same
+//! lease. The rules are `engine::postgres::quorum`'s. Touches the peers' agents, over the same
 //! token and TLS as the controller's calls, and pings the local postgres.
 
 use std::{
@@ -25,15 +24,6 @@ pub const MAX_TTL_MS: u64 = 60_000;
 
 /// How often the lease's remaining time is looked at.
 const CHECK: Duration = Duration::from_millis(20);
-
-/// One renewal through the peers: who asks, where its postgres is reached, whom it asks, and
-/// how many votes it needs (its own counted).
-struct RenewalRound {
-    member: String,
-    address: Option<String>,
-    clients: Vec<AgentClient>,
-    quorum: usize,
-}
 
 /// What the controller last told of this host's peers, and a client for each.
 pub struct Peers {
@@ -75,7 +65,7 @@ impl Agent {
     }
 
     /// The peers to ask, bounded by `timeout` each, and the quorum a renewal needs.
-    fn renewal_round(&self, timeout: Duration) -> Option<RenewalRound> {
+    fn renewal_round(&self, timeout: Duration) -> Option<(String, Vec<AgentClient>, usize)> {
         let peers = self.peers.lock().expect("lock");
         let peers = peers.as_ref()?;
         let quorum = renewal_quorum(peers.clients.len() + 1)?;
@@ -84,12 +74,7 @@ impl Agent {
             .iter()
             .map(|(_, client)| client.with_timeout(timeout))
             .collect();
-        Some(RenewalRound {
-            member: peers.view.member.clone(),
-            address: peers.view.address.clone(),
-            clients,
-            quorum,
-        })
+        Some((peers.view.member.clone(), clients, quorum))
     }
 
     /// This agent's own vote for its lease: given, and recorded as a promise like a peer's,
@@ -131,30 +116,22 @@ pub(super) async fn renew_through_peers(agent: Arc<Agent>) {
         }
         // Every answer must come while the lease still holds to be worth anything.
         let timeout = lease.until.saturating_duration_since(asked);
-        let Some(RenewalRound {
-            member,
-            address,
-            clients,
-            quorum,
-        }) = agent.renewal_round(timeout)
-        else {
+        let Some((member, clients, quorum)) = agent.renewal_round(timeout) else {
             continue;
         };
         if !agent.vote_for_own(lease, asked + lease.ttl) {
             continue;
         }
-        // Peers vouch for the host, and that they reach its postgres, not that it works: a
-        // server that has not proved alive here within the last lease is let lapse, to be
-        // failed over. A ping sent in time may still be on its way on a loaded host: its
-        // answer counts while the lease holds.
+        // Peers vouch for the host, not for its postgres: a server that has not proved alive
+        // within the last lease is let lapse, to be failed over. A ping sent in time may
+        // still be on its way on a loaded host: its answer counts while the lease holds.
         let (alive, answers) = tokio::join!(
             agent.postgres_alive_by(asked.checked_sub(lease.ttl), lease.until),
-            join_all(clients.iter().map(|client| client.confirm(
-                lease.epoch,
-                &member,
-                address.as_deref(),
-                lease.ttl
-            )),)
+            join_all(
+                clients
+                    .iter()
+                    .map(|client| client.confirm(lease.epoch, &member, lease.ttl)),
+            )
         );
         let votes = 1 + answers.iter().filter(|a| a.is_ok()).count();
         // The lease runs from the moment it was asked for: earlier than any confirmation.

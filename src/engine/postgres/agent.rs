@@ -77,10 +77,6 @@ pub struct LeaseNonce {
 #[serde(rename_all = "camelCase")]
 pub struct PeerView {
     pub member: String,
-    /// `host:port` where the peers reach this member's postgres: they confirm its lease only
-    /// while they do.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
     pub peers: Vec<Peer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_pem: Option<String>,
@@ -171,15 +167,8 @@ pub trait HostOperations: Send + Sync {
         nonce: LeaseNonce,
         view: Option<&PeerView>,
     ) -> Result<AgentStatus, EngineError>;
-    /// Confirm, as a peer, `member`'s lease at `epoch` for `ttl`: refused unless this host
-    /// reaches `member`'s postgres at `address`, when given.
-    async fn confirm(
-        &self,
-        epoch: u64,
-        member: &str,
-        address: Option<&str>,
-        ttl: Duration,
-    ) -> Result<(), EngineError>;
+    /// Confirm, as a peer, `member`'s lease at `epoch` for `ttl`.
+    async fn confirm(&self, epoch: u64, member: &str, ttl: Duration) -> Result<(), EngineError>;
     /// Take `epoch` as the newest before a promotion to it, and say how long the
     /// confirmations given at older epochs still last.
     async fn raise(&self, epoch: u64) -> Result<Raised, EngineError>;
@@ -433,15 +422,9 @@ impl HostOperations for AgentClient {
             .await
     }
 
-    async fn confirm(
-        &self,
-        epoch: u64,
-        member: &str,
-        address: Option<&str>,
-        ttl: Duration,
-    ) -> Result<(), EngineError> {
+    async fn confirm(&self, epoch: u64, member: &str, ttl: Duration) -> Result<(), EngineError> {
         let body = serde_json::json!({
-            "epoch": epoch, "member": member, "address": address, "ttlMs": ttl.as_millis() as u64
+            "epoch": epoch, "member": member, "ttlMs": ttl.as_millis() as u64
         });
         self.call::<serde_json::Value>("confirm a lease", "/v1/confirm", Some(body), self.timeout)
             .await
