@@ -1,7 +1,8 @@
 //! An exhaustive check of the primary's lease while the controller is away (DESIGN.md, "The
 //! database outlives its controller"), with stateright. Three agents run the rules of
 //! `replicant::engine::postgres::quorum`, the ones the real agents run: the primary asks its
-//! peers to confirm its lease and extends it from the moment it asked once a quorum has; a
+//! peers to confirm its lease, in rounds that overlap, and extends it from the moment a round
+//! asked once a quorum has confirmed that round; a
 //! controller raises agents to a new epoch, waits out what they report, and promotes another
 //! member. Messages are delayed without bound, reordered and lost (a lost message is one never
 //! delivered: for a safety property the two are the same, and the model is the smaller for
@@ -85,8 +86,9 @@ struct State {
     agents: Vec<Agent>,
     /// In flight, as a sorted set.
     network: Vec<Message>,
-    /// The primary's renewal under way: when it asked, and who confirmed.
-    renewal: Option<(u8, Vec<usize>)>,
+    /// The primary's renewals under way (they overlap, each on its own): when each asked,
+    /// and who confirmed it.
+    renewals: Vec<(u8, Vec<usize>)>,
     renewals_started: u8,
     raising: bool,
     raised: Vec<usize>,
@@ -139,10 +141,11 @@ impl LeaseProtocol {
                 }
             }
             Message::Confirmed { from, asked } => {
-                let Some((current, votes)) = state.renewal.as_mut() else {
+                let Some(round) = state.renewals.iter().position(|(at, _)| *at == asked) else {
                     return;
                 };
-                if *current != asked || !state.agents[PRIMARY].up || votes.contains(&from) {
+                let votes = &mut state.renewals[round].1;
+                if !state.agents[PRIMARY].up || votes.contains(&from) {
                     return;
                 }
                 votes.push(from);
@@ -160,7 +163,7 @@ impl LeaseProtocol {
                     {
                         *until = (*until).max(from_moment + TTL);
                     }
-                    state.renewal = None;
+                    state.renewals.remove(round);
                 }
             }
             Message::Raise { to } => {
@@ -214,7 +217,7 @@ impl Model for LeaseProtocol {
             now: 0,
             agents,
             network: Vec::new(),
-            renewal: None,
+            renewals: Vec::new(),
             renewals_started: 0,
             raising: false,
             raised: Vec::new(),
@@ -229,7 +232,8 @@ impl Model for LeaseProtocol {
             actions.push(Action::Tick);
         }
         let primary = &state.agents[PRIMARY];
-        if primary.holds_lease(state.now) && state.renewals_started < 3 {
+        let asked_now = state.renewals.iter().any(|(at, _)| *at == state.now);
+        if primary.holds_lease(state.now) && state.renewals_started < 3 && !asked_now {
             actions.push(Action::AskPeers);
         }
         for message in &state.network {
@@ -273,7 +277,7 @@ impl Model for LeaseProtocol {
                     .promises
                     .confirm(primary.epoch, epoch, false, asked + TTL)
                     .ok()?;
-                state.renewal = Some((asked, vec![PRIMARY]));
+                state.renewals.push((asked, vec![PRIMARY]));
                 state.renewals_started += 1;
                 for to in (0..AGENTS).filter(|a| *a != PRIMARY) {
                     Self::send(&mut state, Message::Confirm { to, epoch, asked });
@@ -290,7 +294,7 @@ impl Model for LeaseProtocol {
                 agent.lease = None;
                 agent.promises = Promises::default();
                 if i == PRIMARY {
-                    state.renewal = None;
+                    state.renewals.clear();
                 }
                 state.crashes += 1;
             }

@@ -768,6 +768,45 @@ async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
     assert!(stale.contains("older than 1"), "{stale}");
 }
 
+/// A frozen peer answers no confirmation: the primary's lease is kept by the other, each
+/// renewal extended as soon as a quorum has confirmed it, never held back waiting for the
+/// frozen peer until the lease has run out. A stop then ends the lease, so that no
+/// confirmation given after it is left for a promotion to wait out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_peer_costs_the_primary_nothing_and_a_stop_ends_its_lease() {
+    use replicant::engine::postgres::agent::HostOperations;
+    if !available() {
+        return;
+    }
+    let ttl = Duration::from_millis(600);
+    let trio = leased_trio(ttl).await;
+    let [a, b, _] = &trio.clients[..] else {
+        unreachable!()
+    };
+    trio.nodes[2].process.freeze_node();
+    tokio::time::sleep(ttl * 6).await;
+    let held = a.status().await;
+    trio.nodes[2].process.thaw_node();
+    let held = held.unwrap();
+    assert!(
+        held.running && !held.fenced && held.lease_remaining_ms.is_some(),
+        "c frozen for six leases: {held:?}"
+    );
+
+    let stopped = a.stop(0, false).await.unwrap();
+    assert!(!stopped.running, "{stopped:?}");
+    assert!(
+        stopped.fenced && stopped.lease_remaining_ms.is_none(),
+        "the stop ended the lease: {stopped:?}"
+    );
+    // Nothing b confirms from now on extends anything: what it owes a promotion is what it
+    // gave before the stop (and a round on its way then), a lease and a little from now.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let raised = b.raise(1).await.unwrap();
+    assert_eq!(raised.outstanding_ms, 0, "{raised:?}");
+    drop(trio.nodes);
+}
+
 /// The peers' agents reach a running postgres with a ping that needs no credentials, and not a
 /// frozen one; and a frozen postgres is not kept running by its peers' confirmations: they
 /// vouch for its host, its agent pings the server itself.

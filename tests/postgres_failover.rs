@@ -298,7 +298,8 @@ async fn a_primary_the_controller_alone_has_lost_is_reported_not_failed_over() {
     assert_eq!(
         (&host["fenced"], &host["running"]),
         (&false.into(), &true.into()),
-        "a's lease was kept through its peers: {host}"
+        "a's lease was kept through its peers: {host}\n{}",
+        bed.agent_logs()
     );
 
     // The controller's way back: it finds the same primary, and nothing was done.

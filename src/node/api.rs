@@ -257,6 +257,15 @@ async fn stop(
         Err(_) => agent.inner.clone().lock_owned().await,
     };
     inner.stop_postgres(command.mode).await;
+    // The lease guarded the postgres just stopped: renewed on, it would only leave peers'
+    // confirmations for a promotion to wait out. It ends as a lapse does, fenced until the
+    // controller grants one again.
+    let leased = agent.lease.lock().expect("lock").take().is_some();
+    if leased && !agent.is_standby() {
+        agent
+            .record(|durable| durable.fenced = true)
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    }
     Ok(Json(describe(&agent, Some(&mut inner)).await))
 }
 
@@ -266,7 +275,7 @@ struct Lease {
     epoch: u64,
     ttl_ms: u64,
     nonce: LeaseNonce,
-    /// This host's peers, for renewals through them while no controller renews.
+    /// This host's peers, for renewals through them, alongside the controller and without it.
     #[serde(default)]
     view: Option<PeerView>,
 }

@@ -2,8 +2,8 @@
 //! postmaster and serves the controller a small HTTP API (bearer token) for what SQL cannot
 //! do: start, stop, status while postgres is down, and the self-fencing lease. It refuses a
 //! command of an epoch older than the highest it has seen, and stops its postgres when its
-//! lease lapses. While no controller renews the lease, a primary's agent renews it through a
-//! quorum of its peers' agents, which confirm it (see `engine::postgres::quorum`). It
+//! lease lapses. A primary's agent also renews its lease through a quorum of its peers' agents,
+//! which confirm it (see `engine::postgres::quorum`), so it outlasts the controller. It
 //! executes; the controller decides.
 //!
 //! Touches its data directory (read through `pg_controldata`), its own state file, the

@@ -1,15 +1,19 @@
-//! The primary's lease kept through its peers: while no controller renews it, the agent asks
-//! every other member's agent to confirm it, and extends it when a quorum has (its own vote
-//! counted), from the moment it asked, while its own postgres proved alive within the last
-//! lease. The rules are `engine::postgres::quorum`'s. Touches the peers' agents, over the same
-//! token and TLS as the controller's calls, and pings the local postgres.
+//! The primary's lease kept through its peers: alongside the controller's renewals, and on
+//! their own while no controller renews, the agent asks every other member's agent to confirm
+//! it, and extends it when a quorum has (its own vote counted), from the moment it asked,
+//! while its own postgres proved alive within the last lease. The rules are
+//! `engine::postgres::quorum`'s. Touches the peers' agents, over the same token and TLS as the
+//! controller's calls, and pings the local postgres.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use futures::future::join_all;
+use futures::{StreamExt, stream::FuturesUnordered};
 
 use super::{Agent, HeldLease};
 use crate::engine::postgres::{
@@ -100,65 +104,92 @@ impl Agent {
     }
 }
 
-/// Renew the lease through the peers whenever less than half of it is left, which happens
-/// only while no controller renews it (the controller renews at a third).
+/// Renew the lease through the peers from two thirds of it left on, as the controller does,
+/// whether or not it does: the two are independent, so nothing has to take the lease over
+/// when the controller goes away. A round begins every sixth of a lease until one has
+/// extended it, each on its own, so a slow peer or a stalled round delays that round alone.
 pub(super) async fn renew_through_peers(agent: Arc<Agent>) {
-    let mut failing = false;
+    let failing = Arc::new(AtomicBool::new(false));
+    let mut last_begun: Option<Instant> = None;
     loop {
         tokio::time::sleep(CHECK).await;
         let Some(lease) = agent.held_lease() else {
-            failing = false;
             continue;
         };
-        let asked = Instant::now();
-        if lease.until.saturating_duration_since(asked) > lease.ttl / 2 {
-            continue;
+        let now = Instant::now();
+        let due = lease.until.saturating_duration_since(now) <= lease.ttl * 2 / 3
+            && last_begun.is_none_or(|at| now - at >= lease.ttl / 6);
+        if due {
+            last_begun = Some(now);
+            tokio::spawn(renewal_round(agent.clone(), lease, now, failing.clone()));
         }
-        // Every answer must come while the lease still holds to be worth anything.
-        let timeout = lease.until.saturating_duration_since(asked);
-        let Some((member, clients, quorum)) = agent.renewal_round(timeout) else {
-            continue;
-        };
-        if !agent.vote_for_own(lease, asked + lease.ttl) {
-            continue;
-        }
-        // Peers vouch for the host, not for its postgres: a server that has not proved alive
-        // within the last lease is let lapse, to be failed over. A ping sent in time may
-        // still be on its way on a loaded host: its answer counts while the lease holds.
-        let (alive, answers) = tokio::join!(
-            agent.postgres_alive_by(asked.checked_sub(lease.ttl), lease.until),
-            join_all(
-                clients
-                    .iter()
-                    .map(|client| client.confirm(lease.epoch, &member, lease.ttl)),
-            )
-        );
-        let votes = 1 + answers.iter().filter(|a| a.is_ok()).count();
-        // The lease runs from the moment it was asked for: earlier than any confirmation.
-        if alive.is_ok() && votes >= quorum && agent.extend_lease(lease.epoch, asked + lease.ttl) {
-            if failing {
-                tracing::info!(
-                    votes,
-                    quorum,
-                    "the lease is renewed through the peers again"
-                );
+    }
+}
+
+/// One renewal asked at `asked`: its own vote, then the peers' confirmations as they come,
+/// extending the lease by its length from `asked` once a quorum has confirmed. `failing`
+/// says whether the last round that mattered failed, so each change is logged once.
+async fn renewal_round(
+    agent: Arc<Agent>,
+    lease: HeldLease,
+    asked: Instant,
+    failing: Arc<AtomicBool>,
+) {
+    // Every answer must come while the lease still holds to be worth anything.
+    let timeout = lease.until.saturating_duration_since(asked);
+    let Some((member, clients, quorum)) = agent.renewal_round(timeout) else {
+        return;
+    };
+    if !agent.vote_for_own(lease, asked + lease.ttl) {
+        return;
+    }
+    // Peers vouch for the host, not for its postgres: a server that has not proved alive
+    // within the last lease is let lapse, to be failed over. A ping sent in time may still be
+    // on its way on a loaded host: its answer counts while the lease holds. Once a quorum has
+    // confirmed, a slow peer's answer must not hold the extension past the lease's end.
+    let mut confirmations: FuturesUnordered<_> = clients
+        .iter()
+        .map(|client| client.confirm(lease.epoch, &member, lease.ttl))
+        .collect();
+    let (alive, (votes, refusals)) = tokio::join!(
+        agent.postgres_alive_by(asked.checked_sub(lease.ttl), lease.until),
+        async {
+            let (mut votes, mut refusals) = (1, Vec::new());
+            while votes < quorum {
+                match confirmations.next().await {
+                    Some(Ok(_)) => votes += 1,
+                    Some(Err(error)) => refusals.push(error.to_string()),
+                    None => break,
+                }
             }
-            failing = false;
-        } else if !failing {
-            if let Err(error) = &alive {
-                tracing::warn!(%error, "postgres does not answer here: the lease is not renewed through the peers");
-            } else {
-                let refusals: Vec<String> = answers
-                    .iter()
-                    .filter_map(|a| a.as_ref().err().map(|e| e.to_string()))
-                    .collect();
-                tracing::warn!(votes, quorum, refusals = ?refusals, "the peers did not renew the lease");
-            }
-            failing = true;
+            (votes, refusals)
         }
-        if failing {
-            // Not at every check: a peer that refused will refuse again.
-            tokio::time::sleep(lease.ttl / 10).await;
+    );
+    // The lease runs from the moment it was asked for: earlier than any confirmation.
+    if alive.is_ok() && votes >= quorum && agent.extend_lease(lease.epoch, asked + lease.ttl) {
+        if failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                votes,
+                quorum,
+                "the lease is renewed through the peers again"
+            );
+        }
+        return;
+    }
+    // A later round that has already carried the lease past this one's end makes this
+    // failure moot.
+    let covered = agent
+        .held_lease()
+        .is_some_and(|held| held.until >= asked + lease.ttl);
+    if covered || failing.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    match alive {
+        Err(error) => {
+            tracing::warn!(%error, "postgres does not answer here: the lease is not renewed through the peers")
+        }
+        Ok(()) => {
+            tracing::warn!(votes, quorum, refusals = ?refusals, "the peers did not renew the lease")
         }
     }
 }

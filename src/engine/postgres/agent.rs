@@ -159,7 +159,7 @@ pub trait HostOperations: Send + Sync {
     /// A nonce for the next lease renewal.
     async fn lease_nonce(&self) -> Result<LeaseNonce, EngineError>;
     /// Keep the host's postgres allowed to run for `ttl` from `nonce`'s issue; `view` lets
-    /// its agent renew through its peers while no controller renews.
+    /// its agent renew through its peers, alongside the controller and without it.
     async fn renew_lease(
         &self,
         epoch: u64,

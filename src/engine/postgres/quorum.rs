@@ -1,8 +1,8 @@
-//! The rules by which a primary keeps its lease while no controller renews it: how many agents
-//! must confirm a renewal, how many a promotion must first raise to its epoch, when an agent
-//! confirms, and what it owes a promotion that raises it. Pure and generic over the clock, so
-//! the agent and the protocol's model (`tests/lease_protocol.rs`) run the same rules. Touches
-//! nothing.
+//! The rules by which a primary keeps its lease through its peers, who outlast any controller:
+//! how many agents must confirm a renewal, how many a promotion must first raise to its epoch,
+//! when an agent confirms, and what it owes a promotion that raises it. Pure and generic over
+//! the clock, so the agent and the protocol's model (`tests/lease_protocol.rs`) run the same
+//! rules. Touches nothing.
 //!
 //! The argument: a renewal needs `renewal_quorum(n)` of the cluster's `n` agents, a promotion
 //! first raises `raise_quorum(n)` of them, and the two add up to more than `n`, so every
