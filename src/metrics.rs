@@ -706,13 +706,8 @@ impl AdminEndpoint {
         };
         let (shut_down, mut shutting_down) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
-            let shutdown = async move {
-                if shutting_down.wait_for(|&down| down).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            };
             if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
+                .with_graceful_shutdown(async move { until_set(&mut shutting_down).await })
                 .await
             {
                 tracing::error!(%addr, error = %e, "admin endpoint stopped");
@@ -738,9 +733,9 @@ impl AdminEndpoint {
         // A client accepted an instant ago has its request on the way. Closing its connection
         // now, idle as it looks, would reset it, so give the request time to arrive.
         let settle = REQUEST_ON_ITS_WAY.min(grace);
-        let deadline = tokio::time::Instant::now() + grace;
-        let waited = tokio::time::Instant::now();
-        while crate::accept::ADMIN_CLIENTS.open() > 0 && waited.elapsed() < settle {
+        let began = tokio::time::Instant::now();
+        let deadline = began + grace;
+        while crate::accept::ADMIN_CLIENTS.open() > 0 && began.elapsed() < settle {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.shut_down.send_replace(true);
@@ -748,6 +743,14 @@ impl AdminEndpoint {
         if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
             task.abort();
         }
+    }
+}
+
+/// Resolves once `flag` is set; never, if its sender is gone (the endpoint was dropped, and
+/// serves on).
+async fn until_set(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    if flag.wait_for(|&set| set).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -763,11 +766,9 @@ impl axum::serve::Listener for UntilStopped {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let Self { acceptor, stopped } = self;
-        // Told to stop, or the endpoint dropped (then this serves on).
-        let told_to_stop = async { stopped.wait_for(|&stopped| stopped).await.is_ok() };
         tokio::select! {
             accepted = axum::serve::Listener::accept(acceptor) => accepted,
-            true = told_to_stop => std::future::pending().await,
+            () = until_set(stopped) => std::future::pending().await,
         }
     }
 
