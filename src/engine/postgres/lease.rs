@@ -365,12 +365,11 @@ mod tests {
         );
 
         // Without a quorum it is refused, and says who was missing.
-        let named: Vec<(&str, &AgentClient)> = vec![("a", &agents[0]), ("b", &agents[1])];
         let lost = client(&{
             let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             gone.local_addr().unwrap().to_string()
         });
-        let named: Vec<(&str, &AgentClient)> = named.into_iter().chain([("d", &lost)]).collect();
+        let named = [("a", &agents[0]), ("b", &agents[1]), ("d", &lost)];
         let refused = raise(&named, 1, Duration::ZERO, Duration::from_secs(1))
             .await
             .unwrap_err()
