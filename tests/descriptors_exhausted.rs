@@ -14,7 +14,18 @@ use replicant::accept::{Acceptor, PROXY_CLIENTS};
 
 /// Whether a new client is closed at once: end of stream or reset, not a timeout.
 fn closed_at_once(port: u16) -> bool {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("the kernel queues it");
+    // Client and server share the one free descriptor: while the server juggles its spare
+    // one, the client may find none for a moment.
+    let mut tries = 0;
+    let mut stream = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EMFILE) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            connected => break connected.expect("the kernel queues it"),
+        }
+    };
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
