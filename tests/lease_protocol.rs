@@ -2,7 +2,8 @@
 //! database outlives its controller"), with stateright. Three agents run the rules of
 //! `replicant::engine::postgres::quorum`, the ones the real agents run: the primary asks its
 //! peers to confirm its lease, in rounds that overlap, and extends it from the moment a round
-//! asked once a quorum has confirmed that round; a
+//! asked once a quorum has confirmed that round, or gives it up (a planned stop) and asks
+//! them to release what they confirmed; a
 //! controller raises agents to a new epoch, waits out what they report, and promotes another
 //! member. Messages are delayed without bound, reordered and lost (a lost message is one never
 //! delivered: for a safety property the two are the same, and the model is the smaller for
@@ -39,6 +40,8 @@ enum Variant {
     ForgetsOnRestart,
     /// The primary's lease runs from when the quorum answered, not from when it asked.
     LeaseFromAnswer,
+    /// The primary's agent tells its peers it gave its lease up while it still holds it.
+    ReleasesWhileHolding,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -69,6 +72,10 @@ enum Message {
         from: usize,
         asked: u8,
     },
+    /// The primary gave its lease up (its postgres stopped): `to` forgets what it confirmed.
+    Release {
+        to: usize,
+    },
     /// The controller raises `to` to the new epoch.
     Raise {
         to: usize,
@@ -90,6 +97,7 @@ struct State {
     /// and who confirmed it.
     renewals: Vec<(u8, Vec<usize>)>,
     renewals_started: u8,
+    stopped: bool,
     raising: bool,
     raised: Vec<usize>,
     wait_until: u8,
@@ -101,6 +109,8 @@ struct State {
 enum Action {
     Tick,
     AskPeers,
+    /// A planned stop of the primary's postgres: the lease given up, and released.
+    StopPrimary,
     Deliver(Message),
     Crash(usize),
     Restart(usize),
@@ -111,6 +121,9 @@ enum Action {
 struct LeaseProtocol {
     variant: Variant,
 }
+
+/// The member whose lease it is, as the agents name it.
+const PRIMARY_NAME: &str = "primary";
 
 /// The new epoch the controller promotes at.
 const NEW_EPOCH: u64 = 1;
@@ -134,7 +147,7 @@ impl LeaseProtocol {
                 let holds = agent.holds_lease(now);
                 if agent
                     .promises
-                    .confirm(agent.epoch, epoch, holds, now + TTL)
+                    .confirm(agent.epoch, epoch, PRIMARY_NAME, holds, now + TTL)
                     .is_ok()
                 {
                     Self::send(state, Message::Confirmed { from: to, asked });
@@ -164,6 +177,12 @@ impl LeaseProtocol {
                         *until = (*until).max(from_moment + TTL);
                     }
                     state.renewals.remove(round);
+                }
+            }
+            Message::Release { to } => {
+                let agent = &mut state.agents[to];
+                if agent.up {
+                    agent.promises.release(0, PRIMARY_NAME, FOREVER);
                 }
             }
             Message::Raise { to } => {
@@ -219,6 +238,7 @@ impl Model for LeaseProtocol {
             network: Vec::new(),
             renewals: Vec::new(),
             renewals_started: 0,
+            stopped: false,
             raising: false,
             raised: Vec::new(),
             wait_until: 0,
@@ -235,6 +255,9 @@ impl Model for LeaseProtocol {
         let asked_now = state.renewals.iter().any(|(at, _)| *at == state.now);
         if primary.holds_lease(state.now) && state.renewals_started < 3 && !asked_now {
             actions.push(Action::AskPeers);
+        }
+        if primary.holds_lease(state.now) && !state.stopped {
+            actions.push(Action::StopPrimary);
         }
         for message in &state.network {
             actions.push(Action::Deliver(message.clone()));
@@ -275,12 +298,23 @@ impl Model for LeaseProtocol {
                 // Its own vote first, recorded as a promise like a peer's.
                 primary
                     .promises
-                    .confirm(primary.epoch, epoch, false, asked + TTL)
+                    .confirm(primary.epoch, epoch, PRIMARY_NAME, false, asked + TTL)
                     .ok()?;
                 state.renewals.push((asked, vec![PRIMARY]));
                 state.renewals_started += 1;
                 for to in (0..AGENTS).filter(|a| *a != PRIMARY) {
                     Self::send(&mut state, Message::Confirm { to, epoch, asked });
+                }
+            }
+            Action::StopPrimary => {
+                state.stopped = true;
+                let primary = &mut state.agents[PRIMARY];
+                if self.variant != Variant::ReleasesWhileHolding {
+                    primary.lease = None;
+                }
+                primary.promises.release(0, PRIMARY_NAME, FOREVER);
+                for to in (0..AGENTS).filter(|a| *a != PRIMARY) {
+                    Self::send(&mut state, Message::Release { to });
                 }
             }
             Action::Deliver(message) => {
@@ -381,6 +415,7 @@ fn the_check_fails_when_the_protocol_is_weakened() {
         Variant::SkipsTheWait,
         Variant::ForgetsOnRestart,
         Variant::LeaseFromAnswer,
+        Variant::ReleasesWhileHolding,
     ] {
         let checker = check(variant);
         let path = checker.assert_any_discovery("never two leaseholders");

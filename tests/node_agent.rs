@@ -770,8 +770,8 @@ async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
 
 /// A frozen peer answers no confirmation: the primary's lease is kept by the other, each
 /// renewal extended as soon as a quorum has confirmed it, never held back waiting for the
-/// frozen peer until the lease has run out. A stop then ends the lease, so that no
-/// confirmation given after it is left for a promotion to wait out.
+/// frozen peer until the lease has run out. A stop then ends the lease, and the peers forget
+/// what they confirmed of it: a promotion (a switchover's) waits nothing out.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_peer_costs_the_primary_nothing_and_a_stop_ends_its_lease() {
     use replicant::engine::postgres::agent::HostOperations;
@@ -799,9 +799,10 @@ async fn a_frozen_peer_costs_the_primary_nothing_and_a_stop_ends_its_lease() {
         stopped.fenced && stopped.lease_remaining_ms.is_none(),
         "the stop ended the lease: {stopped:?}"
     );
-    // Nothing b confirms from now on extends anything: what it owes a promotion is what it
-    // gave before the stop (and a round on its way then), a lease and a little from now.
-    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    // a told its peers it gave the lease up: b owes a promotion nothing, at once, and refuses
+    // a confirmation of that lease arriving late.
+    let late = b.confirm(0, "a", ttl).await.unwrap_err().to_string();
+    assert!(late.contains("gave this lease up"), "{late}");
     let raised = b.raise(1).await.unwrap();
     assert_eq!(raised.outstanding_ms, 0, "{raised:?}");
     drop(trio.nodes);

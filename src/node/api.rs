@@ -1,7 +1,8 @@
 //! The agent's HTTP API: `GET /v1/status`, `GET /v1/lease` (a nonce), `POST /v1/start`,
 //! `/v1/stop`, `/v1/lease`,
 //! `/v1/initialize`, `/v1/clone`, `/v1/standby`, `/v1/rewind`; and between agents and for
-//! promotions, `POST /v1/confirm` (a peer's lease) and `/v1/raise` (the epoch); and before a
+//! promotions, `POST /v1/confirm` (a peer's lease), `/v1/release` (a peer gave its lease up)
+//! and `/v1/raise` (the epoch); and before a
 //! failover, `POST /v1/reach` (does this host reach the primary). Every request carries the
 //! bearer token; every command carries the epoch.
 
@@ -37,6 +38,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/stop", post(stop))
         .route("/v1/lease", get(lease_nonce).post(lease))
         .route("/v1/confirm", post(confirm))
+        .route("/v1/release", post(release))
         .route("/v1/raise", post(raise))
         .route("/v1/reach", post(reach))
         .route("/v1/clone", post(clone))
@@ -259,12 +261,15 @@ async fn stop(
     inner.stop_postgres(command.mode).await;
     // The lease guarded the postgres just stopped: renewed on, it would only leave peers'
     // confirmations for a promotion to wait out. It ends as a lapse does, fenced until the
-    // controller grants one again.
-    let leased = agent.lease.lock().expect("lock").take().is_some();
-    if leased && !agent.is_standby() {
+    // controller grants one again, and the peers are told to forget what they confirmed of it.
+    let lease = agent.lease.lock().expect("lock").take();
+    if let Some(lease) = lease
+        && !agent.is_standby()
+    {
         agent
             .record(|durable| durable.fenced = true)
             .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        agent.release_lease(lease).await;
     }
     Ok(Json(describe(&agent, Some(&mut inner)).await))
 }
@@ -354,6 +359,7 @@ async fn confirm(
         .confirm(
             agent.durable().epoch,
             command.epoch,
+            &command.member,
             agent.held_lease().is_some(),
             now + Duration::from_millis(ttl),
         )
@@ -362,6 +368,30 @@ async fn confirm(
             refuse(StatusCode::CONFLICT, refusal.to_string())
         })?;
     Ok(Json(serde_json::json!({ "epoch": command.epoch })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Release {
+    epoch: u64,
+    member: String,
+    /// The lease's length: a confirmation of it asked before and arriving later is refused
+    /// for as long.
+    ttl_ms: u64,
+}
+
+/// A peer gave up its lease at `epoch` (its postgres stopped, and its agent never extends that
+/// lease again): what this agent confirmed of it holds up no promotion any more.
+async fn release(
+    State(agent): State<Arc<Agent>>,
+    Json(command): Json<Release>,
+) -> Json<serde_json::Value> {
+    let ttl = Duration::from_millis(command.ttl_ms.min(peers::MAX_TTL_MS));
+    let now = std::time::Instant::now();
+    let mut promises = agent.promises.lock().expect("lock");
+    promises.prune(now);
+    promises.release(command.epoch, &command.member, now + ttl);
+    Json(serde_json::json!({ "epoch": command.epoch }))
 }
 
 /// Take `epoch` as the newest before a promotion to it, and say how long the confirmations

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, stream::FuturesUnordered};
+use futures::{StreamExt, future::join_all, stream::FuturesUnordered};
 
 use super::{Agent, HeldLease};
 use crate::engine::postgres::{
@@ -81,13 +81,44 @@ impl Agent {
         Some((peers.view.member.clone(), clients, quorum))
     }
 
-    /// This agent's own vote for its lease: given, and recorded as a promise like a peer's,
-    /// while it has seen no epoch newer than the lease's.
-    fn vote_for_own(&self, lease: HeldLease, until: Instant) -> bool {
+    /// This agent's own vote for `member`'s lease, its own: given, and recorded as a promise
+    /// like a peer's, while it has seen no epoch newer than the lease's.
+    fn vote_for_own(&self, member: &str, lease: HeldLease, until: Instant) -> bool {
         let mut promises = self.promises.lock().expect("lock");
         promises
-            .confirm(self.durable().epoch, lease.epoch, false, until)
+            .confirm(self.durable().epoch, lease.epoch, member, false, until)
             .is_ok()
+    }
+
+    /// `lease` was given up, its postgres stopped: lift this agent's own promise and ask every
+    /// peer to lift theirs, so that a promotion (a switchover's, most often) need not wait them
+    /// out. A peer that does not answer in time keeps its promise, and the promotion waits for
+    /// it as before.
+    pub(super) async fn release_lease(&self, lease: HeldLease) {
+        let Some((member, clients)) = self.peers.lock().expect("lock").as_ref().map(|peers| {
+            let clients: Vec<AgentClient> = peers.clients.iter().map(|(_, c)| c.clone()).collect();
+            (peers.view.member.clone(), clients)
+        }) else {
+            return;
+        };
+        self.promises.lock().expect("lock").release(
+            lease.epoch,
+            &member,
+            Instant::now() + lease.ttl,
+        );
+        let answers = join_all(
+            clients
+                .iter()
+                .map(|client| client.release(lease.epoch, &member, lease.ttl)),
+        )
+        .await;
+        let failed = answers.iter().filter(|answer| answer.is_err()).count();
+        if failed > 0 {
+            tracing::info!(
+                failed,
+                "not every peer heard that the lease was given up: a promotion waits out what they confirmed"
+            );
+        }
     }
 
     /// Extend the lease to `until` if it still holds at `epoch`: a lapsed lease is never
@@ -140,7 +171,7 @@ async fn renewal_round(
     let Some((member, clients, quorum)) = agent.renewal_round(timeout) else {
         return;
     };
-    if !agent.vote_for_own(lease, asked + lease.ttl) {
+    if !agent.vote_for_own(&member, lease, asked + lease.ttl) {
         return;
     }
     // Peers vouch for the host, not for its postgres: a server that has not proved alive

@@ -169,6 +169,9 @@ pub trait HostOperations: Send + Sync {
     ) -> Result<AgentStatus, EngineError>;
     /// Confirm, as a peer, `member`'s lease at `epoch` for `ttl`.
     async fn confirm(&self, epoch: u64, member: &str, ttl: Duration) -> Result<(), EngineError>;
+    /// Tell a peer that `member` gave up its lease at `epoch`, of length `ttl` (its postgres
+    /// stopped): what the peer confirmed of it no longer holds up a promotion.
+    async fn release(&self, epoch: u64, member: &str, ttl: Duration) -> Result<(), EngineError>;
     /// Take `epoch` as the newest before a promotion to it, and say how long the
     /// confirmations given at older epochs still last.
     async fn raise(&self, epoch: u64) -> Result<Raised, EngineError>;
@@ -427,6 +430,15 @@ impl HostOperations for AgentClient {
             "epoch": epoch, "member": member, "ttlMs": ttl.as_millis() as u64
         });
         self.call::<serde_json::Value>("confirm a lease", "/v1/confirm", Some(body), self.timeout)
+            .await
+            .map(drop)
+    }
+
+    async fn release(&self, epoch: u64, member: &str, ttl: Duration) -> Result<(), EngineError> {
+        let body = serde_json::json!({
+            "epoch": epoch, "member": member, "ttlMs": ttl.as_millis() as u64
+        });
+        self.call::<serde_json::Value>("release a lease", "/v1/release", Some(body), self.timeout)
             .await
             .map(drop)
     }
