@@ -623,9 +623,12 @@ async fn the_controller_drives_the_agent_through_its_client() {
 }
 
 /// Three agents: a's postgres running under a lease renewed once by a "controller", which
-/// told it of b and c; b and c hold empty data directories.
+/// told it of b and c, and that they reach its postgres through a relay; b and c hold empty
+/// data directories.
 struct LeasedTrio {
     _dir: tempfile::TempDir,
+    /// The way to a's postgres from b and c.
+    relay: support::relay::Relay,
     nodes: Vec<Node>,
     clients: Vec<replicant::engine::postgres::agent::AgentClient>,
     /// a's postgres.
@@ -674,8 +677,11 @@ async fn leased_trio(ttl: Duration) -> LeasedTrio {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    let (data, port) = a_data.unwrap();
+    let relay = support::relay::Relay::start(format!("127.0.0.1:{port}")).await;
     let view = PeerView {
         member: "a".into(),
+        address: Some(relay.address()),
         peers: ["b", "c"]
             .iter()
             .zip(&nodes[1..])
@@ -688,13 +694,13 @@ async fn leased_trio(ttl: Duration) -> LeasedTrio {
     };
     let nonce = a.lease_nonce().await.unwrap();
     a.renew_lease(0, ttl, nonce, Some(&view)).await.unwrap();
-    let (data, port) = a_data.unwrap();
     let log = dir
         .path()
         .join("a")
         .join(format!("node-{}.log", nodes[0].port));
     LeasedTrio {
         _dir: dir,
+        relay,
         nodes,
         clients,
         port,
@@ -747,7 +753,11 @@ async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
         raised.outstanding_ms > 0 && raised.outstanding_ms <= 600,
         "b confirmed a's lease of late: {raised:?}"
     );
-    let refused = b.confirm(0, "a", ttl).await.unwrap_err().to_string();
+    let refused = b
+        .confirm(0, "a", Some(&trio.relay.address()), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(refused.contains("newer than the lease's 0"), "{refused}");
     tokio::time::sleep(ttl * 3).await;
     let held = a.status().await.unwrap();
@@ -801,10 +811,59 @@ async fn a_frozen_peer_costs_the_primary_nothing_and_a_stop_ends_its_lease() {
     );
     // a told its peers it gave the lease up: b owes a promotion nothing, at once, and refuses
     // a confirmation of that lease arriving late.
-    let late = b.confirm(0, "a", ttl).await.unwrap_err().to_string();
+    let late = b
+        .confirm(0, "a", Some(&trio.relay.address()), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(late.contains("gave this lease up"), "{late}");
     let raised = b.raise(1).await.unwrap();
     assert_eq!(raised.outstanding_ms, 0, "{raised:?}");
+    drop(trio.nodes);
+}
+
+/// Peers that no longer reach the primary's postgres stop confirming its lease, though its
+/// agent still reaches theirs (a one-way cut, as when only the primary's inbound traffic is
+/// lost): it lapses within about a lease, to be failed over, and the refusal says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_that_no_longer_reach_the_primary_let_its_lease_lapse() {
+    use replicant::engine::postgres::agent::HostOperations;
+    if !available() {
+        return;
+    }
+    let ttl = Duration::from_millis(600);
+    let trio = leased_trio(ttl).await;
+    let [a, b, _] = &trio.clients[..] else {
+        unreachable!()
+    };
+    tokio::time::sleep(ttl * 3).await;
+    let held = a.status().await.unwrap();
+    assert!(held.running && !held.fenced, "kept by its peers: {held:?}");
+
+    // Cut: b and c no longer reach a's postgres; a's agent still reaches theirs.
+    trio.relay.cut();
+    let (fenced, after) = fenced_within(a, Duration::from_secs(10)).await;
+    assert!(
+        fenced,
+        "peers that cannot reach a's postgres kept its lease: {:?}",
+        a.status().await
+    );
+    // A ping sent up to a quarter of a lease after the cut fails half a lease later; the
+    // confirmations given until then carry the lease one lease further.
+    assert!(
+        after < ttl * 2,
+        "lapsed {}ms after the cut",
+        after.as_millis()
+    );
+    let refused = b
+        .confirm(0, "a", Some(&trio.relay.address()), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("this host no longer reaches a's postgres"),
+        "{refused}"
+    );
     drop(trio.nodes);
 }
 

@@ -331,19 +331,33 @@ async fn lease(
 #[serde(rename_all = "camelCase")]
 struct Confirm {
     epoch: u64,
-    /// The member whose lease it is, for the log.
+    /// The member whose lease it is.
     member: String,
+    /// Where its postgres is reached (`host:port`), if the controller said.
+    #[serde(default)]
+    address: Option<String>,
     ttl_ms: u64,
 }
 
 /// Confirm a peer's lease at its epoch for `ttlMs` from now, on this agent's clock: a promise
-/// that no promotion raising this agent proceeds before it ends. Refused once a newer epoch is
+/// that no promotion raising this agent proceeds before it ends. Refused once this host finds
+/// it no longer reaches the peer's postgres (when its address is given), once a newer epoch is
 /// seen, and while this agent holds a lease itself.
 async fn confirm(
     State(agent): State<Arc<Agent>>,
     Json(command): Json<Confirm>,
 ) -> Result<Json<serde_json::Value>, Refusal> {
     let ttl = command.ttl_ms.min(peers::MAX_TTL_MS);
+    if let Some(address) = &command.address
+        && let Some(why) = agent.unreached(address, Duration::from_millis(ttl))
+    {
+        let refusal = format!(
+            "this host no longer reaches {}'s postgres at {address}: {why}",
+            command.member
+        );
+        tracing::info!(member = %command.member, epoch = command.epoch, %refusal, "a peer's lease is not confirmed");
+        return Err(refuse(StatusCode::CONFLICT, refusal));
+    }
     // Recorded first: after a restart this agent owes that long to the next promotion.
     agent
         .record(|durable| durable.promise_ttl_ms = durable.promise_ttl_ms.max(ttl))

@@ -13,6 +13,7 @@ mod api;
 mod host;
 mod peers;
 mod postmaster;
+mod reach;
 mod tls;
 
 pub use host::{Replication, Superuser};
@@ -168,6 +169,8 @@ pub struct Agent {
     /// When the local postgres last proved alive (see `peers`), and why the last ping failed.
     postgres_answered: std::sync::Mutex<Option<Instant>>,
     last_ping_error: std::sync::Mutex<Option<String>>,
+    /// The peers' postgres this host pings while it confirms their leases (see `reach`).
+    leaseholders: std::sync::Mutex<reach::Leaseholders>,
     /// This run of the agent, and when it began: the origin of its lease nonces.
     run: u64,
     began: Instant,
@@ -215,6 +218,7 @@ impl Agent {
             promises: std::sync::Mutex::new(promises),
             postgres_answered: std::sync::Mutex::default(),
             last_ping_error: std::sync::Mutex::default(),
+            leaseholders: std::sync::Mutex::default(),
             run: std::hash::BuildHasher::hash_one(
                 &std::collections::hash_map::RandomState::new(),
                 std::process::id(),
@@ -321,6 +325,7 @@ pub async fn run(
     let watcher = tokio::spawn(agent.clone().watch_lease());
     let renewer = tokio::spawn(peers::renew_through_peers(agent.clone()));
     let pinger = tokio::spawn(peers::watch_own_postgres(agent.clone()));
+    let vouching = tokio::spawn(reach::watch_leaseholders(agent.clone()));
     let app = api::router(agent.clone());
     let serve = async {
         let result = match &agent.options.tls {
@@ -344,6 +349,7 @@ pub async fn run(
     watcher.abort();
     renewer.abort();
     pinger.abort();
+    vouching.abort();
     agent.inner.lock().await.stop_postgres(StopMode::Fast).await;
     served
 }

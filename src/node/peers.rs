@@ -1,9 +1,10 @@
 //! The primary's lease kept through its peers: alongside the controller's renewals, and on
 //! their own while no controller renews, the agent asks every other member's agent to confirm
 //! it, and extends it when a quorum has (its own vote counted), from the moment it asked,
-//! while its own postgres proved alive within the last lease. The rules are
-//! `engine::postgres::quorum`'s. Touches the peers' agents, over the same token and TLS as the
-//! controller's calls, and pings the local postgres.
+//! while its own postgres proved alive within the last lease. The peers confirm only while
+//! they reach its postgres (`reach`). The rules are `engine::postgres::quorum`'s. Touches the
+//! peers' agents, over the same token and TLS as the controller's calls, and pings the local
+//! postgres.
 
 use std::{
     sync::{
@@ -28,6 +29,15 @@ pub const MAX_TTL_MS: u64 = 60_000;
 
 /// How often the lease's remaining time is looked at.
 const CHECK: Duration = Duration::from_millis(20);
+
+/// One renewal through the peers: who asks, where its postgres is reached, whom it asks, and
+/// how many votes it needs (its own counted).
+struct RenewalRound {
+    member: String,
+    address: Option<String>,
+    clients: Vec<AgentClient>,
+    quorum: usize,
+}
 
 /// What the controller last told of this host's peers, and a client for each.
 pub struct Peers {
@@ -69,7 +79,7 @@ impl Agent {
     }
 
     /// The peers to ask, bounded by `timeout` each, and the quorum a renewal needs.
-    fn renewal_round(&self, timeout: Duration) -> Option<(String, Vec<AgentClient>, usize)> {
+    fn renewal_round(&self, timeout: Duration) -> Option<RenewalRound> {
         let peers = self.peers.lock().expect("lock");
         let peers = peers.as_ref()?;
         let quorum = renewal_quorum(peers.clients.len() + 1)?;
@@ -78,7 +88,12 @@ impl Agent {
             .iter()
             .map(|(_, client)| client.with_timeout(timeout))
             .collect();
-        Some((peers.view.member.clone(), clients, quorum))
+        Some(RenewalRound {
+            member: peers.view.member.clone(),
+            address: peers.view.address.clone(),
+            clients,
+            quorum,
+        })
     }
 
     /// This agent's own vote for `member`'s lease, its own: given, and recorded as a promise
@@ -168,7 +183,13 @@ async fn renewal_round(
 ) {
     // Every answer must come while the lease still holds to be worth anything.
     let timeout = lease.until.saturating_duration_since(asked);
-    let Some((member, clients, quorum)) = agent.renewal_round(timeout) else {
+    let Some(RenewalRound {
+        member,
+        address,
+        clients,
+        quorum,
+    }) = agent.renewal_round(timeout)
+    else {
         return;
     };
     if !agent.vote_for_own(&member, lease, asked + lease.ttl) {
@@ -180,7 +201,7 @@ async fn renewal_round(
     // confirmed, a slow peer's answer must not hold the extension past the lease's end.
     let mut confirmations: FuturesUnordered<_> = clients
         .iter()
-        .map(|client| client.confirm(lease.epoch, &member, lease.ttl))
+        .map(|client| client.confirm(lease.epoch, &member, address.as_deref(), lease.ttl))
         .collect();
     let (alive, (votes, refusals)) = tokio::join!(
         agent.postgres_alive_by(asked.checked_sub(lease.ttl), lease.until),

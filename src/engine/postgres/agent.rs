@@ -77,6 +77,10 @@ pub struct LeaseNonce {
 #[serde(rename_all = "camelCase")]
 pub struct PeerView {
     pub member: String,
+    /// `host:port` where the peers reach this member's postgres: they stop confirming its
+    /// lease once they find they no longer do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     pub peers: Vec<Peer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_pem: Option<String>,
@@ -167,8 +171,15 @@ pub trait HostOperations: Send + Sync {
         nonce: LeaseNonce,
         view: Option<&PeerView>,
     ) -> Result<AgentStatus, EngineError>;
-    /// Confirm, as a peer, `member`'s lease at `epoch` for `ttl`.
-    async fn confirm(&self, epoch: u64, member: &str, ttl: Duration) -> Result<(), EngineError>;
+    /// Confirm, as a peer, `member`'s lease at `epoch` for `ttl`: refused once this host finds
+    /// it no longer reaches `member`'s postgres at `address`, when given.
+    async fn confirm(
+        &self,
+        epoch: u64,
+        member: &str,
+        address: Option<&str>,
+        ttl: Duration,
+    ) -> Result<(), EngineError>;
     /// Tell a peer that `member` gave up its lease at `epoch`, of length `ttl` (its postgres
     /// stopped): what the peer confirmed of it no longer holds up a promotion.
     async fn release(&self, epoch: u64, member: &str, ttl: Duration) -> Result<(), EngineError>;
@@ -425,9 +436,15 @@ impl HostOperations for AgentClient {
             .await
     }
 
-    async fn confirm(&self, epoch: u64, member: &str, ttl: Duration) -> Result<(), EngineError> {
+    async fn confirm(
+        &self,
+        epoch: u64,
+        member: &str,
+        address: Option<&str>,
+        ttl: Duration,
+    ) -> Result<(), EngineError> {
         let body = serde_json::json!({
-            "epoch": epoch, "member": member, "ttlMs": ttl.as_millis() as u64
+            "epoch": epoch, "member": member, "address": address, "ttlMs": ttl.as_millis() as u64
         });
         self.call::<serde_json::Value>("confirm a lease", "/v1/confirm", Some(body), self.timeout)
             .await

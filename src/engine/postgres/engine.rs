@@ -109,6 +109,10 @@ impl PostgresEngine {
             .map_err(|e| format!("spec.agentTls: the CA bundle: {e}"))?;
         let mut agents = HashMap::new();
         let mut peers = Vec::new();
+        let addresses = members
+            .iter()
+            .map(|member| (member.name.clone(), member.address.clone()))
+            .collect();
         for member in members {
             let Some(address) = &member.agent else {
                 continue;
@@ -132,7 +136,7 @@ impl PostgresEngine {
             settings,
             agents,
             slots_checked: Mutex::new(HashMap::new()),
-            leases: Leases::new(peers, access.ca_pem.clone()),
+            leases: Leases::new(peers, addresses, access.ca_pem.clone()),
             probe_sessions: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
         })

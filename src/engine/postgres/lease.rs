@@ -56,15 +56,23 @@ pub struct Leases {
     /// Every member's agent, and the CA bundle they chain to: each renewal tells the
     /// leaseholder its peers, so that it can renew through them while no controller does.
     agents: Vec<Peer>,
+    /// Where each member's postgres is reached (`host:port`): its peers confirm its lease
+    /// only while they find they reach it there.
+    addresses: HashMap<String, String>,
     ca_pem: Option<String>,
 }
 
 impl Leases {
-    pub fn new(agents: Vec<Peer>, ca_pem: Option<String>) -> Self {
+    pub fn new(
+        agents: Vec<Peer>,
+        addresses: HashMap<String, String>,
+        ca_pem: Option<String>,
+    ) -> Self {
         Self {
             states: Arc::default(),
             renewer: Mutex::default(),
             agents,
+            addresses,
             ca_pem,
         }
     }
@@ -73,6 +81,7 @@ impl Leases {
     fn view_for(&self, member: &str) -> PeerView {
         PeerView {
             member: member.to_string(),
+            address: self.addresses.get(member).cloned(),
             peers: self
                 .agents
                 .iter()
