@@ -636,6 +636,8 @@ struct LeasedTrio {
     data: std::path::PathBuf,
     /// a's agent's log, with its postgres's.
     log: std::path::PathBuf,
+    /// a's lease.
+    ttl: Duration,
 }
 
 async fn leased_trio(ttl: Duration) -> LeasedTrio {
@@ -706,6 +708,18 @@ async fn leased_trio(ttl: Duration) -> LeasedTrio {
         port,
         data,
         log,
+        ttl,
+    }
+}
+
+impl LeasedTrio {
+    /// Why `peer` refuses to confirm a's lease at epoch 0 now.
+    async fn refusal_by(&self, peer: &replicant::engine::postgres::agent::AgentClient) -> String {
+        use replicant::engine::postgres::agent::HostOperations;
+        peer.confirm(0, "a", Some(&self.relay.address()), self.ttl)
+            .await
+            .unwrap_err()
+            .to_string()
     }
 }
 
@@ -753,11 +767,7 @@ async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
         raised.outstanding_ms > 0 && raised.outstanding_ms <= 600,
         "b confirmed a's lease of late: {raised:?}"
     );
-    let refused = b
-        .confirm(0, "a", Some(&trio.relay.address()), ttl)
-        .await
-        .unwrap_err()
-        .to_string();
+    let refused = trio.refusal_by(b).await;
     assert!(refused.contains("newer than the lease's 0"), "{refused}");
     tokio::time::sleep(ttl * 3).await;
     let held = a.status().await.unwrap();
@@ -811,11 +821,7 @@ async fn a_frozen_peer_costs_the_primary_nothing_and_a_stop_ends_its_lease() {
     );
     // a told its peers it gave the lease up: b owes a promotion nothing, at once, and refuses
     // a confirmation of that lease arriving late.
-    let late = b
-        .confirm(0, "a", Some(&trio.relay.address()), ttl)
-        .await
-        .unwrap_err()
-        .to_string();
+    let late = trio.refusal_by(b).await;
     assert!(late.contains("gave this lease up"), "{late}");
     let raised = b.raise(1).await.unwrap();
     assert_eq!(raised.outstanding_ms, 0, "{raised:?}");
@@ -855,11 +861,7 @@ async fn peers_that_no_longer_reach_the_primary_let_its_lease_lapse() {
         "lapsed {}ms after the cut",
         after.as_millis()
     );
-    let refused = b
-        .confirm(0, "a", Some(&trio.relay.address()), ttl)
-        .await
-        .unwrap_err()
-        .to_string();
+    let refused = trio.refusal_by(b).await;
     assert!(
         refused.contains("this host no longer reaches a's postgres"),
         "{refused}"
