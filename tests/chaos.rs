@@ -286,13 +286,18 @@ async fn editing_the_spec_during_a_failover_never_reverts_it() {
     let acks = w.finish().await;
     // c must be eligible when a dies: holding all that b holds. In sync mode a replica behind
     // another may lack an acknowledged write, and is rightly refused; on a loaded host c can
-    // trail b by a few writes at any moment while the writer runs, so it stops first.
+    // trail b by a few writes at any moment while the writer runs, so it stops first. A report
+    // taken before the last writes shows them in step at an older offset: only one that has
+    // seen a's final offset counts.
+    let written = replication(&bed.address("a")).await["master_repl_offset"]
+        .parse::<u64>()
+        .unwrap();
     bed.wait_for("b and c streaming in step with a", &ctl, 30, |r| {
-        r.status
-            .members
-            .iter()
-            .filter(|m| m.name != "a")
-            .all(|m| m.link_up == Some(true) && m.lag_bytes == Some(0))
+        r.status.members.iter().filter(|m| m.name != "a").all(|m| {
+            m.link_up == Some(true)
+                && m.lag_bytes == Some(0)
+                && m.offset.is_some_and(|o| o >= written)
+        })
     })
     .await;
     bed.server("a").kill();
