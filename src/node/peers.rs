@@ -27,6 +27,9 @@ use crate::engine::postgres::{
 /// to wait out.
 pub const MAX_TTL_MS: u64 = 60_000;
 
+/// A call to a peer that no lease's remainder bounds (telling it a lease was given up).
+const PEER_CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How often the lease's remaining time is looked at.
 const CHECK: Duration = Duration::from_millis(20);
 
@@ -69,7 +72,7 @@ impl Agent {
                     peer.agent.clone(),
                     self.options.token.clone(),
                     tls.clone(),
-                    Duration::from_millis(500),
+                    PEER_CALL_TIMEOUT,
                 );
                 (peer.name.clone(), client)
             })
@@ -110,10 +113,12 @@ impl Agent {
     /// out. A peer that does not answer in time keeps its promise, and the promotion waits for
     /// it as before.
     pub(super) async fn release_lease(&self, lease: HeldLease) {
-        let Some((member, clients)) = self.peers.lock().expect("lock").as_ref().map(|peers| {
-            let clients: Vec<AgentClient> = peers.clients.iter().map(|(_, c)| c.clone()).collect();
-            (peers.view.member.clone(), clients)
-        }) else {
+        // The same peers a renewal asks; an agent without peers never voted for its own
+        // lease, so it has nothing to release.
+        let Some(RenewalRound {
+            member, clients, ..
+        }) = self.renewal_round(PEER_CALL_TIMEOUT)
+        else {
             return;
         };
         self.promises.lock().expect("lock").release(
