@@ -4,9 +4,10 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use replicant::{
+    api::Role,
     desired::Desired,
     journal::Journal,
-    observed::{MemberObservation, Observed, Role},
+    observed::{MemberObservation, Observed},
     plan::plan,
 };
 

@@ -6,7 +6,10 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::{api::PromotionRecord, observed::History, plan::Action};
+use crate::{
+    api::{OperationKind, Outcome, PromotionRecord},
+    history::History,
+};
 
 /// How many promotions the history keeps.
 pub const HISTORY_LIMIT: usize = 10;
@@ -43,22 +46,6 @@ pub struct Journal {
     /// Finished operations, oldest first, at most [`HISTORY_LIMIT`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<PromotionRecord>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum OperationKind {
-    /// Unplanned: the master failed.
-    Failover,
-    /// Planned: `spec.primary` changed while the master was healthy.
-    Switchover,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum Outcome {
-    Succeeded,
-    Aborted,
 }
 
 /// The step of an operation last started; written before the step is taken.
@@ -104,23 +91,22 @@ impl Operation {
 }
 
 impl Journal {
-    /// Record that `action` is about to be taken. Called, and persisted, before the action runs.
-    pub fn step_started(&mut self, action: &Action) {
+    /// Record that `step` of the operation in flight is about to be taken. Called, and
+    /// persisted, before the step is taken.
+    pub fn step_started(&mut self, step: Step) {
         if let Some(op) = self.operation.as_mut() {
-            op.step = action.step();
+            op.step = step;
         }
     }
 
-    /// Record a successful action. `history` is what the engine reported of a promoted
-    /// member: the branch it started and where it left the old one.
-    pub fn step_done(&mut self, action: &Action, now: Timestamp, history: Option<History>) {
-        if let Action::Promote { member, epoch } = action {
-            self.epoch = self.epoch.max(*epoch);
-            self.current_primary = Some(member.clone());
-            self.last_promotion_at = Some(now);
-            self.primary_history = history;
-            self.promoted_at_offset = None;
-        }
+    /// Record that `member` became primary at `epoch`. `history` is what the engine reported
+    /// of it: the branch it started and where it left the old one.
+    pub fn promoted(&mut self, member: &str, epoch: u64, now: Timestamp, history: Option<History>) {
+        self.epoch = self.epoch.max(epoch);
+        self.current_primary = Some(member.to_string());
+        self.last_promotion_at = Some(now);
+        self.primary_history = history;
+        self.promoted_at_offset = None;
     }
 
     /// End the in-flight operation and remember it in the history.

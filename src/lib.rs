@@ -11,6 +11,7 @@ pub mod crd;
 pub mod demo;
 pub mod desired;
 pub mod engine;
+pub mod history;
 pub mod journal;
 pub mod local;
 pub mod metrics;

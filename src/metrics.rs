@@ -20,7 +20,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    journal::{OperationKind, Outcome},
+    api::{OperationKind, Outcome},
     observed::ProbeErrorKind,
     plan::findings,
     reconcile::Round,

@@ -7,10 +7,10 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::{
-    api::{MemberStatus, ReplicationClusterStatus},
+    api::{MemberStatus, ReplicationClusterStatus, Role},
     desired::Desired,
     journal::Journal,
-    observed::{Observed, Role},
+    observed::Observed,
     plan::{Action, Finding, Plan, PlannedAction, findings, observation},
 };
 

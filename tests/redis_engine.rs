@@ -3,13 +3,12 @@
 use std::time::{Duration, Instant};
 
 use replicant::{
-    api::Member,
+    api::{Member, Role},
     engine::{
         Engine, EngineError,
         redis::{RedisEngine, RedisSettings},
     },
     local::RedisProcess,
-    observed::Role,
 };
 
 fn member(name: &str, server: &RedisProcess) -> Member {

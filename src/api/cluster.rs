@@ -392,7 +392,7 @@ pub struct MemberStatus {
     pub name: String,
     pub reachable: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<crate::observed::Role>,
+    pub role: Option<Role>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
     /// Its zone, from the spec.
@@ -429,7 +429,7 @@ pub struct MemberStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PromotionRecord {
-    pub kind: crate::journal::OperationKind,
+    pub kind: OperationKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     pub to: String,
@@ -438,7 +438,7 @@ pub struct PromotionRecord {
     pub started_at: String,
     /// RFC 3339 time the operation ended.
     pub finished_at: String,
-    pub outcome: crate::journal::Outcome,
+    pub outcome: Outcome,
     pub reason: String,
     /// The branch of history the promoted member started (a PostgreSQL timeline, a Redis
     /// replication ID).
@@ -447,5 +447,37 @@ pub struct PromotionRecord {
     /// Where it left the branch it was on: data on that branch past this point was never
     /// part of the new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fork: Option<crate::observed::Fork>,
+    pub fork: Option<Fork>,
+}
+
+/// Replication role a server reports.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Master,
+    Replica,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OperationKind {
+    /// Unplanned: the master failed.
+    Failover,
+    /// Planned: `spec.primary` changed while the master was healthy.
+    Switchover,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    Succeeded,
+    Aborted,
+}
+
+/// History left `branch` at position `at`: data on that branch past `at` is not in it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fork {
+    pub branch: String,
+    pub at: u64,
 }

@@ -6,9 +6,10 @@ pub mod quantity;
 pub mod virtual_name;
 
 pub use cluster::{
-    CredentialsRef, Engine, FailoverMode, FailoverPolicy, Member, MemberStatus, PromotionRecord,
-    ReplicationCluster, ReplicationClusterSpec, ReplicationClusterStatus, ReplicationMode,
-    ReplicationPolicy, SecretKeyRef, TokenRef, Topology,
+    CredentialsRef, Engine, FailoverMode, FailoverPolicy, Fork, Member, MemberStatus,
+    OperationKind, Outcome, PromotionRecord, ReplicationCluster, ReplicationClusterSpec,
+    ReplicationClusterStatus, ReplicationMode, ReplicationPolicy, Role, SecretKeyRef, TokenRef,
+    Topology,
 };
 pub use duration::Duration;
 pub use quantity::{ByteSize, human_bytes};

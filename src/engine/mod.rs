@@ -11,9 +11,10 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::{
-    api::Member,
+    api::{Member, Role},
     desired::Desired,
-    observed::{History, HostAccess, Role},
+    history::History,
+    observed::HostAccess,
     plan::Action,
 };
 

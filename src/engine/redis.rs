@@ -16,9 +16,10 @@ use redis::{
 
 use super::{Credentials, Engine, EngineError, Lease, Observation, Probe};
 use crate::{
-    api::Member,
+    api::{Fork, Member, Role},
     desired::Desired,
-    observed::{Fork, History, HostAccess, Role},
+    history::History,
+    observed::HostAccess,
     plan::Action,
 };
 

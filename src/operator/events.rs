@@ -4,8 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::events::{Event, EventType};
 
 use crate::{
-    api::ReplicationClusterStatus,
-    journal::Outcome,
+    api::{Outcome, ReplicationClusterStatus},
     plan::{Action, findings},
     reconcile::Round,
     status::ActionResult,
@@ -145,8 +144,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        api::PromotionRecord,
-        journal::{Journal, OperationKind},
+        api::{OperationKind, PromotionRecord},
+        journal::Journal,
         observed::Observed,
         plan::{Plan, PlannedAction},
         status::Applied,

@@ -1,9 +1,9 @@
 //! Choosing whom to promote when the master is gone: eligibility, the RPO gate and a deterministic order. Pure.
 
 use crate::{
-    api::{ReplicationMode, human_bytes},
+    api::{ReplicationMode, Role, human_bytes},
     desired::Desired,
-    observed::{MemberObservation, Observed, Role},
+    observed::{MemberObservation, Observed},
 };
 
 /// Why one member can or cannot be promoted.

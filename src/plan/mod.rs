@@ -385,7 +385,7 @@ impl<'a> Planner<'a> {
             && !self.hold
         {
             self.journal
-                .finish_operation(crate::journal::Outcome::Succeeded, self.now, "");
+                .finish_operation(crate::api::Outcome::Succeeded, self.now, "");
         }
         let in_flight = self.journal.operation.clone();
         if in_flight.is_some() || !self.actions.is_empty() {
@@ -396,8 +396,8 @@ impl<'a> Planner<'a> {
         let reconciling: Option<(&str, String)> = match &in_flight {
             Some(op) => Some((
                 match op.kind {
-                    crate::journal::OperationKind::Failover => reason::FAILOVER,
-                    crate::journal::OperationKind::Switchover => reason::SWITCHOVER,
+                    crate::api::OperationKind::Failover => reason::FAILOVER,
+                    crate::api::OperationKind::Switchover => reason::SWITCHOVER,
                 },
                 format!(
                     "{:?} to {} at epoch {}: {}",

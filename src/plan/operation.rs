@@ -8,9 +8,9 @@ use super::{
     findings::{human_duration, reason},
 };
 use crate::{
-    api::{FailoverMode, human_bytes},
-    journal::{Operation, OperationKind, Outcome, Step},
-    observed::{HostAccess, Role},
+    api::{FailoverMode, OperationKind, Outcome, Role, human_bytes},
+    journal::{Operation, Step},
+    observed::HostAccess,
 };
 
 impl Planner<'_> {

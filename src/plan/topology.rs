@@ -6,7 +6,11 @@ use super::{
     findings::reason,
     zones::Placement,
 };
-use crate::observed::{Divergence, HostAccess, MemberObservation, Role};
+use crate::{
+    api::Role,
+    history::Divergence,
+    observed::{HostAccess, MemberObservation},
+};
 
 impl Planner<'_> {
     /// Bring every member in line with the primary, in a safe order: first fence every other

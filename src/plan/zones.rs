@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::candidate::{cluster_identity, observation, same_data_set};
 use crate::{
-    api::Member,
+    api::{Member, Role},
     desired::Desired,
-    observed::{MemberObservation, Observed, Role},
+    observed::{MemberObservation, Observed},
 };
 
 /// Whom one member should replicate from, and why.

@@ -6,8 +6,8 @@ use super::{Deps, ReconcileError, Revision};
 use crate::{
     desired::Desired,
     engine::EngineError,
+    history::History,
     journal::Journal,
-    observed::History,
     observed::Observed,
     plan::{Action, Plan},
     status::{ActionResult, Applied},
@@ -35,14 +35,16 @@ pub async fn act(
             results.push((planned.clone(), ActionResult::Manual(command)));
             continue;
         }
-        journal.step_started(&planned.action);
+        journal.step_started(planned.action.step());
         save_if_changed(deps, &journal, &mut written).await?;
         crash_point("before", &planned.action, &journal);
         deps.store.confirm().map_err(ReconcileError::Act)?;
         let result = execute(desired, &planned.action, journal.epoch, deps).await;
         let result = match result {
             Ok(history) => {
-                journal.step_done(&planned.action, Timestamp::now(), history);
+                if let Action::Promote { member, epoch } = &planned.action {
+                    journal.promoted(member, *epoch, Timestamp::now(), history);
+                }
                 save_if_changed(deps, &journal, &mut written).await?;
                 crash_point("after", &planned.action, &journal);
                 tracing::info!(cluster = %desired.name, action = ?planned.action, why = %planned.why, "applied");

@@ -7,9 +7,10 @@ use jiff::Timestamp;
 
 use super::{Deps, Memory, ReconcileError, Revision};
 use crate::{
+    api::OperationKind,
     desired::Desired,
     engine::{EngineError, Lease, Observation, Probe},
-    journal::{Journal, OperationKind, Step},
+    journal::{Journal, Step},
     observed::{HostAccess, MemberObservation, Observed},
     plan,
 };
@@ -232,7 +233,7 @@ fn from_probe(desired: &Desired, probe: Probe) -> MemberObservation {
         link_up: probe.link_up,
         read_only: Some(probe.read_only),
         syncing: probe.syncing,
-        guarded: (probe.role == crate::observed::Role::Master).then_some(probe.guarded),
+        guarded: (probe.role == crate::api::Role::Master).then_some(probe.guarded),
         copy_needed_by: probe.copy_needed_by,
         refused: false,
         reached_by: Vec::new(),
@@ -281,7 +282,10 @@ fn unreachable(
 #[cfg(test)]
 mod tests {
     use super::leaseholder;
-    use crate::journal::{Journal, Operation, OperationKind, Step};
+    use crate::{
+        api::OperationKind,
+        journal::{Journal, Operation, Step},
+    };
 
     fn during(step: Step, promoted: bool) -> Journal {
         Journal {

@@ -18,10 +18,11 @@ use super::{
     probe::{PgProbe, Session, slot_name},
 };
 use crate::{
-    api::{Member, ReplicationClusterSpec, ReplicationMode},
+    api::{Member, ReplicationClusterSpec, ReplicationMode, Role},
     desired::Desired,
     engine::{AgentAccess, Credentials, Engine, EngineError, Lease, Observation, Probe},
-    observed::{History, HostAccess, HostObservation, Role},
+    history::History,
+    observed::{HostAccess, HostObservation},
     plan::Action,
 };
 

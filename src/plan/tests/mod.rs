@@ -7,10 +7,11 @@ use pretty_assertions::assert_eq;
 
 use super::{Action, Plan, findings, plan};
 use crate::{
-    api::{ReplicationMode, Target, VirtualNameSpec},
+    api::{Fork, OperationKind, Outcome, ReplicationMode, Role, Target, VirtualNameSpec},
     desired::{Desired, NamedVirtualName},
-    journal::{Journal, Operation, OperationKind, Outcome, Step},
-    observed::{Fork, History, HostAccess, HostObservation, MemberObservation, Observed, Role},
+    history::History,
+    journal::{Journal, Operation, Step},
+    observed::{HostAccess, HostObservation, MemberObservation, Observed},
 };
 
 mod zones;
