@@ -5,10 +5,12 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use replicant::{
     api::Role,
-    desired::Desired,
-    journal::Journal,
-    observed::{MemberObservation, Observed},
-    plan::plan,
+    core::{
+        desired::Desired,
+        journal::Journal,
+        observed::{MemberObservation, Observed},
+        plan::plan,
+    },
 };
 
 fn cluster(i: usize) -> Desired {

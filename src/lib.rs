@@ -1,26 +1,20 @@
 //! replicant: a declarative reconcile controller for master/replica replication clusters.
 //!
-//! `observe -> plan -> act -> status`: [`plan::plan`] is pure and holds the decisions; the
+//! `observe -> plan -> act -> status`: [`core::plan::plan`] is pure and holds the decisions; the
 //! resources users write live in [`api`]; [`validate`] rejects bad specs with field paths.
 
 pub mod accept;
 pub mod api;
 pub mod bounded;
 pub mod cli;
+pub mod core;
 pub mod crd;
 pub mod demo;
-pub mod desired;
 pub mod engine;
-pub mod history;
-pub mod journal;
 pub mod local;
 pub mod metrics;
 pub mod node;
-pub mod observed;
 pub mod operator;
-pub mod plan;
-pub mod reconcile;
 pub mod runtime;
 pub mod standalone;
-pub mod status;
 pub mod validate;

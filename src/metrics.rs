@@ -21,9 +21,7 @@ use prometheus_client::{
 
 use crate::{
     api::{OperationKind, Outcome},
-    observed::ProbeErrorKind,
-    plan::findings,
-    reconcile::Round,
+    core::{observed::ProbeErrorKind, plan::findings, reconcile::Round},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

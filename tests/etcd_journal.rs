@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use etcd_client::Client;
 use replicant::{
-    journal::Journal,
-    reconcile::{JournalStore, Revision, StoreError},
+    core::{
+        journal::Journal,
+        reconcile::{JournalStore, Revision, StoreError},
+    },
     runtime::etcd::{EtcdJournalStore, Fence, Keys},
 };
 use support::etcd::{Etcd, available};

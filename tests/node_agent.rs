@@ -12,7 +12,7 @@ use std::{
 };
 
 use replicant::{
-    engine::EngineError,
+    core::engine::EngineError,
     local::postgres::{PASSWORD, PostgresProcess, empty_data, init_data, owned_dir},
 };
 use serde_json::{Value, json};

@@ -5,10 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use replicant::{
-    engine::{EngineError, postgres},
-    local::postgres::PostgresProcess,
-};
+use replicant::{core::engine::EngineError, engine::postgres, local::postgres::PostgresProcess};
 use support::pg::*;
 
 #[tokio::test(flavor = "multi_thread")]

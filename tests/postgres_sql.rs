@@ -125,7 +125,7 @@ async fn promote_keeps_every_received_row_and_the_fence_holds_across_a_restart()
     assert_eq!(history.divergence("1", fork.switch.0), None);
     assert!(matches!(
         history.divergence("1", Lsn(fork.switch.0 + 1).0),
-        Some(replicant::history::Divergence::PastFork { .. })
+        Some(replicant::core::history::Divergence::PastFork { .. })
     ));
     assert_eq!(
         number(&standby.address(), "SELECT count(*) FROM t").await,

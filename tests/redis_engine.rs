@@ -4,10 +4,8 @@ use std::time::{Duration, Instant};
 
 use replicant::{
     api::{Member, Role},
-    engine::{
-        Engine, EngineError,
-        redis::{RedisEngine, RedisSettings},
-    },
+    core::engine::{Engine, EngineError},
+    engine::redis::{RedisEngine, RedisSettings},
     local::RedisProcess,
 };
 

@@ -12,9 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
     bounded,
-    desired::Desired,
-    observed::Observed,
-    plan,
+    core::{desired::Desired, observed::Observed, plan},
     validate::{self, Resource},
 };
 

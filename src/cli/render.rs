@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::{
+use crate::core::{
     desired::Desired,
     observed::Observed,
     plan::{Action, Plan, human_duration},
@@ -128,7 +128,7 @@ pub fn plan_table(desired: &Desired, observed: &Observed, plan: &Plan) -> String
                 .and_then(|m| m.zone.as_deref())
                 .unwrap_or("-")
         };
-        let width = |f: &dyn Fn(&crate::plan::Placement) -> usize| {
+        let width = |f: &dyn Fn(&crate::core::plan::Placement) -> usize| {
             plan.placements.iter().map(f).max().unwrap_or(0)
         };
         let (member_width, zone_width) = (

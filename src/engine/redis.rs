@@ -14,13 +14,16 @@ use redis::{
     aio::MultiplexedConnection,
 };
 
-use super::{Credentials, Engine, EngineError, Lease, Observation, Probe};
+use super::Credentials;
 use crate::{
     api::{Fork, Member, Role},
-    desired::Desired,
-    history::History,
-    observed::HostAccess,
-    plan::Action,
+    core::{
+        desired::Desired,
+        engine::{Engine, EngineError, Lease, Observation, Probe},
+        history::History,
+        observed::HostAccess,
+        plan::Action,
+    },
 };
 
 /// `min-replicas-to-write` of a fenced master: more replicas than any cluster has.
@@ -66,7 +69,7 @@ impl RedisSettings {
         };
         Self {
             credentials,
-            timeout: crate::plan::probe_timeout(detect),
+            timeout: crate::core::plan::probe_timeout(detect),
             guard_replicas,
             guard_max_lag_secs: detect.as_secs_f64().ceil().max(1.0) as u32,
         }

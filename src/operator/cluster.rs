@@ -23,9 +23,11 @@ use super::{
 };
 use crate::{
     api::{ReplicationCluster, ReplicationClusterSpec, ReplicationClusterStatus, VirtualName},
-    desired::Desired,
+    core::{
+        desired::Desired,
+        reconcile::{JournalStore, Router},
+    },
     engine::Secret,
-    reconcile::{JournalStore, Router},
     runtime::{
         ClusterHost, ClusterReconciler, ClusterSecrets, Notice, RoundInput, StatusStoreError,
     },

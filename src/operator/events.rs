@@ -5,9 +5,11 @@ use kube::runtime::events::{Event, EventType};
 
 use crate::{
     api::{Outcome, ReplicationClusterStatus},
-    plan::{Action, findings},
-    reconcile::Round,
-    status::ActionResult,
+    core::{
+        plan::{Action, findings},
+        reconcile::Round,
+        status::ActionResult,
+    },
 };
 
 /// The events one round deserves, given the status published before it.
@@ -145,10 +147,12 @@ mod tests {
     use super::*;
     use crate::{
         api::{OperationKind, PromotionRecord},
-        journal::Journal,
-        observed::Observed,
-        plan::{Plan, PlannedAction},
-        status::Applied,
+        core::{
+            journal::Journal,
+            observed::Observed,
+            plan::{Plan, PlannedAction},
+            status::Applied,
+        },
     };
 
     fn planned(action: Action) -> PlannedAction {

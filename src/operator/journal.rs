@@ -12,7 +12,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::Mutex;
 
 use super::call::call;
-use crate::{
+use crate::core::{
     journal::Journal,
     reconcile::{JournalStore, Revision, StoreError},
 };

@@ -16,8 +16,10 @@ use serde_json::json;
 use super::{Context, FIELD_MANAGER, OperatorError, call::call, routing};
 use crate::{
     api::{ReplicationCluster, VirtualName, VirtualNameStatus},
-    plan::{Finding, findings},
-    status,
+    core::{
+        plan::{Finding, findings},
+        status,
+    },
 };
 
 pub async fn reconcile(vn: Arc<VirtualName>, ctx: Arc<Context>) -> Result<Action, OperatorError> {

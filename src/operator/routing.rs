@@ -26,8 +26,10 @@ use super::{
 };
 use crate::{
     api::{ReplicationClusterSpec, Target, VirtualNameSpec},
-    plan::{Endpoint, zone_hints},
-    reconcile::Router,
+    core::{
+        plan::{Endpoint, zone_hints},
+        reconcile::Router,
+    },
 };
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

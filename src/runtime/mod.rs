@@ -17,12 +17,15 @@ use async_trait::async_trait;
 
 use crate::{
     api::{ReplicationClusterSpec, ReplicationClusterStatus},
-    desired::Desired,
-    engine::{AgentAccess, Credentials, Engine, Secret},
+    core::{
+        desired::Desired,
+        engine::Engine,
+        plan::{Finding, findings},
+        reconcile::{self, Deps, JournalStore, Memory, ReconcileError, Round, Router, StoreError},
+        status,
+    },
+    engine::{AgentAccess, Credentials, Secret},
     metrics::Metrics,
-    plan::{Finding, findings},
-    reconcile::{self, Deps, JournalStore, Memory, ReconcileError, Round, Router, StoreError},
-    status,
 };
 
 /// Condition: whether the spec as stored passes every rule.
@@ -294,7 +297,7 @@ impl ClusterReconciler {
                     jiff::Timestamp::now(),
                 )
                 .await;
-                crate::plan::probe_interval(&desired)
+                crate::core::plan::probe_interval(&desired)
             }
             Err(_) => NOT_ACTING_RETRY,
         }

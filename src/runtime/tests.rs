@@ -4,7 +4,10 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::{api::MemberStatus, journal::Journal, plan::Endpoint, reconcile::Revision};
+use crate::{
+    api::MemberStatus,
+    core::{journal::Journal, plan::Endpoint, reconcile::Revision},
+};
 
 #[test]
 fn an_invalid_spec_stalls_with_the_problems_and_a_valid_one_clears_it() {
@@ -196,7 +199,7 @@ async fn a_process_that_may_not_act_probes_and_touches_nothing_else() {
     let mut reconciler = ClusterReconciler::new("default", "orders", None);
     let desired = orders("a");
     let wait = reconciler.round(input(desired.clone(), &[]), &host).await;
-    assert_eq!(wait, Some(crate::plan::probe_interval(&desired)));
+    assert_eq!(wait, Some(crate::core::plan::probe_interval(&desired)));
     assert!(host.stored().is_empty());
     assert!(host.notices().is_empty());
     assert_eq!(host.journal.lock().unwrap().1, 0, "no journal written");

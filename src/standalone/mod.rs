@@ -29,10 +29,12 @@ use self::{
 };
 use crate::{
     api::{ReplicationClusterSpec, ReplicationClusterStatus},
-    desired::Desired,
+    core::{
+        desired::Desired,
+        reconcile::{JournalStore, Router},
+    },
     engine::{Credentials, Secret},
     metrics::{AdminEndpoint, Metrics},
-    reconcile::{JournalStore, Router},
     runtime::{
         ClusterHost, ClusterReconciler, ClusterSecrets, Notice, RoundInput, StatusStoreError,
     },

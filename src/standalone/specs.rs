@@ -9,7 +9,7 @@ use std::{
 
 use crate::{
     api::{ReplicationClusterSpec, VirtualNameSpec},
-    desired::Desired,
+    core::desired::Desired,
     validate::{self, Problem, Report, Resource},
 };
 

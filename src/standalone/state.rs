@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     api::ReplicationClusterStatus,
-    journal::Journal,
-    reconcile::{JournalStore, Revision, StoreError},
+    core::{
+        journal::Journal,
+        reconcile::{JournalStore, Revision, StoreError},
+    },
 };
 
 /// `STATE/clusters/<namespace>.<name>/`

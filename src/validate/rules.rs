@@ -428,7 +428,7 @@ fn check_agents(spec: &crate::api::ReplicationClusterSpec, out: &mut Out<'_>) {
             "spec.failover.detectAfter",
             format!(
                 "{} is too short for PostgreSQL: the primary's lease ends a probe timeout and a margin before detectAfter, which needs at least 500ms",
-                crate::plan::human_duration(detect)
+                crate::core::plan::human_duration(detect)
             ),
         );
     }

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use replicant::{
-    engine::{Credentials, EngineError, Secret, postgres},
+    core::engine::EngineError,
+    engine::{Credentials, Secret, postgres},
     local::postgres::{PASSWORD, postgres_available},
 };
 

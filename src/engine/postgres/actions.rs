@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::probe::{Session, classify, slot_name, split_address};
-use crate::engine::{Credentials, EngineError};
+use crate::{core::engine::EngineError, engine::Credentials};
 
 /// A name no standby has: with it as `synchronous_standby_names`, no commit is acknowledged.
 pub const FENCED_STANDBY_NAME: &str = "replicant_fenced";

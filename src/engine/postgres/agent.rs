@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio_rustls::rustls;
 
 use super::{controldata::ControlData, probe::split_address};
-use crate::engine::{EngineError, Secret};
+use crate::{core::engine::EngineError, engine::Secret};
 
 /// What an agent reports of its host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,11 +19,14 @@ use super::{
 };
 use crate::{
     api::{Member, ReplicationClusterSpec, ReplicationMode, Role},
-    desired::Desired,
-    engine::{AgentAccess, Credentials, Engine, EngineError, Lease, Observation, Probe},
-    history::History,
-    observed::{HostAccess, HostObservation},
-    plan::Action,
+    core::{
+        desired::Desired,
+        engine::{Engine, EngineError, Lease, Observation, Probe},
+        history::History,
+        observed::{HostAccess, HostObservation},
+        plan::Action,
+    },
+    engine::{AgentAccess, Credentials},
 };
 
 /// How long a promotion may take to be seen done.
@@ -56,8 +59,8 @@ impl PostgresSettings {
         let detect: Duration = spec.failover.detect_after.into();
         Self {
             credentials,
-            timeout: crate::plan::probe_timeout(detect),
-            lease_ttl: crate::plan::lease_ttl(detect),
+            timeout: crate::core::plan::probe_timeout(detect),
+            lease_ttl: crate::core::plan::lease_ttl(detect),
             sync_replicas: (spec.replication.mode == ReplicationMode::Sync)
                 .then_some(spec.replication.min_sync_replicas),
             members: spec.members.iter().map(|m| m.name.clone()).collect(),
@@ -700,7 +703,7 @@ impl Engine for PostgresEngine {
             Action::Initialize { .. } => {
                 "initdb -D \"$PGDATA\" --data-checksums --auth-host=scram-sha-256 -U postgres --pwprompt; pg_ctl start -D \"$PGDATA\"".into()
             }
-            other => crate::status::describe(other),
+            other => crate::core::status::describe(other),
         }
     }
 }

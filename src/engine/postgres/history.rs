@@ -2,7 +2,7 @@
 //! parent, read from a timeline's `.history` file and named for the engine-neutral core. Pure.
 
 use super::Lsn;
-use crate::{api::Fork, history::History};
+use crate::{api::Fork, core::history::History};
 
 /// Most lines read from a history file: one per promotion the data set has seen.
 const MAX_SWITCHES: usize = 10_000;

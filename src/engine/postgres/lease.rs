@@ -15,7 +15,7 @@ use std::{
 use futures::StreamExt;
 
 use super::agent::{AgentClient, AgentStatus, HostOperations, Peer, PeerView};
-use crate::engine::{EngineError, Lease};
+use crate::core::engine::{EngineError, Lease};
 
 /// Silent observations (the server neither answered nor was being started) after which a
 /// member's lease is no longer renewed: a server that froze or died while its agent still

@@ -1,6 +1,6 @@
 //! The PostgreSQL engine: SQL through tokio-postgres (a timeout on every call) for the probe
 //! and the actions that need no restart, and the node agent (`replicant node`) for what SQL
-//! cannot do. [`PostgresEngine`] puts them behind the [`super::Engine`] trait.
+//! cannot do. [`PostgresEngine`] puts them behind the [`Engine`](crate::core::engine::Engine) trait.
 
 pub mod actions;
 pub mod agent;

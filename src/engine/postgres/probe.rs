@@ -7,7 +7,7 @@ use std::{fmt, str::FromStr, time::Duration};
 use tokio_postgres::{NoTls, error::SqlState};
 
 use super::history::{self, TimelineSwitch};
-use crate::engine::{Credentials, EngineError};
+use crate::{core::engine::EngineError, engine::Credentials};
 
 /// A WAL position (`pg_lsn`), as a byte offset in the WAL stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]

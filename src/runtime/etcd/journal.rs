@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 
-use crate::{
+use crate::core::{
     journal::Journal,
     reconcile::{JournalStore, Revision, StoreError},
 };

@@ -22,9 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Fence, Keys, Session, call, fenced, get, txn};
 use crate::{
-    desired::Desired,
-    plan::Endpoint,
-    reconcile::Router,
+    core::{desired::Desired, plan::Endpoint, reconcile::Router},
     standalone::proxy::{Proxies, ProxyShape},
 };
 

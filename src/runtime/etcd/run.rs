@@ -22,9 +22,11 @@ use super::{
 };
 use crate::{
     api::{ReplicationClusterSpec, ReplicationClusterStatus},
-    desired::NamedVirtualName,
+    core::{
+        desired::NamedVirtualName,
+        reconcile::{JournalStore, Router},
+    },
     metrics::{self, Metrics},
-    reconcile::{JournalStore, Router},
     runtime::{ClusterHost, ClusterReconciler, ClusterSecrets, Notice, StatusStoreError},
     standalone::{
         ClusterRunner, Coordination, Input, RunError, local_secrets, proxy::Proxies, report,

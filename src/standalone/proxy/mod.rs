@@ -27,9 +27,11 @@ use tokio::{
 use crate::{
     accept::{Acceptor, Admitted, PROXY_CLIENTS},
     api::{Balancing, ProxyMode, VirtualNameSpec},
+    core::{
+        plan::{Endpoint, for_zone},
+        reconcile::Router,
+    },
     metrics::Metrics,
-    plan::{Endpoint, for_zone},
-    reconcile::Router,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

@@ -20,7 +20,7 @@ use tokio::{
 };
 
 use super::{CONNECT_TIMEOUT, Connection, NameProxy, resp};
-use crate::plan::Endpoint;
+use crate::core::plan::Endpoint;
 
 /// Requests a client may have in flight before the proxy stops reading from it.
 const MAX_IN_FLIGHT: usize = 4096;

@@ -8,8 +8,10 @@ use super::{
 };
 use crate::{
     api::Role,
-    history::Divergence,
-    observed::{HostAccess, MemberObservation},
+    core::{
+        history::Divergence,
+        observed::{HostAccess, MemberObservation},
+    },
 };
 
 impl Planner<'_> {

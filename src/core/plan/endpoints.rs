@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::candidate::observation;
 use crate::{
     api::{Fallback, Target, VirtualNameSpec},
-    desired::Desired,
-    observed::Observed,
+    core::{desired::Desired, observed::Observed},
 };
 
 /// One backend of a virtual name.

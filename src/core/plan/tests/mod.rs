@@ -8,10 +8,12 @@ use pretty_assertions::assert_eq;
 use super::{Action, Plan, findings, plan};
 use crate::{
     api::{Fork, OperationKind, Outcome, ReplicationMode, Role, Target, VirtualNameSpec},
-    desired::{Desired, NamedVirtualName},
-    history::History,
-    journal::{Journal, Operation, Step},
-    observed::{HostAccess, HostObservation, MemberObservation, Observed},
+    core::{
+        desired::{Desired, NamedVirtualName},
+        history::History,
+        journal::{Journal, Operation, Step},
+        observed::{HostAccess, HostObservation, MemberObservation, Observed},
+    },
 };
 
 mod zones;

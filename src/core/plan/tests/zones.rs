@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use pretty_assertions::assert_eq;
 
 use super::*;
-use crate::plan::{
+use crate::core::plan::{
     Endpoint, for_zone, zone_hints,
     zones::{Placement, layout},
 };

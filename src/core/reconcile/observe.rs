@@ -8,11 +8,13 @@ use jiff::Timestamp;
 use super::{Deps, Memory, ReconcileError, Revision};
 use crate::{
     api::OperationKind,
-    desired::Desired,
-    engine::{EngineError, Lease, Observation, Probe},
-    journal::{Journal, Step},
-    observed::{HostAccess, MemberObservation, Observed},
-    plan,
+    core::{
+        desired::Desired,
+        engine::{EngineError, Lease, Observation, Probe},
+        journal::{Journal, Step},
+        observed::{HostAccess, MemberObservation, Observed},
+        plan,
+    },
 };
 
 pub async fn observe(
@@ -91,7 +93,7 @@ fn departing_grace(probe_timeout: std::time::Duration) -> std::time::Duration {
 async fn probe(
     desired: &Desired,
     memory: &mut Memory,
-    engine: &dyn crate::engine::Engine,
+    engine: &dyn crate::core::engine::Engine,
     roles: Roles<'_>,
     lease: Lease,
     now: Timestamp,
@@ -181,7 +183,7 @@ async fn probe(
 pub async fn watch_members(
     desired: &Desired,
     memory: &mut Memory,
-    engine: &dyn crate::engine::Engine,
+    engine: &dyn crate::core::engine::Engine,
     now: Timestamp,
 ) {
     let unleased = Lease {
@@ -284,7 +286,7 @@ mod tests {
     use super::leaseholder;
     use crate::{
         api::OperationKind,
-        journal::{Journal, Operation, Step},
+        core::journal::{Journal, Operation, Step},
     };
 
     fn during(step: Step, promoted: bool) -> Journal {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{OperationKind, Outcome, PromotionRecord},
-    history::History,
+    core::history::History,
 };
 
 /// How many promotions the history keeps.

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::{api::Role, history::History, journal::Journal};
+use crate::{
+    api::Role,
+    core::{history::History, journal::Journal},
+};
 
 /// Everything `plan` may know about the world, gathered by `observe`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -18,12 +18,14 @@ pub use self::{
 };
 use crate::{
     api::ReplicationClusterStatus,
-    desired::Desired,
-    engine::Engine,
-    journal::Journal,
-    observed::{MemberObservation, Observed},
-    plan::{self, Endpoint, Plan},
-    status::{self, Applied},
+    core::{
+        desired::Desired,
+        engine::Engine,
+        journal::Journal,
+        observed::{MemberObservation, Observed},
+        plan::{self, Endpoint, Plan},
+        status::{self, Applied},
+    },
 };
 
 /// Durable memory of a cluster: written before each step of an operation is taken.

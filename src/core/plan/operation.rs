@@ -9,8 +9,10 @@ use super::{
 };
 use crate::{
     api::{FailoverMode, OperationKind, Outcome, Role, human_bytes},
-    journal::{Operation, Step},
-    observed::HostAccess,
+    core::{
+        journal::{Operation, Step},
+        observed::HostAccess,
+    },
 };
 
 impl Planner<'_> {

@@ -2,8 +2,10 @@
 
 use crate::{
     api::{ReplicationMode, Role, human_bytes},
-    desired::Desired,
-    observed::{MemberObservation, Observed},
+    core::{
+        desired::Desired,
+        observed::{MemberObservation, Observed},
+    },
 };
 
 /// Why one member can or cannot be promoted.
@@ -67,7 +69,7 @@ static UNKNOWN: MemberObservation = MemberObservation {
     copy_needed_by: Vec::new(),
     refused: false,
     reached_by: Vec::new(),
-    host: crate::observed::HostAccess::Engine,
+    host: crate::core::observed::HostAccess::Engine,
     error: None,
     error_kind: None,
     replay_age_ms: None,

@@ -26,7 +26,7 @@ pub use self::{
     findings::{Blocker, Finding, human_duration},
     zones::Placement,
 };
-use crate::{
+use crate::core::{
     desired::Desired,
     journal::{Journal, Step},
     observed::{HostAccess, Observed},

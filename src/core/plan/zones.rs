@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use super::candidate::{cluster_identity, observation, same_data_set};
 use crate::{
     api::{Member, Role},
-    desired::Desired,
-    observed::{MemberObservation, Observed},
+    core::{
+        desired::Desired,
+        observed::{MemberObservation, Observed},
+    },
 };
 
 /// Whom one member should replicate from, and why.

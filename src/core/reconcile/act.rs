@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 
 use super::{Deps, ReconcileError, Revision};
-use crate::{
+use crate::core::{
     desired::Desired,
     engine::EngineError,
     history::History,

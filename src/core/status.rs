@@ -8,10 +8,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::{
     api::{MemberStatus, ReplicationClusterStatus, Role},
-    desired::Desired,
-    journal::Journal,
-    observed::Observed,
-    plan::{Action, Finding, Plan, PlannedAction, findings, observation},
+    core::{
+        desired::Desired,
+        journal::Journal,
+        observed::Observed,
+        plan::{Action, Finding, Plan, PlannedAction, findings, observation},
+    },
 };
 
 /// What became of one planned action.
@@ -231,7 +233,7 @@ pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
+    use crate::core::{
         observed::MemberObservation,
         plan::{self, PlannedAction},
     };
