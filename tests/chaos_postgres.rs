@@ -74,7 +74,7 @@ async fn seen(address: &str) -> Result<Seen, String> {
 /// invariants; returns the primary.
 async fn assert_converged(bed: &PgBed, ctl: &Controller, expect_reachable: &[&str]) -> String {
     let settled =
-        |r: &replicant::standalone::state::ClusterReport| support::converged(r, expect_reachable);
+        |r: &replicant::runtime::report::ClusterReport| support::converged(r, expect_reachable);
     let deadline = Instant::now() + Duration::from_secs(90);
     let report = loop {
         let report = bed.wait_for("a report", ctl, 10, |_| true).await;

@@ -19,7 +19,7 @@ use proptest::{
 use replicant::{
     bounded,
     cli::observed_from_str,
-    standalone::proxy::resp::{Request, RequestScanner, Scanner},
+    proxy::redis::resp::{Request, RequestScanner, Scanner},
     validate::{self, Limits, Report, check_bounds},
 };
 use serde::Deserialize;

@@ -540,7 +540,7 @@ async fn authenticated_clients_share_connections_only_with_the_same_credentials(
     let state = dir.path().join("state");
     let ctl = Controller::start(&specs, &state, &[("ORDERS_PW", "pw-mux")]);
     eventually("the proxy to route", 30, async || {
-        replicant::standalone::state::read_reports(&state)
+        replicant::runtime::files::state::read_reports(&state)
             .unwrap_or_default()
             .first()
             .is_some_and(|r| ready(r) && !endpoints(r, "orders-rw").is_empty())

@@ -228,7 +228,7 @@ async fn credentials_come_from_the_environment_and_never_reach_logs_or_status() 
     let ctl = Controller::start(&specs, &state, &[("ORDERS_PW", "pw-9f3a")]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let reports = replicant::standalone::state::read_reports(&state).unwrap_or_default();
+        let reports = replicant::runtime::files::state::read_reports(&state).unwrap_or_default();
         if reports.first().is_some_and(|r| {
             r.status
                 .conditions

@@ -335,7 +335,7 @@ async fn a_bad_spec_beside_a_good_one_is_reported_and_the_last_good_version_keep
     })
     .await;
     assert!(
-        replicant::standalone::state::read_reports(&bed.state())
+        replicant::runtime::files::state::read_reports(&bed.state())
             .unwrap()
             .iter()
             .all(|r| r.name != "broken")

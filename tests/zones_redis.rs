@@ -7,7 +7,7 @@ mod support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use replicant::standalone::state::ClusterReport;
+use replicant::runtime::report::ClusterReport;
 use support::*;
 
 const MEMBERS: [(&str, &str); 6] = [

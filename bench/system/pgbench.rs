@@ -52,7 +52,7 @@ fn pgbench(address: &str, args: &[&str]) -> Run {
 /// HAProxy relaying to `target`, as a TCP load balancer with one server, with as many threads
 /// as replicant's proxy runs.
 async fn haproxy(dir: &Path, target: &str) -> (Proc, String) {
-    let threads = replicant::standalone::proxy::proxy_threads();
+    let threads = replicant::proxy::proxy_threads();
     let port = free_port().unwrap();
     let config = format!(
         "global\n  maxconn 2000\n  nbthread {threads}\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 30m\n  timeout server 30m\nlisten pg\n  bind 127.0.0.1:{port}\n  server a {target}\n"
@@ -80,7 +80,7 @@ pub async fn run(rounds: usize, root: &Path) -> String {
     ];
     let mut out = format!(
         "### pgbench through the read-write endpoint\n\n{CLIENTS} clients, 2 threads, {SECONDS}s per run, scale 10, {rounds} alternating rounds (median). Both proxies run {} thread(s). Ratio: against HAProxy.\n\n| workload | path | tps | latency | ratio |\n|---|---|---|---|---|\n",
-        replicant::standalone::proxy::proxy_threads()
+        replicant::proxy::proxy_threads()
     );
     for (workload, args) in [
         ("select-only (-S)", vec!["-S"]),

@@ -77,7 +77,7 @@ pub async fn run(dir: &Path) -> String {
     fs::create_dir_all(dir).unwrap();
     let server = RedisProcess::start(dir, &[]).unwrap();
     // Both proxies get the same number of threads: replicant's default here.
-    let threads = replicant::standalone::proxy::proxy_threads();
+    let threads = replicant::proxy::proxy_threads();
 
     // replicant: a one-member cluster with two names on the built-in proxy, one per mode.
     let specs = dir.join("specs");

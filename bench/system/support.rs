@@ -9,7 +9,7 @@ use std::{
 
 use replicant::{
     local::{free_port, writer::Writer},
-    standalone::state::{ClusterReport, read_reports},
+    runtime::{files::state::read_reports, report::ClusterReport},
 };
 
 /// What one failover trial measured.

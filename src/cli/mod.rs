@@ -438,7 +438,7 @@ impl NodeArgs {
 }
 
 impl OperatorArgs {
-    fn options(self) -> Result<crate::operator::Options, CliError> {
+    fn options(self) -> Result<crate::runtime::kubernetes::Options, CliError> {
         let (duration, deadline, retry) = (
             self.lease_duration.std(),
             self.renew_deadline.std(),
@@ -453,10 +453,10 @@ impl OperatorArgs {
         let identity = self
             .identity
             .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
-        Ok(crate::operator::Options {
+        Ok(crate::runtime::kubernetes::Options {
             namespace: self.namespace,
             admin: self.admin,
-            lease: (!self.no_leader_election).then_some(crate::operator::LeaseOptions {
+            lease: (!self.no_leader_election).then_some(crate::runtime::kubernetes::LeaseOptions {
                 name: self.lease_name,
                 namespace: self.lease_namespace,
                 duration,
@@ -493,7 +493,7 @@ pub enum CliError {
     #[error("{0}")]
     Encode(String),
     #[error(transparent)]
-    Run(#[from] crate::standalone::RunError),
+    Run(#[from] crate::runtime::files::RunError),
     #[error(transparent)]
     Hosts(#[from] crate::runtime::etcd::run::EtcdRunError),
     #[error("etcd: {0}")]
@@ -503,7 +503,7 @@ pub enum CliError {
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
     #[error(transparent)]
-    Operator(#[from] crate::operator::OperatorError),
+    Operator(#[from] crate::runtime::kubernetes::OperatorError),
     #[error(transparent)]
     Node(#[from] crate::node::NodeError),
 }
@@ -582,7 +582,7 @@ impl Cli {
                     ));
                 };
                 runtime()?.block_on(async {
-                    let options = crate::standalone::Options {
+                    let options = crate::runtime::files::Options {
                         specs,
                         state,
                         admin,
@@ -591,7 +591,7 @@ impl Cli {
                         handover_wait: handover_wait.std(),
                         drain_grace: drain_grace.std(),
                     };
-                    crate::standalone::run(options, shutdown_signal).await
+                    crate::runtime::files::run(options, shutdown_signal).await
                 })?;
                 Ok(ExitCode::SUCCESS)
             }
@@ -604,7 +604,7 @@ impl Cli {
             Command::Operator(args) => {
                 init_logging(args.log_format);
                 let options = args.options()?;
-                runtime()?.block_on(crate::operator::run(options, shutdown_signal()))?;
+                runtime()?.block_on(crate::runtime::kubernetes::run(options, shutdown_signal()))?;
                 Ok(ExitCode::SUCCESS)
             }
             // clap keeps --kubernetes apart from --state and --coordinator.
@@ -858,8 +858,8 @@ fn status_command(state: &Path, format: Format) -> Result<ExitCode, CliError> {
         path: state.display().to_string(),
         source,
     };
-    let reports = crate::standalone::state::read_reports(state).map_err(io)?;
-    let specs = crate::standalone::state::read_specs_report(state).map_err(io)?;
+    let reports = crate::runtime::files::state::read_reports(state).map_err(io)?;
+    let specs = crate::runtime::files::state::read_specs_report(state).map_err(io)?;
     if format != Format::Table {
         // The machine formats keep their shape (a list of clusters); problems go to stderr.
         for problem in &specs.problems {
@@ -908,7 +908,7 @@ fn kubernetes_status_command(
             (false, Some(ns)) => Some(ns),
             (false, None) => Some(client.default_namespace().to_string()),
         };
-        crate::operator::overview::overview(client, namespace.as_deref())
+        crate::runtime::kubernetes::overview::overview(client, namespace.as_deref())
             .await
             .map_err(|e| CliError::Kubernetes(e.to_string()))
     })?;

@@ -201,7 +201,7 @@ pub fn plan_table(desired: &Desired, observed: &Observed, plan: &Plan) -> String
 }
 
 /// Problems in the spec directory, before the clusters; nothing when there are none.
-pub fn specs_table(specs: &crate::standalone::state::SpecsReport) -> String {
+pub fn specs_table(specs: &crate::runtime::report::SpecsReport) -> String {
     let mut out = String::new();
     if specs.problems.is_empty() {
         return out;
@@ -243,7 +243,7 @@ pub fn hosts_table(overview: &crate::runtime::etcd::status::Overview) -> String 
 }
 
 /// Per cluster: members, virtual names, conditions and recent history.
-pub fn status_table(reports: &[crate::standalone::state::ClusterReport]) -> String {
+pub fn status_table(reports: &[crate::runtime::report::ClusterReport]) -> String {
     let mut out = String::new();
     if reports.is_empty() {
         let _ = writeln!(out, "no clusters yet");

@@ -13,7 +13,10 @@ use std::{
 use self::servers::Servers;
 use crate::{
     local::{LocalError, free_port, writer::Writer},
-    standalone::{self, state},
+    runtime::{
+        files::{self, state},
+        report::ClusterReport,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -57,14 +60,14 @@ pub struct Trial {
     pub new_primary: String,
 }
 
-fn read_report(state: &Path, name: &str) -> Option<state::ClusterReport> {
+fn read_report(state: &Path, name: &str) -> Option<ClusterReport> {
     state::read_reports(state)
         .ok()?
         .into_iter()
         .find(|r| r.name == name)
 }
 
-fn condition(report: &state::ClusterReport, type_: &str) -> Option<(String, String, String)> {
+fn condition(report: &ClusterReport, type_: &str) -> Option<(String, String, String)> {
     report
         .status
         .conditions
@@ -126,7 +129,7 @@ async fn one_trial(
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let controller_options = standalone::Options {
+    let controller_options = files::Options {
         specs: specs.clone(),
         state: state_dir.clone(),
         admin: None,
@@ -136,7 +139,7 @@ async fn one_trial(
         handover_wait: Duration::ZERO,
         drain_grace: Duration::ZERO,
     };
-    let controller = tokio::spawn(standalone::run(controller_options, move || {
+    let controller = tokio::spawn(files::run(controller_options, move || {
         let mut stop = stop_rx.clone();
         async move {
             let _ = stop.wait_for(|stop| *stop).await;

@@ -362,12 +362,8 @@ pub fn configure_standby(options: &Options, source: &Source) -> Result<(), Strin
         lines.push(format!("primary_slot_name = {}", setting_value(slot)));
     }
     let write = |path: &Path, text: String| {
-        crate::standalone::state::write_atomically(
-            path,
-            text.as_bytes(),
-            crate::standalone::state::Durability::Synced,
-        )
-        .map_err(|e| format!("write {}: {e}", path.display()))
+        crate::durable::write_atomically(path, text.as_bytes(), crate::durable::Durability::Synced)
+            .map_err(|e| format!("write {}: {e}", path.display()))
     };
     write(&auto, lines.join("\n") + "\n")?;
     write(&options.data.join("standby.signal"), String::new())

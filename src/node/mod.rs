@@ -30,11 +30,11 @@ use tokio::sync::Mutex;
 
 use self::postmaster::{Postmaster, StopMode};
 use crate::{
+    durable::{Durability, write_atomically},
     engine::{
         Secret,
         postgres::{agent::LeaseNonce, quorum::Promises},
     },
-    standalone::state::{Durability, write_atomically},
 };
 
 /// The directory of `postgres`, `pg_ctl`, `pg_controldata`...: `REPLICANT_PG_BIN`, else the

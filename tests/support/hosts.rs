@@ -10,9 +10,9 @@ use std::{
 };
 
 use etcd_client::Client;
-use replicant::{
-    runtime::etcd::{Keys, status::Overview},
-    standalone::state::ClusterReport,
+use replicant::runtime::{
+    etcd::{Keys, status::Overview},
+    report::ClusterReport,
 };
 
 use super::{Bed, Controller, etcd::Etcd, relay::Relay};

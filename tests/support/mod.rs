@@ -20,7 +20,7 @@ use std::{
 
 use replicant::{
     local::{RedisProcess, free_port},
-    standalone::state::{ClusterReport, read_reports},
+    runtime::{files::state::read_reports, report::ClusterReport},
 };
 
 /// A replicant child process (`replicant run`, or `replicant operator` in `k8s`), its stderr in

@@ -13,7 +13,7 @@ use replicant::{
         free_port,
         postgres::{PASSWORD, empty_data, init_data, owned_dir},
     },
-    standalone::state::ClusterReport,
+    runtime::report::ClusterReport,
 };
 
 use super::{

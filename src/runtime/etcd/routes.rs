@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::{Fence, Keys, Session, call, fenced, get, txn};
 use crate::{
     core::{desired::Desired, plan::Endpoint, reconcile::Router},
-    standalone::proxy::{Proxies, ProxyShape},
+    proxy::{Proxies, ProxyShape},
 };
 
 /// How often a waiting leader looks at the acknowledgements, and a proxy at its lease.

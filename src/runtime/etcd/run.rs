@@ -27,10 +27,14 @@ use crate::{
         reconcile::{JournalStore, Router},
     },
     metrics::{self, Metrics},
-    runtime::{ClusterHost, ClusterReconciler, ClusterSecrets, Notice, StatusStoreError},
-    standalone::{
-        ClusterRunner, Coordination, Input, RunError, local_secrets, proxy::Proxies, report,
-        round_input, serve_specs,
+    proxy::Proxies,
+    runtime::{
+        reconciler::{ClusterHost, ClusterReconciler, ClusterSecrets, Notice, StatusStoreError},
+        report::report,
+        spec_loop::{
+            ClusterRunner, Coordination, Input, SpecDirError, round_input, secrets::local_secrets,
+            serve_specs,
+        },
     },
 };
 
@@ -57,7 +61,7 @@ pub enum EtcdRunError {
     #[error(transparent)]
     Coordinator(#[from] CoordinatorError),
     #[error(transparent)]
-    Run(#[from] RunError),
+    Specs(#[from] SpecDirError),
     #[error("admin address {0}: {1}")]
     Admin(std::net::SocketAddr, std::io::Error),
 }
@@ -158,7 +162,7 @@ async fn membership(shared: Arc<Shared>, proxies: Arc<Proxies>) {
                 if failures == 1 || failures % 20 == 0 {
                     tracing::warn!(%error, "etcd unreachable: not leading, proxies not routing");
                 }
-                tokio::time::sleep(crate::runtime::backoff(failures.min(3))).await;
+                tokio::time::sleep(crate::runtime::reconciler::backoff(failures.min(3))).await;
                 continue;
             }
         };

@@ -8,7 +8,7 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp
 use serde::{Deserialize, Serialize};
 
 use super::{Fence, Keys, Session, fenced, get, txn};
-use crate::standalone::state::ClusterReport;
+use crate::runtime::report::ClusterReport;
 
 /// A host as it registers itself: present while its session lives.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -2,53 +2,23 @@
 
 use std::{
     fs,
-    io::Write,
     path::{Path, PathBuf},
 };
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::{
-    api::ReplicationClusterStatus,
     core::{
         journal::Journal,
         reconcile::{JournalStore, Revision, StoreError},
     },
+    durable::{Durability, write_atomically},
+    runtime::report::{ClusterReport, SpecsReport},
 };
 
 /// `STATE/clusters/<namespace>.<name>/`
 pub fn cluster_dir(state: &Path, namespace: &str, name: &str) -> PathBuf {
     state.join("clusters").join(format!("{namespace}.{name}"))
-}
-
-/// Whether a write must reach the disk before it counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// fsync the file and the rename: the journal, written before each failover step.
-    Synced,
-    /// Atomic but not synced: status, rewritten every round and recomputed after a crash.
-    Atomic,
-}
-
-/// Write `bytes` to `path` so that a crash leaves either the old or the new content, never a mix.
-pub fn write_atomically(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        if durability == Durability::Synced {
-            file.sync_all()?;
-        }
-    }
-    fs::rename(&tmp, path)?;
-    if durability == Durability::Synced {
-        // The rename itself must reach the disk too.
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// The journal of one cluster, as `journal.json` in its folder.
@@ -127,46 +97,6 @@ impl JournalStore for FileJournalStore {
         .await
         .map_err(|e| StoreError::failed("write", e))?
     }
-}
-
-/// What `replicant status` shows for one cluster: written after every round that changed it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterReport {
-    pub namespace: String,
-    pub name: String,
-    pub engine: String,
-    pub spec_primary: String,
-    pub status: ReplicationClusterStatus,
-    #[serde(default)]
-    pub virtual_names: Vec<NameReport>,
-    /// Problems in this cluster's spec files; the last good spec keeps running meanwhile.
-    #[serde(default)]
-    pub spec_problems: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Kubernetes only: the cluster's recent Events, newest last, one line each.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub events: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct NameReport {
-    pub name: String,
-    pub target: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listen: Option<String>,
-    pub endpoints: Vec<String>,
-}
-
-/// Problems in the spec directory as a whole, written by `replicant run` whenever they change:
-/// a file may be refused before it names any cluster (a file past the parser's limits, say).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct SpecsReport {
-    /// One line per problem, `FILE: ...` as `replicant validate` prints it.
-    pub problems: Vec<String>,
 }
 
 fn specs_report_path(state: &Path) -> PathBuf {

@@ -1,13 +1,11 @@
-//! The standalone runtime: a directory of specs in, live servers reconciled out, virtual names served by built-in proxies.
+//! The files runtime (`replicant run` alone): a directory of specs in, live servers reconciled
+//! out, virtual names served by built-in proxies.
 //!
-//! The spec loop here is shared with the etcd runtime through [`Coordination`]: it watches the
-//! spec directory and keeps a task per cluster that runs rounds at the pace they ask for. Run
-//! alone, it is a thin adapter over the shared [`ClusterReconciler`]: a file journal, proxies as
-//! the router, and status files.
+//! A thin adapter over the shared [`ClusterReconciler`] and the spec loop: a file journal and
+//! status files in the state directory, the proxies as the router, and the hand-over of the
+//! proxies' sockets to a successor process.
 
 pub mod handover;
-pub mod proxy;
-pub mod specs;
 pub mod state;
 
 use std::{
@@ -19,24 +17,20 @@ use std::{
 };
 
 use async_trait::async_trait;
-use notify::Watcher;
-use tokio::{sync::watch, task::JoinHandle};
 
-use self::{
-    proxy::{Proxies, ProxyRouter, ProxyShape},
-    specs::{ClusterKey, SpecSet},
-    state::{ClusterReport, FileJournalStore, NameReport},
-};
+use self::state::FileJournalStore;
 use crate::{
     api::{ReplicationClusterSpec, ReplicationClusterStatus},
-    core::{
-        desired::Desired,
-        reconcile::{JournalStore, Router},
-    },
-    engine::{Credentials, Secret},
+    core::reconcile::{JournalStore, Router},
     metrics::{AdminEndpoint, Metrics},
+    proxy::{Proxies, ProxyRouter, ProxyShape},
     runtime::{
-        ClusterHost, ClusterReconciler, ClusterSecrets, Notice, RoundInput, StatusStoreError,
+        reconciler::{ClusterHost, ClusterReconciler, ClusterSecrets, Notice, StatusStoreError},
+        report::{SpecsReport, report},
+        spec_loop::{
+            ClusterRunner, Coordination, Input, SpecDirError, round_input, secrets::local_secrets,
+            serve_specs,
+        },
     },
 };
 
@@ -61,50 +55,14 @@ pub struct Options {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("spec directory {0}: {1}")]
-    Specs(String, std::io::Error),
+    #[error(transparent)]
+    Specs(#[from] SpecDirError),
     #[error("state directory {0}: {1}")]
     State(String, std::io::Error),
     #[error("admin address {0}: {1}")]
     Admin(SocketAddr, std::io::Error),
     #[error(transparent)]
     Handover(#[from] handover::HandoverError),
-}
-
-/// What a cluster task works from; replaced whenever the specs change.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Input {
-    pub namespace: String,
-    pub desired: Desired,
-    pub spec_problems: Vec<String>,
-}
-
-/// What differs between a process that runs alone and one of several coordinated through etcd.
-#[async_trait]
-pub trait Coordination: Send + Sync + 'static {
-    /// The spec directory's problems, whenever they change.
-    async fn report_problems(&self, problems: &[String]);
-    /// The virtual names (`NAMESPACE/NAME`) the specs hold now; the others are retired.
-    async fn keep_names(&self, keep: &[String]);
-    /// The runner of a cluster that has just appeared in the specs.
-    fn runner(&self, namespace: &str, name: &str) -> Box<dyn ClusterRunner>;
-}
-
-/// Runs one cluster's rounds.
-#[async_trait]
-pub trait ClusterRunner: Send {
-    /// One round; how long to wait before the next, or `None` to wait for a change of spec.
-    async fn round(&mut self, input: &Input) -> Option<Duration>;
-    /// Resolves when a round is due at once for a reason of the runner's own (this process
-    /// came to lead, say).
-    async fn woken(&mut self) {
-        std::future::pending().await
-    }
-}
-
-struct ClusterTask {
-    input: watch::Sender<Input>,
-    task: JoinHandle<()>,
 }
 
 /// How long a successor waits for its predecessor to let go of the state directory.
@@ -268,131 +226,6 @@ fn start_admin(
     AdminEndpoint::serve(listener, metrics.clone()).map_err(error)
 }
 
-/// Watch the spec directory until `shutdown` completes, keeping a task per cluster in it.
-pub async fn serve_specs(
-    specs_dir: &Path,
-    rescan: Duration,
-    coordination: Arc<dyn Coordination>,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), RunError> {
-    std::fs::read_dir(specs_dir)
-        .map_err(|e| RunError::Specs(specs_dir.display().to_string(), e))?;
-    let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
-    // Without a watcher the periodic rescan still picks changes up.
-    let _watcher = notify::recommended_watcher(move |_event| {
-        let _ = changed_tx.try_send(());
-    })
-    .and_then(|mut w| {
-        w.watch(specs_dir, notify::RecursiveMode::Recursive)
-            .map(|_| w)
-    })
-    .map_err(|e| tracing::warn!(error = %e, "file watcher unavailable; rescanning periodically"))
-    .ok();
-
-    let mut specs = SpecSet::default();
-    let mut tasks: HashMap<ClusterKey, ClusterTask> = HashMap::new();
-    // None until the first load, so that a clean start clears what an earlier run reported.
-    let mut reported: Option<Vec<String>> = None;
-    tokio::pin!(shutdown);
-    loop {
-        specs = specs.reload(specs_dir);
-        let problems: Vec<String> = specs.problems.iter().map(|p| p.to_string()).collect();
-        if reported.as_ref() != Some(&problems) {
-            // Once per change, however often the unchanged files are rescanned.
-            for problem in &problems {
-                tracing::warn!(reason = "InvalidSpec", problem = %problem, "spec rejected; the last good version keeps running");
-            }
-            coordination.report_problems(&problems).await;
-            reported = Some(problems);
-        }
-        apply_specs(&specs, &mut tasks, coordination.as_ref()).await;
-        tokio::select! {
-            _ = changed_rx.recv() => {
-                // Let a burst of writes (a git pull) settle before reading.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                while changed_rx.try_recv().is_ok() {}
-            }
-            _ = tokio::time::sleep(rescan) => {}
-            _ = &mut shutdown => break,
-        }
-    }
-    for (_, task) in tasks.drain() {
-        task.task.abort();
-        // Gone for sure before the caller lets another process reconcile.
-        let _ = task.task.await;
-    }
-    Ok(())
-}
-
-async fn apply_specs(
-    specs: &SpecSet,
-    tasks: &mut HashMap<ClusterKey, ClusterTask>,
-    coordination: &dyn Coordination,
-) {
-    let desired = specs.desired();
-    tasks.retain(|key, task| {
-        let keep = desired.contains_key(key);
-        if !keep {
-            tracing::info!(cluster = %key.1, namespace = %key.0, "no longer in the specs; no longer managed");
-            task.task.abort();
-        }
-        keep
-    });
-    let keep: Vec<String> = desired
-        .iter()
-        .flat_map(|((ns, _), d)| {
-            d.virtual_names
-                .iter()
-                .map(move |vn| format!("{ns}/{}", vn.name))
-        })
-        .collect();
-    coordination.keep_names(&keep).await;
-    for (key, d) in desired {
-        let input = Input {
-            namespace: key.0.clone(),
-            desired: d,
-            spec_problems: specs.problems_for(&key),
-        };
-        match tasks.get(&key) {
-            Some(task) => {
-                task.input.send_if_modified(|current| {
-                    let changed = *current != input;
-                    if changed {
-                        *current = input.clone();
-                    }
-                    changed
-                });
-            }
-            None => {
-                let (tx, rx) = watch::channel(input);
-                let runner = coordination.runner(&key.0, &key.1);
-                let task = tokio::spawn(drive(rx, runner));
-                tasks.insert(key, ClusterTask { input: tx, task });
-            }
-        }
-    }
-}
-
-/// One cluster, forever: rounds at the pace they ask for, and at once when the spec changes
-/// or the runner wakes.
-async fn drive(mut input: watch::Receiver<Input>, mut runner: Box<dyn ClusterRunner>) {
-    loop {
-        let current = input.borrow_and_update().clone();
-        let wait = runner.round(&current).await;
-        let next = async {
-            match wait {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = next => {}
-            _ = runner.woken() => {}
-            changed = input.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
 /// A process on its own: journals and status in the state directory, names served by its
 /// proxies.
 struct Alone {
@@ -404,7 +237,7 @@ struct Alone {
 #[async_trait]
 impl Coordination for Alone {
     async fn report_problems(&self, problems: &[String]) {
-        let report = state::SpecsReport {
+        let report = SpecsReport {
             problems: problems.to_vec(),
         };
         if let Err(e) = state::write_specs_report(&self.state, &report) {
@@ -449,96 +282,6 @@ impl ClusterRunner for FilesRunner {
         };
         self.reconciler.round(round_input(current), &host).await
     }
-}
-
-/// What a round of a spec-directory runtime works from.
-pub fn round_input(current: &Input) -> RoundInput {
-    RoundInput {
-        desired: current.desired.clone(),
-        problems: current.spec_problems.clone(),
-        generation: None,
-        stored: None,
-    }
-}
-
-/// The secrets a spec refers to, from files and the environment of this host.
-pub fn local_secrets(spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, String> {
-    Ok(ClusterSecrets {
-        password: credentials(spec)?.password,
-        agent_token: agent_token(spec)?,
-        agent_ca: agent_ca(spec)?,
-    })
-}
-
-/// Resolve a standalone credentials reference (file or environment variable).
-pub fn credentials(spec: &ReplicationClusterSpec) -> Result<Credentials, String> {
-    let Some(reference) = &spec.credentials else {
-        return Ok(Credentials::default());
-    };
-    let password = if let Some(var) = &reference.password_env {
-        Some(std::env::var(var).map_err(|_| {
-            format!("spec.credentials.passwordEnv: environment variable {var} is not set")
-        })?)
-    } else if let Some(file) = &reference.password_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("spec.credentials.passwordFile: {file}: {e}"))?;
-        Some(text.trim_end_matches(['\n', '\r']).to_string())
-    } else {
-        return Err("spec.credentials.secretRef needs the Kubernetes operator; use passwordFile or passwordEnv here".into());
-    };
-    Ok(Credentials {
-        username: reference.username.clone(),
-        password: password.map(Secret::new),
-    })
-}
-
-/// The largest CA bundle read: a few hundred certificates.
-const MAX_CA_BUNDLE: u64 = 1 << 20;
-
-/// Read a standalone `agentTls` reference: the CA bundle in `caFile`.
-pub fn agent_ca(spec: &ReplicationClusterSpec) -> Result<Option<String>, String> {
-    let Some(tls) = &spec.agent_tls else {
-        return Ok(None);
-    };
-    let Some(file) = &tls.ca_file else {
-        return Err(
-            "spec.agentTls.caSecretRef needs the Kubernetes operator; use caFile here".into(),
-        );
-    };
-    let read = || -> std::io::Result<String> {
-        use std::io::Read;
-        let mut text = String::new();
-        std::fs::File::open(file)?
-            .take(MAX_CA_BUNDLE + 1)
-            .read_to_string(&mut text)?;
-        Ok(text)
-    };
-    let text = read().map_err(|e| format!("spec.agentTls.caFile: {file}: {e}"))?;
-    if text.len() as u64 > MAX_CA_BUNDLE {
-        return Err(format!(
-            "spec.agentTls.caFile: {file}: larger than {MAX_CA_BUNDLE} bytes"
-        ));
-    }
-    Ok(Some(text))
-}
-
-/// Resolve a standalone agent token reference (file or environment variable).
-pub fn agent_token(spec: &ReplicationClusterSpec) -> Result<Option<Secret>, String> {
-    let Some(reference) = &spec.agent_token else {
-        return Ok(None);
-    };
-    let token = if let Some(var) = &reference.token_env {
-        std::env::var(var).map_err(|_| {
-            format!("spec.agentToken.tokenEnv: environment variable {var} is not set")
-        })?
-    } else if let Some(file) = &reference.token_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("spec.agentToken.tokenFile: {file}: {e}"))?;
-        text.trim_end_matches(['\n', '\r']).to_string()
-    } else {
-        return Err("spec.agentToken.secretRef needs the Kubernetes operator; use tokenFile or tokenEnv here".into());
-    };
-    Ok(Some(Secret::new(token)))
 }
 
 /// The files side of one round: secrets from the environment and files, the journal and
@@ -627,33 +370,4 @@ async fn router_for(
         unproxied: unproxied.clone(),
     };
     (router, errors)
-}
-
-/// What `replicant status` shows for a cluster, its names as `router` has them.
-pub async fn report(
-    input: &Input,
-    status: ReplicationClusterStatus,
-    router: &dyn Router,
-    error: Option<String>,
-) -> ClusterReport {
-    let mut names = Vec::new();
-    for vn in &input.desired.virtual_names {
-        names.push(NameReport {
-            name: vn.name.clone(),
-            target: vn.spec.target.to_string(),
-            listen: vn.spec.listen.clone(),
-            endpoints: router.current(&vn.name).await.unwrap_or_default(),
-        });
-    }
-    ClusterReport {
-        namespace: input.namespace.clone(),
-        name: input.desired.name.clone(),
-        engine: format!("{:?}", input.desired.spec.engine).to_lowercase(),
-        spec_primary: input.desired.spec.primary.clone(),
-        status,
-        virtual_names: names,
-        spec_problems: input.spec_problems.clone(),
-        error,
-        events: Vec::new(),
-    }
 }

@@ -3,10 +3,9 @@
 //! Retargeting swaps the endpoint list; connections to a member that left the list are closed
 //! at once, so clients of a demoted master reconnect to the new one instead of lingering.
 //! A name relays in passthrough mode (bytes copied unchanged) or, for Redis, in multiplex mode
-//! ([`multiplex`]).
+//! ([`redis`]).
 
-mod multiplex;
-pub mod resp;
+pub mod redis;
 
 use std::{
     collections::HashMap,
@@ -86,16 +85,16 @@ struct LaneKey {
     address: String,
     protocol: u8,
     /// None for the default user.
-    identity: Option<Arc<resp::Credentials>>,
+    identity: Option<Arc<redis::resp::Credentials>>,
 }
 
 /// A lane as the proxy remembers it. The default user's lanes stay open while idle (there are
 /// at most two per thread and member); a lane of an authenticated user closes with the last
 /// client using it, so credentials seen once do not hold a server connection forever.
 struct LaneEntry {
-    lane: tokio::sync::mpsc::WeakUnboundedSender<multiplex::Batch>,
+    lane: tokio::sync::mpsc::WeakUnboundedSender<redis::Batch>,
     /// Held only to keep the lane open.
-    _open: Option<multiplex::LaneSender>,
+    _open: Option<redis::LaneSender>,
 }
 
 /// How a virtual name is served, from its spec.
@@ -489,9 +488,9 @@ impl NameProxy {
         thread: usize,
         endpoint: &Endpoint,
         protocol: u8,
-        identity: Option<Arc<resp::Credentials>>,
+        identity: Option<Arc<redis::resp::Credentials>>,
         client: &Connection,
-    ) -> multiplex::LaneSender {
+    ) -> redis::LaneSender {
         let key = LaneKey {
             thread,
             member: endpoint.member.clone(),
@@ -505,7 +504,7 @@ impl NameProxy {
         {
             return lane;
         }
-        let (sender, lane) = multiplex::Lane::new();
+        let (sender, lane) = redis::Lane::new();
         let registration = Connection {
             proxy: self.clone(),
             id: self.next_connection.fetch_add(1, Ordering::Relaxed),
@@ -643,7 +642,7 @@ async fn relay(
         ProxyMode::Passthrough => passthrough(client, &endpoint, &mut connection).await,
         ProxyMode::Multiplex => {
             connection.count();
-            multiplex::relay(client, &endpoint, thread, &connection).await
+            redis::relay(client, &endpoint, thread, &connection).await
         }
     };
     if let Some(m) = &connection.metrics {

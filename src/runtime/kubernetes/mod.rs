@@ -37,7 +37,7 @@ pub use self::{
     journal::config_map_name,
     leader::{Elector, LeaseOptions},
 };
-pub use crate::runtime::SPEC_VALID;
+pub use crate::runtime::reconciler::SPEC_VALID;
 use crate::{
     api::{ReplicationCluster, VirtualName},
     metrics::{self, Metrics},
@@ -296,7 +296,7 @@ where
         *count += 1;
         *count
     };
-    let wait = crate::runtime::backoff(failures);
+    let wait = crate::runtime::reconciler::backoff(failures);
     tracing::warn!(
         kind = %K::kind(&()),
         name = %object.meta().name.as_deref().unwrap_or(""),

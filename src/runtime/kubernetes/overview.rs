@@ -7,7 +7,7 @@ use kube::{Api, Client, ResourceExt, api::ListParams};
 use super::call::{ApiError, call};
 use crate::{
     api::{ReplicationCluster, VirtualName},
-    standalone::state::{ClusterReport, NameReport},
+    runtime::report::{ClusterReport, NameReport},
 };
 
 /// Events shown per cluster, newest last.
@@ -72,7 +72,7 @@ fn report(cluster: &ReplicationCluster, names: &[VirtualName], events: &[Event])
     let spec_problems = status
         .conditions
         .iter()
-        .filter(|c| c.type_ == crate::runtime::SPEC_VALID && c.status == "False")
+        .filter(|c| c.type_ == crate::runtime::reconciler::SPEC_VALID && c.status == "False")
         .map(|c| c.message.clone())
         .collect();
     let virtual_names = names

@@ -28,7 +28,7 @@ use crate::{
         reconcile::{JournalStore, Router},
     },
     engine::Secret,
-    runtime::{
+    runtime::reconciler::{
         ClusterHost, ClusterReconciler, ClusterSecrets, Notice, RoundInput, StatusStoreError,
     },
     validate::{Document, Resource as SpecResource, rules},
@@ -480,8 +480,10 @@ spec:
             found.iter().any(|p| p.contains("…\" (1000000 bytes)")),
             "{found:?}"
         );
-        let status =
-            crate::runtime::with_spec_problems(ReplicationClusterStatus::default(), &found);
+        let status = crate::runtime::reconciler::with_spec_problems(
+            ReplicationClusterStatus::default(),
+            &found,
+        );
         for c in &status.conditions {
             assert!(
                 c.message.len() <= 1100,

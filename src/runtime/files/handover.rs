@@ -34,7 +34,7 @@ use nix::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::proxy::PassedName;
+use crate::proxy::PassedName;
 
 const LOCK_FILE: &str = "lock";
 const SOCKET_FILE: &str = "handover.sock";
@@ -534,7 +534,7 @@ mod tests {
         let passed = PassedName {
             name: "default/rw".into(),
             listen: proxy_address.to_string(),
-            shape: super::super::proxy::ProxyShape {
+            shape: crate::proxy::ProxyShape {
                 balancing: Default::default(),
                 mode: Default::default(),
                 preferred_zones: Vec::new(),

@@ -7,6 +7,8 @@
 //! as their own connection would have been); clients with nothing in flight carry on over a
 //! fresh lane.
 
+pub mod resp;
+
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
@@ -19,7 +21,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use super::{CONNECT_TIMEOUT, Connection, NameProxy, resp};
+use super::{CONNECT_TIMEOUT, Connection, NameProxy};
 use crate::core::plan::Endpoint;
 
 /// Requests a client may have in flight before the proxy stops reading from it.
