@@ -130,3 +130,23 @@ fn at_most_per_file(problems: Vec<Problem>) -> Vec<Problem> {
     }
     kept
 }
+
+/// Where the rules put what they find: problems of one document, each with its field path.
+struct Out<'a> {
+    doc: &'a Document,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Out<'_> {
+    fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(
+            Problem {
+                file: self.doc.file.clone(),
+                object: Some(self.doc.label()),
+                path: Some(path.into()),
+                message: message.into(),
+            }
+            .bounded(),
+        );
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use super::{Document, Problem, Resource};
+use super::{Document, Out, Problem, Resource};
 use crate::api::{Engine, ProxyMode, ReplicationCluster, ReplicationMode, Target, VirtualName};
 use crate::bounded::{self, quoted, value};
 
@@ -60,25 +60,6 @@ pub fn check(documents: &[Document]) -> Vec<Problem> {
     }
     check_listen_addresses(documents, &mut problems);
     problems
-}
-
-pub(super) struct Out<'a> {
-    doc: &'a Document,
-    problems: &'a mut Vec<Problem>,
-}
-
-impl Out<'_> {
-    pub(super) fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(
-            Problem {
-                file: self.doc.file.clone(),
-                object: Some(self.doc.label()),
-                path: Some(path.into()),
-                message: message.into(),
-            }
-            .bounded(),
-        );
-    }
 }
 
 fn is_dns_label(s: &str) -> bool {

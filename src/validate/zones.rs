@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::rules::Out;
+use super::Out;
 use crate::{
     api::{ReplicationClusterSpec, ReplicationMode, Target, Topology, VirtualNameSpec},
     bounded::{self, quoted},
