@@ -49,6 +49,14 @@ struct ProbeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionFailureLabels {
+    cluster: String,
+    /// The action's step: `promote`, `fence`, `repoint`, ...
+    action: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     cluster: String,
     reason: String,
@@ -122,6 +130,7 @@ pub struct Metrics {
     lag_bytes: Family<MemberLabels, Gauge>,
     lag_seconds: Family<MemberLabels, FloatGauge>,
     probe_errors: Family<ProbeLabels, Counter>,
+    action_failures: Family<ActionFailureLabels, Counter>,
     rounds: Family<ClusterLabels, Counter>,
     round_failures: Family<ClusterLabels, Counter>,
     round_seconds: Histograms<ClusterLabels>,
@@ -236,6 +245,12 @@ impl Default for Metrics {
              unreachable",
             Family::default(),
         );
+        let action_failures = r.add(
+            "action_failures",
+            "Actions that failed, by step and kind: an engine's (refused, timeout, auth, \
+             protocol, starting, unreachable), or route, spec, unsupported",
+            Family::default(),
+        );
         let rounds = r.add(
             "reconcile_rounds",
             "Completed observe-plan-act rounds per cluster (each probes every member once)",
@@ -299,6 +314,7 @@ impl Default for Metrics {
             lag_bytes,
             lag_seconds,
             probe_errors,
+            action_failures,
             rounds,
             round_failures,
             round_seconds,
@@ -423,6 +439,15 @@ impl Metrics {
         self.last_round
             .get_or_create(&labels)
             .set(unix_seconds(jiff::Timestamp::now()));
+        for (planned, error) in round.applied.failures() {
+            self.action_failures
+                .get_or_create(&ActionFailureLabels {
+                    cluster: cluster.to_string(),
+                    action: format!("{:?}", planned.action.step()).to_lowercase(),
+                    kind: error.kind().to_string(),
+                })
+                .inc();
+        }
         let status = &round.status;
         let ready = status
             .conditions

@@ -509,7 +509,7 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
         Some(config),
         Duration::from_secs(5),
     );
-    use replicant::engine::postgres::agent::HostOperations;
+    use replicant::engine::postgres::agent::AgentApi;
     assert!(!client.status().await.unwrap().running);
 
     // One whose bundle holds another certificate is refused before any request.
@@ -555,7 +555,7 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
 async fn the_controller_drives_the_agent_through_its_client() {
     use replicant::engine::{
         Secret,
-        postgres::agent::{AgentClient, HostOperations},
+        postgres::agent::{AgentApi, AgentClient},
     };
     if !available() {
         return;
@@ -643,7 +643,7 @@ struct LeasedTrio {
 async fn leased_trio(ttl: Duration) -> LeasedTrio {
     use replicant::engine::{
         Secret,
-        postgres::agent::{AgentClient, HostOperations, Peer, PeerView},
+        postgres::agent::{AgentApi, AgentClient, Peer, PeerView},
     };
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = Vec::new();
@@ -715,7 +715,7 @@ async fn leased_trio(ttl: Duration) -> LeasedTrio {
 impl LeasedTrio {
     /// Why `peer` refuses to confirm a's lease at epoch 0 now.
     async fn refusal_by(&self, peer: &replicant::engine::postgres::agent::AgentClient) -> String {
-        use replicant::engine::postgres::agent::HostOperations;
+        use replicant::engine::postgres::agent::AgentApi;
         peer.confirm(0, "a", Some(&self.relay.address()), self.ttl)
             .await
             .unwrap_err()
@@ -728,7 +728,7 @@ async fn fenced_within(
     client: &replicant::engine::postgres::agent::AgentClient,
     limit: Duration,
 ) -> (bool, Duration) {
-    use replicant::engine::postgres::agent::HostOperations;
+    use replicant::engine::postgres::agent::AgentApi;
     let at = std::time::Instant::now();
     while at.elapsed() < limit {
         if client.status().await.is_ok_and(|s| s.fenced) {
@@ -744,7 +744,7 @@ async fn fenced_within(
 /// how long their confirmations still ran.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
-    use replicant::engine::postgres::agent::HostOperations;
+    use replicant::engine::postgres::agent::AgentApi;
     if !available() {
         return;
     }
@@ -794,7 +794,7 @@ async fn the_peers_keep_the_primarys_lease_until_a_quorum_is_raised() {
 /// what they confirmed of it: a promotion (a switchover's) waits nothing out.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_peer_costs_the_primary_nothing_and_a_stop_ends_its_lease() {
-    use replicant::engine::postgres::agent::HostOperations;
+    use replicant::engine::postgres::agent::AgentApi;
     if !available() {
         return;
     }
@@ -834,7 +834,7 @@ async fn a_frozen_peer_costs_the_primary_nothing_and_a_stop_ends_its_lease() {
 /// lost): it lapses within about a lease, to be failed over, and the refusal says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn peers_that_no_longer_reach_the_primary_let_its_lease_lapse() {
-    use replicant::engine::postgres::agent::HostOperations;
+    use replicant::engine::postgres::agent::AgentApi;
     if !available() {
         return;
     }
@@ -875,7 +875,7 @@ async fn peers_that_no_longer_reach_the_primary_let_its_lease_lapse() {
 /// vouch for its host, its agent pings the server itself.
 #[tokio::test(flavor = "multi_thread")]
 async fn peers_reach_a_live_postgres_and_a_frozen_one_is_let_lapse() {
-    use replicant::engine::postgres::agent::HostOperations;
+    use replicant::engine::postgres::agent::AgentApi;
     if !available() {
         return;
     }

@@ -577,7 +577,7 @@ async fn agents_serving_tls_are_driven_over_it_verified_against_the_spec_bundle(
     })
     .await;
     // Asked over TLS, as the controller does, the new primary's agent holds its lease.
-    use replicant::engine::postgres::agent::{AgentClient, HostOperations, trusting};
+    use replicant::engine::postgres::agent::{AgentApi, AgentClient, trusting};
     let bundle = std::fs::read_to_string(bed.dir.path().join("agents-ca.pem")).unwrap();
     let agent = AgentClient::new(
         bed.host(&new).node.address(),

@@ -1,5 +1,6 @@
 //! The command line: parses arguments and runs one subcommand; prints to stdout/stderr, reads only the files named.
 
+mod faults;
 mod render;
 
 use std::{
@@ -511,6 +512,9 @@ pub enum CliError {
 /// Parse the command line and run it.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(faults) = faults::from_environment() {
+        crate::runtime::reconciler::install_fault_points(Box::new(faults));
+    }
     match cli.execute() {
         Ok(code) => code,
         Err(e) => {

@@ -137,9 +137,9 @@ impl EngineError {
     }
 }
 
-/// What replicant needs from a database. Every method is idempotent: calling it again after a
-/// crash, or when the server is already in the wanted state, is safe. Methods that reach a
-/// member's host carry the epoch of the decision they serve.
+/// What replicant needs from a database server. Every method is idempotent: calling it again
+/// after a crash, or when the server is already in the wanted state, is safe. Methods that
+/// reach a member's host carry the epoch of the decision they serve.
 #[async_trait]
 pub trait Engine: Send + Sync {
     /// Probe one member: role, positions, history, identity, link, fence and guard. `lease`
@@ -154,6 +154,28 @@ pub trait Engine: Send + Sync {
     }
     /// Make running `member` a replica of `from`, keeping its data.
     async fn replicate(&self, member: &Member, from: &Member) -> Result<(), EngineError>;
+    /// Stop `member` replicating, so that its position stops moving.
+    async fn detach(&self, member: &Member) -> Result<(), EngineError>;
+    /// Stop `member` accepting writes, durably, without changing its role.
+    async fn fence(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
+    /// Make `member` a writable master at `epoch`, verify it, and return its history: the
+    /// branch it began and where it left the old one.
+    async fn promote(&self, member: &Member, epoch: u64) -> Result<Option<History>, EngineError>;
+    /// Let master `member` accept writes, with the guard a primary runs with.
+    async fn unfence(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
+    /// The operations on its members' hosts, for an engine that has them. Without them, a
+    /// member re-pointed with [`Engine::replicate`] resyncs as it must by itself (Redis decides
+    /// between a partial and a full copy), and nothing starts or stops its server.
+    fn hosts(&self) -> Option<&dyn HostOperations> {
+        None
+    }
+}
+
+/// Operations on a member's host rather than through its server: copy it from nothing,
+/// rewind it, restart it as a replica, stop, start and create it. Carried out by the member's
+/// node agent, or by a person when it has none.
+#[async_trait]
+pub trait HostOperations: Send + Sync {
     /// Restart `member` as a replica of `from` with the data it has.
     async fn restart(&self, member: &Member, from: &Member, epoch: u64) -> Result<(), EngineError>;
     /// Discard what `member` holds off `from`'s history, and replicate from `from`.
@@ -165,21 +187,12 @@ pub trait Engine: Send + Sync {
         from: &Member,
         epoch: u64,
     ) -> Result<(), EngineError>;
-    /// Stop `member` replicating, so that its position stops moving.
-    async fn detach(&self, member: &Member) -> Result<(), EngineError>;
-    /// Stop `member` accepting writes, durably, without changing its role.
-    async fn fence(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
     /// Stop `member`'s server cleanly, once its replicas have everything it wrote.
     async fn stop(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
     /// Start `member`'s stopped server as it is.
     async fn start(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
     /// Create a new data set on `member`'s empty host and start it as a primary.
     async fn initialize(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
-    /// Make `member` a writable master at `epoch`, verify it, and return its history: the
-    /// branch it began and where it left the old one.
-    async fn promote(&self, member: &Member, epoch: u64) -> Result<Option<History>, EngineError>;
-    /// Let master `member` accept writes, with the guard a primary runs with.
-    async fn unfence(&self, member: &Member, epoch: u64) -> Result<(), EngineError>;
     /// The command a person runs to carry out host operation `action` on a member that has
     /// no agent.
     fn manual_command(&self, action: &Action, desired: &Desired) -> String;

@@ -2,7 +2,8 @@
 //! and the reconcile driver that runs `observe -> plan -> act -> status`.
 //!
 //! It knows no engine and no runtime: what it needs from them it defines here as traits
-//! ([`engine::Engine`], [`reconcile::JournalStore`], [`reconcile::Router`]), and the rooms
+//! ([`engine::Engine`], [`engine::HostOperations`], [`reconcile::JournalStore`],
+//! [`routes::Router`]), and the rooms
 //! outside implement them. It imports only the resources ([`crate::api`]) and [`crate::bounded`].
 
 pub mod desired;
@@ -12,4 +13,5 @@ pub mod journal;
 pub mod observed;
 pub mod plan;
 pub mod reconcile;
+pub mod routes;
 pub mod status;

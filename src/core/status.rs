@@ -10,9 +10,11 @@ use crate::{
     api::{MemberStatus, ReplicationClusterStatus, Role},
     core::{
         desired::Desired,
+        engine::EngineError,
         journal::Journal,
         observed::Observed,
         plan::{Action, Finding, Plan, PlannedAction, findings, observation},
+        routes::RouteError,
     },
 };
 
@@ -20,11 +22,53 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ActionResult {
     Done,
-    Failed(String),
+    Failed(ActError),
     /// Not attempted because a required action before it failed.
     Skipped,
     /// A host operation for a person to carry out: the command to run.
     Manual(String),
+}
+
+/// Why an action failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The plan names a member the spec does not have (a spec changed under a round).
+    #[error("{0} is not a member")]
+    NotAMember(String),
+    /// A host operation for an engine whose members have none.
+    #[error("{member}: replicant does not {operation} the servers of this engine")]
+    NoHostOperations {
+        member: String,
+        operation: &'static str,
+    },
+}
+
+impl ActError {
+    /// The class of failure, as metrics label it: a probe error's class for an engine's
+    /// error, else `route`, `spec` or `unsupported`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Engine(error) => error.kind().as_str(),
+            Self::Route(_) => "route",
+            Self::NotAMember(_) => "spec",
+            Self::NoHostOperations { .. } => "unsupported",
+        }
+    }
+
+    /// What a person must change before trying again can help, when trying again alone
+    /// cannot.
+    pub fn needs(&self) -> Option<&'static str> {
+        match self {
+            Self::Engine(EngineError::Auth { .. }) => Some("the credentials the server accepts"),
+            Self::NotAMember(_) => Some("the spec"),
+            Self::NoHostOperations { .. } => Some("the spec or the server, by hand"),
+            Self::Engine(_) | Self::Route(_) => None,
+        }
+    }
 }
 
 /// The outcome of `act`: the journal as finally written and each action's result.
@@ -35,9 +79,9 @@ pub struct Applied {
 }
 
 impl Applied {
-    pub fn failures(&self) -> impl Iterator<Item = (&PlannedAction, &str)> {
+    pub fn failures(&self) -> impl Iterator<Item = (&PlannedAction, &ActError)> {
         self.results.iter().filter_map(|(a, r)| match r {
-            ActionResult::Failed(e) => Some((a, e.as_str())),
+            ActionResult::Failed(e) => Some((a, e)),
             _ => None,
         })
     }
@@ -106,7 +150,10 @@ pub fn cluster_status(
     let mut adjusted: Vec<Finding> = plan.findings.to_vec();
     // A best-effort action failing (fencing a dead master) is expected and changes nothing.
     if let Some((action, error)) = applied.failures().find(|(a, _)| a.required) {
-        let message = format!("{} failed: {error}", describe(&action.action));
+        let mut message = format!("{} failed: {error}", describe(&action.action));
+        if let Some(needs) = error.needs() {
+            message.push_str(&format!(" (retrying will not help until {needs} changes)"));
+        }
         for f in adjusted.iter_mut() {
             if f.type_ == findings::READY {
                 *f = Finding::new(findings::READY, false, "ActionFailed", message.clone());
@@ -323,7 +370,11 @@ spec:
             journal: o.journal.clone(),
             results: vec![(
                 promote,
-                ActionResult::Failed("timed out after 500ms".into()),
+                ActionResult::Failed(ActError::Engine(EngineError::Timeout {
+                    address: "b:6379".into(),
+                    millis: 500,
+                    during: "promote",
+                })),
             )],
         };
         let p = plan::plan(&d, &o, now);
@@ -340,8 +391,27 @@ spec:
         );
         assert_eq!(
             ready.message,
-            "Promote b (epoch 1) failed: timed out after 500ms"
+            "Promote b (epoch 1) failed: b:6379: no answer within 500ms (promote)"
         );
         assert_eq!(s.ready_members.as_deref(), Some("1/2"));
+
+        // Refused credentials: the message says that trying again will not help.
+        let applied = Applied {
+            results: vec![(
+                applied.results[0].0.clone(),
+                ActionResult::Failed(ActError::Engine(EngineError::Auth {
+                    address: "b:6379".into(),
+                    message: "password authentication failed".into(),
+                })),
+            )],
+            ..applied
+        };
+        let s = cluster_status(&d, &o, &p, &applied, None, None, now);
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            ready.message,
+            "Promote b (epoch 1) failed: b:6379: authentication failed: password authentication \
+             failed (retrying will not help until the credentials the server accepts changes)"
+        );
     }
 }

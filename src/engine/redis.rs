@@ -18,11 +18,9 @@ use super::Credentials;
 use crate::{
     api::{Fork, Member, Role},
     core::{
-        desired::Desired,
         engine::{Engine, EngineError, Lease, Observation, Probe},
         history::History,
         observed::HostAccess,
-        plan::Action,
     },
 };
 
@@ -415,32 +413,6 @@ impl Engine for RedisEngine {
         self.replicaof(member, from).await
     }
 
-    /// REPLICAOF demotes a master online: no restart is needed.
-    async fn restart(
-        &self,
-        member: &Member,
-        from: &Member,
-        _epoch: u64,
-    ) -> Result<(), EngineError> {
-        self.replicaof(member, from).await
-    }
-
-    /// Redis decides between partial and full resync itself: a replica whose history diverged
-    /// from its new master (offset beyond the shared part, or another replication ID) is
-    /// always copied in full.
-    async fn rejoin(&self, member: &Member, from: &Member, _epoch: u64) -> Result<(), EngineError> {
-        self.replicaof(member, from).await
-    }
-
-    async fn clone_from(
-        &self,
-        member: &Member,
-        from: &Member,
-        _epoch: u64,
-    ) -> Result<(), EngineError> {
-        self.replicaof(member, from).await
-    }
-
     /// A Redis replica's offset moves only while its master serves it, and the master it
     /// follows has failed: there is nothing to stop.
     async fn detach(&self, _member: &Member) -> Result<(), EngineError> {
@@ -464,18 +436,6 @@ impl Engine for RedisEngine {
             });
         }
         Ok(())
-    }
-
-    async fn stop(&self, member: &Member, _epoch: u64) -> Result<(), EngineError> {
-        Err(no_host(member, "stop"))
-    }
-
-    async fn start(&self, member: &Member, _epoch: u64) -> Result<(), EngineError> {
-        Err(no_host(member, "start"))
-    }
-
-    async fn initialize(&self, member: &Member, _epoch: u64) -> Result<(), EngineError> {
-        Err(no_host(member, "initialize"))
     }
 
     async fn promote(&self, member: &Member, _epoch: u64) -> Result<Option<History>, EngineError> {
@@ -523,32 +483,6 @@ impl Engine for RedisEngine {
             ],
         )
         .await
-    }
-
-    fn manual_command(&self, action: &Action, desired: &Desired) -> String {
-        match action {
-            Action::Replicate { from, .. }
-            | Action::Restart { from, .. }
-            | Action::Rejoin { from, .. }
-            | Action::Clone { from, .. } => {
-                let address = desired
-                    .member(from)
-                    .map(|m| m.address.as_str())
-                    .unwrap_or(from);
-                let (host, port) = address.rsplit_once(':').unwrap_or((address, "6379"));
-                format!("redis-cli REPLICAOF {host} {port}")
-            }
-            other => format!("{other:?}"),
-        }
-    }
-}
-
-/// Redis members have no host operations: their service manager starts and stops them.
-fn no_host(member: &Member, during: &'static str) -> EngineError {
-    EngineError::Command {
-        address: member.address.clone(),
-        during,
-        message: "replicant does not start or stop Redis servers".into(),
     }
 }
 

@@ -18,7 +18,7 @@ use futures::{StreamExt, future::join_all, stream::FuturesUnordered};
 
 use super::{Agent, HeldLease};
 use crate::engine::postgres::{
-    agent::{AgentClient, HostOperations, PeerView, trusting},
+    agent::{AgentApi, AgentClient, PeerView, trusting},
     ping::ping,
     quorum::renewal_quorum,
 };

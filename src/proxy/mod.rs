@@ -26,10 +26,7 @@ use tokio::{
 use crate::{
     accept::{Acceptor, Admitted, PROXY_CLIENTS},
     api::{Balancing, ProxyMode, VirtualNameSpec},
-    core::{
-        plan::{Endpoint, for_zone},
-        reconcile::Router,
-    },
+    core::routes::{Endpoint, RouteError, Router, for_zone},
     metrics::Metrics,
 };
 
@@ -690,7 +687,7 @@ impl Router for ProxyRouter {
         }
     }
 
-    async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), String> {
+    async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), RouteError> {
         match self.keys.get(name).and_then(|k| self.proxies.get(k)) {
             Some(proxy) => {
                 proxy.set_endpoints(endpoints.to_vec());

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{api::ReplicationClusterStatus, core::reconcile::Router, runtime::spec_loop::Input};
+use crate::{api::ReplicationClusterStatus, core::routes::Router, runtime::spec_loop::Input};
 
 /// What `replicant status` shows for one cluster: written after every round that changed it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

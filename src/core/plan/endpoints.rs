@@ -1,73 +1,10 @@
 //! Where each virtual name should point, from the primary and the health and lag of replicas. Pure.
 
-use serde::{Deserialize, Serialize};
-
 use super::candidate::observation;
 use crate::{
     api::{Fallback, Target, VirtualNameSpec},
-    core::{desired::Desired, observed::Observed},
+    core::{desired::Desired, observed::Observed, routes::Endpoint},
 };
-
-/// One backend of a virtual name.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    pub member: String,
-    pub address: String,
-    /// The member's zone, for routing clients within theirs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
-}
-
-/// The zone whose endpoints a client in `client_zone` should use: its own while it has any,
-/// else the first of `preferred` that has any; `None` for all of them.
-fn serving_zone<'a>(
-    endpoints: &[Endpoint],
-    client_zone: Option<&'a str>,
-    preferred: &'a [String],
-) -> Option<&'a str> {
-    client_zone
-        .into_iter()
-        .chain(preferred.iter().map(String::as_str))
-        .find(|zone| endpoints.iter().any(|e| e.zone.as_deref() == Some(*zone)))
-}
-
-/// The endpoints a client in `client_zone` should use: those in its own zone, else those in
-/// the first of `preferred` that has any, else all of them.
-pub fn for_zone<'a>(
-    endpoints: &'a [Endpoint],
-    client_zone: Option<&str>,
-    preferred: &[String],
-) -> Vec<&'a Endpoint> {
-    let zone = serving_zone(endpoints, client_zone, preferred);
-    endpoints
-        .iter()
-        .filter(|e| zone.is_none() || e.zone.as_deref() == zone)
-        .collect()
-}
-
-/// For each endpoint, the zones whose clients it serves under [`for_zone`], among `zones`:
-/// what Kubernetes calls an endpoint's topology hints. Empty lists for all when no zone is
-/// known, so that every client uses every endpoint.
-pub fn zone_hints(
-    endpoints: &[Endpoint],
-    zones: &[String],
-    preferred: &[String],
-) -> Vec<Vec<String>> {
-    let serving: Vec<(&String, Option<&str>)> = zones
-        .iter()
-        .map(|zone| (zone, serving_zone(endpoints, Some(zone), preferred)))
-        .collect();
-    endpoints
-        .iter()
-        .map(|e| {
-            serving
-                .iter()
-                .filter(|(_, by)| by.is_none() || e.zone.as_deref() == *by)
-                .map(|(zone, _)| (*zone).clone())
-                .collect()
-        })
-        .collect()
-}
 
 /// A replica fit to serve reads: reachable, fully synced, streaming from its upstream (or the
 /// primary is gone, so nothing newer exists anywhere), and within `max_lag` of the primary.

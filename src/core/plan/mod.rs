@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     candidate::{Assessment, Selection, Verdict, observation, select},
-    endpoints::{Endpoint, for_zone, zone_hints},
     findings::{Blocker, Finding, human_duration},
     zones::Placement,
 };
@@ -30,6 +29,7 @@ use crate::core::{
     desired::Desired,
     journal::{Journal, Step},
     observed::{HostAccess, Observed},
+    routes::Endpoint,
 };
 
 /// How soon to look again while an operation is moving.

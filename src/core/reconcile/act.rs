@@ -10,7 +10,7 @@ use crate::core::{
     journal::Journal,
     observed::Observed,
     plan::{Action, Plan},
-    status::{ActionResult, Applied},
+    status::{ActError, ActionResult, Applied},
 };
 
 pub async fn act(
@@ -31,13 +31,18 @@ pub async fn act(
             continue;
         }
         if planned.by_person {
-            let command = deps.engine.manual_command(&planned.action, desired);
+            let command = match deps.engine.hosts() {
+                Some(hosts) => hosts.manual_command(&planned.action, desired),
+                None => format!("{:?}", planned.action),
+            };
             results.push((planned.clone(), ActionResult::Manual(command)));
             continue;
         }
         journal.step_started(planned.action.step());
         save_if_changed(deps, &journal, &mut written).await?;
-        crash_point("before", &planned.action, &journal);
+        if let Some(point) = fault_point("before", &planned.action, &journal) {
+            deps.faults.reached(&point);
+        }
         deps.store.confirm().map_err(ReconcileError::Act)?;
         let result = execute(desired, &planned.action, journal.epoch, deps).await;
         let result = match result {
@@ -46,7 +51,9 @@ pub async fn act(
                     journal.promoted(member, *epoch, Timestamp::now(), history);
                 }
                 save_if_changed(deps, &journal, &mut written).await?;
-                crash_point("after", &planned.action, &journal);
+                if let Some(point) = fault_point("after", &planned.action, &journal) {
+                    deps.faults.reached(&point);
+                }
                 tracing::info!(cluster = %desired.name, action = ?planned.action, why = %planned.why, "applied");
                 ActionResult::Done
             }
@@ -66,25 +73,11 @@ pub async fn act(
     Ok(Applied { journal, results })
 }
 
-/// Fault injection for crash-recovery tests: with `REPLICANT_CRASH_AT=before-promote` (or
-/// `after-fence`, ...) the process dies like `kill -9` at that point of a failover or switchover;
-/// with `REPLICANT_FREEZE_AT=...` it stops itself (SIGSTOP) there once, until sent SIGCONT.
-fn crash_point(when: &str, action: &Action, journal: &Journal) {
-    if journal.operation.is_none() {
-        return;
-    }
-    let point = format!("{when}-{:?}", action.step()).to_lowercase();
-    if std::env::var("REPLICANT_CRASH_AT").is_ok_and(|wanted| wanted == point) {
-        eprintln!("REPLICANT_CRASH_AT={point}: aborting");
-        std::process::abort();
-    }
-    static FROZEN: std::sync::Once = std::sync::Once::new();
-    if std::env::var("REPLICANT_FREEZE_AT").is_ok_and(|wanted| wanted == point) {
-        FROZEN.call_once(|| {
-            eprintln!("REPLICANT_FREEZE_AT={point}: stopping");
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
-        });
-    }
+/// Where an operation's step is, for the [`FaultPoints`](super::FaultPoints) seam: `before-promote`,
+/// `after-fence`, ... Only steps of a failover or switchover are points.
+fn fault_point(when: &str, action: &Action, journal: &Journal) -> Option<String> {
+    journal.operation.as_ref()?;
+    Some(format!("{when}-{:?}", action.step()).to_lowercase())
 }
 
 /// Save `journal` unless it is what was last written (`written`, with its revision): a save
@@ -112,37 +105,55 @@ async fn execute(
     action: &Action,
     epoch: u64,
     deps: &Deps<'_>,
-) -> Result<Option<History>, String> {
+) -> Result<Option<History>, ActError> {
     let member = |name: &str| {
         desired
             .member(name)
-            .ok_or_else(|| format!("{name} is not a member"))
+            .ok_or_else(|| ActError::NotAMember(name.to_string()))
     };
     let engine = deps.engine;
-    let done = |result: Result<(), EngineError>| result.map(|()| None);
+    // Without host operations, a member re-pointed resyncs by itself as it must.
+    let hosts = || engine.hosts();
+    let no_hosts = |m: &str, operation: &'static str| ActError::NoHostOperations {
+        member: m.to_string(),
+        operation,
+    };
+    let done = |result: Result<(), EngineError>| result.map(|()| None).map_err(ActError::from);
     match action {
         Action::Replicate { member: m, from } => {
             done(engine.replicate(member(m)?, member(from)?).await)
         }
-        Action::Restart { member: m, from } => {
-            done(engine.restart(member(m)?, member(from)?, epoch).await)
-        }
-        Action::Rejoin { member: m, from } => {
-            done(engine.rejoin(member(m)?, member(from)?, epoch).await)
-        }
-        Action::Clone { member: m, from } => {
-            done(engine.clone_from(member(m)?, member(from)?, epoch).await)
-        }
+        Action::Restart { member: m, from } => match hosts() {
+            Some(hosts) => done(hosts.restart(member(m)?, member(from)?, epoch).await),
+            None => done(engine.replicate(member(m)?, member(from)?).await),
+        },
+        Action::Rejoin { member: m, from } => match hosts() {
+            Some(hosts) => done(hosts.rejoin(member(m)?, member(from)?, epoch).await),
+            None => done(engine.replicate(member(m)?, member(from)?).await),
+        },
+        Action::Clone { member: m, from } => match hosts() {
+            Some(hosts) => done(hosts.clone_from(member(m)?, member(from)?, epoch).await),
+            None => done(engine.replicate(member(m)?, member(from)?).await),
+        },
         Action::Detach { member: m } => done(engine.detach(member(m)?).await),
         Action::Fence { member: m } => done(engine.fence(member(m)?, epoch).await),
-        Action::Stop { member: m } => done(engine.stop(member(m)?, epoch).await),
-        Action::Start { member: m } => done(engine.start(member(m)?, epoch).await),
-        Action::Initialize { member: m } => done(engine.initialize(member(m)?, epoch).await),
-        Action::Promote { member: m, epoch } => engine.promote(member(m)?, *epoch).await,
+        Action::Stop { member: m } => match hosts() {
+            Some(hosts) => done(hosts.stop(member(m)?, epoch).await),
+            None => Err(no_hosts(m, "stop")),
+        },
+        Action::Start { member: m } => match hosts() {
+            Some(hosts) => done(hosts.start(member(m)?, epoch).await),
+            None => Err(no_hosts(m, "start")),
+        },
+        Action::Initialize { member: m } => match hosts() {
+            Some(hosts) => done(hosts.initialize(member(m)?, epoch).await),
+            None => Err(no_hosts(m, "initialize")),
+        },
+        Action::Promote { member: m, epoch } => Ok(engine.promote(member(m)?, *epoch).await?),
         Action::Unfence { member: m } => done(engine.unfence(member(m)?, epoch).await),
         Action::RetargetVirtualName { name, endpoints } => {
-            return deps.router.retarget(name, endpoints).await.map(|_| None);
+            deps.router.retarget(name, endpoints).await?;
+            Ok(None)
         }
     }
-    .map_err(|e| e.to_string())
 }

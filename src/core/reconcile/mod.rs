@@ -5,7 +5,11 @@
 //! actually did.
 
 mod act;
+#[cfg(test)]
+mod fake;
 mod observe;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
@@ -23,7 +27,8 @@ use crate::{
         engine::Engine,
         journal::Journal,
         observed::{MemberObservation, Observed},
-        plan::{self, Endpoint, Plan},
+        plan::{self, Plan},
+        routes::Router,
         status::{self, Applied},
     },
 };
@@ -61,14 +66,6 @@ impl std::fmt::Display for Revision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0.as_deref().unwrap_or("none"))
     }
-}
-
-/// Where virtual names point (a built-in proxy, or a Service's endpoints).
-#[async_trait]
-pub trait Router: Send + Sync {
-    /// Member names `name` points at now; `None` when it has never been set.
-    async fn current(&self, name: &str) -> Option<Vec<String>>;
-    async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), String>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +122,21 @@ pub struct Deps<'a> {
     pub engine: &'a dyn Engine,
     pub store: &'a dyn JournalStore,
     pub router: &'a dyn Router,
+    pub faults: &'a dyn FaultPoints,
+}
+
+/// Named points of a failover or switchover (`before-promote`, `after-fence`, ...) that crash
+/// tests stop or kill the process at. Reached just before a step is taken (its start already
+/// journaled) and just after its outcome is journaled.
+pub trait FaultPoints: Send + Sync {
+    fn reached(&self, point: &str);
+}
+
+/// No fault is injected: what every process runs with unless told otherwise.
+pub struct NoFaults;
+
+impl FaultPoints for NoFaults {
+    fn reached(&self, _point: &str) {}
 }
 
 /// One round and everything it saw and did.

@@ -151,7 +151,7 @@ pub enum Rejoined {
 /// What the controller may ask of a member's host. Every call carries the epoch of the
 /// decision it serves; a host refuses one older than the newest it has seen.
 #[async_trait]
-pub trait HostOperations: Send + Sync {
+pub trait AgentApi: Send + Sync {
     async fn status(&self) -> Result<AgentStatus, EngineError>;
     /// Start postgres as it is. This and the copies below return once begun; `status` tells
     /// when they end (`busy`, then `lastOperation`, `lastError`).
@@ -388,7 +388,7 @@ where
 }
 
 #[async_trait]
-impl HostOperations for AgentClient {
+impl AgentApi for AgentClient {
     async fn status(&self) -> Result<AgentStatus, EngineError> {
         self.call("agent status", "/v1/status", None, self.timeout)
             .await

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::{
     actions::{self, Target, Upstream, UpstreamAuth},
-    agent::{self, AgentClient, AgentStatus, HostOperations, Peer, Source},
+    agent::{self, AgentApi, AgentClient, AgentStatus, Peer, Source},
     history::{self, branches},
     lease::{self, Leases},
     probe::{PgProbe, Session, slot_name},
@@ -21,7 +21,7 @@ use crate::{
     api::{Member, ReplicationClusterSpec, ReplicationMode, Role},
     core::{
         desired::Desired,
-        engine::{Engine, EngineError, Lease, Observation, Probe},
+        engine::{Engine, EngineError, HostOperations, Lease, Observation, Probe},
         history::History,
         observed::{HostAccess, HostObservation},
         plan::Action,
@@ -430,6 +430,10 @@ fn host_observation(status: Result<AgentStatus, EngineError>) -> HostObservation
 
 #[async_trait]
 impl Engine for PostgresEngine {
+    fn hosts(&self) -> Option<&dyn HostOperations> {
+        Some(self)
+    }
+
     async fn observe(&self, member: &Member, lease: Option<Lease>) -> Observation {
         let agent = self.agents.get(&member.name);
         match (agent, lease) {
@@ -533,40 +537,6 @@ impl Engine for PostgresEngine {
         .await
     }
 
-    async fn restart(&self, member: &Member, from: &Member, epoch: u64) -> Result<(), EngineError> {
-        self.slots_upstream(from).await?;
-        self.agent(member, "restart as a standby")?
-            .follow(epoch, &Self::source(member, from))
-            .await
-            .map(drop)
-    }
-
-    async fn rejoin(&self, member: &Member, from: &Member, epoch: u64) -> Result<(), EngineError> {
-        let agent = self.agent(member, "rewind")?;
-        self.checkpointed(from).await?;
-        self.slots_upstream(from).await?;
-        agent
-            .rewind(epoch, &Self::source(member, from))
-            .await
-            .map(drop)
-    }
-
-    async fn clone_from(
-        &self,
-        member: &Member,
-        from: &Member,
-        epoch: u64,
-    ) -> Result<(), EngineError> {
-        let agent = self.agent(member, "clone")?;
-        // A slot that lost its WAL would fail the copy: the copy starts a new one.
-        actions::renew_lost_slot(self.target(from), &member.name).await?;
-        self.slots_upstream(from).await?;
-        agent
-            .clone_from(epoch, &Self::source(member, from))
-            .await
-            .map(drop)
-    }
-
     async fn detach(&self, member: &Member) -> Result<(), EngineError> {
         actions::detach(self.target(member)).await
     }
@@ -579,34 +549,6 @@ impl Engine for PostgresEngine {
             Some(agent) => agent.stop(epoch, true).await.map(drop),
             None => soft,
         }
-    }
-
-    async fn stop(&self, member: &Member, epoch: u64) -> Result<(), EngineError> {
-        let status = self.agent(member, "stop")?.stop(epoch, false).await?;
-        if status.running {
-            return Err(EngineError::NotApplied {
-                address: member.address.clone(),
-                during: "stop",
-                detail: "postgres still runs".into(),
-            });
-        }
-        Ok(())
-    }
-
-    async fn start(&self, member: &Member, epoch: u64) -> Result<(), EngineError> {
-        let agent = self.agent(member, "start")?;
-        // A primary starts only under a lease: the host would keep it down otherwise.
-        self.leases
-            .grant(&member.name, agent, self.lease_at(epoch))
-            .await?;
-        agent.start(epoch).await.map(drop)
-    }
-
-    async fn initialize(&self, member: &Member, epoch: u64) -> Result<(), EngineError> {
-        // No lease yet: the member becomes primary in the controller's eyes only once it
-        // answers, and from then on its lease is renewed.
-        let agent = self.agent(member, "initialize")?;
-        agent.initialize(epoch).await.map(drop)
     }
 
     async fn promote(&self, member: &Member, epoch: u64) -> Result<Option<History>, EngineError> {
@@ -653,6 +595,71 @@ impl Engine for PostgresEngine {
 
     async fn unfence(&self, member: &Member, _epoch: u64) -> Result<(), EngineError> {
         self.prepare_guard(member).await
+    }
+}
+
+#[async_trait]
+impl HostOperations for PostgresEngine {
+    async fn restart(&self, member: &Member, from: &Member, epoch: u64) -> Result<(), EngineError> {
+        self.slots_upstream(from).await?;
+        self.agent(member, "restart as a standby")?
+            .follow(epoch, &Self::source(member, from))
+            .await
+            .map(drop)
+    }
+
+    async fn rejoin(&self, member: &Member, from: &Member, epoch: u64) -> Result<(), EngineError> {
+        let agent = self.agent(member, "rewind")?;
+        self.checkpointed(from).await?;
+        self.slots_upstream(from).await?;
+        agent
+            .rewind(epoch, &Self::source(member, from))
+            .await
+            .map(drop)
+    }
+
+    async fn clone_from(
+        &self,
+        member: &Member,
+        from: &Member,
+        epoch: u64,
+    ) -> Result<(), EngineError> {
+        let agent = self.agent(member, "clone")?;
+        // A slot that lost its WAL would fail the copy: the copy starts a new one.
+        actions::renew_lost_slot(self.target(from), &member.name).await?;
+        self.slots_upstream(from).await?;
+        agent
+            .clone_from(epoch, &Self::source(member, from))
+            .await
+            .map(drop)
+    }
+
+    async fn stop(&self, member: &Member, epoch: u64) -> Result<(), EngineError> {
+        let status = self.agent(member, "stop")?.stop(epoch, false).await?;
+        if status.running {
+            return Err(EngineError::NotApplied {
+                address: member.address.clone(),
+                during: "stop",
+                detail: "postgres still runs".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn start(&self, member: &Member, epoch: u64) -> Result<(), EngineError> {
+        let agent = self.agent(member, "start")?;
+        // A primary starts only under a lease: the host would keep it down otherwise.
+        self.leases
+            .grant(&member.name, agent, self.lease_at(epoch))
+            .await?;
+        agent.start(epoch).await.map(drop)
+    }
+
+    async fn initialize(&self, member: &Member, epoch: u64) -> Result<(), EngineError> {
+        // No lease yet: the member becomes primary in the controller's eyes only once it
+        // answers, and from then on its lease is renewed.
+        let agent = self.agent(member, "initialize")?;
+        agent.initialize(epoch).await.map(drop)
     }
 
     fn manual_command(&self, action: &Action, desired: &Desired) -> String {

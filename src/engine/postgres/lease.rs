@@ -14,7 +14,7 @@ use std::{
 
 use futures::StreamExt;
 
-use super::agent::{AgentClient, AgentStatus, HostOperations, Peer, PeerView};
+use super::agent::{AgentApi, AgentClient, AgentStatus, Peer, PeerView};
 use crate::core::engine::{EngineError, Lease};
 
 /// Silent observations (the server neither answered nor was being started) after which a

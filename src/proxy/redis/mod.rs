@@ -22,7 +22,7 @@ use tokio::{
 };
 
 use super::{CONNECT_TIMEOUT, Connection, NameProxy};
-use crate::core::plan::Endpoint;
+use crate::core::routes::Endpoint;
 
 /// Requests a client may have in flight before the proxy stops reading from it.
 const MAX_IN_FLIGHT: usize = 4096;

@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Fence, Keys, Session, call, fenced, get, txn};
 use crate::{
-    core::{desired::Desired, plan::Endpoint, reconcile::Router},
+    core::{
+        desired::Desired,
+        routes::{Endpoint, RouteError, Router},
+    },
     proxy::{Proxies, ProxyShape},
 };
 
@@ -218,7 +221,18 @@ impl Router for EtcdRouter {
 
     /// Drop the members that leave at once; add members only once every live proxy has
     /// applied the route as it then stands (or its lease has run out).
-    async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), String> {
+    async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), RouteError> {
+        self.publish_endpoints(name, endpoints)
+            .await
+            .map_err(|message| RouteError::Publish {
+                name: name.to_string(),
+                message,
+            })
+    }
+}
+
+impl EtcdRouter {
+    async fn publish_endpoints(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), String> {
         let Some((stored, mut revision)) = self.read(name).await? else {
             self.publish(name, endpoints.to_vec()).await?;
             return Ok(());

@@ -22,10 +22,7 @@ use super::{
 };
 use crate::{
     api::{ReplicationClusterSpec, ReplicationClusterStatus},
-    core::{
-        desired::NamedVirtualName,
-        reconcile::{JournalStore, Router},
-    },
+    core::{desired::NamedVirtualName, reconcile::JournalStore, routes::Router},
     metrics::{self, Metrics},
     proxy::Proxies,
     runtime::{

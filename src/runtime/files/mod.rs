@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use self::state::FileJournalStore;
 use crate::{
     api::{ReplicationClusterSpec, ReplicationClusterStatus},
-    core::reconcile::{JournalStore, Router},
+    core::{reconcile::JournalStore, routes::Router},
     metrics::{AdminEndpoint, Metrics},
     proxy::{Proxies, ProxyRouter, ProxyShape},
     runtime::{

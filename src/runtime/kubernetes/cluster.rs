@@ -23,10 +23,7 @@ use super::{
 };
 use crate::{
     api::{ReplicationCluster, ReplicationClusterSpec, ReplicationClusterStatus, VirtualName},
-    core::{
-        desired::Desired,
-        reconcile::{JournalStore, Router},
-    },
+    core::{desired::Desired, reconcile::JournalStore, routes::Router},
     engine::Secret,
     runtime::reconciler::{
         ClusterHost, ClusterReconciler, ClusterSecrets, Notice, RoundInput, StatusStoreError,

@@ -209,7 +209,11 @@ mod tests {
                     planned(Action::Fence {
                         member: "orders-a".into(),
                     }),
-                    ActionResult::Failed("connection refused".into()),
+                    ActionResult::Failed(crate::core::status::ActError::Engine(
+                        crate::core::engine::EngineError::Refused {
+                            address: "orders-a:6379".into(),
+                        },
+                    )),
                 ),
                 (
                     planned(Action::Promote {

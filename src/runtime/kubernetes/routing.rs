@@ -26,10 +26,7 @@ use super::{
 };
 use crate::{
     api::{ReplicationClusterSpec, Target, VirtualNameSpec},
-    core::{
-        plan::{Endpoint, zone_hints},
-        reconcile::Router,
-    },
+    core::routes::{Endpoint, RouteError, Router, zone_hints},
 };
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -322,7 +319,18 @@ impl Router for ServiceRouter {
         (zones == fingerprint).then_some(members)
     }
 
-    async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), String> {
+    async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), RouteError> {
+        self.publish_endpoints(name, endpoints)
+            .await
+            .map_err(|message| RouteError::Publish {
+                name: name.to_string(),
+                message,
+            })
+    }
+}
+
+impl ServiceRouter {
+    async fn publish_endpoints(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), String> {
         let owner = self
             .owners
             .get(name)

@@ -19,7 +19,11 @@ use crate::{
         desired::Desired,
         engine::Engine,
         plan::{Finding, findings},
-        reconcile::{self, Deps, JournalStore, Memory, ReconcileError, Round, Router, StoreError},
+        reconcile::{
+            self, Deps, FaultPoints, JournalStore, Memory, NoFaults, ReconcileError, Round,
+            StoreError,
+        },
+        routes::Router,
         status,
     },
     engine::{AgentAccess, Credentials, Secret},
@@ -109,6 +113,21 @@ struct Stored {
     status: ReplicationClusterStatus,
     error: Option<String>,
     at: Instant,
+}
+
+/// The process's fault points: none, unless the binary installed some at start-up.
+static FAULT_POINTS: std::sync::OnceLock<Box<dyn FaultPoints>> = std::sync::OnceLock::new();
+
+/// Install the fault points every reconciler of this process reaches, once, before any round
+/// (the binary does, from its environment, for crash tests). A second call changes nothing.
+pub fn install_fault_points(points: Box<dyn FaultPoints>) {
+    let _ = FAULT_POINTS.set(points);
+}
+
+fn fault_points() -> &'static dyn FaultPoints {
+    FAULT_POINTS
+        .get()
+        .map_or(&NoFaults, |points| points.as_ref())
 }
 
 /// One cluster's reconciler: call [`round`](Self::round) again after the wait it returns, or
@@ -215,6 +234,7 @@ impl ClusterReconciler {
             engine: engine.as_ref(),
             store: host.journal(),
             router: host.router(),
+            faults: fault_points(),
         };
         let started = Instant::now();
         let result = reconcile::reconcile(

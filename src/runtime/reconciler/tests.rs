@@ -6,7 +6,11 @@ use std::sync::Mutex;
 use super::*;
 use crate::{
     api::MemberStatus,
-    core::{journal::Journal, plan::Endpoint, reconcile::Revision},
+    core::{
+        journal::Journal,
+        reconcile::Revision,
+        routes::{Endpoint, RouteError},
+    },
 };
 
 #[test]
@@ -114,7 +118,7 @@ impl Router for Host {
         self.routes.lock().unwrap().get(name).cloned()
     }
 
-    async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), String> {
+    async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), RouteError> {
         let members = endpoints.iter().map(|e| e.member.clone()).collect();
         self.routes
             .lock()

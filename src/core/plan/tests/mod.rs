@@ -649,7 +649,7 @@ fn switchover_promotes_once_the_target_caught_up_with_the_fenced_master() {
             replicate("b", "c"),
             Action::RetargetVirtualName {
                 name: "rw".into(),
-                endpoints: vec![super::Endpoint {
+                endpoints: vec![crate::core::routes::Endpoint {
                     member: "c".into(),
                     address: "10.0.0.3:6379".into(),
                     zone: None,
@@ -766,7 +766,7 @@ fn failover_fences_promotes_the_standby_repoints_and_moves_names() {
             replicate("c", "b"),
             Action::RetargetVirtualName {
                 name: "rw".into(),
-                endpoints: vec![super::Endpoint {
+                endpoints: vec![crate::core::routes::Endpoint {
                     member: "b".into(),
                     address: "10.0.0.2:6379".into(),
                     zone: None,

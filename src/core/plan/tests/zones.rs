@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use pretty_assertions::assert_eq;
 
 use super::*;
-use crate::core::plan::{
-    Endpoint, for_zone, zone_hints,
-    zones::{Placement, layout},
+use crate::core::{
+    plan::zones::{Placement, layout},
+    routes::{Endpoint, for_zone, zone_hints},
 };
 
 /// Six members in three zones, primary a: a, b in zone-a; c, d in zone-b; e, f in zone-c.
