@@ -49,12 +49,22 @@ pub struct AgentAccess {
     pub ca_pem: Option<String>,
 }
 
+/// Why a cluster cannot have an engine (shown in status).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineSetupError {
+    /// The CA bundle the agents' certificates should chain to is not one.
+    #[error("spec.agentTls: the CA bundle: {0}")]
+    AgentCa(String),
+    #[error("spec.agentToken: member {member} names an agent, and agents accept only a token")]
+    NoAgentToken { member: String },
+}
+
 /// The engine for a cluster, or why it cannot have one (shown in status).
 pub fn for_cluster(
     spec: &crate::api::ReplicationClusterSpec,
     credentials: Credentials,
     agents: AgentAccess,
-) -> Result<std::sync::Arc<dyn Engine>, String> {
+) -> Result<std::sync::Arc<dyn Engine>, EngineSetupError> {
     match spec.engine {
         crate::api::Engine::Redis => Ok(std::sync::Arc::new(redis::RedisEngine::new(
             redis::RedisSettings::for_cluster(spec, credentials),

@@ -26,7 +26,7 @@ use crate::{
         observed::{HostAccess, HostObservation},
         plan::Action,
     },
-    engine::{AgentAccess, Credentials},
+    engine::{AgentAccess, Credentials, EngineSetupError},
 };
 
 /// How long a promotion may take to be seen done.
@@ -104,13 +104,13 @@ impl PostgresEngine {
         settings: PostgresSettings,
         members: &[Member],
         access: AgentAccess,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, EngineSetupError> {
         let tls = access
             .ca_pem
             .as_deref()
             .map(agent::trusting)
             .transpose()
-            .map_err(|e| format!("spec.agentTls: the CA bundle: {e}"))?;
+            .map_err(|e| EngineSetupError::AgentCa(e.to_string()))?;
         let mut agents = HashMap::new();
         let mut peers = Vec::new();
         let addresses = members
@@ -121,12 +121,12 @@ impl PostgresEngine {
             let Some(address) = &member.agent else {
                 continue;
             };
-            let token = access.token.clone().ok_or_else(|| {
-                format!(
-                    "spec.agentToken: member {} names an agent, and agents accept only a token",
-                    member.name
-                )
-            })?;
+            let token = access
+                .token
+                .clone()
+                .ok_or_else(|| EngineSetupError::NoAgentToken {
+                    member: member.name.clone(),
+                })?;
             agents.insert(
                 member.name.clone(),
                 AgentClient::new(address.clone(), token, tls.clone(), settings.timeout),

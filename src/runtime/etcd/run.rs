@@ -26,7 +26,9 @@ use crate::{
     metrics::{self, Metrics},
     proxy::Proxies,
     runtime::{
-        reconciler::{ClusterHost, ClusterReconciler, ClusterSecrets, Notice, StatusStoreError},
+        reconciler::{
+            ClusterHost, ClusterReconciler, ClusterSecrets, Notice, SecretsError, StatusStoreError,
+        },
         report::report,
         spec_loop::{
             ClusterRunner, Coordination, Input, SpecDirError, round_input, secrets::local_secrets,
@@ -372,7 +374,7 @@ impl ClusterHost for EtcdHost<'_> {
         self.may_act
     }
 
-    async fn secrets(&self, spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, String> {
+    async fn secrets(&self, spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, SecretsError> {
         local_secrets(spec)
     }
 

@@ -25,7 +25,9 @@ use crate::{
     metrics::{AdminEndpoint, Metrics},
     proxy::{Proxies, ProxyRouter, ProxyShape},
     runtime::{
-        reconciler::{ClusterHost, ClusterReconciler, ClusterSecrets, Notice, StatusStoreError},
+        reconciler::{
+            ClusterHost, ClusterReconciler, ClusterSecrets, Notice, SecretsError, StatusStoreError,
+        },
         report::{SpecsReport, report},
         spec_loop::{
             ClusterRunner, Coordination, Input, SpecDirError, round_input, secrets::local_secrets,
@@ -300,7 +302,7 @@ impl ClusterHost for FilesHost<'_> {
         true
     }
 
-    async fn secrets(&self, spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, String> {
+    async fn secrets(&self, spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, SecretsError> {
         local_secrets(spec)
     }
 

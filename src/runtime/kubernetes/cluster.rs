@@ -26,7 +26,8 @@ use crate::{
     core::{desired::Desired, reconcile::JournalStore, routes::Router},
     engine::Secret,
     runtime::reconciler::{
-        ClusterHost, ClusterReconciler, ClusterSecrets, Notice, RoundInput, StatusStoreError,
+        ClusterHost, ClusterReconciler, ClusterSecrets, Notice, RoundInput, SecretsError,
+        StatusStoreError,
     },
     validate::{Document, Resource as SpecResource, rules},
 };
@@ -182,7 +183,7 @@ impl ClusterHost for KubernetesHost<'_> {
         self.ctx.may_act()
     }
 
-    async fn secrets(&self, spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, String> {
+    async fn secrets(&self, spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, SecretsError> {
         secrets(self.ctx, self.namespace, &self.cluster.name_any(), spec).await
     }
 
@@ -298,7 +299,7 @@ async fn secrets(
     namespace: &str,
     name: &str,
     spec: &ReplicationClusterSpec,
-) -> Result<ClusterSecrets, String> {
+) -> Result<ClusterSecrets, SecretsError> {
     let password = referenced_secret(
         ctx,
         namespace,
@@ -364,7 +365,7 @@ async fn referenced_secret(
     namespace: &str,
     field: Field<'_>,
     reference: Option<Option<(&str, &str)>>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, SecretsError> {
     match reference {
         None => Ok(None),
         Some(Some((name, key))) => {
@@ -373,9 +374,12 @@ async fn referenced_secret(
                 .await
                 .map(Some)
         }
-        Some(None) => Err(format!(
-            "{}: {}: the operator reads it from a Secret; set {} ({} for standalone mode)",
-            field.cluster, field.path, field.secret_field, field.standalone
+        Some(None) => Err(SecretsError::unresolved(
+            format!("{}: {}", field.cluster, field.path),
+            format!(
+                "the operator reads it from a Secret; set {} ({} for standalone mode)",
+                field.secret_field, field.standalone
+            ),
         )),
     }
 }
@@ -387,12 +391,14 @@ async fn read_secret(
     field: &str,
     name: &str,
     key: &str,
-) -> Result<String, String> {
+) -> Result<String, SecretsError> {
     let api: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret = super::call::call(format!("get secret {name}"), api.get_opt(name))
         .await
-        .map_err(|e| format!("{field}: {e}"))?
-        .ok_or_else(|| format!("{field}: Secret {namespace}/{name} not found"))?;
+        .map_err(|e| SecretsError::unresolved(field, e))?
+        .ok_or_else(|| {
+            SecretsError::unresolved(field, format!("Secret {namespace}/{name} not found"))
+        })?;
     let value = secret
         .data
         .as_ref()
@@ -405,7 +411,12 @@ async fn read_secret(
                 .and_then(|d| d.get(key))
                 .cloned()
         })
-        .ok_or_else(|| format!("{field}: Secret {namespace}/{name} has no key {key:?}"))?;
+        .ok_or_else(|| {
+            SecretsError::unresolved(
+                field,
+                format!("Secret {namespace}/{name} has no key {key:?}"),
+            )
+        })?;
     Ok(value.trim_end_matches(['\n', '\r']).to_string())
 }
 

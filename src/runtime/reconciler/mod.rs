@@ -26,7 +26,7 @@ use crate::{
         routes::Router,
         status,
     },
-    engine::{AgentAccess, Credentials, Secret},
+    engine::{AgentAccess, Credentials, EngineSetupError, Secret},
     metrics::Metrics,
 };
 
@@ -66,13 +66,46 @@ pub enum Notice<'a> {
 #[error("cannot store status: {0}")]
 pub struct StatusStoreError(pub String);
 
+/// Why the secrets a spec refers to cannot be read. Names the field, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretsError {
+    /// The reference is of a kind this runtime reads, but what it names is not there (an
+    /// environment variable unset, a file unreadable or too large, a Secret or key missing).
+    #[error("{field}: {reason}")]
+    Unresolved { field: String, reason: String },
+    /// The reference is of a kind only the Kubernetes operator reads.
+    #[error("{field} needs the Kubernetes operator; use {instead} here")]
+    NeedsKubernetes {
+        field: &'static str,
+        instead: &'static str,
+    },
+}
+
+impl SecretsError {
+    pub fn unresolved(field: impl Into<String>, reason: impl ToString) -> Self {
+        Self::Unresolved {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Why a cluster cannot be managed at all: shown in status as `CannotManage`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CannotManage {
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Engine(#[from] EngineSetupError),
+}
+
 /// The I/O a runtime supplies for one cluster's round.
 #[async_trait]
 pub trait ClusterHost: Send + Sync {
     /// Whether this process may act now: it leads, or runs alone.
     fn may_act(&self) -> bool;
     /// The secrets `spec` refers to, or why they cannot be read (naming the field).
-    async fn secrets(&self, spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, String>;
+    async fn secrets(&self, spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, SecretsError>;
     fn journal(&self) -> &dyn JournalStore;
     fn router(&self) -> &dyn Router;
     /// A problem of the runtime's own to show beside status (a proxy that cannot listen).
@@ -213,7 +246,8 @@ impl ClusterReconciler {
         };
         let engine = match self.engine(&desired.spec, host).await {
             Ok(engine) => engine,
-            Err(message) => {
+            Err(error) => {
+                let message = error.to_string();
                 tracing::error!(cluster = %self.label, %message, "cannot manage cluster");
                 if self.cannot_manage.as_ref() != Some(&message) {
                     host.notify(Notice::CannotManage(&message)).await;
@@ -327,7 +361,7 @@ impl ClusterReconciler {
         &mut self,
         spec: &ReplicationClusterSpec,
         host: &dyn ClusterHost,
-    ) -> Result<Arc<dyn Engine>, String> {
+    ) -> Result<Arc<dyn Engine>, CannotManage> {
         if let Some(slot) = &self.engine
             && slot.spec == *spec
             && slot.read_at.elapsed() < SECRET_REFRESH

@@ -68,7 +68,7 @@ fn transient_errors_back_off_doubling_to_a_cap() {
 #[derive(Default)]
 struct Host {
     acting: bool,
-    secrets: Option<Result<ClusterSecrets, String>>,
+    secrets: Option<Result<ClusterSecrets, SecretsError>>,
     /// The journal and how many times it was saved (its revision).
     journal: Mutex<(Journal, u64)>,
     routes: Mutex<std::collections::HashMap<String, Vec<String>>>,
@@ -134,7 +134,10 @@ impl ClusterHost for Host {
         self.acting
     }
 
-    async fn secrets(&self, _spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, String> {
+    async fn secrets(
+        &self,
+        _spec: &ReplicationClusterSpec,
+    ) -> Result<ClusterSecrets, SecretsError> {
         self.secrets
             .clone()
             .unwrap_or_else(|| Ok(ClusterSecrets::default()))
@@ -256,17 +259,19 @@ async fn a_spec_invalid_from_the_start_is_reported_once_and_waits_for_a_change()
 #[tokio::test]
 async fn a_cluster_without_its_secrets_stalls_and_says_so_once_per_reason() {
     let mut host = Host::acting();
-    host.secrets = Some(Err(
-        "spec.credentials.passwordEnv: environment variable PW is not set".into(),
-    ));
+    host.secrets = Some(Err(SecretsError::unresolved(
+        "spec.credentials.passwordEnv",
+        "environment variable PW is not set",
+    )));
     let mut reconciler = ClusterReconciler::new("default", "orders", None);
     for _ in 0..2 {
         let wait = reconciler.round(input(orders("a"), &[]), &host).await;
         assert_eq!(wait, Some(CANNOT_MANAGE_RETRY));
     }
-    host.secrets = Some(Err(
-        "spec.credentials.passwordFile: /run/pw: not found".into()
-    ));
+    host.secrets = Some(Err(SecretsError::unresolved(
+        "spec.credentials.passwordFile",
+        "/run/pw: not found",
+    )));
     reconciler.round(input(orders("a"), &[]), &host).await;
     assert_eq!(
         host.notices(),

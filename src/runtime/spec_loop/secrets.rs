@@ -4,11 +4,11 @@
 use crate::{
     api::ReplicationClusterSpec,
     engine::{Credentials, Secret},
-    runtime::reconciler::ClusterSecrets,
+    runtime::reconciler::{ClusterSecrets, SecretsError},
 };
 
 /// The secrets a spec refers to, from files and the environment of this host.
-pub fn local_secrets(spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, String> {
+pub fn local_secrets(spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, SecretsError> {
     Ok(ClusterSecrets {
         password: credentials(spec)?.password,
         agent_token: agent_token(spec)?,
@@ -17,20 +17,27 @@ pub fn local_secrets(spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, St
 }
 
 /// Resolve a standalone credentials reference (file or environment variable).
-pub fn credentials(spec: &ReplicationClusterSpec) -> Result<Credentials, String> {
+pub fn credentials(spec: &ReplicationClusterSpec) -> Result<Credentials, SecretsError> {
     let Some(reference) = &spec.credentials else {
         return Ok(Credentials::default());
     };
     let password = if let Some(var) = &reference.password_env {
         Some(std::env::var(var).map_err(|_| {
-            format!("spec.credentials.passwordEnv: environment variable {var} is not set")
+            SecretsError::unresolved(
+                "spec.credentials.passwordEnv",
+                format!("environment variable {var} is not set"),
+            )
         })?)
     } else if let Some(file) = &reference.password_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("spec.credentials.passwordFile: {file}: {e}"))?;
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            SecretsError::unresolved("spec.credentials.passwordFile", format!("{file}: {e}"))
+        })?;
         Some(text.trim_end_matches(['\n', '\r']).to_string())
     } else {
-        return Err("spec.credentials.secretRef needs the Kubernetes operator; use passwordFile or passwordEnv here".into());
+        return Err(SecretsError::NeedsKubernetes {
+            field: "spec.credentials.secretRef",
+            instead: "passwordFile or passwordEnv",
+        });
     };
     Ok(Credentials {
         username: reference.username.clone(),
@@ -42,14 +49,15 @@ pub fn credentials(spec: &ReplicationClusterSpec) -> Result<Credentials, String>
 const MAX_CA_BUNDLE: u64 = 1 << 20;
 
 /// Read a standalone `agentTls` reference: the CA bundle in `caFile`.
-pub fn agent_ca(spec: &ReplicationClusterSpec) -> Result<Option<String>, String> {
+pub fn agent_ca(spec: &ReplicationClusterSpec) -> Result<Option<String>, SecretsError> {
     let Some(tls) = &spec.agent_tls else {
         return Ok(None);
     };
     let Some(file) = &tls.ca_file else {
-        return Err(
-            "spec.agentTls.caSecretRef needs the Kubernetes operator; use caFile here".into(),
-        );
+        return Err(SecretsError::NeedsKubernetes {
+            field: "spec.agentTls.caSecretRef",
+            instead: "caFile",
+        });
     };
     let read = || -> std::io::Result<String> {
         use std::io::Read;
@@ -59,30 +67,39 @@ pub fn agent_ca(spec: &ReplicationClusterSpec) -> Result<Option<String>, String>
             .read_to_string(&mut text)?;
         Ok(text)
     };
-    let text = read().map_err(|e| format!("spec.agentTls.caFile: {file}: {e}"))?;
+    let text = read()
+        .map_err(|e| SecretsError::unresolved("spec.agentTls.caFile", format!("{file}: {e}")))?;
     if text.len() as u64 > MAX_CA_BUNDLE {
-        return Err(format!(
-            "spec.agentTls.caFile: {file}: larger than {MAX_CA_BUNDLE} bytes"
+        return Err(SecretsError::unresolved(
+            "spec.agentTls.caFile",
+            format!("{file}: larger than {MAX_CA_BUNDLE} bytes"),
         ));
     }
     Ok(Some(text))
 }
 
 /// Resolve a standalone agent token reference (file or environment variable).
-pub fn agent_token(spec: &ReplicationClusterSpec) -> Result<Option<Secret>, String> {
+pub fn agent_token(spec: &ReplicationClusterSpec) -> Result<Option<Secret>, SecretsError> {
     let Some(reference) = &spec.agent_token else {
         return Ok(None);
     };
     let token = if let Some(var) = &reference.token_env {
         std::env::var(var).map_err(|_| {
-            format!("spec.agentToken.tokenEnv: environment variable {var} is not set")
+            SecretsError::unresolved(
+                "spec.agentToken.tokenEnv",
+                format!("environment variable {var} is not set"),
+            )
         })?
     } else if let Some(file) = &reference.token_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("spec.agentToken.tokenFile: {file}: {e}"))?;
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            SecretsError::unresolved("spec.agentToken.tokenFile", format!("{file}: {e}"))
+        })?;
         text.trim_end_matches(['\n', '\r']).to_string()
     } else {
-        return Err("spec.agentToken.secretRef needs the Kubernetes operator; use tokenFile or tokenEnv here".into());
+        return Err(SecretsError::NeedsKubernetes {
+            field: "spec.agentToken.secretRef",
+            instead: "tokenFile or tokenEnv",
+        });
     };
     Ok(Some(Secret::new(token)))
 }
