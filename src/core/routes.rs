@@ -82,3 +82,12 @@ pub enum RouteError {
     #[error("{message}")]
     Publish { name: String, message: String },
 }
+
+impl RouteError {
+    pub fn publish(name: &str, message: impl ToString) -> Self {
+        Self::Publish {
+            name: name.to_string(),
+            message: message.to_string(),
+        }
+    }
+}

@@ -224,10 +224,7 @@ impl Router for EtcdRouter {
     async fn retarget(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), RouteError> {
         self.publish_endpoints(name, endpoints)
             .await
-            .map_err(|message| RouteError::Publish {
-                name: name.to_string(),
-                message,
-            })
+            .map_err(|message| RouteError::publish(name, message))
     }
 }
 
