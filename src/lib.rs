@@ -12,7 +12,6 @@ pub mod crd;
 pub mod demo;
 pub mod durable;
 pub mod engine;
-pub mod local;
 pub mod metrics;
 pub mod node;
 pub mod proxy;

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use replicant::local::writer::{Route, Writer, WriterOptions};
+use replicant_testkit::writer::{Route, Writer, WriterOptions};
 use support::*;
 
 const SYNC: &str = "    standby: b\n    detectAfter: 1s\n    cooldown: 5s";

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use replicant::local::{
+use replicant_testkit::{
     postgres::PASSWORD,
     writer::{Ack, Route, Writer, WriterOptions, count_missing_rows},
 };

@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use replicant::local::{
+use replicant_testkit::{
     postgres::PASSWORD,
     writer::{Route, Writer, WriterOptions, count_missing_rows},
 };

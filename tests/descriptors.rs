@@ -92,7 +92,7 @@ fn logged_budget(log: &str) -> usize {
 async fn clients_beyond_the_descriptors_are_refused_and_the_rest_carry_on() {
     let bed = Bed::new(2);
     bed.write_spec("orders.yaml", &bed.spec("a", &[], "    detectAfter: 1s"));
-    let admin = replicant::local::free_port().unwrap();
+    let admin = replicant_testkit::free_port().unwrap();
     let log = bed.dir.path().join("controller.log");
     let state = bed.state();
     let ctl = Controller::spawn_configured(

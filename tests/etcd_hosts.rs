@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use replicant::local::writer::{Route, Writer, WriterOptions};
+use replicant_testkit::writer::{Route, Writer, WriterOptions};
 use support::{
     hosts::{Hosts, LEASE, orders, settled},
     *,

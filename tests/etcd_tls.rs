@@ -10,10 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use replicant::{
-    local::free_port,
-    runtime::etcd::{Coordinator, connect::TlsFiles},
-};
+use replicant::runtime::etcd::{Coordinator, connect::TlsFiles};
+use replicant_testkit::free_port;
 use support::etcd::available;
 
 fn openssl(dir: &Path, args: &[&str]) {

@@ -15,7 +15,7 @@ use std::{
 /// "Layout" section says why each is where it is.
 const LAYERS: &[&str] = &[
     "bounded", "api", "crd", "core", "validate", "engine", "durable", "accept", "metrics", "node",
-    "proxy", "runtime", "local", "demo", "cli",
+    "proxy", "runtime", "demo", "cli",
 ];
 
 /// What the resources and the core may import, and nothing more.

@@ -221,7 +221,7 @@ async fn prometheus_scrapes_a_failover_fires_the_alert_and_fills_every_panel() {
         .replace("cluster: orders,", "cluster: sessions,")
         .replace("name: orders-", "name: sessions-");
     std::fs::write(pg.specs().join("sessions.yaml"), sessions).unwrap();
-    let admin = replicant::local::free_port().unwrap();
+    let admin = replicant_testkit::free_port().unwrap();
     let ctl = pg.controller_with(
         &pg.spec("a", "async"),
         &[],

@@ -11,10 +11,8 @@ use std::{
     time::Duration,
 };
 
-use replicant::{
-    core::engine::EngineError,
-    local::postgres::{PASSWORD, PostgresProcess, empty_data, init_data, owned_dir},
-};
+use replicant::core::engine::EngineError;
+use replicant_testkit::postgres::{PASSWORD, PostgresProcess, empty_data, init_data, owned_dir};
 use serde_json::{Value, json};
 use support::{
     node::{Node, TOKEN},
@@ -464,7 +462,7 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
             key.to_str().unwrap(),
             // Given explicitly here, found on their own elsewhere.
             "--pg-bin",
-            replicant::local::postgres::bin_dir()
+            replicant_testkit::postgres::bin_dir()
                 .unwrap()
                 .to_str()
                 .unwrap(),

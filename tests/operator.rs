@@ -17,10 +17,8 @@ use k8s_openapi::api::{
     events::v1::Event,
 };
 use kube::{Api, Client};
-use replicant::{
-    api::{ReplicationCluster, VirtualName},
-    local::RedisProcess,
-};
+use replicant::api::{ReplicationCluster, VirtualName};
+use replicant_testkit::RedisProcess;
 use support::k8s::{ControlPlane, Operator};
 
 const PASSWORD: &str = "s3cret-redis-pass";
@@ -275,7 +273,7 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
     bed.plane
         .kubectl_ok(&["apply", "-n", "examples", "-f", "examples/kubernetes/"]);
 
-    let admin = format!("127.0.0.1:{}", replicant::local::free_port().unwrap());
+    let admin = format!("127.0.0.1:{}", replicant_testkit::free_port().unwrap());
     let op = bed.operator("op-1", &[("REPLICANT_ADMIN", admin.as_str())]);
     let out = bed
         .plane

@@ -8,7 +8,8 @@ mod support;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::{Api, Client};
-use replicant::{api::ReplicationCluster, local::postgres::PASSWORD};
+use replicant::api::ReplicationCluster;
+use replicant_testkit::postgres::PASSWORD;
 use support::{
     k8s::{ControlPlane, Operator},
     node::TOKEN,
@@ -271,7 +272,7 @@ async fn the_operator_builds_a_postgres_cluster_fails_it_over_and_moves_the_serv
 /// into its port), and the next operator, once it leads, finds the cluster as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_killed_for_a_minute_leaves_every_database_untouched() {
-    use replicant::local::writer::{Route, Writer, WriterOptions, count_missing_rows};
+    use replicant_testkit::writer::{Route, Writer, WriterOptions, count_missing_rows};
     use std::time::{Duration, Instant};
     use support::away::{assert_no_failed_write, away, writes_go_on};
     let Some(bed) = Bed::new().await else {
@@ -493,7 +494,7 @@ async fn the_statefulset_example_is_accepted_and_runs_the_agent_from_the_copied_
         .unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("replicant "));
 
-    let listen = format!("127.0.0.1:{}", replicant::local::free_port().unwrap());
+    let listen = format!("127.0.0.1:{}", replicant_testkit::free_port().unwrap());
     let args: Vec<String> = postgres["args"]
         .as_array()
         .unwrap()
@@ -507,7 +508,7 @@ async fn the_statefulset_example_is_accepted_and_runs_the_agent_from_the_copied_
             }
             Some(("--pg-bin", _)) => format!(
                 "--pg-bin={}",
-                replicant::local::postgres::bin_dir().unwrap().display()
+                replicant_testkit::postgres::bin_dir().unwrap().display()
             ),
             _ => a,
         })

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use kube::{Api, Client, core::DynamicObject};
-use replicant::{api::ReplicationCluster, local::RedisProcess};
+use replicant::api::ReplicationCluster;
+use replicant_testkit::RedisProcess;
 use support::k8s::{ControlPlane, Operator};
 
 const NS: &str = "zones";

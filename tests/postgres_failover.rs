@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use replicant::local::{
+use replicant_testkit::{
     postgres::PASSWORD,
     writer::{Ack, Route, Writer, WriterOptions, count_missing_rows},
 };

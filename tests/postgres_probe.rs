@@ -5,7 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use replicant::{core::engine::EngineError, engine::postgres, local::postgres::PostgresProcess};
+use replicant::{core::engine::EngineError, engine::postgres};
+use replicant_testkit::postgres::PostgresProcess;
 use support::pg::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -102,7 +103,7 @@ async fn each_kind_of_failure_is_told_apart() {
     let dir = tempfile::tempdir().unwrap();
     let primary = PostgresProcess::primary(dir.path(), &[]).unwrap();
 
-    let nobody = format!("127.0.0.1:{}", replicant::local::free_port().unwrap());
+    let nobody = format!("127.0.0.1:{}", replicant_testkit::free_port().unwrap());
     let refused = probe(&nobody).await.unwrap_err();
     assert!(matches!(refused, EngineError::Refused { .. }), "{refused}");
 

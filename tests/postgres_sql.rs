@@ -5,14 +5,12 @@ mod support;
 
 use std::time::Duration;
 
-use replicant::{
-    engine::postgres::{
-        Lsn, Upstream,
-        actions::{UpstreamAuth, detach, fence, promote, repoint, unfence},
-        branches,
-    },
-    local::postgres::PostgresProcess,
+use replicant::engine::postgres::{
+    Lsn, Upstream,
+    actions::{UpstreamAuth, detach, fence, promote, repoint, unfence},
+    branches,
 };
+use replicant_testkit::postgres::PostgresProcess;
 use support::pg::*;
 
 async fn started(address: &str) -> String {

@@ -515,7 +515,7 @@ async fn large_values_cross_shared_connections_intact() {
 async fn authenticated_clients_share_connections_only_with_the_same_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let server =
-        replicant::local::RedisProcess::start(dir.path(), &["--requirepass", "pw-mux"]).unwrap();
+        replicant_testkit::RedisProcess::start(dir.path(), &["--requirepass", "pw-mux"]).unwrap();
     let mut admin = redis::Client::open(format!("redis://:pw-mux@{}/", server.address()))
         .unwrap()
         .get_multiplexed_async_connection()
@@ -526,7 +526,7 @@ async fn authenticated_clients_share_connections_only_with_the_same_credentials(
         .query_async(&mut admin)
         .await
         .unwrap();
-    let port = replicant::local::free_port().unwrap();
+    let port = replicant_testkit::free_port().unwrap();
     let specs = dir.path().join("specs");
     std::fs::create_dir_all(&specs).unwrap();
     std::fs::write(

@@ -6,8 +6,8 @@ use replicant::{
     api::{Member, Role},
     core::engine::{Engine, EngineError},
     engine::redis::{RedisEngine, RedisSettings},
-    local::RedisProcess,
 };
+use replicant_testkit::RedisProcess;
 
 fn member(name: &str, server: &RedisProcess) -> Member {
     Member {

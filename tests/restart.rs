@@ -83,7 +83,7 @@ fn keep_connecting(
 async fn a_restarted_controller_refuses_no_client_and_drains_open_connections() {
     let bed = Bed::new(3);
     bed.write_spec("orders.yaml", &bed.spec("a", &[], "    detectAfter: 1s"));
-    let admin = replicant::local::free_port().unwrap();
+    let admin = replicant_testkit::free_port().unwrap();
     let admin_address = format!("127.0.0.1:{admin}");
     let grace = Duration::from_secs(3);
     let args = [
@@ -243,7 +243,7 @@ async fn a_process_given_its_sockets_by_systemd_serves_them() {
     };
     let bed = Bed::new(3);
     bed.write_spec("orders.yaml", &bed.spec("a", &[], "    detectAfter: 1s"));
-    let admin = replicant::local::free_port().unwrap();
+    let admin = replicant_testkit::free_port().unwrap();
     let listen = |port: u16| format!("127.0.0.1:{port}");
     let log = bed.dir.path().join("activated.log");
     // It listens, and execs the controller (same PID) at the first connection.

@@ -22,7 +22,7 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 async fn metrics_health_and_status_report_the_cluster() {
     let mut bed = Bed::new(3);
     bed.write_spec("orders.yaml", &bed.spec("a", &[], "    detectAfter: 1s"));
-    let admin = replicant::local::free_port().unwrap();
+    let admin = replicant_testkit::free_port().unwrap();
     let ctl = Controller::start_with(
         &bed.specs(),
         &bed.state(),
@@ -209,7 +209,7 @@ async fn credentials_come_from_the_environment_and_never_reach_logs_or_status() 
     let dir = tempfile::tempdir().unwrap();
     let servers: Vec<_> = (0..2)
         .map(|_| {
-            replicant::local::RedisProcess::start(dir.path(), &["--requirepass", "pw-9f3a"])
+            replicant_testkit::RedisProcess::start(dir.path(), &["--requirepass", "pw-9f3a"])
                 .unwrap()
         })
         .collect();

@@ -4,7 +4,7 @@
 
 mod support;
 
-use replicant::local::postgres::PASSWORD;
+use replicant_testkit::postgres::PASSWORD;
 use support::{
     pg::*,
     pg_bed::{PgBed, data_dir_holds, ready_members, streaming_from},

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use replicant::local::{postgres::PASSWORD, writer::count_missing_rows};
+use replicant_testkit::{postgres::PASSWORD, writer::count_missing_rows};
 
 use crate::postgres::{self, System};
 

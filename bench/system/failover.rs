@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use replicant::local::{
+use replicant_testkit::{
     RedisProcess, free_port,
     writer::{Route, Writer, WriterOptions, count_missing, sentinel_master},
 };

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use replicant::local::{
+use replicant_testkit::{
     RedisProcess,
     writer::{Route, Writer, WriterOptions, count_missing},
 };

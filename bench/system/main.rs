@@ -47,7 +47,7 @@ fn main() {
         version("haproxy", &["-v"]),
         version("patroni", &["--version"]),
         version("etcd", &["--version"]),
-        replicant::local::postgres::bin_dir()
+        replicant_testkit::postgres::bin_dir()
             .map(|bin| version(&bin.join("postgres").to_string_lossy(), &["--version"]))
             .unwrap_or_else(|| "postgres not found".into()),
     ));

@@ -3,7 +3,7 @@
 
 use std::{fmt::Write as _, fs, path::Path, process::Command};
 
-use replicant::local::{free_port, postgres::PASSWORD};
+use replicant_testkit::{free_port, postgres::PASSWORD};
 
 use crate::{
     postgres::replicant,

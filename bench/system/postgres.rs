@@ -28,7 +28,7 @@ use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
-use replicant::local::{
+use replicant_testkit::{
     free_port,
     node::NodeProcess,
     postgres::{

@@ -4,7 +4,7 @@ use std::{
     collections::BTreeMap, fmt::Write as _, fs, path::Path, process::Command, time::Duration,
 };
 
-use replicant::local::{RedisProcess, free_port};
+use replicant_testkit::{RedisProcess, free_port};
 
 use crate::support::{controller, haproxy, is_ready, median, reports, usage, wait_until};
 

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use replicant::local::{RedisProcess, free_port};
+use replicant_testkit::{RedisProcess, free_port};
 
 use crate::support::{controller, is_ready, reports, usage, wait_until};
 

@@ -7,10 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use replicant::{
-    local::{free_port, writer::Writer},
-    runtime::{files::state::read_reports, report::ClusterReport},
-};
+use replicant::runtime::{files::state::read_reports, report::ClusterReport};
+use replicant_testkit::{free_port, writer::Writer};
 
 /// What one failover trial measured.
 #[derive(Clone, Debug)]

@@ -11,13 +11,11 @@ use std::{
 };
 
 use self::servers::Servers;
-use crate::{
-    local::{LocalError, free_port, writer::Writer},
-    runtime::{
-        files::{self, state},
-        report::ClusterReport,
-    },
+use crate::runtime::{
+    files::{self, state},
+    report::ClusterReport,
 };
+use replicant_testkit::{LocalError, free_port, writer::Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{DemoEngine, DemoError};
-use crate::local::{
+use replicant_testkit::{
     RedisProcess,
     node::NodeProcess,
     postgres::{PASSWORD, empty_data, owned_dir, postgres_available},
@@ -34,7 +34,7 @@ impl Servers {
         match engine {
             DemoEngine::Redis => {
                 if !redis_available() {
-                    return Err(crate::local::LocalError::RedisMissing.into());
+                    return Err(replicant_testkit::LocalError::RedisMissing.into());
                 }
                 Ok(Servers::Redis(vec![
                     RedisProcess::start(dir, &[])?,
@@ -44,7 +44,7 @@ impl Servers {
             }
             DemoEngine::Postgres => {
                 if !postgres_available() {
-                    return Err(setup(&crate::local::postgres::PostgresError::Missing));
+                    return Err(setup(&replicant_testkit::postgres::PostgresError::Missing));
                 }
                 let secrets = dir.join("secrets");
                 std::fs::create_dir_all(&secrets).map_err(|e| setup(&e))?;

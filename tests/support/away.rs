@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use replicant::local::writer::{Ack, Writer};
+use replicant_testkit::writer::{Ack, Writer};
 
 /// How long a controller stays away: `REPLICANT_AWAY_SECS`, 60 by default.
 pub fn away() -> Duration {

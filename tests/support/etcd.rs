@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use replicant::local::free_port;
+use replicant_testkit::free_port;
 
 pub struct EtcdMember {
     pub name: String,

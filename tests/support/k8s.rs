@@ -12,7 +12,7 @@ use std::{
 };
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use replicant::local::free_port;
+use replicant_testkit::free_port;
 
 use super::Controller;
 use tempfile::TempDir;

@@ -18,10 +18,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use replicant::{
-    local::{RedisProcess, free_port},
-    runtime::{files::state::read_reports, report::ClusterReport},
-};
+use replicant::runtime::{files::state::read_reports, report::ClusterReport};
+use replicant_testkit::{RedisProcess, free_port};
 
 /// A replicant child process (`replicant run`, or `replicant operator` in `k8s`), its stderr in
 /// `log`. Killed (SIGKILL, by PID) on drop.
@@ -519,14 +517,14 @@ pub async fn check_servers(bed: &Bed, report: &ClusterReport, expect_reachable: 
 pub async fn assert_nothing_lost(
     primary: &str,
     prefix: &str,
-    acks: &[replicant::local::writer::Ack],
+    acks: &[replicant_testkit::writer::Ack],
 ) {
     assert!(
         acks.len() > 20,
         "the writer made progress: {} writes",
         acks.len()
     );
-    let lost = replicant::local::writer::count_missing(primary, prefix, acks)
+    let lost = replicant_testkit::writer::count_missing(primary, prefix, acks)
         .await
         .unwrap();
     assert_eq!(

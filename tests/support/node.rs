@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use replicant::local::node::NodeProcess;
+use replicant_testkit::node::NodeProcess;
 use serde_json::Value;
 
 pub const TOKEN: &str = "agent-token-0123456789";
@@ -164,7 +164,7 @@ pub fn certificate_for_loopback(dir: &Path) -> (PathBuf, PathBuf) {
         .status()
         .unwrap();
     assert!(made.success(), "openssl could not make a certificate");
-    let owner = replicant::local::postgres::server_user();
+    let owner = replicant_testkit::postgres::server_user();
     for file in [&cert, &key] {
         std::os::unix::fs::chown(file, owner.map(|u| u.0), owner.map(|u| u.1)).unwrap();
     }

@@ -1,12 +1,12 @@
-//! Helpers for tests against real postgres servers (see `replicant::local::postgres`).
+//! Helpers for tests against real postgres servers (see `replicant_testkit::postgres`).
 
 use std::time::Duration;
 
 use replicant::{
     core::engine::EngineError,
     engine::{Credentials, Secret, postgres},
-    local::postgres::{PASSWORD, postgres_available},
 };
+use replicant_testkit::postgres::{PASSWORD, postgres_available};
 
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 

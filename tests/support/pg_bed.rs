@@ -8,12 +8,10 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use replicant::{
-    local::{
-        free_port,
-        postgres::{PASSWORD, empty_data, init_data, owned_dir},
-    },
-    runtime::report::ClusterReport,
+use replicant::runtime::report::ClusterReport;
+use replicant_testkit::{
+    free_port,
+    postgres::{PASSWORD, empty_data, init_data, owned_dir},
 };
 
 use super::{

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use replicant::local::free_port;
+use replicant_testkit::free_port;
 
 /// Whether `prometheus` and `promtool` are installed; tests skip, saying so, where they are
 /// not (CI installs them).

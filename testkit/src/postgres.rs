@@ -43,10 +43,29 @@ pub enum PostgresError {
     NoPort(String),
 }
 
-/// The directory of `postgres`, `initdb`, `pg_basebackup`... (see
-/// [`crate::node::default_bin_dir`]).
+/// The directory of `postgres`, `initdb`, `pg_basebackup`...: `REPLICANT_PG_BIN`, else the
+/// newest `/usr/lib/postgresql/*/bin` (Debian keeps them off the PATH), else the PATH. The
+/// node agent looks the same way (`replicant node --pg-bin`'s default), so that tests and the
+/// agents they start use one installation.
 pub fn bin_dir() -> Option<PathBuf> {
-    crate::node::default_bin_dir()
+    if let Some(dir) = std::env::var_os("REPLICANT_PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| bin.join("postgres").exists())
+        .max();
+    if let Some((_, bin)) = newest {
+        return Some(bin);
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths).find(|dir| dir.join("postgres").exists())
 }
 
 /// Whether PostgreSQL's server binaries can be found.

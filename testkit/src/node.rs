@@ -107,7 +107,7 @@ impl NodeProcess {
         Err(PostgresError::Failed {
             command: format!("{} node (listening on port {port})", exe.display()),
             status: "did not listen within 5s".into(),
-            output: crate::bounded::clip(log.trim(), 2048).into_owned(),
+            output: tail(log.trim(), 2048),
         })
     }
 
@@ -232,4 +232,14 @@ fn answers_http(port: u16) -> bool {
     stream.write_all(b"GET /v1/status HTTP/1.0\r\n\r\n").is_ok()
         && stream.read_exact(&mut head[..1]).is_ok()
         && (head[0] == 0x15 || (stream.read_exact(&mut head[1..]).is_ok() && &head == b"HTTP/"))
+}
+
+/// The last `max` bytes of `text` (cut on a character boundary): the end of a log says why a
+/// process stopped.
+fn tail(text: &str, max: usize) -> String {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
 }

@@ -1,4 +1,6 @@
-//! Local `redis-server` processes on loopback for the demo, tests and benchmarks: start, freeze, kill, always by PID.
+//! Local `redis-server`, `postgres` and `replicant node` processes on loopback for replicant's tests,
+//! benchmarks and demo (start, freeze, kill, always by PID), and a writer that counts acknowledged
+//! writes. Not part of replicant's library: it depends on no part of it.
 
 pub mod node;
 pub mod postgres;
