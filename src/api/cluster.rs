@@ -37,7 +37,7 @@ use super::{duration::Duration, quantity::ByteSize};
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationClusterSpec {
     /// The database engine of every member.
-    pub engine: Engine,
+    pub engine: EngineKind,
     /// The servers of the data set. `name` is the physical name administrators use.
     #[schemars(length(min = 1, max = 64))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
@@ -69,9 +69,10 @@ pub struct ReplicationClusterSpec {
     pub suspend: bool,
 }
 
+/// Which database the cluster runs.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Engine {
+pub enum EngineKind {
     Redis,
     Postgres,
 }

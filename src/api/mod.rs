@@ -6,7 +6,7 @@ pub mod quantity;
 pub mod virtual_name;
 
 pub use cluster::{
-    CredentialsRef, Engine, FailoverMode, FailoverPolicy, Fork, Member, MemberStatus,
+    CredentialsRef, EngineKind, FailoverMode, FailoverPolicy, Fork, Member, MemberStatus,
     OperationKind, Outcome, PromotionRecord, ReplicationCluster, ReplicationClusterSpec,
     ReplicationClusterStatus, ReplicationMode, ReplicationPolicy, Role, SecretKeyRef, TokenRef,
     Topology,

@@ -66,10 +66,10 @@ pub fn for_cluster(
     agents: AgentAccess,
 ) -> Result<std::sync::Arc<dyn Engine>, EngineSetupError> {
     match spec.engine {
-        crate::api::Engine::Redis => Ok(std::sync::Arc::new(redis::RedisEngine::new(
+        crate::api::EngineKind::Redis => Ok(std::sync::Arc::new(redis::RedisEngine::new(
             redis::RedisSettings::for_cluster(spec, credentials),
         ))),
-        crate::api::Engine::Postgres => Ok(std::sync::Arc::new(postgres::PostgresEngine::new(
+        crate::api::EngineKind::Postgres => Ok(std::sync::Arc::new(postgres::PostgresEngine::new(
             postgres::PostgresSettings::for_cluster(spec, credentials),
             &spec.members,
             agents,

@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use super::{Document, Out, Problem, Resource};
-use crate::api::{Engine, ProxyMode, ReplicationCluster, ReplicationMode, Target, VirtualName};
+use crate::api::{EngineKind, ProxyMode, ReplicationCluster, ReplicationMode, Target, VirtualName};
 use crate::bounded::{self, quoted, value};
 
 /// Shortest `detectAfter` accepted: below it a scheduling hiccup looks like a dead master.
@@ -348,7 +348,7 @@ fn check_agents(spec: &crate::api::ReplicationClusterSpec, out: &mut Out<'_>) {
         .filter(|(_, m)| m.agent.is_some())
         .map(|(i, _)| i)
         .collect();
-    if spec.engine == crate::api::Engine::Redis {
+    if spec.engine == crate::api::EngineKind::Redis {
         for i in &with_agent {
             out.fail(
                 format!("spec.members[{i}].agent"),
@@ -466,7 +466,7 @@ fn check_virtual_name(
             ),
         ),
         Some(cluster) => {
-            if spec.proxy_mode == ProxyMode::Multiplex && cluster.spec.engine != Engine::Redis {
+            if spec.proxy_mode == ProxyMode::Multiplex && cluster.spec.engine != EngineKind::Redis {
                 out.fail(
                     "spec.proxyMode",
                     format!(

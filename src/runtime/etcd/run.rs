@@ -27,7 +27,8 @@ use crate::{
     proxy::Proxies,
     runtime::{
         reconciler::{
-            ClusterHost, ClusterReconciler, ClusterSecrets, Notice, SecretsError, StatusStoreError,
+            ClusterReconciler, ClusterSecrets, Notice, RuntimeAdapter, SecretsError,
+            StatusStoreError,
         },
         report::report,
         spec_loop::{
@@ -336,7 +337,7 @@ impl ClusterRunner for EtcdRunner {
                 }
             }
         }
-        let host = EtcdHost {
+        let adapter = EtcdAdapter {
             input: current,
             client: &self.client,
             keys: &self.keys,
@@ -346,7 +347,7 @@ impl ClusterRunner for EtcdRunner {
             journal: &journal,
             router: &router,
         };
-        self.reconciler.round(round_input(current), &host).await
+        self.reconciler.round(round_input(current), &adapter).await
     }
 
     async fn woken(&mut self) {
@@ -357,7 +358,7 @@ impl ClusterRunner for EtcdRunner {
 }
 
 /// The etcd side of one round.
-struct EtcdHost<'a> {
+struct EtcdAdapter<'a> {
     input: &'a Input,
     client: &'a Client,
     keys: &'a Keys,
@@ -369,7 +370,7 @@ struct EtcdHost<'a> {
 }
 
 #[async_trait]
-impl ClusterHost for EtcdHost<'_> {
+impl RuntimeAdapter for EtcdAdapter<'_> {
     fn may_act(&self) -> bool {
         self.may_act
     }

@@ -26,7 +26,8 @@ use crate::{
     proxy::{Proxies, ProxyRouter, ProxyShape},
     runtime::{
         reconciler::{
-            ClusterHost, ClusterReconciler, ClusterSecrets, Notice, SecretsError, StatusStoreError,
+            ClusterReconciler, ClusterSecrets, Notice, RuntimeAdapter, SecretsError,
+            StatusStoreError,
         },
         report::{SpecsReport, report},
         spec_loop::{
@@ -275,20 +276,20 @@ struct FilesRunner {
 impl ClusterRunner for FilesRunner {
     async fn round(&mut self, current: &Input) -> Option<Duration> {
         let (router, listen_errors) = router_for(current, &self.proxies, &self.unproxied).await;
-        let host = FilesHost {
+        let adapter = FilesAdapter {
             input: current,
             dir: &self.dir,
             store: &self.store,
             router: &router,
             listen_errors,
         };
-        self.reconciler.round(round_input(current), &host).await
+        self.reconciler.round(round_input(current), &adapter).await
     }
 }
 
 /// The files side of one round: secrets from the environment and files, the journal and
 /// status in the state directory, and the built-in proxies.
-struct FilesHost<'a> {
+struct FilesAdapter<'a> {
     input: &'a Input,
     dir: &'a Path,
     store: &'a FileJournalStore,
@@ -297,7 +298,7 @@ struct FilesHost<'a> {
 }
 
 #[async_trait]
-impl ClusterHost for FilesHost<'_> {
+impl RuntimeAdapter for FilesAdapter<'_> {
     fn may_act(&self) -> bool {
         true
     }

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret as KubeSecret};
 use kube::{
     Resource, ResourceExt,
     api::{Api, Patch, PatchParams},
-    runtime::controller::Action,
+    runtime::controller::Action as ControllerAction,
 };
 use serde_json::json;
 
@@ -26,7 +26,7 @@ use crate::{
     core::{desired::Desired, reconcile::JournalStore, routes::Router},
     engine::Secret,
     runtime::reconciler::{
-        ClusterHost, ClusterReconciler, ClusterSecrets, Notice, RoundInput, SecretsError,
+        ClusterReconciler, ClusterSecrets, Notice, RoundInput, RuntimeAdapter, SecretsError,
         StatusStoreError,
     },
     validate::{Document, Resource as SpecResource, rules},
@@ -64,18 +64,18 @@ impl ClusterState {
 pub async fn reconcile(
     cluster: Arc<ReplicationCluster>,
     ctx: Arc<Context>,
-) -> Result<Action, OperatorError> {
+) -> Result<ControllerAction, OperatorError> {
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
     let name = cluster.name_any();
     let key = (namespace.clone(), name.clone());
     if cluster.meta().deletion_timestamp.is_some() {
         // The journal ConfigMap and the names' Services go with it (owner references).
         ctx.clusters.lock().expect("not poisoned").remove(&key);
-        return Ok(Action::await_change());
+        return Ok(ControllerAction::await_change());
     }
     if ctx.names.wait_until_ready().now_or_never().is_none() {
         // The VirtualName cache is still filling: a round now would see no names.
-        return Ok(Action::requeue(Duration::from_millis(100)));
+        return Ok(ControllerAction::requeue(Duration::from_millis(100)));
     }
     let mut state = ctx
         .clusters
@@ -88,7 +88,7 @@ pub async fn reconcile(
         .lock()
         .expect("not poisoned")
         .insert(key, state);
-    Ok(wait.map_or_else(Action::await_change, Action::requeue))
+    Ok(wait.map_or_else(ControllerAction::await_change, ControllerAction::requeue))
 }
 
 async fn round(
@@ -151,7 +151,7 @@ async fn round(
         default_port: default_port(cluster_spec),
         known: state.routes.clone(),
     };
-    let host = KubernetesHost {
+    let adapter = KubernetesAdapter {
         cluster,
         namespace,
         ctx,
@@ -164,12 +164,12 @@ async fn round(
         generation: cluster.meta().generation,
         stored: cluster.status.clone(),
     };
-    state.reconciler.round(input, &host).await
+    state.reconciler.round(input, &adapter).await
 }
 
 /// The Kubernetes side of one round: Secrets, the ConfigMap journal, Services, status with
 /// server-side apply, and Events.
-struct KubernetesHost<'a> {
+struct KubernetesAdapter<'a> {
     cluster: &'a ReplicationCluster,
     namespace: &'a str,
     ctx: &'a Context,
@@ -178,7 +178,7 @@ struct KubernetesHost<'a> {
 }
 
 #[async_trait]
-impl ClusterHost for KubernetesHost<'_> {
+impl RuntimeAdapter for KubernetesAdapter<'_> {
     fn may_act(&self) -> bool {
         self.ctx.may_act()
     }

@@ -25,7 +25,7 @@ use kube::{
     core::ApiResource,
     runtime::{
         Controller,
-        controller::Action,
+        controller::Action as ControllerAction,
         events::{Event, Recorder, Reporter},
         reflector::{ObjectRef, Store},
         watcher,
@@ -268,10 +268,10 @@ async fn tracked<K, F>(
     object: Arc<K>,
     ctx: Arc<Context>,
     reconcile: F,
-) -> Result<Action, OperatorError>
+) -> Result<ControllerAction, OperatorError>
 where
     K: Resource<DynamicType = ()>,
-    F: std::future::Future<Output = Result<Action, OperatorError>>,
+    F: std::future::Future<Output = Result<ControllerAction, OperatorError>>,
 {
     let result = reconcile.await;
     if result.is_ok() {
@@ -286,7 +286,7 @@ where
 /// Transient errors (the API server) back off per object. A cluster's rounds never get here:
 /// the shared reconciler retries them by error class; invalid specs are reported in status and
 /// wait for a change.
-fn error_policy<K>(object: Arc<K>, error: &OperatorError, ctx: Arc<Context>) -> Action
+fn error_policy<K>(object: Arc<K>, error: &OperatorError, ctx: Arc<Context>) -> ControllerAction
 where
     K: Resource<DynamicType = ()>,
 {
@@ -304,5 +304,5 @@ where
         retry_in = ?wait,
         "reconcile failed"
     );
-    Action::requeue(wait)
+    ControllerAction::requeue(wait)
 }

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use kube::{
     Resource, ResourceExt,
     api::{Api, Patch, PatchParams},
-    runtime::controller::Action,
+    runtime::controller::Action as ControllerAction,
 };
 use serde_json::json;
 
@@ -22,9 +22,12 @@ use crate::{
     },
 };
 
-pub async fn reconcile(vn: Arc<VirtualName>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
+pub async fn reconcile(
+    vn: Arc<VirtualName>,
+    ctx: Arc<Context>,
+) -> Result<ControllerAction, OperatorError> {
     if vn.meta().deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
+        return Ok(ControllerAction::await_change());
     }
     let namespace = vn.namespace().unwrap_or_else(|| "default".into());
     let name = vn.name_any();
@@ -143,5 +146,5 @@ pub async fn reconcile(vn: Arc<VirtualName>, ctx: Arc<Context>) -> Result<Action
         .await?;
     }
     // Slice changes trigger a reconcile (owned objects); this is a safety net.
-    Ok(Action::requeue(Duration::from_secs(60)))
+    Ok(ControllerAction::requeue(Duration::from_secs(60)))
 }

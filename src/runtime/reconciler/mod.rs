@@ -4,7 +4,7 @@
 //! secrets it was built with, and the status last stored. It decides what a round does when
 //! the spec is invalid, when the cluster cannot be managed, or when this process may not act;
 //! when status is worth storing; and how long to wait after a failure. A runtime supplies the
-//! I/O through [`ClusterHost`] and keeps none of this itself.
+//! I/O through [`RuntimeAdapter`] and keeps none of this itself.
 
 use std::{
     sync::Arc,
@@ -99,9 +99,10 @@ pub enum CannotManage {
     Engine(#[from] EngineSetupError),
 }
 
-/// The I/O a runtime supplies for one cluster's round.
+/// A runtime adapter: the I/O a runtime (Kubernetes, files, etcd) supplies for one cluster's
+/// round.
 #[async_trait]
-pub trait ClusterHost: Send + Sync {
+pub trait RuntimeAdapter: Send + Sync {
     /// Whether this process may act now: it leads, or runs alone.
     fn may_act(&self) -> bool;
     /// The secrets `spec` refers to, or why they cannot be read (naming the field).
@@ -212,11 +213,15 @@ impl ClusterReconciler {
 
     /// One round: `observe -> plan -> act -> status` when the spec and the engine allow it.
     /// Returns how long to wait before the next, or `None` to wait for a change of spec.
-    pub async fn round(&mut self, input: RoundInput, host: &dyn ClusterHost) -> Option<Duration> {
-        if !host.may_act() {
+    pub async fn round(
+        &mut self,
+        input: RoundInput,
+        adapter: &dyn RuntimeAdapter,
+    ) -> Option<Duration> {
+        if !adapter.may_act() {
             // Someone else may lead (this process follows, was frozen, or is cut off from
             // where leadership is kept): act on nothing, but keep probing.
-            return Some(self.watch(input, host).await);
+            return Some(self.watch(input, adapter).await);
         }
         let RoundInput {
             desired,
@@ -227,7 +232,7 @@ impl ClusterReconciler {
         if problems != self.reported_problems {
             if !problems.is_empty() {
                 tracing::warn!(cluster = %self.label, problems = ?problems, "spec rejected; the last good version keeps running");
-                host.notify(Notice::InvalidSpec(&problems)).await;
+                adapter.notify(Notice::InvalidSpec(&problems)).await;
             }
             self.reported_problems = problems.clone();
         }
@@ -240,17 +245,17 @@ impl ClusterReconciler {
         let before = self.computed.clone().or(stored.clone());
         let Some(desired) = self.last_good.clone() else {
             let status = with_spec_problems(before.unwrap_or_default(), &problems);
-            self.store(host, status, None, generation, stored.as_ref())
+            self.store(adapter, status, None, generation, stored.as_ref())
                 .await;
             return None;
         };
-        let engine = match self.engine(&desired.spec, host).await {
+        let engine = match self.engine(&desired.spec, adapter).await {
             Ok(engine) => engine,
             Err(error) => {
                 let message = error.to_string();
                 tracing::error!(cluster = %self.label, %message, "cannot manage cluster");
                 if self.cannot_manage.as_ref() != Some(&message) {
-                    host.notify(Notice::CannotManage(&message)).await;
+                    adapter.notify(Notice::CannotManage(&message)).await;
                     self.cannot_manage = Some(message.clone());
                 }
                 let status = with_spec_problems(
@@ -258,7 +263,7 @@ impl ClusterReconciler {
                     &problems,
                 );
                 self.computed = Some(status.clone());
-                self.store(host, status, Some(message), generation, stored.as_ref())
+                self.store(adapter, status, Some(message), generation, stored.as_ref())
                     .await;
                 return Some(CANNOT_MANAGE_RETRY);
             }
@@ -266,8 +271,8 @@ impl ClusterReconciler {
         self.cannot_manage = None;
         let deps = Deps {
             engine: engine.as_ref(),
-            store: host.journal(),
-            router: host.router(),
+            store: adapter.journal(),
+            router: adapter.router(),
             faults: fault_points(),
         };
         let started = Instant::now();
@@ -289,16 +294,17 @@ impl ClusterReconciler {
                     let max_lag = desired.spec.failover.max_lag.bytes();
                     metrics.record_round(&self.label, &round, max_lag, &names, started.elapsed());
                 }
-                host.notify(Notice::Round {
-                    round: &round,
-                    before: before.as_ref(),
-                })
-                .await;
+                adapter
+                    .notify(Notice::Round {
+                        round: &round,
+                        before: before.as_ref(),
+                    })
+                    .await;
                 let status = with_spec_problems(round.status, &problems);
                 // Compared as stored, SpecValid included, so that unchanged conditions stay quiet.
                 log_changed_conditions(&self.label, before.as_ref(), &status);
                 self.computed = Some(status.clone());
-                self.store(host, status, None, generation, stored.as_ref())
+                self.store(adapter, status, None, generation, stored.as_ref())
                     .await;
                 Some(round.plan.requeue_after)
             }
@@ -311,7 +317,7 @@ impl ClusterReconciler {
                 tracing::warn!(cluster = %self.label, %error, retry_in = ?wait, "reconcile failed");
                 let status = with_spec_problems(before.unwrap_or_default(), &problems);
                 self.store(
-                    host,
+                    adapter,
                     status,
                     Some(error.to_string()),
                     generation,
@@ -326,7 +332,7 @@ impl ClusterReconciler {
     /// A round of a process that may not act: probe the members to keep memory current, so
     /// that one that comes to lead knows how long each has been silent. Renews no lease,
     /// reads no journal, stores nothing.
-    async fn watch(&mut self, input: RoundInput, host: &dyn ClusterHost) -> Duration {
+    async fn watch(&mut self, input: RoundInput, adapter: &dyn RuntimeAdapter) -> Duration {
         if input.problems.is_empty() {
             self.last_good = Some(input.desired);
         }
@@ -340,7 +346,7 @@ impl ClusterReconciler {
         let Some(desired) = self.last_good.clone() else {
             return NOT_ACTING_RETRY;
         };
-        match self.engine(&desired.spec, host).await {
+        match self.engine(&desired.spec, adapter).await {
             Ok(engine) => {
                 reconcile::watch_members(
                     &desired,
@@ -360,7 +366,7 @@ impl ClusterReconciler {
     async fn engine(
         &mut self,
         spec: &ReplicationClusterSpec,
-        host: &dyn ClusterHost,
+        adapter: &dyn RuntimeAdapter,
     ) -> Result<Arc<dyn Engine>, CannotManage> {
         if let Some(slot) = &self.engine
             && slot.spec == *spec
@@ -368,7 +374,7 @@ impl ClusterReconciler {
         {
             return Ok(slot.engine.clone());
         }
-        let secrets = host.secrets(spec).await?;
+        let secrets = adapter.secrets(spec).await?;
         if let Some(slot) = &mut self.engine
             && slot.spec == *spec
             && slot.secrets == secrets
@@ -397,14 +403,14 @@ impl ClusterReconciler {
     /// Store `status` when it says something the last stored one did not.
     async fn store(
         &mut self,
-        host: &dyn ClusterHost,
+        adapter: &dyn RuntimeAdapter,
         mut status: ReplicationClusterStatus,
         error: Option<String>,
         generation: Option<i64>,
         stored_before: Option<&ReplicationClusterStatus>,
     ) {
         status.observed_generation = generation;
-        let error = match (error, host.problem()) {
+        let error = match (error, adapter.problem()) {
             (Some(a), Some(b)) => Some(format!("{a}; {b}")),
             (a, b) => a.or(b),
         };
@@ -412,14 +418,14 @@ impl ClusterReconciler {
             Some(s) => (
                 Some(&s.status),
                 s.error.as_ref(),
-                s.at.elapsed() < host.volatile_refresh(),
+                s.at.elapsed() < adapter.volatile_refresh(),
             ),
             None => (stored_before, None, false),
         };
         if previous_error == error.as_ref() && !worth_writing(previous, &status, fresh) {
             return;
         }
-        match host.store_status(&status, error.as_deref()).await {
+        match adapter.store_status(&status, error.as_deref()).await {
             Ok(()) => {
                 self.stored = Some(Stored {
                     status,

@@ -1,4 +1,4 @@
-//! The shared reconciler's decisions around a round, against an in-memory host (a test
+//! The shared reconciler's decisions around a round, against an in-memory runtime adapter (a test
 //! double of a runtime: no API server or files behind it) and, where a round runs, a Redis
 //! engine over ports where nothing listens.
 use std::sync::Mutex;
@@ -66,7 +66,7 @@ fn transient_errors_back_off_doubling_to_a_cap() {
 }
 
 #[derive(Default)]
-struct Host {
+struct FakeRuntime {
     acting: bool,
     secrets: Option<Result<ClusterSecrets, SecretsError>>,
     /// The journal and how many times it was saved (its revision).
@@ -76,7 +76,7 @@ struct Host {
     notices: Mutex<Vec<String>>,
 }
 
-impl Host {
+impl FakeRuntime {
     fn acting() -> Self {
         Self {
             acting: true,
@@ -94,7 +94,7 @@ impl Host {
 }
 
 #[async_trait]
-impl JournalStore for Host {
+impl JournalStore for FakeRuntime {
     async fn load(&self) -> Result<(Journal, Revision), StoreError> {
         let (journal, saves) = self.journal.lock().unwrap().clone();
         Ok((journal, Revision(Some(saves.to_string()))))
@@ -113,7 +113,7 @@ impl JournalStore for Host {
 }
 
 #[async_trait]
-impl Router for Host {
+impl Router for FakeRuntime {
     async fn current(&self, name: &str) -> Option<Vec<String>> {
         self.routes.lock().unwrap().get(name).cloned()
     }
@@ -129,7 +129,7 @@ impl Router for Host {
 }
 
 #[async_trait]
-impl ClusterHost for Host {
+impl RuntimeAdapter for FakeRuntime {
     fn may_act(&self) -> bool {
         self.acting
     }
@@ -202,7 +202,7 @@ fn condition(status: &ReplicationClusterStatus, type_: &str) -> (String, String)
 
 #[tokio::test]
 async fn a_process_that_may_not_act_probes_and_touches_nothing_else() {
-    let host = Host::default();
+    let host = FakeRuntime::default();
     let mut reconciler = ClusterReconciler::new("default", "orders", None);
     let desired = orders("a");
     let wait = reconciler.round(input(desired.clone(), &[]), &host).await;
@@ -234,7 +234,7 @@ async fn a_process_that_may_not_act_probes_and_touches_nothing_else() {
 
 #[tokio::test]
 async fn a_spec_invalid_from_the_start_is_reported_once_and_waits_for_a_change() {
-    let host = Host::acting();
+    let host = FakeRuntime::acting();
     let mut reconciler = ClusterReconciler::new("default", "orders", None);
     let problem = "ReplicationCluster/orders: spec.primary: unknown member \"z\"";
     for _ in 0..2 {
@@ -258,7 +258,7 @@ async fn a_spec_invalid_from_the_start_is_reported_once_and_waits_for_a_change()
 
 #[tokio::test]
 async fn a_cluster_without_its_secrets_stalls_and_says_so_once_per_reason() {
-    let mut host = Host::acting();
+    let mut host = FakeRuntime::acting();
     host.secrets = Some(Err(SecretsError::unresolved(
         "spec.credentials.passwordEnv",
         "environment variable PW is not set",
@@ -293,7 +293,7 @@ async fn a_cluster_without_its_secrets_stalls_and_says_so_once_per_reason() {
 
 #[tokio::test]
 async fn an_invalid_edit_keeps_the_last_good_spec_running_and_a_fix_clears_it() {
-    let host = Host::acting();
+    let host = FakeRuntime::acting();
     let mut reconciler = ClusterReconciler::new("default", "orders", None);
     let wait = reconciler.round(input(orders("a"), &[]), &host).await;
     assert!(wait.is_some(), "a round ran and asked to be run again");
