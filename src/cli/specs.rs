@@ -33,8 +33,9 @@ pub(super) struct PlanArgs {
     /// Which cluster, when the spec files hold several.
     #[arg(long)]
     pub(super) cluster: Option<String>,
-    /// The time to plan at (RFC 3339); defaults to now.
-    #[arg(long)]
+    /// The time to plan at (RFC 3339); defaults to the observation file's `observedAt`, else
+    /// to now.
+    #[arg(long, alias = "at")]
     pub(super) now: Option<jiff::Timestamp>,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     pub(super) format: Format,
@@ -63,7 +64,10 @@ pub(super) fn validate(args: ValidateArgs) -> ExitCode {
 pub(super) fn plan(args: PlanArgs) -> Result<ExitCode, CliError> {
     let desired = load_desired(&args.specs, args.cluster.as_deref())?;
     let observed = load_observed(&args.observed)?;
-    let now = args.now.unwrap_or_else(jiff::Timestamp::now);
+    let now = args
+        .now
+        .or(observed.observed_at)
+        .unwrap_or_else(jiff::Timestamp::now);
     let plan = plan::plan(&desired, &observed, now);
     print_as(args.format, &plan, || {
         render::plan_table(&desired, &observed, &plan)

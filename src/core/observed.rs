@@ -26,6 +26,10 @@ pub struct Observed {
     /// The controller's durable memory of this cluster, as last written.
     #[serde(default)]
     pub journal: Journal,
+    /// When this was observed, for a snapshot kept in a file: `replicant plan` plans at this
+    /// time unless given `--now`, so that the durations it prints are the snapshot's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Timestamp>,
 }
 
 /// Why a probe failed, in the few classes people act on differently.
