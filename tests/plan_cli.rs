@@ -189,5 +189,8 @@ fn the_plans_the_readme_shows_are_what_replicant_prints() {
         }
         shown += 1;
     }
-    assert!(shown >= 2, "the README shows {shown} plans; the check would check nothing");
+    assert!(
+        shown >= 2,
+        "the README shows {shown} plans; the check would check nothing"
+    );
 }
