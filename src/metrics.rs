@@ -51,8 +51,8 @@ struct ProbeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionFailureLabels {
     cluster: String,
-    /// The action's step: `promote`, `fence`, `repoint`, ...
-    action: String,
+    /// The journal step the action belongs to: `promote`, `fence`, `repoint`, ...
+    step: String,
     kind: String,
 }
 
@@ -247,7 +247,7 @@ impl Default for Metrics {
         );
         let action_failures = r.add(
             "action_failures",
-            "Actions that failed, by step and kind: an engine's (refused, timeout, auth, \
+            "Actions that failed, by journal step and kind: an engine's (refused, timeout, auth, \
              protocol, starting, unreachable), or route, spec, unsupported",
             Family::default(),
         );
@@ -443,7 +443,7 @@ impl Metrics {
             self.action_failures
                 .get_or_create(&ActionFailureLabels {
                     cluster: cluster.to_string(),
-                    action: format!("{:?}", planned.action.step()).to_lowercase(),
+                    step: format!("{:?}", planned.action.step()).to_lowercase(),
                     kind: error.kind().to_string(),
                 })
                 .inc();
@@ -833,5 +833,65 @@ mod tests {
             .await
             .expect("the drain ends within its grace")
             .unwrap();
+    }
+
+    /// Each failed action is counted by its step and the kind of its error; an action that
+    /// was done is not.
+    #[test]
+    fn failed_actions_are_counted_by_step_and_kind() {
+        use crate::{
+            api::ReplicationClusterStatus,
+            core::{
+                engine::EngineError,
+                observed::Observed,
+                plan::{Action, Plan, PlannedAction},
+                reconcile::Round,
+                status::{ActError, ActionResult, Applied},
+            },
+        };
+        let planned = |action| PlannedAction {
+            action,
+            why: "the test says so".into(),
+            required: true,
+            by_person: false,
+        };
+        let promote = planned(Action::Promote {
+            member: "b".into(),
+            epoch: 2,
+        });
+        let fence = planned(Action::Fence { member: "a".into() });
+        let auth = ActError::Engine(EngineError::Auth {
+            address: "b:5432".into(),
+            message: "password authentication failed".into(),
+        });
+        let round = Round {
+            observed: Observed::default(),
+            plan: Plan {
+                journal: Default::default(),
+                actions: Vec::new(),
+                findings: Vec::new(),
+                placements: Vec::new(),
+                requeue_after: Duration::from_secs(1),
+            },
+            applied: Applied {
+                journal: Default::default(),
+                results: vec![
+                    (fence, ActionResult::Done),
+                    (promote, ActionResult::Failed(auth)),
+                ],
+            },
+            status: ReplicationClusterStatus::default(),
+        };
+        let metrics = Metrics::default();
+        metrics.record_round("default/orders", &round, 0, &[], Duration::ZERO);
+        metrics.record_round("default/orders", &round, 0, &[], Duration::ZERO);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "replicant_action_failures_total{cluster=\"default/orders\",step=\"promote\",kind=\"auth\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("step=\"fence\""), "{text}");
     }
 }
