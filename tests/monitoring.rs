@@ -124,11 +124,11 @@ fn the_dashboard_and_rules_read_only_exported_and_documented_metrics() {
         .cloned()
         .collect();
     assert!(families.len() >= 20, "{families:?}");
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root().join("docs/src/monitoring.md")).unwrap();
     for family in &families {
         assert!(
             readme.contains(&format!("`{family}")),
-            "{family} is exported but not documented in the README"
+            "{family} is exported but not documented in docs/src/monitoring.md"
         );
     }
     let exported = |name: &str| {

@@ -9,6 +9,7 @@ mod demo;
 mod faults;
 mod node;
 mod operator;
+pub mod reference;
 mod render;
 mod run;
 mod specs;
@@ -56,6 +57,9 @@ enum Command {
     CopyBinary(artifacts::CopyBinaryArgs),
     /// Print the CustomResourceDefinitions generated from the Rust types.
     Crd(artifacts::CrdArgs),
+    /// Print the field and flag reference (Markdown) generated from the CRD schema and from
+    /// this command line: the book's reference pages.
+    Reference(reference::ReferenceArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +129,7 @@ impl Cli {
             Command::Demo(args) => demo::run(args),
             Command::CopyBinary(args) => artifacts::copy_binary(args),
             Command::Crd(args) => artifacts::crd(args),
+            Command::Reference(args) => reference::reference(args),
         }
     }
 }

@@ -64,6 +64,7 @@ pub(super) struct NodeArgs {
     /// An environment variable holding that superuser's password.
     #[arg(long)]
     pub(super) superuser_password_env: Option<String>,
+    /// Logs on stderr: `text` for people, `json` (one object per line) for collectors; `RUST_LOG` sets the level.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub(super) log_format: LogFormat,
 }

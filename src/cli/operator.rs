@@ -21,6 +21,7 @@ pub(super) struct OperatorArgs {
     /// Namespace of the leader Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub(super) lease_namespace: String,
+    /// Name of the leader Lease: operators that share it elect one leader.
     #[arg(long, default_value = "replicant-leader")]
     pub(super) lease_name: String,
     /// How long a silent leader keeps the lease.
@@ -35,6 +36,7 @@ pub(super) struct OperatorArgs {
     /// This replica's name in the lease and in Events (defaults to host name and process id).
     #[arg(long, env = "POD_NAME")]
     pub(super) identity: Option<String>,
+    /// Logs on stderr: `text` for people, `json` (one object per line) for collectors; `RUST_LOG` sets the level.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "REPLICANT_LOG_FORMAT")]
     pub(super) log_format: LogFormat,
 }

@@ -30,6 +30,7 @@ pub(super) struct RunArgs {
     /// any qualifies, then to the name's preferredZones, then to any member.
     #[arg(long)]
     pub(super) zone: Option<String>,
+    /// Logs on stderr: `text` for people, `json` (one object per line) for collectors; `RUST_LOG` sets the level.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub(super) log_format: LogFormat,
     #[command(flatten)]

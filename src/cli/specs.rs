@@ -37,6 +37,7 @@ pub(super) struct PlanArgs {
     /// to now.
     #[arg(long, alias = "at")]
     pub(super) now: Option<jiff::Timestamp>,
+    /// `table` for people; `json` and `yaml` for machines, with the same content.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     pub(super) format: Format,
 }

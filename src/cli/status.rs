@@ -35,6 +35,7 @@ pub(super) struct StatusArgs {
     pub(super) all_namespaces: bool,
     #[command(flatten)]
     pub(super) etcd: EtcdArgs,
+    /// `table` for people; `json` and `yaml` for machines, with the same content.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     pub(super) format: Format,
 }
