@@ -207,7 +207,7 @@ async fn a_coordinated_leader_killed_alone_hands_over_without_touching_postgres(
         .await;
     hosts.start(1, &env);
     let overview = hosts
-        .wait_for("both hosts present", 30, |o| o.hosts.len() == 2)
+        .wait_for("both hosts present", 30, |o| o.instances.len() == 2)
         .await;
     let epoch = orders(&overview).unwrap().status.epoch;
 

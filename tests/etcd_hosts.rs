@@ -55,7 +55,7 @@ async fn started_with(
         hosts.start(i, &[]);
     }
     hosts
-        .wait_for("every host present", 30, |o| o.hosts.len() == count)
+        .wait_for("every host present", 30, |o| o.instances.len() == count)
         .await;
     Some((hosts, turn))
 }
@@ -322,10 +322,10 @@ async fn all_of_etcd_frozen_demotes_no_server_and_everything_resumes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let overview = hosts.overview().await.unwrap();
-    assert_eq!(overview.hosts.len(), 3);
+    assert_eq!(overview.instances.len(), 3);
     assert!(
         overview
-            .hosts
+            .instances
             .iter()
             .all(|h| h.proxy_host.as_deref() != Some("127.0.0.9"))
     );

@@ -34,23 +34,6 @@ fn detail(action: &Action) -> String {
     }
 }
 
-fn kind(action: &Action) -> &'static str {
-    match action {
-        Action::Replicate { .. } => "Replicate",
-        Action::Restart { .. } => "Restart",
-        Action::Rejoin { .. } => "Rejoin",
-        Action::Clone { .. } => "Clone",
-        Action::Detach { .. } => "Detach",
-        Action::Fence { .. } => "Fence",
-        Action::Stop { .. } => "Stop",
-        Action::Start { .. } => "Start",
-        Action::Initialize { .. } => "Initialize",
-        Action::Promote { .. } => "Promote",
-        Action::Unfence { .. } => "Unfence",
-        Action::RetargetVirtualName { .. } => "RetargetVirtualName",
-    }
-}
-
 /// The plan as a table a person can read top to bottom.
 pub fn plan_table(desired: &Desired, observed: &Observed, plan: &Plan) -> String {
     let mut out = String::new();
@@ -78,7 +61,7 @@ pub fn plan_table(desired: &Desired, observed: &Observed, plan: &Plan) -> String
             .map(|(i, a)| {
                 [
                     (i + 1).to_string(),
-                    kind(&a.action).to_string(),
+                    a.action.verb().to_string(),
                     a.action.subject().to_string(),
                     detail(&a.action),
                     format!(
@@ -217,24 +200,24 @@ pub fn specs_table(specs: &crate::runtime::report::SpecsReport) -> String {
     out
 }
 
-/// The hosts coordinated through etcd: who leads, who is present, and what each found wrong in
-/// its own spec directory.
-pub fn hosts_table(overview: &crate::runtime::etcd::status::Overview) -> String {
+/// The instances coordinated through etcd: who leads, who is present, and what each found wrong
+/// in its own spec directory.
+pub fn instances_table(overview: &crate::runtime::etcd::status::Overview) -> String {
     let mut out = String::new();
     let leader = overview.leader.as_deref().unwrap_or("none");
     let _ = writeln!(out, "Leader: {leader}");
-    let _ = writeln!(out, "Hosts:");
-    if overview.hosts.is_empty() {
+    let _ = writeln!(out, "Instances:");
+    if overview.instances.is_empty() {
         let _ = writeln!(out, "  none present");
     }
-    for host in &overview.hosts {
-        let proxies = host
+    for instance in &overview.instances {
+        let proxies = instance
             .proxy_host
             .as_deref()
             .map(|h| format!(" (proxies on {h})"))
             .unwrap_or_default();
-        let _ = writeln!(out, "  {}{proxies}", host.identity);
-        for problem in &host.spec_problems {
+        let _ = writeln!(out, "  {}{proxies}", instance.identity);
+        for problem in &instance.spec_problems {
             let _ = writeln!(out, "    spec problem: {problem}");
         }
     }

@@ -34,7 +34,7 @@ pub(super) struct RunArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub(super) log_format: LogFormat,
     #[command(flatten)]
-    pub(super) hosts: HostsArgs,
+    pub(super) coordination: CoordinationArgs,
     /// On SIGTERM, how long the proxies go on serving, no longer reconciling, for a new
     /// `replicant run` on the same --state to take their listening sockets over (not when
     /// systemd passed the sockets: it keeps them). A second signal ends the wait.
@@ -63,12 +63,12 @@ impl RunArgs {
         if let Some(problem) = self.zone.as_deref().and_then(crate::validate::zone_problem) {
             return Err(CliError::Invalid(format!("--zone: {problem}")));
         }
-        if let Some(coordinator) = self.hosts.etcd.coordinator()? {
-            let lease = self.hosts.lease.std();
+        if let Some(coordinator) = self.coordination.etcd.coordinator()? {
+            let lease = self.coordination.lease.std();
             if lease < std::time::Duration::from_secs(2) || lease.subsec_nanos() != 0 {
                 return Err(CliError::Invalid(format!(
                     "--lease {} must be whole seconds, at least 2s (etcd counts leases in seconds)",
-                    self.hosts.lease
+                    self.coordination.lease
                 )));
             }
             return Ok(RunOptions::Hosts(etcd::run::EtcdOptions {
@@ -76,9 +76,9 @@ impl RunArgs {
                 admin: self.admin,
                 rescan,
                 coordinator,
-                identity: host_identity(self.hosts.identity)?,
+                identity: instance_identity(self.coordination.identity)?,
                 lease,
-                proxy_host: self.hosts.proxy_host,
+                proxy_host: self.coordination.proxy_host,
                 zone: self.zone,
             }));
         }
@@ -184,10 +184,10 @@ impl EtcdArgs {
 
 /// `replicant run` with others through etcd.
 #[derive(clap::Args, Debug)]
-pub(super) struct HostsArgs {
+pub(super) struct CoordinationArgs {
     #[command(flatten)]
     pub(super) etcd: EtcdArgs,
-    /// This host's name among the others: unique and stable (default: the hostname).
+    /// This instance's name among the others: unique and stable (default: the hostname).
     #[arg(long, requires = "coordinator")]
     pub(super) identity: Option<String>,
     /// The etcd session lease, in whole seconds: a dead leader is replaced within about this
@@ -200,7 +200,7 @@ pub(super) struct HostsArgs {
 }
 
 /// This host's name in etcd keys: the hostname unless given.
-fn host_identity(given: Option<String>) -> Result<String, CliError> {
+fn instance_identity(given: Option<String>) -> Result<String, CliError> {
     let identity = given.unwrap_or_else(hostname);
     let fits = !identity.is_empty()
         && identity.len() <= 253

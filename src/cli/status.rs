@@ -91,7 +91,7 @@ fn hosts_status_command(
         .map_err(CliError::Etcd)
     })?;
     print_as(format, &overview, || {
-        render::hosts_table(&overview) + &render::status_table(&overview.clusters)
+        render::instances_table(&overview) + &render::status_table(&overview.clusters)
     })
 }
 

@@ -79,6 +79,11 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// The required action that failed and ended the round, if one did.
+    pub fn failed_required(&self) -> Option<(&PlannedAction, &ActError)> {
+        self.failures().find(|(a, _)| a.required)
+    }
+
     pub fn failures(&self) -> impl Iterator<Item = (&PlannedAction, &ActError)> {
         self.results.iter().filter_map(|(a, r)| match r {
             ActionResult::Failed(e) => Some((a, e)),
@@ -149,11 +154,8 @@ pub fn cluster_status(
 
     let mut adjusted: Vec<Finding> = plan.findings.to_vec();
     // A best-effort action failing (fencing a dead master) is expected and changes nothing.
-    if let Some((action, error)) = applied.failures().find(|(a, _)| a.required) {
-        let mut message = format!("{} failed: {error}", describe(&action.action));
-        if let Some(needs) = error.needs() {
-            message.push_str(&format!(" (retrying will not help until {needs} changes)"));
-        }
+    if let Some((action, error)) = applied.failed_required() {
+        let message = failure_message(&action.action, error);
         for f in adjusted.iter_mut() {
             if f.type_ == findings::READY {
                 *f = Finding::new(findings::READY, false, "ActionFailed", message.clone());
@@ -206,6 +208,15 @@ pub fn cluster_status(
 }
 
 /// "Promote orders-b (epoch 4)", for messages.
+/// What a person reads about a failed action: what failed, why, and when retrying cannot help.
+pub fn failure_message(action: &Action, error: &ActError) -> String {
+    let mut message = format!("{} failed: {error}", describe(action));
+    if let Some(needs) = error.needs() {
+        message.push_str(&format!(" (retrying will not help until {needs} changes)"));
+    }
+    message
+}
+
 pub fn describe(action: &Action) -> String {
     match action {
         Action::Replicate { member, from } => format!("Replicate {member} from {from}"),

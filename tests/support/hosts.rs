@@ -227,7 +227,7 @@ pub fn orders(overview: &Overview) -> Option<&ClusterReport> {
 /// members reachable and the read-write name on the primary (a status written before an etcd
 /// outage can show the rest).
 pub fn settled(overview: &Overview, count: usize, reachable: &[&str]) -> bool {
-    overview.hosts.len() == count
+    overview.instances.len() == count
         && overview.leader.is_some()
         && orders(overview).is_some_and(|r| {
             super::converged(r, reachable)

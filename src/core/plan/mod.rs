@@ -94,6 +94,24 @@ impl Action {
         }
     }
 
+    /// Its name, as plans, status and Events show it.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Replicate { .. } => "Replicate",
+            Action::Restart { .. } => "Restart",
+            Action::Rejoin { .. } => "Rejoin",
+            Action::Clone { .. } => "Clone",
+            Action::Detach { .. } => "Detach",
+            Action::Fence { .. } => "Fence",
+            Action::Stop { .. } => "Stop",
+            Action::Start { .. } => "Start",
+            Action::Initialize { .. } => "Initialize",
+            Action::Promote { .. } => "Promote",
+            Action::Unfence { .. } => "Unfence",
+            Action::RetargetVirtualName { .. } => "RetargetVirtualName",
+        }
+    }
+
     /// The member or virtual name acted on.
     pub fn subject(&self) -> &str {
         match self {

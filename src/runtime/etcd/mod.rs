@@ -1,13 +1,14 @@
-//! The etcd runtime: several `replicant run` processes on plain hosts coordinated through etcd.
-//! One leads and reconciles; every one serves the virtual names' proxies, following the routes
+//! The etcd runtime: several `replicant run` processes, *instances*, usually one per host,
+//! coordinated through etcd. One leads and reconciles; every one serves the virtual names' proxies, following the routes
 //! the leader publishes.
 //!
 //! Keys, under a prefix (`/replicant` by default):
 //! - `leader`: the leader's identity, on its session lease; its create revision fences writes;
-//! - `hosts/HOST`: each process's presence, on its session lease;
+//! - `hosts/IDENTITY`: each instance's presence, on its session lease (the key keeps its first
+//!   name, so that instances of different versions see each other during a rolling upgrade);
 //! - `clusters/NS/NAME/journal` and `clusters/NS/NAME/status`;
 //! - `routes/NS/NAME`: where a virtual name points, with an epoch;
-//! - `acks/NS/NAME/HOST`: the epoch a host's proxy has applied, on its session lease.
+//! - `acks/NS/NAME/IDENTITY`: the route an instance's proxy has applied, on its session lease.
 
 pub mod connect;
 pub mod journal;
@@ -129,12 +130,13 @@ impl Keys {
         format!("{}/leader", self.prefix)
     }
 
-    pub fn hosts(&self) -> String {
+    /// Where instances register; `hosts/` for every version, so that old and new see each other.
+    pub fn instances(&self) -> String {
         format!("{}/hosts/", self.prefix)
     }
 
-    pub fn host(&self, identity: &str) -> String {
-        format!("{}{identity}", self.hosts())
+    pub fn instance(&self, identity: &str) -> String {
+        format!("{}{identity}", self.instances())
     }
 
     pub fn journal(&self, namespace: &str, name: &str) -> String {

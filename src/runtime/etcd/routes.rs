@@ -1,6 +1,6 @@
-//! Routes in etcd: the leader publishes where each virtual name points; every host's proxies
+//! Routes in etcd: the leader publishes where each virtual name points; every instance's proxies
 //! follow and acknowledge each route by its etcd revision (its epoch), under their session
-//! lease. Touches `routes/` (the leader, fenced) and `acks/` (each host, its own keys).
+//! lease. Touches `routes/` (the leader, fenced) and `acks/` (each instance, its own keys).
 //!
 //! The rule that keeps two masters from taking writes through the proxies: a name gains a
 //! member only once every live proxy has acknowledged the route as it stands, so no proxy
@@ -130,7 +130,7 @@ impl EtcdRouter {
     }
 
     /// Bring every stored route's listener and policy in line with the spec (a changed `listen`
-    /// moves the proxies on every host), keeping its endpoints.
+    /// moves the proxies of every instance), keeping its endpoints.
     pub async fn publish_shapes(&self) -> Result<(), String> {
         for (name, shape) in &self.shapes {
             let Some((stored, _)) = self.read(name).await? else {
@@ -147,7 +147,7 @@ impl EtcdRouter {
         Ok(())
     }
 
-    /// Wait until every live host's proxy has applied `name`'s route at `revision` or later.
+    /// Wait until every live instance's proxy has applied `name`'s route at `revision` or later.
     async fn wait_for_acks(&self, name: &str, revision: i64) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + self.ack_wait;
         loop {
@@ -165,12 +165,12 @@ impl EtcdRouter {
         }
     }
 
-    /// The live hosts whose proxies have not applied `name`'s route at `revision` yet.
+    /// The live instances whose proxies have not applied `name`'s route at `revision` yet.
     async fn unacknowledged(&self, name: &str, revision: i64) -> Result<Vec<String>, String> {
-        let hosts = self.keys.hosts();
+        let instances = self.keys.instances();
         let acks = self.keys.acks(&self.proxy_key(name));
         let both = Txn::new().and_then([
-            TxnOp::get(hosts.as_str(), Some(GetOptions::new().with_prefix())),
+            TxnOp::get(instances.as_str(), Some(GetOptions::new().with_prefix())),
             TxnOp::get(acks.as_str(), Some(GetOptions::new().with_prefix())),
         ]);
         let response = txn(&self.client, both, self.timeout).await?;
@@ -185,16 +185,16 @@ impl EtcdRouter {
             .kvs()
             .iter()
             .filter_map(|kv| {
-                let host = key_under(kv, &acks)?.to_string();
+                let instance = key_under(kv, &acks)?.to_string();
                 let at = kv.value_str().ok()?.parse().ok()?;
-                Some((host, at))
+                Some((instance, at))
             })
             .collect();
         Ok(live
             .kvs()
             .iter()
-            .filter_map(|kv| key_under(kv, &hosts))
-            .filter(|host| acked.get(*host).is_none_or(|at| *at < revision))
+            .filter_map(|kv| key_under(kv, &instances))
+            .filter(|instance| acked.get(*instance).is_none_or(|at| *at < revision))
             .map(str::to_string)
             .collect())
     }
@@ -284,7 +284,7 @@ pub async fn retain(
 /// A route as a proxy holds it: the route and its revision.
 type Held = HashMap<String, (Route, i64)>;
 
-/// A host's proxies, following the routes in etcd.
+/// An instance's proxies, following the routes in etcd.
 pub struct Follower {
     pub client: Client,
     pub keys: Keys,
@@ -479,7 +479,7 @@ impl Follower {
             return;
         }
         tracing::warn!(
-            "cannot confirm this host's etcd lease: its proxies stop routing until it is confirmed and the routes read again"
+            "cannot confirm this instance's etcd lease: its proxies stop routing until it is confirmed and the routes read again"
         );
         for name in state.routes.keys() {
             self.proxies.route(name, Vec::new());
@@ -487,7 +487,7 @@ impl Follower {
         state.stopped_since = Some(tokio::time::Instant::now());
     }
 
-    /// Record, under the session's lease, the route revisions this host's proxies now apply.
+    /// Record, under the session's lease, the route revisions this instance's proxies now apply.
     async fn acknowledge(&self, session: &Session, applied: &[(String, i64)]) -> bool {
         if applied.is_empty() {
             return true;

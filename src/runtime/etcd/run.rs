@@ -1,5 +1,5 @@
-//! `replicant run --coordinator etcd://...`: the same command on every host. Each process keeps
-//! an etcd session, registers its host, serves the virtual names' proxies from the routes in
+//! `replicant run --coordinator etcd://...`: the same command on every host. Each instance keeps
+//! an etcd session, registers itself, serves the virtual names' proxies from the routes in
 //! etcd, and campaigns; the one that leads drives every cluster of its spec directory through
 //! the shared reconciler, with its journal, routes and status in etcd under its fence. The
 //! others probe, so that the next leader knows how long a member has been silent.
@@ -18,7 +18,7 @@ use super::{
     Coordinator, CoordinatorError, EtcdJournalStore, Fence, Keys, Leadership, Session,
     leader::{ElectionOptions, campaign},
     routes::{self, EtcdRouter, Follower},
-    status::{self, HostReport},
+    status::{self, InstanceReport},
 };
 use crate::{
     api::{ReplicationClusterSpec, ReplicationClusterStatus},
@@ -45,7 +45,7 @@ pub struct EtcdOptions {
     pub admin: Option<std::net::SocketAddr>,
     pub rescan: Duration,
     pub coordinator: Coordinator,
-    /// This host's name among the others: unique, stable across restarts.
+    /// This instance's name among the others: unique, stable across restarts.
     pub identity: String,
     /// The session lease: how long a dead leader holds on, and how long a proxy cut off from
     /// etcd keeps routing (less a margin).
@@ -76,7 +76,7 @@ struct Shared {
     leadership: watch::Sender<Option<Arc<Leadership>>>,
     /// The session of the moment, to register under.
     session: watch::Sender<Option<Arc<Session>>>,
-    host: Mutex<HostReport>,
+    instance: Mutex<InstanceReport>,
 }
 
 impl Shared {
@@ -113,7 +113,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         client,
         keys: Keys::new(&options.coordinator.prefix),
-        host: Mutex::new(HostReport {
+        instance: Mutex::new(InstanceReport {
             identity: options.identity.clone(),
             proxy_host: options.proxy_host.clone(),
             spec_problems: Vec::new(),
@@ -141,7 +141,7 @@ pub async fn run(
     served.map_err(Into::into)
 }
 
-/// Keep a session, and under it this host's registration, its proxies and its campaign; open
+/// Keep a session, and under it this instance's registration, its proxies and its campaign; open
 /// a new one whenever the last is lost.
 async fn membership(shared: Arc<Shared>, proxies: Arc<Proxies>) {
     let follower = Follower {
@@ -180,29 +180,29 @@ async fn membership(shared: Arc<Shared>, proxies: Arc<Proxies>) {
     }
 }
 
-/// Put this host's key under `session`, until it is there or the session is lost. Until then
-/// this host neither serves nor campaigns.
+/// Put this instance's key under `session`, until it is there or the session is lost. Until
+/// then this instance neither serves nor campaigns.
 async fn register(shared: &Shared, session: &Session) {
     let mut reported = None;
     loop {
-        let host = shared.host.lock().expect("lock").clone();
+        let instance = shared.instance.lock().expect("lock").clone();
         match status::register(
             &shared.client,
             &shared.keys,
             session,
-            &host,
+            &instance,
             shared.timeout(),
         )
         .await
         {
             Ok(()) => return,
             Err(error) if session.lost() => {
-                tracing::warn!(%error, "cannot register this host");
+                tracing::warn!(%error, "cannot register this instance");
                 return;
             }
             Err(error) => {
                 if reported.as_ref() != Some(&error) {
-                    tracing::error!(%error, "cannot register this host: not serving, not leading");
+                    tracing::error!(%error, "cannot register this instance: not serving, not leading");
                     reported = Some(error);
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -244,12 +244,18 @@ async fn lead(shared: &Shared, session: &Arc<Session>) {
 #[async_trait]
 impl Coordination for Shared {
     async fn report_problems(&self, problems: &[String]) {
-        self.host.lock().expect("lock").spec_problems = problems.to_vec();
+        self.instance.lock().expect("lock").spec_problems = problems.to_vec();
         let session = self.session.borrow().clone();
         if let Some(session) = session {
-            let host = self.host.lock().expect("lock").clone();
-            let registered =
-                status::register(&self.client, &self.keys, &session, &host, self.timeout()).await;
+            let instance = self.instance.lock().expect("lock").clone();
+            let registered = status::register(
+                &self.client,
+                &self.keys,
+                &session,
+                &instance,
+                self.timeout(),
+            )
+            .await;
             if let Err(error) = registered {
                 tracing::warn!(%error, "the spec problems are not shown in etcd");
             }

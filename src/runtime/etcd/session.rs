@@ -1,5 +1,5 @@
 //! This process's etcd session: one lease, kept alive at a third of its TTL, that carries the
-//! process's host key, its proxies' acknowledgements and, while it leads, the leader key.
+//! instance's key, its proxies' acknowledgements and, while it leads, the leader key.
 //!
 //! The session is trusted only while its lease is provably alive, judged on this process's
 //! monotonic clock: etcd handles a keep-alive no earlier than it was sent, so the lease cannot

@@ -1,6 +1,6 @@
 //! Status in etcd, so that `replicant status` works from any host: each cluster's report,
-//! written by the leader under its fence, and each host's presence with the problems it found
-//! in its own spec directory. Touches `status/` and this host's key.
+//! written by the leader under its fence, and each instance's presence with the problems it
+//! found in its own spec directory. Touches `status/` and this instance's key.
 
 use std::time::Duration;
 
@@ -10,15 +10,15 @@ use serde::{Deserialize, Serialize};
 use super::{Fence, Keys, Session, fenced, get, txn};
 use crate::runtime::report::ClusterReport;
 
-/// A host as it registers itself: present while its session lives.
+/// An instance as it registers itself: present while its session lives.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct HostReport {
+pub struct InstanceReport {
     pub identity: String,
     /// Where its proxies listen, when not at the specs' own addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_host: Option<String>,
-    /// Problems in this host's spec directory (`FILE: ...`); the leader's are the ones acted on.
+    /// Problems in this instance's spec directory (`FILE: ...`); the leader's are the ones acted on.
     #[serde(default)]
     pub spec_problems: Vec<String>,
 }
@@ -28,22 +28,22 @@ pub struct HostReport {
 #[serde(rename_all = "camelCase")]
 pub struct Overview {
     pub leader: Option<String>,
-    pub hosts: Vec<HostReport>,
+    pub instances: Vec<InstanceReport>,
     pub clusters: Vec<ClusterReport>,
 }
 
-/// Register (or update) this host under its session's lease. Refused while another live
-/// process holds the same identity: two hosts under one name would answer for each other's
-/// proxies.
+/// Register (or update) this instance under its session's lease. Refused while another live
+/// process holds the same identity: two instances under one name would answer for each
+/// other's proxies.
 pub async fn register(
     client: &Client,
     keys: &Keys,
     session: &Session,
-    host: &HostReport,
+    instance: &InstanceReport,
     timeout: Duration,
 ) -> Result<(), String> {
-    let bytes = serde_json::to_vec(host).map_err(|e| e.to_string())?;
-    let key = keys.host(&host.identity);
+    let bytes = serde_json::to_vec(instance).map_err(|e| e.to_string())?;
+    let key = keys.instance(&instance.identity);
     let put = TxnOp::put(
         key.as_str(),
         bytes,
@@ -69,8 +69,8 @@ pub async fn register(
         });
         if let Some(other) = holder.filter(|other| *other != session.lease) {
             return Err(format!(
-                "another live process is registered as {} (etcd lease {other}): give each host its own --identity",
-                host.identity
+                "another live process is registered as {} (etcd lease {other}): give each instance its own --identity",
+                instance.identity
             ));
         }
     }
@@ -93,11 +93,11 @@ pub async fn store(
     }
 }
 
-/// Read the leader, the hosts and every cluster's report.
+/// Read the leader, the instances and every cluster's report.
 pub async fn overview(client: &Client, keys: &Keys, timeout: Duration) -> Result<Overview, String> {
     let prefixed = || Some(GetOptions::new().with_prefix());
     let leader = get(client, &keys.leader(), None, timeout).await?;
-    let hosts = get(client, &keys.hosts(), prefixed(), timeout).await?;
+    let instances = get(client, &keys.instances(), prefixed(), timeout).await?;
     let clusters = get(client, &keys.statuses(), prefixed(), timeout).await?;
     let decode = |key: &[u8]| format!("{} in etcd: not understood", String::from_utf8_lossy(key));
     let mut overview = Overview {
@@ -107,9 +107,9 @@ pub async fn overview(client: &Client, keys: &Keys, timeout: Duration) -> Result
             .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
         ..Overview::default()
     };
-    for kv in hosts.kvs() {
-        let host = serde_json::from_slice(kv.value()).map_err(|_| decode(kv.key()))?;
-        overview.hosts.push(host);
+    for kv in instances.kvs() {
+        let instance = serde_json::from_slice(kv.value()).map_err(|_| decode(kv.key()))?;
+        overview.instances.push(instance);
     }
     for kv in clusters.kvs() {
         let report = serde_json::from_slice(kv.value()).map_err(|_| decode(kv.key()))?;

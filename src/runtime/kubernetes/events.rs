@@ -1,4 +1,6 @@
-//! Kubernetes Events for what a person wants in `kubectl describe`: promotions, fencing, blocked promotions, spec errors. Pure selection, then publishing.
+//! Kubernetes Events for what a person wants in `kubectl describe`: promotions, fencing, failed
+//! required actions with their kind, blocked promotions, spec errors. Pure selection, then
+//! publishing.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::events::{Event, EventType};
@@ -8,7 +10,7 @@ use crate::{
     core::{
         plan::{Action, findings},
         reconcile::Round,
-        status::ActionResult,
+        status::{ActionResult, failure_message},
     },
 };
 
@@ -75,6 +77,9 @@ pub fn for_round(round: &Round, previous: Option<&ReplicationClusterStatus>) -> 
         ));
     }
     let before = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    if let Some(event) = action_failed(round, before) {
+        events.push(event);
+    }
     for type_ in [findings::PROMOTION_BLOCKED, findings::STALLED] {
         if let Some(c) = newly_true(before, &round.status.conditions, type_) {
             events.push(event(
@@ -86,6 +91,26 @@ pub fn for_round(round: &Round, previous: Option<&ReplicationClusterStatus>) -> 
         }
     }
     events
+}
+
+/// A required action that failed, with its kind (`auth`, `timeout`, `route`, ...), so that a
+/// person can tell a refused password, which retrying will not mend, from a slow server. Once
+/// per failure: a round that fails as the previous one did (the same message in
+/// `Reconciling`) records nothing new.
+fn action_failed(round: &Round, before: &[Condition]) -> Option<Event> {
+    let (planned, error) = round.applied.failed_required()?;
+    let message = failure_message(&planned.action, error);
+    let repeated = before.iter().any(|c| {
+        c.type_ == findings::RECONCILING && c.reason == "ActionFailed" && c.message == message
+    });
+    (!repeated).then(|| {
+        event(
+            EventType::Warning,
+            "ActionFailed",
+            planned.action.verb(),
+            format!("{message} (kind: {})", error.kind()),
+        )
+    })
 }
 
 /// An event for a spec the operator refuses to act on.
@@ -203,12 +228,17 @@ mod tests {
 
     #[test]
     fn fencing_and_promotion_that_took_effect_are_recorded() {
+        // Fencing an unreachable old master is best effort: the promotion goes ahead.
+        let fence = PlannedAction {
+            required: false,
+            ..planned(Action::Fence {
+                member: "orders-a".into(),
+            })
+        };
         let r = round(
             vec![
                 (
-                    planned(Action::Fence {
-                        member: "orders-a".into(),
-                    }),
+                    fence,
                     ActionResult::Failed(crate::core::status::ActError::Engine(
                         crate::core::engine::EngineError::Refused {
                             address: "orders-a:6379".into(),
@@ -237,6 +267,69 @@ mod tests {
                 .unwrap()
                 .contains("orders-b is master at epoch 4")
         );
+    }
+
+    #[test]
+    fn a_failed_required_action_is_one_event_with_its_kind_until_it_changes() {
+        let refused = || {
+            ActionResult::Failed(crate::core::status::ActError::Engine(
+                crate::core::engine::EngineError::Auth {
+                    address: "orders-b:6379".into(),
+                    message: "WRONGPASS invalid username-password pair".into(),
+                },
+            ))
+        };
+        let promote = || {
+            planned(Action::Promote {
+                member: "orders-b".into(),
+                epoch: 4,
+            })
+        };
+        let failing = round(vec![(promote(), refused())], Vec::new(), Vec::new());
+        let events = for_round(&failing, None);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "ActionFailed");
+        assert_eq!(events[0].action, "Promote");
+        assert_eq!(events[0].type_, EventType::Warning);
+        let note = events[0].note.as_deref().unwrap();
+        assert!(
+            note.starts_with("Promote orders-b (epoch 4) failed: "),
+            "{note}"
+        );
+        assert!(note.contains("retrying will not help until"), "{note}");
+        assert!(note.ends_with("(kind: auth)"), "{note}");
+
+        // The next round fails the same way: the status already says so, no second Event.
+        let message = failure_message(
+            &promote().action,
+            &match refused() {
+                ActionResult::Failed(e) => e,
+                _ => unreachable!(),
+            },
+        );
+        let reconciling = Condition {
+            type_: findings::RECONCILING.into(),
+            status: "True".into(),
+            reason: "ActionFailed".into(),
+            message,
+            observed_generation: None,
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+        };
+        let previous = ReplicationClusterStatus {
+            conditions: vec![reconciling.clone()],
+            ..Default::default()
+        };
+        assert!(for_round(&failing, Some(&previous)).is_empty());
+
+        // A best-effort action failing is expected (fencing a dead master): no Event.
+        let best_effort = PlannedAction {
+            required: false,
+            ..planned(Action::Fence {
+                member: "orders-a".into(),
+            })
+        };
+        let r = round(vec![(best_effort, refused())], Vec::new(), Vec::new());
+        assert!(for_round(&r, None).is_empty());
     }
 
     #[test]
