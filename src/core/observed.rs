@@ -119,6 +119,10 @@ pub struct HostObservation {
     /// The host stopped the server on its own (its lease lapsed) and keeps it down.
     #[serde(default)]
     pub fenced: bool,
+    /// Whether its data can be rewound, from its control file: `false` when it ran without
+    /// `wal_log_hints` and has no data checksums, so that a rewind could miss changed pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewindable: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

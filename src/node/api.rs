@@ -19,12 +19,15 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    Agent, HeldLease, Inner, host, peers,
+    Agent, HeldLease, Inner,
+    host::{self, HostError},
+    peers,
     postmaster::{Postmaster, StopMode},
 };
 use crate::engine::postgres::{
     agent::{AgentStatus, LeaseNonce, PeerView, Raised, Reached, Rejoined, Source},
-    controldata, ping,
+    controldata::{self, ControlDataError},
+    ping,
 };
 
 /// How long postgres may take to accept connections after a start.
@@ -105,7 +108,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
     let durable = agent.durable();
     let lease = agent.held_lease().map(|held| held.until);
-    let (busy, last_operation, last_error, rejoined) = {
+    let (busy, last_operation, failure, rejoined) = {
         let activity = agent.activity.lock().expect("lock");
         let last = activity.last.as_ref();
         (
@@ -115,6 +118,7 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
             last.and_then(|l| l.outcome.as_ref().ok().cloned().flatten()),
         )
     };
+    let (last_error, last_failure) = failure.map(|f| (f.message, f.kind)).unzip();
     let mut status = AgentStatus {
         running: false,
         pid: None,
@@ -133,6 +137,7 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
         busy,
         last_operation,
         last_error,
+        last_failure,
         rejoined,
         upstream_auth: agent.upstream_auth.clone(),
     };
@@ -147,7 +152,7 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
     let (bin, data) = (agent.options.bin.clone(), agent.options.data.clone());
     let control = tokio::task::spawn_blocking(move || controldata::read(&bin, &data))
         .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        .unwrap_or_else(|e| Err(ControlDataError::Failed(e.to_string())));
     status.empty = !host::holds_data(&agent.options.data);
     status.standby = agent.is_standby();
     status.history = control
@@ -155,7 +160,7 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
         .ok()
         .and_then(|c| host::timeline_history(&agent.options.data, c.checkpoint_timeline));
     status.control_data = control.as_ref().ok().cloned();
-    status.control_data_error = control.err();
+    status.control_data_error = control.err().map(|e| e.to_string());
     status
 }
 
@@ -184,7 +189,7 @@ fn accept_epoch(agent: &Agent, epoch: u64) -> Result<(), Refusal> {
     }
     agent
         .record(|durable| durable.epoch = durable.epoch.max(epoch))
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -226,7 +231,7 @@ async fn initialize(
 }
 
 /// Start postgres unless it runs, and wait until it accepts connections.
-async fn ensure_running(agent: &Agent, inner: &mut Inner) -> Result<(), String> {
+async fn ensure_running(agent: &Agent, inner: &mut Inner) -> Result<(), HostError> {
     if inner.postmaster.as_mut().is_some_and(Postmaster::running) {
         return Ok(());
     }
@@ -268,7 +273,7 @@ async fn stop(
     {
         agent
             .record(|durable| durable.fenced = true)
-            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         agent.release_lease(lease).await;
     }
     Ok(Json(describe(&agent, Some(&mut inner)).await))
@@ -299,13 +304,13 @@ async fn lease(
     accept_epoch(&agent, command.epoch)?;
     let issued = agent
         .nonce_issued_at(command.nonce)
-        .map_err(|why| refuse(StatusCode::CONFLICT, why))?;
+        .map_err(|why| refuse(StatusCode::CONFLICT, why.to_string()))?;
     let ttl = Duration::from_millis(command.ttl_ms.min(peers::MAX_TTL_MS));
     let until = issued + ttl;
     if until > std::time::Instant::now() {
         agent
             .record(|durable| durable.fenced = false)
-            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let mut lease = agent.lease.lock().expect("lock");
         // A renewal overtaken by a later one shortens nothing.
         let until = lease
@@ -361,7 +366,7 @@ async fn confirm(
     // Recorded first: after a restart this agent owes that long to the next promotion.
     agent
         .record(|durable| durable.promise_ttl_ms = durable.promise_ttl_ms.max(ttl))
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut promises = agent.promises.lock().expect("lock");
     let seen = agent.durable().epoch;
     if command.epoch > seen {
@@ -490,7 +495,7 @@ impl Operation {
         matches!(name, "clone" | "standby" | "rewind")
     }
 
-    async fn run(self, agent: &Agent, inner: &mut Inner) -> Result<Option<Rejoined>, String> {
+    async fn run(self, agent: &Agent, inner: &mut Inner) -> Result<Option<Rejoined>, HostError> {
         let source = match self {
             Operation::Start => return ensure_running(agent, inner).await.map(|()| None),
             Operation::Initialize => {
@@ -543,7 +548,7 @@ async fn begin(
     };
     if let Some(last) = &agent.activity.lock().expect("lock").last
         && last.operation == name
-        && let Err(error) = &last.outcome
+        && let Err(super::Failure { message: error, .. }) = &last.outcome
         && last.at.elapsed() < RETRY_AFTER
     {
         return Err(refuse(
@@ -560,10 +565,10 @@ async fn begin(
     let status = describe(agent, None).await;
     let worker = agent.clone();
     tokio::spawn(async move {
-        let outcome = operation.run(&worker, &mut inner).await;
-        if let Err(error) = &outcome {
-            tracing::warn!(operation = name, %error, "host operation failed");
-        }
+        let outcome = operation.run(&worker, &mut inner).await.map_err(|error| {
+            tracing::warn!(operation = name, %error, kind = error.kind().as_str(), "host operation failed");
+            super::Failure::from(error)
+        });
         let mut activity = worker.activity.lock().expect("lock");
         activity.current = None;
         activity.last = Some(super::Finished {

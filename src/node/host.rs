@@ -11,15 +11,97 @@ use std::{
 use tokio::process::Command;
 
 use super::Options;
-use crate::engine::{
-    Credentials, Secret,
-    postgres::{
-        actions::{UpstreamAuth, conninfo},
-        agent::{PassfileAuth, Rejoined, Source},
-        controldata,
-        probe::{self, split_address},
+use crate::{
+    core::engine::EngineError,
+    engine::{
+        Credentials, Secret,
+        postgres::{
+            actions::{UpstreamAuth, conninfo},
+            agent::{HostFailure, PassfileAuth, Rejoined, Source},
+            controldata::{self, ControlDataError},
+            probe::{self, split_address},
+        },
     },
 };
+
+/// Why a host operation failed. Its kind travels to the controller with the message
+/// (`AgentStatus::last_failure`), so that what happens next is decided on a reason.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The member to copy or rewind from could not be read.
+    #[error("{doing}: {source}")]
+    Source {
+        doing: &'static str,
+        #[source]
+        source: EngineError,
+    },
+    #[error(
+        "{data} holds data set {ours}, {source_address} holds {theirs}: not copied over; remove the directory by hand if its data is meant to go"
+    )]
+    ForeignData {
+        data: String,
+        ours: u64,
+        source_address: String,
+        theirs: u64,
+    },
+    #[error("{0}")]
+    NotRewindable(&'static str),
+    #[error(transparent)]
+    ControlData(#[from] ControlDataError),
+    /// A tool could not be started.
+    #[error("{tool}: {source}")]
+    Spawn {
+        tool: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tool ran and failed; what it said.
+    #[error("{tool}: {said}")]
+    Tool { tool: &'static str, said: String },
+    #[error("{doing} took longer than {limit:?}")]
+    TimedOut {
+        doing: &'static str,
+        limit: Duration,
+    },
+    /// A file or directory of the host's.
+    #[error("{doing}: {source}")]
+    Files {
+        doing: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// What the agent will not do as configured, or as asked.
+    #[error("{0}")]
+    Refused(String),
+    #[error("postgres exited while starting; see its log")]
+    Exited,
+    #[error("postgres did not accept connections within {limit:?}")]
+    NotReady { limit: Duration },
+    #[error(transparent)]
+    State(#[from] super::StateWriteError),
+}
+
+impl HostError {
+    pub fn kind(&self) -> HostFailure {
+        match self {
+            Self::Source { .. } => HostFailure::SourceUnreachable,
+            Self::ForeignData { .. } => HostFailure::ForeignData,
+            Self::NotRewindable(_) => HostFailure::NotRewindable,
+            Self::ControlData(ControlDataError::Run(_)) | Self::Spawn { .. } => {
+                HostFailure::ToolFailed
+            }
+            Self::ControlData(_) | Self::Tool { .. } | Self::Exited => HostFailure::ToolFailed,
+            Self::TimedOut { .. } | Self::NotReady { .. } => HostFailure::TimedOut,
+            Self::Files { .. } | Self::State(_) => HostFailure::Storage,
+            Self::Refused(_) => HostFailure::Refused,
+        }
+    }
+
+    fn files(doing: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let doing = doing.into();
+        move |source| Self::Files { doing, source }
+    }
+}
 
 /// How this host authenticates for replication: from the agent's own configuration, so no
 /// password crosses the agent's API.
@@ -85,7 +167,7 @@ pub fn timeline_history(data: &Path, timeline: u32) -> Option<String> {
 
 /// Copy `source` into the data directory, as a standby of it. Refused when the directory holds
 /// another data set than the source's; a copy that fails leaves the directory as it was.
-pub async fn clone(options: &Options, source: &Source) -> Result<(), String> {
+pub async fn clone(options: &Options, source: &Source) -> Result<(), HostError> {
     let replication = &options.replication;
     let theirs = probe::probe(
         &source.address,
@@ -93,21 +175,26 @@ pub async fn clone(options: &Options, source: &Source) -> Result<(), String> {
         Duration::from_secs(5),
     )
     .await
-    .map_err(|e| format!("cannot read the source's identity: {e}"))?
+    .map_err(|source| HostError::Source {
+        doing: "cannot read the source's identity",
+        source,
+    })?
     .system_identifier;
     if holds_data(&options.data) {
         let ours = controldata::read(&options.bin, &options.data)?.system_identifier;
         if ours != theirs {
-            return Err(format!(
-                "{} holds data set {ours}, {} holds {theirs}: not copied over; remove the directory by hand if its data is meant to go",
-                options.data.display(),
-                source.address
-            ));
+            return Err(HostError::ForeignData {
+                data: options.data.display().to_string(),
+                ours,
+                source_address: source.address.clone(),
+                theirs,
+            });
         }
     }
     let copy = sibling(&options.data, ".replicant-clone");
     let _ = std::fs::remove_dir_all(&copy);
-    let (host, port) = split_address(&source.address).map_err(|e| e.to_string())?;
+    let (host, port) =
+        split_address(&source.address).map_err(|e| HostError::Refused(e.to_string()))?;
     let mut command = Command::new(options.bin.join("pg_basebackup"));
     command
         .args(["-h", host, "-p", &port.to_string()])
@@ -132,11 +219,20 @@ pub async fn clone(options: &Options, source: &Source) -> Result<(), String> {
     }
     let output = tokio::time::timeout(CLONE_TIMEOUT, command.output())
         .await
-        .map_err(|_| format!("the copy took longer than {CLONE_TIMEOUT:?}"))?
-        .map_err(|e| format!("pg_basebackup: {e}"))?;
+        .map_err(|_| HostError::TimedOut {
+            doing: "the copy",
+            limit: CLONE_TIMEOUT,
+        })?
+        .map_err(|source| HostError::Spawn {
+            tool: "pg_basebackup",
+            source,
+        })?;
     if !output.status.success() {
         let _ = std::fs::remove_dir_all(&copy);
-        return Err(format!("pg_basebackup: {}", what_it_said(&output)));
+        return Err(HostError::Tool {
+            tool: "pg_basebackup",
+            said: what_it_said(&output),
+        });
     }
     swap_in(options, &copy)?;
     configure_standby(options, source)
@@ -144,13 +240,13 @@ pub async fn clone(options: &Options, source: &Source) -> Result<(), String> {
 
 /// Put the complete directory `new` in place of the data directory; the old one goes only once
 /// the new one is in place.
-fn swap_in(options: &Options, new: &Path) -> Result<(), String> {
+fn swap_in(options: &Options, new: &Path) -> Result<(), HostError> {
     let old = sibling(&options.data, ".replicant-old");
     let _ = std::fs::remove_dir_all(&old);
     if options.data.exists() {
-        std::fs::rename(&options.data, &old).map_err(|e| format!("set the old data aside: {e}"))?;
+        std::fs::rename(&options.data, &old).map_err(HostError::files("set the old data aside"))?;
     }
-    std::fs::rename(new, &options.data).map_err(|e| format!("put the new data in place: {e}"))?;
+    std::fs::rename(new, &options.data).map_err(HostError::files("put the new data in place"))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }
@@ -175,16 +271,18 @@ fn vacant(dir: &Path) -> bool {
 /// Create a new data set in the vacant data directory: initdb into a sibling directory, with
 /// data checksums (so it can always be rewound) and the superuser's password, then swapped in
 /// complete. A replication user other than the superuser is created with its password.
-pub async fn initialize(options: &Options) -> Result<(), String> {
+pub async fn initialize(options: &Options) -> Result<(), HostError> {
     let superuser = &options.superuser;
-    let password = superuser.password.as_ref().ok_or(
-        "this host has no superuser password (--superuser-password-file or --superuser-password-env), so it does not create data sets",
-    )?;
+    let password = superuser.password.as_ref().ok_or_else(|| {
+        HostError::Refused(
+            "this host has no superuser password (--superuser-password-file or --superuser-password-env), so it does not create data sets".into(),
+        )
+    })?;
     if !vacant(&options.data) {
-        return Err(format!(
+        return Err(HostError::Refused(format!(
             "{} is not empty: a data set is only created in an empty directory",
             options.data.display()
-        ));
+        )));
     }
     let fresh = sibling(&options.data, ".replicant-init");
     let _ = std::fs::remove_dir_all(&fresh);
@@ -209,19 +307,28 @@ pub async fn initialize(options: &Options) -> Result<(), String> {
     let output = tokio::time::timeout(CLONE_TIMEOUT, command.output()).await;
     let _ = std::fs::remove_file(&pwfile);
     let output = output
-        .map_err(|_| "initdb took too long".to_string())?
-        .map_err(|e| format!("initdb: {e}"))?;
+        .map_err(|_| HostError::TimedOut {
+            doing: "initdb",
+            limit: CLONE_TIMEOUT,
+        })?
+        .map_err(|source| HostError::Spawn {
+            tool: "initdb",
+            source,
+        })?;
     if !output.status.success() {
         let _ = std::fs::remove_dir_all(&fresh);
-        return Err(format!("initdb: {}", what_it_said(&output)));
+        return Err(HostError::Tool {
+            tool: "initdb",
+            said: what_it_said(&output),
+        });
     }
     let made = async {
         std::fs::write(fresh.join("pg_hba.conf"), CREATED_HBA)
-            .map_err(|e| format!("write pg_hba.conf: {e}"))?;
+            .map_err(HostError::files("write pg_hba.conf"))?;
         if options.replication.user != superuser.name {
             create_replication_user(options, &fresh).await?;
         }
-        Ok::<(), String>(())
+        Ok::<(), HostError>(())
     };
     if let Err(e) = made.await {
         let _ = std::fs::remove_dir_all(&fresh);
@@ -237,7 +344,7 @@ fn sql_literal(value: &str) -> String {
 
 /// Create the replication user in the new, not yet started data set, in single-user mode:
 /// its password goes through stdin, never a command line.
-async fn create_replication_user(options: &Options, data: &Path) -> Result<(), String> {
+async fn create_replication_user(options: &Options, data: &Path) -> Result<(), HostError> {
     use tokio::io::AsyncWriteExt;
     let replication = &options.replication;
     let password = match &replication.password {
@@ -256,29 +363,42 @@ async fn create_replication_user(options: &Options, data: &Path) -> Result<(), S
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("postgres --single: {e}"))?;
+        .map_err(|source| HostError::Spawn {
+            tool: "postgres --single",
+            source,
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(statement.as_bytes())
             .await
-            .map_err(|e| format!("postgres --single: {e}"))?;
+            .map_err(|source| HostError::Spawn {
+                tool: "postgres --single",
+                source,
+            })?;
     }
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    let limit = Duration::from_secs(60);
+    let output = tokio::time::timeout(limit, child.wait_with_output())
         .await
-        .map_err(|_| "creating the replication user took too long".to_string())?
-        .map_err(|e| format!("postgres --single: {e}"))?;
+        .map_err(|_| HostError::TimedOut {
+            doing: "creating the replication user",
+            limit,
+        })?
+        .map_err(|source| HostError::Spawn {
+            tool: "postgres --single",
+            source,
+        })?;
     let errors = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() || errors.contains("ERROR") {
-        return Err(format!(
-            "create the replication user: {}",
-            crate::bounded::clip(errors.trim(), 512)
-        ));
+        return Err(HostError::Tool {
+            tool: "create the replication user",
+            said: crate::bounded::clip(errors.trim(), 512).into_owned(),
+        });
     }
     Ok(())
 }
 
 /// Write `text` to a new file only its owner may read.
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
+fn write_private(path: &Path, text: &str) -> Result<(), HostError> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let _ = std::fs::remove_file(path);
     std::fs::OpenOptions::new()
@@ -287,7 +407,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| format!("write {}: {e}", path.display()))
+        .map_err(HostError::files(format!("write {}", path.display())))
 }
 
 /// A postgresql.conf string value.
@@ -305,7 +425,7 @@ fn passfile(options: &Options) -> PathBuf {
 
 /// Write the replication password into the host's password file, when it has one: standbys
 /// name the file in `primary_conninfo`, and no password is in their settings.
-pub fn write_passfile(options: &Options) -> Result<Option<PassfileAuth>, String> {
+pub fn write_passfile(options: &Options) -> Result<Option<PassfileAuth>, HostError> {
     let replication = &options.replication;
     let Some(password) = &replication.password else {
         return Ok(None);
@@ -319,12 +439,12 @@ pub fn write_passfile(options: &Options) -> Result<Option<PassfileAuth>, String>
 }
 
 /// The password file's one line: any host, port and database, for `user`; `:` and `\` escaped.
-fn passfile_line(user: &str, password: &str) -> Result<String, String> {
+fn passfile_line(user: &str, password: &str) -> Result<String, HostError> {
     if format!("{user}{password}").contains(['\n', '\r']) {
-        return Err(
+        return Err(HostError::Refused(
             "the replication user or password holds a line break, which a password file cannot"
                 .into(),
-        );
+        ));
     }
     let escape = |value: &str| value.replace('\\', "\\\\").replace(':', "\\:");
     Ok(format!("*:*:*:{}:{}\n", escape(user), escape(password)))
@@ -333,7 +453,7 @@ fn passfile_line(user: &str, password: &str) -> Result<String, String> {
 /// Make the data directory start as a standby of `source`: `standby.signal`, and
 /// `primary_conninfo` and `primary_slot_name` in `postgresql.auto.conf` (earlier values of
 /// those two removed, the rest kept). Takes effect at the next start.
-pub fn configure_standby(options: &Options, source: &Source) -> Result<(), String> {
+pub fn configure_standby(options: &Options, source: &Source) -> Result<(), HostError> {
     let replication = &options.replication;
     let mut fields = vec![("application_name", source.application_name.as_str())];
     let written = write_passfile(options)?;
@@ -346,7 +466,8 @@ pub fn configure_standby(options: &Options, source: &Source) -> Result<(), Strin
         None => UpstreamAuth::Credentials(&credentials),
     };
     fields.extend(auth.fields());
-    let conninfo = conninfo(&source.address, &fields).map_err(|e| e.to_string())?;
+    let conninfo =
+        conninfo(&source.address, &fields).map_err(|e| HostError::Refused(e.to_string()))?;
     let auto = options.data.join("postgresql.auto.conf");
     let existing = std::fs::read_to_string(&auto).unwrap_or_default();
     let mut lines: Vec<String> = existing
@@ -363,7 +484,7 @@ pub fn configure_standby(options: &Options, source: &Source) -> Result<(), Strin
     }
     let write = |path: &Path, text: String| {
         crate::durable::write_atomically(path, text.as_bytes(), crate::durable::Durability::Synced)
-            .map_err(|e| format!("write {}: {e}", path.display()))
+            .map_err(HostError::files(format!("write {}", path.display())))
     };
     write(&auto, lines.join("\n") + "\n")?;
     write(&options.data.join("standby.signal"), String::new())
@@ -374,7 +495,7 @@ const REWIND_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Bring the (stopped) data directory back onto `source`'s history, as its standby: rewind it,
 /// or copy it again when rewinding fails. The old data is kept until a copy is complete.
-pub async fn rewind(options: &Options, source: &Source) -> Result<Rejoined, String> {
+pub async fn rewind(options: &Options, source: &Source) -> Result<Rejoined, HostError> {
     match try_rewind(options, source).await {
         Ok(()) => {
             configure_standby(options, source)?;
@@ -384,22 +505,22 @@ pub async fn rewind(options: &Options, source: &Source) -> Result<Rejoined, Stri
             tracing::warn!(%reason, "rewind failed; copying the data again");
             clone(options, source).await?;
             Ok(Rejoined::Copied {
-                rewind_failed: reason,
+                rewind_failed: reason.to_string(),
+                because: Some(reason.kind()),
             })
         }
     }
 }
 
-async fn try_rewind(options: &Options, source: &Source) -> Result<(), String> {
+async fn try_rewind(options: &Options, source: &Source) -> Result<(), HostError> {
     let replication = &options.replication;
     // Read before anything runs on the directory: recovery below records the settings it runs
     // with, and a directory that wrote WAL without hints must not be made to look rewindable.
     let control = controldata::read(&options.bin, &options.data)?;
     if !control.rewindable() {
-        return Err(
-            "it ran without wal_log_hints or data checksums, so a rewind could miss changed pages"
-                .into(),
-        );
+        return Err(HostError::NotRewindable(
+            "it ran without wal_log_hints or data checksums, so a rewind could miss changed pages",
+        ));
     }
     // pg_rewind needs a target shut down cleanly: after a crash, recover it alone first.
     if !control.cleanly_shut_down() {
@@ -411,7 +532,7 @@ async fn try_rewind(options: &Options, source: &Source) -> Result<(), String> {
         &source.address,
         &[("user", &replication.user), ("dbname", "postgres")],
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| HostError::Refused(e.to_string()))?;
     let mut command = Command::new(options.bin.join("pg_rewind"));
     command
         .arg("--target-pgdata")
@@ -428,10 +549,19 @@ async fn try_rewind(options: &Options, source: &Source) -> Result<(), String> {
     let rewound = async {
         let output = tokio::time::timeout(REWIND_TIMEOUT, command.output())
             .await
-            .map_err(|_| "pg_rewind took too long".to_string())?
-            .map_err(|e| format!("pg_rewind: {e}"))?;
+            .map_err(|_| HostError::TimedOut {
+                doing: "pg_rewind",
+                limit: REWIND_TIMEOUT,
+            })?
+            .map_err(|source| HostError::Spawn {
+                tool: "pg_rewind",
+                source,
+            })?;
         if !output.status.success() {
-            return Err(format!("pg_rewind: {}", what_it_said(&output)));
+            return Err(HostError::Tool {
+                tool: "pg_rewind",
+                said: what_it_said(&output),
+            });
         }
         restore_wal(&kept, &options.data)
     }
@@ -445,13 +575,14 @@ async fn try_rewind(options: &Options, source: &Source) -> Result<(), String> {
 /// from the last common checkpoint on, which recovery after the rewind replays first; the
 /// source, once it has checkpointed as primary, may have recycled them, and the member would
 /// then wait for them forever. Links cost no copy, and survive the removal.
-fn keep_wal(data: &Path, kept: &Path) -> Result<(), String> {
+fn keep_wal(data: &Path, kept: &Path) -> Result<(), HostError> {
     let _ = std::fs::remove_dir_all(kept);
-    std::fs::create_dir(kept).map_err(|e| format!("create {}: {e}", kept.display()))?;
+    std::fs::create_dir(kept).map_err(HostError::files(format!("create {}", kept.display())))?;
     for (name, path) in wal_segments(&data.join("pg_wal"))? {
         let link = kept.join(&name);
         if std::fs::hard_link(&path, &link).is_err() {
-            std::fs::copy(&path, &link).map_err(|e| format!("keep {}: {e}", path.display()))?;
+            std::fs::copy(&path, &link)
+                .map_err(HostError::files(format!("keep {}", path.display())))?;
         }
     }
     Ok(())
@@ -460,12 +591,12 @@ fn keep_wal(data: &Path, kept: &Path) -> Result<(), String> {
 /// Put back the kept segments that the rewind removed. Those on the old branch past the fork
 /// are never read (recovery follows the new branch's history from the fork on) and are
 /// recycled at the next restartpoints.
-fn restore_wal(kept: &Path, data: &Path) -> Result<(), String> {
+fn restore_wal(kept: &Path, data: &Path) -> Result<(), HostError> {
     for (name, path) in wal_segments(kept)? {
         let target = data.join("pg_wal").join(&name);
         if !target.exists() {
             std::fs::rename(&path, &target)
-                .map_err(|e| format!("restore {}: {e}", target.display()))?;
+                .map_err(HostError::files(format!("restore {}", target.display())))?;
         }
     }
     Ok(())
@@ -473,8 +604,9 @@ fn restore_wal(kept: &Path, data: &Path) -> Result<(), String> {
 
 /// The WAL segment files directly in `dir`: 24 hexadecimal digits, nothing else (no history,
 /// partial or status files).
-fn wal_segments(dir: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("read {}: {e}", dir.display()))?;
+fn wal_segments(dir: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>, HostError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(HostError::files(format!("read {}", dir.display())))?;
     Ok(entries
         .flatten()
         .filter(|entry| {
@@ -490,12 +622,11 @@ fn wal_segments(dir: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>, String
 /// cleanly. Not for a standby's directory: single-user mode refuses standby mode, and
 /// recovered as a primary instead, it would end with a record of its own on the branch it
 /// shares with the source, which pg_rewind cannot see past. Such a member is copied.
-async fn recover_alone(options: &Options) -> Result<(), String> {
+async fn recover_alone(options: &Options) -> Result<(), HostError> {
     if options.data.join("standby.signal").exists() {
-        return Err(
-            "it was a standby and stopped without a clean shutdown, which only a copy repairs"
-                .into(),
-        );
+        return Err(HostError::NotRewindable(
+            "it was a standby and stopped without a clean shutdown, which only a copy repairs",
+        ));
     }
     let mut command = Command::new(options.bin.join("postgres"));
     command
@@ -512,14 +643,19 @@ async fn recover_alone(options: &Options) -> Result<(), String> {
         .stderr(Stdio::piped());
     let output = tokio::time::timeout(REWIND_TIMEOUT, command.output())
         .await
-        .map_err(|_| "crash recovery took too long".to_string())?
-        .map_err(|e| format!("crash recovery: {e}"))?;
+        .map_err(|_| HostError::TimedOut {
+            doing: "crash recovery",
+            limit: REWIND_TIMEOUT,
+        })?
+        .map_err(|source| HostError::Spawn {
+            tool: "crash recovery",
+            source,
+        })?;
     if !output.status.success() {
-        return Err(format!(
-            "crash recovery in single-user mode failed ({}): {}",
-            output.status,
-            what_it_said(&output)
-        ));
+        return Err(HostError::Tool {
+            tool: "crash recovery in single-user mode",
+            said: format!("failed ({}): {}", output.status, what_it_said(&output)),
+        });
     }
     Ok(())
 }
@@ -527,7 +663,7 @@ async fn recover_alone(options: &Options) -> Result<(), String> {
 /// A rewind reads the source's control file: until the source's first checkpoint on its new
 /// timeline, it still names the old one, and pg_rewind would find nothing to do. Ask for the
 /// checkpoint and wait for it.
-async fn ensure_checkpointed(replication: &Replication, source: &Source) -> Result<(), String> {
+async fn ensure_checkpointed(replication: &Replication, source: &Source) -> Result<(), HostError> {
     let credentials = replication.credentials();
     let target = crate::engine::postgres::Target {
         address: &source.address,
@@ -536,7 +672,10 @@ async fn ensure_checkpointed(replication: &Replication, source: &Source) -> Resu
     };
     crate::engine::postgres::actions::checkpoint(target)
         .await
-        .map_err(|e| format!("the source has not checkpointed on its timeline: {e}"))
+        .map_err(|source| HostError::Source {
+            doing: "the source has not checkpointed on its timeline",
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -95,9 +95,26 @@ pub enum NodeError {
     #[error("listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] tls::TlsSetupError),
     #[error("replication password file: {0}")]
-    Passfile(String),
+    Passfile(#[source] host::HostError),
+}
+
+/// The agent's state file could not be written: nothing it was to record is taken.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct StateWriteError {
+    path: String,
+    source: std::io::Error,
+}
+
+/// A lease nonce this agent cannot vouch for.
+#[derive(Debug, thiserror::Error)]
+enum NonceError {
+    #[error("the lease nonce is from another run of this agent: fetch a new one (GET /v1/lease)")]
+    OtherRun,
+    #[error("the lease nonce was never issued here: it lies in the future")]
+    Future,
 }
 
 /// What the agent keeps across restarts, written (and fsynced) before it acts on a new epoch.
@@ -149,7 +166,23 @@ struct Activity {
 struct Finished {
     operation: &'static str,
     at: Instant,
-    outcome: Result<Option<crate::engine::postgres::agent::Rejoined>, String>,
+    outcome: Result<Option<crate::engine::postgres::agent::Rejoined>, Failure>,
+}
+
+/// How a host operation failed, kept to report: the message and its kind.
+#[derive(Clone, Debug)]
+struct Failure {
+    message: String,
+    kind: crate::engine::postgres::agent::HostFailure,
+}
+
+impl From<host::HostError> for Failure {
+    fn from(error: host::HostError) -> Self {
+        Self {
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
 }
 
 /// The agent: its options, its durable state, the lease, and its one postmaster. The lease
@@ -240,16 +273,19 @@ impl Agent {
     }
 
     /// Change the durable state: written (and fsynced) first, then taken in memory.
-    fn record(&self, change: impl FnOnce(&mut Durable)) -> Result<(), String> {
+    fn record(&self, change: impl FnOnce(&mut Durable)) -> Result<(), StateWriteError> {
         let mut held = self.durable.lock().expect("lock");
         let mut durable = held.clone();
         change(&mut durable);
         if durable == *held {
             return Ok(());
         }
-        let bytes = serde_json::to_vec_pretty(&durable).map_err(|e| e.to_string())?;
-        write_atomically(&self.options.state, &bytes, Durability::Synced)
-            .map_err(|e| format!("cannot write {}: {e}", self.options.state.display()))?;
+        let failed = |source| StateWriteError {
+            path: self.options.state.display().to_string(),
+            source,
+        };
+        let bytes = serde_json::to_vec_pretty(&durable).map_err(|e| failed(e.into()))?;
+        write_atomically(&self.options.state, &bytes, Durability::Synced).map_err(failed)?;
         *held = durable;
         Ok(())
     }
@@ -263,17 +299,14 @@ impl Agent {
     }
 
     /// When `nonce` was issued here, if it was.
-    fn nonce_issued_at(&self, nonce: LeaseNonce) -> Result<Instant, String> {
+    fn nonce_issued_at(&self, nonce: LeaseNonce) -> Result<Instant, NonceError> {
         if nonce.run != self.run {
-            return Err(
-                "the lease nonce is from another run of this agent: fetch a new one (GET /v1/lease)"
-                    .into(),
-            );
+            return Err(NonceError::OtherRun);
         }
         self.began
             .checked_add(Duration::from_millis(nonce.issued_ms))
             .filter(|issued| *issued <= Instant::now())
-            .ok_or_else(|| "the lease nonce was never issued here: it lies in the future".into())
+            .ok_or(NonceError::Future)
     }
 
     /// A standby commits nothing, so a lease means nothing to it.
@@ -330,7 +363,7 @@ pub async fn run(
     let serve = async {
         let result = match &agent.options.tls {
             Some((cert, key)) => {
-                let acceptor = tls::acceptor(cert, key).map_err(NodeError::Tls)?;
+                let acceptor = tls::acceptor(cert, key)?;
                 let listener = tls::TlsListener::new(listener, acceptor)
                     .map_err(|e| NodeError::Listen(listen, e))?;
                 axum::serve(listener, app).await

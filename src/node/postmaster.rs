@@ -8,7 +8,7 @@ use nix::{
 };
 use tokio::process::{Child, Command};
 
-use super::Options;
+use super::{Options, host::HostError};
 
 /// How a stop asks postgres to end (as `pg_ctl stop -m`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -28,7 +28,7 @@ pub struct Postmaster {
 }
 
 impl Postmaster {
-    pub fn start(options: &Options) -> Result<Self, String> {
+    pub fn start(options: &Options) -> Result<Self, HostError> {
         let mut command = Command::new(options.bin.join("postgres"));
         command
             .arg("-D")
@@ -43,7 +43,10 @@ impl Postmaster {
             .stdin(Stdio::null())
             .kill_on_drop(false)
             .spawn()
-            .map_err(|e| format!("cannot start postgres: {e}"))?;
+            .map_err(|source| HostError::Spawn {
+                tool: "cannot start postgres",
+                source,
+            })?;
         Ok(Self { child })
     }
 
@@ -62,11 +65,11 @@ impl Postmaster {
         bin: &Path,
         port: u16,
         limit: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), HostError> {
         let deadline = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < deadline {
             if !self.running() {
-                return Err("postgres exited while starting; see its log".into());
+                return Err(HostError::Exited);
             }
             let ready = Command::new(bin.join("pg_isready"))
                 .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "1"])
@@ -80,9 +83,7 @@ impl Postmaster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(format!(
-            "postgres did not accept connections within {limit:?}"
-        ))
+        Err(HostError::NotReady { limit })
     }
 
     /// Stop and reap; killed if it takes longer than the stop timeout.

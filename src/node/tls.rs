@@ -10,24 +10,39 @@ use tokio_rustls::{TlsAcceptor, rustls, server::TlsStream};
 /// How long a client may take over its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why the agent's certificate and key cannot serve TLS: which of them, and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct TlsSetupError {
+    what: String,
+    reason: String,
+}
+
 /// The server side of TLS from a PEM certificate chain and a PEM private key.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsSetupError> {
+    let failed = |what: &Path| {
+        let what = what.display().to_string();
+        move |e: &dyn std::fmt::Display| TlsSetupError {
+            what,
+            reason: e.to_string(),
+        }
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .map_err(|e| failed(cert)(&e))?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
+        .map_err(|e| failed(cert)(&e))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate", cert.display()));
+        return Err(failed(cert)(&"no certificate"));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| failed(key)(&e))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(|e| failed(Path::new("TLS"))(&e))?
     .with_no_client_auth()
     .with_single_cert(certs, key)
-    .map_err(|e| format!("certificate and key: {e}"))?;
+    .map_err(|e| failed(Path::new("certificate and key"))(&e))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

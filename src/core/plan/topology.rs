@@ -253,6 +253,23 @@ impl Planner<'_> {
     }
 
     fn rejoin(&mut self, member: &str, from: &str, why: String) {
+        // What the host reports, not what a message says, decides a copy over a rewind.
+        let unrewindable = observation(self.observed, member)
+            .host
+            .agent()
+            .is_some_and(|host| host.rewindable == Some(false));
+        if unrewindable {
+            return self.push(
+                Action::Clone {
+                    member: member.to_string(),
+                    from: from.to_string(),
+                },
+                false,
+                format!(
+                    "{why}; a rewind cannot bring it back (its data ran without wal_log_hints or data checksums), so a full copy from {from} replaces its data"
+                ),
+            );
+        }
         self.push(
             Action::Rejoin {
                 member: member.to_string(),

@@ -47,6 +47,10 @@ pub struct AgentStatus {
     pub last_operation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Why the last operation failed, as a kind the controller decides on (absent from
+    /// agents older than it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<HostFailure>,
     /// How the last rejoin went, when the last operation was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejoined: Option<Rejoined>,
@@ -138,6 +142,49 @@ pub struct Source {
     pub slot: Option<String>,
 }
 
+/// Why a member's host could not carry out its last operation (a copy, a rewind, a start), as
+/// its agent reports it beside the message.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum HostFailure {
+    /// The member to copy or rewind from could not be read (not reachable, credentials
+    /// refused, not yet checkpointed on its timeline).
+    SourceUnreachable,
+    /// The data directory holds another data set, which is never copied over.
+    ForeignData,
+    /// The data cannot be rewound (it ran without `wal_log_hints` or data checksums, or a
+    /// standby stopped uncleanly): only a full copy brings it back.
+    NotRewindable,
+    /// A tool (`pg_basebackup`, `pg_rewind`, `initdb`, `postgres`) ran and failed.
+    ToolFailed,
+    /// It took longer than the agent allows.
+    TimedOut,
+    /// The host's own files: a directory or file could not be read or written (a full disk,
+    /// permissions).
+    Storage,
+    /// The agent cannot do it as configured (no superuser password, a directory not empty).
+    Refused,
+    /// A reason this version does not know (a newer agent).
+    #[serde(other)]
+    Other,
+}
+
+impl HostFailure {
+    /// The label value and the word status uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SourceUnreachable => "sourceUnreachable",
+            Self::ForeignData => "foreignData",
+            Self::NotRewindable => "notRewindable",
+            Self::ToolFailed => "toolFailed",
+            Self::TimedOut => "timedOut",
+            Self::Storage => "storage",
+            Self::Refused => "refused",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// How a member that left the primary's history was brought back onto it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
@@ -145,7 +192,12 @@ pub enum Rejoined {
     /// `pg_rewind` replaced what diverged; the rest was kept.
     Rewound,
     /// The rewind could not be done (the reason is kept); a full copy replaced the data.
-    Copied { rewind_failed: String },
+    Copied {
+        rewind_failed: String,
+        /// Why, as a kind (absent from agents older than it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        because: Option<HostFailure>,
+    },
 }
 
 /// What the controller may ask of a member's host. Every call carries the epoch of the
@@ -208,25 +260,38 @@ pub struct AgentClient {
     timeout: Duration,
 }
 
+/// Why a CA bundle cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("not a PEM certificate: {0}")]
+    NotPem(String),
+    #[error("unusable certificate: {0}")]
+    Unusable(String),
+    #[error("it holds no certificate")]
+    Empty,
+    #[error("{0}")]
+    Tls(String),
+}
+
 /// A TLS client configuration that trusts the certificates of `pem` (a CA bundle), and
 /// nothing else: the agents' certificates must chain to them.
-pub fn trusting(pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn trusting(pem: &str) -> Result<Arc<rustls::ClientConfig>, TrustError> {
     use rustls_pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let certificate = certificate.map_err(|e| format!("not a PEM certificate: {e}"))?;
+        let certificate = certificate.map_err(|e| TrustError::NotPem(e.to_string()))?;
         roots
             .add(certificate)
-            .map_err(|e| format!("unusable certificate: {e}"))?;
+            .map_err(|e| TrustError::Unusable(e.to_string()))?;
     }
     if roots.is_empty() {
-        return Err("it holds no certificate".into());
+        return Err(TrustError::Empty);
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(|e| TrustError::Tls(e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(Arc::new(config))
@@ -510,21 +575,26 @@ mod tests {
 
     #[test]
     fn a_bundle_without_a_usable_certificate_is_refused_with_the_reason() {
-        assert_eq!(trusting("").unwrap_err(), "it holds no certificate");
         assert_eq!(
-            trusting("just some text\n").unwrap_err(),
+            trusting("").unwrap_err().to_string(),
+            "it holds no certificate"
+        );
+        assert_eq!(
+            trusting("just some text\n").unwrap_err().to_string(),
             "it holds no certificate"
         );
         let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
         assert!(
             trusting(broken)
                 .unwrap_err()
+                .to_string()
                 .starts_with("not a PEM certificate"),
         );
         let not_der = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         assert!(
             trusting(not_der)
                 .unwrap_err()
+                .to_string()
                 .starts_with("unusable certificate"),
         );
     }

@@ -38,8 +38,21 @@ impl ControlData {
     }
 }
 
+/// Why a data directory's control file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlDataError {
+    #[error("pg_controldata: {0}")]
+    Run(#[source] std::io::Error),
+    #[error("pg_controldata: {0}")]
+    Failed(String),
+    #[error("no {0:?} in pg_controldata's output")]
+    Missing(String),
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
 /// Parse the output of `LC_ALL=C pg_controldata`.
-pub fn parse(output: &str) -> Result<ControlData, String> {
+pub fn parse(output: &str) -> Result<ControlData, ControlDataError> {
     let fields: HashMap<&str, &str> = output
         .lines()
         .filter_map(|line| line.split_once(':'))
@@ -49,14 +62,20 @@ pub fn parse(output: &str) -> Result<ControlData, String> {
         fields
             .get(name)
             .copied()
-            .ok_or_else(|| format!("no {name:?} in pg_controldata's output"))
+            .ok_or_else(|| ControlDataError::Missing(name.to_string()))
     };
-    let number = |name: &str| -> Result<u64, String> {
+    let invalid = |name: &str, reason: String| ControlDataError::Invalid {
+        field: name.to_string(),
+        reason,
+    };
+    let number = |name: &str| -> Result<u64, ControlDataError> {
         field(name)?
             .parse()
-            .map_err(|_| format!("{name}: not a number"))
+            .map_err(|_| invalid(name, "not a number".into()))
     };
-    let lsn = |name: &str| -> Result<Lsn, String> { field(name)?.parse() };
+    let lsn = |name: &str| -> Result<Lsn, ControlDataError> {
+        field(name)?.parse().map_err(|reason| invalid(name, reason))
+    };
     Ok(ControlData {
         system_identifier: number("Database system identifier")?,
         state: field("Database cluster state")?.to_string(),
@@ -70,16 +89,15 @@ pub fn parse(output: &str) -> Result<ControlData, String> {
 }
 
 /// Run `pg_controldata` from `bin` on `data`.
-pub fn read(bin: &Path, data: &Path) -> Result<ControlData, String> {
+pub fn read(bin: &Path, data: &Path) -> Result<ControlData, ControlDataError> {
     let output = Command::new(bin.join("pg_controldata"))
         .arg(data)
         .env("LC_ALL", "C")
         .output()
-        .map_err(|e| format!("pg_controldata: {e}"))?;
+        .map_err(ControlDataError::Run)?;
     if !output.status.success() {
-        return Err(format!(
-            "pg_controldata: {}",
-            crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512)
+        return Err(ControlDataError::Failed(
+            crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512).into_owned(),
         ));
     }
     parse(&String::from_utf8_lossy(&output.stdout))
@@ -104,6 +122,7 @@ mod tests {
         assert!(
             parse("garbage")
                 .unwrap_err()
+                .to_string()
                 .contains("Database system identifier")
         );
     }

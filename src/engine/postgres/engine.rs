@@ -414,11 +414,16 @@ fn host_observation(status: Result<AgentStatus, EngineError>) -> HostObservation
                 branch: control.map(|c| branches(c.checkpoint_timeline, &switches).branch),
                 identity: control.map(|c| c.system_identifier.to_string()),
                 fenced: status.fenced,
+                rewindable: control.map(|c| c.rewindable()),
                 error: status
                     .last_error
                     .map(|e| {
+                        let kind = status
+                            .last_failure
+                            .map(|k| format!(" ({})", k.as_str()))
+                            .unwrap_or_default();
                         format!(
-                            "the last {} failed: {e}",
+                            "the last {} failed{kind}: {e}",
                             status.last_operation.unwrap_or_default()
                         )
                     })

@@ -14,9 +14,20 @@ pub struct TimelineSwitch {
     pub switch: Lsn,
 }
 
+/// Why a `.history` file could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HistoryError {
+    #[error("more than {MAX_SWITCHES} timeline switches")]
+    TooLong,
+    #[error("line {0}: not `timeline LSN reason`")]
+    Malformed(usize),
+    #[error("line {0}: timelines out of order")]
+    OutOfOrder(usize),
+}
+
 /// Parse `NNNNNNNN.history`: lines of `parent-timeline <tab> switch-LSN <tab> reason`, blank
 /// lines and `#` comments allowed.
-pub fn parse(text: &str) -> Result<Vec<TimelineSwitch>, String> {
+pub fn parse(text: &str) -> Result<Vec<TimelineSwitch>, HistoryError> {
     let mut switches = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -24,17 +35,17 @@ pub fn parse(text: &str) -> Result<Vec<TimelineSwitch>, String> {
             continue;
         }
         if switches.len() == MAX_SWITCHES {
-            return Err(format!("more than {MAX_SWITCHES} timeline switches"));
+            return Err(HistoryError::TooLong);
         }
         let mut fields = line.split_whitespace();
-        let bad = || format!("line {}: not `timeline LSN reason`", number + 1);
+        let bad = || HistoryError::Malformed(number + 1);
         let parent: u32 = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
         let switch: Lsn = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
         if switches
             .last()
             .is_some_and(|last: &TimelineSwitch| last.parent >= parent || last.switch > switch)
         {
-            return Err(format!("line {}: timelines out of order", number + 1));
+            return Err(HistoryError::OutOfOrder(number + 1));
         }
         switches.push(TimelineSwitch { parent, switch });
     }
@@ -90,10 +101,11 @@ mod tests {
                 },
             ]
         );
-        assert!(parse("x y").unwrap_err().contains("line 1"));
+        assert!(parse("x y").unwrap_err().to_string().contains("line 1"));
         assert!(
             parse("2\t0/2\tz\n1\t0/3\tz")
                 .unwrap_err()
+                .to_string()
                 .contains("out of order")
         );
         assert_eq!(parse("").unwrap(), []);

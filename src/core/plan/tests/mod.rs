@@ -1592,6 +1592,56 @@ fn stopped_members_are_restarted_rejoined_or_copied_as_their_data_allows() {
 }
 
 #[test]
+fn data_its_host_reports_cannot_be_rewound_is_copied_instead() {
+    let mut observed = after_failover();
+    let a = observed.members.get_mut("a").unwrap();
+    a.reachable = false;
+    a.unreachable_since = Some(at(-5.0));
+    let mut host = agent_stopped(true, "r1", 1200);
+    if let HostAccess::Agent(h) = &mut host {
+        h.rewindable = Some(false);
+    }
+    a.host = host.clone();
+    let p = plan(&cluster(), &observed, at(0.0));
+    let on_a: Vec<&crate::core::plan::PlannedAction> = p
+        .actions
+        .iter()
+        .filter(|a| a.action.subject() == "a")
+        .collect();
+    assert_eq!(
+        on_a.iter().map(|a| a.action.clone()).collect::<Vec<_>>(),
+        vec![Action::Clone {
+            member: "a".into(),
+            from: "b".into()
+        }]
+    );
+    assert!(on_a[0].why.contains("has diverged"), "{}", on_a[0].why);
+    assert!(
+        on_a[0].why.contains("a rewind cannot bring it back"),
+        "{}",
+        on_a[0].why
+    );
+
+    // Rewindable, or not known: rewound as before.
+    for rewindable in [Some(true), None] {
+        let mut host = host.clone();
+        if let HostAccess::Agent(h) = &mut host {
+            h.rewindable = rewindable;
+        }
+        observed.members.get_mut("a").unwrap().host = host;
+        let p = plan(&cluster(), &observed, at(0.0));
+        assert!(
+            actions(&p).contains(&Action::Rejoin {
+                member: "a".into(),
+                from: "b".into()
+            }),
+            "{rewindable:?}: {:?}",
+            actions(&p)
+        );
+    }
+}
+
+#[test]
 fn a_host_operation_without_an_agent_is_named_for_a_person_and_not_attempted() {
     let mut observed = after_failover();
     let mut a = master(1500);
