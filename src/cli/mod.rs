@@ -91,7 +91,9 @@ pub enum CliError {
     #[error(transparent)]
     Hosts(#[from] crate::runtime::etcd::run::EtcdRunError),
     #[error("etcd: {0}")]
-    Etcd(String),
+    Coordinator(#[from] crate::runtime::etcd::CoordinatorError),
+    #[error(transparent)]
+    EtcdStatus(#[from] crate::runtime::etcd::status::StatusError),
     #[error("kubernetes: {0}")]
     Kubernetes(String),
     #[error(transparent)]

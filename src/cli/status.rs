@@ -78,17 +78,15 @@ fn hosts_status_command(
 ) -> Result<ExitCode, CliError> {
     use crate::runtime::etcd::{Keys, status};
     let overview = runtime()?.block_on(async {
-        let client = coordinator
-            .connect()
-            .await
-            .map_err(|e| CliError::Etcd(e.to_string()))?;
-        status::overview(
-            &client,
-            &Keys::new(&coordinator.prefix),
-            coordinator.timeout,
+        let client = coordinator.connect().await?;
+        Ok::<_, CliError>(
+            status::overview(
+                &client,
+                &Keys::new(&coordinator.prefix),
+                coordinator.timeout,
+            )
+            .await?,
         )
-        .await
-        .map_err(CliError::Etcd)
     })?;
     print_as(format, &overview, || {
         render::instances_table(&overview) + &render::status_table(&overview.clusters)

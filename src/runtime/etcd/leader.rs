@@ -50,9 +50,9 @@ impl Leadership {
     pub async fn confirmed(&self, client: &Client, timeout: Duration) -> Result<bool, EtcdError> {
         let found = super::get(client, &self.fence.leader_key, None, timeout)
             .await
-            .map_err(|message| EtcdError {
+            .map_err(|e| EtcdError {
                 what: "read the leader key",
-                message,
+                message: e.to_string(),
             })?;
         Ok(found
             .kvs()
@@ -86,15 +86,15 @@ pub async fn campaign(
             )])
             .or_else([TxnOp::get(options.key.as_str(), None)]);
         let taken = match super::txn(&client, take, options.timeout).await {
-            Err(message) if message.contains("lease not found") => {
+            Err(e) if e.lease_gone() => {
                 return Err(EtcdError {
                     what: "campaign",
-                    message,
+                    message: e.to_string(),
                 });
             }
-            taken => taken.map_err(|message| EtcdError {
+            taken => taken.map_err(|e| EtcdError {
                 what: "take the leader key",
-                message,
+                message: e.to_string(),
             }),
         };
         let revision = match taken {

@@ -29,16 +29,32 @@ pub use self::{
     session::{EtcdError, Session},
 };
 
-/// One etcd request, bounded by `timeout` so that a frozen etcd never stalls a round; the
-/// error as text. Not retried: for streams and for requests that must not be repeated.
+/// An etcd request that failed: etcd's answer, or none in time.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd did not answer within {0:?}")]
+    Unanswered(Duration),
+}
+
+impl RequestError {
+    /// Whether etcd says the lease the request used no longer exists.
+    pub fn lease_gone(&self) -> bool {
+        matches!(self, Self::Etcd(e) if session::lease_gone(e))
+    }
+}
+
+/// One etcd request, bounded by `timeout` so that a frozen etcd never stalls a round. Not
+/// retried: for streams and for requests that must not be repeated.
 async fn call<T>(
     timeout: Duration,
     request: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, String> {
+) -> Result<T, RequestError> {
     match tokio::time::timeout(timeout, request).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(format!("etcd: {e}")),
-        Err(_) => Err(format!("etcd did not answer within {timeout:?}")),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(RequestError::Unanswered(timeout)),
     }
 }
 
@@ -63,7 +79,7 @@ fn transient(error: &etcd_client::Error) -> bool {
 async fn retried<T, F: Future<Output = Result<T, etcd_client::Error>>>(
     timeout: Duration,
     mut request: impl FnMut() -> F,
-) -> Result<T, String> {
+) -> Result<T, RequestError> {
     let deadline = tokio::time::Instant::now() + timeout;
     // A request stuck on a member that went away is given up early, leaving time for others.
     let attempt = attempt_timeout(timeout);
@@ -75,11 +91,11 @@ async fn retried<T, F: Future<Output = Result<T, etcd_client::Error>>>(
                 tracing::debug!(error = %e, "etcd request failed on its way; trying again");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Ok(Err(e)) => return Err(format!("etcd: {e}")),
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tracing::debug!("etcd request unanswered; trying again");
             }
-            Err(_) => return Err(format!("etcd did not answer within {timeout:?}")),
+            Err(_) => return Err(RequestError::Unanswered(timeout)),
         }
     }
 }
@@ -95,7 +111,7 @@ async fn get(
     key: &str,
     options: Option<GetOptions>,
     timeout: Duration,
-) -> Result<GetResponse, String> {
+) -> Result<GetResponse, RequestError> {
     retried(timeout, || {
         let (mut client, key, options) = (client.clone(), key.to_string(), options.clone());
         async move { client.get(key, options).await }
@@ -105,7 +121,7 @@ async fn get(
 
 /// A transaction, retried while it fails on its way. A transaction that took effect but whose
 /// answer was lost fails its comparison when repeated, which callers handle as a conflict.
-async fn txn(client: &Client, txn: Txn, timeout: Duration) -> Result<TxnResponse, String> {
+async fn txn(client: &Client, txn: Txn, timeout: Duration) -> Result<TxnResponse, RequestError> {
     retried(timeout, || {
         let (mut client, txn) = (client.clone(), txn.clone());
         async move { client.txn(txn).await }
@@ -176,7 +192,7 @@ async fn fenced(
     fence: &Fence,
     op: TxnOp,
     timeout: Duration,
-) -> Result<Option<i64>, String> {
+) -> Result<Option<i64>, RequestError> {
     let request = Txn::new().when([fence.holds()]).and_then([op]);
     let response = self::txn(client, request, timeout).await?;
     Ok(response

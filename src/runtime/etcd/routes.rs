@@ -20,7 +20,7 @@ use etcd_client::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Fence, Keys, Session, call, fenced, get, txn};
+use super::{Fence, Keys, RequestError, Session, call, fenced, get, txn};
 use crate::{
     core::{
         desired::Desired,
@@ -102,36 +102,39 @@ impl EtcdRouter {
     }
 
     /// The route as stored, and its revision.
-    async fn read(&self, name: &str) -> Result<Option<(Route, i64)>, String> {
+    async fn read(&self, name: &str) -> Result<Option<(Route, i64)>, RoutesError> {
         let key = self.keys.route(&self.proxy_key(name));
         let found = get(&self.client, &key, None, self.timeout).await?;
         let Some(kv) = found.kvs().first() else {
             return Ok(None);
         };
-        let route = serde_json::from_slice(kv.value())
-            .map_err(|e| format!("route of {name} in etcd: {e}"))?;
+        let route =
+            serde_json::from_slice(kv.value()).map_err(|source| RoutesError::NotUnderstood {
+                name: name.to_string(),
+                source,
+            })?;
         Ok(Some((route, kv.mod_revision())))
     }
 
     /// Store `endpoints` as `name`'s route, shaped by its spec; returns the route's revision.
-    async fn publish(&self, name: &str, endpoints: Vec<Endpoint>) -> Result<i64, String> {
+    async fn publish(&self, name: &str, endpoints: Vec<Endpoint>) -> Result<i64, RoutesError> {
         let mut route = self
             .shapes
             .get(name)
             .cloned()
-            .ok_or_else(|| format!("{name} is not a virtual name of this cluster"))?;
+            .ok_or_else(|| RoutesError::Unknown(name.to_string()))?;
         route.endpoints = endpoints;
-        let bytes = serde_json::to_vec(&route).map_err(|e| e.to_string())?;
+        let bytes = serde_json::to_vec(&route).map_err(RoutesError::Encode)?;
         let key = self.keys.route(&self.proxy_key(name));
         let put = TxnOp::put(key, bytes, None);
         fenced(&self.client, &self.fence, put, self.timeout)
             .await?
-            .ok_or_else(|| deposed(&self.fence))
+            .ok_or(RoutesError::Deposed(self.fence.token))
     }
 
     /// Bring every stored route's listener and policy in line with the spec (a changed `listen`
     /// moves the proxies of every instance), keeping its endpoints.
-    pub async fn publish_shapes(&self) -> Result<(), String> {
+    pub async fn publish_shapes(&self) -> Result<(), RoutesError> {
         for (name, shape) in &self.shapes {
             let Some((stored, _)) = self.read(name).await? else {
                 continue;
@@ -148,7 +151,7 @@ impl EtcdRouter {
     }
 
     /// Wait until every live instance's proxy has applied `name`'s route at `revision` or later.
-    async fn wait_for_acks(&self, name: &str, revision: i64) -> Result<(), String> {
+    async fn wait_for_acks(&self, name: &str, revision: i64) -> Result<(), RoutesError> {
         let deadline = tokio::time::Instant::now() + self.ack_wait;
         loop {
             let missing = self.unacknowledged(name, revision).await?;
@@ -156,17 +159,18 @@ impl EtcdRouter {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "{name}: the proxies on {} have not acknowledged its route (revision {revision}) and their etcd leases have not run out; it gains a member once they do either",
-                    missing.join(", ")
-                ));
+                return Err(RoutesError::Unacknowledged {
+                    name: name.to_string(),
+                    missing,
+                    revision,
+                });
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
     /// The live instances whose proxies have not applied `name`'s route at `revision` yet.
-    async fn unacknowledged(&self, name: &str, revision: i64) -> Result<Vec<String>, String> {
+    async fn unacknowledged(&self, name: &str, revision: i64) -> Result<Vec<String>, RoutesError> {
         let instances = self.keys.instances();
         let acks = self.keys.acks(&self.proxy_key(name));
         let both = Txn::new().and_then([
@@ -179,7 +183,7 @@ impl EtcdRouter {
             _ => None,
         });
         let (Some(live), Some(acked)) = (ranges.next(), ranges.next()) else {
-            return Err("etcd answered without the ranges asked for".into());
+            return Err(RoutesError::Incomplete);
         };
         let acked: HashMap<String, i64> = acked
             .kvs()
@@ -200,11 +204,35 @@ impl EtcdRouter {
     }
 }
 
-fn deposed(fence: &Fence) -> String {
-    format!(
-        "this process no longer leads (fencing token {} is not the leader key's): the route was not written",
-        fence.token
-    )
+/// Why a route could not be read, written or acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutesError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(
+        "this process no longer leads (fencing token {0} is not the leader key's): the route was not written"
+    )]
+    Deposed(i64),
+    #[error("route of {name} in etcd: {source}")]
+    NotUnderstood {
+        name: String,
+        source: serde_json::Error,
+    },
+    #[error("{0} is not a virtual name of this cluster")]
+    Unknown(String),
+    #[error("a route: {0}")]
+    Encode(serde_json::Error),
+    #[error("etcd answered without the ranges asked for")]
+    Incomplete,
+    #[error(
+        "{name}: the proxies on {} have not acknowledged its route (revision {revision}) and their etcd leases have not run out; it gains a member once they do either",
+        missing.join(", ")
+    )]
+    Unacknowledged {
+        name: String,
+        missing: Vec<String>,
+        revision: i64,
+    },
 }
 
 #[async_trait]
@@ -229,7 +257,11 @@ impl Router for EtcdRouter {
 }
 
 impl EtcdRouter {
-    async fn publish_endpoints(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), String> {
+    async fn publish_endpoints(
+        &self,
+        name: &str,
+        endpoints: &[Endpoint],
+    ) -> Result<(), RoutesError> {
         let Some((stored, mut revision)) = self.read(name).await? else {
             self.publish(name, endpoints.to_vec()).await?;
             return Ok(());
@@ -262,7 +294,7 @@ pub async fn retain(
     fence: &Fence,
     keep: &[String],
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), RoutesError> {
     let prefix = keys.routes();
     let keys_only = GetOptions::new().with_prefix().with_keys_only();
     let found = get(client, &prefix, Some(keys_only), timeout).await?;
@@ -274,7 +306,7 @@ pub async fn retain(
             tracing::info!(name, "no longer in the specs: its route is removed");
             let delete = TxnOp::delete(keys.route(name), None);
             if fenced(client, fence, delete, timeout).await?.is_none() {
-                return Err(deposed(fence));
+                return Err(RoutesError::Deposed(fence.token));
             }
         }
     }
@@ -359,7 +391,7 @@ impl Follower {
     }
 
     /// Every route with its revision, and the revision the read saw.
-    async fn load(&self) -> Result<(Held, i64), String> {
+    async fn load(&self) -> Result<(Held, i64), RequestError> {
         let prefix = self.keys.routes();
         let found = get(
             &self.client,

@@ -201,9 +201,11 @@ async fn register(shared: &Shared, session: &Session) {
                 return;
             }
             Err(error) => {
-                if reported.as_ref() != Some(&error) {
+                // Logged once each time it changes, not every 200ms.
+                let said = error.to_string();
+                if reported.as_ref() != Some(&said) {
                     tracing::error!(%error, "cannot register this instance: not serving, not leading");
-                    reported = Some(error);
+                    reported = Some(said);
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -412,7 +414,7 @@ impl RuntimeAdapter for EtcdAdapter<'_> {
         .await;
         status::store(self.client, self.keys, self.fence, &report, self.timeout)
             .await
-            .map_err(StatusStoreError)
+            .map_err(StatusStoreError::new)
     }
 
     async fn notify(&self, _notice: Notice<'_>) {

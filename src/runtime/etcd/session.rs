@@ -28,9 +28,10 @@ pub(super) async fn bounded<T>(
     what: &'static str,
     request: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, EtcdError> {
-    super::call(timeout, request)
-        .await
-        .map_err(|message| EtcdError { what, message })
+    super::call(timeout, request).await.map_err(|e| EtcdError {
+        what,
+        message: e.to_string(),
+    })
 }
 
 /// The lease's time to live as etcd counts it: whole seconds, at least 2 (etcd's minimum with

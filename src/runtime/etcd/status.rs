@@ -7,7 +7,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{Fence, Keys, Session, fenced, get, txn};
+use super::{Fence, Keys, RequestError, Session, fenced, get, txn};
 use crate::runtime::report::ClusterReport;
 
 /// An instance as it registers itself: present while its session lives.
@@ -32,6 +32,25 @@ pub struct Overview {
     pub clusters: Vec<ClusterReport>,
 }
 
+/// Why a registration, a report or the overview could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(
+        "another live process is registered as {identity} (etcd lease {lease}): give each instance its own --identity"
+    )]
+    IdentityTaken { identity: String, lease: i64 },
+    #[error("{0} changed while registering; trying again")]
+    Raced(String),
+    #[error("this process no longer leads: status not stored")]
+    Deposed,
+    #[error("{0} in etcd: not understood")]
+    NotUnderstood(String),
+    #[error("encode: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
 /// Register (or update) this instance under its session's lease. Refused while another live
 /// process holds the same identity: two instances under one name would answer for each
 /// other's proxies.
@@ -41,8 +60,8 @@ pub async fn register(
     session: &Session,
     instance: &InstanceReport,
     timeout: Duration,
-) -> Result<(), String> {
-    let bytes = serde_json::to_vec(instance).map_err(|e| e.to_string())?;
+) -> Result<(), StatusError> {
+    let bytes = serde_json::to_vec(instance)?;
     let key = keys.instance(&instance.identity);
     let put = TxnOp::put(
         key.as_str(),
@@ -68,13 +87,13 @@ pub async fn register(
             _ => None,
         });
         if let Some(other) = holder.filter(|other| *other != session.lease) {
-            return Err(format!(
-                "another live process is registered as {} (etcd lease {other}): give each instance its own --identity",
-                instance.identity
-            ));
+            return Err(StatusError::IdentityTaken {
+                identity: instance.identity.clone(),
+                lease: other,
+            });
         }
     }
-    Err(format!("{key} changed while registering; trying again"))
+    Err(StatusError::Raced(key))
 }
 
 /// Store a cluster's report, only while `fence` holds the leader key.
@@ -84,22 +103,26 @@ pub async fn store(
     fence: &Fence,
     report: &ClusterReport,
     timeout: Duration,
-) -> Result<(), String> {
-    let bytes = serde_json::to_vec(report).map_err(|e| e.to_string())?;
+) -> Result<(), StatusError> {
+    let bytes = serde_json::to_vec(report)?;
     let key = keys.status(&report.namespace, &report.name);
     match fenced(client, fence, TxnOp::put(key, bytes, None), timeout).await? {
         Some(_) => Ok(()),
-        None => Err("this process no longer leads: status not stored".into()),
+        None => Err(StatusError::Deposed),
     }
 }
 
 /// Read the leader, the instances and every cluster's report.
-pub async fn overview(client: &Client, keys: &Keys, timeout: Duration) -> Result<Overview, String> {
+pub async fn overview(
+    client: &Client,
+    keys: &Keys,
+    timeout: Duration,
+) -> Result<Overview, StatusError> {
     let prefixed = || Some(GetOptions::new().with_prefix());
     let leader = get(client, &keys.leader(), None, timeout).await?;
     let instances = get(client, &keys.instances(), prefixed(), timeout).await?;
     let clusters = get(client, &keys.statuses(), prefixed(), timeout).await?;
-    let decode = |key: &[u8]| format!("{} in etcd: not understood", String::from_utf8_lossy(key));
+    let decode = |key: &[u8]| StatusError::NotUnderstood(String::from_utf8_lossy(key).into_owned());
     let mut overview = Overview {
         leader: leader
             .kvs()

@@ -336,8 +336,10 @@ impl RuntimeAdapter for FilesAdapter<'_> {
             error.map(str::to_string),
         )
         .await;
-        state::write_report(self.dir, &report)
-            .map_err(|e| StatusStoreError(format!("{}: {e}", self.dir.display())))
+        state::write_report(self.dir, &report).map_err(|e| {
+            let at = format!("{}: {e}", self.dir.display());
+            StatusStoreError::new(std::io::Error::new(e.kind(), at))
+        })
     }
 
     async fn notify(&self, _notice: Notice<'_>) {

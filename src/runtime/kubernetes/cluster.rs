@@ -223,7 +223,7 @@ impl RuntimeAdapter for KubernetesAdapter<'_> {
         )
         .await
         .map(|_| ())
-        .map_err(|e| StatusStoreError(e.to_string()))
+        .map_err(StatusStoreError::new)
     }
 
     async fn notify(&self, notice: Notice<'_>) {

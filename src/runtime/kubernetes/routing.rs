@@ -280,17 +280,38 @@ fn slice_name(service: &str, group: &SliceGroup) -> String {
     }
 }
 
+/// Why a virtual name's Service and slices could not be written.
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error("VirtualName {0} is gone")]
+    Gone(String),
+    #[error("resolving {0} timed out")]
+    ResolveTimeout(String),
+    #[error("cannot resolve {address}: {source}")]
+    Resolve {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+    #[error(transparent)]
+    Api(#[from] super::call::ApiError),
+}
+
 /// Split `host:port`, resolving a host name (a StatefulSet pod's DNS name, say) to its address.
-async fn resolve(address: &str) -> Result<(IpAddr, u16), String> {
+async fn resolve(address: &str) -> Result<(IpAddr, u16), PublishError> {
     let found = tokio::time::timeout(
         super::call::API_TIMEOUT,
         tokio::net::lookup_host(address.to_string()),
     )
     .await
-    .map_err(|_| format!("resolving {address} timed out"))?
-    .map_err(|e| format!("cannot resolve {address}: {e}"))?
+    .map_err(|_| PublishError::ResolveTimeout(address.to_string()))?
+    .map_err(|source| PublishError::Resolve {
+        address: address.to_string(),
+        source,
+    })?
     .next()
-    .ok_or_else(|| format!("{address} resolves to no address"))?;
+    .ok_or_else(|| PublishError::NoAddress(address.to_string()))?;
     Ok((found.ip(), found.port()))
 }
 
@@ -327,11 +348,15 @@ impl Router for ServiceRouter {
 }
 
 impl ServiceRouter {
-    async fn publish_endpoints(&self, name: &str, endpoints: &[Endpoint]) -> Result<(), String> {
+    async fn publish_endpoints(
+        &self,
+        name: &str,
+        endpoints: &[Endpoint],
+    ) -> Result<(), PublishError> {
         let owner = self
             .owners
             .get(name)
-            .ok_or_else(|| format!("VirtualName {name} is gone"))?;
+            .ok_or_else(|| PublishError::Gone(name.to_string()))?;
         let locality = self.locality(name);
         let hints = locality.hints(endpoints);
         let mut groups: Vec<SliceGroup> = Vec::new();
@@ -367,8 +392,7 @@ impl ServiceRouter {
         }
         let v1 = self.slices.version == "v1";
         self.apply_service(name, owner, port, hints.is_some() && v1)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let api = self.slice_api();
         let fingerprint = locality.fingerprint();
         let mut wanted = Vec::new();
@@ -400,12 +424,11 @@ impl ServiceRouter {
                     &Patch::Apply(slice),
                 ),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
             wanted.push(slice_name);
         }
         // Slices for ports or address families no longer used.
-        let existing = self.list_slices(name).await.map_err(|e| e.to_string())?;
+        let existing = self.list_slices(name).await?;
         for stale in existing
             .iter()
             .filter_map(|s| s.metadata.name.as_ref())
@@ -415,8 +438,7 @@ impl ServiceRouter {
                 format!("delete endpointslice {stale}"),
                 api.delete(stale, &DeleteParams::default()),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         }
         let members: Vec<String> = endpoints.iter().map(|e| e.member.clone()).collect();
         self.known

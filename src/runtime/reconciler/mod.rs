@@ -62,9 +62,16 @@ pub enum Notice<'a> {
     },
 }
 
+/// Status could not be stored where the runtime keeps it; the runtime's own error says why.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot store status: {0}")]
-pub struct StatusStoreError(pub String);
+pub struct StatusStoreError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl StatusStoreError {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(error))
+    }
+}
 
 /// Why the secrets a spec refers to cannot be read. Names the field, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
