@@ -280,6 +280,9 @@ impl Planner<'_> {
 
     fn continue_switchover(&mut self, op: Operation) {
         let from = op.from.clone().unwrap_or_default();
+        if op.step == Step::Promote && self.resume_switchover_promotion(&op) {
+            return;
+        }
         if let Some(refusal) = candidate::switchover_refusal(self.observed, &op.to, &from) {
             return self.abort_switchover(&from, format!("{refusal}; {from} stays primary"));
         }
@@ -342,6 +345,31 @@ impl Planner<'_> {
             &from,
             format!("catch up with fenced {from} ({} behind)", human_bytes(lag)),
         );
+    }
+
+    /// A switchover whose promotion was attempted and not seen done (it timed out on a loaded
+    /// host, or the controller stopped): the target may be primary already, so it is neither
+    /// refused for no longer being a replica nor timed out for catching up. The promotion is
+    /// asked again (it is idempotent) while the target answers, and awaited while it is
+    /// silent for less than it takes to count as failed. Only then is the switchover
+    /// abandoned, as before. Returns whether it decided the round.
+    fn resume_switchover_promotion(&mut self, op: &Operation) -> bool {
+        if observation(self.observed, &op.to).reachable {
+            self.take_over(op);
+            return true;
+        }
+        let down = self.down_for(&op.to).unwrap_or_default();
+        let (detect, _) = self.detection(&op.to);
+        if down >= detect {
+            return false;
+        }
+        self.hold = true;
+        self.requeue_within(detect - down);
+        self.note_progress(
+            reason::SWITCHOVER,
+            format!("{} stopped answering while it was being promoted", op.to),
+        );
+        true
     }
 
     /// Wait, briefly, for a switchover's target to `what`; give the switchover up after

@@ -716,6 +716,54 @@ fn switchover_gives_up_after_the_catch_up_timeout_and_unfences() {
 }
 
 #[test]
+fn a_switchover_whose_promotion_was_attempted_is_never_given_back_to_the_old_primary() {
+    let (desired, mut observed) = switchover_started("c");
+    observed.journal.operation.as_mut().unwrap().step = Step::Promote;
+    observed.members.get_mut("a").unwrap().read_only = Some(true);
+    // The promotion timed out, but took effect: c is a master now, long past the catch-up
+    // timeout. Before, the switchover was abandoned here and a given its writes back.
+    observed.members.insert("c".into(), master(1000));
+    let p = plan(&desired, &observed, at(30.0));
+    assert!(
+        actions(&p).contains(&promote("c", 2)),
+        "the promotion is asked again: {:?}",
+        actions(&p)
+    );
+    assert!(
+        !actions(&p).contains(&Action::Unfence { member: "a".into() }),
+        "{:?}",
+        actions(&p)
+    );
+    assert!(p.journal.operation.is_some());
+
+    // c stops answering while it is promoted (a loaded host): awaited, not abandoned...
+    let c = observed.members.get_mut("c").unwrap();
+    c.reachable = false;
+    c.unreachable_since = Some(at(29.5));
+    let p = plan(&desired, &observed, at(30.0));
+    assert!(
+        !actions(&p).iter().any(|a| matches!(
+            a,
+            Action::Unfence { .. } | Action::Start { .. } | Action::Promote { .. }
+        )),
+        "nothing is given back to a meanwhile: {:?}",
+        actions(&p)
+    );
+    assert!(p.journal.operation.is_some());
+    assert!(
+        p.requeue_after <= Duration::from_millis(500),
+        "looked at again once c would count as failed: {:?}",
+        p.requeue_after
+    );
+
+    // ...until it counts as failed: then the switchover is abandoned, as before.
+    let p = plan(&desired, &observed, at(31.0));
+    assert_eq!(actions(&p)[0], Action::Unfence { member: "a".into() });
+    assert_eq!(p.journal.operation, None);
+    assert_eq!(p.journal.history.last().unwrap().outcome, Outcome::Aborted);
+}
+
+#[test]
 fn switchover_to_an_unreachable_member_is_refused() {
     let mut desired = cluster();
     desired.spec.primary = "c".into();
