@@ -88,15 +88,7 @@ pub fn fields() -> String {
 
 /// One row per property under `schema`, depth first in the schema's (alphabetical) order.
 fn walk(schema: &Value, path: &str, page: &mut String, rules: &mut Vec<(String, String)>) {
-    for rule in schema["x-kubernetes-validations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if let Some(message) = rule["message"].as_str().or(rule["rule"].as_str()) {
-            rules.push((path.to_string(), one_line(message)));
-        }
-    }
+    collect_rules(schema, path, rules);
     let Some(properties) = schema["properties"].as_object() else {
         if let Some(items) = schema.get("items") {
             walk(items, &format!("{path}[]"), page, rules);
@@ -132,15 +124,20 @@ fn walk(schema: &Value, path: &str, page: &mut String, rules: &mut Vec<(String, 
         if inner["properties"].is_object() {
             walk(inner, &inner_path, page, rules);
         } else {
-            for rule in inner["x-kubernetes-validations"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                if let Some(message) = rule["message"].as_str().or(rule["rule"].as_str()) {
-                    rules.push((inner_path.clone(), one_line(message)));
-                }
-            }
+            collect_rules(inner, &inner_path, rules);
+        }
+    }
+}
+
+/// The CEL rules on `schema`, by their message (or the rule itself when it has none).
+fn collect_rules(schema: &Value, path: &str, rules: &mut Vec<(String, String)>) {
+    let listed = schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    for rule in listed {
+        if let Some(message) = rule["message"].as_str().or(rule["rule"].as_str()) {
+            rules.push((path.to_string(), one_line(message)));
         }
     }
 }

@@ -137,6 +137,26 @@ fn what_it_said(output: &std::process::Output) -> String {
     crate::bounded::clip(String::from_utf8_lossy(&output.stderr).trim(), 512).to_string()
 }
 
+/// Run `command` (a `tool`) to its end within `limit`: its output when it succeeded, else why
+/// not, with what it said.
+async fn run_tool(
+    command: &mut Command,
+    tool: &'static str,
+    limit: Duration,
+) -> Result<std::process::Output, HostError> {
+    let output = tokio::time::timeout(limit, command.output())
+        .await
+        .map_err(|_| HostError::TimedOut { doing: tool, limit })?
+        .map_err(|source| HostError::Spawn { tool, source })?;
+    if !output.status.success() {
+        return Err(HostError::Tool {
+            tool,
+            said: what_it_said(&output),
+        });
+    }
+    Ok(output)
+}
+
 fn sibling(data: &Path, suffix: &str) -> PathBuf {
     let mut name = data.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
@@ -217,22 +237,9 @@ pub async fn clone(options: &Options, source: &Source) -> Result<(), HostError> 
         // The environment, not the command line: other users can read a command line.
         command.env("PGPASSWORD", password.expose());
     }
-    let output = tokio::time::timeout(CLONE_TIMEOUT, command.output())
-        .await
-        .map_err(|_| HostError::TimedOut {
-            doing: "the copy",
-            limit: CLONE_TIMEOUT,
-        })?
-        .map_err(|source| HostError::Spawn {
-            tool: "pg_basebackup",
-            source,
-        })?;
-    if !output.status.success() {
+    if let Err(error) = run_tool(&mut command, "pg_basebackup", CLONE_TIMEOUT).await {
         let _ = std::fs::remove_dir_all(&copy);
-        return Err(HostError::Tool {
-            tool: "pg_basebackup",
-            said: what_it_said(&output),
-        });
+        return Err(error);
     }
     swap_in(options, &copy)?;
     configure_standby(options, source)
@@ -304,23 +311,11 @@ pub async fn initialize(options: &Options) -> Result<(), HostError> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let output = tokio::time::timeout(CLONE_TIMEOUT, command.output()).await;
+    let created = run_tool(&mut command, "initdb", CLONE_TIMEOUT).await;
     let _ = std::fs::remove_file(&pwfile);
-    let output = output
-        .map_err(|_| HostError::TimedOut {
-            doing: "initdb",
-            limit: CLONE_TIMEOUT,
-        })?
-        .map_err(|source| HostError::Spawn {
-            tool: "initdb",
-            source,
-        })?;
-    if !output.status.success() {
+    if let Err(error) = created {
         let _ = std::fs::remove_dir_all(&fresh);
-        return Err(HostError::Tool {
-            tool: "initdb",
-            said: what_it_said(&output),
-        });
+        return Err(error);
     }
     let made = async {
         std::fs::write(fresh.join("pg_hba.conf"), CREATED_HBA)
@@ -547,22 +542,7 @@ async fn try_rewind(options: &Options, source: &Source) -> Result<(), HostError>
     let kept = sibling(&options.data, ".replicant-rewind-wal");
     keep_wal(&options.data, &kept)?;
     let rewound = async {
-        let output = tokio::time::timeout(REWIND_TIMEOUT, command.output())
-            .await
-            .map_err(|_| HostError::TimedOut {
-                doing: "pg_rewind",
-                limit: REWIND_TIMEOUT,
-            })?
-            .map_err(|source| HostError::Spawn {
-                tool: "pg_rewind",
-                source,
-            })?;
-        if !output.status.success() {
-            return Err(HostError::Tool {
-                tool: "pg_rewind",
-                said: what_it_said(&output),
-            });
-        }
+        run_tool(&mut command, "pg_rewind", REWIND_TIMEOUT).await?;
         restore_wal(&kept, &options.data)
     }
     .await;
@@ -641,23 +621,13 @@ async fn recover_alone(options: &Options) -> Result<(), HostError> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let output = tokio::time::timeout(REWIND_TIMEOUT, command.output())
-        .await
-        .map_err(|_| HostError::TimedOut {
-            doing: "crash recovery",
-            limit: REWIND_TIMEOUT,
-        })?
-        .map_err(|source| HostError::Spawn {
-            tool: "crash recovery",
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(HostError::Tool {
-            tool: "crash recovery in single-user mode",
-            said: format!("failed ({}): {}", output.status, what_it_said(&output)),
-        });
-    }
-    Ok(())
+    run_tool(
+        &mut command,
+        "crash recovery in single-user mode",
+        REWIND_TIMEOUT,
+    )
+    .await
+    .map(drop)
 }
 
 /// A rewind reads the source's control file: until the source's first checkpoint on its new
