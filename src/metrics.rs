@@ -843,10 +843,9 @@ mod tests {
             api::ReplicationClusterStatus,
             core::{
                 engine::EngineError,
-                observed::Observed,
-                plan::{Action, Plan, PlannedAction},
+                plan::{Action, PlannedAction},
                 reconcile::Round,
-                status::{ActError, ActionResult, Applied},
+                status::{ActError, ActionResult},
             },
         };
         let planned = |action| PlannedAction {
@@ -864,24 +863,14 @@ mod tests {
             address: "b:5432".into(),
             message: "password authentication failed".into(),
         });
-        let round = Round {
-            observed: Observed::default(),
-            plan: Plan {
-                journal: Default::default(),
-                actions: Vec::new(),
-                findings: Vec::new(),
-                placements: Vec::new(),
-                requeue_after: Duration::from_secs(1),
-            },
-            applied: Applied {
-                journal: Default::default(),
-                results: vec![
-                    (fence, ActionResult::Done),
-                    (promote, ActionResult::Failed(auth)),
-                ],
-            },
-            status: ReplicationClusterStatus::default(),
-        };
+        let round = Round::applied(
+            vec![
+                (fence, ActionResult::Done),
+                (promote, ActionResult::Failed(auth)),
+            ],
+            Default::default(),
+            ReplicationClusterStatus::default(),
+        );
         let metrics = Metrics::default();
         metrics.record_round("default/orders", &round, 0, &[], Duration::ZERO);
         metrics.record_round("default/orders", &round, 0, &[], Duration::ZERO);

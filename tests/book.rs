@@ -3,6 +3,8 @@
 //! output prints that output, every `replicant` command shown names real flags, and the book
 //! builds with mdBook.
 
+mod support;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
@@ -371,29 +373,15 @@ fn every_replicant_command_shown_names_a_real_command_and_real_flags() {
     assert!(checked >= 10, "only {checked} commands checked");
 }
 
-/// mdBook, from `MDBOOK` or the `PATH`; `None` (the test is skipped) unless `CI` is set.
-fn mdbook() -> Option<PathBuf> {
-    let candidate = std::env::var_os("MDBOOK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("mdbook"));
-    let found = Command::new(&candidate)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some(candidate);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "mdbook not found (MDBOOK or the PATH); scripts/install-mdbook installs it"
-    );
-    eprintln!("SKIPPED: mdbook not found (scripts/install-mdbook installs it)");
-    None
-}
-
 #[test]
 fn the_book_builds() {
-    let Some(mdbook) = mdbook() else { return };
+    let Some(mdbook) = support::tool(
+        "mdbook",
+        "MDBOOK",
+        "run scripts/install-mdbook and set MDBOOK",
+    ) else {
+        return;
+    };
     let out = tempfile::tempdir().expect("temporary directory");
     let output = Command::new(mdbook)
         .arg("build")

@@ -261,24 +261,18 @@ fn flag_of(argument: &clap::Arg) -> String {
         .get_value_names()
         .map(|names| names.join(" "))
         .unwrap_or_else(|| argument.get_id().as_str().to_uppercase());
-    let takes_value = argument.get_action().takes_values();
-    let mut names = Vec::new();
-    if let Some(short) = argument.get_short() {
-        names.push(format!("-{short}"));
-    }
-    if let Some(long) = argument.get_long() {
-        names.push(format!("--{long}"));
-    }
-    let names = if names.is_empty() {
+    let names: Vec<String> = [
+        argument.get_short().map(|short| format!("-{short}")),
+        argument.get_long().map(|long| format!("--{long}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match (names.is_empty(), argument.get_action().takes_values()) {
         // A positional argument.
-        return format!("`{value}`");
-    } else {
-        names.join(", ")
-    };
-    if takes_value {
-        format!("`{names} {value}`")
-    } else {
-        format!("`{names}`")
+        (true, _) => format!("`{value}`"),
+        (false, true) => format!("`{} {value}`", names.join(", ")),
+        (false, false) => format!("`{}`", names.join(", ")),
     }
 }
 

@@ -69,11 +69,8 @@ async fn authenticate(State(agent): State<Arc<Agent>>, request: Request, next: N
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     if !same_secret(given.as_bytes(), agent.options.token.expose().as_bytes()) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "a valid bearer token is required".into(),
-        )
-        .into_response();
+        return refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required")
+            .into_response();
     }
     next.run(request).await
 }
@@ -95,8 +92,11 @@ impl IntoResponse for Refusal {
     }
 }
 
-fn refuse(status: StatusCode, error: String) -> Refusal {
-    Refusal { status, error }
+fn refuse(status: StatusCode, error: impl std::fmt::Display) -> Refusal {
+    Refusal {
+        status,
+        error: error.to_string(),
+    }
 }
 
 /// How soon an operation that failed may be asked for again: a failing copy is not retried
@@ -189,7 +189,7 @@ fn accept_epoch(agent: &Agent, epoch: u64) -> Result<(), Refusal> {
     }
     agent
         .record(|durable| durable.epoch = durable.epoch.max(epoch))
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
 #[derive(Deserialize)]
@@ -206,7 +206,7 @@ async fn start(
     if agent.durable().fenced && !agent.is_standby() {
         return Err(refuse(
             StatusCode::CONFLICT,
-            "fenced: the controller's lease lapsed while postgres ran; it stays down until the lease is renewed".into(),
+            "fenced: the controller's lease lapsed while postgres ran; it stays down until the lease is renewed",
         ));
     }
     begin(&agent, command.epoch, Operation::Start).await
@@ -273,7 +273,7 @@ async fn stop(
     {
         agent
             .record(|durable| durable.fenced = true)
-            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
         agent.release_lease(lease).await;
     }
     Ok(Json(describe(&agent, Some(&mut inner)).await))
@@ -304,13 +304,13 @@ async fn lease(
     accept_epoch(&agent, command.epoch)?;
     let issued = agent
         .nonce_issued_at(command.nonce)
-        .map_err(|why| refuse(StatusCode::CONFLICT, why.to_string()))?;
+        .map_err(|why| refuse(StatusCode::CONFLICT, why))?;
     let ttl = Duration::from_millis(command.ttl_ms.min(peers::MAX_TTL_MS));
     let until = issued + ttl;
     if until > std::time::Instant::now() {
         agent
             .record(|durable| durable.fenced = false)
-            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
         let mut lease = agent.lease.lock().expect("lock");
         // A renewal overtaken by a later one shortens nothing.
         let until = lease
@@ -366,7 +366,7 @@ async fn confirm(
     // Recorded first: after a restart this agent owes that long to the next promotion.
     agent
         .record(|durable| durable.promise_ttl_ms = durable.promise_ttl_ms.max(ttl))
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let mut promises = agent.promises.lock().expect("lock");
     let seen = agent.durable().epoch;
     if command.epoch > seen {

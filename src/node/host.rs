@@ -87,10 +87,9 @@ impl HostError {
             Self::Source { .. } => HostFailure::SourceUnreachable,
             Self::ForeignData { .. } => HostFailure::ForeignData,
             Self::NotRewindable(_) => HostFailure::NotRewindable,
-            Self::ControlData(ControlDataError::Run(_)) | Self::Spawn { .. } => {
+            Self::ControlData(_) | Self::Spawn { .. } | Self::Tool { .. } | Self::Exited => {
                 HostFailure::ToolFailed
             }
-            Self::ControlData(_) | Self::Tool { .. } | Self::Exited => HostFailure::ToolFailed,
             Self::TimedOut { .. } | Self::NotReady { .. } => HostFailure::TimedOut,
             Self::Files { .. } | Self::State(_) => HostFailure::Storage,
             Self::Refused(_) => HostFailure::Refused,

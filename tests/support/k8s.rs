@@ -48,19 +48,7 @@ pub fn assets() -> Option<PathBuf> {
 
 /// A real `helm` (`HELM`, else on PATH), or `None` (test skipped) outside CI.
 pub fn helm() -> Option<PathBuf> {
-    let found = std::env::var_os("HELM").map(PathBuf::from).or_else(|| {
-        std::env::split_paths(&std::env::var_os("PATH")?)
-            .map(|dir| dir.join("helm"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "helm is missing under CI: run scripts/install-helm and set HELM"
-        );
-        eprintln!("SKIPPED: helm not found (run scripts/install-helm and set HELM)");
-    }
-    found
+    super::tool("helm", "HELM", "run scripts/install-helm and set HELM")
 }
 
 /// `helm template` of the chart as installed in `replicant-system`, CRDs included; add

@@ -21,6 +21,25 @@ use std::{
 use replicant::runtime::{files::state::read_reports, report::ClusterReport};
 use replicant_testkit::{RedisProcess, free_port};
 
+/// A tool the tests run: the file `env` names, else `name` on the PATH. `None` (the test is
+/// skipped, saying so) where it is missing, except under CI, where that fails; `install`
+/// says how to get it.
+pub fn tool(name: &str, env: &str, install: &str) -> Option<PathBuf> {
+    let found = std::env::var_os(env).map(PathBuf::from).or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is missing under CI: {install}"
+        );
+        eprintln!("SKIPPED: {name} not found ({install})");
+    }
+    found
+}
+
 /// A replicant child process (`replicant run`, or `replicant operator` in `k8s`), its stderr in
 /// `log`. Killed (SIGKILL, by PID) on drop.
 pub struct Controller {

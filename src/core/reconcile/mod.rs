@@ -160,6 +160,31 @@ impl Round {
             .iter()
             .filter(move |record| !before.contains(record))
     }
+
+    /// For tests of what is computed from a round (metrics, Events): nothing observed or
+    /// planned, `results` applied over `journal`, and `status` published.
+    #[cfg(test)]
+    pub(crate) fn applied(
+        results: Vec<(
+            crate::core::plan::PlannedAction,
+            crate::core::status::ActionResult,
+        )>,
+        journal: crate::core::journal::Journal,
+        status: ReplicationClusterStatus,
+    ) -> Self {
+        Round {
+            observed: Observed::default(),
+            plan: Plan {
+                journal: journal.clone(),
+                actions: Vec::new(),
+                findings: Vec::new(),
+                placements: Vec::new(),
+                requeue_after: std::time::Duration::from_secs(1),
+            },
+            applied: Applied { journal, results },
+            status,
+        }
+    }
 }
 
 /// One reconcile round.

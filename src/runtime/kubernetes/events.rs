@@ -164,20 +164,13 @@ fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use jiff::Timestamp;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
     use crate::{
         api::{OperationKind, PromotionRecord},
-        core::{
-            journal::Journal,
-            observed::Observed,
-            plan::{Plan, PlannedAction},
-            status::Applied,
-        },
+        core::{journal::Journal, plan::PlannedAction},
     };
 
     fn planned(action: Action) -> PlannedAction {
@@ -198,21 +191,11 @@ mod tests {
             history,
             ..Default::default()
         };
-        Round {
-            observed: Observed::default(),
-            plan: Plan {
-                journal: journal.clone(),
-                actions: Vec::new(),
-                findings: Vec::new(),
-                placements: Vec::new(),
-                requeue_after: Duration::from_millis(250),
-            },
-            applied: Applied { journal, results },
-            status: ReplicationClusterStatus {
-                conditions,
-                ..Default::default()
-            },
-        }
+        let status = ReplicationClusterStatus {
+            conditions,
+            ..Default::default()
+        };
+        Round::applied(results, journal, status)
     }
 
     fn blocked(reason: &str) -> Condition {
