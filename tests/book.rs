@@ -153,10 +153,19 @@ fn internal_links(text: &str) -> Vec<String> {
 
 #[test]
 fn the_reference_pages_are_what_replicant_generates() {
+    // Written by the command the pages name, as a person regenerating them would.
+    let written = tempfile::tempdir().expect("temporary directory");
+    let output = Command::new(env!("CARGO_BIN_EXE_replicant"))
+        .args(["reference", "--dir"])
+        .arg(written.path())
+        .output()
+        .expect("run replicant");
+    assert!(output.status.success(), "{output:?}");
     for (file, generated) in [
         ("fields.md", replicant::cli::reference::fields()),
         ("flags.md", replicant::cli::reference::flags()),
     ] {
+        assert!(read(&written.path().join(file)) == generated, "{file}");
         let path = book_src().join("reference").join(file);
         assert!(
             read(&path) == generated,

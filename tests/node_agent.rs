@@ -287,6 +287,7 @@ async fn the_agent_clones_a_standby_and_never_copies_over_another_data_set() {
             .contains("not copied over"),
         "{refused}"
     );
+    assert_eq!(refused["lastFailure"], "foreignData", "{refused}");
     assert_eq!(node_c.status()["controlData"]["systemIdentifier"], before);
     // Not asked again at once: a failing copy is not retried at every controller round.
     let (code, again) = node_c.post("/v1/clone", json!({"epoch": 1, "source": source}));
@@ -409,6 +410,10 @@ async fn a_diverged_old_primary_is_rewound_and_one_that_cannot_be_is_copied() {
         .as_str()
         .unwrap_or_else(|| panic!("not copied: {rejoined}"));
     assert!(reason.contains("was a standby"), "{reason}");
+    assert_eq!(
+        rejoined["rejoined"]["copied"]["because"], "notRewindable",
+        "{rejoined}"
+    );
     assert_eq!(rejoined["running"], true, "{rejoined}");
     let back = probe_until(&a, |p| {
         p.receiver.as_ref().is_some_and(|r| r.status == "streaming")
@@ -432,6 +437,10 @@ async fn a_diverged_old_primary_is_rewound_and_one_that_cannot_be_is_copied() {
         .as_str()
         .unwrap_or_else(|| panic!("not copied: {rejoined}"));
     assert!(reason.contains("wal_log_hints"), "{reason}");
+    assert_eq!(
+        rejoined["rejoined"]["copied"]["because"], "notRewindable",
+        "{rejoined}"
+    );
     probe_until(&b, |p| {
         p.receiver.as_ref().is_some_and(|r| r.status == "streaming")
     })
