@@ -15,5 +15,6 @@ pub mod engine;
 pub mod metrics;
 pub mod node;
 pub mod proxy;
+pub mod repository;
 pub mod runtime;
 pub mod validate;

@@ -14,8 +14,21 @@ use std::{
 /// The rooms of `src/`, lowest first: each may import only rooms before it. DESIGN.md's
 /// "Layout" section says why each is where it is.
 const LAYERS: &[&str] = &[
-    "bounded", "api", "crd", "core", "validate", "engine", "durable", "accept", "metrics", "node",
-    "proxy", "runtime", "demo", "cli",
+    "bounded",
+    "api",
+    "crd",
+    "core",
+    "validate",
+    "repository",
+    "engine",
+    "durable",
+    "accept",
+    "metrics",
+    "node",
+    "proxy",
+    "runtime",
+    "demo",
+    "cli",
 ];
 
 /// What the resources and the core may import, and nothing more.

@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{duration::Duration, quantity::ByteSize};
+use super::{backup::BackupPolicy, duration::Duration, quantity::ByteSize};
 
 /// One replicated data set: its members, the desired primary, and how failover may happen.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -64,6 +64,10 @@ pub struct ReplicationClusterSpec {
     /// agent's certificate against it and the agent's address; without it, plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_tls: Option<AgentTls>,
+    /// Where previous versions of the data are kept: repositories, and continuous WAL
+    /// archiving to one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupPolicy>,
     /// Observe and report only; take no action.
     #[serde(default)]
     pub suspend: bool,

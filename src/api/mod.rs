@@ -1,10 +1,15 @@
 //! The resources users write (API group `replicant.dev`, version `v1alpha1`); types only, no I/O.
 
+pub mod backup;
 pub mod cluster;
 pub mod duration;
 pub mod quantity;
 pub mod virtual_name;
 
+pub use backup::{
+    ArchivePolicy, BackupPolicy, DirectoryRepository, Repository, S3Credentials, S3Repository,
+    SecretName,
+};
 pub use cluster::{
     CredentialsRef, EngineKind, FailoverMode, FailoverPolicy, Fork, Member, MemberStatus,
     OperationKind, Outcome, PromotionRecord, ReplicationCluster, ReplicationClusterSpec,

@@ -1,7 +1,8 @@
 //! Local `redis-server`, `postgres` and `replicant node` processes on loopback for replicant's tests,
 //! benchmarks and demo (start, freeze, kill, always by PID), and a writer that counts acknowledged
-//! writes. Not part of replicant's library: it depends on no part of it.
+//! writes, and a one-node Garage (S3) store. Not part of replicant's library: it depends on no part of it.
 
+pub mod garage;
 pub mod node;
 pub mod postgres;
 pub mod writer;

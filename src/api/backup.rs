@@ -1,0 +1,147 @@
+//! `spec.backup`: where a cluster's previous versions are kept, and how WAL reaches them.
+
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use super::quantity::ByteSize;
+
+/// Where previous versions of the data set are kept, and how they get there.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicy {
+    /// The repositories backups and WAL go to, by name.
+    #[schemars(length(min = 1, max = 8))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub repositories: Vec<Repository>,
+    /// Continuous WAL archiving (PostgreSQL): every member's node agent sends each finished
+    /// WAL segment and timeline history file to a repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchivePolicy>,
+}
+
+/// One place previous versions are kept: exactly one of `directory`, `s3`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Repository {
+    /// How the rest of the spec refers to it (a DNS label).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// A directory on each database host (a mounted volume, or a local disk): the node
+    /// agent of each member writes there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<DirectoryRepository>,
+    /// A bucket of an S3-compatible object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Repository>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryRepository {
+    /// An absolute path on the database hosts.
+    #[schemars(length(min = 1, max = 4096))]
+    pub path: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Repository {
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// Where in the bucket the repository starts ("prod/eu"); default: the bucket's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub prefix: Option<String>,
+    /// The store's URL, for S3-compatible servers other than AWS ("https://s3.example:9000").
+    /// Path-style requests are used when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub endpoint: Option<String>,
+    /// Default: `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: Option<String>,
+    /// The access key: exactly one of `secretRef`, the two files, the two environment
+    /// variables. Omitted: the host's own (`AWS_*` environment, instance or pod role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<S3Credentials>,
+}
+
+/// Where an S3 access key is kept. Never written inline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Credentials {
+    /// A Kubernetes Secret in the cluster's namespace with the keys `accessKeyId` and
+    /// `secretAccessKey` (operator mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretName>,
+    /// Files holding the key's id and its secret (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub access_key_id_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub secret_access_key_file: Option<String>,
+    /// Environment variables holding the key's id and its secret (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub access_key_id_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub secret_access_key_env: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretName {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// How WAL leaves the database hosts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivePolicy {
+    /// The repository WAL goes to; default: the first of `repositories`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub repository: Option<String>,
+    /// How much finished WAL a host keeps waiting while the repository cannot take it. Past
+    /// it, the host lets the oldest go so its disk does not fill: the gap is declared in
+    /// status, and point-in-time recovery across it becomes impossible until the next base
+    /// backup.
+    #[serde(default = "default_pending_limit")]
+    pub pending_limit: ByteSize,
+    /// From how much waiting WAL on: `ContinuousArchiving` turns False and the alert fires,
+    /// well before `pendingLimit`. Default: a quarter of `pendingLimit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_warning: Option<ByteSize>,
+}
+
+impl ArchivePolicy {
+    /// `pendingWarning`, or its default.
+    pub fn pending_warning(&self) -> u64 {
+        self.pending_warning
+            .as_ref()
+            .map(ByteSize::bytes)
+            .unwrap_or(self.pending_limit.bytes() / 4)
+    }
+}
+
+impl BackupPolicy {
+    /// The repository WAL is archived to, if archiving is on and it names one that exists.
+    pub fn archive_repository(&self) -> Option<&Repository> {
+        let archive = self.archive.as_ref()?;
+        match &archive.repository {
+            Some(name) => self.repositories.iter().find(|r| &r.name == name),
+            None => self.repositories.first(),
+        }
+    }
+}
+
+fn default_pending_limit() -> ByteSize {
+    "4Gi".parse().expect("a valid size")
+}
