@@ -31,3 +31,26 @@ pub fn write_atomically(path: &Path, bytes: &[u8], durability: Durability) -> st
     }
     Ok(())
 }
+
+/// Write `bytes` to `path` atomically and synced, readable by this user alone (the file holds
+/// a secret): the permissions are set before the first byte is written.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    // A leftover from a crash keeps its permissions when opened again: start afresh.
+    let _ = fs::remove_file(&tmp);
+    {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
+}

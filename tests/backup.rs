@@ -192,3 +192,178 @@ async fn an_s3_repository_on_a_real_store_stores_each_wal_file_once() {
     assert!(!refused.to_string().contains(&"f".repeat(64)), "{refused}");
     assert!(matches!(refused, PushError::Store(_)), "{refused}");
 }
+
+/// Every object in a directory repository: its file name and when it was written.
+fn archived(repo: &std::path::Path) -> Vec<(String, std::time::SystemTime)> {
+    let mut found = Vec::new();
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                let modified = entry.metadata().unwrap().modified().unwrap();
+                found.push((name, modified));
+            }
+        }
+    }
+    found
+}
+
+/// The segment numbers (log * 256 + segment) archived on `timeline`, sorted.
+fn segments_on(objects: &[(String, std::time::SystemTime)], timeline: u32) -> Vec<u64> {
+    let mut numbers: Vec<u64> = objects
+        .iter()
+        .filter_map(|(name, _)| {
+            let wal = name.split('-').next()?;
+            match WalFile::parse(wal)? {
+                WalFile::Segment { name }
+                    if u32::from_str_radix(&name[..8], 16).ok()? == timeline =>
+                {
+                    let log = u64::from_str_radix(&name[8..16], 16).ok()?;
+                    let segment = u64::from_str_radix(&name[16..24], 16).ok()?;
+                    Some(log * 256 + segment)
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+fn condition<'a>(
+    report: &'a replicant::runtime::report::ClusterReport,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    report.status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Every member's agent archives to a directory repository (`archive_mode=always`): the
+/// primary's WAL lands there, a failover loses none of it (the standbys had sent what the dead
+/// primary had not), the new primary's `.history` file is there before any segment of its
+/// timeline, each file is stored once, and status shows it all.
+#[tokio::test(flavor = "multi_thread")]
+async fn archiving_goes_on_across_a_failover_with_no_gap_and_the_history_file_first() {
+    use support::{
+        pg::*,
+        pg_bed::{PgBed, ready_members, streaming_from},
+    };
+    if !available() {
+        return;
+    }
+    let mut bed = PgBed::new();
+    // The agents run as the database's user: the repository is theirs to write.
+    let repo = replicant_testkit::postgres::owned_dir(bed.dir.path(), "repository").unwrap();
+    bed.spec_extra = format!(
+        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{ pendingLimit: 256Mi }}\n",
+        repo.display()
+    );
+    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+    bed.wait_for("a started, b and c copied and streaming", &ctl, 90, |r| {
+        ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
+    })
+    .await;
+    let rw = bed.rw();
+    sql(&rw, "CREATE TABLE t (v int)").await;
+    for i in 0..3 {
+        sql(
+            &rw,
+            &format!("INSERT INTO t VALUES ({i}); SELECT pg_switch_wal()"),
+        )
+        .await;
+    }
+    let report = bed
+        .wait_for("WAL archived and ContinuousArchiving True", &ctl, 60, |r| {
+            r.status
+                .archive
+                .as_ref()
+                .is_some_and(|a| a.last_archived.is_some())
+                && condition(r, "ContinuousArchiving").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    let archive = report.status.archive.clone().unwrap();
+    assert_eq!(archive.repository, "local");
+    assert_eq!(archive.members.len(), 3, "{archive:?}");
+    assert!(archive.members.iter().all(|m| m.configured), "{archive:?}");
+    assert!(archive.lag_bytes.is_some(), "{archive:?}");
+
+    // The primary's node dies; the new primary's timeline is archived after its history.
+    bed.node("a").kill_node();
+    bed.wait_for("a new primary", &ctl, 30, |r| {
+        r.status
+            .current_primary
+            .as_deref()
+            .is_some_and(|p| p != "a")
+    })
+    .await;
+    eventually_pg("writes through the read-write name again", async || {
+        try_sql(&rw, "INSERT INTO t VALUES (100)").await.is_ok()
+    })
+    .await;
+    for _ in 0..2 {
+        sql(&rw, "INSERT INTO t VALUES (101); SELECT pg_switch_wal()").await;
+    }
+    eventually_pg("timeline 2 archived", async || {
+        let objects = archived(&repo);
+        segments_on(&objects, 2).len() >= 2
+    })
+    .await;
+    let objects = archived(&repo);
+    let history = objects
+        .iter()
+        .find(|(name, _)| name.starts_with("00000002.history-"))
+        .unwrap_or_else(|| panic!("no history file: {objects:?}"));
+    for (name, modified) in &objects {
+        if name.starts_with("00000002") && !name.contains(".history") {
+            assert!(
+                history.1 <= *modified,
+                "{name} was archived before 00000002.history"
+            );
+        }
+    }
+    // No hole: timeline 1 runs unbroken from its first archived segment up to the one where
+    // timeline 2 begins, and timeline 2 from there on.
+    let first = segments_on(&objects, 1);
+    let second = segments_on(&objects, 2);
+    assert!(!first.is_empty() && !second.is_empty(), "{objects:?}");
+    let fork = second[0];
+    let expected: Vec<u64> = (first[0]..fork).collect();
+    let before_fork: Vec<u64> = first.iter().copied().filter(|n| *n < fork).collect();
+    assert_eq!(before_fork, expected, "timeline 1 has a hole: {objects:?}");
+    let expected: Vec<u64> = (fork..=*second.last().unwrap()).collect();
+    assert_eq!(second, expected, "timeline 2 has a hole: {objects:?}");
+    // Each WAL file once, however many members sent it.
+    let mut names: Vec<&str> = objects
+        .iter()
+        .map(|(name, _)| name.split('-').next().unwrap())
+        .collect();
+    let all = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), all, "a WAL file stored twice: {objects:?}");
+
+    let report = bed
+        .wait_for("status names the new timeline's archiving", &ctl, 30, |r| {
+            r.status
+                .archive
+                .as_ref()
+                .and_then(|a| a.last_archived.as_deref())
+                .is_some_and(|f| f.starts_with("00000002"))
+        })
+        .await;
+    assert!(
+        report
+            .status
+            .archive
+            .as_ref()
+            .unwrap()
+            .members
+            .iter()
+            .all(|m| m.conflict.is_none() && m.gaps.is_empty()),
+        "{:?}",
+        report.status.archive
+    );
+}

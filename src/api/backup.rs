@@ -145,3 +145,70 @@ impl BackupPolicy {
 fn default_pending_limit() -> ByteSize {
     "4Gi".parse().expect("a valid size")
 }
+
+/// How WAL archiving goes, per cluster: what `status.archive` shows.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveStatus {
+    /// The repository WAL goes to.
+    pub repository: String,
+    /// The newest WAL file any member archived, and when (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_at: Option<String>,
+    /// How far the primary's WAL runs ahead of what is archived, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// How long the oldest WAL file the primary finished has waited to be archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberArchive>,
+}
+
+/// What one member's host reports of its WAL archiver.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberArchive {
+    pub member: String,
+    /// The host archives with the settings the spec gives; false until it has taken them.
+    pub configured: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_at: Option<String>,
+    /// The WAL position the last archived segment ends at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_through: Option<u64>,
+    /// Finished WAL waiting on the host for the repository, in bytes.
+    #[serde(default)]
+    pub pending_bytes: u64,
+    /// When the oldest waiting file was finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_pending_at: Option<String>,
+    /// When the current run of failures began; none while archiving succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// Another content was found under a WAL file's name: archiving from this member stopped
+    /// for that timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<String>,
+    /// WAL let go unarchived (the repository could not take it before the host's bound):
+    /// recovery cannot cross these. The newest few; `gapCount` counts them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<ArchiveGap>,
+    #[serde(default)]
+    pub gap_count: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveGap {
+    /// The first and last WAL files let go, inclusive.
+    pub first: String,
+    pub last: String,
+    pub declared_at: String,
+}

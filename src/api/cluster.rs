@@ -4,7 +4,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{backup::BackupPolicy, duration::Duration, quantity::ByteSize};
+use super::{
+    backup::{ArchiveStatus, BackupPolicy},
+    duration::Duration,
+    quantity::ByteSize,
+};
 
 /// One replicated data set: its members, the desired primary, and how failover may happen.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -261,6 +265,14 @@ pub enum Topology {
 }
 
 impl ReplicationClusterSpec {
+    /// `backup.repositories`, or none.
+    pub fn repositories(&self) -> &[crate::api::Repository] {
+        self.backup
+            .as_ref()
+            .map(|b| b.repositories.as_slice())
+            .unwrap_or_default()
+    }
+
     /// Whether replicas cascade within their zones: `replication.topology`, or by default
     /// whether any member carries a zone.
     pub fn zone_aware(&self) -> bool {
@@ -388,6 +400,9 @@ pub struct ReplicationClusterStatus {
     /// The most recent failovers and switchovers, newest last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<PromotionRecord>,
+    /// Continuous WAL archiving, when `spec.backup.archive` asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveStatus>,
 }
 
 /// A member as last observed.

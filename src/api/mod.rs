@@ -7,8 +7,8 @@ pub mod quantity;
 pub mod virtual_name;
 
 pub use backup::{
-    ArchivePolicy, BackupPolicy, DirectoryRepository, Repository, S3Credentials, S3Repository,
-    SecretName,
+    ArchiveGap, ArchivePolicy, ArchiveStatus, BackupPolicy, DirectoryRepository, MemberArchive,
+    Repository, S3Credentials, S3Repository, SecretName,
 };
 pub use cluster::{
     CredentialsRef, EngineKind, FailoverMode, FailoverPolicy, Fork, Member, MemberStatus,

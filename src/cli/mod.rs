@@ -44,6 +44,9 @@ enum Command {
     /// Run the PostgreSQL node agent on a database host: the parent of its postgres, serving
     /// the controller start, stop, status and the self-fencing lease.
     Node(node::NodeArgs),
+    /// PostgreSQL's `archive_command` under a node agent (which sets it): store one finished
+    /// WAL file in the cluster's repository, once.
+    ArchiveWal(node::ArchiveWalArgs),
     /// Run as a Kubernetes operator: reconcile ReplicationClusters and VirtualNames in the cluster.
     Operator(operator::OperatorArgs),
     /// Show what the controller last saw and did, per cluster: from a `replicant run`'s state
@@ -126,6 +129,7 @@ impl Cli {
             Command::Plan(args) => specs::plan(args),
             Command::Run(args) => run::run(args),
             Command::Node(args) => node::run(args),
+            Command::ArchiveWal(args) => node::archive_wal(args),
             Command::Operator(args) => operator::run(args),
             Command::Status(args) => status::run(args),
             Command::Demo(args) => demo::run(args),

@@ -155,3 +155,45 @@ pub(super) fn run(args: NodeArgs) -> Result<ExitCode, CliError> {
     runtime()?.block_on(crate::node::run(options, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `replicant archive-wal`: PostgreSQL's `archive_command` under a node agent, which sets it.
+#[derive(clap::Args, Debug)]
+pub(super) struct ArchiveWalArgs {
+    /// The node agent's state file: its archive settings and record sit beside it.
+    #[arg(long)]
+    state: PathBuf,
+    /// The WAL file PostgreSQL names (`%p`), relative to the data directory, which is the
+    /// working directory PostgreSQL runs the command in.
+    wal: PathBuf,
+}
+
+/// Exit 0 once the file is archived (or, past the host's bound, let go with the gap recorded);
+/// exit 1, saying why on stderr (PostgreSQL's log), to have PostgreSQL keep it and retry.
+pub(super) fn archive_wal(args: ArchiveWalArgs) -> Result<ExitCode, CliError> {
+    use crate::node::archive::{Outcome, archive};
+    let data = std::env::current_dir().map_err(|source| CliError::Io {
+        path: ".".into(),
+        source,
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Io {
+            path: "the async runtime".into(),
+            source,
+        })?;
+    match runtime.block_on(archive(&args.state, &data, &args.wal)) {
+        Outcome::Archived | Outcome::Off => Ok(ExitCode::SUCCESS),
+        Outcome::LetGo => {
+            eprintln!(
+                "replicant archive-wal: {} let go unarchived: the repository cannot take it and the host's bound is reached; the gap is recorded",
+                args.wal.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Retry(why) => {
+            eprintln!("replicant archive-wal: {}: {why}", args.wal.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -54,6 +54,8 @@ pub struct Observation {
     /// have arrived), if it ever did: the member may accept writes until a lease's length
     /// after that, so its failure is counted from then at the earliest.
     pub lease_sent: Option<std::time::Instant>,
+    /// The member's WAL archiver, as its host last reported it, when the cluster archives.
+    pub archive: Option<crate::api::MemberArchive>,
 }
 
 impl Observation {
@@ -67,6 +69,7 @@ impl Observation {
             }),
             host,
             lease_sent: None,
+            archive: None,
         }
     }
 }

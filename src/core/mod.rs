@@ -6,6 +6,7 @@
 //! [`routes::Router`]), and the rooms
 //! outside implement them. It imports only the resources ([`crate::api`]) and [`crate::bounded`].
 
+pub mod archiving;
 pub mod desired;
 pub mod engine;
 pub mod history;

@@ -176,6 +176,9 @@ pub struct MemberObservation {
     /// Unreachable because its port refuses connections: no process is listening.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
+    /// Its host's WAL archiver, when the cluster archives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<crate::api::MemberArchive>,
     /// While the controller does not reach it: the other members whose hosts do. A primary
     /// they reach is reported, not failed over.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

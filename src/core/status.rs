@@ -186,6 +186,16 @@ pub fn cluster_status(
     let previous_conditions = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
+    let archive = crate::core::archiving::archive_status(
+        desired,
+        observed,
+        journal.current_primary.as_deref(),
+        now,
+    )
+    .map(|(status, finding)| {
+        adjusted.push(finding);
+        status
+    });
     let conditions = adjusted
         .iter()
         .map(|f| to_condition(f, previous_conditions, generation, now))
@@ -204,6 +214,7 @@ pub fn cluster_status(
         members,
         conditions,
         history: journal.history.clone(),
+        archive,
     }
 }
 

@@ -47,6 +47,8 @@ pub struct AgentAccess {
     pub token: Option<Secret>,
     /// The CA bundle (PEM) their certificates chain to, when they serve TLS.
     pub ca_pem: Option<String>,
+    /// Where and how they archive WAL, when the spec asks for it.
+    pub archive: Option<postgres::archive::ArchiveSettings>,
 }
 
 /// Why a cluster cannot have an engine (shown in status).

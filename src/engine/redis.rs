@@ -406,6 +406,7 @@ impl Engine for RedisEngine {
             lease_sent: None,
             server: self.probe(member).await,
             host: HostAccess::Engine,
+            archive: None,
         }
     }
 

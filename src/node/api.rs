@@ -3,8 +3,9 @@
 //! `/v1/initialize`, `/v1/clone`, `/v1/standby`, `/v1/rewind`; and between agents and for
 //! promotions, `POST /v1/confirm` (a peer's lease), `/v1/release` (a peer gave its lease up)
 //! and `/v1/raise` (the epoch); and before a
-//! failover, `POST /v1/reach` (does this host reach the primary). Every request carries the
-//! bearer token; every command carries the epoch.
+//! failover, `POST /v1/reach` (does this host reach the primary); `POST /v1/archive` (where the
+//! host archives its WAL). Every request carries the bearer token; every command that acts on
+//! postgres carries the epoch.
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,13 +20,14 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    Agent, HeldLease, Inner,
+    Agent, HeldLease, Inner, archive,
     host::{self, HostError},
     peers,
     postmaster::{Postmaster, StopMode},
 };
 use crate::engine::postgres::{
     agent::{AgentStatus, LeaseNonce, PeerView, Raised, Reached, Rejoined, Source},
+    archive::{ArchiveReport, ArchiveSettings},
     controldata::{self, ControlDataError},
     ping,
 };
@@ -44,6 +46,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/release", post(release))
         .route("/v1/raise", post(raise))
         .route("/v1/reach", post(reach))
+        .route("/v1/archive", post(archive_settings))
         .route("/v1/clone", post(clone))
         .route("/v1/standby", post(standby))
         .route("/v1/rewind", post(rewind))
@@ -140,6 +143,7 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
         last_failure,
         rejoined,
         upstream_auth: agent.upstream_auth.clone(),
+        archive: Some(archive::report(&agent.options.state, &agent.options.data)),
     };
     let Some(inner) = inner else {
         return status;
@@ -441,6 +445,20 @@ struct Reach {
     /// `host:port` of the postgres to ping.
     address: String,
     timeout_ms: u64,
+}
+
+/// Archive this host's WAL with `settings`, or stop archiving (`null`). Taken at the
+/// archiver's next run; postgres is not restarted.
+async fn archive_settings(
+    State(agent): State<Arc<Agent>>,
+    Json(settings): Json<Option<ArchiveSettings>>,
+) -> Result<Json<ArchiveReport>, Refusal> {
+    archive::write_settings(&agent.options.state, settings.as_ref())
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(Json(archive::report(
+        &agent.options.state,
+        &agent.options.data,
+    )))
 }
 
 /// Whether this host reaches the postgres at `address`: the controller asks before it fails

@@ -10,6 +10,7 @@
 //! postmaster it starts, the address it listens on, and its peers' agents.
 
 mod api;
+pub mod archive;
 mod host;
 mod peers;
 mod postmaster;

@@ -36,6 +36,22 @@ impl Postmaster {
             .args(["-p", &options.port.to_string()])
             // pg_rewind needs it: a rejoining old primary is rewound, not copied.
             .args(["-c", "wal_log_hints=on"]);
+        // Every member archives what it has, standbys included (`always`), through this
+        // binary; with no settings from the controller the archiver only lets files go. A
+        // minute's bound on how long a written change waits for its segment to be archived.
+        if let Ok(exe) = std::env::current_exe() {
+            command
+                .args(["-c", "archive_mode=always", "-c", "archive_timeout=60"])
+                .arg("-c")
+                .arg(format!(
+                    "archive_command={}",
+                    // It runs in the data directory: a relative path would lead elsewhere.
+                    super::archive::command(
+                        &exe,
+                        &std::path::absolute(&options.state).unwrap_or(options.state.clone())
+                    )
+                ));
+        }
         for (name, value) in &options.settings {
             command.arg("-c").arg(format!("{name}={value}"));
         }

@@ -3,6 +3,7 @@
 //! Reads only the files it is given; never panics on input. Every problem names the file, the
 //! object and the field, so `replicant validate` output can be acted on line by line.
 
+mod backup;
 mod bounds;
 mod load;
 pub mod rules;

@@ -73,6 +73,7 @@ static UNKNOWN: MemberObservation = MemberObservation {
     error: None,
     error_kind: None,
     replay_age_ms: None,
+    archive: None,
 };
 
 /// An observation, or "never seen" for a member that has not been probed.

@@ -168,6 +168,7 @@ async fn probe(
             }
         };
         observation.host = probe.host;
+        observation.archive = probe.archive;
         if !observation.reachable && suspect.is_some_and(|s| s.name == member.name) {
             observation.reached_by = std::mem::take(&mut reached_by);
         }
@@ -243,6 +244,7 @@ fn from_probe(desired: &Desired, probe: Probe) -> MemberObservation {
         error: None,
         error_kind: None,
         replay_age_ms: probe.replay_age_ms,
+        archive: None,
     }
 }
 

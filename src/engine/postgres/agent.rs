@@ -11,7 +11,11 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio_rustls::rustls;
 
-use super::{controldata::ControlData, probe::split_address};
+use super::{
+    archive::{ArchiveReport, ArchiveSettings},
+    controldata::ControlData,
+    probe::split_address,
+};
 use crate::{core::engine::EngineError, engine::Secret};
 
 /// What an agent reports of its host.
@@ -58,6 +62,9 @@ pub struct AgentStatus {
     /// password in a file: a re-point then names the file, never the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_auth: Option<PassfileAuth>,
+    /// The host's WAL archiver (absent from agents older than it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveReport>,
 }
 
 /// A moment on an agent's monotonic clock, fetched by the controller just before each lease
@@ -247,6 +254,12 @@ pub trait AgentApi: Send + Sync {
     async fn follow(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError>;
     /// Bring diverged data back onto `source`'s history and follow it.
     async fn rewind(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError>;
+    /// Archive the host's WAL with `settings` from the archiver's next run on, or stop
+    /// archiving (`None`).
+    async fn configure_archive(
+        &self,
+        settings: Option<&ArchiveSettings>,
+    ) -> Result<ArchiveReport, EngineError>;
 }
 
 /// A member's agent, reached over HTTP (or HTTPS).
@@ -529,6 +542,24 @@ impl AgentApi for AgentClient {
         let body = serde_json::json!({ "epoch": epoch });
         self.call("raise the epoch", "/v1/raise", Some(body), self.timeout)
             .await
+    }
+
+    async fn configure_archive(
+        &self,
+        settings: Option<&ArchiveSettings>,
+    ) -> Result<ArchiveReport, EngineError> {
+        let body = serde_json::to_value(settings).map_err(|e| EngineError::Protocol {
+            address: self.address.clone(),
+            during: "configure archiving",
+            detail: e.to_string(),
+        })?;
+        self.call(
+            "configure archiving",
+            "/v1/archive",
+            Some(body),
+            self.timeout,
+        )
+        .await
     }
 
     async fn reach(&self, address: &str, timeout: Duration) -> Result<Reached, EngineError> {

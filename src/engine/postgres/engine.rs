@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use super::{
     actions::{self, Target, Upstream, UpstreamAuth},
     agent::{self, AgentApi, AgentClient, AgentStatus, Peer, Source},
+    archive::ArchiveKeeper,
     history::{self, branches},
     lease::{self, Leases},
     probe::{PgProbe, Session, slot_name},
@@ -91,6 +92,8 @@ pub struct PostgresEngine {
     slots_checked: Mutex<HashMap<String, Instant>>,
     /// The primary's lease, renewed in the background while it is alive.
     leases: Leases,
+    /// Every host's WAL archive settings, kept as the spec says.
+    archive: ArchiveKeeper,
     /// Each member's probe session, kept open between rounds: a new one every round would
     /// cost the server a backend and both sides a password exchange.
     probe_sessions: Mutex<HashMap<String, Session>>,
@@ -140,6 +143,7 @@ impl PostgresEngine {
             settings,
             agents,
             slots_checked: Mutex::new(HashMap::new()),
+            archive: ArchiveKeeper::new(access.archive.clone()),
             leases: Leases::new(peers, addresses, access.ca_pem.clone()),
             probe_sessions: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
@@ -483,6 +487,7 @@ impl Engine for PostgresEngine {
             server: server.map(|pg| self.to_probe(member, &pg)),
             host,
             lease_sent,
+            archive: agent.and_then(|agent| self.archive.care(&member.name, agent)),
         }
     }
 

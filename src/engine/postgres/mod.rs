@@ -4,6 +4,7 @@
 
 pub mod actions;
 pub mod agent;
+pub mod archive;
 pub mod controldata;
 mod engine;
 pub mod history;

@@ -342,10 +342,40 @@ async fn secrets(
             .map(|r| r.ca_secret_ref.as_ref().map(|s| (&*s.name, &*s.key))),
     )
     .await?;
+    let mut repository_keys = std::collections::BTreeMap::new();
+    for (i, repository) in spec.repositories().iter().enumerate() {
+        let Some(credentials) = repository
+            .s3
+            .as_ref()
+            .and_then(|s3| s3.credentials.as_ref())
+        else {
+            continue;
+        };
+        let path = format!("spec.backup.repositories[{i}].s3.credentials");
+        let Some(secret) = &credentials.secret_ref else {
+            return Err(SecretsError::unresolved(
+                format!("{name}: {path}"),
+                "the operator reads the key from a Secret; set secretRef (the files and environment variables are for standalone mode)",
+            ));
+        };
+        let field = format!("{path}.secretRef");
+        let read =
+            async |key: &str| read_secret(ctx, namespace, &field, &secret.name, key).await;
+        let access_key_id = read("accessKeyId").await?;
+        let secret_access_key = read("secretAccessKey").await?;
+        repository_keys.insert(
+            repository.name.clone(),
+            crate::repository::S3Key {
+                access_key_id,
+                secret_access_key,
+            },
+        );
+    }
     Ok(ClusterSecrets {
         password: password.map(Secret::new),
         agent_token: token.map(Secret::new),
         agent_ca: ca_pem,
+        repository_keys,
     })
 }
 

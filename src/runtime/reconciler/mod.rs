@@ -46,6 +46,9 @@ pub struct ClusterSecrets {
     pub agent_token: Option<Secret>,
     /// The CA bundle (PEM) the agents' certificates chain to.
     pub agent_ca: Option<String>,
+    /// The access keys of the S3 repositories whose credentials the spec names, by
+    /// repository name.
+    pub repository_keys: std::collections::BTreeMap<String, crate::repository::S3Key>,
 }
 
 /// What a runtime tells people besides status (Events, log lines).
@@ -178,6 +181,7 @@ pub struct ClusterReconciler {
     /// namespaces.
     label: String,
     namespace: String,
+    name: String,
     metrics: Option<Arc<Metrics>>,
     memory: Memory,
     last_good: Option<Desired>,
@@ -196,6 +200,7 @@ impl ClusterReconciler {
         Self {
             label: format!("{namespace}/{name}"),
             namespace: namespace.to_string(),
+            name: name.to_string(),
             metrics,
             memory: Memory::default(),
             last_good: None,
@@ -396,6 +401,7 @@ impl ClusterReconciler {
         let agents = AgentAccess {
             token: secrets.agent_token.clone(),
             ca_pem: secrets.agent_ca.clone(),
+            archive: self.archive_settings(spec, &secrets),
         };
         let engine = crate::engine::for_cluster(spec, credentials, agents)?;
         self.engine = Some(EngineSlot {
@@ -405,6 +411,24 @@ impl ClusterReconciler {
             engine: engine.clone(),
         });
         Ok(engine)
+    }
+
+    /// What every host archives its WAL with, when the spec asks for archiving.
+    fn archive_settings(
+        &self,
+        spec: &ReplicationClusterSpec,
+        secrets: &ClusterSecrets,
+    ) -> Option<crate::engine::postgres::archive::ArchiveSettings> {
+        let backup = spec.backup.as_ref()?;
+        let policy = backup.archive.as_ref()?;
+        let repository = backup.archive_repository()?;
+        Some(crate::engine::postgres::archive::ArchiveSettings {
+            namespace: self.namespace.clone(),
+            cluster: self.name.clone(),
+            repository: repository.clone(),
+            key: secrets.repository_keys.get(&repository.name).cloned(),
+            pending_limit: policy.pending_limit.bytes(),
+        })
     }
 
     /// Store `status` when it says something the last stored one did not.

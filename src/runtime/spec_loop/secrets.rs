@@ -13,7 +13,64 @@ pub fn local_secrets(spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, Se
         password: credentials(spec)?.password,
         agent_token: agent_token(spec)?,
         agent_ca: agent_ca(spec)?,
+        repository_keys: repository_keys(spec)?,
     })
+}
+
+/// Resolve the standalone S3 credentials references (both files, or both environment
+/// variables) of every repository that has one.
+pub fn repository_keys(
+    spec: &ReplicationClusterSpec,
+) -> Result<std::collections::BTreeMap<String, crate::repository::S3Key>, SecretsError> {
+    let mut keys = std::collections::BTreeMap::new();
+    for (i, repository) in spec.repositories().iter().enumerate() {
+        let Some(credentials) = repository
+            .s3
+            .as_ref()
+            .and_then(|s3| s3.credentials.as_ref())
+        else {
+            continue;
+        };
+        let path = format!("spec.backup.repositories[{i}].s3.credentials");
+        let read = |env: &Option<String>, file: &Option<String>, name: &str| {
+            if let Some(var) = env {
+                return std::env::var(var).map_err(|_| {
+                    SecretsError::unresolved(
+                        format!("{path}.{name}Env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                });
+            }
+            let file = file.as_deref().unwrap_or_default();
+            std::fs::read_to_string(file)
+                .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| {
+                    SecretsError::unresolved(format!("{path}.{name}File"), format!("{file}: {e}"))
+                })
+        };
+        if credentials.secret_ref.is_some() {
+            return Err(SecretsError::NeedsKubernetes {
+                field: "spec.backup.repositories[].s3.credentials.secretRef",
+                instead: "accessKeyIdFile and secretAccessKeyFile, or accessKeyIdEnv and secretAccessKeyEnv",
+            });
+        }
+        keys.insert(
+            repository.name.clone(),
+            crate::repository::S3Key {
+                access_key_id: read(
+                    &credentials.access_key_id_env,
+                    &credentials.access_key_id_file,
+                    "accessKeyId",
+                )?,
+                secret_access_key: read(
+                    &credentials.secret_access_key_env,
+                    &credentials.secret_access_key_file,
+                    "secretAccessKey",
+                )?,
+            },
+        );
+    }
+    Ok(keys)
 }
 
 /// Resolve a standalone credentials reference (file or environment variable).

@@ -1836,6 +1836,7 @@ mod invariants {
                         error: None,
                         error_kind: None,
                         replay_age_ms: None,
+                        archive: None,
                     }
                 },
             )

@@ -1,0 +1,120 @@
+//! The rules of `spec.backup` a schema cannot express: one kind per repository, unique names,
+//! references that resolve, credentials from one source, bounds that make sense.
+
+use super::Out;
+use crate::{
+    api::{EngineKind, ReplicationClusterSpec},
+    bounded::quoted,
+};
+
+/// The least `pendingLimit` accepted: a few WAL segments.
+pub const MIN_PENDING_LIMIT: u64 = 64 << 20;
+
+pub fn check(spec: &ReplicationClusterSpec, out: &mut Out<'_>) {
+    let Some(backup) = &spec.backup else {
+        return;
+    };
+    if backup.repositories.is_empty() {
+        out.fail("spec.backup.repositories", "name at least one repository");
+    }
+    for (i, repository) in backup.repositories.iter().enumerate() {
+        let path = format!("spec.backup.repositories[{i}]");
+        if backup.repositories[..i]
+            .iter()
+            .any(|r| r.name == repository.name)
+        {
+            out.fail(
+                format!("{path}.name"),
+                format!("{} is named twice", quoted(&repository.name)),
+            );
+        }
+        if repository.directory.is_some() == repository.s3.is_some() {
+            out.fail(&path, "set exactly one of directory, s3");
+        }
+        if let Some(directory) = &repository.directory
+            && !directory.path.starts_with('/')
+        {
+            out.fail(
+                format!("{path}.directory.path"),
+                format!(
+                    "{} is not absolute: each host's agent resolves it on its own",
+                    quoted(&directory.path)
+                ),
+            );
+        }
+        let Some(s3) = &repository.s3 else {
+            continue;
+        };
+        if let Some(endpoint) = &s3.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            out.fail(
+                format!("{path}.s3.endpoint"),
+                format!("{} is not an http:// or https:// URL", quoted(endpoint)),
+            );
+        }
+        if let Some(credentials) = &s3.credentials {
+            let files = [
+                &credentials.access_key_id_file,
+                &credentials.secret_access_key_file,
+            ];
+            let envs = [
+                &credentials.access_key_id_env,
+                &credentials.secret_access_key_env,
+            ];
+            let both = |pair: [&Option<String>; 2]| pair.iter().all(|f| f.is_some());
+            let any = |pair: [&Option<String>; 2]| pair.iter().any(|f| f.is_some());
+            let sources = [credentials.secret_ref.is_some(), any(files), any(envs)];
+            if sources.iter().filter(|s| **s).count() != 1
+                || (any(files) && !both(files))
+                || (any(envs) && !both(envs))
+            {
+                out.fail(
+                    format!("{path}.s3.credentials"),
+                    "set exactly one of secretRef, both accessKeyIdFile and secretAccessKeyFile, or both accessKeyIdEnv and secretAccessKeyEnv",
+                );
+            }
+        }
+    }
+    let Some(archive) = &backup.archive else {
+        return;
+    };
+    if spec.engine != EngineKind::Postgres {
+        out.fail(
+            "spec.backup.archive",
+            "WAL archiving is for PostgreSQL clusters",
+        );
+    }
+    if let Some(name) = &archive.repository
+        && !backup.repositories.iter().any(|r| &r.name == name)
+    {
+        out.fail(
+            "spec.backup.archive.repository",
+            format!(
+                "{} names no repository in spec.backup.repositories",
+                quoted(name)
+            ),
+        );
+    }
+    if archive.pending_limit.bytes() < MIN_PENDING_LIMIT {
+        out.fail(
+            "spec.backup.archive.pendingLimit",
+            format!(
+                "{} is below 64Mi: a host could not even hold a few WAL segments while the repository is away",
+                archive.pending_limit
+            ),
+        );
+    }
+    if archive.pending_warning() >= archive.pending_limit.bytes() {
+        out.fail(
+            "spec.backup.archive.pendingWarning",
+            "must be below pendingLimit, or the warning comes only when WAL is already let go",
+        );
+    }
+    if spec.members.iter().all(|m| m.agent.is_none()) {
+        out.fail(
+            "spec.backup.archive",
+            "archiving runs in the members' node agents, and no member names one (spec.members[].agent)",
+        );
+    }
+}
