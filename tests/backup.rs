@@ -367,3 +367,290 @@ async fn archiving_goes_on_across_a_failover_with_no_gap_and_the_history_file_fi
         report.status.archive
     );
 }
+
+/// The S3 store goes away under writes: each host keeps its WAL, `ContinuousArchiving` turns
+/// False well before the bound, and once the store is back everything waiting is archived.
+/// Away for longer, past `pendingLimit`, the hosts let WAL go and declare the gap, and the
+/// database stays writable throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_away_holds_wal_within_its_bound_then_declares_the_gap() {
+    use support::{
+        pg::*,
+        pg_bed::{PgBed, ready_members, streaming_from},
+    };
+    if !available() {
+        return;
+    }
+    let Some(binary) = garage_binary() else {
+        return;
+    };
+    let mut bed = PgBed::new();
+    let mut store =
+        GarageProcess::start(&binary, &bed.dir.path().join("garage"), "backups").unwrap();
+    bed.spec_extra = format!(
+        "  backup:\n    repositories:\n      - name: offsite\n        s3: {{ bucket: backups, endpoint: \"{}\", region: {}, credentials: {{ accessKeyIdEnv: S3_KEY_ID, secretAccessKeyEnv: S3_SECRET }} }}\n    archive: {{ pendingLimit: 64Mi, pendingWarning: 32Mi }}\n",
+        store.endpoint,
+        garage::REGION
+    );
+    let ctl = bed.controller(
+        &bed.spec("a", "async"),
+        &[
+            ("S3_KEY_ID", garage::ACCESS_KEY_ID),
+            ("S3_SECRET", garage::SECRET_ACCESS_KEY),
+        ],
+    );
+    bed.wait_for("a started, b and c copied and streaming", &ctl, 90, |r| {
+        ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
+    })
+    .await;
+    let rw = bed.rw();
+    sql(&rw, "CREATE TABLE t (v int); SELECT pg_switch_wal()").await;
+    bed.wait_for("archiving to the store", &ctl, 60, |r| {
+        condition(r, "ContinuousArchiving").is_some_and(|c| c.status == "True")
+            && r.status
+                .archive
+                .as_ref()
+                .is_some_and(|a| a.last_archived.is_some())
+    })
+    .await;
+
+    // Away: three finished segments wait on the primary, past the warning, within the bound.
+    store.stop();
+    for i in 0..3 {
+        sql(
+            &rw,
+            &format!("INSERT INTO t VALUES ({i}); SELECT pg_switch_wal()"),
+        )
+        .await;
+    }
+    let report = bed
+        .wait_for("ContinuousArchiving False: a backlog", &ctl, 60, |r| {
+            condition(r, "ContinuousArchiving").is_some_and(|c| c.reason == "Backlog")
+        })
+        .await;
+    let message = &condition(&report, "ContinuousArchiving").unwrap().message;
+    assert!(message.contains("offsite has not taken"), "{message}");
+    let primary = |r: &replicant::runtime::report::ClusterReport| {
+        r.status
+            .archive
+            .as_ref()
+            .and_then(|a| a.members.iter().find(|m| m.member == "a").cloned())
+            .unwrap()
+    };
+    let waiting = primary(&report);
+    assert!(waiting.pending_bytes >= 32 << 20, "{waiting:?}");
+    assert!(
+        waiting.gaps.is_empty(),
+        "nothing let go within the bound: {waiting:?}"
+    );
+    assert!(report.status.archive.as_ref().unwrap().lag_bytes.unwrap() > 0);
+
+    // Back: what waited is archived, and the condition clears.
+    store.resume().unwrap();
+    sql(&rw, "INSERT INTO t VALUES (10); SELECT pg_switch_wal()").await;
+    let report = bed
+        .wait_for(
+            "everything archived once the store is back",
+            &ctl,
+            120,
+            |r| {
+                condition(r, "ContinuousArchiving").is_some_and(|c| c.status == "True")
+                    && r.status
+                        .archive
+                        .as_ref()
+                        .is_some_and(|a| a.members.iter().all(|m| m.pending_bytes == 0))
+            },
+        )
+        .await;
+    let through = primary(&report).last_archived.unwrap();
+    let key = S3Key {
+        access_key_id: garage::ACCESS_KEY_ID.into(),
+        secret_access_key: garage::SECRET_ACCESS_KEY.into(),
+    };
+    let spec = RepositorySpec {
+        name: "offsite".into(),
+        directory: None,
+        s3: Some(S3Repository {
+            bucket: "backups".into(),
+            prefix: None,
+            endpoint: Some(store.endpoint.clone()),
+            region: Some(garage::REGION.into()),
+            credentials: None,
+        }),
+    };
+    let listed = Repository::open(&spec, Some(&key))
+        .unwrap()
+        .list("default/orders")
+        .await
+        .unwrap();
+    let mut numbers: Vec<String> = listed
+        .iter()
+        .filter_map(|l| {
+            let name = l.path.rsplit('/').next()?.split('-').next()?.to_string();
+            matches!(WalFile::parse(&name)?, WalFile::Segment { .. }).then_some(name)
+        })
+        .collect();
+    numbers.sort();
+    assert!(
+        numbers.last().is_some_and(|n| *n >= through),
+        "{through} archived: {numbers:?}"
+    );
+
+    // Away past the bound: the hosts let WAL go and say so; the primary takes writes.
+    store.stop();
+    for i in 0..6 {
+        sql(
+            &rw,
+            &format!("INSERT INTO t VALUES ({}); SELECT pg_switch_wal()", 20 + i),
+        )
+        .await;
+    }
+    let report = bed
+        .wait_for("the gap declared", &ctl, 90, |r| {
+            condition(r, "ContinuousArchiving").is_some_and(|c| c.reason == "GapDeclared")
+        })
+        .await;
+    let message = &condition(&report, "ContinuousArchiving").unwrap().message;
+    assert!(message.contains("go unarchived"), "{message}");
+    assert!(message.contains("pendingLimit"), "{message}");
+    let declared = report.status.archive.as_ref().unwrap();
+    assert!(
+        declared.members.iter().any(|m| m.gap_count > 0),
+        "{declared:?}"
+    );
+    try_sql(&rw, "INSERT INTO t VALUES (99)")
+        .await
+        .expect("the primary takes writes with its WAL let go");
+    assert!(
+        declared.members.iter().all(|m| m.pending_bytes <= 80 << 20),
+        "WAL kept within the bound (64Mi, and the file in hand): {declared:?}"
+    );
+}
+
+/// A server outside the cluster's control (a copy of it, promoted elsewhere) archives timeline
+/// 2 into the cluster's repository first. When the cluster then fails over onto timeline 2,
+/// its new primary's files are refused, never written over the other server's, its host
+/// stops archiving that timeline, status names it as a second writer, and the database keeps
+/// taking writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_writer_on_a_timeline_is_refused_by_the_archive_and_reported() {
+    use replicant_testkit::postgres::{PostgresProcess, owned_dir};
+    use support::{
+        pg::*,
+        pg_bed::{PgBed, ready_members, streaming_from},
+    };
+    if !available() {
+        return;
+    }
+    let mut bed = PgBed::new();
+    let repo = owned_dir(bed.dir.path(), "repository").unwrap();
+    bed.spec_extra = format!(
+        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{}}\n",
+        repo.display()
+    );
+    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+    bed.wait_for("a started, b and c copied and streaming", &ctl, 90, |r| {
+        ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
+    })
+    .await;
+    let rw = bed.rw();
+    sql(&rw, "CREATE TABLE t (v int); SELECT pg_switch_wal()").await;
+    bed.wait_for("every host archiving", &ctl, 60, |r| {
+        condition(r, "ContinuousArchiving").is_some_and(|c| c.status == "True")
+    })
+    .await;
+
+    // The rogue: a copy of a, archiving with the cluster's own settings, promoted by hand.
+    let rogue_dir = owned_dir(bed.dir.path(), "rogue").unwrap();
+    let settings = std::fs::read_dir(bed.host("a").data.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .flat_map(|e| std::fs::read_dir(e.path()).unwrap().flatten())
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".archive-settings.json"))
+        .expect("a's agent keeps its archive settings beside its state");
+    let rogue_state = rogue_dir.join("rogue.json");
+    std::fs::copy(
+        &settings,
+        rogue_dir.join("rogue.json.archive-settings.json"),
+    )
+    .unwrap();
+    let command = format!(
+        "{} archive-wal --state {} %p",
+        env!("CARGO_BIN_EXE_replicant"),
+        rogue_state.display()
+    );
+    let rogue = PostgresProcess::standby_of_port(
+        bed.spec_port("a"),
+        &rogue_dir.join("pg"),
+        &[("archive_mode", "always"), ("archive_command", &command)],
+    )
+    .unwrap();
+    if let Some((uid, gid)) = replicant_testkit::postgres::server_user() {
+        let settings = rogue_dir.join("rogue.json.archive-settings.json");
+        nix::unistd::chown(
+            &settings,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .unwrap();
+    }
+    let rogue_address = rogue.address();
+    sql(&rogue_address, "SELECT pg_promote()").await;
+    eventually_pg("the rogue promoted", async || {
+        try_sql(&rogue_address, "INSERT INTO t VALUES (-1)")
+            .await
+            .is_ok()
+    })
+    .await;
+    sql(&rogue_address, "SELECT pg_switch_wal()").await;
+    eventually_pg("the rogue's timeline 2 archived", async || {
+        archived(&repo)
+            .iter()
+            .any(|(name, _)| name.starts_with("000000020"))
+    })
+    .await;
+
+    // The cluster fails over onto its own timeline 2.
+    bed.node("a").kill_node();
+    let report = bed
+        .wait_for("a new primary", &ctl, 30, |r| {
+            r.status
+                .current_primary
+                .as_deref()
+                .is_some_and(|p| p != "a")
+        })
+        .await;
+    let primary = report.status.current_primary.clone().unwrap();
+    eventually_pg("writes through the read-write name again", async || {
+        try_sql(&rw, "INSERT INTO t VALUES (100)").await.is_ok()
+    })
+    .await;
+    sql(&rw, "INSERT INTO t VALUES (101); SELECT pg_switch_wal()").await;
+    let report = bed
+        .wait_for("the second writer reported", &ctl, 60, |r| {
+            condition(r, "ContinuousArchiving").is_some_and(|c| c.reason == "SecondWriter")
+        })
+        .await;
+    let message = &condition(&report, "ContinuousArchiving").unwrap().message;
+    assert!(message.starts_with(&format!("{primary}:")), "{message}");
+    assert!(
+        message.contains("another server wrote this timeline"),
+        "{message}"
+    );
+    try_sql(&rw, "INSERT INTO t VALUES (102)")
+        .await
+        .expect("the database takes writes while its archive refuses it");
+    // Nothing overwritten, nothing stored twice: one object per WAL file.
+    let objects = archived(&repo);
+    let mut names: Vec<&str> = objects
+        .iter()
+        .map(|(name, _)| name.split('-').next().unwrap())
+        .collect();
+    let all = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), all, "{objects:?}");
+    drop(rogue);
+}

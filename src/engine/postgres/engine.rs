@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use super::{
     actions::{self, Target, Upstream, UpstreamAuth},
     agent::{self, AgentApi, AgentClient, AgentStatus, Peer, Source},
-    archive::ArchiveKeeper,
+    archiving::ArchiveKeeper,
     history::{self, branches},
     lease::{self, Leases},
     probe::{PgProbe, Session, slot_name},

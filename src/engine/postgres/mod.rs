@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod agent;
 pub mod archive;
+pub mod archiving;
 pub mod controldata;
 mod engine;
 pub mod history;

@@ -359,8 +359,7 @@ async fn secrets(
             ));
         };
         let field = format!("{path}.secretRef");
-        let read =
-            async |key: &str| read_secret(ctx, namespace, &field, &secret.name, key).await;
+        let read = async |key: &str| read_secret(ctx, namespace, &field, &secret.name, key).await;
         let access_key_id = read("accessKeyId").await?;
         let secret_access_key = read("secretAccessKey").await?;
         repository_keys.insert(
