@@ -129,6 +129,11 @@ pub struct Metrics {
     member_up: Family<MemberLabels, Gauge>,
     lag_bytes: Family<MemberLabels, Gauge>,
     lag_seconds: Family<MemberLabels, FloatGauge>,
+    archiving: Family<ClusterLabels, Gauge>,
+    archive_lag_bytes: Family<ClusterLabels, Gauge>,
+    archive_lag_seconds: Family<ClusterLabels, Gauge>,
+    archive_pending: Family<MemberLabels, Gauge>,
+    archive_gaps: Family<MemberLabels, Gauge>,
     probe_errors: Family<ProbeLabels, Counter>,
     action_failures: Family<ActionFailureLabels, Counter>,
     rounds: Family<ClusterLabels, Counter>,
@@ -272,6 +277,32 @@ impl Default for Metrics {
              exports it",
             Family::default(),
         );
+        let archiving = r.add(
+            "archiving",
+            "1 while WAL reaches the cluster's repository as it is written (the \
+             ContinuousArchiving condition), 0 while it does not; absent without spec.backup.archive",
+            Family::default(),
+        );
+        let archive_lag_bytes = r.add(
+            "archive_lag_bytes",
+            "How far the primary's WAL runs ahead of the newest WAL file archived, in bytes",
+            Family::default(),
+        );
+        let archive_lag_seconds = r.add(
+            "archive_lag_seconds",
+            "How long the oldest WAL file the primary finished has waited to be archived",
+            Family::default(),
+        );
+        let archive_pending = r.add(
+            "archive_pending_bytes",
+            "Finished WAL waiting on a member's host for the repository, in bytes",
+            Family::default(),
+        );
+        let archive_gaps = r.add(
+            "archive_gaps",
+            "Gaps a member's host declared: WAL it let go unarchived past pendingLimit",
+            Family::default(),
+        );
         let leader = r.add(
             "leader",
             "1 while this process may act: it holds the leadership, or runs alone",
@@ -313,6 +344,11 @@ impl Default for Metrics {
             member_up,
             lag_bytes,
             lag_seconds,
+            archiving,
+            archive_lag_bytes,
+            archive_lag_seconds,
+            archive_pending,
+            archive_gaps,
             probe_errors,
             action_failures,
             rounds,
@@ -381,6 +417,7 @@ impl Metrics {
         self.epoch.remove(&labels);
         self.max_lag.remove(&labels);
         self.last_round.remove(&labels);
+        self.forget_archive(&labels);
         for kind in PROMOTION_KINDS {
             let labels = KindLabels {
                 cluster: cluster.into(),
@@ -417,6 +454,8 @@ impl Metrics {
         self.member_up.remove(&labels);
         self.lag_bytes.remove(&labels);
         self.lag_seconds.remove(&labels);
+        self.archive_pending.remove(&labels);
+        self.archive_gaps.remove(&labels);
     }
 
     /// Record one completed round of `cluster`, that took `took`. Its spec allows `max_lag`
@@ -517,6 +556,50 @@ impl Metrics {
         }
         self.record_members(cluster, round, &before.members);
         self.record_promotions(cluster, round);
+        self.record_archive(cluster, round);
+    }
+
+    fn forget_archive(&self, labels: &ClusterLabels) {
+        self.archiving.remove(labels);
+        self.archive_lag_bytes.remove(labels);
+        self.archive_lag_seconds.remove(labels);
+    }
+
+    fn record_archive(&self, cluster: &str, round: &Round) {
+        let labels = cluster_labels(cluster);
+        let Some(archive) = &round.status.archive else {
+            self.forget_archive(&labels);
+            for m in &round.status.members {
+                let labels = member_labels(cluster, &m.name);
+                self.archive_pending.remove(&labels);
+                self.archive_gaps.remove(&labels);
+            }
+            return;
+        };
+        let flowing =
+            round.status.conditions.iter().any(|c| {
+                c.type_ == crate::core::archiving::CONTINUOUS_ARCHIVING && c.status == "True"
+            });
+        self.archiving.get_or_create(&labels).set(flowing as i64);
+        let set = |family: &Family<ClusterLabels, Gauge>, value: Option<u64>| match value {
+            Some(value) => {
+                family.get_or_create(&labels).set(clamp(value));
+            }
+            None => {
+                family.remove(&labels);
+            }
+        };
+        set(&self.archive_lag_bytes, archive.lag_bytes);
+        set(&self.archive_lag_seconds, archive.lag_seconds);
+        for m in &archive.members {
+            let labels = member_labels(cluster, &m.member);
+            self.archive_pending
+                .get_or_create(&labels)
+                .set(clamp(m.pending_bytes));
+            self.archive_gaps
+                .get_or_create(&labels)
+                .set(clamp(m.gap_count));
+        }
     }
 
     fn record_members(&self, cluster: &str, round: &Round, known: &BTreeSet<String>) {

@@ -76,7 +76,7 @@ fn every_alert_passes_promtool_and_its_unit_tests() {
         return;
     }
     let checked = promtool(&["check", "rules", rules_file().to_str().unwrap()]);
-    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
     let tested = promtool(&["test", "rules", "tests/prometheus/alerts-test.yaml"]);
     assert!(tested.contains("SUCCESS"), "{tested}");
 
@@ -214,6 +214,12 @@ async fn prometheus_scrapes_a_failover_fires_the_alert_and_fills_every_panel() {
     // (which is failed over).
     let mut pg = PgBed::new();
     pg.failover = "{ detectAfter: 5s }".into();
+    // It archives to a directory, which the agents (the database's user) write.
+    let repository = replicant_testkit::postgres::owned_dir(pg.dir.path(), "repository").unwrap();
+    pg.spec_extra = format!(
+        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{}}\n",
+        repository.display()
+    );
     let redis = Bed::new(3);
     let sessions = redis
         .spec("a", &[], "    detectAfter: 1s")
