@@ -193,6 +193,22 @@ async fn an_s3_repository_on_a_real_store_stores_each_wal_file_once() {
     assert!(matches!(refused, PushError::Store(_)), "{refused}");
 }
 
+/// The first file named `name` under `dir`.
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.ends_with(name) {
+                return Some(path);
+            }
+        }
+    }
+    None
+}
+
 /// Every object in a directory repository: its file name and when it was written.
 fn archived(repo: &std::path::Path) -> Vec<(String, std::time::SystemTime)> {
     let mut found = Vec::new();
@@ -653,4 +669,111 @@ async fn a_second_writer_on_a_timeline_is_refused_by_the_archive_and_reported() 
     names.dedup();
     assert_eq!(names.len(), all, "{objects:?}");
     drop(rogue);
+}
+
+/// `replicant backup ...` against the bed's spec files, with the secrets they name.
+fn backup_command(bed: &support::pg_bed::PgBed, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_replicant"))
+        .arg("backup")
+        .args(args)
+        .arg("--specs")
+        .arg(bed.specs())
+        .env("PG_PASSWORD", replicant_testkit::postgres::PASSWORD)
+        .env("AGENT_TOKEN", support::node::TOKEN)
+        .output()
+        .unwrap()
+}
+
+fn said(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Rewrite the backup's tar inside its zstd object with one byte of one relation file changed:
+/// a backup whose files were damaged after it was taken.
+fn damage_a_file(object: &std::path::Path) -> String {
+    let compressed = std::fs::read(object).unwrap();
+    let tar = zstd::stream::decode_all(compressed.as_slice()).unwrap();
+    let mut archive = tar::Archive::new(tar.as_slice());
+    let mut out = tar::Builder::new(Vec::new());
+    let mut damaged = None;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().into_owned();
+        let header = entry.header().clone();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+        if damaged.is_none() && path.starts_with("base/") && content.len() > 100 {
+            content[100] ^= 0xFF;
+            damaged = Some(path.display().to_string());
+        }
+        out.append(&header, content.as_slice()).unwrap();
+    }
+    let tar = out.into_inner().unwrap();
+    std::fs::write(object, zstd::bulk::compress(&tar, 3).unwrap()).unwrap();
+    damaged.expect("a relation file to damage")
+}
+
+/// A base backup taken on demand comes from a standby, streams into the repository, is listed,
+/// and passes `pg_verifybackup` once restored; after one of its files is damaged in the
+/// repository, `verify` fails and names the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_backup_from_a_standby_is_listed_verified_and_a_damaged_one_fails() {
+    use support::{
+        pg::*,
+        pg_bed::{PgBed, ready_members, streaming_from},
+    };
+    if !available() {
+        return;
+    }
+    let mut bed = PgBed::new();
+    let repo = replicant_testkit::postgres::owned_dir(bed.dir.path(), "repository").unwrap();
+    bed.spec_extra = format!(
+        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{}}\n",
+        repo.display()
+    );
+    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+    bed.wait_for("a started, b and c copied and streaming", &ctl, 90, |r| {
+        ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
+    })
+    .await;
+    sql(
+        &bed.rw(),
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 10000)",
+    )
+    .await;
+
+    let took = backup_command(&bed, &["take"]);
+    assert!(took.status.success(), "{}", said(&took));
+    let line = String::from_utf8_lossy(&took.stdout).to_string();
+    assert!(
+        line.contains("from b") || line.contains("from c"),
+        "taken from a standby: {line}"
+    );
+    assert!(line.contains("timeline 1"), "{line}");
+
+    let listed = backup_command(&bed, &["list"]);
+    assert!(listed.status.success(), "{}", said(&listed));
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let id = line.split_whitespace().next().unwrap();
+    assert!(listed.starts_with(id), "{listed}");
+
+    let verified = backup_command(&bed, &["verify"]);
+    assert!(verified.status.success(), "{}", said(&verified));
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains("verified against its manifest"),
+        "{}",
+        said(&verified)
+    );
+
+    let object = find_file(&repo, "data.tar.zst").expect("the backup's data in the repository");
+    let damaged = damage_a_file(&object);
+    let verified = backup_command(&bed, &["verify", "--backup", id]);
+    assert!(!verified.status.success(), "{}", said(&verified));
+    let message = said(&verified);
+    assert!(message.contains("damaged"), "{message}");
+    assert!(message.contains(&damaged), "names {damaged}: {message}");
 }

@@ -355,7 +355,14 @@ fn every_replicant_command_shown_names_a_real_command_and_real_flags() {
                     let Some(command) = words.get(at + 1) else {
                         continue;
                     };
-                    let Some(flags) = known.get(*command) else {
+                    // A command of a command (`replicant backup take`) has flags of its own.
+                    let (command, first_flag) = match words.get(at + 2) {
+                        Some(sub) if known.contains_key(&format!("{command} {sub}")) => {
+                            (format!("{command} {sub}"), at + 3)
+                        }
+                        _ => (command.to_string(), at + 2),
+                    };
+                    let Some(flags) = known.get(&command) else {
                         // `helm install replicant charts/replicant` and the like.
                         assert!(
                             words[..at].iter().any(|w| ["helm", "install"].contains(w)),
@@ -364,7 +371,7 @@ fn every_replicant_command_shown_names_a_real_command_and_real_flags() {
                         );
                         continue;
                     };
-                    for word in &words[at + 2..] {
+                    for word in &words[first_flag..] {
                         if word.starts_with("--") {
                             let flag = word.split('=').next().unwrap();
                             assert!(

@@ -122,6 +122,9 @@ pub struct ArchivePolicy {
 }
 
 impl ArchivePolicy {
+    /// `pendingLimit`'s default, in bytes.
+    pub const DEFAULT_PENDING_LIMIT: u64 = 4 << 30;
+
     /// `pendingWarning`, or its default.
     pub fn pending_warning(&self) -> u64 {
         self.pending_warning
@@ -143,7 +146,19 @@ impl BackupPolicy {
 }
 
 fn default_pending_limit() -> ByteSize {
+    // Written as people write it, for the CRD's default: DEFAULT_PENDING_LIMIT.
     "4Gi".parse().expect("a valid size")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_bound_is_the_constant() {
+        assert_eq!(
+            super::default_pending_limit().bytes(),
+            super::ArchivePolicy::DEFAULT_PENDING_LIMIT
+        );
+    }
 }
 
 /// How WAL archiving goes, per cluster: what `status.archive` shows.

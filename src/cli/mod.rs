@@ -5,6 +5,7 @@
 //! named.
 
 mod artifacts;
+mod backup;
 mod demo;
 mod faults;
 mod node;
@@ -47,6 +48,8 @@ enum Command {
     /// PostgreSQL's `archive_command` under a node agent (which sets it): store one finished
     /// WAL file in the cluster's repository, once.
     ArchiveWal(node::ArchiveWalArgs),
+    /// Base backups of a PostgreSQL cluster: take one now, list them, verify one.
+    Backup(backup::BackupArgs),
     /// Run as a Kubernetes operator: reconcile ReplicationClusters and VirtualNames in the cluster.
     Operator(operator::OperatorArgs),
     /// Show what the controller last saw and did, per cluster: from a `replicant run`'s state
@@ -130,6 +133,7 @@ impl Cli {
             Command::Run(args) => run::run(args),
             Command::Node(args) => node::run(args),
             Command::ArchiveWal(args) => node::archive_wal(args),
+            Command::Backup(args) => backup::run(args),
             Command::Operator(args) => operator::run(args),
             Command::Status(args) => status::run(args),
             Command::Demo(args) => demo::run(args),

@@ -220,7 +220,15 @@ pub fn flags() -> String {
          given through it instead.\n"
     );
     for command in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
-        let name = command.get_name();
+        section(&mut page, "replicant", command);
+    }
+    page
+}
+
+/// One command's section, then one per subcommand of its own (`replicant backup take`).
+fn section(page: &mut String, parent: &str, command: &clap::Command) {
+    {
+        let name = format!("{parent} {}", command.get_name());
         let about = command
             .get_long_about()
             .or(command.get_about())
@@ -233,27 +241,31 @@ pub fn flags() -> String {
             .replace("Usage: ", "");
         let _ = write!(
             page,
-            "\n## replicant {name}\n\n{about}\n\n```text\n{}\n```\n",
+            "\n## {name}\n\n{about}\n\n```text\n{}\n```\n",
             usage.trim()
         );
         let arguments: Vec<_> = command
             .get_arguments()
             .filter(|a| !a.is_hide_set() && !matches!(a.get_id().as_str(), "help" | "version"))
             .collect();
-        if arguments.is_empty() {
-            continue;
+        if !arguments.is_empty() {
+            page.push_str("\n| flag | description |\n|---|---|\n");
+            for argument in arguments {
+                let _ = writeln!(
+                    page,
+                    "| {} | {} |",
+                    flag_of(argument),
+                    cell(&describe(argument))
+                );
+            }
         }
-        page.push_str("\n| flag | description |\n|---|---|\n");
-        for argument in arguments {
-            let _ = writeln!(
-                page,
-                "| {} | {} |",
-                flag_of(argument),
-                cell(&describe(argument))
-            );
+        for subcommand in command
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+        {
+            section(page, &name, subcommand);
         }
     }
-    page
 }
 
 fn flag_of(argument: &clap::Arg) -> String {

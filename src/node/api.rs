@@ -4,7 +4,7 @@
 //! promotions, `POST /v1/confirm` (a peer's lease), `/v1/release` (a peer gave its lease up)
 //! and `/v1/raise` (the epoch); and before a
 //! failover, `POST /v1/reach` (does this host reach the primary); `POST /v1/archive` (where the
-//! host archives its WAL). Every request carries the bearer token; every command that acts on
+//! host archives its WAL) and `POST /v1/backup` (a base backup, in the background). Every request carries the bearer token; every command that acts on
 //! postgres carries the epoch.
 
 use std::{sync::Arc, time::Duration};
@@ -27,7 +27,7 @@ use super::{
 };
 use crate::engine::postgres::{
     agent::{AgentStatus, LeaseNonce, PeerView, Raised, Reached, Rejoined, Source},
-    archive::{ArchiveReport, ArchiveSettings},
+    archive::{ArchiveReport, ArchiveSettings, BackupOutcome, BackupReport, BackupRequest},
     controldata::{self, ControlDataError},
     ping,
 };
@@ -47,6 +47,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/raise", post(raise))
         .route("/v1/reach", post(reach))
         .route("/v1/archive", post(archive_settings))
+        .route("/v1/backup", post(take_backup))
         .route("/v1/clone", post(clone))
         .route("/v1/standby", post(standby))
         .route("/v1/rewind", post(rewind))
@@ -144,6 +145,7 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
         rejoined,
         upstream_auth: agent.upstream_auth.clone(),
         archive: Some(archive::report(&agent.options.state, &agent.options.data)),
+        backup: Some(agent.backups.lock().expect("lock").clone()),
     };
     let Some(inner) = inner else {
         return status;
@@ -459,6 +461,39 @@ async fn archive_settings(
         &agent.options.state,
         &agent.options.data,
     )))
+}
+
+/// Begin a base backup of this host's postgres, in the background; refused while one is under
+/// way. `/v1/status` tells how it ends (`backup.last`).
+async fn take_backup(
+    State(agent): State<Arc<Agent>>,
+    Json(request): Json<BackupRequest>,
+) -> Result<Json<BackupReport>, Refusal> {
+    {
+        let mut backups = agent.backups.lock().expect("lock");
+        if let Some(since) = backups.running_since {
+            return Err(refuse(
+                StatusCode::CONFLICT,
+                format!("a base backup is under way here since {since}"),
+            ));
+        }
+        backups.running_since = Some(jiff::Timestamp::now());
+    }
+    let runner = agent.clone();
+    tokio::spawn(async move {
+        let outcome = super::backup::take(&runner.options, &request).await;
+        if let Err(error) = &outcome {
+            tracing::warn!(%error, "the base backup failed");
+        }
+        let mut backups = runner.backups.lock().expect("lock");
+        backups.running_since = None;
+        backups.last = Some(BackupOutcome {
+            finished_at: jiff::Timestamp::now(),
+            error: outcome.as_ref().err().map(|e| e.to_string()),
+            backup: outcome.ok(),
+        });
+    });
+    Ok(Json(agent.backups.lock().expect("lock").clone()))
 }
 
 /// Whether this host reaches the postgres at `address`: the controller asks before it fails

@@ -11,12 +11,14 @@
 
 mod api;
 pub mod archive;
+mod backup;
 mod host;
 mod peers;
 mod postmaster;
 mod reach;
 mod tls;
 
+pub use backup::{VerifyError, verify_backup};
 pub use host::{Replication, Superuser};
 
 use std::{
@@ -210,6 +212,8 @@ pub struct Agent {
     began: Instant,
     inner: Arc<Mutex<Inner>>,
     activity: std::sync::Mutex<Activity>,
+    /// The base backup under way, and how the last one ended.
+    backups: std::sync::Mutex<crate::engine::postgres::archive::BackupReport>,
 }
 
 /// How often the lease is checked.
@@ -260,6 +264,7 @@ impl Agent {
             began,
             inner: Arc::new(Mutex::new(Inner { postmaster: None })),
             activity: std::sync::Mutex::new(Activity::default()),
+            backups: std::sync::Mutex::default(),
         })
     }
 

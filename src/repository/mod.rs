@@ -7,6 +7,7 @@
 //! for one, ignores `If-None-Match`). Two different contents for one WAL file therefore sit
 //! side by side under two names, where a reader sees both and refuses to choose.
 
+pub mod base;
 pub mod layout;
 pub mod wal;
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio_rustls::rustls;
 
 use super::{
-    archive::{ArchiveReport, ArchiveSettings},
+    archive::{ArchiveReport, ArchiveSettings, BackupReport, BackupRequest},
     controldata::ControlData,
     probe::split_address,
 };
@@ -65,6 +65,9 @@ pub struct AgentStatus {
     /// The host's WAL archiver (absent from agents older than it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveReport>,
+    /// The host's base backups (absent from agents older than them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupReport>,
 }
 
 /// A moment on an agent's monotonic clock, fetched by the controller just before each lease
@@ -260,6 +263,8 @@ pub trait AgentApi: Send + Sync {
         &self,
         settings: Option<&ArchiveSettings>,
     ) -> Result<ArchiveReport, EngineError>;
+    /// Begin a base backup of the host's postgres; `status` tells when it ends (`backup`).
+    async fn backup(&self, request: &BackupRequest) -> Result<BackupReport, EngineError>;
 }
 
 /// A member's agent, reached over HTTP (or HTTPS).
@@ -556,6 +561,21 @@ impl AgentApi for AgentClient {
         self.call(
             "configure archiving",
             "/v1/archive",
+            Some(body),
+            self.timeout,
+        )
+        .await
+    }
+
+    async fn backup(&self, request: &BackupRequest) -> Result<BackupReport, EngineError> {
+        let body = serde_json::to_value(request).map_err(|e| EngineError::Protocol {
+            address: self.address.clone(),
+            during: "begin a base backup",
+            detail: e.to_string(),
+        })?;
+        self.call(
+            "begin a base backup",
+            "/v1/backup",
             Some(body),
             self.timeout,
         )

@@ -1,6 +1,7 @@
-//! Continuous WAL archiving, as the controller and a node agent speak of it: the settings the
-//! controller gives each agent (`PUT /v1/archive`), and what an agent reports of its archiver
-//! in `/v1/status`. The archiving itself runs on the host, without the controller.
+//! Continuous WAL archiving and base backups, as the controller and a node agent speak of
+//! them: the settings the controller gives each agent (`POST /v1/archive`), a request for a
+//! base backup (`POST /v1/backup`), and what an agent reports of both in `/v1/status`. The
+//! work itself runs on the host, without the controller.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -24,6 +25,31 @@ pub struct ArchiveSettings {
 }
 
 impl ArchiveSettings {
+    /// The settings for `repository` of cluster `namespace/cluster`, with its key from `keys`
+    /// and the archive's bound from `spec` (or its default).
+    pub fn for_repository(
+        namespace: &str,
+        cluster: &str,
+        spec: &crate::api::ReplicationClusterSpec,
+        repository: &Repository,
+        keys: &std::collections::BTreeMap<String, S3Key>,
+    ) -> Self {
+        let pending_limit = spec
+            .backup
+            .as_ref()
+            .and_then(|b| b.archive.as_ref())
+            .map_or(crate::api::ArchivePolicy::DEFAULT_PENDING_LIMIT, |a| {
+                a.pending_limit.bytes()
+            });
+        Self {
+            namespace: namespace.to_string(),
+            cluster: cluster.to_string(),
+            repository: repository.clone(),
+            key: keys.get(&repository.name).cloned(),
+            pending_limit,
+        }
+    }
+
     /// A digest of the settings, key included, so that a changed key is sent again: what the
     /// agent reports, and the controller compares with its own.
     pub fn fingerprint(&self) -> String {
@@ -107,4 +133,36 @@ pub struct ArchiveReport {
     pub oldest_pending: Option<jiff::Timestamp>,
     #[serde(default)]
     pub record: ArchiveRecord,
+}
+
+/// A request for a base backup of the host's postgres.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRequest {
+    /// Where it goes: the cluster's repository and key.
+    pub settings: ArchiveSettings,
+    /// The member the host serves, for the catalog.
+    pub member: String,
+}
+
+/// How the host's last base backup ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupOutcome {
+    pub finished_at: jiff::Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::repository::base::BaseBackup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An agent's report of its base backups.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupReport {
+    /// When the backup under way began, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<BackupOutcome>,
 }

@@ -419,16 +419,16 @@ impl ClusterReconciler {
         spec: &ReplicationClusterSpec,
         secrets: &ClusterSecrets,
     ) -> Option<crate::engine::postgres::archive::ArchiveSettings> {
-        let backup = spec.backup.as_ref()?;
-        let policy = backup.archive.as_ref()?;
-        let repository = backup.archive_repository()?;
-        Some(crate::engine::postgres::archive::ArchiveSettings {
-            namespace: self.namespace.clone(),
-            cluster: self.name.clone(),
-            repository: repository.clone(),
-            key: secrets.repository_keys.get(&repository.name).cloned(),
-            pending_limit: policy.pending_limit.bytes(),
-        })
+        let repository = spec.backup.as_ref()?.archive_repository()?;
+        Some(
+            crate::engine::postgres::archive::ArchiveSettings::for_repository(
+                &self.namespace,
+                &self.name,
+                spec,
+                repository,
+                &secrets.repository_keys,
+            ),
+        )
     }
 
     /// Store `status` when it says something the last stored one did not.

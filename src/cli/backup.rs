@@ -1,0 +1,355 @@
+//! `replicant backup take|list|verify`: base backups of a cluster described in spec files,
+//! through its members' node agents and straight from its repository. Reads the spec files and
+//! the secrets they name; talks to the agents and the repository; verifying unpacks a backup
+//! into a scratch directory it removes.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use super::CliError;
+use crate::{
+    api::{ReplicationClusterSpec, Repository as RepositorySpec, human_bytes},
+    engine::postgres::{
+        agent::{self, AgentApi, AgentClient},
+        archive::{ArchiveSettings, BackupRequest},
+    },
+    repository::{Repository, base::BaseBackup},
+    runtime::reconciler::ClusterSecrets,
+    validate::{self, Resource},
+};
+
+#[derive(clap::Args, Debug)]
+pub(super) struct BackupArgs {
+    #[command(subcommand)]
+    command: BackupCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum BackupCommand {
+    /// Take a base backup now: from a standby (the primary when none runs), through its node
+    /// agent, into the repository; wait for it and print it.
+    Take(TakeArgs),
+    /// List the complete base backups in the repository, oldest first.
+    List(Which),
+    /// Restore a base backup into a scratch directory and check it against its own manifest
+    /// with `pg_verifybackup` (checksums of every file, and the WAL it needs).
+    Verify(VerifyArgs),
+}
+
+/// Which cluster, and which of its repositories.
+#[derive(clap::Args, Debug)]
+struct Which {
+    /// Spec files, or directories of them (as `replicant run --specs` reads them).
+    #[arg(long, required = true, num_args = 1..)]
+    specs: Vec<PathBuf>,
+    /// The cluster, when the files hold several.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// The repository (`spec.backup.repositories[].name`); default: the one WAL is archived
+    /// to, else the first.
+    #[arg(long)]
+    repository: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct TakeArgs {
+    #[command(flatten)]
+    which: Which,
+    /// The member to take it from; default: a running standby with a node agent, else the
+    /// primary.
+    #[arg(long)]
+    member: Option<String>,
+    /// How long to wait for it ("30m"); it goes on on the host past this.
+    #[arg(long, default_value = "6h", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    #[command(flatten)]
+    which: Which,
+    /// The backup's id; default: the newest.
+    #[arg(long)]
+    backup: Option<String>,
+    /// Where to unpack it (a fresh directory under it is made and removed); default: the
+    /// system's temporary directory.
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// Where `pg_verifybackup` is; default: as the node agent finds PostgreSQL's binaries.
+    #[arg(long)]
+    pg_bin: Option<PathBuf>,
+}
+
+/// A duration as specs write them ("30m").
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    text.parse::<crate::api::Duration>()
+        .map(Into::into)
+        .map_err(|e| e.to_string())
+}
+
+/// A cluster as its spec files describe it.
+struct Cluster {
+    namespace: String,
+    name: String,
+    spec: ReplicationClusterSpec,
+    secrets: ClusterSecrets,
+}
+
+impl Which {
+    fn cluster(&self) -> Result<Cluster, CliError> {
+        // A directory holds specs as `replicant run --specs` reads them.
+        let files: Vec<PathBuf> = self
+            .specs
+            .iter()
+            .flat_map(|path| match path.is_dir() {
+                true => crate::runtime::spec_loop::specs::spec_files(path),
+                false => vec![path.clone()],
+            })
+            .collect();
+        let report = validate::validate_files(&files);
+        if !report.is_valid() {
+            let lines: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+            return Err(CliError::Invalid(format!(
+                "the spec is invalid:\n{}",
+                lines.join("\n")
+            )));
+        }
+        let clusters: Vec<_> = report
+            .documents
+            .iter()
+            .filter_map(|d| match &d.resource {
+                Resource::Cluster(c)
+                    if self
+                        .cluster
+                        .as_deref()
+                        .is_none_or(|name| d.resource.name() == name) =>
+                {
+                    Some((d, c))
+                }
+                _ => None,
+            })
+            .collect();
+        let [(doc, cluster)] = clusters.as_slice() else {
+            return Err(CliError::Invalid(if clusters.is_empty() {
+                "no matching ReplicationCluster in the spec files".into()
+            } else {
+                "the spec files hold several clusters; choose one with --cluster".into()
+            }));
+        };
+        let secrets = crate::runtime::spec_loop::secrets::local_secrets(&cluster.spec)
+            .map_err(|e| CliError::Invalid(e.to_string()))?;
+        Ok(Cluster {
+            namespace: doc.resource.namespace().to_string(),
+            name: doc.resource.name().to_string(),
+            spec: cluster.spec.clone(),
+            secrets,
+        })
+    }
+
+    fn repository<'a>(&self, cluster: &'a Cluster) -> Result<&'a RepositorySpec, CliError> {
+        let repositories = cluster.spec.repositories();
+        let chosen = match &self.repository {
+            Some(name) => repositories.iter().find(|r| &r.name == name),
+            None => cluster
+                .spec
+                .backup
+                .as_ref()
+                .and_then(|b| b.archive_repository())
+                .or(repositories.first()),
+        };
+        chosen.ok_or_else(|| {
+            CliError::Invalid(match &self.repository {
+                Some(name) => format!("no repository {name} in spec.backup.repositories"),
+                None => "the cluster has no repository (spec.backup.repositories)".into(),
+            })
+        })
+    }
+
+    fn open(&self, cluster: &Cluster) -> Result<Repository, CliError> {
+        let spec = self.repository(cluster)?;
+        Repository::open(spec, cluster.secrets.repository_keys.get(&spec.name))
+            .map_err(|e| CliError::Invalid(e.to_string()))
+    }
+}
+
+pub(super) fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
+    let runtime = super::runtime()?;
+    match args.command {
+        BackupCommand::Take(args) => runtime.block_on(take(args)),
+        BackupCommand::List(which) => runtime.block_on(list(which)),
+        BackupCommand::Verify(args) => runtime.block_on(verify(args)),
+    }
+}
+
+fn describe(backup: &BaseBackup) -> String {
+    let took = backup.finished_at.duration_since(backup.started_at);
+    format!(
+        "{}  from {}, timeline {}, WAL from {}: {} ({} stored) in {:.1}s",
+        backup.id,
+        backup.member,
+        backup.timeline,
+        backup.start_wal,
+        human_bytes(backup.raw_bytes),
+        human_bytes(backup.stored_bytes),
+        took.as_secs_f64()
+    )
+}
+
+async fn list(which: Which) -> Result<ExitCode, CliError> {
+    let cluster = which.cluster()?;
+    let repository = which.open(&cluster)?;
+    let catalog = repository
+        .catalog(&cluster.namespace, &cluster.name)
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    if catalog.is_empty() {
+        println!(
+            "no base backup of {}/{} in {}",
+            cluster.namespace,
+            cluster.name,
+            repository.name()
+        );
+    }
+    for (_, backup) in &catalog {
+        println!("{}", describe(backup));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn take(args: TakeArgs) -> Result<ExitCode, CliError> {
+    let cluster = args.which.cluster()?;
+    let repository = args.which.repository(&cluster)?;
+    let settings = ArchiveSettings::for_repository(
+        &cluster.namespace,
+        &cluster.name,
+        &cluster.spec,
+        repository,
+        &cluster.secrets.repository_keys,
+    );
+    let token = cluster
+        .secrets
+        .agent_token
+        .clone()
+        .ok_or_else(|| CliError::Invalid("the cluster names no agentToken".into()))?;
+    let tls = cluster
+        .secrets
+        .agent_ca
+        .as_deref()
+        .map(agent::trusting)
+        .transpose()
+        .map_err(|e| CliError::Invalid(format!("spec.agentTls: {e}")))?;
+    let mut candidates = Vec::new();
+    for member in &cluster.spec.members {
+        let Some(address) = &member.agent else {
+            continue;
+        };
+        if args.member.as_ref().is_some_and(|m| *m != member.name) {
+            continue;
+        }
+        let client = AgentClient::new(
+            address.clone(),
+            token.clone(),
+            tls.clone(),
+            Duration::from_secs(5),
+        );
+        match client.status().await {
+            Ok(status) if status.running => candidates.push((status.standby, member, client)),
+            Ok(_) => eprintln!("{}: postgres is not running there", member.name),
+            Err(e) => eprintln!("{}: {e}", member.name),
+        }
+    }
+    // A standby first: the primary's clients never share it with a backup.
+    candidates.sort_by_key(|(standby, _, _)| !standby);
+    let Some((_, member, client)) = candidates.into_iter().next() else {
+        return Err(CliError::Invalid(
+            "no member with a node agent runs postgres now".into(),
+        ));
+    };
+    let asked = jiff::Timestamp::now();
+    client
+        .backup(&BackupRequest {
+            settings,
+            member: member.name.clone(),
+        })
+        .await
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", member.name)))?;
+    eprintln!("taking a base backup from {}", member.name);
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if tokio::time::Instant::now() > deadline {
+            return Err(CliError::Invalid(format!(
+                "the backup on {} has not finished within the timeout; it goes on there",
+                member.name
+            )));
+        }
+        let Ok(status) = client.status().await else {
+            continue;
+        };
+        let Some(last) = status.backup.and_then(|b| b.last) else {
+            continue;
+        };
+        if last.finished_at < asked {
+            continue;
+        }
+        return match (last.backup, last.error) {
+            (Some(backup), _) => {
+                println!("{}", describe(&backup));
+                Ok(ExitCode::SUCCESS)
+            }
+            (None, error) => Err(CliError::Invalid(format!(
+                "the base backup on {} failed: {}",
+                member.name,
+                error.unwrap_or_default()
+            ))),
+        };
+    }
+}
+
+async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
+    let cluster = args.which.cluster()?;
+    let repository = args.which.open(&cluster)?;
+    let catalog = repository
+        .catalog(&cluster.namespace, &cluster.name)
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    let chosen = match &args.backup {
+        Some(id) => catalog.iter().find(|(_, b)| &b.id == id),
+        None => catalog.last(),
+    };
+    let Some((set, backup)) = chosen else {
+        return Err(CliError::Invalid(match &args.backup {
+            Some(id) => format!("no base backup {id} in {}", repository.name()),
+            None => format!("no base backup in {}", repository.name()),
+        }));
+    };
+    let bin = args
+        .pg_bin
+        .or_else(crate::node::default_bin_dir)
+        .ok_or_else(|| {
+            CliError::Invalid("PostgreSQL's binaries not found: give --pg-bin".into())
+        })?;
+    let scratch = match &args.scratch {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+    .map_err(|source| CliError::Io {
+        path: "the scratch directory".into(),
+        source,
+    })?;
+    let began = std::time::Instant::now();
+    let verdict = crate::node::verify_backup(&repository, set, backup, &bin, scratch.path()).await;
+    match verdict {
+        Ok(()) => {
+            println!(
+                "{}: restored and verified against its manifest in {:.1}s",
+                describe(backup),
+                began.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{}: {e}", backup.id);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
