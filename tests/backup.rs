@@ -777,3 +777,141 @@ async fn a_base_backup_from_a_standby_is_listed_verified_and_a_damaged_one_fails
     assert!(message.contains("damaged"), "{message}");
     assert!(message.contains(&damaged), "names {damaged}: {message}");
 }
+
+/// Point-in-time recovery on real postgres under agents: after a base backup, rows are written
+/// in three batches; restores to a time, a WAL position and a named restore point taken
+/// between the second and the third each come up holding the first two batches and not the
+/// third. A target before the oldest backup is refused before anything is written, with the
+/// recoverable window in the message.
+#[tokio::test(flavor = "multi_thread")]
+async fn point_in_time_recovery_to_a_time_a_position_and_a_named_point() {
+    use replicant_testkit::postgres::{PostgresProcess, owned_dir, server_user};
+    use support::{
+        pg::*,
+        pg_bed::{PgBed, ready_members, streaming_from},
+    };
+    if !available() {
+        return;
+    }
+    let mut bed = PgBed::new();
+    let repo = owned_dir(bed.dir.path(), "repository").unwrap();
+    bed.spec_extra = format!(
+        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{}}\n",
+        repo.display()
+    );
+    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+    bed.wait_for("a started, b and c copied and streaming", &ctl, 90, |r| {
+        ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
+    })
+    .await;
+    let rw = bed.rw();
+    sql(
+        &rw,
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100)",
+    )
+    .await;
+    let before_backup = jiff::Timestamp::now();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let took = backup_command(&bed, &["take"]);
+    assert!(took.status.success(), "{}", said(&took));
+
+    sql(&rw, "INSERT INTO t SELECT generate_series(101, 200)").await;
+    let client = connect(&rw).await;
+    let lsn: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    sql(&rw, "SELECT pg_create_restore_point('before_three')").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let time = jiff::Timestamp::now();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    sql(&rw, "INSERT INTO t SELECT generate_series(201, 300)").await;
+    let last: String = client
+        .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+        .await
+        .unwrap()
+        .get(0);
+    sql(&rw, "SELECT pg_switch_wal()").await;
+    eventually_pg("the third batch archived", async || {
+        archived(&repo)
+            .iter()
+            .any(|(name, _)| name.starts_with(&format!("{last}-")))
+    })
+    .await;
+
+    // Too early: refused, nothing written.
+    let early = owned_dir(bed.dir.path(), "restored-early").unwrap();
+    let refused = backup_restore(&bed, &early, &["--time", &before_backup.to_string()]);
+    assert!(!refused.status.success());
+    let message = said(&refused);
+    assert!(
+        message.contains("outside what the repository can recover: from "),
+        "{message}"
+    );
+    assert_eq!(std::fs::read_dir(&early).unwrap().count(), 0);
+
+    for (label, target) in [
+        ("time", vec!["--time".to_string(), time.to_string()]),
+        ("lsn", vec!["--lsn".to_string(), lsn.clone()]),
+        (
+            "name",
+            vec!["--name".to_string(), "before_three".to_string()],
+        ),
+    ] {
+        let data = owned_dir(bed.dir.path(), &format!("restored-{label}")).unwrap();
+        let args: Vec<&str> = target.iter().map(String::as_str).collect();
+        let restored = backup_restore(&bed, &data, &args);
+        assert!(restored.status.success(), "{label}: {}", said(&restored));
+        // The restore ran as this test's user; the server runs as the database's.
+        if let Some((uid, gid)) = server_user() {
+            let settings = data.with_file_name(format!("restored-{label}.restore-settings.json"));
+            nix::unistd::chown(
+                &settings,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .unwrap();
+        }
+        let server = PostgresProcess::existing(&data, &[]).unwrap();
+        let address = server.address();
+        eventually_pg("recovery to end and promote", async || {
+            try_number(
+                &address,
+                "SELECT count(*) FROM t WHERE NOT pg_is_in_recovery()",
+            )
+            .await
+            .is_some_and(|n| n > 0)
+        })
+        .await;
+        assert_eq!(
+            number(&address, "SELECT count(*) FROM t").await,
+            200,
+            "{label}: the first two batches, not the third"
+        );
+        assert_eq!(
+            number(&address, "SELECT max(v)::bigint FROM t").await,
+            200,
+            "{label}"
+        );
+    }
+}
+
+/// `replicant restore` of the bed's cluster into `data`, to `target`.
+fn backup_restore(
+    bed: &support::pg_bed::PgBed,
+    data: &std::path::Path,
+    target: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_replicant"))
+        .arg("restore")
+        .arg("--specs")
+        .arg(bed.specs())
+        .arg("--to")
+        .arg(data)
+        .args(target)
+        .env("PG_PASSWORD", replicant_testkit::postgres::PASSWORD)
+        .env("AGENT_TOKEN", support::node::TOKEN)
+        .output()
+        .unwrap()
+}

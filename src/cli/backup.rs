@@ -12,6 +12,7 @@ use crate::{
         agent::{self, AgentApi, AgentClient},
         archive::{ArchiveSettings, BackupRequest},
     },
+    node::restore::{self, RecoveryTarget},
     repository::{Repository, base::BaseBackup},
     runtime::reconciler::ClusterSecrets,
     validate::{self, Resource},
@@ -350,6 +351,133 @@ async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
         Err(e) => {
             println!("{}: {e}", backup.id);
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `replicant restore`: point-in-time recovery of a cluster's data from its repository into an
+/// empty data directory.
+#[derive(clap::Args, Debug)]
+pub(super) struct RestoreArgs {
+    #[command(flatten)]
+    which: Which,
+    /// The empty data directory to restore into.
+    #[arg(long)]
+    to: PathBuf,
+    /// Recover to this time (RFC 3339, "2026-12-03T19:00:00Z").
+    #[arg(long, group = "target")]
+    time: Option<jiff::Timestamp>,
+    /// Recover to this WAL position ("0/3000060").
+    #[arg(long, group = "target")]
+    lsn: Option<String>,
+    /// Recover to just after this transaction commits.
+    #[arg(long, group = "target")]
+    xid: Option<u64>,
+    /// Recover to this restore point (`pg_create_restore_point`).
+    #[arg(long, group = "target")]
+    name: Option<String>,
+}
+
+impl RestoreArgs {
+    fn target(&self) -> Result<RecoveryTarget, CliError> {
+        Ok(match (&self.time, &self.lsn, self.xid, &self.name) {
+            (Some(time), ..) => RecoveryTarget::Time(*time),
+            (_, Some(lsn), ..) => RecoveryTarget::lsn(lsn).ok_or_else(|| {
+                CliError::Invalid(format!("--lsn {lsn}: not a WAL position like 0/3000060"))
+            })?,
+            (_, _, Some(xid), _) => RecoveryTarget::Xid(xid),
+            (_, _, _, Some(name)) => RecoveryTarget::Name(name.clone()),
+            _ => RecoveryTarget::Latest,
+        })
+    }
+}
+
+/// Refused before anything is written when the target lies outside what the repository can
+/// recover; then the newest backup that ends before the target is unpacked, and the directory
+/// set to replay archived WAL to the target and promote when started.
+pub(super) fn restore(args: RestoreArgs) -> Result<ExitCode, CliError> {
+    super::runtime()?.block_on(async {
+        let target = args.target()?;
+        let cluster = args.which.cluster()?;
+        let spec = args.which.repository(&cluster)?;
+        let repository = args.which.open(&cluster)?;
+        let (set, backup, window) =
+            restore::plan(&repository, &cluster.namespace, &cluster.name, &target)
+                .await
+                .map_err(|e| CliError::Invalid(e.to_string()))?;
+        eprintln!(
+            "recoverable {window}; restoring {} to {target}",
+            describe(&backup)
+        );
+        let settings = ArchiveSettings::for_repository(
+            &cluster.namespace,
+            &cluster.name,
+            &cluster.spec,
+            spec,
+            &cluster.secrets.repository_keys,
+        );
+        let exe = std::env::current_exe().map_err(|source| CliError::Io {
+            path: "this program".into(),
+            source,
+        })?;
+        restore::restore(
+            &repository,
+            &settings,
+            &set,
+            &backup,
+            &target,
+            &args.to,
+            &exe,
+        )
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+        println!(
+            "{} holds {}; start postgres on it to replay archived WAL to {target} and promote",
+            args.to.display(),
+            backup.id
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `replicant restore-wal`: PostgreSQL's `restore_command` in a restored data directory.
+#[derive(clap::Args, Debug)]
+pub(super) struct RestoreWalArgs {
+    /// The repository's settings, beside the data directory (`replicant restore` writes them).
+    #[arg(long)]
+    settings: PathBuf,
+    /// The WAL file PostgreSQL asks for (`%f`).
+    file: String,
+    /// Where to write it (`%p`), relative to the data directory, the working directory.
+    destination: PathBuf,
+}
+
+/// Exit 0 once written, 1 when it was never archived (recovery's end of the archive), and 126
+/// when the repository fails, so that recovery stops instead of ending early.
+pub(super) fn restore_wal(args: RestoreWalArgs) -> Result<ExitCode, CliError> {
+    let data = std::env::current_dir().map_err(|source| CliError::Io {
+        path: ".".into(),
+        source,
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Io {
+            path: "the async runtime".into(),
+            source,
+        })?;
+    let fetched = runtime.block_on(restore::fetch(
+        &args.settings,
+        &data,
+        &args.file,
+        &args.destination,
+    ));
+    match fetched {
+        restore::Fetched::Restored => Ok(ExitCode::SUCCESS),
+        restore::Fetched::NotArchived => Ok(ExitCode::FAILURE),
+        restore::Fetched::Failed(why) => {
+            eprintln!("replicant restore-wal: {}: {why}", args.file);
+            Ok(ExitCode::from(126))
         }
     }
 }

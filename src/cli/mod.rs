@@ -50,6 +50,13 @@ enum Command {
     ArchiveWal(node::ArchiveWalArgs),
     /// Base backups of a PostgreSQL cluster: take one now, list them, verify one.
     Backup(backup::BackupArgs),
+    /// Point-in-time recovery: restore a cluster's data from its repository into an empty
+    /// directory, set to replay archived WAL to a time, a position, a transaction, a restore
+    /// point or the latest, and promote.
+    Restore(backup::RestoreArgs),
+    /// PostgreSQL's `restore_command` in a directory `replicant restore` filled: hand it one
+    /// archived WAL file, checked.
+    RestoreWal(backup::RestoreWalArgs),
     /// Run as a Kubernetes operator: reconcile ReplicationClusters and VirtualNames in the cluster.
     Operator(operator::OperatorArgs),
     /// Show what the controller last saw and did, per cluster: from a `replicant run`'s state
@@ -134,6 +141,8 @@ impl Cli {
             Command::Node(args) => node::run(args),
             Command::ArchiveWal(args) => node::archive_wal(args),
             Command::Backup(args) => backup::run(args),
+            Command::Restore(args) => backup::restore(args),
+            Command::RestoreWal(args) => backup::restore_wal(args),
             Command::Operator(args) => operator::run(args),
             Command::Status(args) => status::run(args),
             Command::Demo(args) => demo::run(args),

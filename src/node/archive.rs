@@ -187,7 +187,7 @@ pub enum Outcome {
 }
 
 /// The system identifier in the data directory's control file (its first eight bytes).
-fn system_identifier(data: &Path) -> Result<u64, ArchiveFileError> {
+pub(super) fn system_identifier(data: &Path) -> Result<u64, ArchiveFileError> {
     let path = data.join("global").join("pg_control");
     let bytes = std::fs::read(&path).map_err(io_error(&path))?;
     bytes

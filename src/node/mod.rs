@@ -16,6 +16,7 @@ mod host;
 mod peers;
 mod postmaster;
 mod reach;
+pub mod restore;
 mod tls;
 
 pub use backup::{VerifyError, verify_backup};

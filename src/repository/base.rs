@@ -330,6 +330,8 @@ impl Repository {
             let decoder = zstd::stream::read::Decoder::new(reader)?;
             let mut archive = tar::Archive::new(decoder);
             archive.set_preserve_permissions(true);
+            // Run as root, the files go back to the user that owned them (the database's).
+            archive.set_preserve_ownerships(nix::unistd::Uid::effective().is_root());
             archive
                 .unpack(&target)
                 .map_err(|e| (target.clone(), e))

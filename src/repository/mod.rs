@@ -10,6 +10,7 @@
 pub mod base;
 pub mod layout;
 pub mod wal;
+pub mod window;
 
 use std::{sync::Arc, time::Duration};
 

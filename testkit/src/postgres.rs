@@ -187,6 +187,13 @@ impl PostgresProcess {
         Self::start(data, port, settings)
     }
 
+    /// Start the data directory `data` (owned by the servers' user) on a free port, and wait
+    /// until it accepts connections.
+    pub fn existing(data: &Path, settings: &[(&str, &str)]) -> Result<Self, PostgresError> {
+        let port = free_port().map_err(|e| PostgresError::NoPort(e.to_string()))?;
+        Self::start(data.to_path_buf(), port, settings)
+    }
+
     fn start(data: PathBuf, port: u16, settings: &[(&str, &str)]) -> Result<Self, PostgresError> {
         let log = data.with_extension("log");
         let mut process = Self {

@@ -1,0 +1,293 @@
+//! Point-in-time recovery from a repository: choose the base backup a target needs, refuse a
+//! target outside what the repository can reach (before anything is restored, with the
+//! window in the message), unpack the backup into an empty data directory and set it to replay
+//! archived WAL to the target and promote. And `replicant restore-wal`, the `restore_command`
+//! that hands PostgreSQL each archived WAL file, checked.
+//!
+//! Touches the data directory it is given, a settings file beside it, and the repository.
+
+use std::path::{Path, PathBuf};
+
+use crate::{
+    engine::postgres::archive::ArchiveSettings,
+    repository::{
+        Repository,
+        base::{BaseBackup, BaseError, parse_lsn},
+        layout::{DataSet, WalFile},
+        window::{Window, lsn_text, window},
+    },
+};
+
+/// Where recovery stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    /// The end of the archived WAL.
+    Latest,
+    Time(jiff::Timestamp),
+    Lsn(u64),
+    /// Just after this transaction commits.
+    Xid(u64),
+    /// A restore point made with `pg_create_restore_point`.
+    Name(String),
+}
+
+impl std::fmt::Display for RecoveryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Latest => write!(f, "the latest archived WAL"),
+            Self::Time(t) => write!(f, "time {}", t.strftime("%Y-%m-%dT%H:%M:%S%.fZ")),
+            Self::Lsn(lsn) => write!(f, "position {}", lsn_text(*lsn)),
+            Self::Xid(xid) => write!(f, "transaction {xid}"),
+            Self::Name(name) => write!(f, "restore point {name:?}"),
+        }
+    }
+}
+
+impl RecoveryTarget {
+    /// The LSN form PostgreSQL takes, from text (`0/3000060`).
+    pub fn lsn(text: &str) -> Option<Self> {
+        parse_lsn(text).map(Self::Lsn)
+    }
+
+    /// The `recovery_target_*` setting, if any.
+    fn setting(&self) -> Option<(&'static str, String)> {
+        match self {
+            Self::Latest => None,
+            Self::Time(t) => Some((
+                "recovery_target_time",
+                t.strftime("%Y-%m-%d %H:%M:%S%.f+00").to_string(),
+            )),
+            Self::Lsn(lsn) => Some(("recovery_target_lsn", lsn_text(*lsn))),
+            Self::Xid(xid) => Some(("recovery_target_xid", xid.to_string())),
+            Self::Name(name) => Some(("recovery_target_name", name.clone())),
+        }
+    }
+}
+
+/// Why a restore was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the repository holds no base backup of {0}: nothing to restore from")]
+    NoBackup(String),
+    #[error("{target} is outside what the repository can recover: {window}")]
+    OutsideWindow {
+        target: RecoveryTarget,
+        window: Window,
+    },
+    #[error("{0} is not empty: a restore only fills an empty directory")]
+    NotEmpty(String),
+    #[error(transparent)]
+    Base(#[from] BaseError),
+    #[error(transparent)]
+    Store(#[from] crate::repository::StoreError),
+    #[error("{path}: {source}")]
+    Files {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn files(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
+    move |source| RestoreError::Files {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The base backup to restore for `target`, and the repository's window, for cluster
+/// `namespace/cluster`; refused when the target lies outside the window.
+pub async fn plan(
+    repository: &Repository,
+    namespace: &str,
+    cluster: &str,
+    target: &RecoveryTarget,
+) -> Result<(DataSet, BaseBackup, Window), RestoreError> {
+    let catalog = repository
+        .catalog(namespace, cluster)
+        .await
+        .map_err(RestoreError::Base)?;
+    // The newest data set (a cluster restored in place keeps its name, with a new system).
+    let Some((set, _)) = catalog.last() else {
+        return Err(RestoreError::NoBackup(format!("{namespace}/{cluster}")));
+    };
+    let set = set.clone();
+    let backups: Vec<BaseBackup> = catalog
+        .into_iter()
+        .filter(|(s, _)| *s == set)
+        .map(|(_, b)| b)
+        .collect();
+    let segments = repository.archived_segments(&set).await?;
+    let window = window(&backups, &segments).expect("at least one backup");
+    let outside = |inside: bool| -> Result<(), RestoreError> {
+        match inside {
+            true => Ok(()),
+            false => Err(RestoreError::OutsideWindow {
+                target: target.clone(),
+                window: window.clone(),
+            }),
+        }
+    };
+    // The newest backup that ends before the target: the least WAL to replay.
+    let chosen = match target {
+        RecoveryTarget::Time(t) => {
+            outside(*t >= window.earliest_time && *t <= window.latest_time)?;
+            backups.iter().rev().find(|b| b.finished_at <= *t)
+        }
+        RecoveryTarget::Lsn(lsn) => {
+            outside(*lsn >= window.earliest_lsn && *lsn <= window.latest_lsn)?;
+            backups.iter().rev().find(|b| b.end_lsn <= *lsn)
+        }
+        // Where a transaction or a restore point lies is known only by replaying: from the
+        // oldest backup, which reaches the whole window.
+        RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) => backups.first(),
+        RecoveryTarget::Latest => backups.last(),
+    };
+    let backup = chosen.cloned().expect("a backup inside the window");
+    Ok((set, backup, window))
+}
+
+/// The settings file `restore-wal` reads, beside the data directory `data`.
+pub fn restore_settings_path(data: &Path) -> PathBuf {
+    let mut name = data.file_name().unwrap_or_default().to_os_string();
+    name.push(".restore-settings.json");
+    data.with_file_name(name)
+}
+
+/// Settings a restored server must not keep from the member the backup came from, and those a
+/// restore sets itself.
+const REPLACED: &[&str] = &[
+    "primary_conninfo",
+    "primary_slot_name",
+    "restore_command",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_xid",
+    "recovery_target_name",
+    "recovery_target_action",
+    "recovery_target_timeline",
+    "archive_command",
+];
+
+/// Unpack `backup` of `set` into the empty directory `data`, and set it up to replay archived
+/// WAL (through `exe restore-wal`) to `target` and then promote.
+pub async fn restore(
+    repository: &Repository,
+    settings: &ArchiveSettings,
+    set: &DataSet,
+    backup: &BaseBackup,
+    target: &RecoveryTarget,
+    data: &Path,
+    exe: &Path,
+) -> Result<(), RestoreError> {
+    std::fs::create_dir_all(data).map_err(files(data))?;
+    if std::fs::read_dir(data)
+        .map_err(files(data))?
+        .next()
+        .is_some()
+    {
+        return Err(RestoreError::NotEmpty(data.display().to_string()));
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+            .map_err(files(data))?;
+    }
+    repository.restore_base(set, &backup.id, data).await?;
+    // A backup of a standby is a standby's: it must recover and end, not follow anyone.
+    for signal in ["standby.signal", "recovery.signal"] {
+        let _ = std::fs::remove_file(data.join(signal));
+    }
+    let settings_path = restore_settings_path(data);
+    let bytes = serde_json::to_vec(settings).map_err(|e| RestoreError::Files {
+        path: settings_path.display().to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    crate::durable::write_private(&settings_path, &bytes).map_err(files(&settings_path))?;
+    let auto = data.join("postgresql.auto.conf");
+    let kept: String = std::fs::read_to_string(&auto)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| {
+            let name = line.split('=').next().unwrap_or_default().trim();
+            !REPLACED.contains(&name)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
+    let shell = |path: &Path| {
+        format!(
+            "'{}'",
+            path.display()
+                .to_string()
+                .replace('\'', "'\\''")
+                .replace('%', "%%")
+        )
+    };
+    let command = format!(
+        "{} restore-wal --settings {} %f %p",
+        shell(exe),
+        shell(&std::path::absolute(&settings_path).unwrap_or(settings_path.clone()))
+    );
+    let mut text = kept;
+    text.push_str(&format!("restore_command = {}\n", quote(&command)));
+    text.push_str("recovery_target_timeline = 'latest'\n");
+    text.push_str("recovery_target_action = 'promote'\n");
+    if let Some((name, value)) = target.setting() {
+        text.push_str(&format!("{name} = {}\n", quote(&value)));
+    }
+    std::fs::write(&auto, text).map_err(files(&auto))?;
+    std::fs::write(data.join("recovery.signal"), "").map_err(files(data))?;
+    Ok(())
+}
+
+/// How a run of `restore-wal` ended, for PostgreSQL.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// Written where PostgreSQL asked.
+    Restored,
+    /// Never archived: the end of the archive, as far as recovery goes.
+    NotArchived,
+    /// The repository failed, or holds it damaged or twice: recovery must stop, not end
+    /// early as if the archive ended here.
+    Failed(String),
+}
+
+/// Fetch WAL file `name` into `destination` (relative to the data directory `data`).
+pub async fn fetch(settings: &Path, data: &Path, name: &str, destination: &Path) -> Fetched {
+    let settings: ArchiveSettings = match std::fs::read(settings)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(settings) => settings,
+        Err(e) => return Fetched::Failed(format!("{}: {e}", settings.display())),
+    };
+    let Some(file) = WalFile::parse(name) else {
+        // PostgreSQL asks for files it may not find (a `.partial`'s plain name, say).
+        return Fetched::NotArchived;
+    };
+    let system_identifier = match super::archive::system_identifier(data) {
+        Ok(id) => id,
+        Err(e) => return Fetched::Failed(e.to_string()),
+    };
+    let set = DataSet {
+        namespace: settings.namespace.clone(),
+        cluster: settings.cluster.clone(),
+        system_identifier,
+    };
+    let repository = match Repository::open(&settings.repository, settings.key.as_ref()) {
+        Ok(repository) => repository,
+        Err(e) => return Fetched::Failed(e.to_string()),
+    };
+    match repository.fetch_wal(&set, &file).await {
+        Ok(Some(content)) => {
+            let path = data.join(destination);
+            match std::fs::write(&path, content) {
+                Ok(()) => Fetched::Restored,
+                Err(e) => Fetched::Failed(format!("{}: {e}", path.display())),
+            }
+        }
+        Ok(None) => Fetched::NotArchived,
+        Err(e) => Fetched::Failed(e.to_string()),
+    }
+}
