@@ -263,25 +263,11 @@ fn condition<'a>(
 /// timeline, each file is stored once, and status shows it all.
 #[tokio::test(flavor = "multi_thread")]
 async fn archiving_goes_on_across_a_failover_with_no_gap_and_the_history_file_first() {
-    use support::{
-        pg::*,
-        pg_bed::{PgBed, ready_members, streaming_from},
-    };
+    use support::pg::*;
     if !available() {
         return;
     }
-    let mut bed = PgBed::new();
-    // The agents run as the database's user: the repository is theirs to write.
-    let repo = replicant_testkit::postgres::owned_dir(bed.dir.path(), "repository").unwrap();
-    bed.spec_extra = format!(
-        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{ pendingLimit: 256Mi }}\n",
-        repo.display()
-    );
-    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
-    bed.wait_for("a started, b and c copied and streaming", &ctl, 90, |r| {
-        ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
-    })
-    .await;
+    let (mut bed, repo, ctl) = archiving_bed("{ pendingLimit: 256Mi }").await;
     let rw = bed.rw();
     sql(&rw, "CREATE TABLE t (v int)").await;
     for i in 0..3 {
@@ -551,24 +537,11 @@ async fn a_store_away_holds_wal_within_its_bound_then_declares_the_gap() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_writer_on_a_timeline_is_refused_by_the_archive_and_reported() {
     use replicant_testkit::postgres::{PostgresProcess, owned_dir};
-    use support::{
-        pg::*,
-        pg_bed::{PgBed, ready_members, streaming_from},
-    };
+    use support::pg::*;
     if !available() {
         return;
     }
-    let mut bed = PgBed::new();
-    let repo = owned_dir(bed.dir.path(), "repository").unwrap();
-    bed.spec_extra = format!(
-        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{}}\n",
-        repo.display()
-    );
-    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
-    bed.wait_for("a started, b and c copied and streaming", &ctl, 90, |r| {
-        ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
-    })
-    .await;
+    let (mut bed, repo, ctl) = archiving_bed("{}").await;
     let rw = bed.rw();
     sql(&rw, "CREATE TABLE t (v int); SELECT pg_switch_wal()").await;
     bed.wait_for("every host archiving", &ctl, 60, |r| {
@@ -671,6 +644,32 @@ async fn a_second_writer_on_a_timeline_is_refused_by_the_archive_and_reported() 
     drop(rogue);
 }
 
+/// A cluster of three under agents (a with data, b and c copied from it), archiving to a
+/// directory repository with `archive` as `spec.backup.archive`; returned once b and c stream
+/// from a.
+async fn archiving_bed(
+    archive: &str,
+) -> (
+    support::pg_bed::PgBed,
+    std::path::PathBuf,
+    support::Controller,
+) {
+    use support::pg_bed::{PgBed, ready_members, streaming_from};
+    let mut bed = PgBed::new();
+    // The agents run as the database's user: the repository is theirs to write.
+    let repo = replicant_testkit::postgres::owned_dir(bed.dir.path(), "repository").unwrap();
+    bed.spec_extra = format!(
+        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {archive}\n",
+        repo.display()
+    );
+    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+    bed.wait_for("a started, b and c copied and streaming", &ctl, 90, |r| {
+        ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
+    })
+    .await;
+    (bed, repo, ctl)
+}
+
 /// `replicant backup ...` against the bed's spec files, with the secrets they name.
 fn backup_command(bed: &support::pg_bed::PgBed, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_replicant"))
@@ -722,24 +721,11 @@ fn damage_a_file(object: &std::path::Path) -> String {
 /// repository, `verify` fails and names the file.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_base_backup_from_a_standby_is_listed_verified_and_a_damaged_one_fails() {
-    use support::{
-        pg::*,
-        pg_bed::{PgBed, ready_members, streaming_from},
-    };
+    use support::pg::*;
     if !available() {
         return;
     }
-    let mut bed = PgBed::new();
-    let repo = replicant_testkit::postgres::owned_dir(bed.dir.path(), "repository").unwrap();
-    bed.spec_extra = format!(
-        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{}}\n",
-        repo.display()
-    );
-    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
-    bed.wait_for("a started, b and c copied and streaming", &ctl, 90, |r| {
-        ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
-    })
-    .await;
+    let (bed, repo, _controller) = archiving_bed("{}").await;
     sql(
         &bed.rw(),
         "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 10000)",
@@ -786,24 +772,11 @@ async fn a_base_backup_from_a_standby_is_listed_verified_and_a_damaged_one_fails
 #[tokio::test(flavor = "multi_thread")]
 async fn point_in_time_recovery_to_a_time_a_position_and_a_named_point() {
     use replicant_testkit::postgres::{PostgresProcess, owned_dir, server_user};
-    use support::{
-        pg::*,
-        pg_bed::{PgBed, ready_members, streaming_from},
-    };
+    use support::pg::*;
     if !available() {
         return;
     }
-    let mut bed = PgBed::new();
-    let repo = owned_dir(bed.dir.path(), "repository").unwrap();
-    bed.spec_extra = format!(
-        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{}}\n",
-        repo.display()
-    );
-    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
-    bed.wait_for("a started, b and c copied and streaming", &ctl, 90, |r| {
-        ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
-    })
-    .await;
+    let (bed, repo, _controller) = archiving_bed("{}").await;
     let rw = bed.rw();
     sql(
         &rw,

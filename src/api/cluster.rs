@@ -265,6 +265,21 @@ pub enum Topology {
 }
 
 impl ReplicationClusterSpec {
+    /// The S3 repositories whose credentials the spec names: each with its field path
+    /// (`spec.backup.repositories[0].s3.credentials`).
+    pub fn s3_credentials(
+        &self,
+    ) -> impl Iterator<Item = (String, &crate::api::Repository, &crate::api::S3Credentials)> {
+        self.repositories()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, repository)| {
+                let credentials = repository.s3.as_ref()?.credentials.as_ref()?;
+                let path = format!("spec.backup.repositories[{i}].s3.credentials");
+                Some((path, repository, credentials))
+            })
+    }
+
     /// `backup.repositories`, or none.
     pub fn repositories(&self) -> &[crate::api::Repository] {
         self.backup

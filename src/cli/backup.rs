@@ -455,17 +455,7 @@ pub(super) struct RestoreWalArgs {
 /// Exit 0 once written, 1 when it was never archived (recovery's end of the archive), and 126
 /// when the repository fails, so that recovery stops instead of ending early.
 pub(super) fn restore_wal(args: RestoreWalArgs) -> Result<ExitCode, CliError> {
-    let data = std::env::current_dir().map_err(|source| CliError::Io {
-        path: ".".into(),
-        source,
-    })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| CliError::Io {
-            path: "the async runtime".into(),
-            source,
-        })?;
+    let (runtime, data) = super::in_data_directory()?;
     let fetched = runtime.block_on(restore::fetch(
         &args.settings,
         &data,

@@ -206,6 +206,24 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         })
 }
 
+/// For the commands PostgreSQL runs once per WAL file (`archive-wal`, `restore-wal`): one
+/// thread, started fast, with the working directory they are run in (the data directory).
+pub(super) fn in_data_directory() -> Result<(tokio::runtime::Runtime, std::path::PathBuf), CliError>
+{
+    let data = std::env::current_dir().map_err(|source| CliError::Io {
+        path: ".".into(),
+        source,
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Io {
+            path: "tokio runtime".into(),
+            source,
+        })?;
+    Ok((runtime, data))
+}
+
 pub(super) fn init_logging(format: LogFormat) {
     init_logging_filtered(format, "info");
 }

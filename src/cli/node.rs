@@ -171,17 +171,7 @@ pub(super) struct ArchiveWalArgs {
 /// exit 1, saying why on stderr (PostgreSQL's log), to have PostgreSQL keep it and retry.
 pub(super) fn archive_wal(args: ArchiveWalArgs) -> Result<ExitCode, CliError> {
     use crate::node::archive::{Outcome, archive};
-    let data = std::env::current_dir().map_err(|source| CliError::Io {
-        path: ".".into(),
-        source,
-    })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| CliError::Io {
-            path: "the async runtime".into(),
-            source,
-        })?;
+    let (runtime, data) = super::in_data_directory()?;
     match runtime.block_on(archive(&args.state, &data, &args.wal)) {
         Outcome::Archived | Outcome::Off => Ok(ExitCode::SUCCESS),
         Outcome::LetGo => {

@@ -343,15 +343,7 @@ async fn secrets(
     )
     .await?;
     let mut repository_keys = std::collections::BTreeMap::new();
-    for (i, repository) in spec.repositories().iter().enumerate() {
-        let Some(credentials) = repository
-            .s3
-            .as_ref()
-            .and_then(|s3| s3.credentials.as_ref())
-        else {
-            continue;
-        };
-        let path = format!("spec.backup.repositories[{i}].s3.credentials");
+    for (path, repository, credentials) in spec.s3_credentials() {
         let Some(secret) = &credentials.secret_ref else {
             return Err(SecretsError::unresolved(
                 format!("{name}: {path}"),

@@ -23,15 +23,7 @@ pub fn repository_keys(
     spec: &ReplicationClusterSpec,
 ) -> Result<std::collections::BTreeMap<String, crate::repository::S3Key>, SecretsError> {
     let mut keys = std::collections::BTreeMap::new();
-    for (i, repository) in spec.repositories().iter().enumerate() {
-        let Some(credentials) = repository
-            .s3
-            .as_ref()
-            .and_then(|s3| s3.credentials.as_ref())
-        else {
-            continue;
-        };
-        let path = format!("spec.backup.repositories[{i}].s3.credentials");
+    for (path, repository, credentials) in spec.s3_credentials() {
         let read = |env: &Option<String>, file: &Option<String>, name: &str| {
             if let Some(var) = env {
                 return std::env::var(var).map_err(|_| {
