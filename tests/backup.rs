@@ -888,3 +888,87 @@ fn backup_restore(
         .output()
         .unwrap()
 }
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.insert(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Retention keeps the recovery window's base and the newest `minFullBackups`: with three
+/// backups, a one-second window and a minimum of two, the oldest backup and the WAL only it
+/// needed go. The dry run lists exactly what pruning then deletes, and the newest backup still
+/// restores and verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_lets_go_exactly_what_the_dry_run_listed() {
+    use support::pg::*;
+    if !available() {
+        return;
+    }
+    let (bed, repo, _controller) =
+        archiving_bed("{}\n    retention: { window: 1s, minFullBackups: 2 }").await;
+    sql(&bed.rw(), "CREATE TABLE t (v int)").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        sql(
+            &bed.rw(),
+            &format!("INSERT INTO t VALUES ({i}); SELECT pg_switch_wal()"),
+        )
+        .await;
+        let took = backup_command(&bed, &["take"]);
+        assert!(took.status.success(), "{}", said(&took));
+        let line = String::from_utf8_lossy(&took.stdout).to_string();
+        ids.push(line.split_whitespace().next().unwrap().to_string());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let dry = backup_command(&bed, &["prune", "--dry-run"]);
+    assert!(dry.status.success(), "{}", said(&dry));
+    let dry = String::from_utf8_lossy(&dry.stdout).to_string();
+    assert!(
+        dry.contains(&format!("would remove backup {}", ids[0])),
+        "{dry}"
+    );
+    for kept in &ids[1..] {
+        assert!(!dry.contains(kept.as_str()), "{kept} is kept: {dry}");
+    }
+    let listed_wal: std::collections::BTreeSet<String> = dry
+        .lines()
+        .filter_map(|l| l.strip_prefix("would remove WAL "))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        !listed_wal.is_empty(),
+        "WAL older than the second backup: {dry}"
+    );
+
+    let before = files_under(&repo);
+    let pruned = backup_command(&bed, &["prune"]);
+    assert!(pruned.status.success(), "{}", said(&pruned));
+    let after = files_under(&repo);
+    let gone: std::collections::BTreeSet<String> = before.difference(&after).cloned().collect();
+    let mut expected = listed_wal.clone();
+    let oldest = before
+        .iter()
+        .filter(|f| f.contains(&format!("/base/{}/", ids[0])))
+        .cloned();
+    expected.extend(oldest);
+    assert_eq!(gone, expected, "the dry run listed exactly what went");
+
+    let listed = backup_command(&bed, &["list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let verified = backup_command(&bed, &["verify"]);
+    assert!(verified.status.success(), "{}", said(&verified));
+}

@@ -3,7 +3,7 @@
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use super::quantity::ByteSize;
+use super::{duration::Duration, quantity::ByteSize};
 
 /// Where previous versions of the data set are kept, and how they get there.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
@@ -17,6 +17,31 @@ pub struct BackupPolicy {
     /// WAL segment and timeline history file to a repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchivePolicy>,
+    /// What `replicant backup prune` lets go, computed from each repository's own catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionPolicy>,
+}
+
+/// Which base backups and WAL a repository keeps.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionPolicy {
+    /// Every point this far back stays recoverable ("168h"): the newest backup older than it
+    /// stays, with everything after it.
+    #[serde(default = "default_retention_window")]
+    pub window: Duration,
+    /// The newest this many base backups stay, whatever their age.
+    #[serde(default = "default_min_full_backups")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_full_backups: u32,
+}
+
+fn default_retention_window() -> Duration {
+    std::time::Duration::from_secs(7 * 24 * 3600).into()
+}
+
+fn default_min_full_backups() -> u32 {
+    2
 }
 
 /// One place previous versions are kept: exactly one of `directory`, `s3`.

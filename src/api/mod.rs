@@ -8,7 +8,7 @@ pub mod virtual_name;
 
 pub use backup::{
     ArchiveGap, ArchivePolicy, ArchiveStatus, BackupPolicy, DirectoryRepository, MemberArchive,
-    Repository, S3Credentials, S3Repository, SecretName,
+    Repository, RetentionPolicy, S3Credentials, S3Repository, SecretName,
 };
 pub use cluster::{
     CredentialsRef, EngineKind, FailoverMode, FailoverPolicy, Fork, Member, MemberStatus,

@@ -13,7 +13,7 @@ use crate::{
         archive::{ArchiveSettings, BackupRequest},
     },
     node::restore::{self, RecoveryTarget},
-    repository::{Repository, base::BaseBackup},
+    repository::{Repository, base::BaseBackup, retention::Retention},
     runtime::reconciler::ClusterSecrets,
     validate::{self, Resource},
 };
@@ -34,6 +34,18 @@ enum BackupCommand {
     /// Restore a base backup into a scratch directory and check it against its own manifest
     /// with `pg_verifybackup` (checksums of every file, and the WAL it needs).
     Verify(VerifyArgs),
+    /// Let go the base backups and WAL that `spec.backup.retention` no longer keeps; with
+    /// `--dry-run`, only list them.
+    Prune(PruneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct PruneArgs {
+    #[command(flatten)]
+    which: Which,
+    /// List what would go, and let nothing go.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Which cluster, and which of its repositories.
@@ -178,6 +190,7 @@ pub(super) fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
         BackupCommand::Take(args) => runtime.block_on(take(args)),
         BackupCommand::List(which) => runtime.block_on(list(which)),
         BackupCommand::Verify(args) => runtime.block_on(verify(args)),
+        BackupCommand::Prune(args) => runtime.block_on(prune(args)),
     }
 }
 
@@ -353,6 +366,65 @@ async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+async fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
+    let cluster = args.which.cluster()?;
+    let policy = cluster
+        .spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.retention.as_ref())
+        .ok_or_else(|| {
+            CliError::Invalid("the cluster sets no spec.backup.retention: nothing expires".into())
+        })?;
+    let retention = Retention {
+        window: policy.window.into(),
+        min_full_backups: policy.min_full_backups as usize,
+    };
+    let repository = args.which.open(&cluster)?;
+    let catalog = repository
+        .catalog(&cluster.namespace, &cluster.name)
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    let Some((set, _)) = catalog.last() else {
+        println!("no base backup in {}: nothing to let go", repository.name());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let backups: Vec<BaseBackup> = catalog
+        .iter()
+        .filter(|(s, _)| s == set)
+        .map(|(_, b)| b.clone())
+        .collect();
+    let plan = repository
+        .plan_prune(set, &backups, retention, jiff::Timestamp::now())
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removes"
+    };
+    for backup in &plan.backups {
+        println!("{verb} backup {}", describe(backup));
+    }
+    for object in &plan.wal {
+        println!("{verb} WAL {object}");
+    }
+    println!(
+        "{} backup(s) and {} WAL file(s) {}; {} backup(s) kept",
+        plan.backups.len(),
+        plan.wal.len(),
+        if args.dry_run { "would go" } else { "gone" },
+        backups.len() - plan.backups.len()
+    );
+    if !args.dry_run {
+        repository
+            .prune(set, &plan)
+            .await
+            .map_err(|e| CliError::Invalid(e.to_string()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `replicant restore`: point-in-time recovery of a cluster's data from its repository into an

@@ -120,6 +120,7 @@ pub enum CliError {
 /// Parse the command line and run it.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    crate::runtime::install_tls_provider();
     if let Some(faults) = faults::from_environment() {
         crate::runtime::reconciler::install_fault_points(Box::new(faults));
     }

@@ -27,7 +27,7 @@ const BASE_COMPRESSION_LEVEL: i32 = 3;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BaseBackup {
-    /// When it started, as a name (`20261203T190000Z`): backups sort by it.
+    /// When it started, as a name (`20261203T190000.000Z`): backups sort by it.
     pub id: String,
     /// The member it was taken from.
     pub member: String,

@@ -9,6 +9,7 @@
 
 pub mod base;
 pub mod layout;
+pub mod retention;
 pub mod wal;
 pub mod window;
 

@@ -8,3 +8,11 @@ pub mod kubernetes;
 pub mod reconciler;
 pub mod report;
 pub mod spec_loop;
+
+/// Make ring the process's TLS provider, as replicant's own clients choose it explicitly.
+/// rustls is built with both ring and aws-lc-rs (the object store's HTTP client brings the
+/// second), so it cannot pick one for the clients that ask it for the default (the Kubernetes
+/// client). Idempotent; call before any such client is made.
+pub fn install_tls_provider() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}

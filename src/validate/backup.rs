@@ -76,6 +76,14 @@ pub fn check(spec: &ReplicationClusterSpec, out: &mut Out<'_>) {
             }
         }
     }
+    if let Some(retention) = &backup.retention
+        && retention.min_full_backups == 0
+    {
+        out.fail(
+            "spec.backup.retention.minFullBackups",
+            "must be at least 1: a repository without a base backup recovers nothing",
+        );
+    }
     let Some(archive) = &backup.archive else {
         return;
     };

@@ -260,6 +260,7 @@ impl ControlPlane {
     }
 
     pub async fn client_for(kubeconfig: &Path) -> kube::Result<kube::Client> {
+        replicant::runtime::install_tls_provider();
         let config = kube::Config::from_custom_kubeconfig(
             Kubeconfig::read_from(kubeconfig).expect("kubeconfig reads"),
             &KubeConfigOptions::default(),

@@ -121,6 +121,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), OperatorError> {
     crate::accept::raise_descriptor_limit();
+    super::install_tls_provider();
     let client = Client::try_default().await.map_err(OperatorError::Client)?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = options.admin {
