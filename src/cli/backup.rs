@@ -226,6 +226,21 @@ async fn list(which: Which) -> Result<ExitCode, CliError> {
     for (_, backup) in &catalog {
         println!("{}", describe(backup));
     }
+    // The newest data set's window: what `replicant restore` accepts as a target.
+    if let Some((set, _)) = catalog.last() {
+        let backups: Vec<BaseBackup> = catalog
+            .iter()
+            .filter(|(s, _)| s == set)
+            .map(|(_, b)| b.clone())
+            .collect();
+        let segments = repository
+            .archived_segments(set)
+            .await
+            .map_err(|e| CliError::Invalid(e.to_string()))?;
+        if let Some(window) = crate::repository::window::window(&backups, &segments) {
+            println!("recoverable {window}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

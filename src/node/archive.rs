@@ -202,22 +202,30 @@ pub(super) fn system_identifier(data: &Path) -> Result<u64, ArchiveFileError> {
 
 /// Archive the file PostgreSQL names (`%p`, relative to the data directory `data`).
 pub async fn archive(state: &Path, data: &Path, wal: &Path) -> Outcome {
+    // Settings that cannot be read, or a file this archiver does not know, fail the run like
+    // an unreachable repository: retried, and bounded all the same (by the default bound when
+    // the settings are what is missing), so the disk never fills.
     let settings = match read_settings(state) {
-        Ok(Some(settings)) => settings,
+        Ok(Some(settings)) => Ok(settings),
         Ok(None) => return Outcome::Off,
-        Err(e) => return Outcome::Retry(e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
+    let pending_limit = settings
+        .as_ref()
+        .map_or(crate::api::ArchivePolicy::DEFAULT_PENDING_LIMIT, |s| {
+            s.pending_limit
+        });
     let name = wal
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let Some(file) = WalFile::parse(&name) else {
-        return Outcome::Retry(format!(
-            "{name:?} is not a WAL file name this archiver knows"
-        ));
-    };
+    let file = WalFile::parse(&name)
+        .ok_or_else(|| format!("{name:?} is not a WAL file name this archiver knows"));
     let mut record = read_record(state);
-    let result = push(&settings, &record, data, wal, &file).await;
+    let result = match (&settings, &file) {
+        (Ok(settings), Ok(file)) => push(settings, &record, data, wal, file).await,
+        (Err(e), _) | (_, Err(e)) => Err(Refused::from(e.clone())),
+    };
     let now = jiff::Timestamp::now();
     let outcome = match result {
         Ok(()) => {
@@ -244,9 +252,9 @@ pub async fn archive(state: &Path, data: &Path, wal: &Path) -> Outcome {
             let segment_bytes = std::fs::metadata(data.join(wal))
                 .map(|m| m.len())
                 .ok()
-                .filter(|_| matches!(file, WalFile::Segment { .. }))
+                .filter(|_| matches!(file, Ok(WalFile::Segment { .. })))
                 .unwrap_or(DEFAULT_SEGMENT_BYTES);
-            if count.saturating_mul(segment_bytes) >= settings.pending_limit {
+            if count.saturating_mul(segment_bytes) >= pending_limit {
                 declare_gap(&mut record, &name, now);
                 Outcome::LetGo
             } else {
@@ -381,6 +389,46 @@ mod tests {
         }
         assert_eq!(record.gaps.len(), MAX_GAPS_KEPT);
         assert_eq!(record.gap_count, 42);
+    }
+
+    /// A data directory with `ready` finished files waiting, and the WAL file `name`.
+    fn waiting_data(dir: &Path, ready: usize, name: &str) -> PathBuf {
+        let data = dir.join("data");
+        let status = data.join("pg_wal").join("archive_status");
+        std::fs::create_dir_all(&status).unwrap();
+        for n in 0..ready {
+            std::fs::write(status.join(format!("{n:024X}.ready")), "").unwrap();
+        }
+        std::fs::write(data.join("pg_wal").join(name), b"wal").unwrap();
+        data
+    }
+
+    #[tokio::test]
+    async fn unreadable_settings_are_retried_and_bounded_by_the_default_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("agent.json");
+        std::fs::write(settings_path(&state), "{ not json").unwrap();
+        let wal = Path::new("pg_wal/000000010000000000000003");
+        let data = waiting_data(dir.path(), 3, "000000010000000000000003");
+        assert!(matches!(
+            archive(&state, &data, wal).await,
+            Outcome::Retry(_)
+        ));
+        assert!(read_record(&state).failing_since.is_some());
+        // 256 waiting files of 16 MiB reach the default 4 GiB: let go, and said.
+        let data = waiting_data(&dir.path().join("full"), 256, "history.unknown");
+        let outcome = archive(&state, &data, Path::new("pg_wal/history.unknown")).await;
+        assert_eq!(outcome, Outcome::LetGo);
+        let record = read_record(&state);
+        assert_eq!(record.gap_count, 1);
+        assert!(
+            record
+                .last_failure
+                .unwrap()
+                .message
+                .contains("archive-settings.json"),
+            "the failure names the file that could not be read"
+        );
     }
 
     #[test]
