@@ -193,39 +193,38 @@ async fn an_s3_repository_on_a_real_store_stores_each_wal_file_once() {
     assert!(matches!(refused, PushError::Store(_)), "{refused}");
 }
 
-/// The first file named `name` under `dir`.
-fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.ends_with(name) {
-                return Some(path);
-            }
-        }
-    }
-    None
-}
-
-/// Every object in a directory repository: its file name and when it was written.
-fn archived(repo: &std::path::Path) -> Vec<(String, std::time::SystemTime)> {
+/// Every file under `dir`, depth first.
+fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
-    let mut stack = vec![repo.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).into_iter().flatten().flatten() {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
             } else {
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                let modified = entry.metadata().unwrap().modified().unwrap();
-                found.push((name, modified));
+                found.push(path);
             }
         }
     }
     found
+}
+
+/// The first file named `name` under `dir`.
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    files_in(dir).into_iter().find(|path| path.ends_with(name))
+}
+
+/// Every object in a directory repository: its file name and when it was written.
+fn archived(repo: &std::path::Path) -> Vec<(String, std::time::SystemTime)> {
+    files_in(repo)
+        .into_iter()
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+            (name, modified)
+        })
+        .collect()
 }
 
 /// The segment numbers (log * 256 + segment) archived on `timeline`, sorted.
@@ -891,19 +890,10 @@ fn backup_restore(
 
 /// Every file under `dir`, relative to it.
 fn files_under(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
-    let mut found = std::collections::BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(at) = stack.pop() {
-        for entry in std::fs::read_dir(&at).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.insert(path.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    found
+    files_in(dir)
+        .into_iter()
+        .map(|path| path.strip_prefix(dir).unwrap().display().to_string())
+        .collect()
 }
 
 /// Retention keeps the recovery window's base and the newest `minFullBackups`: with three

@@ -13,7 +13,11 @@ use crate::{
         archive::{ArchiveSettings, BackupRequest},
     },
     node::restore::{self, RecoveryTarget},
-    repository::{Repository, base::BaseBackup, retention::Retention},
+    repository::{
+        Repository,
+        base::{BaseBackup, newest_data_set},
+        retention::Retention,
+    },
     runtime::reconciler::ClusterSecrets,
     validate::{self, Resource},
 };
@@ -227,14 +231,9 @@ async fn list(which: Which) -> Result<ExitCode, CliError> {
         println!("{}", describe(backup));
     }
     // The newest data set's window: what `replicant restore` accepts as a target.
-    if let Some((set, _)) = catalog.last() {
-        let backups: Vec<BaseBackup> = catalog
-            .iter()
-            .filter(|(s, _)| s == set)
-            .map(|(_, b)| b.clone())
-            .collect();
+    if let Some((set, backups)) = newest_data_set(&catalog) {
         let segments = repository
-            .archived_segments(set)
+            .archived_segments(&set)
             .await
             .map_err(|e| CliError::Invalid(e.to_string()))?;
         if let Some(window) = crate::repository::window::window(&backups, &segments) {
@@ -402,17 +401,12 @@ async fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
         .catalog(&cluster.namespace, &cluster.name)
         .await
         .map_err(|e| CliError::Invalid(e.to_string()))?;
-    let Some((set, _)) = catalog.last() else {
+    let Some((set, backups)) = newest_data_set(&catalog) else {
         println!("no base backup in {}: nothing to let go", repository.name());
         return Ok(ExitCode::SUCCESS);
     };
-    let backups: Vec<BaseBackup> = catalog
-        .iter()
-        .filter(|(s, _)| s == set)
-        .map(|(_, b)| b.clone())
-        .collect();
     let plan = repository
-        .plan_prune(set, &backups, retention, jiff::Timestamp::now())
+        .plan_prune(&set, &backups, retention, jiff::Timestamp::now())
         .await
         .map_err(|e| CliError::Invalid(e.to_string()))?;
     let verb = if args.dry_run {
@@ -435,7 +429,7 @@ async fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
     );
     if !args.dry_run {
         repository
-            .prune(set, &plan)
+            .prune(&set, &plan)
             .await
             .map_err(|e| CliError::Invalid(e.to_string()))?;
     }

@@ -35,16 +35,23 @@ const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
 /// The `archive_command` that runs this archiver: `exe archive-wal --state <state> %p`, quoted
 /// for the shell PostgreSQL runs it with.
 pub fn command(exe: &Path, state: &Path) -> String {
-    let quote = |path: &Path| {
-        // Inside single quotes only a quote needs care; `%` is PostgreSQL's escape.
-        let text = path
-            .display()
-            .to_string()
-            .replace('\'', "'\\''")
-            .replace('%', "%%");
-        format!("'{text}'")
-    };
-    format!("{} archive-wal --state {} %p", quote(exe), quote(state))
+    format!(
+        "{} archive-wal --state {} %p",
+        shell_quoted(exe),
+        shell_quoted(state)
+    )
+}
+
+/// `path` as one word of a command PostgreSQL runs through the shell (`archive_command`,
+/// `restore_command`): inside single quotes only a quote needs care; `%` is PostgreSQL's
+/// escape.
+pub(super) fn shell_quoted(path: &Path) -> String {
+    let text = path
+        .display()
+        .to_string()
+        .replace('\'', "'\\''")
+        .replace('%', "%%");
+    format!("'{text}'")
 }
 
 /// The settings file, beside the agent's state file `state`.

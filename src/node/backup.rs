@@ -38,24 +38,14 @@ pub enum BackupError {
     Control(String),
 }
 
-/// The system identifier of the data directory `data`.
-fn system_identifier(data: &Path) -> Result<u64, BackupError> {
-    let bytes = std::fs::read(data.join("global").join("pg_control"))
-        .map_err(|e| BackupError::Control(format!("global/pg_control: {e}")))?;
-    bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or_else(|| BackupError::Control("global/pg_control is shorter than 8 bytes".into()))
-}
-
 /// Take a base backup of the local postgres into the request's repository.
 pub async fn take(options: &Options, request: &BackupRequest) -> Result<BaseBackup, BackupError> {
     let settings = &request.settings;
     let set = DataSet {
         namespace: settings.namespace.clone(),
         cluster: settings.cluster.clone(),
-        system_identifier: system_identifier(&options.data)?,
+        system_identifier: super::archive::system_identifier(&options.data)
+            .map_err(|e| BackupError::Control(e.to_string()))?,
     };
     let repository = Repository::open(&settings.repository, settings.key.as_ref())?;
     let started_at = jiff::Timestamp::now();

@@ -12,7 +12,7 @@ use crate::{
     engine::postgres::archive::ArchiveSettings,
     repository::{
         Repository,
-        base::{BaseBackup, BaseError, parse_lsn},
+        base::{BaseBackup, BaseError, newest_data_set, parse_lsn},
         layout::{DataSet, WalFile},
         window::{Window, lsn_text, window},
     },
@@ -106,16 +106,9 @@ pub async fn plan(
         .catalog(namespace, cluster)
         .await
         .map_err(RestoreError::Base)?;
-    // The newest data set (a cluster restored in place keeps its name, with a new system).
-    let Some((set, _)) = catalog.last() else {
+    let Some((set, backups)) = newest_data_set(&catalog) else {
         return Err(RestoreError::NoBackup(format!("{namespace}/{cluster}")));
     };
-    let set = set.clone();
-    let backups: Vec<BaseBackup> = catalog
-        .into_iter()
-        .filter(|(s, _)| *s == set)
-        .map(|(_, b)| b)
-        .collect();
     let segments = repository.archived_segments(&set).await?;
     let window = window(&backups, &segments).expect("at least one backup");
     let outside = |inside: bool| -> Result<(), RestoreError> {
@@ -215,15 +208,7 @@ pub async fn restore(
         .map(|line| format!("{line}\n"))
         .collect();
     let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
-    let shell = |path: &Path| {
-        format!(
-            "'{}'",
-            path.display()
-                .to_string()
-                .replace('\'', "'\\''")
-                .replace('%', "%%")
-        )
-    };
+    let shell = super::archive::shell_quoted;
     let command = format!(
         "{} restore-wal --settings {} %f %p",
         shell(exe),

@@ -368,6 +368,19 @@ impl Repository {
     }
 }
 
+/// The newest data set in `catalog` (a [`Repository::catalog`]) and its backups, oldest first:
+/// a cluster restored in place keeps its name under a new system identifier, and what
+/// restores, windows and retention work on is its newest life.
+pub fn newest_data_set(catalog: &[(DataSet, BaseBackup)]) -> Option<(DataSet, Vec<BaseBackup>)> {
+    let (set, _) = catalog.last()?;
+    let backups = catalog
+        .iter()
+        .filter(|(s, _)| s == set)
+        .map(|(_, b)| b.clone())
+        .collect();
+    Some((set.clone(), backups))
+}
+
 /// Reads the chunks a download hands over, in order.
 struct ChunkReader {
     chunks: std::sync::mpsc::Receiver<std::io::Result<Bytes>>,

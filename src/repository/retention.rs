@@ -7,6 +7,7 @@ use super::{
     Repository, StoreError,
     base::{BaseBackup, BaseError},
     layout::{DataSet, WalFile},
+    window::segment_number,
 };
 
 /// What retention keeps.
@@ -42,13 +43,6 @@ pub fn expired(
     let keep_newest = backups.len().saturating_sub(retention.min_full_backups);
     let first_kept = base_of_window.min(keep_newest);
     backups[..first_kept].to_vec()
-}
-
-/// A segment's number across timelines, from a WAL file's name.
-fn segment_number(name: &str) -> Option<u64> {
-    let log = u64::from_str_radix(name.get(8..16)?, 16).ok()?;
-    let segment = u64::from_str_radix(name.get(16..24)?, 16).ok()?;
-    Some(log * 256 + segment)
 }
 
 impl Repository {

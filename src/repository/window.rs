@@ -43,7 +43,7 @@ pub fn lsn_text(lsn: u64) -> String {
 }
 
 /// A segment's number across timelines (log * 256 + segment), from its name.
-fn segment_number(name: &str) -> Option<u64> {
+pub(super) fn segment_number(name: &str) -> Option<u64> {
     let log = u64::from_str_radix(name.get(8..16)?, 16).ok()?;
     let segment = u64::from_str_radix(name.get(16..24)?, 16).ok()?;
     Some(log * (0x1_0000_0000 / SEGMENT_BYTES) + segment)
