@@ -134,6 +134,12 @@ pub struct Metrics {
     archive_lag_seconds: Family<ClusterLabels, Gauge>,
     archive_pending: Family<MemberLabels, Gauge>,
     archive_gaps: Family<MemberLabels, Gauge>,
+    backup_succeeded: Family<ClusterLabels, Gauge>,
+    backup_completed: Family<ClusterLabels, Gauge>,
+    backup_size: Family<ClusterLabels, Gauge>,
+    backup_duration: Family<ClusterLabels, Gauge>,
+    recoverable_earliest: Family<ClusterLabels, Gauge>,
+    recoverable_latest: Family<ClusterLabels, Gauge>,
     probe_errors: Family<ProbeLabels, Counter>,
     action_failures: Family<ActionFailureLabels, Counter>,
     rounds: Family<ClusterLabels, Counter>,
@@ -303,6 +309,38 @@ impl Default for Metrics {
             "Gaps a member's host declared: WAL it let go unarchived past pendingLimit",
             Family::default(),
         );
+        let backup_succeeded = r.add(
+            "backup_succeeded",
+            "1 while the newest base backup attempt succeeded (the BackupSucceeded condition), 0 \
+             while it did not or none exists; absent without spec.backup",
+            Family::default(),
+        );
+        let backup_completed = r.add(
+            "backup_last_completed_timestamp_seconds",
+            "When the newest complete base backup in the repository finished (Unix time)",
+            Family::default(),
+        );
+        let backup_size = r.add(
+            "backup_last_size_bytes",
+            "The newest base backup's data as PostgreSQL sent it, in bytes",
+            Family::default(),
+        );
+        let backup_duration = r.add(
+            "backup_last_duration_seconds",
+            "How long the newest base backup took",
+            Family::default(),
+        );
+        let recoverable_earliest = r.add(
+            "recoverable_earliest_timestamp_seconds",
+            "The earliest point a restore can reach (Unix time)",
+            Family::default(),
+        );
+        let recoverable_latest = r.add(
+            "recoverable_latest_timestamp_seconds",
+            "The latest point a restore can reach: the end of the WAL archived without a hole \
+             (Unix time)",
+            Family::default(),
+        );
         let leader = r.add(
             "leader",
             "1 while this process may act: it holds the leadership, or runs alone",
@@ -349,6 +387,12 @@ impl Default for Metrics {
             archive_lag_seconds,
             archive_pending,
             archive_gaps,
+            backup_succeeded,
+            backup_completed,
+            backup_size,
+            backup_duration,
+            recoverable_earliest,
+            recoverable_latest,
             probe_errors,
             action_failures,
             rounds,
@@ -418,6 +462,9 @@ impl Metrics {
         self.max_lag.remove(&labels);
         self.last_round.remove(&labels);
         self.forget_archive(&labels);
+        for family in self.backup_families() {
+            family.remove(&labels);
+        }
         for kind in PROMOTION_KINDS {
             let labels = KindLabels {
                 cluster: cluster.into(),
@@ -557,6 +604,66 @@ impl Metrics {
         self.record_members(cluster, round, &before.members);
         self.record_promotions(cluster, round);
         self.record_archive(cluster, round);
+        self.record_backup(cluster, round);
+    }
+
+    fn backup_families(&self) -> [&Family<ClusterLabels, Gauge>; 6] {
+        [
+            &self.backup_succeeded,
+            &self.backup_completed,
+            &self.backup_size,
+            &self.backup_duration,
+            &self.recoverable_earliest,
+            &self.recoverable_latest,
+        ]
+    }
+
+    fn record_backup(&self, cluster: &str, round: &Round) {
+        let labels = cluster_labels(cluster);
+        let Some(backup) = &round.status.backup else {
+            for family in self.backup_families() {
+                family.remove(&labels);
+            }
+            return;
+        };
+        let succeeded = round
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == crate::core::backups::BACKUP_SUCCEEDED && c.status == "True");
+        self.backup_succeeded
+            .get_or_create(&labels)
+            .set(succeeded as i64);
+        let seconds = |t: &str| t.parse::<jiff::Timestamp>().ok().map(|t| t.as_second());
+        let set = |family: &Family<ClusterLabels, Gauge>, value: Option<i64>| match value {
+            Some(value) => {
+                family.get_or_create(&labels).set(value);
+            }
+            None => {
+                family.remove(&labels);
+            }
+        };
+        let last = backup.last_backup.as_ref();
+        set(
+            &self.backup_completed,
+            last.and_then(|b| seconds(&b.finished_at)),
+        );
+        set(&self.backup_size, last.map(|b| clamp(b.size_bytes)));
+        set(
+            &self.backup_duration,
+            last.and_then(|b| Some(seconds(&b.finished_at)? - seconds(&b.started_at)?)),
+        );
+        set(
+            &self.recoverable_earliest,
+            backup
+                .recoverable
+                .first()
+                .and_then(|w| seconds(&w.earliest)),
+        );
+        set(
+            &self.recoverable_latest,
+            backup.recoverable.last().and_then(|w| seconds(&w.latest)),
+        );
     }
 
     fn forget_archive(&self, labels: &ClusterLabels) {

@@ -256,6 +256,15 @@ fn condition<'a>(
     report.status.conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// WAL has been archived, and `ContinuousArchiving` is True.
+fn archiving_soundly(r: &replicant::runtime::report::ClusterReport) -> bool {
+    r.status
+        .archive
+        .as_ref()
+        .is_some_and(|a| a.last_archived.is_some())
+        && condition(r, "ContinuousArchiving").is_some_and(|c| c.status == "True")
+}
+
 /// Every member's agent archives to a directory repository (`archive_mode=always`): the
 /// primary's WAL lands there, a failover loses none of it (the standbys had sent what the dead
 /// primary had not), the new primary's `.history` file is there before any segment of its
@@ -277,13 +286,12 @@ async fn archiving_goes_on_across_a_failover_with_no_gap_and_the_history_file_fi
         .await;
     }
     let report = bed
-        .wait_for("WAL archived and ContinuousArchiving True", &ctl, 60, |r| {
-            r.status
-                .archive
-                .as_ref()
-                .is_some_and(|a| a.last_archived.is_some())
-                && condition(r, "ContinuousArchiving").is_some_and(|c| c.status == "True")
-        })
+        .wait_for(
+            "WAL archived and ContinuousArchiving True",
+            &ctl,
+            60,
+            archiving_soundly,
+        )
         .await;
     let archive = report.status.archive.clone().unwrap();
     assert_eq!(archive.repository, "local");
@@ -372,7 +380,9 @@ async fn archiving_goes_on_across_a_failover_with_no_gap_and_the_history_file_fi
 /// The S3 store goes away under writes: each host keeps its WAL, `ContinuousArchiving` turns
 /// False well before the bound, and once the store is back everything waiting is archived.
 /// Away for longer, past `pendingLimit`, the hosts let WAL go and declare the gap, and the
-/// database stays writable throughout.
+/// database stays writable throughout. The schedule's first base backup is taken at once; once
+/// the store is back after the gap, the controller takes another, the recoverable window
+/// restarts at it, and the gap no longer keeps `ContinuousArchiving` False.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_away_holds_wal_within_its_bound_then_declares_the_gap() {
     use support::{
@@ -389,7 +399,7 @@ async fn a_store_away_holds_wal_within_its_bound_then_declares_the_gap() {
     let mut store =
         GarageProcess::start(&binary, &bed.dir.path().join("garage"), "backups").unwrap();
     bed.spec_extra = format!(
-        "  backup:\n    repositories:\n      - name: offsite\n        s3: {{ bucket: backups, endpoint: \"{}\", region: {}, credentials: {{ accessKeyIdEnv: S3_KEY_ID, secretAccessKeyEnv: S3_SECRET }} }}\n    archive: {{ pendingLimit: 64Mi, pendingWarning: 32Mi }}\n",
+        "  backup:\n    repositories:\n      - name: offsite\n        s3: {{ bucket: backups, endpoint: \"{}\", region: {}, credentials: {{ accessKeyIdEnv: S3_KEY_ID, secretAccessKeyEnv: S3_SECRET }} }}\n    archive: {{ pendingLimit: 64Mi, pendingWarning: 32Mi }}\n    base: {{ schedule: \"0 3 * * *\" }}\n",
         store.endpoint,
         garage::REGION
     );
@@ -406,14 +416,22 @@ async fn a_store_away_holds_wal_within_its_bound_then_declares_the_gap() {
     .await;
     let rw = bed.rw();
     sql(&rw, "CREATE TABLE t (v int); SELECT pg_switch_wal()").await;
-    bed.wait_for("archiving to the store", &ctl, 60, |r| {
-        condition(r, "ContinuousArchiving").is_some_and(|c| c.status == "True")
-            && r.status
-                .archive
-                .as_ref()
-                .is_some_and(|a| a.last_archived.is_some())
-    })
-    .await;
+    let report = bed
+        .wait_for(
+            "archiving to the store, and the first base backup",
+            &ctl,
+            120,
+            |r| {
+                archiving_soundly(r)
+                    && condition(r, "BackupSucceeded").is_some_and(|c| c.status == "True")
+            },
+        )
+        .await;
+    let first = report.status.backup.clone().unwrap();
+    let first_backup = first.last_backup.clone().unwrap();
+    // Taken as the cluster came up: from the primary when no standby streamed yet.
+    assert_eq!(first.backup_count, 1, "{first:?}");
+    assert!(first_backup.size_bytes > 0, "{first:?}");
 
     // Away: three finished segments wait on the primary, past the warning, within the bound.
     store.stop();
@@ -526,6 +544,47 @@ async fn a_store_away_holds_wal_within_its_bound_then_declares_the_gap() {
         declared.members.iter().all(|m| m.pending_bytes <= 80 << 20),
         "WAL kept within the bound (64Mi, and the file in hand): {declared:?}"
     );
+    let declared_at: jiff::Timestamp = declared
+        .members
+        .iter()
+        .filter_map(|m| m.gaps.last())
+        .map(|g| g.declared_at.parse().unwrap())
+        .max()
+        .unwrap();
+
+    // Back after the gap: a new base backup at once, the window restarts at it, and the gap
+    // no longer counts.
+    store.resume().unwrap();
+    sql(&rw, "INSERT INTO t VALUES (100); SELECT pg_switch_wal()").await;
+    let report = bed
+        .wait_for(
+            "a base backup after the gap, and archiving sound again",
+            &ctl,
+            180,
+            |r| {
+                r.status.backup.as_ref().is_some_and(|b| {
+                    b.backup_count == 2
+                        && b.recoverable.last().is_some_and(|w| {
+                            w.earliest.parse::<jiff::Timestamp>().unwrap() > declared_at
+                        })
+                }) && condition(r, "ContinuousArchiving").is_some_and(|c| c.status == "True")
+                    && condition(r, "BackupSucceeded").is_some_and(|c| c.status == "True")
+            },
+        )
+        .await;
+    let backups = report.status.backup.unwrap();
+    eprintln!("after the gap: {backups:#?}");
+    assert!(
+        backups.recoverable.len() >= 2,
+        "the stretch before the gap and the one after: {backups:?}"
+    );
+    let newest = backups.last_backup.unwrap();
+    assert!(newest.started_at.parse::<jiff::Timestamp>().unwrap() > declared_at);
+    assert_ne!(
+        newest.member, "a",
+        "read from a streaming standby: {newest:?}"
+    );
+    assert!(backups.next_scheduled_at.is_some());
 }
 
 /// A server outside the cluster's control (a copy of it, promoted elsewhere) archives timeline

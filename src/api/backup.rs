@@ -17,9 +17,46 @@ pub struct BackupPolicy {
     /// WAL segment and timeline history file to a repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchivePolicy>,
+    /// Base backups the controller takes by itself (PostgreSQL): on a schedule, and as soon as
+    /// the repository is back after WAL was let go unarchived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseBackupPolicy>,
     /// What `replicant backup prune` lets go, computed from each repository's own catalog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionPolicy>,
+}
+
+/// When and from where the controller takes base backups.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseBackupPolicy {
+    /// When, as a cron expression in UTC: five fields (minute hour day-of-month month
+    /// day-of-week), or six with seconds first ("0 3 * * *": every day at 03:00). A cluster
+    /// with no base backup yet gets one at once.
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+    /// The repository backups go to; default: the one WAL is archived to, else the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub repository: Option<String>,
+    /// Which member a backup is read from.
+    #[serde(default)]
+    pub source: BackupSource,
+}
+
+/// Which member a scheduled base backup is read from.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum BackupSource {
+    /// A streaming standby with a node agent, the least behind; the primary when none
+    /// qualifies.
+    #[default]
+    PreferStandby,
+    /// Only a streaming standby: no backup while none qualifies (status says why).
+    Standby,
+    /// Always the primary.
+    Primary,
 }
 
 /// Which base backups and WAL a repository keeps.
@@ -160,6 +197,15 @@ impl ArchivePolicy {
 }
 
 impl BackupPolicy {
+    /// The repository scheduled base backups go to: the one named, else the archive's, else
+    /// the first.
+    pub fn base_repository(&self) -> Option<&Repository> {
+        match self.base.as_ref().and_then(|b| b.repository.as_ref()) {
+            Some(name) => self.repositories.iter().find(|r| &r.name == name),
+            None => self.archive_repository().or(self.repositories.first()),
+        }
+    }
+
     /// The repository WAL is archived to, if archiving is on and it names one that exists.
     pub fn archive_repository(&self) -> Option<&Repository> {
         let archive = self.archive.as_ref()?;
@@ -251,4 +297,77 @@ pub struct ArchiveGap {
     pub first: String,
     pub last: String,
     pub declared_at: String,
+}
+
+/// Base backups of a cluster, as the controller last read its repository's catalog: what
+/// `status.backup` shows.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The repository base backups go to.
+    pub repository: String,
+    /// The newest complete base backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupSummary>,
+    /// Complete base backups of the cluster's current data set in the repository.
+    #[serde(default)]
+    pub backup_count: u32,
+    /// The points a restore can reach (`replicant restore --time/--lsn`), oldest first: one
+    /// stretch, unless WAL was let go unarchived between two base backups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recoverable: Vec<RecoverableWindow>,
+    /// A base backup running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<RunningBackup>,
+    /// The newest failed attempt, when it came after the newest backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<BackupFailure>,
+    /// When the schedule next asks for one (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scheduled_at: Option<String>,
+    /// When the catalog was last read (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSummary {
+    pub id: String,
+    /// The member it was read from.
+    pub member: String,
+    pub started_at: String,
+    pub finished_at: String,
+    /// How long it took ("1m30s").
+    pub duration: String,
+    /// The data as PostgreSQL sent it, and as stored (compressed), in bytes.
+    pub size_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverableWindow {
+    /// The earliest point: the end of the stretch's oldest base backup (RFC 3339, and as a WAL
+    /// position).
+    pub earliest: String,
+    pub earliest_lsn: String,
+    /// The latest point: the end of the WAL archived without a hole after it.
+    pub latest: String,
+    pub latest_lsn: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningBackup {
+    pub member: String,
+    pub since: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupFailure {
+    pub member: String,
+    pub at: String,
+    pub message: String,
 }

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    backup::{ArchiveStatus, BackupPolicy},
+    backup::{ArchiveStatus, BackupPolicy, BackupStatus},
     duration::Duration,
     quantity::ByteSize,
 };
@@ -418,6 +418,9 @@ pub struct ReplicationClusterStatus {
     /// Continuous WAL archiving, when `spec.backup.archive` asks for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveStatus>,
+    /// Base backups and the recoverable window, when the cluster has a repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
 }
 
 /// A member as last observed.

@@ -4,11 +4,14 @@ pub mod backup;
 pub mod cluster;
 pub mod duration;
 pub mod quantity;
+pub mod schedule;
 pub mod virtual_name;
 
 pub use backup::{
-    ArchiveGap, ArchivePolicy, ArchiveStatus, BackupPolicy, DirectoryRepository, MemberArchive,
-    Repository, RetentionPolicy, S3Credentials, S3Repository, SecretName,
+    ArchiveGap, ArchivePolicy, ArchiveStatus, BackupFailure, BackupPolicy, BackupSource,
+    BackupStatus, BackupSummary, BaseBackupPolicy, DirectoryRepository, MemberArchive,
+    RecoverableWindow, Repository, RetentionPolicy, RunningBackup, S3Credentials, S3Repository,
+    SecretName,
 };
 pub use cluster::{
     CredentialsRef, EngineKind, FailoverMode, FailoverPolicy, Fork, Member, MemberStatus,

@@ -236,7 +236,7 @@ async fn list(which: Which) -> Result<ExitCode, CliError> {
             .archived_segments(&set)
             .await
             .map_err(|e| CliError::Invalid(e.to_string()))?;
-        if let Some(window) = crate::repository::window::window(&backups, &segments) {
+        for window in crate::repository::window::windows(&backups, &segments) {
             println!("recoverable {window}");
         }
     }

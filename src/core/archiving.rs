@@ -69,14 +69,23 @@ pub fn archive_status(
         lag_seconds,
         members: members.clone(),
     };
-    let finding = condition(&members, &repository, policy.pending_warning(), now);
+    let since = crate::core::backups::newest_backup_start(observed);
+    let finding = condition(&members, &repository, policy.pending_warning(), since, now);
     Some((status, finding))
 }
 
 /// How long archiving may fail before the condition says so, however little WAL waits.
 const FAILING_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn condition(members: &[MemberArchive], repository: &str, warning: u64, now: Timestamp) -> Finding {
+/// `since`: when the newest base backup began; a gap declared before it no longer limits
+/// recovery, and no longer counts.
+fn condition(
+    members: &[MemberArchive],
+    repository: &str,
+    warning: u64,
+    since: Option<Timestamp>,
+    now: Timestamp,
+) -> Finding {
     let found =
         |reason: &str, message: String| Finding::new(CONTINUOUS_ARCHIVING, false, reason, message);
     if members.is_empty() {
@@ -95,12 +104,21 @@ fn condition(members: &[MemberArchive], repository: &str, warning: u64, now: Tim
             ),
         );
     }
-    if let Some(m) = members.iter().find(|m| !m.gaps.is_empty()) {
+    let open_gap = |m: &&MemberArchive| {
+        m.gaps.last().is_some_and(|g| {
+            since.is_none_or(|since| {
+                g.declared_at
+                    .parse::<Timestamp>()
+                    .is_ok_and(|declared| declared > since)
+            })
+        })
+    };
+    if let Some(m) = members.iter().find(open_gap) {
         let gap = m.gaps.last().expect("not empty");
         return found(
             reason::GAP,
             format!(
-                "{} let WAL {} to {} go unarchived at {} ({} gap(s) in all): {repository} could not take it before the host's pendingLimit. Recovery cannot reach past the gap until a base backup is taken after it",
+                "{} let WAL {} to {} go unarchived at {} ({} gap(s) in all): {repository} could not take it before the host's pendingLimit. Recovery cannot reach past the gap until a base backup is taken after it: the controller takes one as soon as the repository takes WAL again",
                 m.member, gap.first, gap.last, gap.declared_at, m.gap_count
             ),
         );

@@ -172,6 +172,21 @@ pub trait Engine: Send + Sync {
     fn hosts(&self) -> Option<&dyn HostOperations> {
         None
     }
+    /// Base backups into the cluster's repository, for an engine that takes them.
+    fn backups(&self) -> Option<&dyn Backups> {
+        None
+    }
+}
+
+/// Base backups: read the repository's catalog, and begin a backup on a member's host.
+#[async_trait]
+pub trait Backups: Send + Sync {
+    /// The catalog as last read and what the hosts last said; a fresh read begins in the
+    /// background when the last is old. Never waits on the repository.
+    fn observed(&self) -> Option<crate::core::observed::BackupsObserved>;
+    /// Begin a base backup read from `member`: it runs on its host, and the next reads
+    /// report it. Idempotent: a host already running one goes on with it.
+    async fn take(&self, member: &Member) -> Result<(), EngineError>;
 }
 
 /// Operations on a member's host rather than through its server: copy it from nothing,

@@ -7,6 +7,7 @@
 //! outside implement them. It imports only the resources ([`crate::api`]) and [`crate::bounded`].
 
 pub mod archiving;
+pub mod backups;
 pub mod desired;
 pub mod engine;
 pub mod history;

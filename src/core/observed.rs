@@ -23,6 +23,9 @@ pub struct Observed {
     /// Member names each virtual name points at now, keyed by virtual name.
     #[serde(default)]
     pub virtual_names: BTreeMap<String, Vec<String>>,
+    /// Base backups: the repository's catalog as last read, and what the hosts report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupsObserved>,
     /// The controller's durable memory of this cluster, as last written.
     #[serde(default)]
     pub journal: Journal,
@@ -229,5 +232,106 @@ impl MemberObservation {
     /// How far readers see: the applied position, else the durable one.
     pub fn applied_position(&self) -> Option<u64> {
         self.applied.or(self.durable)
+    }
+}
+
+/// A cluster's base backups as the engine last read its repository's catalog and heard its
+/// hosts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupsObserved {
+    /// The repository base backups go to.
+    pub repository: String,
+    /// When the last reading of the catalog began, what it held, or why it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<Catalog>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_error: Option<String>,
+    /// What each member's host last said of the backups it runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, HostBackups>,
+}
+
+/// The complete base backups of the cluster's current data set, oldest first, and what they
+/// make recoverable.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Catalog {
+    pub backups: Vec<CatalogEntry>,
+    pub windows: Vec<Stretch>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogEntry {
+    pub id: String,
+    pub member: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+/// Points a restore can reach, inclusive.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Stretch {
+    pub earliest: Timestamp,
+    pub earliest_lsn: String,
+    pub latest: Timestamp,
+    pub latest_lsn: String,
+}
+
+/// What one host said of its base backups.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HostBackups {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since: Option<Timestamp>,
+    /// Its last backup's end, and the error it ended with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_finished_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl BackupsObserved {
+    /// The newest complete backup.
+    pub fn newest(&self) -> Option<&CatalogEntry> {
+        self.catalog.as_ref()?.backups.last()
+    }
+
+    /// The newest failure that came after the newest backup: (member, when, message).
+    pub fn failure(&self) -> Option<(&str, Timestamp, &str)> {
+        let newest = self.newest().map(|b| b.finished_at);
+        self.hosts
+            .iter()
+            .filter_map(|(member, h)| {
+                Some((
+                    member.as_str(),
+                    h.last_finished_at?,
+                    h.last_error.as_deref()?,
+                ))
+            })
+            .filter(|(_, at, _)| newest.is_none_or(|n| *at > n))
+            .max_by_key(|(_, at, _)| *at)
+    }
+
+    /// A backup succeeded after the catalog was last read: what the catalog says is old.
+    pub fn stale(&self) -> bool {
+        self.hosts.values().any(|h| {
+            h.last_error.is_none()
+                && h.last_finished_at
+                    .is_some_and(|at| self.read_at.is_none_or(|read| at >= read))
+        })
+    }
+
+    /// A backup under way: the member, and since when.
+    pub fn running(&self) -> Option<(&str, Timestamp)> {
+        self.hosts
+            .iter()
+            .find_map(|(member, h)| Some((member.as_str(), h.running_since?)))
     }
 }

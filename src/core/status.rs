@@ -76,6 +76,8 @@ impl ActError {
 pub struct Applied {
     pub journal: Journal,
     pub results: Vec<(PlannedAction, ActionResult)>,
+    /// Why the base backup the plan asked for could not be begun, when it could not.
+    pub backup_refused: Option<String>,
 }
 
 impl Applied {
@@ -196,6 +198,17 @@ pub fn cluster_status(
         adjusted.push(finding);
         status
     });
+    let backup = crate::core::backups::backup_status(
+        desired,
+        observed,
+        plan.backup.as_ref(),
+        applied.backup_refused.as_deref(),
+        now,
+    )
+    .map(|(status, finding)| {
+        adjusted.push(finding);
+        status
+    });
     let conditions = adjusted
         .iter()
         .map(|f| to_condition(f, previous_conditions, generation, now))
@@ -215,6 +228,7 @@ pub fn cluster_status(
         conditions,
         history: journal.history.clone(),
         archive,
+        backup,
     }
 }
 
@@ -359,6 +373,7 @@ spec:
         let applied = Applied {
             journal: p.journal.clone(),
             results: vec![],
+            backup_refused: None,
         };
         let s = cluster_status(&d, &o, &p, &applied, None, Some(3), now);
         assert_eq!(s.current_primary.as_deref(), Some("a"));
@@ -390,6 +405,7 @@ spec:
         };
         let applied = Applied {
             journal: o.journal.clone(),
+            backup_refused: None,
             results: vec![(
                 promote,
                 ActionResult::Failed(ActError::Engine(EngineError::Timeout {

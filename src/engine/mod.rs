@@ -49,6 +49,8 @@ pub struct AgentAccess {
     pub ca_pem: Option<String>,
     /// Where and how they archive WAL, when the spec asks for it.
     pub archive: Option<postgres::archive::ArchiveSettings>,
+    /// Where base backups go, when the cluster has a repository.
+    pub backup: Option<postgres::archive::ArchiveSettings>,
 }
 
 /// Why a cluster cannot have an engine (shown in status).

@@ -470,12 +470,10 @@ async fn take_backup(
     Json(request): Json<BackupRequest>,
 ) -> Result<Json<BackupReport>, Refusal> {
     {
+        // Idempotent: a backup under way goes on, and the caller hears of it.
         let mut backups = agent.backups.lock().expect("lock");
-        if let Some(since) = backups.running_since {
-            return Err(refuse(
-                StatusCode::CONFLICT,
-                format!("a base backup is under way here since {since}"),
-            ));
+        if backups.running_since.is_some() {
+            return Ok(Json(backups.clone()));
         }
         backups.running_since = Some(jiff::Timestamp::now());
     }

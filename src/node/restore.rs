@@ -14,7 +14,7 @@ use crate::{
         Repository,
         base::{BaseBackup, BaseError, newest_data_set, parse_lsn},
         layout::{DataSet, WalFile},
-        window::{Window, lsn_text, window},
+        window::{Window, describe, lsn_text, windows},
     },
 };
 
@@ -69,10 +69,13 @@ impl RecoveryTarget {
 pub enum RestoreError {
     #[error("the repository holds no base backup of {0}: nothing to restore from")]
     NoBackup(String),
-    #[error("{target} is outside what the repository can recover: {window}")]
+    #[error(
+        "{target} is outside what the repository can recover: {}",
+        describe(windows)
+    )]
     OutsideWindow {
         target: RecoveryTarget,
-        window: Window,
+        windows: Vec<Window>,
     },
     #[error("{0} is not empty: a restore only fills an empty directory")]
     NotEmpty(String),
@@ -94,8 +97,9 @@ fn files(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
     }
 }
 
-/// The base backup to restore for `target`, and the repository's window, for cluster
-/// `namespace/cluster`; refused when the target lies outside the window.
+/// The base backup to restore for `target`, and the stretch of the repository's window it
+/// lies in, for cluster `namespace/cluster`; refused when the target lies outside every
+/// stretch.
 pub async fn plan(
     repository: &Repository,
     namespace: &str,
@@ -110,33 +114,55 @@ pub async fn plan(
         return Err(RestoreError::NoBackup(format!("{namespace}/{cluster}")));
     };
     let segments = repository.archived_segments(&set).await?;
-    let window = window(&backups, &segments).expect("at least one backup");
-    let outside = |inside: bool| -> Result<(), RestoreError> {
-        match inside {
-            true => Ok(()),
-            false => Err(RestoreError::OutsideWindow {
-                target: target.clone(),
-                window: window.clone(),
-            }),
-        }
+    let stretches = windows(&backups, &segments);
+    let (backup, window) =
+        choose(&backups, &stretches, target).ok_or_else(|| RestoreError::OutsideWindow {
+            target: target.clone(),
+            windows: stretches.clone(),
+        })?;
+    Ok((set, backup, window))
+}
+
+/// The stretch `target` lies in, and the newest backup in it that ends before the target (the
+/// least WAL to replay).
+fn choose(
+    backups: &[BaseBackup],
+    stretches: &[Window],
+    target: &RecoveryTarget,
+) -> Option<(BaseBackup, Window)> {
+    let within = |w: &Window| {
+        let (earliest, latest) = (w.earliest_lsn, w.latest_lsn);
+        backups
+            .iter()
+            .filter(move |b| b.end_lsn >= earliest && b.end_lsn <= latest)
     };
-    // The newest backup that ends before the target: the least WAL to replay.
-    let chosen = match target {
+    let (window, backup) = match target {
         RecoveryTarget::Time(t) => {
-            outside(*t >= window.earliest_time && *t <= window.latest_time)?;
-            backups.iter().rev().find(|b| b.finished_at <= *t)
+            let w = stretches
+                .iter()
+                .rev()
+                .find(|w| *t >= w.earliest_time && *t <= w.latest_time)?;
+            (w, within(w).rfind(|b| b.finished_at <= *t))
         }
         RecoveryTarget::Lsn(lsn) => {
-            outside(*lsn >= window.earliest_lsn && *lsn <= window.latest_lsn)?;
-            backups.iter().rev().find(|b| b.end_lsn <= *lsn)
+            let w = stretches
+                .iter()
+                .rev()
+                .find(|w| *lsn >= w.earliest_lsn && *lsn <= w.latest_lsn)?;
+            (w, within(w).rfind(|b| b.end_lsn <= *lsn))
         }
         // Where a transaction or a restore point lies is known only by replaying: from the
-        // oldest backup, which reaches the whole window.
-        RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) => backups.first(),
-        RecoveryTarget::Latest => backups.last(),
+        // oldest backup of the newest stretch, which reaches all of it.
+        RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) => {
+            let w = stretches.last()?;
+            (w, within(w).next())
+        }
+        RecoveryTarget::Latest => {
+            let w = stretches.last()?;
+            (w, within(w).next_back())
+        }
     };
-    let backup = chosen.cloned().expect("a backup inside the window");
-    Ok((set, backup, window))
+    Some((backup?.clone(), window.clone()))
 }
 
 /// The settings file `restore-wal` reads, beside the data directory `data`.

@@ -49,11 +49,11 @@ pub(super) fn segment_number(name: &str) -> Option<u64> {
     Some(log * (0x1_0000_0000 / SEGMENT_BYTES) + segment)
 }
 
-/// The window `backups` (oldest first) and the archived `segments` (names, and when each was
-/// archived) give; none without a backup.
-pub fn window(backups: &[BaseBackup], segments: &[(String, jiff::Timestamp)]) -> Option<Window> {
-    let oldest = backups.first()?;
-    let start = segment_number(&oldest.start_wal)?;
+/// The stretches `backups` (oldest first) and the archived `segments` (names, and when each
+/// was archived) make recoverable, oldest first; none without a backup. One stretch unless WAL
+/// was let go unarchived: each backup reaches from its end to the first hole after its start,
+/// and a backup taken after a hole begins a new stretch.
+pub fn windows(backups: &[BaseBackup], segments: &[(String, jiff::Timestamp)]) -> Vec<Window> {
     let mut archived: std::collections::BTreeMap<u64, jiff::Timestamp> = Default::default();
     for (name, at) in segments {
         if let Some(number) = segment_number(name) {
@@ -62,6 +62,31 @@ pub fn window(backups: &[BaseBackup], segments: &[(String, jiff::Timestamp)]) ->
             *entry = (*entry).max(*at);
         }
     }
+    let mut stretches: Vec<Window> = Vec::new();
+    for backup in backups {
+        let Some(reach) = reach(backup, &archived) else {
+            continue;
+        };
+        match stretches.last_mut() {
+            Some(last) if reach.earliest_lsn <= last.latest_lsn => {
+                if reach.latest_lsn > last.latest_lsn {
+                    last.latest_lsn = reach.latest_lsn;
+                    last.latest_time = last.latest_time.max(reach.latest_time);
+                }
+            }
+            _ => stretches.push(reach),
+        }
+    }
+    stretches
+}
+
+/// What one backup reaches: from its end to the end of the WAL archived without a hole from
+/// its start.
+fn reach(
+    backup: &BaseBackup,
+    archived: &std::collections::BTreeMap<u64, jiff::Timestamp>,
+) -> Option<Window> {
+    let start = segment_number(&backup.start_wal)?;
     let mut last = None;
     let mut next = start;
     while let Some(at) = archived.get(&next) {
@@ -70,15 +95,27 @@ pub fn window(backups: &[BaseBackup], segments: &[(String, jiff::Timestamp)]) ->
     }
     // The backup carries the WAL it needs itself: it reaches its end without the archive.
     let (latest_lsn, latest_time) = match last {
-        Some((number, at)) => (((number + 1) * SEGMENT_BYTES).max(oldest.end_lsn), at),
-        None => (oldest.end_lsn, oldest.finished_at),
+        Some((number, at)) => (((number + 1) * SEGMENT_BYTES).max(backup.end_lsn), at),
+        None => (backup.end_lsn, backup.finished_at),
     };
     Some(Window {
-        earliest_lsn: oldest.end_lsn,
-        earliest_time: oldest.finished_at,
+        earliest_lsn: backup.end_lsn,
+        earliest_time: backup.finished_at,
         latest_lsn,
-        latest_time: latest_time.max(oldest.finished_at),
+        latest_time: latest_time.max(backup.finished_at),
     })
+}
+
+/// Stretches as messages show them.
+pub fn describe(windows: &[Window]) -> String {
+    match windows {
+        [] => "nothing (no base backup)".to_string(),
+        _ => windows
+            .iter()
+            .map(Window::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 impl Repository {
@@ -137,7 +174,7 @@ mod tests {
             // A hole at 5: 6 is out of reach.
             ("000000020000000000000006".to_string(), at(150)),
         ];
-        let window = window(&backups, &segments).unwrap();
+        let [window] = windows(&backups, &segments).try_into().unwrap();
         assert_eq!(window.earliest_lsn, 0x2000100);
         assert_eq!(window.earliest_time, at(100));
         assert_eq!(window.latest_lsn, 5 * SEGMENT_BYTES);
@@ -151,11 +188,44 @@ mod tests {
     #[test]
     fn a_backup_alone_reaches_its_own_end_and_no_backup_reaches_nothing() {
         let backups = [backup("000000010000000000000002", 0x2000100, 100)];
-        let window = window(&backups, &[]).unwrap();
+        let [window] = windows(&backups, &[]).try_into().unwrap();
         assert_eq!(
             (window.latest_lsn, window.latest_time),
             (0x2000100, at(100))
         );
-        assert_eq!(super::window(&[], &[]), None);
+        assert_eq!(windows(&[], &[]), vec![]);
+    }
+
+    #[test]
+    fn a_backup_after_a_hole_begins_a_new_stretch_and_one_inside_extends_it() {
+        let backups = [
+            backup("000000010000000000000002", 0x2000100, 100),
+            backup("000000010000000000000003", 0x3000100, 115),
+            // Taken after the hole at 5.
+            backup("000000010000000000000007", 0x7000100, 200),
+        ];
+        let segments = [
+            ("000000010000000000000002".to_string(), at(110)),
+            ("000000010000000000000003".to_string(), at(120)),
+            ("000000010000000000000004".to_string(), at(130)),
+            ("000000010000000000000007".to_string(), at(210)),
+            ("000000010000000000000008".to_string(), at(220)),
+        ];
+        let stretches = windows(&backups, &segments);
+        assert_eq!(stretches.len(), 2, "{stretches:?}");
+        assert_eq!(
+            (stretches[0].earliest_lsn, stretches[0].latest_lsn),
+            (0x2000100, 5 * SEGMENT_BYTES)
+        );
+        assert_eq!(stretches[0].latest_time, at(130));
+        assert_eq!(
+            (stretches[1].earliest_lsn, stretches[1].latest_lsn),
+            (0x7000100, 9 * SEGMENT_BYTES)
+        );
+        assert_eq!(
+            (stretches[1].earliest_time, stretches[1].latest_time),
+            (at(200), at(220))
+        );
+        assert!(describe(&stretches).contains("; from 1970-01-01T00:03:20Z"));
     }
 }

@@ -84,6 +84,27 @@ pub fn check(spec: &ReplicationClusterSpec, out: &mut Out<'_>) {
             "must be at least 1: a repository without a base backup recovers nothing",
         );
     }
+    if let Some(base) = &backup.base {
+        if spec.engine != EngineKind::Postgres {
+            out.fail(
+                "spec.backup.base",
+                "scheduled base backups are for PostgreSQL clusters",
+            );
+        }
+        if let Err(e) = base.schedule.parse::<crate::api::schedule::Schedule>() {
+            out.fail(
+                "spec.backup.base.schedule",
+                format!("{}: {e}", quoted(&base.schedule)),
+            );
+        }
+        if spec.members.iter().all(|m| m.agent.is_none()) {
+            out.fail(
+                "spec.backup.base",
+                "base backups are taken by the members' node agents, and no member names one (spec.members[].agent)",
+            );
+        }
+        named_repository(backup, "spec.backup.base.repository", &base.repository, out);
+    }
     let Some(archive) = &backup.archive else {
         return;
     };
@@ -93,17 +114,12 @@ pub fn check(spec: &ReplicationClusterSpec, out: &mut Out<'_>) {
             "WAL archiving is for PostgreSQL clusters",
         );
     }
-    if let Some(name) = &archive.repository
-        && !backup.repositories.iter().any(|r| &r.name == name)
-    {
-        out.fail(
-            "spec.backup.archive.repository",
-            format!(
-                "{} names no repository in spec.backup.repositories",
-                quoted(name)
-            ),
-        );
-    }
+    named_repository(
+        backup,
+        "spec.backup.archive.repository",
+        &archive.repository,
+        out,
+    );
     if archive.pending_limit.bytes() < MIN_PENDING_LIMIT {
         out.fail(
             "spec.backup.archive.pendingLimit",
@@ -123,6 +139,26 @@ pub fn check(spec: &ReplicationClusterSpec, out: &mut Out<'_>) {
         out.fail(
             "spec.backup.archive",
             "archiving runs in the members' node agents, and no member names one (spec.members[].agent)",
+        );
+    }
+}
+
+/// A reference to a repository (at `path`) names one of `spec.backup.repositories`.
+fn named_repository(
+    backup: &crate::api::BackupPolicy,
+    path: &str,
+    name: &Option<String>,
+    out: &mut Out<'_>,
+) {
+    if let Some(name) = name
+        && !backup.repositories.iter().any(|r| &r.name == name)
+    {
+        out.fail(
+            path,
+            format!(
+                "{} names no repository in spec.backup.repositories",
+                quoted(name)
+            ),
         );
     }
 }

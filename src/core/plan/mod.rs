@@ -5,6 +5,7 @@
 //! an ordered list of actions, the journal to persist before acting, findings for status, and
 //! when to look again.
 
+mod backup;
 mod candidate;
 mod endpoints;
 pub mod findings;
@@ -21,6 +22,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use self::{
+    backup::{BackupDue, RETRY_AFTER, due},
     candidate::{Assessment, Selection, Verdict, observation, select},
     findings::{Blocker, Finding, human_duration},
     zones::Placement,
@@ -175,6 +177,9 @@ pub struct Plan {
     /// When to observe and plan again.
     #[serde(with = "duration_text")]
     pub requeue_after: Duration,
+    /// A base backup to begin (it runs on the member's host; the round does not wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupDue>,
 }
 
 /// Decide what to do. Pure: same inputs, same plan.
@@ -189,6 +194,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     planner.follow_spec_primary(); //    start a planned switchover, or report an out-of-date spec
     planner.converge_members(); //       fence stray masters, re-point replicas, fix read-only flags
     planner.retarget_virtual_names(); // endpoints follow the primary and healthy replicas
+    planner.schedule_backup(); //        a base backup when the schedule or a WAL gap asks
     planner.finish()
 }
 
@@ -213,6 +219,8 @@ struct Planner<'a> {
     last_resort: Option<PlannedAction>,
     /// Whom each member follows around the primary named, once computed this pass.
     layout: Option<(String, Vec<Placement>)>,
+    /// A base backup to begin this round.
+    backup: Option<BackupDue>,
 }
 
 impl<'a> Planner<'a> {
@@ -233,6 +241,7 @@ impl<'a> Planner<'a> {
             progress: None,
             last_resort: None,
             layout: None,
+            backup: None,
         }
     }
 
@@ -379,6 +388,15 @@ impl<'a> Planner<'a> {
             findings,
             placements: Vec::new(),
             requeue_after: self.requeue,
+            backup: None,
+        }
+    }
+
+    /// A base backup, when one is due and no failover or switchover is in flight (a backup
+    /// read from a member being fenced or promoted would only fail).
+    fn schedule_backup(&mut self) {
+        if self.journal.operation.is_none() {
+            self.backup = due(self.desired, self.observed, self.now);
         }
     }
 
@@ -502,6 +520,7 @@ impl<'a> Planner<'a> {
             findings,
             placements,
             requeue_after: self.requeue,
+            backup: self.backup,
         }
     }
 }

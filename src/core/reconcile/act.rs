@@ -70,7 +70,36 @@ pub async fn act(
         };
         results.push((planned.clone(), result));
     }
-    Ok(Applied { journal, results })
+    let backup_refused = match &plan.backup {
+        Some(due) if !halted => begin_backup(desired, due, deps).await,
+        _ => None,
+    };
+    Ok(Applied {
+        journal,
+        results,
+        backup_refused,
+    })
+}
+
+/// Begin the base backup the plan asked for; why not, when it could not be begun. Best
+/// effort: it never holds up the round, and the plan asks again after a while.
+async fn begin_backup(
+    desired: &Desired,
+    due: &crate::core::plan::BackupDue,
+    deps: &Deps<'_>,
+) -> Option<String> {
+    let backups = deps.engine.backups()?;
+    let member = desired.member(&due.member)?;
+    match backups.take(member).await {
+        Ok(()) => {
+            tracing::info!(cluster = %desired.name, member = %due.member, why = %due.why, "base backup begun");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(cluster = %desired.name, member = %due.member, %error, "base backup not begun");
+            Some(error.to_string())
+        }
+    }
 }
 
 /// Where an operation's step is, for the [`FaultPoints`](super::FaultPoints) seam: `before-promote`,

@@ -180,8 +180,13 @@ impl Round {
                 findings: Vec::new(),
                 placements: Vec::new(),
                 requeue_after: std::time::Duration::from_secs(1),
+                backup: None,
             },
-            applied: Applied { journal, results },
+            applied: Applied {
+                journal,
+                results,
+                backup_refused: None,
+            },
             status,
         }
     }

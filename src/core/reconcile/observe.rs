@@ -47,6 +47,7 @@ pub async fn observe(
     let mut observed = Observed {
         journal,
         members,
+        backups: deps.engine.backups().and_then(|b| b.observed()),
         ..Default::default()
     };
     for vn in &desired.virtual_names {

@@ -124,6 +124,7 @@ fn failover_plan() -> Plan {
         findings: Vec::new(),
         placements: Vec::new(),
         requeue_after: Duration::from_secs(1),
+        backup: None,
     }
 }
 

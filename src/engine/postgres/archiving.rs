@@ -1,10 +1,11 @@
 //! The controller's side of WAL archiving: keeps every host's archive settings as the spec
 //! says (sending them when a host's differ), in the background of the rounds, and turns each
-//! host's report into what status shows.
+//! host's report into what status shows. The same look hears what the host says of its base
+//! backups.
 
 use super::{
     agent::{AgentApi, AgentClient},
-    archive::{ArchiveReport, ArchiveSettings},
+    archive::{ArchiveReport, ArchiveSettings, BackupReport},
 };
 use crate::{
     api::{ArchiveGap, MemberArchive},
@@ -26,6 +27,7 @@ pub struct ArchiveKeeper {
 struct Cared {
     asked: Option<std::time::Instant>,
     report: Option<MemberArchive>,
+    backups: Option<BackupReport>,
 }
 
 impl ArchiveKeeper {
@@ -49,12 +51,13 @@ impl ArchiveKeeper {
             tokio::spawn(async move {
                 let report = keep(&agent, settings.as_ref()).await;
                 match report {
-                    Ok(report) => {
+                    Ok((report, backups)) => {
                         let archive = settings
                             .as_ref()
                             .map(|s| member_archive(&member, s, &report));
                         if let Some(cared) = members.lock().expect("lock").get_mut(&member) {
                             cared.report = archive;
+                            cared.backups = backups;
                         }
                     }
                     Err(error) => {
@@ -66,19 +69,31 @@ impl ArchiveKeeper {
         self.settings.as_ref()?;
         cared.report.clone()
     }
+
+    /// What each host last said of its base backups.
+    pub fn backup_reports(&self) -> Vec<(String, BackupReport)> {
+        self.members
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|(member, cared)| Some((member.clone(), cared.backups.clone()?)))
+            .collect()
+    }
 }
 
-/// Ask the host how its archiver goes; send `settings` when its own differ.
+/// Ask the host how its archiver and its base backups go; send `settings` when its own
+/// differ.
 async fn keep(
     agent: &AgentClient,
     settings: Option<&ArchiveSettings>,
-) -> Result<ArchiveReport, EngineError> {
-    let report = agent.status().await?.archive.unwrap_or_default();
+) -> Result<(ArchiveReport, Option<BackupReport>), EngineError> {
+    let status = agent.status().await?;
+    let report = status.archive.unwrap_or_default();
     let wanted = settings.map(ArchiveSettings::fingerprint);
     if report.settings == wanted {
-        return Ok(report);
+        return Ok((report, status.backup));
     }
-    agent.configure_archive(settings).await
+    Ok((agent.configure_archive(settings).await?, status.backup))
 }
 
 fn rfc3339(t: jiff::Timestamp) -> String {

@@ -14,6 +14,7 @@ use super::{
     actions::{self, Target, Upstream, UpstreamAuth},
     agent::{self, AgentApi, AgentClient, AgentStatus, Peer, Source},
     archiving::ArchiveKeeper,
+    backups::BackupKeeper,
     history::{self, branches},
     lease::{self, Leases},
     probe::{PgProbe, Session, slot_name},
@@ -22,7 +23,7 @@ use crate::{
     api::{Member, ReplicationClusterSpec, ReplicationMode, Role},
     core::{
         desired::Desired,
-        engine::{Engine, EngineError, HostOperations, Lease, Observation, Probe},
+        engine::{Backups, Engine, EngineError, HostOperations, Lease, Observation, Probe},
         history::History,
         observed::{HostAccess, HostObservation},
         plan::Action,
@@ -94,6 +95,8 @@ pub struct PostgresEngine {
     leases: Leases,
     /// Every host's WAL archive settings, kept as the spec says.
     archive: ArchiveKeeper,
+    /// The base backups' catalog, when the cluster has a repository.
+    backups: Option<BackupKeeper>,
     /// Each member's probe session, kept open between rounds: a new one every round would
     /// cost the server a backend and both sides a password exchange.
     probe_sessions: Mutex<HashMap<String, Session>>,
@@ -144,6 +147,7 @@ impl PostgresEngine {
             agents,
             slots_checked: Mutex::new(HashMap::new()),
             archive: ArchiveKeeper::new(access.archive.clone()),
+            backups: access.backup.clone().map(BackupKeeper::new),
             leases: Leases::new(peers, addresses, access.ca_pem.clone()),
             probe_sessions: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
@@ -443,6 +447,10 @@ impl Engine for PostgresEngine {
         Some(self)
     }
 
+    fn backups(&self) -> Option<&dyn Backups> {
+        self.backups.as_ref().map(|_| self as &dyn Backups)
+    }
+
     async fn observe(&self, member: &Member, lease: Option<Lease>) -> Observation {
         let agent = self.agents.get(&member.name);
         match (agent, lease) {
@@ -722,5 +730,27 @@ impl HostOperations for PostgresEngine {
             }
             other => crate::core::status::describe(other),
         }
+    }
+}
+
+#[async_trait]
+impl Backups for PostgresEngine {
+    fn observed(&self) -> Option<crate::core::observed::BackupsObserved> {
+        Some(
+            self.backups
+                .as_ref()?
+                .observed(self.archive.backup_reports()),
+        )
+    }
+
+    async fn take(&self, member: &Member) -> Result<(), EngineError> {
+        let keeper = self.backups.as_ref().ok_or_else(|| EngineError::Command {
+            address: member.address.clone(),
+            during: "begin a base backup",
+            message: "the cluster has no repository (spec.backup.repositories)".into(),
+        })?;
+        keeper
+            .take(&member.name, self.agent(member, "begin a base backup")?)
+            .await
     }
 }

@@ -6,6 +6,7 @@ pub mod actions;
 pub mod agent;
 pub mod archive;
 pub mod archiving;
+pub mod backups;
 pub mod controldata;
 mod engine;
 pub mod history;

@@ -401,7 +401,8 @@ impl ClusterReconciler {
         let agents = AgentAccess {
             token: secrets.agent_token.clone(),
             ca_pem: secrets.agent_ca.clone(),
-            archive: self.archive_settings(spec, &secrets),
+            archive: self.repository_settings(spec, &secrets, |b| b.archive_repository()),
+            backup: self.repository_settings(spec, &secrets, |b| b.base_repository()),
         };
         let engine = crate::engine::for_cluster(spec, credentials, agents)?;
         self.engine = Some(EngineSlot {
@@ -413,13 +414,14 @@ impl ClusterReconciler {
         Ok(engine)
     }
 
-    /// What every host archives its WAL with, when the spec asks for archiving.
-    fn archive_settings(
+    /// The settings for the repository `which` picks (WAL's, base backups'), when there is one.
+    fn repository_settings(
         &self,
         spec: &ReplicationClusterSpec,
         secrets: &ClusterSecrets,
+        which: impl Fn(&crate::api::BackupPolicy) -> Option<&crate::api::Repository>,
     ) -> Option<crate::engine::postgres::archive::ArchiveSettings> {
-        let repository = spec.backup.as_ref()?.archive_repository()?;
+        let repository = which(spec.backup.as_ref()?)?;
         Some(
             crate::engine::postgres::archive::ArchiveSettings::for_repository(
                 &self.namespace,

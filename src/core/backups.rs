@@ -1,0 +1,436 @@
+//! What status says of base backups (`status.backup`, the `BackupSucceeded`
+//! condition), from the repository's catalog as the engine last read it and what the hosts
+//! report. Pure.
+
+use jiff::Timestamp;
+
+use crate::{
+    api::{
+        BackupFailure, BackupStatus, BackupSummary, RecoverableWindow, RunningBackup, human_bytes,
+        schedule::Schedule,
+    },
+    core::{
+        desired::Desired,
+        observed::Observed,
+        plan::{Finding, RETRY_AFTER, human_duration},
+    },
+};
+
+/// Condition type: the newest base backup attempt succeeded.
+pub const BACKUP_SUCCEEDED: &str = "BackupSucceeded";
+
+pub mod reason {
+    pub const SUCCEEDED: &str = "Succeeded";
+    /// The newest attempt failed.
+    pub const FAILED: &str = "BackupFailed";
+    /// The repository holds no base backup of the cluster yet.
+    pub const NONE_YET: &str = "NoBackup";
+    /// The schedule asked for backups that were not taken.
+    pub const OVERDUE: &str = "Overdue";
+    /// The repository's catalog cannot be read.
+    pub const UNREADABLE: &str = "CatalogUnreadable";
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// `status.backup` and the `BackupSucceeded` finding, when the cluster has a repository and
+/// its engine reads catalogs. `began` is the backup this round began, and `refused` why
+/// beginning it failed.
+pub fn backup_status(
+    desired: &Desired,
+    observed: &Observed,
+    began: Option<&crate::core::plan::BackupDue>,
+    refused: Option<&str>,
+    now: Timestamp,
+) -> Option<(BackupStatus, Finding)> {
+    let policy = desired.spec.backup.as_ref()?;
+    let seen = observed.backups.as_ref()?;
+    let schedule = policy
+        .base
+        .as_ref()
+        .and_then(|b| Some((b.schedule.parse::<Schedule>().ok()?, b.schedule.as_str())));
+    let catalog = seen.catalog.clone().unwrap_or_default();
+    let newest = catalog.backups.last();
+    let running = match (refused, began) {
+        (None, Some(due)) => Some((due.member.as_str(), now)),
+        _ => seen.running(),
+    };
+    let failure = match (refused, began) {
+        (Some(message), Some(due)) => Some((due.member.as_str(), now, message)),
+        _ => seen.failure(),
+    };
+    let status = BackupStatus {
+        repository: seen.repository.clone(),
+        last_backup: newest.map(|b| BackupSummary {
+            id: b.id.clone(),
+            member: b.member.clone(),
+            started_at: rfc3339(b.started_at),
+            finished_at: rfc3339(b.finished_at),
+            duration: human_duration(b.finished_at.duration_since(b.started_at).unsigned_abs()),
+            size_bytes: b.raw_bytes,
+            stored_bytes: b.stored_bytes,
+        }),
+        backup_count: catalog.backups.len() as u32,
+        recoverable: catalog
+            .windows
+            .iter()
+            .map(|w| RecoverableWindow {
+                earliest: rfc3339(w.earliest),
+                earliest_lsn: w.earliest_lsn.clone(),
+                latest: rfc3339(w.latest),
+                latest_lsn: w.latest_lsn.clone(),
+            })
+            .collect(),
+        running: running.map(|(member, since)| RunningBackup {
+            member: member.to_string(),
+            since: rfc3339(since),
+        }),
+        last_failure: failure.map(|(member, at, message)| BackupFailure {
+            member: member.to_string(),
+            at: rfc3339(at),
+            message: message.to_string(),
+        }),
+        next_scheduled_at: schedule
+            .as_ref()
+            .and_then(|(s, _)| s.next_after(newest.map_or(now, |b| b.started_at).max(now)))
+            .map(rfc3339),
+        read_at: seen.read_at.map(rfc3339),
+    };
+    let found = |ok: bool, reason: &str, message: String| {
+        Finding::new(BACKUP_SUCCEEDED, ok, reason, message)
+    };
+    let repository = &seen.repository;
+    let running_note = running
+        .map(|(m, since)| format!("; one runs on {m} since {}", rfc3339(since)))
+        .unwrap_or_default();
+    let finding = if let (Some(error), None) = (&seen.read_error, &seen.catalog) {
+        found(
+            false,
+            reason::UNREADABLE,
+            format!("the catalog of {repository} cannot be read: {error}"),
+        )
+    } else if let Some((member, at, message)) = failure {
+        found(
+            false,
+            reason::FAILED,
+            format!(
+                "the base backup from {member} failed at {}: {message}. Tried again from {} on{running_note}",
+                rfc3339(at),
+                rfc3339(at + RETRY_AFTER)
+            ),
+        )
+    } else if let Some(b) = newest {
+        let overdue = schedule.as_ref().and_then(|(s, text)| {
+            let first = s.next_after(b.started_at)?;
+            let second = s.next_after(first)?;
+            (second <= now && running.is_none()).then_some((first, *text))
+        });
+        match overdue {
+            Some((first, text)) => found(
+                false,
+                reason::OVERDUE,
+                format!(
+                    "the newest base backup, {}, finished at {}; the schedule ({text}) asked for one at {} and since, and none was taken: no member qualifies as spec.backup.base.source asks (a streaming standby, or the primary, with a node agent)",
+                    b.id,
+                    rfc3339(b.finished_at),
+                    rfc3339(first)
+                ),
+            ),
+            None => found(
+                true,
+                reason::SUCCEEDED,
+                format!(
+                    "the newest base backup, {}, from {}, finished at {}: {} ({} stored) in {}{running_note}",
+                    b.id,
+                    b.member,
+                    rfc3339(b.finished_at),
+                    human_bytes(b.raw_bytes),
+                    human_bytes(b.stored_bytes),
+                    human_duration(b.finished_at.duration_since(b.started_at).unsigned_abs())
+                ),
+            ),
+        }
+    } else {
+        found(
+            false,
+            reason::NONE_YET,
+            format!(
+                "{repository} holds no base backup of the cluster yet{}{running_note}",
+                match (&policy.base, seen.catalog.is_some()) {
+                    (_, false) => ": its catalog has not been read yet".to_string(),
+                    (Some(_), true) => String::new(),
+                    (None, true) =>
+                        ": take one (replicant backup take), or set spec.backup.base.schedule"
+                            .to_string(),
+                }
+            ),
+        )
+    };
+    Some((status, finding))
+}
+
+/// When the newest base backup began: a gap declared before it no longer limits recovery.
+pub fn newest_backup_start(observed: &Observed) -> Option<Timestamp> {
+    Some(observed.backups.as_ref()?.newest()?.started_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Role;
+    use crate::core::observed::{
+        Catalog, HostBackups, HostObservation, MemberObservation, Stretch,
+    };
+    use crate::core::{
+        observed::{BackupsObserved, CatalogEntry, HostAccess},
+        plan::due,
+    };
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    /// a primary, b and c streaming standbys (c further ahead), all with agents; a daily
+    /// schedule at 03:00 into a directory repository.
+    fn cluster(source: &str) -> Desired {
+        let yaml = format!(
+            r#"
+name: orders
+spec:
+  engine: postgres
+  primary: a
+  members:
+    - {{ name: a, address: "10.0.0.1:5432", agent: "10.0.0.1:8008" }}
+    - {{ name: b, address: "10.0.0.2:5432", agent: "10.0.0.2:8008" }}
+    - {{ name: c, address: "10.0.0.3:5432", agent: "10.0.0.3:8008" }}
+  agentToken: {{ file: /etc/token }}
+  backup:
+    repositories: [{{ name: store, directory: {{ path: /backups }} }}]
+    archive: {{}}
+    base: {{ schedule: "0 3 * * *", source: {source} }}
+"#
+        );
+        serde_yaml::from_str(&yaml).unwrap()
+    }
+
+    fn member(role: Role, durable: u64) -> MemberObservation {
+        MemberObservation {
+            reachable: true,
+            role: Some(role),
+            durable: Some(durable),
+            link_up: (role == Role::Replica).then_some(true),
+            read_only: Some(role == Role::Replica),
+            host: HostAccess::Agent(HostObservation {
+                reachable: true,
+                running: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn backup(id: &str, started: &str) -> CatalogEntry {
+        CatalogEntry {
+            id: id.into(),
+            member: "b".into(),
+            started_at: at(started),
+            finished_at: at(started) + jiff::SignedDuration::from_secs(90),
+            raw_bytes: 3 << 30,
+            stored_bytes: 1 << 30,
+        }
+    }
+
+    fn observed(backups: Vec<CatalogEntry>) -> Observed {
+        let mut observed = Observed::default();
+        observed.journal.current_primary = Some("a".into());
+        observed
+            .members
+            .insert("a".into(), member(Role::Master, 300));
+        observed
+            .members
+            .insert("b".into(), member(Role::Replica, 100));
+        observed
+            .members
+            .insert("c".into(), member(Role::Replica, 200));
+        observed.backups = Some(BackupsObserved {
+            repository: "store".into(),
+            read_at: Some(at("2026-12-03T03:00:00Z")),
+            catalog: Some(Catalog {
+                backups,
+                windows: Vec::new(),
+            }),
+            ..Default::default()
+        });
+        observed
+    }
+
+    #[test]
+    fn the_schedule_asks_after_its_time_from_the_standby_furthest_ahead() {
+        let desired = cluster("PreferStandby");
+        let seen = observed(vec![backup("b1", "2026-12-02T03:00:01Z")]);
+        assert_eq!(due(&desired, &seen, at("2026-12-03T02:59:00Z")), None);
+        let asked = due(&desired, &seen, at("2026-12-03T03:00:00Z")).unwrap();
+        assert_eq!(asked.member, "c");
+        assert!(asked.why.contains("0 3 * * *"), "{}", asked.why);
+    }
+
+    #[test]
+    fn a_cluster_without_a_backup_gets_one_at_once_and_none_while_one_runs() {
+        let desired = cluster("PreferStandby");
+        let mut seen = observed(vec![]);
+        let now = at("2026-12-03T12:00:00Z");
+        assert!(
+            due(&desired, &seen, now)
+                .unwrap()
+                .why
+                .contains("no base backup")
+        );
+        let hosts = &mut seen.backups.as_mut().unwrap().hosts;
+        hosts.insert(
+            "b".into(),
+            HostBackups {
+                running_since: Some(now),
+                ..Default::default()
+            },
+        );
+        assert_eq!(due(&desired, &seen, now), None);
+        // Ended well after the catalog was read: none until it is read again.
+        let hosts = &mut seen.backups.as_mut().unwrap().hosts;
+        hosts.get_mut("b").unwrap().running_since = None;
+        hosts.get_mut("b").unwrap().last_finished_at = Some(now);
+        assert_eq!(due(&desired, &seen, now), None);
+        seen.backups.as_mut().unwrap().read_at = Some(now + jiff::SignedDuration::from_secs(1));
+        assert!(due(&desired, &seen, now).is_some());
+    }
+
+    #[test]
+    fn a_failure_waits_before_it_is_tried_again_and_says_so() {
+        let desired = cluster("PreferStandby");
+        let mut seen = observed(vec![]);
+        let failed = at("2026-12-03T12:00:00Z");
+        seen.backups.as_mut().unwrap().hosts.insert(
+            "c".into(),
+            HostBackups {
+                last_finished_at: Some(failed),
+                last_error: Some("pg_basebackup: disk full".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            due(
+                &desired,
+                &seen,
+                failed + jiff::SignedDuration::from_secs(60)
+            ),
+            None
+        );
+        assert!(
+            due(
+                &desired,
+                &seen,
+                failed + jiff::SignedDuration::from_secs(300)
+            )
+            .is_some()
+        );
+        let (status, finding) = backup_status(&desired, &seen, None, None, failed).unwrap();
+        assert!(!finding.status);
+        assert_eq!(finding.reason, reason::FAILED);
+        assert!(finding.message.contains("disk full"), "{}", finding.message);
+        assert_eq!(status.last_failure.unwrap().member, "c");
+    }
+
+    #[test]
+    fn the_source_policy_decides_between_standby_and_primary() {
+        let now = at("2026-12-03T12:00:00Z");
+        let mut seen = observed(vec![]);
+        assert_eq!(due(&cluster("Primary"), &seen, now).unwrap().member, "a");
+        for standby in ["b", "c"] {
+            seen.members.get_mut(standby).unwrap().link_up = Some(false);
+        }
+        assert_eq!(due(&cluster("Standby"), &seen, now), None);
+        assert_eq!(
+            due(&cluster("PreferStandby"), &seen, now).unwrap().member,
+            "a"
+        );
+    }
+
+    #[test]
+    fn no_backup_during_an_operation_or_before_the_catalog_is_read() {
+        let desired = cluster("PreferStandby");
+        let now = at("2026-12-03T12:00:00Z");
+        let mut unread = observed(vec![]);
+        unread.backups.as_mut().unwrap().catalog = None;
+        assert_eq!(due(&desired, &unread, now), None);
+        let (_, finding) = backup_status(&desired, &unread, None, None, now).unwrap();
+        assert_eq!(finding.reason, reason::NONE_YET);
+        assert!(
+            finding.message.contains("not been read yet"),
+            "{}",
+            finding.message
+        );
+    }
+
+    #[test]
+    fn a_gap_after_the_newest_backup_asks_for_one_once_archiving_works_again() {
+        let desired = cluster("PreferStandby");
+        let mut seen = observed(vec![backup("b1", "2026-12-03T03:00:00Z")]);
+        let now = at("2026-12-03T12:00:00Z");
+        assert_eq!(due(&desired, &seen, now), None);
+        let archive = crate::api::MemberArchive {
+            member: "a".into(),
+            gaps: vec![crate::api::ArchiveGap {
+                first: "000000010000000000000010".into(),
+                last: "000000010000000000000013".into(),
+                declared_at: "2026-12-03T11:00:00Z".into(),
+            }],
+            gap_count: 1,
+            failing_since: Some("2026-12-03T10:00:00Z".into()),
+            ..Default::default()
+        };
+        seen.members.get_mut("a").unwrap().archive = Some(archive);
+        assert_eq!(due(&desired, &seen, now), None, "the store is still away");
+        let archive = seen.members.get_mut("a").unwrap().archive.as_mut().unwrap();
+        archive.failing_since = None;
+        let asked = due(&desired, &seen, now).unwrap();
+        assert!(asked.why.contains("go unarchived"), "{}", asked.why);
+    }
+
+    #[test]
+    fn status_shows_the_newest_backup_the_window_and_the_next_time() {
+        let desired = cluster("PreferStandby");
+        let mut seen = observed(vec![
+            backup("b1", "2026-12-02T03:00:00Z"),
+            backup("b2", "2026-12-03T03:00:00Z"),
+        ]);
+        seen.backups
+            .as_mut()
+            .unwrap()
+            .catalog
+            .as_mut()
+            .unwrap()
+            .windows = vec![Stretch {
+            earliest: at("2026-12-02T03:01:30Z"),
+            earliest_lsn: "0/2000100".into(),
+            latest: at("2026-12-03T11:59:00Z"),
+            latest_lsn: "0/9000000".into(),
+        }];
+        let now = at("2026-12-03T12:00:00Z");
+        let (status, finding) = backup_status(&desired, &seen, None, None, now).unwrap();
+        assert!(finding.status, "{finding:?}");
+        assert!(finding.message.contains("b2"), "{}", finding.message);
+        let last = status.last_backup.unwrap();
+        assert_eq!((last.id.as_str(), last.duration.as_str()), ("b2", "1m30s"));
+        assert_eq!(status.backup_count, 2);
+        assert_eq!(status.recoverable[0].earliest, "2026-12-02T03:01:30Z");
+        assert_eq!(
+            status.next_scheduled_at.as_deref(),
+            Some("2026-12-04T03:00:00Z")
+        );
+        // Two scheduled times missed, nothing running: overdue.
+        let (_, late) =
+            backup_status(&desired, &seen, None, None, at("2026-12-05T04:00:00Z")).unwrap();
+        assert_eq!(late.reason, reason::OVERDUE);
+    }
+}

@@ -1,0 +1,118 @@
+//! Whether a base backup is due, and from which member: when the schedule says so, or when
+//! WAL was let go unarchived after the newest backup and the repository takes WAL again.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    api::{BackupSource, Role, schedule::Schedule},
+    core::{
+        desired::Desired,
+        observed::{CatalogEntry, HostAccess, Observed},
+    },
+};
+
+/// A failed backup is tried again no sooner than this after it ended.
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A base backup to begin now.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupDue {
+    pub member: String,
+    pub why: String,
+}
+
+/// Whether the controller should begin a base backup now, and from which member: when the
+/// schedule says so (at once when there is none yet), or when WAL was let go unarchived after
+/// the newest backup and the repository takes WAL again. Never while an operation is in
+/// flight, a backup runs, the catalog is unread, or a failure is recent.
+pub fn due(desired: &Desired, observed: &Observed, now: Timestamp) -> Option<BackupDue> {
+    let policy = desired.spec.backup.as_ref()?;
+    let seen = observed.backups.as_ref()?;
+    let catalog = seen.catalog.as_ref()?;
+    if observed.journal.operation.is_some() || seen.running().is_some() || seen.stale() {
+        return None;
+    }
+    if let Some((_, at, _)) = seen.failure()
+        && now.duration_since(at).as_secs() < RETRY_AFTER.as_secs() as i64
+    {
+        return None;
+    }
+    let newest = catalog.backups.last();
+    let gap = policy
+        .archive
+        .as_ref()
+        .and_then(|_| gap_after(observed, newest));
+    let scheduled = policy.base.as_ref().and_then(|base| {
+        let schedule: Schedule = base.schedule.parse().ok()?;
+        match newest {
+            None => Some("the repository holds no base backup yet".to_string()),
+            Some(b) => {
+                let next = schedule.next_after(b.started_at)?;
+                (next <= now).then(|| format!("scheduled at {next} ({})", base.schedule))
+            }
+        }
+    });
+    let why = gap.or(scheduled)?;
+    let source = policy.base.as_ref().map(|b| b.source).unwrap_or_default();
+    let member = source_member(desired, observed, source)?;
+    Some(BackupDue { member, why })
+}
+
+/// A gap declared after `newest` began, by a member whose host archives again.
+fn gap_after(observed: &Observed, newest: Option<&CatalogEntry>) -> Option<String> {
+    observed.members.iter().find_map(|(member, o)| {
+        let archive = o.archive.as_ref()?;
+        let gap = archive.gaps.last()?;
+        let declared: Timestamp = gap.declared_at.parse().ok()?;
+        let after = newest.is_none_or(|b| declared > b.started_at);
+        (after && archive.failing_since.is_none()).then(|| {
+            format!(
+                "{member} let WAL {} to {} go unarchived at {declared}, and the repository takes WAL again: the recoverable window restarts at a new base backup",
+                gap.first, gap.last
+            )
+        })
+    })
+}
+
+/// The member to read a backup from: a streaming standby with an agent, the least behind,
+/// or the primary as `source` allows.
+fn source_member(desired: &Desired, observed: &Observed, source: BackupSource) -> Option<String> {
+    let with_agent = |name: &str| {
+        observed
+            .members
+            .get(name)
+            .is_some_and(|o| matches!(o.host, HostAccess::Agent(_)))
+    };
+    let primary = observed.journal.current_primary.as_deref();
+    let standby = desired
+        .spec
+        .members
+        .iter()
+        .filter_map(|m| Some((m.name.as_str(), observed.members.get(&m.name)?)))
+        .filter(|(name, o)| {
+            Some(*name) != primary
+                && o.role == Some(Role::Replica)
+                && o.reachable
+                && o.link_up == Some(true)
+                && !o.syncing
+                && with_agent(name)
+        })
+        .max_by_key(|(_, o)| o.durable.unwrap_or(0))
+        .map(|(name, _)| name.to_string());
+    let primary = primary
+        .filter(|p| {
+            with_agent(p)
+                && observed
+                    .members
+                    .get(*p)
+                    .is_some_and(|o| o.is_writable_master())
+        })
+        .map(str::to_string);
+    match source {
+        BackupSource::PreferStandby => standby.or(primary),
+        BackupSource::Standby => standby,
+        BackupSource::Primary => primary,
+    }
+}
