@@ -3,7 +3,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{ReplicationCluster, VirtualName};
+use crate::api::{Backup, ReplicationCluster, VirtualName};
 
 /// Every CRD replicant serves, with the file name it is committed under in `crds/`.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
@@ -16,6 +16,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
             "virtualnames.replicant.dev.yaml",
             portable(VirtualName::crd()),
         ),
+        ("backups.replicant.dev.yaml", portable(Backup::crd())),
     ]
 }
 

@@ -140,6 +140,9 @@ pub struct Metrics {
     backup_duration: Family<ClusterLabels, Gauge>,
     recoverable_earliest: Family<ClusterLabels, Gauge>,
     recoverable_latest: Family<ClusterLabels, Gauge>,
+    drill_passed: Family<ClusterLabels, Gauge>,
+    drill_restore: Family<ClusterLabels, Gauge>,
+    drill_finished: Family<ClusterLabels, Gauge>,
     probe_errors: Family<ProbeLabels, Counter>,
     action_failures: Family<ActionFailureLabels, Counter>,
     rounds: Family<ClusterLabels, Counter>,
@@ -341,6 +344,22 @@ impl Default for Metrics {
              (Unix time)",
             Family::default(),
         );
+        let drill_passed = r.add(
+            "restore_drill_passed",
+            "1 when the newest restore drill passed, 0 when it failed; absent before the first",
+            Family::default(),
+        );
+        let drill_restore = r.add(
+            "restore_drill_restore_seconds",
+            "How long the newest restore drill's restore took, from the first byte fetched to \
+             the restored server accepting writes",
+            Family::default(),
+        );
+        let drill_finished = r.add(
+            "restore_drill_timestamp_seconds",
+            "When the newest restore drill finished (Unix time)",
+            Family::default(),
+        );
         let leader = r.add(
             "leader",
             "1 while this process may act: it holds the leadership, or runs alone",
@@ -393,6 +412,9 @@ impl Default for Metrics {
             backup_duration,
             recoverable_earliest,
             recoverable_latest,
+            drill_passed,
+            drill_restore,
+            drill_finished,
             probe_errors,
             action_failures,
             rounds,
@@ -607,8 +629,11 @@ impl Metrics {
         self.record_backup(cluster, round);
     }
 
-    fn backup_families(&self) -> [&Family<ClusterLabels, Gauge>; 6] {
+    fn backup_families(&self) -> [&Family<ClusterLabels, Gauge>; 9] {
         [
+            &self.drill_passed,
+            &self.drill_restore,
+            &self.drill_finished,
             &self.backup_succeeded,
             &self.backup_completed,
             &self.backup_size,
@@ -663,6 +688,16 @@ impl Metrics {
         set(
             &self.recoverable_latest,
             backup.recoverable.last().and_then(|w| seconds(&w.latest)),
+        );
+        let drill = backup.last_drill.as_ref();
+        set(&self.drill_passed, drill.map(|d| d.passed as i64));
+        set(
+            &self.drill_restore,
+            drill.and_then(|d| d.restore_seconds).map(clamp),
+        );
+        set(
+            &self.drill_finished,
+            drill.and_then(|d| seconds(&d.finished_at)),
         );
     }
 

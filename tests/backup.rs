@@ -132,18 +132,9 @@ async fn a_directory_repository_stores_each_wal_file_once() {
     assert!(matches!(error, FetchError::Ambiguous { .. }), "{error}");
 }
 
-/// Garage from `GARAGE`, else on the PATH, else where `scripts/install-garage` puts it.
-pub fn garage_binary() -> Option<std::path::PathBuf> {
-    support::tool(
-        "garage",
-        "GARAGE",
-        "scripts/install-garage, then GARAGE=<its output>",
-    )
-}
-
 #[tokio::test]
 async fn an_s3_repository_on_a_real_store_stores_each_wal_file_once() {
-    let Some(binary) = garage_binary() else {
+    let Some(binary) = support::garage_binary() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -392,7 +383,7 @@ async fn a_store_away_holds_wal_within_its_bound_then_declares_the_gap() {
     if !available() {
         return;
     }
-    let Some(binary) = garage_binary() else {
+    let Some(binary) = support::garage_binary() else {
         return;
     };
     let mut bed = PgBed::new();
@@ -783,7 +774,8 @@ async fn a_base_backup_from_a_standby_is_listed_verified_and_a_damaged_one_fails
     if !available() {
         return;
     }
-    let (bed, repo, _controller) = archiving_bed("{}").await;
+    // Drills on a weekly schedule: the first runs as soon as there is a backup.
+    let (bed, repo, controller) = archiving_bed("{}\n    drill: { schedule: \"0 5 * * 0\" }").await;
     sql(
         &bed.rw(),
         "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 10000)",
@@ -813,6 +805,25 @@ async fn a_base_backup_from_a_standby_is_listed_verified_and_a_damaged_one_fails
         said(&verified)
     );
 
+    // The controller's first drill: restored, replayed, checked, timed.
+    let report = bed
+        .wait_for("the first restore drill passed", &controller, 120, |r| {
+            condition(r, "RestoreDrillPassed").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    let drill = report.status.backup.unwrap().last_drill.unwrap();
+    eprintln!("the drill: {drill:?}");
+    assert_eq!(drill.backup_id.as_deref(), Some(id), "{drill:?}");
+    assert!(
+        drill.restore_seconds.is_some() && drill.reached_lsn.is_some(),
+        "{drill:?}"
+    );
+    assert!(
+        drill.reached_at.is_some(),
+        "the rows written before the backup were replayed: {drill:?}"
+    );
+    assert!(drill.message.contains("pg_amcheck"), "{drill:?}");
+
     let object = find_file(&repo, "data.tar.zst").expect("the backup's data in the repository");
     let damaged = damage_a_file(&object);
     let verified = backup_command(&bed, &["verify", "--backup", id]);
@@ -820,6 +831,22 @@ async fn a_base_backup_from_a_standby_is_listed_verified_and_a_damaged_one_fails
     let message = said(&verified);
     assert!(message.contains("damaged"), "{message}");
     assert!(message.contains(&damaged), "names {damaged}: {message}");
+
+    // A drill on demand now fails, naming the file, and so does the condition.
+    let drilled = backup_command(&bed, &["drill", "--timeout", "2m"]);
+    assert!(!drilled.status.success(), "{}", said(&drilled));
+    let message = said(&drilled);
+    assert!(
+        message.contains("FAILED") && message.contains(&damaged),
+        "{message}"
+    );
+    let report = bed
+        .wait_for("RestoreDrillPassed False", &controller, 60, |r| {
+            condition(r, "RestoreDrillPassed").is_some_and(|c| c.reason == "DrillFailed")
+        })
+        .await;
+    let said_there = &condition(&report, "RestoreDrillPassed").unwrap().message;
+    assert!(said_there.contains(&damaged), "{said_there}");
 }
 
 /// Point-in-time recovery on real postgres under agents: after a base backup, rows are written

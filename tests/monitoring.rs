@@ -76,7 +76,7 @@ fn every_alert_passes_promtool_and_its_unit_tests() {
         return;
     }
     let checked = promtool(&["check", "rules", rules_file().to_str().unwrap()]);
-    assert!(checked.contains("SUCCESS: 10 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 11 rules found"), "{checked}");
     let tested = promtool(&["test", "rules", "tests/prometheus/alerts-test.yaml"]);
     assert!(tested.contains("SUCCESS"), "{tested}");
 
@@ -218,7 +218,7 @@ async fn prometheus_scrapes_a_failover_fires_the_alert_and_fills_every_panel() {
     // base backup there at once (it has none).
     let repository = replicant_testkit::postgres::owned_dir(pg.dir.path(), "repository").unwrap();
     pg.spec_extra = format!(
-        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{}}\n    base: {{ schedule: \"0 3 * * *\" }}\n",
+        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{}}\n    base: {{ schedule: \"0 3 * * *\" }}\n    drill: {{ schedule: \"0 5 * * 0\" }}\n",
         repository.display()
     );
     let redis = Bed::new(3);
@@ -236,15 +236,19 @@ async fn prometheus_scrapes_a_failover_fires_the_alert_and_fills_every_panel() {
     );
     pg.wait_for("PostgreSQL ready", &ctl, 60, |r| ready_members(r, 3))
         .await;
-    pg.wait_for("a base backup and a recoverable window", &ctl, 120, |r| {
+    pg.wait_for("a base backup, its window and a drill", &ctl, 120, |r| {
         r.status
             .backup
             .as_ref()
             .is_some_and(|b| b.last_backup.is_some() && !b.recoverable.is_empty())
-            && r.status
-                .conditions
+            && ["BackupSucceeded", "RestoreDrillPassed"]
                 .iter()
-                .any(|c| c.type_ == "BackupSucceeded" && c.status == "True")
+                .all(|type_| {
+                    r.status
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == *type_ && c.status == "True")
+                })
     })
     .await;
     wait_for_report(&pg.state(), "sessions", "Redis ready", &ctl, 30, ready).await;

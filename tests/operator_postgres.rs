@@ -559,3 +559,115 @@ async fn the_statefulset_example_is_accepted_and_runs_the_agent_from_the_copied_
     .await;
     drop(op);
 }
+
+/// Backups through the operator: the store's key comes from a Secret and every host archives
+/// with it; a `Backup` applied with kubectl is read from a standby into the repository, and
+/// its object and the cluster's status say so; a `Backup` naming no member fails at once,
+/// saying why. The key is nowhere in status, Events or the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_backup_through_the_operator_with_the_store_key_from_a_secret() {
+    use replicant::api::{Backup, BackupPhase};
+    use replicant_testkit::garage::{self, GarageProcess};
+    let Some(bed) = Bed::new().await else {
+        return;
+    };
+    let Some(binary) = support::garage_binary() else {
+        return;
+    };
+    let store =
+        GarageProcess::start(&binary, &bed.hosts.dir.path().join("garage"), "backups").unwrap();
+    let op = bed.operator("op-1", &[]);
+    let token_line = "  agentToken: {secretRef: {name: orders-agents, key: token}}\n";
+    let backup = format!(
+        "  backup:\n    repositories:\n      - name: offsite\n        s3: {{bucket: backups, endpoint: \"{}\", region: {}, credentials: {{secretRef: {{name: orders-s3}}}}}}\n    archive: {{}}\n",
+        store.endpoint,
+        garage::REGION
+    );
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-s3, namespace: {NS}}}\nstringData: {{accessKeyId: {}, secretAccessKey: {}}}\n---\n{}",
+        garage::ACCESS_KEY_ID,
+        garage::SECRET_ACCESS_KEY,
+        bed.cluster_yaml("a")
+            .replace(token_line, &format!("{token_line}{backup}"))
+    );
+    let out = bed.plane.apply_text("orders.yaml", &yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let condition = |c: &ReplicationCluster, type_: &str| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|k| k.type_ == type_).cloned())
+    };
+    bed.wait_for(
+        "ready, archiving with the key from the Secret, and no backup yet",
+        120,
+        &op,
+        |c| {
+            ready(c)
+                && condition(c, "ContinuousArchiving").is_some_and(|k| k.status == "True")
+                && condition(c, "BackupSucceeded").is_some_and(|k| k.reason == "NoBackup")
+        },
+    )
+    .await;
+
+    let asked = format!(
+        "apiVersion: replicant.dev/v1alpha1\nkind: Backup\nmetadata: {{name: before-migration, namespace: {NS}}}\nspec: {{cluster: orders}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: Backup\nmetadata: {{name: typo, namespace: {NS}}}\nspec: {{cluster: orders, member: z}}\n"
+    );
+    let out = bed.plane.apply_text("backups.yaml", &asked);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let api: Api<Backup> = Api::namespaced(bed.client().await, NS);
+    let phase = async |name: &str| {
+        api.get(name)
+            .await
+            .ok()
+            .and_then(|b| b.status)
+            .map(|s| s.phase)
+    };
+    support::eventually("both Backups ended", 120, async || {
+        phase("before-migration").await == Some(BackupPhase::Completed)
+            && phase("typo").await == Some(BackupPhase::Failed)
+    })
+    .await;
+    let done = api.get("before-migration").await.unwrap().status.unwrap();
+    let id = done.backup_id.clone().expect("the catalog's id");
+    assert!(
+        matches!(done.member.as_deref(), Some("b" | "c")),
+        "read from a standby: {done:?}"
+    );
+    assert_eq!(done.repository.as_deref(), Some("offsite"));
+    assert!(done.size_bytes.is_some_and(|s| s > 0), "{done:?}");
+    eprintln!("the Backup: {done:?}");
+    let typo = api.get("typo").await.unwrap().status.unwrap();
+    assert!(typo.message.contains("no member"), "{typo:?}");
+    let cluster = bed
+        .wait_for("the cluster shows the backup", 90, &op, |c| {
+            condition(c, "BackupSucceeded").is_some_and(|k| k.status == "True")
+        })
+        .await;
+    let backups = cluster.status.as_ref().unwrap().backup.clone().unwrap();
+    assert_eq!(backups.last_backup.as_ref().unwrap().id, id, "{backups:?}");
+    assert!(!backups.recoverable.is_empty(), "{backups:?}");
+    let listed = bed.plane.kubectl_ok(&["get", "rbackup", "-n", NS]);
+    assert!(
+        listed.lines().any(|l| l.starts_with("before-migration")
+            && l.contains("Completed")
+            && l.contains(&id)),
+        "{listed}"
+    );
+
+    let secret = garage::SECRET_ACCESS_KEY;
+    let status = serde_json::to_string(&cluster.status).unwrap();
+    assert!(!status.contains(secret));
+    let events = bed
+        .plane
+        .kubectl_ok(&["get", "events", "-n", NS, "-o", "yaml"]);
+    assert!(!events.contains(secret));
+    assert!(!op.log_text().contains(secret));
+}

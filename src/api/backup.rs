@@ -21,6 +21,11 @@ pub struct BackupPolicy {
     /// the repository is back after WAL was let go unarchived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseBackupPolicy>,
+    /// Restore drills (PostgreSQL): the latest base backup restored on a member's host into a
+    /// scratch directory, replayed to the newest archived WAL, checked with `pg_amcheck`, and
+    /// timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillPolicy>,
     /// What `replicant backup prune` lets go, computed from each repository's own catalog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionPolicy>,
@@ -42,6 +47,18 @@ pub struct BaseBackupPolicy {
     /// Which member a backup is read from.
     #[serde(default)]
     pub source: BackupSource,
+}
+
+/// When the controller runs restore drills.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillPolicy {
+    /// When, as a cron expression in UTC ("0 5 * * 0": Sundays at 05:00). The first drill
+    /// runs as soon as there is a base backup. It runs on a streaming standby's host (the
+    /// primary's when none streams), in a directory beside its agent's state: room for one
+    /// more copy of the data set is needed there while it runs.
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
 }
 
 /// Which member a scheduled base backup is read from.
@@ -328,6 +345,48 @@ pub struct BackupStatus {
     /// When the catalog was last read (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_at: Option<String>,
+    /// The newest restore drill, and one under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<DrillSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill_running: Option<RunningBackup>,
+    /// On-demand backups asked for (`Backup` objects) and how each went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<RequestOutcome>,
+}
+
+/// How a restore drill went.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillSummary {
+    pub id: String,
+    /// The member whose host ran it, and the base backup it restored.
+    pub member: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    /// From the first byte fetched to the restored server accepting writes ("2m5s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_seconds: Option<u64>,
+    /// The point the restore reached: where replay ended, and the last replayed commit's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_lsn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_at: Option<String>,
+    pub passed: bool,
+    pub message: String,
+}
+
+/// How one on-demand backup went: what its `Backup` object's status shows.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestOutcome {
+    /// The `Backup` object's name.
+    pub name: String,
+    pub outcome: super::on_demand_backup::OnDemandBackupStatus,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]

@@ -3,15 +3,16 @@
 pub mod backup;
 pub mod cluster;
 pub mod duration;
+pub mod on_demand_backup;
 pub mod quantity;
 pub mod schedule;
 pub mod virtual_name;
 
 pub use backup::{
     ArchiveGap, ArchivePolicy, ArchiveStatus, BackupFailure, BackupPolicy, BackupSource,
-    BackupStatus, BackupSummary, BaseBackupPolicy, DirectoryRepository, MemberArchive,
-    RecoverableWindow, Repository, RetentionPolicy, RunningBackup, S3Credentials, S3Repository,
-    SecretName,
+    BackupStatus, BackupSummary, BaseBackupPolicy, DirectoryRepository, DrillPolicy, DrillSummary,
+    MemberArchive, RecoverableWindow, Repository, RequestOutcome, RetentionPolicy, RunningBackup,
+    S3Credentials, S3Repository, SecretName,
 };
 pub use cluster::{
     CredentialsRef, EngineKind, FailoverMode, FailoverPolicy, Fork, Member, MemberStatus,
@@ -20,6 +21,7 @@ pub use cluster::{
     Topology,
 };
 pub use duration::Duration;
+pub use on_demand_backup::{Backup, BackupPhase, BackupSpec, OnDemandBackupStatus};
 pub use quantity::{ByteSize, human_bytes};
 pub use virtual_name::{
     Balancing, Fallback, ProxyMode, Target, VirtualName, VirtualNameSpec, VirtualNameStatus,

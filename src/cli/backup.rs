@@ -1,7 +1,7 @@
-//! `replicant backup take|list|verify`: base backups of a cluster described in spec files,
-//! through its members' node agents and straight from its repository. Reads the spec files and
-//! the secrets they name; talks to the agents and the repository; verifying unpacks a backup
-//! into a scratch directory it removes.
+//! `replicant backup take|list|verify|drill|prune`: base backups and restore drills of a
+//! cluster described in spec files, through its members' node agents and straight from its
+//! repository. Reads the spec files and the secrets they name; talks to the agents and the
+//! repository; verifying unpacks a backup into a scratch directory it removes.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -10,7 +10,7 @@ use crate::{
     api::{ReplicationClusterSpec, Repository as RepositorySpec, human_bytes},
     engine::postgres::{
         agent::{self, AgentApi, AgentClient},
-        archive::{ArchiveSettings, BackupRequest},
+        archive::{ArchiveSettings, BackupRequest, DrillRequest},
     },
     node::restore::{self, RecoveryTarget},
     repository::{
@@ -38,6 +38,11 @@ enum BackupCommand {
     /// Restore a base backup into a scratch directory and check it against its own manifest
     /// with `pg_verifybackup` (checksums of every file, and the WAL it needs).
     Verify(VerifyArgs),
+    /// Run a restore drill now on a member's host (a running standby first): the newest base
+    /// backup restored into a scratch directory beside its agent's state, checked against its
+    /// manifest, replayed to the newest archived WAL, and checked with `pg_amcheck`; wait for it
+    /// and print how long the restore took and the point it reached. Exits 1 when it fails.
+    Drill(TakeArgs),
     /// Let go the base backups and WAL that `spec.backup.retention` no longer keeps; with
     /// `--dry-run`, only list them.
     Prune(PruneArgs),
@@ -71,7 +76,7 @@ struct Which {
 struct TakeArgs {
     #[command(flatten)]
     which: Which,
-    /// The member to take it from; default: a running standby with a node agent, else the
+    /// The member whose agent does it; default: a running standby with a node agent, else the
     /// primary.
     #[arg(long)]
     member: Option<String>,
@@ -192,6 +197,7 @@ pub(super) fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
     let runtime = super::runtime()?;
     match args.command {
         BackupCommand::Take(args) => runtime.block_on(take(args)),
+        BackupCommand::Drill(args) => runtime.block_on(drill(args)),
         BackupCommand::List(which) => runtime.block_on(list(which)),
         BackupCommand::Verify(args) => runtime.block_on(verify(args)),
         BackupCommand::Prune(args) => runtime.block_on(prune(args)),
@@ -243,9 +249,14 @@ async fn list(which: Which) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn take(args: TakeArgs) -> Result<ExitCode, CliError> {
-    let cluster = args.which.cluster()?;
-    let repository = args.which.repository(&cluster)?;
+/// The repository's settings, and the member (a running standby first, or `member`) whose
+/// agent is asked, with a client for it.
+async fn chosen_host(
+    which: &Which,
+    member: Option<&str>,
+) -> Result<(ArchiveSettings, String, AgentClient), CliError> {
+    let cluster = which.cluster()?;
+    let repository = which.repository(&cluster)?;
     let settings = ArchiveSettings::for_repository(
         &cluster.namespace,
         &cluster.name,
@@ -266,11 +277,11 @@ async fn take(args: TakeArgs) -> Result<ExitCode, CliError> {
         .transpose()
         .map_err(|e| CliError::Invalid(format!("spec.agentTls: {e}")))?;
     let mut candidates = Vec::new();
-    for member in &cluster.spec.members {
-        let Some(address) = &member.agent else {
+    for m in &cluster.spec.members {
+        let Some(address) = &m.agent else {
             continue;
         };
-        if args.member.as_ref().is_some_and(|m| *m != member.name) {
+        if member.is_some_and(|wanted| wanted != m.name) {
             continue;
         }
         let client = AgentClient::new(
@@ -280,57 +291,117 @@ async fn take(args: TakeArgs) -> Result<ExitCode, CliError> {
             Duration::from_secs(5),
         );
         match client.status().await {
-            Ok(status) if status.running => candidates.push((status.standby, member, client)),
-            Ok(_) => eprintln!("{}: postgres is not running there", member.name),
-            Err(e) => eprintln!("{}: {e}", member.name),
+            Ok(status) if status.running => {
+                candidates.push((status.standby, m.name.clone(), client))
+            }
+            Ok(_) => eprintln!("{}: postgres is not running there", m.name),
+            Err(e) => eprintln!("{}: {e}", m.name),
         }
     }
-    // A standby first: the primary's clients never share it with a backup.
+    // A standby first: the primary's clients never share it with a backup or a drill.
     candidates.sort_by_key(|(standby, _, _)| !standby);
-    let Some((_, member, client)) = candidates.into_iter().next() else {
+    let Some((_, name, client)) = candidates.into_iter().next() else {
         return Err(CliError::Invalid(
             "no member with a node agent runs postgres now".into(),
         ));
     };
-    let asked = jiff::Timestamp::now();
-    client
-        .backup(&BackupRequest {
-            settings,
-            member: member.name.clone(),
-        })
-        .await
-        .map_err(|e| CliError::Invalid(format!("{}: {e}", member.name)))?;
-    eprintln!("taking a base backup from {}", member.name);
-    let deadline = tokio::time::Instant::now() + args.timeout;
+    Ok((settings, name, client))
+}
+
+/// Poll `client`'s status every half second until `ended` finds what it waits for, or
+/// `timeout` passes.
+async fn wait_on<T>(
+    client: &AgentClient,
+    member: &str,
+    what: &str,
+    timeout: Duration,
+    ended: impl Fn(crate::engine::postgres::agent::AgentStatus) -> Option<T>,
+) -> Result<T, CliError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         if tokio::time::Instant::now() > deadline {
             return Err(CliError::Invalid(format!(
-                "the backup on {} has not finished within the timeout; it goes on there",
-                member.name
+                "the {what} on {member} has not finished within the timeout; it goes on there"
             )));
         }
-        let Ok(status) = client.status().await else {
-            continue;
-        };
-        let Some(last) = status.backup.and_then(|b| b.last) else {
-            continue;
-        };
-        if last.finished_at < asked {
-            continue;
+        if let Some(found) = client.status().await.ok().and_then(&ended) {
+            return Ok(found);
         }
-        return match (last.backup, last.error) {
-            (Some(backup), _) => {
-                println!("{}", describe(&backup));
-                Ok(ExitCode::SUCCESS)
-            }
-            (None, error) => Err(CliError::Invalid(format!(
-                "the base backup on {} failed: {}",
-                member.name,
-                error.unwrap_or_default()
-            ))),
-        };
     }
+}
+
+async fn take(args: TakeArgs) -> Result<ExitCode, CliError> {
+    let (settings, member, client) = chosen_host(&args.which, args.member.as_deref()).await?;
+    let asked = jiff::Timestamp::now();
+    client
+        .backup(&BackupRequest {
+            settings,
+            member: member.clone(),
+            request: None,
+        })
+        .await
+        .map_err(|e| CliError::Invalid(format!("{member}: {e}")))?;
+    eprintln!("taking a base backup from {member}");
+    let last = wait_on(&client, &member, "backup", args.timeout, |status| {
+        status
+            .backup
+            .and_then(|b| b.last)
+            .filter(|last| last.finished_at >= asked)
+    })
+    .await?;
+    match (last.backup, last.error) {
+        (Some(backup), _) => {
+            println!("{}", describe(&backup));
+            Ok(ExitCode::SUCCESS)
+        }
+        (None, error) => Err(CliError::Invalid(format!(
+            "the base backup on {member} failed: {}",
+            error.unwrap_or_default()
+        ))),
+    }
+}
+
+async fn drill(args: TakeArgs) -> Result<ExitCode, CliError> {
+    let (settings, member, client) = chosen_host(&args.which, args.member.as_deref()).await?;
+    let asked = jiff::Timestamp::now();
+    let begun = client
+        .drill(&DrillRequest {
+            settings,
+            member: member.clone(),
+        })
+        .await
+        .map_err(|e| CliError::Invalid(format!("{member}: {e}")))?;
+    // A drill already under way there is the one waited for.
+    let since = begun.running_since.unwrap_or(asked).min(asked);
+    eprintln!("running a restore drill on {member}'s host");
+    let record = wait_on(&client, &member, "drill", args.timeout, |status| {
+        status
+            .drill
+            .and_then(|d| d.last)
+            .filter(|last| last.started_at >= since)
+    })
+    .await?;
+    let took = record
+        .restore_millis
+        .map(|ms| format!(" in {:.1}s", ms as f64 / 1000.0))
+        .unwrap_or_default();
+    let reached = match (&record.reached_lsn, record.reached_at) {
+        (Some(lsn), Some(at)) => format!(", reached {lsn} ({at})"),
+        (Some(lsn), None) => format!(", reached {lsn}"),
+        _ => String::new(),
+    };
+    println!(
+        "{} on {}: base backup {} restored{took}{reached}: {}",
+        if record.passed { "passed" } else { "FAILED" },
+        record.member,
+        record.backup_id.as_deref().unwrap_or("none"),
+        record.message
+    );
+    Ok(match record.passed {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    })
 }
 
 async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {

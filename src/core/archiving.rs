@@ -70,6 +70,9 @@ pub fn archive_status(
         members: members.clone(),
     };
     let since = crate::core::backups::newest_backup_start(observed);
+    // The primary's word first: it is the member people act on.
+    let mut members = members;
+    members.sort_by_key(|m| Some(m.member.as_str()) != primary);
     let finding = condition(&members, &repository, policy.pending_warning(), since, now);
     Some((status, finding))
 }

@@ -6,12 +6,13 @@ use jiff::Timestamp;
 
 use crate::{
     api::{
-        BackupFailure, BackupStatus, BackupSummary, RecoverableWindow, RunningBackup, human_bytes,
+        BackupFailure, BackupPhase, BackupStatus, BackupSummary, DrillSummary,
+        OnDemandBackupStatus, RecoverableWindow, RequestOutcome, RunningBackup, human_bytes,
         schedule::Schedule,
     },
     core::{
         desired::Desired,
-        observed::Observed,
+        observed::{BackupsObserved, Observed},
         plan::{Finding, RETRY_AFTER, human_duration},
     },
 };
@@ -19,7 +20,14 @@ use crate::{
 /// Condition type: the newest base backup attempt succeeded.
 pub const BACKUP_SUCCEEDED: &str = "BackupSucceeded";
 
+/// Condition type: the newest restore drill restored, replayed and checked the data.
+pub const RESTORE_DRILL_PASSED: &str = "RestoreDrillPassed";
+
 pub mod reason {
+    /// The newest drill failed.
+    pub const DRILL_FAILED: &str = "DrillFailed";
+    /// No drill has run yet.
+    pub const NO_DRILL: &str = "NoDrill";
     pub const SUCCEEDED: &str = "Succeeded";
     /// The newest attempt failed.
     pub const FAILED: &str = "BackupFailed";
@@ -97,6 +105,23 @@ pub fn backup_status(
             .and_then(|(s, _)| s.next_after(newest.map_or(now, |b| b.started_at).max(now)))
             .map(rfc3339),
         read_at: seen.read_at.map(rfc3339),
+        last_drill: None,
+        drill_running: None,
+        requests: desired
+            .backup_requests
+            .iter()
+            .map(|r| RequestOutcome {
+                name: r.name.clone(),
+                outcome: request_outcome(
+                    seen,
+                    &r.name,
+                    r.member.as_deref().filter(|m| desired.member(m).is_none()),
+                    running,
+                    failure,
+                    began,
+                ),
+            })
+            .collect(),
     };
     let found = |ok: bool, reason: &str, message: String| {
         Finding::new(BACKUP_SUCCEEDED, ok, reason, message)
@@ -171,6 +196,193 @@ pub fn backup_status(
     Some((status, finding))
 }
 
+/// Where on-demand request `name` stands: in the catalog (completed), failed on a host, under
+/// way, or waiting, and why.
+fn request_outcome(
+    seen: &BackupsObserved,
+    name: &str,
+    unknown_member: Option<&str>,
+    running: Option<(&str, Timestamp)>,
+    failure: Option<(&str, Timestamp, &str)>,
+    began: Option<&crate::core::plan::BackupDue>,
+) -> OnDemandBackupStatus {
+    let repository = Some(seen.repository.clone());
+    let catalog = seen.catalog.as_ref();
+    if let Some(b) = catalog.and_then(|c| {
+        c.backups
+            .iter()
+            .find(|b| b.request.as_deref() == Some(name))
+    }) {
+        return OnDemandBackupStatus {
+            phase: BackupPhase::Completed,
+            message: format!(
+                "{} ({} stored) in {}",
+                human_bytes(b.raw_bytes),
+                human_bytes(b.stored_bytes),
+                human_duration(b.finished_at.duration_since(b.started_at).unsigned_abs())
+            ),
+            repository,
+            backup_id: Some(b.id.clone()),
+            member: Some(b.member.clone()),
+            started_at: Some(rfc3339(b.started_at)),
+            finished_at: Some(rfc3339(b.finished_at)),
+            size_bytes: Some(b.raw_bytes),
+            stored_bytes: Some(b.stored_bytes),
+        };
+    }
+    if let Some(member) = unknown_member {
+        return OnDemandBackupStatus {
+            phase: BackupPhase::Failed,
+            message: format!("the request names {member}, which is no member of the cluster"),
+            repository,
+            ..Default::default()
+        };
+    }
+    let failed = seen
+        .hosts
+        .iter()
+        .find(|(_, h)| h.last_request.as_deref() == Some(name) && h.last_error.is_some());
+    if let Some((member, host)) = failed {
+        return OnDemandBackupStatus {
+            phase: BackupPhase::Failed,
+            message: host.last_error.clone().unwrap_or_default(),
+            repository,
+            member: Some(member.clone()),
+            finished_at: host.last_finished_at.map(rfc3339),
+            ..Default::default()
+        };
+    }
+    let under_way = seen
+        .hosts
+        .iter()
+        .find(|(_, h)| h.running_request.as_deref() == Some(name) && h.running_since.is_some())
+        .map(|(member, h)| (member.as_str(), h.running_since.expect("checked")))
+        .or(began
+            .filter(|due| due.request.as_deref() == Some(name))
+            .and(running));
+    if let Some((member, since)) = under_way {
+        return OnDemandBackupStatus {
+            phase: BackupPhase::Running,
+            message: format!("reading from {member}"),
+            repository,
+            member: Some(member.to_string()),
+            started_at: Some(rfc3339(since)),
+            ..Default::default()
+        };
+    }
+    let message = if catalog.is_none() {
+        "waiting for the repository's catalog to be read".to_string()
+    } else if let Some((member, since)) = running {
+        format!(
+            "waiting for the backup under way on {member} since {} to end",
+            rfc3339(since)
+        )
+    } else if let Some((member, at, message)) = failure {
+        format!(
+            "waiting: the last backup from {member} failed at {} ({message}); the next is tried from {}",
+            rfc3339(at),
+            rfc3339(at + RETRY_AFTER)
+        )
+    } else {
+        "waiting for a member to read it from: the one the request names, or one spec.backup.base.source allows, must answer and have a node agent; none may be failing over".to_string()
+    };
+    OnDemandBackupStatus {
+        phase: BackupPhase::Pending,
+        message,
+        repository,
+        ..Default::default()
+    }
+}
+
+/// The newest restore drill, one under way, and the `RestoreDrillPassed` finding, when the
+/// spec asks for drills or one has run. `began` is the drill this round began, `refused` why
+/// beginning it failed.
+pub fn drill_status(
+    desired: &Desired,
+    observed: &Observed,
+    began: Option<&crate::core::plan::DrillDue>,
+    refused: Option<&str>,
+    now: Timestamp,
+) -> Option<(Option<DrillSummary>, Option<RunningBackup>, Finding)> {
+    let seen = observed.backups.as_ref()?;
+    let asked = desired
+        .spec
+        .backup
+        .as_ref()
+        .is_some_and(|b| b.drill.is_some());
+    if !asked && seen.last_drill.is_none() {
+        return None;
+    }
+    let running = match (began, refused) {
+        (Some(due), None) => Some(RunningBackup {
+            member: due.member.clone(),
+            since: rfc3339(now),
+        }),
+        _ => seen.drill_running.as_ref().map(|r| RunningBackup {
+            member: r.member.clone(),
+            since: rfc3339(r.since),
+        }),
+    };
+    let last = seen.last_drill.as_ref().map(|d| DrillSummary {
+        id: d.id.clone(),
+        member: d.member.clone(),
+        backup_id: d.backup_id.clone(),
+        started_at: rfc3339(d.started_at),
+        finished_at: rfc3339(d.finished_at),
+        restore_duration: d
+            .restore_millis
+            .map(|ms| human_duration(std::time::Duration::from_millis(ms))),
+        restore_seconds: d.restore_millis.map(|ms| ms.div_ceil(1000)),
+        reached_lsn: d.reached_lsn.clone(),
+        reached_at: d.reached_at.map(rfc3339),
+        passed: d.passed,
+        message: d.message.clone(),
+    });
+    let found = |ok: bool, reason: &str, message: String| {
+        Finding::new(RESTORE_DRILL_PASSED, ok, reason, message)
+    };
+    let running_note = running
+        .as_ref()
+        .map(|r| format!("; one runs on {} since {}", r.member, r.since))
+        .unwrap_or_default();
+    let finding = match (&last, refused) {
+        (_, Some(why)) => found(
+            false,
+            reason::DRILL_FAILED,
+            format!("a restore drill could not be begun: {why}"),
+        ),
+        (Some(d), None) if d.passed => found(
+            true,
+            reason::SUCCEEDED,
+            format!(
+                "the drill of {} restored base backup {} in {} and reached {} ({}): {}{running_note}",
+                d.finished_at,
+                d.backup_id.as_deref().unwrap_or("?"),
+                d.restore_duration.as_deref().unwrap_or("?"),
+                d.reached_lsn.as_deref().unwrap_or("?"),
+                d.reached_at.as_deref().unwrap_or("no transaction replayed"),
+                d.message
+            ),
+        ),
+        (Some(d), None) => found(
+            false,
+            reason::DRILL_FAILED,
+            format!(
+                "the drill of {} on {}'s host failed: {}{running_note}",
+                d.finished_at, d.member, d.message
+            ),
+        ),
+        (None, None) => found(
+            false,
+            reason::NO_DRILL,
+            format!(
+                "no restore drill has run yet: the first runs once there is a base backup{running_note}"
+            ),
+        ),
+    };
+    Some((last, running, finding))
+}
+
 /// When the newest base backup began: a gap declared before it no longer limits recovery.
 pub fn newest_backup_start(observed: &Observed) -> Option<Timestamp> {
     Some(observed.backups.as_ref()?.newest()?.started_at)
@@ -239,6 +451,7 @@ spec:
             finished_at: at(started) + jiff::SignedDuration::from_secs(90),
             raw_bytes: 3 << 30,
             stored_bytes: 1 << 30,
+            request: None,
         }
     }
 
@@ -432,5 +645,71 @@ spec:
         let (_, late) =
             backup_status(&desired, &seen, None, None, at("2026-12-05T04:00:00Z")).unwrap();
         assert_eq!(late.reason, reason::OVERDUE);
+    }
+
+    #[test]
+    fn a_request_goes_first_and_ends_completed_or_failed() {
+        use crate::core::desired::RequestedBackup;
+        let mut desired = cluster("PreferStandby");
+        desired.backup_requests = vec![
+            RequestedBackup {
+                name: "before-migration".into(),
+                member: Some("b".into()),
+            },
+            RequestedBackup {
+                name: "typo".into(),
+                member: Some("z".into()),
+            },
+        ];
+        let now = at("2026-12-03T12:00:00Z");
+        let mut seen = observed(vec![backup("b1", "2026-12-03T03:00:00Z")]);
+        let asked = due(&desired, &seen, now).unwrap();
+        assert_eq!(
+            (asked.member.as_str(), asked.request.as_deref()),
+            ("b", Some("before-migration"))
+        );
+        let outcome = |seen: &Observed, began: Option<&crate::core::plan::BackupDue>| {
+            backup_status(&desired, seen, began, None, now)
+                .unwrap()
+                .0
+                .requests
+        };
+        let requests = outcome(&seen, Some(&asked));
+        assert_eq!(requests[0].outcome.phase, BackupPhase::Running);
+        assert_eq!(requests[1].outcome.phase, BackupPhase::Failed);
+        assert!(requests[1].outcome.message.contains("no member"));
+        // Done: the catalog holds it, and nothing more is asked for.
+        let mut done = backup("b2", "2026-12-03T12:00:00Z");
+        done.request = Some("before-migration".into());
+        entries(&mut seen).push(done);
+        let requests = outcome(&seen, None);
+        assert_eq!(requests[0].outcome.phase, BackupPhase::Completed);
+        assert_eq!(requests[0].outcome.backup_id.as_deref(), Some("b2"));
+        assert_eq!(due(&desired, &seen, now), None);
+        // Failed on its host: final, with the host's words.
+        entries(&mut seen).pop();
+        seen.backups.as_mut().unwrap().hosts.insert(
+            "b".into(),
+            HostBackups {
+                last_finished_at: Some(now),
+                last_error: Some("pg_basebackup: could not connect".into()),
+                last_request: Some("before-migration".into()),
+                ..Default::default()
+            },
+        );
+        let requests = outcome(&seen, None);
+        assert_eq!(requests[0].outcome.phase, BackupPhase::Failed);
+        assert!(requests[0].outcome.message.contains("could not connect"));
+    }
+
+    fn entries(seen: &mut Observed) -> &mut Vec<CatalogEntry> {
+        &mut seen
+            .backups
+            .as_mut()
+            .unwrap()
+            .catalog
+            .as_mut()
+            .unwrap()
+            .backups
     }
 }

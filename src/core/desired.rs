@@ -13,6 +13,21 @@ pub struct Desired {
     /// The cluster's virtual names, in a stable order.
     #[serde(default)]
     pub virtual_names: Vec<NamedVirtualName>,
+    /// On-demand base backups asked for (`Backup` objects) that have not ended yet, oldest
+    /// first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backup_requests: Vec<RequestedBackup>,
+}
+
+/// One on-demand base backup asked for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestedBackup {
+    /// The `Backup` object's name: the catalog records it with the backup.
+    pub name: String,
+    /// The member to read it from, if the request names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -37,6 +52,7 @@ impl Desired {
             name,
             spec,
             virtual_names,
+            backup_requests: Vec::new(),
         }
     }
 

@@ -184,9 +184,13 @@ pub trait Backups: Send + Sync {
     /// The catalog as last read and what the hosts last said; a fresh read begins in the
     /// background when the last is old. Never waits on the repository.
     fn observed(&self) -> Option<crate::core::observed::BackupsObserved>;
-    /// Begin a base backup read from `member`: it runs on its host, and the next reads
-    /// report it. Idempotent: a host already running one goes on with it.
-    async fn take(&self, member: &Member) -> Result<(), EngineError>;
+    /// Begin a base backup read from `member`, answering on-demand `request` if one: it runs
+    /// on its host, and the next reads report it. Idempotent: a host already running one goes
+    /// on with it.
+    async fn take(&self, member: &Member, request: Option<&str>) -> Result<(), EngineError>;
+    /// Begin a restore drill on `member`'s host: the latest backup restored, replayed and
+    /// checked there; the next reads report it. Idempotent likewise.
+    async fn drill(&self, member: &Member) -> Result<(), EngineError>;
 }
 
 /// Operations on a member's host rather than through its server: copy it from nothing,

@@ -249,6 +249,12 @@ pub struct BackupsObserved {
     pub catalog: Option<Catalog>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_error: Option<String>,
+    /// The newest restore drill (the repository's record, or a host's fresher word), and one
+    /// under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<ObservedDrill>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill_running: Option<DrillRunning>,
     /// What each member's host last said of the backups it runs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hosts: BTreeMap<String, HostBackups>,
@@ -272,6 +278,9 @@ pub struct CatalogEntry {
     pub finished_at: Timestamp,
     pub raw_bytes: u64,
     pub stored_bytes: u64,
+    /// The on-demand request it answered, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// Points a restore can reach, inclusive.
@@ -290,11 +299,16 @@ pub struct Stretch {
 pub struct HostBackups {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_since: Option<Timestamp>,
-    /// Its last backup's end, and the error it ended with.
+    /// The on-demand request the backup under way answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_request: Option<String>,
+    /// Its last backup's end, the error it ended with, and the request it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_finished_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<String>,
 }
 
 impl BackupsObserved {
@@ -328,10 +342,51 @@ impl BackupsObserved {
         })
     }
 
+    /// An on-demand request neither in the catalog nor failed on a host.
+    pub fn request_open(&self, name: &str) -> bool {
+        let in_catalog = self
+            .catalog
+            .as_ref()
+            .is_some_and(|c| c.backups.iter().any(|b| b.request.as_deref() == Some(name)));
+        let failed = self
+            .hosts
+            .values()
+            .any(|h| h.last_request.as_deref() == Some(name) && h.last_error.is_some());
+        !in_catalog && !failed
+    }
+
     /// A backup under way: the member, and since when.
     pub fn running(&self) -> Option<(&str, Timestamp)> {
         self.hosts
             .iter()
             .find_map(|(member, h)| Some((member.as_str(), h.running_since?)))
     }
+}
+
+/// How a restore drill went.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedDrill {
+    pub id: String,
+    pub member: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_millis: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_lsn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_at: Option<Timestamp>,
+    pub passed: bool,
+    pub message: String,
+}
+
+/// A restore drill under way.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillRunning {
+    pub member: String,
+    pub since: Timestamp,
 }

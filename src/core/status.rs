@@ -78,6 +78,8 @@ pub struct Applied {
     pub results: Vec<(PlannedAction, ActionResult)>,
     /// Why the base backup the plan asked for could not be begun, when it could not.
     pub backup_refused: Option<String>,
+    /// Likewise for the restore drill.
+    pub drill_refused: Option<String>,
 }
 
 impl Applied {
@@ -205,8 +207,19 @@ pub fn cluster_status(
         applied.backup_refused.as_deref(),
         now,
     )
-    .map(|(status, finding)| {
+    .map(|(mut status, finding)| {
         adjusted.push(finding);
+        if let Some((last, running, finding)) = crate::core::backups::drill_status(
+            desired,
+            observed,
+            plan.drill.as_ref(),
+            applied.drill_refused.as_deref(),
+            now,
+        ) {
+            status.last_drill = last;
+            status.drill_running = running;
+            adjusted.push(finding);
+        }
         status
     });
     let conditions = adjusted
@@ -374,6 +387,7 @@ spec:
             journal: p.journal.clone(),
             results: vec![],
             backup_refused: None,
+            drill_refused: None,
         };
         let s = cluster_status(&d, &o, &p, &applied, None, Some(3), now);
         assert_eq!(s.current_primary.as_deref(), Some("a"));
@@ -406,6 +420,7 @@ spec:
         let applied = Applied {
             journal: o.journal.clone(),
             backup_refused: None,
+            drill_refused: None,
             results: vec![(
                 promote,
                 ActionResult::Failed(ActError::Engine(EngineError::Timeout {

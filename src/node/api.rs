@@ -4,7 +4,8 @@
 //! promotions, `POST /v1/confirm` (a peer's lease), `/v1/release` (a peer gave its lease up)
 //! and `/v1/raise` (the epoch); and before a
 //! failover, `POST /v1/reach` (does this host reach the primary); `POST /v1/archive` (where the
-//! host archives its WAL) and `POST /v1/backup` (a base backup, in the background). Every request carries the bearer token; every command that acts on
+//! host archives its WAL), `POST /v1/backup` (a base backup, in the background) and
+//! `POST /v1/drill` (a restore drill, in the background). Every request carries the bearer token; every command that acts on
 //! postgres carries the epoch.
 
 use std::{sync::Arc, time::Duration};
@@ -27,7 +28,10 @@ use super::{
 };
 use crate::engine::postgres::{
     agent::{AgentStatus, LeaseNonce, PeerView, Raised, Reached, Rejoined, Source},
-    archive::{ArchiveReport, ArchiveSettings, BackupOutcome, BackupReport, BackupRequest},
+    archive::{
+        ArchiveReport, ArchiveSettings, BackupOutcome, BackupReport, BackupRequest, DrillReport,
+        DrillRequest,
+    },
     controldata::{self, ControlDataError},
     ping,
 };
@@ -48,6 +52,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/reach", post(reach))
         .route("/v1/archive", post(archive_settings))
         .route("/v1/backup", post(take_backup))
+        .route("/v1/drill", post(run_drill))
         .route("/v1/clone", post(clone))
         .route("/v1/standby", post(standby))
         .route("/v1/rewind", post(rewind))
@@ -146,6 +151,7 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
         upstream_auth: agent.upstream_auth.clone(),
         archive: Some(archive::report(&agent.options.state, &agent.options.data)),
         backup: Some(agent.backups.lock().expect("lock").clone()),
+        drill: Some(agent.drills.lock().expect("lock").clone()),
     };
     let Some(inner) = inner else {
         return status;
@@ -476,6 +482,7 @@ async fn take_backup(
             return Ok(Json(backups.clone()));
         }
         backups.running_since = Some(jiff::Timestamp::now());
+        backups.running_request = request.request.clone();
     }
     let runner = agent.clone();
     tokio::spawn(async move {
@@ -487,11 +494,38 @@ async fn take_backup(
         backups.running_since = None;
         backups.last = Some(BackupOutcome {
             finished_at: jiff::Timestamp::now(),
+            request: backups.running_request.take(),
             error: outcome.as_ref().err().map(|e| e.to_string()),
             backup: outcome.ok(),
         });
     });
     Ok(Json(agent.backups.lock().expect("lock").clone()))
+}
+
+/// Begin a restore drill in the background (`status` reports it); idempotent: a drill under
+/// way goes on, and the caller hears of it.
+async fn run_drill(
+    State(agent): State<Arc<Agent>>,
+    Json(request): Json<DrillRequest>,
+) -> Json<DrillReport> {
+    {
+        let mut drills = agent.drills.lock().expect("lock");
+        if drills.running_since.is_some() {
+            return Json(drills.clone());
+        }
+        drills.running_since = Some(jiff::Timestamp::now());
+    }
+    let runner = agent.clone();
+    tokio::spawn(async move {
+        let record = super::drill::run(&runner.options, &request).await;
+        if !record.passed {
+            tracing::warn!(message = %record.message, "the restore drill failed");
+        }
+        let mut drills = runner.drills.lock().expect("lock");
+        drills.running_since = None;
+        drills.last = Some(record);
+    });
+    Json(agent.drills.lock().expect("lock").clone())
 }
 
 /// Whether this host reaches the postgres at `address`: the controller asks before it fails

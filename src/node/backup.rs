@@ -115,6 +115,7 @@ pub async fn take(options: &Options, request: &BackupRequest) -> Result<BaseBack
         raw_bytes: uploaded.raw_bytes,
         stored_bytes: uploaded.stored_bytes,
         compression: "zstd".into(),
+        request: request.request.clone(),
     };
     repository.record_base(&set, &backup).await?;
     Ok(backup)
@@ -148,8 +149,14 @@ pub async fn verify_backup(
         })
     })?;
     repository.restore_base(set, &backup.id, &data).await?;
+    verify_data(bin, &data).await
+}
+
+/// Check a restored backup in `data` against its own manifest with `pg_verifybackup` from
+/// `bin` (which leaves alone the settings a restore writes).
+pub async fn verify_data(bin: &Path, data: &Path) -> Result<(), VerifyError> {
     let output = tokio::process::Command::new(bin.join("pg_verifybackup"))
-        .arg(&data)
+        .arg(data)
         .stdin(Stdio::null())
         .output()
         .await

@@ -12,6 +12,7 @@
 mod api;
 pub mod archive;
 mod backup;
+mod drill;
 mod host;
 mod peers;
 mod postmaster;
@@ -215,6 +216,8 @@ pub struct Agent {
     activity: std::sync::Mutex<Activity>,
     /// The base backup under way, and how the last one ended.
     backups: std::sync::Mutex<crate::engine::postgres::archive::BackupReport>,
+    /// The restore drill under way, and how the last one ended.
+    drills: std::sync::Mutex<crate::engine::postgres::archive::DrillReport>,
 }
 
 /// How often the lease is checked.
@@ -266,6 +269,7 @@ impl Agent {
             inner: Arc::new(Mutex::new(Inner { postmaster: None })),
             activity: std::sync::Mutex::new(Activity::default()),
             backups: std::sync::Mutex::default(),
+            drills: std::sync::Mutex::default(),
         })
     }
 

@@ -87,14 +87,7 @@ impl Postmaster {
             if !self.running() {
                 return Err(HostError::Exited);
             }
-            let ready = Command::new(bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "1"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .await
-                .is_ok_and(|s| s.success());
-            if ready {
+            if accepts(bin, "127.0.0.1".as_ref(), &port.to_string()).await {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -118,4 +111,18 @@ impl Postmaster {
             let _ = self.child.kill().await;
         }
     }
+}
+
+/// Whether the postgres at `host` (an address, or a socket directory) and `port` accepts
+/// connections now (`pg_isready`, within a second).
+pub async fn accepts(bin: &Path, host: &std::ffi::OsStr, port: &str) -> bool {
+    Command::new(bin.join("pg_isready"))
+        .arg("-h")
+        .arg(host)
+        .args(["-p", port, "-t", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
 }

@@ -43,6 +43,9 @@ pub struct BaseBackup {
     pub raw_bytes: u64,
     pub stored_bytes: u64,
     pub compression: String,
+    /// The on-demand request it answered (a `Backup` object's name), if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// Why a base backup could not be stored, listed or restored.

@@ -8,6 +8,7 @@
 //! side by side under two names, where a reader sees both and refuses to choose.
 
 pub mod base;
+pub mod drill;
 pub mod layout;
 pub mod retention;
 pub mod wal;

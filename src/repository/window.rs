@@ -156,6 +156,7 @@ mod tests {
             raw_bytes: 0,
             stored_bytes: 0,
             compression: "zstd".into(),
+            request: None,
         }
     }
 

@@ -105,6 +105,26 @@ pub fn check(spec: &ReplicationClusterSpec, out: &mut Out<'_>) {
         }
         named_repository(backup, "spec.backup.base.repository", &base.repository, out);
     }
+    if let Some(drill) = &backup.drill {
+        if spec.engine != EngineKind::Postgres {
+            out.fail(
+                "spec.backup.drill",
+                "restore drills are for PostgreSQL clusters",
+            );
+        }
+        if let Err(e) = drill.schedule.parse::<crate::api::schedule::Schedule>() {
+            out.fail(
+                "spec.backup.drill.schedule",
+                format!("{}: {e}", quoted(&drill.schedule)),
+            );
+        }
+        if backup.archive.is_none() {
+            out.fail(
+                "spec.backup.drill",
+                "a drill replays archived WAL: set spec.backup.archive too",
+            );
+        }
+    }
     let Some(archive) = &backup.archive else {
         return;
     };

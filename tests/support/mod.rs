@@ -21,6 +21,16 @@ use std::{
 use replicant::runtime::{files::state::read_reports, report::ClusterReport};
 use replicant_testkit::{RedisProcess, free_port};
 
+/// Garage (an S3-compatible store) from `GARAGE`, else on the PATH, else where
+/// `scripts/install-garage` puts it.
+pub fn garage_binary() -> Option<PathBuf> {
+    tool(
+        "garage",
+        "GARAGE",
+        "scripts/install-garage, then GARAGE=<its output>",
+    )
+}
+
 /// A tool the tests run: the file `env` names, else `name` on the PATH. `None` (the test is
 /// skipped, saying so) where it is missing, except under CI, where that fails; `install`
 /// says how to get it.

@@ -21,12 +21,16 @@ pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(300)
 pub struct BackupDue {
     pub member: String,
     pub why: String,
+    /// The on-demand request it answers, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
-/// Whether the controller should begin a base backup now, and from which member: when the
-/// schedule says so (at once when there is none yet), or when WAL was let go unarchived after
-/// the newest backup and the repository takes WAL again. Never while an operation is in
-/// flight, a backup runs, the catalog is unread, or a failure is recent.
+/// Whether the controller should begin a base backup now, and from which member: for the
+/// oldest on-demand request still open, when the schedule says so (at once when there is none
+/// yet), or when WAL was let go unarchived after the newest backup and the repository takes
+/// WAL again. Never while an operation is in flight, a backup runs, the catalog is unread, or
+/// a failure is recent.
 pub fn due(desired: &Desired, observed: &Observed, now: Timestamp) -> Option<BackupDue> {
     let policy = desired.spec.backup.as_ref()?;
     let seen = observed.backups.as_ref()?;
@@ -38,6 +42,23 @@ pub fn due(desired: &Desired, observed: &Observed, now: Timestamp) -> Option<Bac
         && now.duration_since(at).as_secs() < RETRY_AFTER.as_secs() as i64
     {
         return None;
+    }
+    let source = policy.base.as_ref().map(|b| b.source).unwrap_or_default();
+    if let Some(request) = desired.backup_requests.iter().find(|r| {
+        seen.request_open(&r.name)
+            && r.member
+                .as_ref()
+                .is_none_or(|m| desired.member(m).is_some())
+    }) {
+        let member = match &request.member {
+            Some(member) => qualifies(observed, member).then(|| member.clone()),
+            None => source_member(desired, observed, source),
+        }?;
+        return Some(BackupDue {
+            member,
+            why: format!("asked for by Backup {}", request.name),
+            request: Some(request.name.clone()),
+        });
     }
     let newest = catalog.backups.last();
     let gap = policy
@@ -55,9 +76,20 @@ pub fn due(desired: &Desired, observed: &Observed, now: Timestamp) -> Option<Bac
         }
     });
     let why = gap.or(scheduled)?;
-    let source = policy.base.as_ref().map(|b| b.source).unwrap_or_default();
     let member = source_member(desired, observed, source)?;
-    Some(BackupDue { member, why })
+    Some(BackupDue {
+        member,
+        why,
+        request: None,
+    })
+}
+
+/// A member a request names can give a backup: its server answers and it has an agent.
+fn qualifies(observed: &Observed, member: &str) -> bool {
+    observed
+        .members
+        .get(member)
+        .is_some_and(|o| o.reachable && matches!(o.host, HostAccess::Agent(_)))
 }
 
 /// A gap declared after `newest` began, by a member whose host archives again.
@@ -115,4 +147,39 @@ fn source_member(desired: &Desired, observed: &Observed, source: BackupSource) -
         BackupSource::Standby => standby,
         BackupSource::Primary => primary,
     }
+}
+
+/// A restore drill to begin now.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillDue {
+    pub member: String,
+    pub why: String,
+}
+
+/// Whether the controller should begin a restore drill now, and on which member's host: when
+/// the drill schedule says so after the newest drill began (at once when none ran yet and a
+/// base backup exists). Never while an operation is in flight, a drill runs, or the catalog is
+/// unread.
+pub fn drill_due(desired: &Desired, observed: &Observed, now: Timestamp) -> Option<DrillDue> {
+    let policy = desired.spec.backup.as_ref()?.drill.as_ref()?;
+    let seen = observed.backups.as_ref()?;
+    let catalog = seen.catalog.as_ref()?;
+    if observed.journal.operation.is_some() || seen.drill_running.is_some() {
+        return None;
+    }
+    catalog.backups.last()?;
+    let why = match &seen.last_drill {
+        None => "no restore drill has run yet".to_string(),
+        Some(last) => {
+            let schedule: Schedule = policy.schedule.parse().ok()?;
+            let next = schedule.next_after(last.started_at)?;
+            if next > now {
+                return None;
+            }
+            format!("scheduled at {next} ({})", policy.schedule)
+        }
+    };
+    let member = source_member(desired, observed, BackupSource::PreferStandby)?;
+    Some(DrillDue { member, why })
 }

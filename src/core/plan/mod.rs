@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    backup::{BackupDue, RETRY_AFTER, due},
+    backup::{BackupDue, DrillDue, RETRY_AFTER, drill_due, due},
     candidate::{Assessment, Selection, Verdict, observation, select},
     findings::{Blocker, Finding, human_duration},
     zones::Placement,
@@ -180,6 +180,9 @@ pub struct Plan {
     /// A base backup to begin (it runs on the member's host; the round does not wait).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupDue>,
+    /// A restore drill to begin (on the member's host, likewise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillDue>,
 }
 
 /// Decide what to do. Pure: same inputs, same plan.
@@ -219,8 +222,9 @@ struct Planner<'a> {
     last_resort: Option<PlannedAction>,
     /// Whom each member follows around the primary named, once computed this pass.
     layout: Option<(String, Vec<Placement>)>,
-    /// A base backup to begin this round.
+    /// A base backup and a restore drill to begin this round.
     backup: Option<BackupDue>,
+    drill: Option<DrillDue>,
 }
 
 impl<'a> Planner<'a> {
@@ -242,6 +246,7 @@ impl<'a> Planner<'a> {
             last_resort: None,
             layout: None,
             backup: None,
+            drill: None,
         }
     }
 
@@ -389,6 +394,7 @@ impl<'a> Planner<'a> {
             placements: Vec::new(),
             requeue_after: self.requeue,
             backup: None,
+            drill: None,
         }
     }
 
@@ -397,6 +403,7 @@ impl<'a> Planner<'a> {
     fn schedule_backup(&mut self) {
         if self.journal.operation.is_none() {
             self.backup = due(self.desired, self.observed, self.now);
+            self.drill = drill_due(self.desired, self.observed, self.now);
         }
     }
 
@@ -521,6 +528,7 @@ impl<'a> Planner<'a> {
             placements,
             requeue_after: self.requeue,
             backup: self.backup,
+            drill: self.drill,
         }
     }
 }

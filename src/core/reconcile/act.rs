@@ -70,33 +70,53 @@ pub async fn act(
         };
         results.push((planned.clone(), result));
     }
-    let backup_refused = match &plan.backup {
-        Some(due) if !halted => begin_backup(desired, due, deps).await,
+    // Best effort, after the plan's actions: neither ever holds up the round, and the plan
+    // asks again after a while.
+    let backups = deps.engine.backups().filter(|_| !halted);
+    let member = |name: &str| desired.member(name);
+    let backup_refused = match (backups, &plan.backup) {
+        (Some(backups), Some(due)) => match member(&due.member) {
+            Some(m) => {
+                let begun = backups.take(m, due.request.as_deref()).await;
+                begun_or_why(desired, &due.member, &due.why, "base backup", begun)
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    let drill_refused = match (backups, &plan.drill) {
+        (Some(backups), Some(due)) => match member(&due.member) {
+            Some(m) => {
+                let begun = backups.drill(m).await;
+                begun_or_why(desired, &due.member, &due.why, "restore drill", begun)
+            }
+            None => None,
+        },
         _ => None,
     };
     Ok(Applied {
         journal,
         results,
         backup_refused,
+        drill_refused,
     })
 }
 
-/// Begin the base backup the plan asked for; why not, when it could not be begun. Best
-/// effort: it never holds up the round, and the plan asks again after a while.
-async fn begin_backup(
+/// Log how beginning `what` on `member` went; why it could not be begun, when it could not.
+fn begun_or_why(
     desired: &Desired,
-    due: &crate::core::plan::BackupDue,
-    deps: &Deps<'_>,
+    member: &str,
+    why: &str,
+    what: &str,
+    begun: Result<(), EngineError>,
 ) -> Option<String> {
-    let backups = deps.engine.backups()?;
-    let member = desired.member(&due.member)?;
-    match backups.take(member).await {
+    match begun {
         Ok(()) => {
-            tracing::info!(cluster = %desired.name, member = %due.member, why = %due.why, "base backup begun");
+            tracing::info!(cluster = %desired.name, %member, %why, "{what} begun");
             None
         }
         Err(error) => {
-            tracing::warn!(cluster = %desired.name, member = %due.member, %error, "base backup not begun");
+            tracing::warn!(cluster = %desired.name, %member, %error, "{what} not begun");
             Some(error.to_string())
         }
     }

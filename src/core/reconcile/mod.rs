@@ -181,11 +181,13 @@ impl Round {
                 placements: Vec::new(),
                 requeue_after: std::time::Duration::from_secs(1),
                 backup: None,
+                drill: None,
             },
             applied: Applied {
                 journal,
                 results,
                 backup_refused: None,
+                drill_refused: None,
             },
             status,
         }

@@ -125,6 +125,7 @@ fn failover_plan() -> Plan {
         placements: Vec::new(),
         requeue_after: Duration::from_secs(1),
         backup: None,
+        drill: None,
     }
 }
 

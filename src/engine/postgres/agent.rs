@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio_rustls::rustls;
 
 use super::{
-    archive::{ArchiveReport, ArchiveSettings, BackupReport, BackupRequest},
+    archive::{
+        ArchiveReport, ArchiveSettings, BackupReport, BackupRequest, DrillReport, DrillRequest,
+    },
     controldata::ControlData,
     probe::split_address,
 };
@@ -68,6 +70,9 @@ pub struct AgentStatus {
     /// The host's base backups (absent from agents older than them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupReport>,
+    /// The host's restore drills (absent from agents older than them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillReport>,
 }
 
 /// A moment on an agent's monotonic clock, fetched by the controller just before each lease
@@ -265,6 +270,8 @@ pub trait AgentApi: Send + Sync {
     ) -> Result<ArchiveReport, EngineError>;
     /// Begin a base backup of the host's postgres; `status` tells when it ends (`backup`).
     async fn backup(&self, request: &BackupRequest) -> Result<BackupReport, EngineError>;
+    /// Begin a restore drill on the host; `status` tells when it ends (`drill`).
+    async fn drill(&self, request: &DrillRequest) -> Result<DrillReport, EngineError>;
 }
 
 /// A member's agent, reached over HTTP (or HTTPS).
@@ -576,6 +583,21 @@ impl AgentApi for AgentClient {
         self.call(
             "begin a base backup",
             "/v1/backup",
+            Some(body),
+            self.timeout,
+        )
+        .await
+    }
+
+    async fn drill(&self, request: &DrillRequest) -> Result<DrillReport, EngineError> {
+        let body = serde_json::to_value(request).map_err(|e| EngineError::Protocol {
+            address: self.address.clone(),
+            during: "begin a restore drill",
+            detail: e.to_string(),
+        })?;
+        self.call(
+            "begin a restore drill",
+            "/v1/drill",
             Some(body),
             self.timeout,
         )

@@ -143,6 +143,9 @@ pub struct BackupRequest {
     pub settings: ArchiveSettings,
     /// The member the host serves, for the catalog.
     pub member: String,
+    /// The on-demand request it answers (a `Backup` object's name), recorded in the catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// How the host's last base backup ended.
@@ -150,6 +153,9 @@ pub struct BackupRequest {
 #[serde(rename_all = "camelCase")]
 pub struct BackupOutcome {
     pub finished_at: jiff::Timestamp,
+    /// The on-demand request it answered, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::repository::base::BaseBackup>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,6 +169,30 @@ pub struct BackupReport {
     /// When the backup under way began, if one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_since: Option<jiff::Timestamp>,
+    /// The on-demand request the backup under way answers, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_request: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<BackupOutcome>,
+}
+
+/// A request for a restore drill on the host: the latest base backup of the repository in
+/// `settings`, restored and checked in a scratch directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillRequest {
+    pub settings: ArchiveSettings,
+    /// The member the host serves, for the record.
+    pub member: String,
+}
+
+/// An agent's report of its restore drills.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillReport {
+    /// When the drill under way began, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<crate::repository::drill::DrillRecord>,
 }

@@ -5,7 +5,7 @@
 
 use super::{
     agent::{AgentApi, AgentClient},
-    archive::{ArchiveReport, ArchiveSettings, BackupReport},
+    archive::{ArchiveReport, ArchiveSettings, BackupReport, DrillReport},
 };
 use crate::{
     api::{ArchiveGap, MemberArchive},
@@ -28,6 +28,7 @@ struct Cared {
     asked: Option<std::time::Instant>,
     report: Option<MemberArchive>,
     backups: Option<BackupReport>,
+    drills: Option<DrillReport>,
 }
 
 impl ArchiveKeeper {
@@ -51,13 +52,14 @@ impl ArchiveKeeper {
             tokio::spawn(async move {
                 let report = keep(&agent, settings.as_ref()).await;
                 match report {
-                    Ok((report, backups)) => {
+                    Ok((report, backups, drills)) => {
                         let archive = settings
                             .as_ref()
                             .map(|s| member_archive(&member, s, &report));
                         if let Some(cared) = members.lock().expect("lock").get_mut(&member) {
                             cared.report = archive;
                             cared.backups = backups;
+                            cared.drills = drills;
                         }
                     }
                     Err(error) => {
@@ -70,13 +72,13 @@ impl ArchiveKeeper {
         cared.report.clone()
     }
 
-    /// What each host last said of its base backups.
-    pub fn backup_reports(&self) -> Vec<(String, BackupReport)> {
+    /// What each host last said of its base backups and restore drills.
+    pub fn host_reports(&self) -> Vec<(String, Option<BackupReport>, Option<DrillReport>)> {
         self.members
             .lock()
             .expect("lock")
             .iter()
-            .filter_map(|(member, cared)| Some((member.clone(), cared.backups.clone()?)))
+            .map(|(member, cared)| (member.clone(), cared.backups.clone(), cared.drills.clone()))
             .collect()
     }
 }
@@ -86,14 +88,18 @@ impl ArchiveKeeper {
 async fn keep(
     agent: &AgentClient,
     settings: Option<&ArchiveSettings>,
-) -> Result<(ArchiveReport, Option<BackupReport>), EngineError> {
+) -> Result<(ArchiveReport, Option<BackupReport>, Option<DrillReport>), EngineError> {
     let status = agent.status().await?;
     let report = status.archive.unwrap_or_default();
     let wanted = settings.map(ArchiveSettings::fingerprint);
     if report.settings == wanted {
-        return Ok((report, status.backup));
+        return Ok((report, status.backup, status.drill));
     }
-    Ok((agent.configure_archive(settings).await?, status.backup))
+    Ok((
+        agent.configure_archive(settings).await?,
+        status.backup,
+        status.drill,
+    ))
 }
 
 fn rfc3339(t: jiff::Timestamp) -> String {

@@ -10,16 +10,20 @@ use std::{
 
 use super::{
     agent::{AgentApi, AgentClient},
-    archive::{ArchiveSettings, BackupReport, BackupRequest},
+    archive::{ArchiveSettings, BackupReport, BackupRequest, DrillReport, DrillRequest},
 };
 use crate::{
     core::{
         engine::EngineError,
-        observed::{BackupsObserved, Catalog, CatalogEntry, HostBackups, Stretch},
+        observed::{
+            BackupsObserved, Catalog, CatalogEntry, DrillRunning, HostBackups, ObservedDrill,
+            Stretch,
+        },
     },
     repository::{
         Repository,
         base::newest_data_set,
+        drill::DrillRecord,
         window::{lsn_text, windows},
     },
 };
@@ -45,7 +49,12 @@ struct State {
     /// Backups the controller could not begin, by member (the host never heard of them).
     refused: BTreeMap<String, HostBackups>,
     /// Backups begun, by member, until the host's own report can tell of them.
-    begun: BTreeMap<String, (jiff::Timestamp, Instant)>,
+    begun: BTreeMap<String, (jiff::Timestamp, Instant, Option<String>)>,
+    /// The newest drill record the last reading found; a drill begun, until its host's report
+    /// tells of it; one that could not be begun.
+    read_drill: Option<ObservedDrill>,
+    drill_begun: Option<(String, jiff::Timestamp, Instant)>,
+    drill_refused: Option<ObservedDrill>,
 }
 
 /// How long a backup just begun counts as running without the host's word: longer than the
@@ -69,12 +78,36 @@ impl BackupKeeper {
 
     /// The catalog as last read, with what the hosts said (`reports`); a new reading begins in
     /// the background when the last is old or a backup ended since.
-    pub fn observed(&self, reports: Vec<(String, BackupReport)>) -> BackupsObserved {
+    pub fn observed(
+        &self,
+        reports: Vec<(String, Option<BackupReport>, Option<DrillReport>)>,
+    ) -> BackupsObserved {
         let mut state = self.state.lock().expect("lock");
         let mut hosts = state.refused.clone();
-        for (member, report) in reports {
+        let mut drill_running = None;
+        let mut host_drill: Option<ObservedDrill> = None;
+        for (member, backups, drills) in reports {
+            if let Some(drills) = drills {
+                if let Some(since) = drills.running_since {
+                    drill_running = Some(DrillRunning {
+                        member: member.clone(),
+                        since,
+                    });
+                }
+                if let Some(last) = drills.last
+                    && host_drill
+                        .as_ref()
+                        .is_none_or(|d| last.started_at > d.started_at)
+                {
+                    host_drill = Some(observed_drill(last));
+                }
+            }
+            let Some(report) = backups else {
+                continue;
+            };
             let host = hosts.entry(member).or_default();
             host.running_since = report.running_since;
+            host.running_request = report.running_request;
             if let Some(last) = report.last
                 && host.last_finished_at.is_none_or(|at| last.finished_at > at)
             {
@@ -87,16 +120,44 @@ impl BackupKeeper {
                 }
                 host.last_finished_at = Some(last.finished_at);
                 host.last_error = last.error;
+                host.last_request = last.request;
             }
         }
-        state.begun.retain(|_, (_, at)| at.elapsed() < REPORT_COMES);
-        for (member, (began, _)) in &state.begun {
+        state
+            .begun
+            .retain(|_, (_, at, _)| at.elapsed() < REPORT_COMES);
+        for (member, (began, _, request)) in &state.begun {
             let host = hosts.entry(member.clone()).or_default();
             if host.running_since.is_none() && host.last_finished_at.is_none_or(|at| at < *began) {
                 host.running_since = Some(*began);
+                host.running_request = request.clone();
             }
         }
         state.seen.hosts = hosts;
+        state.drill_begun = state
+            .drill_begun
+            .take()
+            .filter(|(_, _, at)| at.elapsed() < REPORT_COMES);
+        if drill_running.is_none()
+            && let Some((member, since, _)) = &state.drill_begun
+            && host_drill.as_ref().is_none_or(|d| d.started_at < *since)
+        {
+            drill_running = Some(DrillRunning {
+                member: member.clone(),
+                since: *since,
+            });
+        }
+        state.seen.drill_running = drill_running;
+        // The newest of the repository's record, a host's word and a drill not begun.
+        let newest = [
+            state.read_drill.clone(),
+            host_drill,
+            state.drill_refused.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .max_by_key(|d| d.started_at);
+        state.seen.last_drill = newest;
         let due = state
             .read_began
             .is_none_or(|at| at.elapsed() >= CATALOG_READ || state.stale);
@@ -114,8 +175,9 @@ impl BackupKeeper {
                 state.reading = false;
                 state.seen.read_at = Some(began);
                 match read {
-                    Ok(catalog) => {
+                    Ok((catalog, drill)) => {
                         state.seen.catalog = Some(catalog);
+                        state.read_drill = drill.map(observed_drill);
                         state.seen.read_error = None;
                     }
                     Err(error) => {
@@ -128,11 +190,50 @@ impl BackupKeeper {
         state.seen.clone()
     }
 
-    /// Begin a base backup on `member`'s host.
-    pub async fn take(&self, member: &str, agent: &AgentClient) -> Result<(), EngineError> {
+    /// Begin a restore drill on `member`'s host.
+    pub async fn drill(&self, member: &str, agent: &AgentClient) -> Result<(), EngineError> {
+        let request = DrillRequest {
+            settings: self.settings.clone(),
+            member: member.to_string(),
+        };
+        let outcome = agent.drill(&request).await;
+        let mut state = self.state.lock().expect("lock");
+        let now = jiff::Timestamp::now();
+        match &outcome {
+            Ok(report) => {
+                let since = report.running_since.unwrap_or(now);
+                state.drill_begun = Some((member.to_string(), since, Instant::now()));
+            }
+            // Remembered as a failed drill: the next waits for the schedule.
+            Err(error) => {
+                state.drill_refused = Some(ObservedDrill {
+                    id: now.strftime("%Y%m%dT%H%M%S.%3fZ").to_string(),
+                    member: member.to_string(),
+                    backup_id: None,
+                    started_at: now,
+                    finished_at: now,
+                    restore_millis: None,
+                    reached_lsn: None,
+                    reached_at: None,
+                    passed: false,
+                    message: format!("could not be begun: {error}"),
+                });
+            }
+        }
+        outcome.map(drop)
+    }
+
+    /// Begin a base backup on `member`'s host, answering on-demand `request` if one.
+    pub async fn take(
+        &self,
+        member: &str,
+        request: Option<&str>,
+        agent: &AgentClient,
+    ) -> Result<(), EngineError> {
         let request = BackupRequest {
             settings: self.settings.clone(),
             member: member.to_string(),
+            request: request.map(str::to_string),
         };
         let outcome = agent.backup(&request).await;
         let mut state = self.state.lock().expect("lock");
@@ -140,18 +241,20 @@ impl BackupKeeper {
             Ok(report) => {
                 state.refused.remove(member);
                 let began = report.running_since.unwrap_or_else(jiff::Timestamp::now);
+                let answers = report.running_request.clone().or(request.request);
                 state
                     .begun
-                    .insert(member.to_string(), (began, Instant::now()));
+                    .insert(member.to_string(), (began, Instant::now(), answers));
             }
             // Remembered as a failed attempt, so that the next is not asked for at once.
             Err(error) => {
                 state.refused.insert(
                     member.to_string(),
+                    // Not the request's end: it is asked for again after a while.
                     HostBackups {
-                        running_since: None,
                         last_finished_at: Some(jiff::Timestamp::now()),
                         last_error: Some(format!("could not be begun: {error}")),
+                        ..Default::default()
                     },
                 );
             }
@@ -160,8 +263,11 @@ impl BackupKeeper {
     }
 }
 
-/// The catalog of the cluster's newest data set and the stretches it can recover.
-async fn read_catalog(settings: &ArchiveSettings) -> Result<Catalog, String> {
+/// The catalog of the cluster's newest data set, the stretches it can recover, and its newest
+/// drill record.
+async fn read_catalog(
+    settings: &ArchiveSettings,
+) -> Result<(Catalog, Option<DrillRecord>), String> {
     let repository =
         Repository::open(&settings.repository, settings.key.as_ref()).map_err(|e| e.to_string())?;
     let catalog = repository
@@ -169,13 +275,17 @@ async fn read_catalog(settings: &ArchiveSettings) -> Result<Catalog, String> {
         .await
         .map_err(|e| e.to_string())?;
     let Some((set, backups)) = newest_data_set(&catalog) else {
-        return Ok(Catalog::default());
+        return Ok((Catalog::default(), None));
     };
     let segments = repository
         .archived_segments(&set)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Catalog {
+    let drill = repository
+        .newest_drill(&set)
+        .await
+        .map_err(|e| e.to_string())?;
+    let catalog = Catalog {
         windows: windows(&backups, &segments)
             .into_iter()
             .map(|w| Stretch {
@@ -194,7 +304,24 @@ async fn read_catalog(settings: &ArchiveSettings) -> Result<Catalog, String> {
                 finished_at: b.finished_at,
                 raw_bytes: b.raw_bytes,
                 stored_bytes: b.stored_bytes,
+                request: b.request,
             })
             .collect(),
-    })
+    };
+    Ok((catalog, drill))
+}
+
+fn observed_drill(record: DrillRecord) -> ObservedDrill {
+    ObservedDrill {
+        id: record.id,
+        member: record.member,
+        backup_id: record.backup_id,
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+        restore_millis: record.restore_millis,
+        reached_lsn: record.reached_lsn,
+        reached_at: record.reached_at,
+        passed: record.passed,
+        message: record.message,
+    }
 }

@@ -736,21 +736,32 @@ impl HostOperations for PostgresEngine {
 #[async_trait]
 impl Backups for PostgresEngine {
     fn observed(&self) -> Option<crate::core::observed::BackupsObserved> {
-        Some(
-            self.backups
-                .as_ref()?
-                .observed(self.archive.backup_reports()),
-        )
+        Some(self.backups.as_ref()?.observed(self.archive.host_reports()))
     }
 
-    async fn take(&self, member: &Member) -> Result<(), EngineError> {
+    async fn take(&self, member: &Member, request: Option<&str>) -> Result<(), EngineError> {
         let keeper = self.backups.as_ref().ok_or_else(|| EngineError::Command {
             address: member.address.clone(),
             during: "begin a base backup",
             message: "the cluster has no repository (spec.backup.repositories)".into(),
         })?;
         keeper
-            .take(&member.name, self.agent(member, "begin a base backup")?)
+            .take(
+                &member.name,
+                request,
+                self.agent(member, "begin a base backup")?,
+            )
+            .await
+    }
+
+    async fn drill(&self, member: &Member) -> Result<(), EngineError> {
+        let keeper = self.backups.as_ref().ok_or_else(|| EngineError::Command {
+            address: member.address.clone(),
+            during: "begin a restore drill",
+            message: "the cluster has no repository (spec.backup.repositories)".into(),
+        })?;
+        keeper
+            .drill(&member.name, self.agent(member, "begin a restore drill")?)
             .await
     }
 }

@@ -22,8 +22,15 @@ use super::{
     routing::{KnownRoutes, Locality, ServiceRouter},
 };
 use crate::{
-    api::{ReplicationCluster, ReplicationClusterSpec, ReplicationClusterStatus, VirtualName},
-    core::{desired::Desired, reconcile::JournalStore, routes::Router},
+    api::{
+        Backup, BackupPhase, OnDemandBackupStatus, ReplicationCluster, ReplicationClusterSpec,
+        ReplicationClusterStatus, VirtualName,
+    },
+    core::{
+        desired::{Desired, RequestedBackup},
+        reconcile::JournalStore,
+        routes::Router,
+    },
     engine::Secret,
     runtime::reconciler::{
         ClusterReconciler, ClusterSecrets, Notice, RoundInput, RuntimeAdapter, SecretsError,
@@ -110,11 +117,20 @@ async fn round(
             found
         }
     };
-    let desired = Desired::new(
+    let backups = backups(ctx, namespace, &name);
+    let mut desired = Desired::new(
         name.clone(),
         cluster.spec.clone(),
         names.iter().map(|vn| (vn.name_any(), vn.spec.clone())),
     );
+    desired.backup_requests = backups
+        .iter()
+        .filter(|b| !b.status.as_ref().is_some_and(|s| s.phase.is_final()))
+        .map(|b| RequestedBackup {
+            name: b.name_any(),
+            member: b.spec.member.clone(),
+        })
+        .collect();
     let owner = cluster
         .controller_owner_ref(&())
         .expect("a stored object has a name and uid");
@@ -157,6 +173,7 @@ async fn round(
         ctx,
         store: store.as_ref(),
         router: &router,
+        backups: &backups,
     };
     let input = RoundInput {
         desired,
@@ -175,6 +192,8 @@ struct KubernetesAdapter<'a> {
     ctx: &'a Context,
     store: &'a ConfigMapJournalStore,
     router: &'a ServiceRouter,
+    /// The cluster's `Backup` objects, oldest first.
+    backups: &'a [Arc<Backup>],
 }
 
 #[async_trait]
@@ -223,7 +242,8 @@ impl RuntimeAdapter for KubernetesAdapter<'_> {
         )
         .await
         .map(|_| ())
-        .map_err(StatusStoreError::new)
+        .map_err(StatusStoreError::new)?;
+        self.store_backups(&status).await
     }
 
     async fn notify(&self, notice: Notice<'_>) {
@@ -245,6 +265,92 @@ impl RuntimeAdapter for KubernetesAdapter<'_> {
             }
         }
     }
+}
+
+impl KubernetesAdapter<'_> {
+    /// Each of the cluster's `Backup` objects gets the outcome the round computed for it, when
+    /// it differs from what the object shows. A cluster that cannot take base backups ends
+    /// them at once, saying why.
+    async fn store_backups(
+        &self,
+        status: &ReplicationClusterStatus,
+    ) -> Result<(), StatusStoreError> {
+        let api: Api<Backup> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        for backup in self.backups {
+            if backup.status.as_ref().is_some_and(|s| s.phase.is_final()) {
+                continue;
+            }
+            let name = backup.name_any();
+            let outcome = match &status.backup {
+                Some(b) => match b.requests.iter().find(|r| r.name == name) {
+                    Some(r) => r.outcome.clone(),
+                    None => continue,
+                },
+                None => match cannot_back_up(&self.cluster.spec) {
+                    Some(message) => OnDemandBackupStatus {
+                        phase: BackupPhase::Failed,
+                        message,
+                        ..Default::default()
+                    },
+                    // This round read no catalog (its spec not taken, its engine not set up):
+                    // the request waits.
+                    None => continue,
+                },
+            };
+            if backup.status.as_ref() == Some(&outcome) {
+                continue;
+            }
+            let patch = json!({
+                "apiVersion": Backup::api_version(&()),
+                "kind": Backup::kind(&()),
+                "status": outcome,
+            });
+            super::call::call(
+                format!("apply status of Backup {name}"),
+                api.patch_status(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(patch),
+                ),
+            )
+            .await
+            .map_err(StatusStoreError::new)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a cluster can never take a base backup as its spec stands.
+fn cannot_back_up(spec: &ReplicationClusterSpec) -> Option<String> {
+    match (&spec.engine, &spec.backup) {
+        (crate::api::EngineKind::Postgres, None) => {
+            Some("the cluster has no repository (spec.backup.repositories)".into())
+        }
+        (crate::api::EngineKind::Postgres, Some(_)) => None,
+        _ => Some("base backups are for PostgreSQL clusters".into()),
+    }
+}
+
+/// The cluster's `Backup` objects, oldest first.
+fn backups(ctx: &Context, namespace: &str, cluster: &str) -> Vec<Arc<Backup>> {
+    let mut backups: Vec<Arc<Backup>> = ctx
+        .backups
+        .state()
+        .into_iter()
+        .filter(|b| b.namespace().as_deref() == Some(namespace) && b.spec.cluster == cluster)
+        .filter(|b| b.meta().deletion_timestamp.is_none())
+        .collect();
+    backups.sort_by(|a, b| {
+        (
+            a.meta().creation_timestamp.as_ref().map(|t| t.0),
+            a.name_any(),
+        )
+            .cmp(&(
+                b.meta().creation_timestamp.as_ref().map(|t| t.0),
+                b.name_any(),
+            ))
+    });
+    backups
 }
 
 /// The cluster's VirtualNames, by name.

@@ -24,10 +24,10 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     core::ApiResource,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action as ControllerAction,
         events::{Event, Recorder, Reporter},
-        reflector::{ObjectRef, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -39,7 +39,7 @@ pub use self::{
 };
 pub use crate::runtime::reconciler::SPEC_VALID;
 use crate::{
-    api::{ReplicationCluster, VirtualName},
+    api::{Backup, ReplicationCluster, VirtualName},
     metrics::{self, Metrics},
 };
 
@@ -79,6 +79,8 @@ pub struct Context {
     metrics: Arc<Metrics>,
     recorder: Recorder,
     names: Store<VirtualName>,
+    /// On-demand backups, each asked of its cluster's rounds.
+    backups: Store<Backup>,
     slices: ApiResource,
     clusters: Mutex<HashMap<(String, String), cluster::ClusterState>>,
     /// The lease this process acts under; none when election is off.
@@ -161,6 +163,17 @@ pub async fn run(
         };
     let names_controller = Controller::new(names_api.clone(), watcher::Config::default());
     let names_store = names_controller.store();
+    let backups_api: Api<Backup> = match &options.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (backups_store, backups_writer) = reflector::store();
+    let backups_run = reflector::reflector(
+        backups_writer,
+        watcher(backups_api.clone(), watcher::Config::default()),
+    )
+    .default_backoff()
+    .for_each(|_| std::future::ready(()));
     let ctx = Arc::new(Context {
         client: client.clone(),
         metrics,
@@ -172,6 +185,7 @@ pub async fn run(
             },
         ),
         names: names_store.clone(),
+        backups: backups_store,
         slices: slices.clone(),
         clusters: Mutex::new(HashMap::new()),
         elector: elector.clone(),
@@ -211,12 +225,10 @@ pub async fn run(
         });
     let clusters_run = Controller::new(clusters_api, watcher::Config::default())
         .watches(names_api, watcher::Config::default(), |vn: VirtualName| {
-            let ns = vn.namespace();
-            let cluster = ObjectRef::<ReplicationCluster>::new(&vn.spec.cluster);
-            Some(match ns {
-                Some(ns) => cluster.within(&ns),
-                None => cluster,
-            })
+            Some(cluster_ref(vn.namespace(), &vn.spec.cluster))
+        })
+        .watches(backups_api, watcher::Config::default(), |backup: Backup| {
+            Some(cluster_ref(backup.namespace(), &backup.spec.cluster))
         })
         .run(
             |cluster, ctx| {
@@ -243,6 +255,7 @@ pub async fn run(
     };
     tokio::select! {
         _ = names_run => Ok(()),
+        _ = backups_run => Ok(()),
         _ = clusters_run => Ok(()),
         _ = held => Err(OperatorError::LostLeadership),
         _ = &mut shutdown => {
@@ -251,6 +264,15 @@ pub async fn run(
             }
             Ok(())
         }
+    }
+}
+
+/// The cluster `name` in `namespace`.
+fn cluster_ref(namespace: Option<String>, name: &str) -> ObjectRef<ReplicationCluster> {
+    let cluster = ObjectRef::<ReplicationCluster>::new(name);
+    match namespace {
+        Some(ns) => cluster.within(&ns),
+        None => cluster,
     }
 }
 
