@@ -297,8 +297,33 @@ pub fn status_table(reports: &[crate::runtime::report::ClusterReport]) -> String
                 }
             );
         }
+        if let Some(archive) = &s.archive {
+            let _ = writeln!(
+                out,
+                "  archive: to {}, newest {}, lag {}",
+                archive.repository,
+                archive.last_archived.as_deref().unwrap_or("-"),
+                archive
+                    .lag_seconds
+                    .map(|s| format!("{s}s"))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+        if let Some(backup) = &s.backup {
+            let _ = writeln!(out, "{}", backup_line(backup));
+        }
+        // Conditions that are good news when True say so only when they are not.
+        const GOOD_WHEN_TRUE: [&str; 3] = [
+            "ContinuousArchiving",
+            "BackupSucceeded",
+            "RestoreDrillPassed",
+        ];
         for c in &s.conditions {
-            if c.status == "True" || c.type_ == "Ready" {
+            let bad_news = GOOD_WHEN_TRUE.contains(&c.type_.as_str()) && c.status != "True";
+            if (c.status == "True" && !GOOD_WHEN_TRUE.contains(&c.type_.as_str()))
+                || c.type_ == "Ready"
+                || bad_news
+            {
                 let _ = writeln!(
                     out,
                     "  {:<17} {:<6} {:<22} {}",
@@ -330,6 +355,46 @@ pub fn status_table(reports: &[crate::runtime::report::ClusterReport]) -> String
     out
 }
 
+/// A cluster's base backups in one line: the newest, the recoverable window, the newest drill.
+fn backup_line(backup: &crate::api::BackupStatus) -> String {
+    let newest = match &backup.last_backup {
+        Some(b) => format!(
+            "newest {} from {} ({} in {}) of {}",
+            b.id,
+            b.member,
+            crate::api::human_bytes(b.size_bytes),
+            b.duration,
+            backup.backup_count
+        ),
+        None => "none yet".to_string(),
+    };
+    let window = match (backup.recoverable.first(), backup.recoverable.last()) {
+        (Some(first), Some(last)) => format!(
+            "; recoverable {} .. {}{}",
+            first.earliest,
+            last.latest,
+            match backup.recoverable.len() {
+                1 => String::new(),
+                n => format!(" ({n} stretches)"),
+            }
+        ),
+        _ => String::new(),
+    };
+    let drill = match &backup.last_drill {
+        Some(d) => format!(
+            "; drill {} {} ({})",
+            if d.passed { "passed" } else { "FAILED" },
+            d.finished_at,
+            d.restore_duration.as_deref().unwrap_or("-")
+        ),
+        None => String::new(),
+    };
+    format!(
+        "  backups in {}: {newest}{window}{drill}",
+        backup.repository
+    )
+}
+
 /// The demo's closing lines: per trial and the median.
 pub fn demo_summary(trials: &[crate::demo::Trial]) -> String {
     let mut out = String::new();
@@ -359,4 +424,73 @@ pub fn demo_summary(trials: &[crate::demo::Trial]) -> String {
     );
     let _ = writeln!(out, "acknowledged writes: {acked}; lost: {lost}");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    use crate::api::{
+        BackupStatus, BackupSummary, DrillSummary, RecoverableWindow, ReplicationClusterStatus,
+    };
+
+    fn condition(type_: &str, status: &str, reason: &str) -> Condition {
+        serde_json::from_value(serde_json::json!({
+            "type": type_, "status": status, "reason": reason, "message": format!("{reason} said"),
+            "lastTransitionTime": "2026-12-03T12:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_table_shows_backups_and_the_backup_conditions_only_when_they_are_not_true() {
+        let status = ReplicationClusterStatus {
+            backup: Some(BackupStatus {
+                repository: "offsite".into(),
+                last_backup: Some(BackupSummary {
+                    id: "20261203T030000.000Z".into(),
+                    member: "b".into(),
+                    duration: "1m30s".into(),
+                    size_bytes: 3 << 30,
+                    ..Default::default()
+                }),
+                backup_count: 4,
+                recoverable: vec![RecoverableWindow {
+                    earliest: "2026-11-26T03:01:30Z".into(),
+                    latest: "2026-12-03T11:59:00Z".into(),
+                    ..Default::default()
+                }],
+                last_drill: Some(DrillSummary {
+                    passed: false,
+                    finished_at: "2026-12-03T05:02:00Z".into(),
+                    restore_duration: Some("2m5s".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            conditions: vec![
+                condition("BackupSucceeded", "True", "Succeeded"),
+                condition("RestoreDrillPassed", "False", "DrillFailed"),
+            ],
+            ..Default::default()
+        };
+        let report = crate::runtime::report::ClusterReport {
+            namespace: "shop".into(),
+            name: "orders".into(),
+            engine: "postgres".into(),
+            spec_primary: "a".into(),
+            status,
+            virtual_names: vec![],
+            spec_problems: vec![],
+            error: None,
+            events: vec![],
+        };
+        let table = super::status_table(&[report]);
+        assert!(
+            table.contains("backups in offsite: newest 20261203T030000.000Z from b (3 GiB in 1m30s) of 4; recoverable 2026-11-26T03:01:30Z .. 2026-12-03T11:59:00Z; drill FAILED 2026-12-03T05:02:00Z (2m5s)"),
+            "{table}"
+        );
+        assert!(table.contains("DrillFailed said"), "{table}");
+        assert!(!table.contains("Succeeded said"), "{table}");
+    }
 }

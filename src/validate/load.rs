@@ -275,6 +275,15 @@ fn load_document(file: &str, index: usize, value: Value, report: &mut Report) {
         "VirtualName" => {
             typed::<VirtualName>(value).map(|(r, u)| (Resource::VirtualName(Box::new(r)), u))
         }
+        // A Kubernetes object only: a spec directory asks for backups otherwise.
+        "Backup" => {
+            report.problems.push(problem(
+                object,
+                Some("kind"),
+                "Backup objects are read by the Kubernetes operator (kubectl apply); on plain hosts and with etcd, run `replicant backup take`".into(),
+            ));
+            return;
+        }
         other => {
             report.problems.push(problem(
                 object,

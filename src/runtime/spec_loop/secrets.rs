@@ -152,3 +152,76 @@ pub fn agent_token(spec: &ReplicationClusterSpec) -> Result<Option<Secret>, Secr
     };
     Ok(Some(Secret::new(token)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cluster with one S3 repository whose `credentials` are `credentials` (YAML).
+    fn spec(credentials: &str) -> ReplicationClusterSpec {
+        serde_yaml::from_str(&format!(
+            r#"
+engine: postgres
+primary: a
+members: [{{ name: a, address: "127.0.0.1:5432" }}]
+backup:
+  repositories:
+    - name: local
+      directory: {{ path: /backups }}
+    - name: offsite
+      s3: {{ bucket: pg, credentials: {credentials} }}
+  archive: {{ repository: offsite }}
+"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_s3_key_is_read_from_files_with_their_line_ends_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, secret) = (dir.path().join("id"), dir.path().join("secret"));
+        std::fs::write(&id, "GK123\n").unwrap();
+        std::fs::write(&secret, "s3cr3t\r\n").unwrap();
+        let keys = repository_keys(&spec(&format!(
+            "{{ accessKeyIdFile: {}, secretAccessKeyFile: {} }}",
+            id.display(),
+            secret.display()
+        )))
+        .unwrap();
+        let key = &keys["offsite"];
+        assert_eq!(
+            (key.access_key_id.as_str(), key.secret_access_key.as_str()),
+            ("GK123", "s3cr3t")
+        );
+        // The archive names the second repository: that is the one its settings carry.
+        let spec = spec("{ accessKeyIdFile: /x, secretAccessKeyFile: /y }");
+        let archive = spec.backup.as_ref().unwrap().archive_repository().unwrap();
+        assert_eq!(archive.name, "offsite");
+    }
+
+    #[test]
+    fn a_missing_key_names_the_field_and_a_secret_ref_needs_kubernetes() {
+        let missing = repository_keys(&spec(
+            "{ accessKeyIdFile: /nonexistent/id, secretAccessKeyFile: /nonexistent/secret }",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            missing.contains("spec.backup.repositories[1].s3.credentials.accessKeyIdFile"),
+            "{missing}"
+        );
+        let unset = repository_keys(&spec(
+            "{ accessKeyIdEnv: REPLICANT_TEST_UNSET_ID, secretAccessKeyEnv: REPLICANT_TEST_UNSET_SECRET }",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            unset.contains("REPLICANT_TEST_UNSET_ID is not set"),
+            "{unset}"
+        );
+        let kubernetes = repository_keys(&spec("{ secretRef: { name: s3 } }"))
+            .unwrap_err()
+            .to_string();
+        assert!(kubernetes.contains("secretRef"), "{kubernetes}");
+    }
+}
