@@ -131,7 +131,20 @@ async fn drill(
         .arg(format!("unix_socket_directories={}", scratch.display()))
         .arg("-c")
         .arg(format!("hba_file={}", hba.display()))
+        // Small, whatever the data set's own settings say: it shares the host with the
+        // member's postgres, which must not be starved of memory or connections. Without hot
+        // standby, recovery does not insist on the primary's limits.
         .args([
+            "-c",
+            "shared_buffers=128MB",
+            "-c",
+            "max_connections=20",
+            "-c",
+            "max_worker_processes=4",
+            "-c",
+            "max_parallel_workers=2",
+            "-c",
+            "maintenance_work_mem=64MB",
             "-c",
             "archive_mode=off",
             "-c",
