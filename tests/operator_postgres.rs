@@ -563,7 +563,8 @@ async fn the_statefulset_example_is_accepted_and_runs_the_agent_from_the_copied_
 /// Backups through the operator: the store's key comes from a Secret and every host archives
 /// with it; a `Backup` applied with kubectl is read from a standby into the repository, and
 /// its object and the cluster's status say so; a `Backup` naming no member fails at once,
-/// saying why. The key is nowhere in status, Events or the log.
+/// saying why, and so does one naming a cluster that does not exist. The key is nowhere in
+/// status, Events or the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_on_demand_backup_through_the_operator_with_the_store_key_from_a_secret() {
     use replicant::api::{Backup, BackupPhase};
@@ -614,7 +615,7 @@ async fn an_on_demand_backup_through_the_operator_with_the_store_key_from_a_secr
     .await;
 
     let asked = format!(
-        "apiVersion: replicant.dev/v1alpha1\nkind: Backup\nmetadata: {{name: before-migration, namespace: {NS}}}\nspec: {{cluster: orders}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: Backup\nmetadata: {{name: typo, namespace: {NS}}}\nspec: {{cluster: orders, member: z}}\n"
+        "apiVersion: replicant.dev/v1alpha1\nkind: Backup\nmetadata: {{name: before-migration, namespace: {NS}}}\nspec: {{cluster: orders}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: Backup\nmetadata: {{name: typo, namespace: {NS}}}\nspec: {{cluster: orders, member: z}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: Backup\nmetadata: {{name: elsewhere, namespace: {NS}}}\nspec: {{cluster: nope}}\n"
     );
     let out = bed.plane.apply_text("backups.yaml", &asked);
     assert!(
@@ -630,11 +631,17 @@ async fn an_on_demand_backup_through_the_operator_with_the_store_key_from_a_secr
             .and_then(|b| b.status)
             .map(|s| s.phase)
     };
-    support::eventually("both Backups ended", 120, async || {
+    support::eventually("the three Backups ended", 120, async || {
         phase("before-migration").await == Some(BackupPhase::Completed)
             && phase("typo").await == Some(BackupPhase::Failed)
+            && phase("elsewhere").await == Some(BackupPhase::Failed)
     })
     .await;
+    let elsewhere = api.get("elsewhere").await.unwrap().status.unwrap();
+    assert!(
+        elsewhere.message.contains("no ReplicationCluster nope"),
+        "{elsewhere:?}"
+    );
     let done = api.get("before-migration").await.unwrap().status.unwrap();
     let id = done.backup_id.clone().expect("the catalog's id");
     assert!(

@@ -1,9 +1,10 @@
-//! The Kubernetes runtime: kube-rs controllers for ReplicationCluster and VirtualName over the shared reconcile core.
+//! The Kubernetes runtime: kube-rs controllers for ReplicationCluster, VirtualName and Backup over the shared reconcile core.
 //!
 //! A thin adapter, like the standalone runtime: the journal lives in a ConfigMap per cluster,
 //! virtual names are Services with operator-owned EndpointSlices, status goes out with
 //! server-side apply under one field manager, and only the holder of a Lease acts.
 
+mod backups;
 mod call;
 mod cluster;
 mod events;
@@ -24,10 +25,10 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     core::ApiResource,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action as ControllerAction,
         events::{Event, Recorder, Reporter},
-        reflector::{self, ObjectRef, Store},
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
@@ -167,13 +168,8 @@ pub async fn run(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let (backups_store, backups_writer) = reflector::store();
-    let backups_run = reflector::reflector(
-        backups_writer,
-        watcher(backups_api.clone(), watcher::Config::default()),
-    )
-    .default_backoff()
-    .for_each(|_| std::future::ready(()));
+    let backups_controller = Controller::new(backups_api.clone(), watcher::Config::default());
+    let backups_store = backups_controller.store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         metrics,
@@ -247,6 +243,17 @@ pub async fn run(
             }
         });
 
+    let backups_run = backups_controller
+        .run(
+            |backup, ctx| tracked(backup.clone(), ctx.clone(), backups::reconcile(backup, ctx)),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "backup reconcile");
+            }
+        });
     let held = async {
         match &elector {
             Some(elector) => elector.hold().await,
