@@ -5,21 +5,18 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use super::CliError;
+use super::{CliError, which::Which};
 use crate::{
-    api::{ReplicationClusterSpec, Repository as RepositorySpec, human_bytes},
+    api::human_bytes,
     engine::postgres::{
         agent::{self, AgentApi, AgentClient},
         archive::{ArchiveSettings, BackupRequest, DrillRequest},
     },
     node::restore::{self, RecoveryTarget},
     repository::{
-        Repository,
         base::{BaseBackup, newest_data_set},
         retention::Retention,
     },
-    runtime::reconciler::ClusterSecrets,
-    validate::{self, Resource},
 };
 
 #[derive(clap::Args, Debug)]
@@ -31,9 +28,11 @@ pub(super) struct BackupArgs {
 #[derive(clap::Subcommand, Debug)]
 enum BackupCommand {
     /// Take a base backup now: from a standby (the primary when none runs), through its node
-    /// agent, into the repository; wait for it and print it.
+    /// agent, into the repository; wait for it and print it. For a Redis cluster, an RDB
+    /// snapshot read from a streaming replica (the primary when none streams) over the
+    /// replication protocol, no agent needed.
     Take(TakeArgs),
-    /// List the complete base backups in the repository, oldest first.
+    /// List the complete base backups (Redis: snapshots) in the repository, oldest first.
     List(Which),
     /// Restore a base backup into a scratch directory and check it against its own manifest
     /// with `pg_verifybackup` (checksums of every file, and the WAL it needs).
@@ -55,21 +54,6 @@ struct PruneArgs {
     /// List what would go, and let nothing go.
     #[arg(long)]
     dry_run: bool,
-}
-
-/// Which cluster, and which of its repositories.
-#[derive(clap::Args, Debug)]
-struct Which {
-    /// Spec files, or directories of them (as `replicant run --specs` reads them).
-    #[arg(long, required = true, num_args = 1..)]
-    specs: Vec<PathBuf>,
-    /// The cluster, when the files hold several.
-    #[arg(long)]
-    cluster: Option<String>,
-    /// The repository (`spec.backup.repositories[].name`); default: the one WAL is archived
-    /// to, else the first.
-    #[arg(long)]
-    repository: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,88 +92,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
-/// A cluster as its spec files describe it.
-struct Cluster {
-    namespace: String,
-    name: String,
-    spec: ReplicationClusterSpec,
-    secrets: ClusterSecrets,
-}
-
-impl Which {
-    fn cluster(&self) -> Result<Cluster, CliError> {
-        // A directory holds specs as `replicant run --specs` reads them.
-        let files: Vec<PathBuf> = self
-            .specs
-            .iter()
-            .flat_map(|path| match path.is_dir() {
-                true => crate::runtime::spec_loop::specs::spec_files(path),
-                false => vec![path.clone()],
-            })
-            .collect();
-        let report = validate::validate_files(&files);
-        if !report.is_valid() {
-            let lines: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
-            return Err(CliError::Invalid(format!(
-                "the spec is invalid:\n{}",
-                lines.join("\n")
-            )));
-        }
-        let clusters: Vec<_> = report
-            .documents
-            .iter()
-            .filter_map(|d| match &d.resource {
-                Resource::Cluster(c)
-                    if self
-                        .cluster
-                        .as_deref()
-                        .is_none_or(|name| d.resource.name() == name) =>
-                {
-                    Some((d, c))
-                }
-                _ => None,
-            })
-            .collect();
-        let [(doc, cluster)] = clusters.as_slice() else {
-            return Err(CliError::Invalid(if clusters.is_empty() {
-                "no matching ReplicationCluster in the spec files".into()
-            } else {
-                "the spec files hold several clusters; choose one with --cluster".into()
-            }));
-        };
-        let secrets = crate::runtime::spec_loop::secrets::local_secrets(&cluster.spec)
-            .map_err(|e| CliError::Invalid(e.to_string()))?;
-        Ok(Cluster {
-            namespace: doc.resource.namespace().to_string(),
-            name: doc.resource.name().to_string(),
-            spec: cluster.spec.clone(),
-            secrets,
-        })
-    }
-
-    fn repository<'a>(&self, cluster: &'a Cluster) -> Result<&'a RepositorySpec, CliError> {
-        let repositories = cluster.spec.repositories();
-        let chosen = match &self.repository {
-            Some(name) => repositories.iter().find(|r| &r.name == name),
-            None => cluster
-                .spec
-                .backup
-                .as_ref()
-                .and_then(|b| b.archive_repository())
-                .or(repositories.first()),
-        };
-        chosen.ok_or_else(|| {
-            CliError::Invalid(match &self.repository {
-                Some(name) => format!("no repository {name} in spec.backup.repositories"),
-                None => "the cluster has no repository (spec.backup.repositories)".into(),
-            })
-        })
-    }
-
-    fn open(&self, cluster: &Cluster) -> Result<Repository, CliError> {
-        let spec = self.repository(cluster)?;
-        Repository::open(spec, cluster.secrets.repository_keys.get(&spec.name))
-            .map_err(|e| CliError::Invalid(e.to_string()))
+/// Refuse `command` for a Redis cluster, saying what it has instead.
+fn postgres_only(which: &Which, command: &str) -> Result<(), CliError> {
+    match which.cluster()?.spec.engine {
+        crate::api::EngineKind::Postgres => Ok(()),
+        crate::api::EngineKind::Redis => Err(CliError::Invalid(format!(
+            "backup {command} is for PostgreSQL clusters; a Redis cluster has snapshots: backup take, backup list, and replicant restore"
+        ))),
     }
 }
 
@@ -197,10 +106,19 @@ pub(super) fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
     let runtime = super::runtime()?;
     match args.command {
         BackupCommand::Take(args) => runtime.block_on(take(args)),
-        BackupCommand::Drill(args) => runtime.block_on(drill(args)),
+        BackupCommand::Drill(args) => {
+            postgres_only(&args.which, "drill")?;
+            runtime.block_on(drill(args))
+        }
         BackupCommand::List(which) => runtime.block_on(list(which)),
-        BackupCommand::Verify(args) => runtime.block_on(verify(args)),
-        BackupCommand::Prune(args) => runtime.block_on(prune(args)),
+        BackupCommand::Verify(args) => {
+            postgres_only(&args.which, "verify")?;
+            runtime.block_on(verify(args))
+        }
+        BackupCommand::Prune(args) => {
+            postgres_only(&args.which, "prune")?;
+            runtime.block_on(prune(args))
+        }
     }
 }
 
@@ -220,6 +138,9 @@ fn describe(backup: &BaseBackup) -> String {
 
 async fn list(which: Which) -> Result<ExitCode, CliError> {
     let cluster = which.cluster()?;
+    if cluster.spec.engine == crate::api::EngineKind::Redis {
+        return super::snapshot::list(&which, &cluster).await;
+    }
     let repository = which.open(&cluster)?;
     let catalog = repository
         .catalog(&cluster.namespace, &cluster.name)
@@ -332,6 +253,11 @@ async fn wait_on<T>(
 }
 
 async fn take(args: TakeArgs) -> Result<ExitCode, CliError> {
+    let cluster = args.which.cluster()?;
+    if cluster.spec.engine == crate::api::EngineKind::Redis {
+        return super::snapshot::take(&args.which, &cluster, args.member.as_deref(), args.timeout)
+            .await;
+    }
     let (settings, member, client) = chosen_host(&args.which, args.member.as_deref()).await?;
     let asked = jiff::Timestamp::now();
     client
@@ -513,10 +439,12 @@ async fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
 pub(super) struct RestoreArgs {
     #[command(flatten)]
     which: Which,
-    /// The empty data directory to restore into.
+    /// The empty data directory to restore into; for a Redis cluster, the RDB file to write
+    /// (it must not exist), for a new server's `--dir` and `--dbfilename`.
     #[arg(long)]
     to: PathBuf,
-    /// Recover to this time (RFC 3339, "2026-12-03T19:00:00Z").
+    /// Recover to this time (RFC 3339, "2026-12-03T19:00:00Z"); Redis: the newest snapshot
+    /// finished by then.
     #[arg(long, group = "target")]
     time: Option<jiff::Timestamp>,
     /// Recover to this WAL position ("0/3000060").
@@ -551,6 +479,18 @@ pub(super) fn restore(args: RestoreArgs) -> Result<ExitCode, CliError> {
     super::runtime()?.block_on(async {
         let target = args.target()?;
         let cluster = args.which.cluster()?;
+        if cluster.spec.engine == crate::api::EngineKind::Redis {
+            let before = match target {
+                RecoveryTarget::Latest => None,
+                RecoveryTarget::Time(t) => Some(t),
+                _ => {
+                    return Err(CliError::Invalid(
+                        "a Redis snapshot is restored whole: give --time (the newest snapshot by then) or nothing (the newest)".into(),
+                    ));
+                }
+            };
+            return super::snapshot::restore(&args.which, &cluster, &args.to, before).await;
+        }
         let spec = args.which.repository(&cluster)?;
         let repository = args.which.open(&cluster)?;
         let (set, backup, window) =

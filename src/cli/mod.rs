@@ -13,8 +13,10 @@ mod operator;
 pub mod reference;
 mod render;
 mod run;
+mod snapshot;
 mod specs;
 mod status;
+mod which;
 
 use std::{fs, path::Path, process::ExitCode};
 

@@ -6,6 +6,7 @@
 //! knows which database it is talking to.
 
 pub mod postgres;
+pub mod rdb;
 pub mod redis;
 
 use std::fmt;

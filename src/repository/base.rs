@@ -19,9 +19,9 @@ use super::{Repository, StoreError, layout::DataSet};
 /// Parts uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 4;
 /// The size of each uploaded part.
-const PART_BYTES: usize = 16 << 20;
+pub(super) const PART_BYTES: usize = 16 << 20;
 /// zstd level for base backups: fast, and still well ahead of gzip in ratio.
-const BASE_COMPRESSION_LEVEL: i32 = 3;
+pub(super) const BASE_COMPRESSION_LEVEL: i32 = 3;
 
 /// One complete base backup, as the catalog records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,10 +85,20 @@ impl DataSet {
 }
 
 /// Hands compressed bytes to the uploader in parts.
-struct PartSender {
+pub(super) struct PartSender {
     buffer: Vec<u8>,
-    sent: u64,
+    pub(super) sent: u64,
     parts: tokio::sync::mpsc::Sender<Bytes>,
+}
+
+impl PartSender {
+    pub(super) fn new(parts: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+        Self {
+            buffer: Vec::with_capacity(PART_BYTES),
+            sent: 0,
+            parts,
+        }
+    }
 }
 
 impl Write for PartSender {
@@ -134,11 +144,7 @@ fn compress(
     parts: tokio::sync::mpsc::Sender<Bytes>,
     threads: u32,
 ) -> Result<(u64, u64, String, Vec<u8>), BaseError> {
-    let sender = PartSender {
-        buffer: Vec::with_capacity(PART_BYTES),
-        sent: 0,
-        parts,
-    };
+    let sender = PartSender::new(parts);
     let mut encoder = zstd::stream::write::Encoder::new(sender, BASE_COMPRESSION_LEVEL)
         .map_err(BaseError::Stream)?;
     if threads > 1 {
@@ -200,17 +206,35 @@ impl Repository {
         threads: u32,
     ) -> Result<Uploaded, BaseError> {
         let object = format!("{}/data.tar.zst", set.base_directory(id));
-        let full = self.full(&object);
+        let (raw_bytes, stored_bytes, label, manifest) = self
+            .upload_with(&object, move |parts| compress(source, parts, threads))
+            .await?;
+        Ok(Uploaded {
+            raw_bytes,
+            stored_bytes,
+            label,
+            manifest,
+        })
+    }
+
+    /// Upload to `object` the parts `produce` sends (on a blocking thread), as they come; the
+    /// upload is abandoned when either side fails.
+    pub(super) async fn upload_with<T: Send + 'static>(
+        &self,
+        object: &str,
+        produce: impl FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Result<T, BaseError> + Send + 'static,
+    ) -> Result<T, BaseError> {
+        let full = self.full(object);
         let upload =
-            super::limited("start uploading", &object, self.store.put_multipart(&full)).await?;
+            super::limited("start uploading", object, self.store.put_multipart(&full)).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let (parts, mut received) = tokio::sync::mpsc::channel::<Bytes>(UPLOAD_CONCURRENCY);
-        let compressing = tokio::task::spawn_blocking(move || compress(source, parts, threads));
+        let producing = tokio::task::spawn_blocking(move || produce(parts));
         let mut failed = None;
         while let Some(part) = received.recv().await {
             if let Err(e) = super::limited(
                 "upload a part of",
-                &object,
+                object,
                 writer.wait_for_capacity(UPLOAD_CONCURRENCY),
             )
             .await
@@ -221,27 +245,22 @@ impl Repository {
             writer.put(part);
         }
         drop(received);
-        let compressed = compressing
+        let produced = producing
             .await
             .map_err(|e| BaseError::Stream(std::io::Error::other(e)))?;
         if let Some(e) = failed {
             let _ = writer.abort().await;
             return Err(e.into());
         }
-        let (raw_bytes, stored_bytes, label, manifest) = match compressed {
+        let produced = match produced {
             Ok(done) => done,
             Err(e) => {
                 let _ = writer.abort().await;
                 return Err(e);
             }
         };
-        super::limited("finish uploading", &object, writer.finish()).await?;
-        Ok(Uploaded {
-            raw_bytes,
-            stored_bytes,
-            label,
-            manifest,
-        })
+        super::limited("finish uploading", object, writer.finish()).await?;
+        Ok(produced)
     }
 
     /// Enter an uploaded backup in the catalog: from now on it is listed and restored.
@@ -315,8 +334,27 @@ impl Repository {
         target: &std::path::Path,
     ) -> Result<(), BaseError> {
         let object = format!("{}/data.tar.zst", set.base_directory(id));
-        let full = self.full(&object);
-        let got = match super::limited("get", &object, self.store.get(&full)).await {
+        let target = target.to_path_buf();
+        self.download_with(&object, id, move |decoder| {
+            let mut archive = tar::Archive::new(decoder);
+            archive.set_preserve_permissions(true);
+            // Run as root, the files go back to the user that owned them (the database's).
+            archive.set_preserve_ownerships(nix::unistd::Uid::effective().is_root());
+            archive.unpack(&target)
+        })
+        .await
+    }
+
+    /// Stream zstd-compressed `object` from the repository into `consume` (on a blocking
+    /// thread), decompressed as it arrives; `id` names it when it is not there.
+    pub(super) async fn download_with<T: Send + 'static>(
+        &self,
+        object: &str,
+        id: &str,
+        consume: impl FnOnce(&mut dyn Read) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, BaseError> {
+        let full = self.full(object);
+        let got = match super::limited("get", object, self.store.get(&full)).await {
             Err(StoreError::Failed {
                 source: object_store::Error::NotFound { .. },
                 ..
@@ -324,21 +362,13 @@ impl Repository {
             other => other?,
         };
         let (chunks, receiver) = std::sync::mpsc::sync_channel::<std::io::Result<Bytes>>(4);
-        let target = target.to_path_buf();
-        let unpacking = tokio::task::spawn_blocking(move || {
+        let consuming = tokio::task::spawn_blocking(move || {
             let reader = ChunkReader {
                 chunks: receiver,
                 current: Bytes::new(),
             };
-            let decoder = zstd::stream::read::Decoder::new(reader)?;
-            let mut archive = tar::Archive::new(decoder);
-            archive.set_preserve_permissions(true);
-            // Run as root, the files go back to the user that owned them (the database's).
-            archive.set_preserve_ownerships(nix::unistd::Uid::effective().is_root());
-            archive
-                .unpack(&target)
-                .map_err(|e| (target.clone(), e))
-                .map_err(|(_, e)| e)
+            let mut decoder = zstd::stream::read::Decoder::new(reader)?;
+            consume(&mut decoder)
         });
         let mut stream = got.into_stream();
         loop {
@@ -361,11 +391,11 @@ impl Repository {
             }
         }
         drop(chunks);
-        unpacking
+        consuming
             .await
             .map_err(|e| BaseError::Stream(std::io::Error::other(e)))?
             .map_err(|source| BaseError::Restore {
-                path: object.clone(),
+                path: object.to_string(),
                 source,
             })
     }

@@ -11,6 +11,7 @@ pub mod base;
 pub mod drill;
 pub mod layout;
 pub mod retention;
+pub mod snapshot;
 pub mod wal;
 pub mod window;
 
