@@ -394,15 +394,22 @@ async fn a_standby_whose_slot_lost_its_wal_is_copied_again() {
     let lost = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'replicant_b' AND wal_status = 'lost'";
     assert_eq!(number(&a, lost).await, 1, "b's slot on a has lost its WAL");
 
-    // b comes back: streaming cannot resume where it stopped, so it is copied again.
+    // b comes back: streaming cannot resume where it stopped, so it is copied again. Its
+    // server may look streaming for a moment before the lost WAL ends that: wait for the copy
+    // itself, then for streaming.
     bed.node("b").reboot();
-    bed.wait_for("b copied again and streaming from a", &ctl, 90, |r| {
+    let node = bed.node("b");
+    support::eventually("b's host copied it again", 90, async || {
+        let status = node.status();
+        status["lastOperation"] == "clone" && status["busy"].is_null()
+    })
+    .await;
+    let b = node.status();
+    assert!(b["lastError"].is_null(), "{b}");
+    bed.wait_for("b streaming from a", &ctl, 90, |r| {
         ready_members(r, 3) && streaming_from(r, "b", "a")
     })
     .await;
-    let b = bed.node("b").status();
-    assert_eq!(b["lastOperation"], "clone", "{b}");
-    assert!(b["lastError"].is_null(), "{b}");
     assert_eq!(number(&a, lost).await, 0, "a keeps a new slot for b");
     let b = bed.address("b");
     eventually_pg("b to hold every row", async || {
