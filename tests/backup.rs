@@ -207,13 +207,19 @@ fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
 }
 
 /// Every object in a directory repository: its file name and when it was written.
+/// A write under way is staged beside its object as `<name>#<n>` and renamed into place;
+/// the repository's own listing leaves those out, and so does this.
 fn archived(repo: &std::path::Path) -> Vec<(String, std::time::SystemTime)> {
     files_in(repo)
         .into_iter()
-        .map(|path| {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
-            (name, modified)
+        .filter_map(|path| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            if name.contains('#') {
+                return None;
+            }
+            // A staged file renamed away between the walk and this look.
+            let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+            Some((name, modified))
         })
         .collect()
 }
