@@ -77,7 +77,7 @@ pub(super) async fn take(
     };
     eprintln!("taking a snapshot from {}", source.name);
     let started_at = jiff::Timestamp::now();
-    let id = started_at.strftime("%Y%m%dT%H%M%S.%3fZ").to_string();
+    let id = crate::repository::layout::entry_id(started_at);
     let address = source.address.clone();
     let (namespace, name) = (cluster.namespace.clone(), cluster.name.clone());
     let upload = async {

@@ -50,7 +50,7 @@ pub async fn take(options: &Options, request: &BackupRequest) -> Result<BaseBack
     let repository = Repository::open(&settings.repository, settings.key.as_ref())?;
     let started_at = jiff::Timestamp::now();
     // Milliseconds: two backups in one second keep apart.
-    let id = started_at.strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let id = crate::repository::layout::entry_id(started_at);
     let mut command = std::process::Command::new(options.bin.join("pg_basebackup"));
     command
         .args(["-h", "127.0.0.1", "-p", &options.port.to_string()])

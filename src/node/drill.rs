@@ -33,7 +33,7 @@ pub fn scratch(options: &Options) -> PathBuf {
 pub async fn run(options: &Options, request: &DrillRequest) -> DrillRecord {
     let started_at = jiff::Timestamp::now();
     let mut record = DrillRecord {
-        id: started_at.strftime("%Y%m%dT%H%M%S.%3fZ").to_string(),
+        id: crate::repository::layout::entry_id(started_at),
         member: request.member.clone(),
         backup_id: None,
         started_at,

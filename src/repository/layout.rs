@@ -129,6 +129,12 @@ fn is_lower_hex(s: &str) -> bool {
 }
 
 /// Hex digits of the content digest in object names: 128 bits of SHA-256.
+/// The name of a catalog entry begun at `at` (`20261203T190000.000Z`): base backups, drills
+/// and snapshots sort by it.
+pub fn entry_id(at: jiff::Timestamp) -> String {
+    at.strftime("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
 pub const DIGEST_HEX: usize = 32;
 
 /// The digest an object's name carries for `content`.
@@ -154,6 +160,14 @@ pub fn segment_system_identifier(content: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_id_is_the_start_to_the_millisecond_and_sorts_by_time() {
+        let at: jiff::Timestamp = "2026-12-03T22:17:07.898765Z".parse().unwrap();
+        assert_eq!(entry_id(at), "20261203T221707.898Z");
+        let later: jiff::Timestamp = "2026-12-03T22:17:10.001Z".parse().unwrap();
+        assert!(entry_id(at) < entry_id(later));
+    }
 
     #[test]
     fn names_postgres_archives_are_told_apart_and_nothing_else_is_taken() {

@@ -207,7 +207,7 @@ impl BackupKeeper {
             // Remembered as a failed drill: the next waits for the schedule.
             Err(error) => {
                 state.drill_refused = Some(ObservedDrill {
-                    id: now.strftime("%Y%m%dT%H%M%S.%3fZ").to_string(),
+                    id: crate::repository::layout::entry_id(now),
                     member: member.to_string(),
                     backup_id: None,
                     started_at: now,
