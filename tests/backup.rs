@@ -863,19 +863,20 @@ async fn a_base_backup_from_a_standby_is_listed_verified_and_a_damaged_one_fails
     assert!(said_there.contains(&damaged), "{said_there}");
 }
 
-/// Point-in-time recovery on real postgres under agents: after a base backup, rows are written
-/// in three batches; restores to a time, a WAL position and a named restore point taken
-/// between the second and the third each come up holding the first two batches and not the
-/// third. A target before the oldest backup is refused before anything is written, with the
-/// recoverable window in the message.
-#[tokio::test(flavor = "multi_thread")]
-async fn point_in_time_recovery_to_a_time_a_position_and_a_named_point() {
-    use replicant_testkit::postgres::{PostgresProcess, owned_dir, server_user};
+/// What [`three_batches`] wrote, and the points between.
+struct Batches {
+    /// Before the base backup: outside the window.
+    before_backup: jiff::Timestamp,
+    /// After the second batch (and the restore point `before_three`).
+    lsn: String,
+    /// Between the second batch and the third.
+    time: jiff::Timestamp,
+}
+
+/// On the bed's primary: table `t` with rows 1..100, a base backup, rows 101..200, a restore
+/// point `before_three`, rows 201..300; returned once the third batch is archived in `repo`.
+async fn three_batches(bed: &support::pg_bed::PgBed, repo: &std::path::Path) -> Batches {
     use support::pg::*;
-    if !available() {
-        return;
-    }
-    let (bed, repo, _controller) = archiving_bed("{}").await;
     let rw = bed.rw();
     sql(
         &rw,
@@ -884,7 +885,7 @@ async fn point_in_time_recovery_to_a_time_a_position_and_a_named_point() {
     .await;
     let before_backup = jiff::Timestamp::now();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let took = backup_command(&bed, &["take"]);
+    let took = backup_command(bed, &["take"]);
     assert!(took.status.success(), "{}", said(&took));
 
     sql(&rw, "INSERT INTO t SELECT generate_series(101, 200)").await;
@@ -906,11 +907,36 @@ async fn point_in_time_recovery_to_a_time_a_position_and_a_named_point() {
         .get(0);
     sql(&rw, "SELECT pg_switch_wal()").await;
     eventually_pg("the third batch archived", async || {
-        archived(&repo)
+        archived(repo)
             .iter()
             .any(|(name, _)| name.starts_with(&format!("{last}-")))
     })
     .await;
+    Batches {
+        before_backup,
+        lsn,
+        time,
+    }
+}
+
+/// Point-in-time recovery on real postgres under agents: after a base backup, rows are written
+/// in three batches; restores to a time, a WAL position and a named restore point taken
+/// between the second and the third each come up holding the first two batches and not the
+/// third. A target before the oldest backup is refused before anything is written, with the
+/// recoverable window in the message.
+#[tokio::test(flavor = "multi_thread")]
+async fn point_in_time_recovery_to_a_time_a_position_and_a_named_point() {
+    use replicant_testkit::postgres::{PostgresProcess, owned_dir, server_user};
+    use support::pg::*;
+    if !available() {
+        return;
+    }
+    let (bed, repo, _controller) = archiving_bed("{}").await;
+    let Batches {
+        before_backup,
+        lsn,
+        time,
+    } = three_batches(&bed, &repo).await;
 
     // Too early: refused, nothing written.
     let early = owned_dir(bed.dir.path(), "restored-early").unwrap();
@@ -1158,4 +1184,132 @@ async fn a_redis_snapshot_from_a_replica_restores_into_a_new_server() {
         said(&early)
     );
     assert!(!restored.join("early.rdb").exists());
+}
+
+/// Recovery into a new cluster (`spec.bootstrap.recovery`): a cluster's backups and WAL
+/// outlive its hosts; a new cluster of empty hosts asked to recover to a time before any
+/// backup is refused with the window and nothing is written; asked for a position between two
+/// batches of rows, its desired primary recovers to it and promotes, the other members are
+/// copied from it, the virtual name leads to it, and it archives its own history in a place
+/// of its own, while its members keep nothing that reads the source's archive.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_cluster_recovers_from_another_clusters_backups_with_its_replicas() {
+    use replicant_testkit::postgres::owned_dir;
+    use support::pg::*;
+    use support::pg_bed::{PgBed, ready_members, streaming_from};
+    if !available() {
+        return;
+    }
+    // The repository outlives both clusters' hosts.
+    let store = tempfile::tempdir().unwrap();
+    let repo = owned_dir(store.path(), "repository").unwrap();
+    let repositories = format!(
+        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{}}\n",
+        repo.display()
+    );
+
+    let (before_backup, lsn) = {
+        let mut bed = PgBed::new();
+        bed.spec_extra = repositories.clone();
+        let controller = bed.controller(&bed.spec("a", "async"), &[]);
+        bed.wait_for("orders up", &controller, 90, |r| {
+            ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
+        })
+        .await;
+        let batches = three_batches(&bed, &repo).await;
+        (batches.before_backup, batches.lsn)
+        // The source's controller, agents and servers end here.
+    };
+
+    // Its hosts create data sets: they know the superuser's password.
+    let secrets = owned_dir(store.path(), "secrets").unwrap();
+    let password_file = secrets.join("superuser-password");
+    std::fs::write(
+        &password_file,
+        format!("{}\n", replicant_testkit::postgres::PASSWORD),
+    )
+    .unwrap();
+    let mut bed = PgBed::build(
+        &[],
+        &["--superuser-password-file", password_file.to_str().unwrap()],
+    );
+    bed.name = "restored".into();
+    let recovery = |target: String| {
+        format!(
+            "{repositories}  bootstrap:\n    recovery:\n      repository: local\n      source: {{ cluster: orders }}\n      target: {target}\n"
+        )
+    };
+    bed.spec_extra = recovery(format!("{{ time: \"{before_backup}\" }}"));
+    let controller = bed.controller(&bed.spec("a", "async"), &[]);
+    let report = bed
+        .wait_for("the early target refused", &controller, 60, |r| {
+            condition(r, "Ready").is_some_and(|c| {
+                c.message
+                    .contains("outside what the repository can recover")
+            })
+        })
+        .await;
+    let message = &condition(&report, "Ready").unwrap().message;
+    assert!(
+        message.contains("recovering default/orders") && message.contains("can recover: from "),
+        "names the source and the window: {message}"
+    );
+    for host in &bed.hosts {
+        assert_eq!(
+            std::fs::read_dir(&host.data).unwrap().count(),
+            0,
+            "{}: nothing written",
+            host.name
+        );
+    }
+
+    bed.spec_extra = recovery(format!("{{ lsn: \"{lsn}\" }}"));
+    bed.write_spec(&bed.spec("a", "async"));
+    bed.wait_for(
+        "recovered, b and c copied and streaming",
+        &controller,
+        180,
+        |r| ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a"),
+    )
+    .await;
+    let rw = bed.rw();
+    assert_eq!(
+        number(&rw, "SELECT count(*) FROM t").await,
+        200,
+        "the first two batches, not the third"
+    );
+    assert_eq!(number(&rw, "SELECT max(v)::bigint FROM t").await, 200);
+    sql(&rw, "INSERT INTO t VALUES (1000)").await;
+    eventually_pg("b has the new row", async || {
+        try_number(&bed.address("b"), "SELECT count(*) FROM t")
+            .await
+            .is_some_and(|n| n == 201)
+    })
+    .await;
+    // The new cluster's history goes to a place of its own, the history file with it.
+    eventually_pg(
+        "the new timeline's history archived under restored",
+        async || {
+            files_in(&repo).iter().any(|path| {
+                let text = path.display().to_string();
+                text.contains("/restored/") && text.contains(".history")
+            })
+        },
+    )
+    .await;
+    for host in &bed.hosts {
+        let auto =
+            std::fs::read_to_string(host.data.join("postgresql.auto.conf")).unwrap_or_default();
+        assert!(
+            !auto.contains("restore_command") && !auto.contains("recovery_target"),
+            "{}: {auto}",
+            host.name
+        );
+    }
+    assert!(
+        !files_in(bed.dir.path())
+            .iter()
+            .any(|p| p.display().to_string().contains("restore-settings")),
+        "the source's settings (and key) were removed"
+    );
 }

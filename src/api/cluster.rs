@@ -72,6 +72,10 @@ pub struct ReplicationClusterSpec {
     /// archiving to one of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupPolicy>,
+    /// Where the data set comes from when no member holds one yet: recovered from another
+    /// cluster's backups, instead of a new, empty one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<super::bootstrap::Bootstrap>,
     /// Observe and report only; take no action.
     #[serde(default)]
     pub suspend: bool,

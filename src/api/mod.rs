@@ -1,6 +1,7 @@
 //! The resources users write (API group `replicant.dev`, version `v1alpha1`); types only, no I/O.
 
 pub mod backup;
+pub mod bootstrap;
 pub mod cluster;
 pub mod duration;
 pub mod on_demand_backup;
@@ -14,6 +15,7 @@ pub use backup::{
     MemberArchive, RecoverableWindow, Repository, RequestOutcome, RetentionPolicy, RunningBackup,
     S3Credentials, S3Repository, SecretName,
 };
+pub use bootstrap::{Bootstrap, Recovery, RecoverySource, RecoveryTargetSpec};
 pub use cluster::{
     CredentialsRef, EngineKind, FailoverMode, FailoverPolicy, Fork, Member, MemberStatus,
     OperationKind, Outcome, PromotionRecord, ReplicationCluster, ReplicationClusterSpec,

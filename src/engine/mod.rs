@@ -52,6 +52,9 @@ pub struct AgentAccess {
     pub archive: Option<postgres::archive::ArchiveSettings>,
     /// Where base backups go, when the cluster has a repository.
     pub backup: Option<postgres::archive::ArchiveSettings>,
+    /// What the desired primary's agent recovers from when no member holds data, when the
+    /// spec asks for a recovery (`spec.bootstrap.recovery`).
+    pub recovery: Option<postgres::archive::RecoveryRequest>,
 }
 
 /// Why a cluster cannot have an engine (shown in status).
@@ -62,6 +65,10 @@ pub enum EngineSetupError {
     AgentCa(String),
     #[error("spec.agentToken: member {member} names an agent, and agents accept only a token")]
     NoAgentToken { member: String },
+    /// A recovery the spec asks for that cannot be asked of an agent: never a new, empty
+    /// data set in its place.
+    #[error("{field}: {reason}")]
+    Recovery { field: String, reason: String },
 }
 
 /// The engine for a cluster, or why it cannot have one (shown in status).

@@ -30,7 +30,7 @@ use crate::engine::postgres::{
     agent::{AgentStatus, LeaseNonce, PeerView, Raised, Reached, Rejoined, Source},
     archive::{
         ArchiveReport, ArchiveSettings, BackupOutcome, BackupReport, BackupRequest, DrillReport,
-        DrillRequest,
+        DrillRequest, RecoveryRequest,
     },
     controldata::{self, ControlDataError},
     ping,
@@ -224,11 +224,20 @@ async fn start(
     begin(&agent, command.epoch, Operation::Start).await
 }
 
-/// Create a new data set in the empty data directory and start it as a primary, in the
-/// background. Refused where any data set is, or postgres runs.
+#[derive(Deserialize)]
+struct Initialize {
+    epoch: u64,
+    /// Recover the data set from a repository instead of creating an empty one.
+    #[serde(default)]
+    recovery: Option<RecoveryRequest>,
+}
+
+/// Create a new data set in the empty data directory (empty, or recovered from a repository)
+/// and start it as a primary, in the background. Refused where any data set is, or postgres
+/// runs.
 async fn initialize(
     State(agent): State<Arc<Agent>>,
-    Json(command): Json<Command>,
+    Json(command): Json<Initialize>,
 ) -> Result<Json<AgentStatus>, Refusal> {
     if host::holds_data(&agent.options.data) {
         return Err(refuse(
@@ -239,7 +248,11 @@ async fn initialize(
             ),
         ));
     }
-    begin(&agent, command.epoch, Operation::Initialize).await
+    let operation = match command.recovery {
+        Some(request) => Operation::Recover(Box::new(request)),
+        None => Operation::Initialize,
+    };
+    begin(&agent, command.epoch, operation).await
 }
 
 /// Start postgres unless it runs, and wait until it accepts connections.
@@ -559,6 +572,7 @@ fn standby_operation_under_way(agent: &Agent) -> bool {
 enum Operation {
     Start,
     Initialize,
+    Recover(Box<RecoveryRequest>),
     Clone(Source),
     Standby(Source),
     Rewind(Source),
@@ -569,6 +583,7 @@ impl Operation {
         match self {
             Operation::Start => "start",
             Operation::Initialize => "initialize",
+            Operation::Recover(_) => "recover",
             Operation::Clone(_) => "clone",
             Operation::Standby(_) => "standby",
             Operation::Rewind(_) => "rewind",
@@ -587,6 +602,10 @@ impl Operation {
                 host::initialize(&agent.options).await?;
                 return ensure_running(agent, inner).await.map(|()| None);
             }
+            Operation::Recover(ref request) => {
+                super::recover::recover(&agent.options, request).await?;
+                return ensure_running(agent, inner).await.map(|()| None);
+            }
             Operation::Clone(ref source)
             | Operation::Standby(ref source)
             | Operation::Rewind(ref source) => source.clone(),
@@ -599,7 +618,7 @@ impl Operation {
             Operation::Clone(_) => host::clone(options, &source).await.map(|()| None)?,
             Operation::Standby(_) => host::configure_standby(options, &source).map(|()| None)?,
             Operation::Rewind(_) => Some(host::rewind(options, &source).await?),
-            Operation::Start | Operation::Initialize => None,
+            Operation::Start | Operation::Initialize | Operation::Recover(_) => None,
         };
         // A standby of the member the controller named: the fence has done its work, and a
         // later promotion comes with a lease.

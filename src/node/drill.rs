@@ -10,14 +10,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Options, restore};
+use super::{
+    Options,
+    replay::{self, ReplayServer},
+    restore,
+};
 use crate::{
     engine::postgres::archive::DrillRequest,
     repository::{Repository, drill::DrillRecord},
 };
 
-/// How long replay may take before the drill is abandoned.
-const REPLAY_LIMIT: Duration = Duration::from_secs(6 * 3600);
 /// How long the check may take.
 const CHECK_LIMIT: Duration = Duration::from_secs(3600);
 
@@ -117,104 +119,39 @@ async fn drill(
     super::backup::verify_data(&options.bin, &data)
         .await
         .map_err(|e| failed(e.to_string()))?;
-    let hba = scratch.join("drill_hba.conf");
-    // Only the socket in the scratch directory (0700, the agent's user) reaches it.
-    std::fs::write(&hba, "local all all trust\n").map_err(|e| failed(e.to_string()))?;
-    let log = scratch.join("drill.log");
-    let log_file = std::fs::File::create(&log).map_err(|e| failed(e.to_string()))?;
-    let port = options.port.to_string();
-    let mut postgres = tokio::process::Command::new(options.bin.join("postgres"))
-        .arg("-D")
-        .arg(&data)
-        .args(["-p", &port, "-c", "listen_addresses="])
-        .arg("-c")
-        .arg(format!("unix_socket_directories={}", scratch.display()))
-        .arg("-c")
-        .arg(format!("hba_file={}", hba.display()))
-        // Small, whatever the data set's own settings say: it shares the host with the
-        // member's postgres, which must not be starved of memory or connections. Without hot
-        // standby, recovery does not insist on the primary's limits.
-        .args([
-            "-c",
-            "shared_buffers=128MB",
-            "-c",
-            "max_connections=20",
-            "-c",
-            "max_worker_processes=4",
-            "-c",
-            "max_parallel_workers=2",
-            "-c",
-            "maintenance_work_mem=64MB",
-            "-c",
-            "archive_mode=off",
-            "-c",
-            "hot_standby=off",
-            "-c",
-            "log_timezone=UTC",
-            "-c",
-            "logging_collector=off",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| failed(format!("cannot start postgres: {e}")))?;
-    let replayed = replay(options, scratch, &data, &port, &mut postgres).await;
-    let checked = match replayed {
+    // Small, whatever the data set's own settings say: it shares the host with the member's
+    // postgres, which must not be starved of memory or connections. Without hot standby,
+    // recovery does not insist on the primary's limits.
+    let mut server = ReplayServer::start(
+        options,
+        scratch,
+        &data,
+        &[
+            ("shared_buffers", "128MB"),
+            ("max_connections", "20"),
+            ("max_worker_processes", "4"),
+            ("max_parallel_workers", "2"),
+            ("maintenance_work_mem", "64MB"),
+            ("archive_mode", "off"),
+            ("hot_standby", "off"),
+        ],
+    )
+    .map_err(failed)?;
+    let checked = match server.wait_promoted(options, &data).await {
         Ok(()) => {
             record.restore_millis = Some(began.elapsed().as_millis() as u64);
-            check(options, scratch, &port).await
+            let (socket, port) = server.socket();
+            check(options, socket, port).await
         }
         Err(e) => Err(e),
     };
-    if let Some(pid) = postgres.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGINT,
-        );
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(60), postgres.wait()).await;
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
-    let (lsn, at) = reached(&said);
+    let said = server.stop().await.unwrap_or_else(|said| said);
+    let (lsn, at) = replay::reached(&said);
     record.reached_lsn = lsn;
     record.reached_at = at;
     match checked {
         Ok(message) => Ok((set, message)),
         Err(message) => Err(failed(message)),
-    }
-}
-
-/// Wait until recovery ended and the server accepts connections: PostgreSQL removes
-/// `recovery.signal` when it promotes.
-async fn replay(
-    options: &Options,
-    scratch: &Path,
-    data: &Path,
-    port: &str,
-    postgres: &mut tokio::process::Child,
-) -> Result<(), String> {
-    let deadline = Instant::now() + REPLAY_LIMIT;
-    loop {
-        if let Ok(Some(status)) = postgres.try_wait() {
-            let said = std::fs::read_to_string(scratch.join("drill.log")).unwrap_or_default();
-            return Err(format!(
-                "the restored postgres exited ({status}) before recovery ended: {}",
-                crate::bounded::clip(last_lines(&said, 6).trim(), 1024)
-            ));
-        }
-        if !data.join("recovery.signal").exists()
-            && super::postmaster::accepts(&options.bin, scratch.as_os_str(), port).await
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "recovery had not ended after {}h",
-                REPLAY_LIMIT.as_secs() / 3600
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -243,45 +180,5 @@ async fn check(options: &Options, scratch: &Path, port: &str) -> Result<String, 
             "pg_amcheck: {}",
             crate::bounded::clip(said.trim(), 1024)
         )),
-    }
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Where replay ended, and the last replayed commit's time, from the server's log.
-fn reached(log: &str) -> (Option<String>, Option<jiff::Timestamp>) {
-    let lsn = log.lines().find_map(|l| {
-        let rest = l.split("redo done at ").nth(1)?;
-        Some(rest.split_whitespace().next()?.to_string())
-    });
-    let at = log.lines().find_map(|l| {
-        let rest = l
-            .split("last completed transaction was at log time ")
-            .nth(1)?;
-        // "2026-12-03 22:17:07.898765+00": as RFC 3339.
-        let text = rest.trim().replacen(' ', "T", 1);
-        let text = match text.len() {
-            n if text.ends_with("+00") && n > 3 => format!("{}Z", &text[..n - 3]),
-            _ => text,
-        };
-        text.parse().ok()
-    });
-    (lsn, at)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_point_reached_is_read_from_the_log() {
-        let log = "LOG:  redo starts at 0/2000028\n\
-                   LOG:  redo done at 0/5000148 system usage: CPU: user: 0.00 s\n\
-                   LOG:  last completed transaction was at log time 2026-12-03 22:17:07.898765+00\n";
-        let (lsn, at) = super::reached(log);
-        assert_eq!(lsn.as_deref(), Some("0/5000148"));
-        assert_eq!(at, Some("2026-12-03T22:17:07.898765Z".parse().unwrap()));
-        assert_eq!(super::reached("nothing"), (None, None));
     }
 }

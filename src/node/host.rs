@@ -156,7 +156,7 @@ async fn run_tool(
     Ok(output)
 }
 
-fn sibling(data: &Path, suffix: &str) -> PathBuf {
+pub(super) fn sibling(data: &Path, suffix: &str) -> PathBuf {
     let mut name = data.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
     data.with_file_name(name)
@@ -246,7 +246,7 @@ pub async fn clone(options: &Options, source: &Source) -> Result<(), HostError> 
 
 /// Put the complete directory `new` in place of the data directory; the old one goes only once
 /// the new one is in place.
-fn swap_in(options: &Options, new: &Path) -> Result<(), HostError> {
+pub(super) fn swap_in(options: &Options, new: &Path) -> Result<(), HostError> {
     let old = sibling(&options.data, ".replicant-old");
     let _ = std::fs::remove_dir_all(&old);
     if options.data.exists() {
@@ -259,7 +259,7 @@ fn swap_in(options: &Options, new: &Path) -> Result<(), HostError> {
 
 /// Client authentication of a data set the agent creates: local sessions as the operating
 /// system user of the same name, every network session and replication by SCRAM password.
-const CREATED_HBA: &str = "\
+pub(super) const CREATED_HBA: &str = "\
 local all all peer
 local replication all peer
 host all all all scram-sha-256
@@ -267,7 +267,7 @@ host replication all all scram-sha-256
 ";
 
 /// Whether `dir` is missing or holds nothing.
-fn vacant(dir: &Path) -> bool {
+pub(super) fn vacant(dir: &Path) -> bool {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => entries.next().is_none(),
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
@@ -332,25 +332,41 @@ pub async fn initialize(options: &Options) -> Result<(), HostError> {
 }
 
 /// A quoted SQL literal (standard_conforming_strings is on in every supported version).
-fn sql_literal(value: &str) -> String {
+pub(super) fn sql_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
 /// Create the replication user in the new, not yet started data set, in single-user mode:
 /// its password goes through stdin, never a command line.
 async fn create_replication_user(options: &Options, data: &Path) -> Result<(), HostError> {
-    use tokio::io::AsyncWriteExt;
     let replication = &options.replication;
     let password = match &replication.password {
         Some(p) => format!(" PASSWORD {}", sql_literal(p.expose())),
         None => String::new(),
     };
     let statement = format!(
-        "CREATE ROLE \"{}\" WITH REPLICATION LOGIN{password};\n",
-        replication.user.replace('"', "\"\"")
+        "CREATE ROLE {} WITH REPLICATION LOGIN{password};\n\n",
+        sql_identifier(&replication.user)
     );
+    single_user(options, data, &statement, "create the replication user").await
+}
+
+/// A quoted SQL identifier.
+pub(super) fn sql_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Run `statements` (each ending in a semicolon and an empty line) against the stopped data
+/// set `data` in single-user mode, through stdin: any error fails the whole as `what`.
+pub(super) async fn single_user(
+    options: &Options,
+    data: &Path,
+    statements: &str,
+    what: &'static str,
+) -> Result<(), HostError> {
+    use tokio::io::AsyncWriteExt;
     let mut child = Command::new(options.bin.join("postgres"))
-        .args(["--single", "-D"])
+        .args(["--single", "-j", "-D"])
         .arg(data)
         .arg("postgres")
         .stdin(Stdio::piped())
@@ -363,7 +379,7 @@ async fn create_replication_user(options: &Options, data: &Path) -> Result<(), H
         })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(statement.as_bytes())
+            .write_all(statements.as_bytes())
             .await
             .map_err(|source| HostError::Spawn {
                 tool: "postgres --single",
@@ -373,10 +389,7 @@ async fn create_replication_user(options: &Options, data: &Path) -> Result<(), H
     let limit = Duration::from_secs(60);
     let output = tokio::time::timeout(limit, child.wait_with_output())
         .await
-        .map_err(|_| HostError::TimedOut {
-            doing: "creating the replication user",
-            limit,
-        })?
+        .map_err(|_| HostError::TimedOut { doing: what, limit })?
         .map_err(|source| HostError::Spawn {
             tool: "postgres --single",
             source,
@@ -384,7 +397,7 @@ async fn create_replication_user(options: &Options, data: &Path) -> Result<(), H
     let errors = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() || errors.contains("ERROR") {
         return Err(HostError::Tool {
-            tool: "create the replication user",
+            tool: what,
             said: crate::bounded::clip(errors.trim(), 512).into_owned(),
         });
     }

@@ -17,6 +17,8 @@ mod host;
 mod peers;
 mod postmaster;
 mod reach;
+mod recover;
+mod replay;
 pub mod restore;
 mod tls;
 

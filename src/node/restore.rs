@@ -8,61 +8,16 @@
 
 use std::path::{Path, PathBuf};
 
+pub use crate::engine::postgres::archive::RecoveryTarget;
 use crate::{
     engine::postgres::archive::ArchiveSettings,
     repository::{
         Repository,
-        base::{BaseBackup, BaseError, newest_data_set, parse_lsn},
+        base::{BaseBackup, BaseError, newest_data_set},
         layout::{DataSet, WalFile},
-        window::{Window, describe, lsn_text, windows},
+        window::{Window, describe, windows},
     },
 };
-
-/// Where recovery stops.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RecoveryTarget {
-    /// The end of the archived WAL.
-    Latest,
-    Time(jiff::Timestamp),
-    Lsn(u64),
-    /// Just after this transaction commits.
-    Xid(u64),
-    /// A restore point made with `pg_create_restore_point`.
-    Name(String),
-}
-
-impl std::fmt::Display for RecoveryTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Latest => write!(f, "the latest archived WAL"),
-            Self::Time(t) => write!(f, "time {}", t.strftime("%Y-%m-%dT%H:%M:%S%.fZ")),
-            Self::Lsn(lsn) => write!(f, "position {}", lsn_text(*lsn)),
-            Self::Xid(xid) => write!(f, "transaction {xid}"),
-            Self::Name(name) => write!(f, "restore point {name:?}"),
-        }
-    }
-}
-
-impl RecoveryTarget {
-    /// The LSN form PostgreSQL takes, from text (`0/3000060`).
-    pub fn lsn(text: &str) -> Option<Self> {
-        parse_lsn(text).map(Self::Lsn)
-    }
-
-    /// The `recovery_target_*` setting, if any.
-    fn setting(&self) -> Option<(&'static str, String)> {
-        match self {
-            Self::Latest => None,
-            Self::Time(t) => Some((
-                "recovery_target_time",
-                t.strftime("%Y-%m-%d %H:%M:%S%.f+00").to_string(),
-            )),
-            Self::Lsn(lsn) => Some(("recovery_target_lsn", lsn_text(*lsn))),
-            Self::Xid(xid) => Some(("recovery_target_xid", xid.to_string())),
-            Self::Name(name) => Some(("recovery_target_name", name.clone())),
-        }
-    }
-}
 
 /// Why a restore was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +143,17 @@ const REPLACED: &[&str] = &[
     "archive_command",
 ];
 
+/// `postgresql.auto.conf` text without the settings a restore replaces.
+fn without_replaced(text: &str) -> String {
+    text.lines()
+        .filter(|line| {
+            let name = line.split('=').next().unwrap_or_default().trim();
+            !REPLACED.contains(&name)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
 /// Unpack `backup` of `set` into the empty directory `data`, and set it up to replay archived
 /// WAL (through `exe restore-wal`) to `target` and then promote.
 pub async fn restore(
@@ -224,15 +190,7 @@ pub async fn restore(
     })?;
     crate::durable::write_private(&settings_path, &bytes).map_err(files(&settings_path))?;
     let auto = data.join("postgresql.auto.conf");
-    let kept: String = std::fs::read_to_string(&auto)
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| {
-            let name = line.split('=').next().unwrap_or_default().trim();
-            !REPLACED.contains(&name)
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
+    let kept = without_replaced(&std::fs::read_to_string(&auto).unwrap_or_default());
     let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
     let shell = super::archive::shell_quoted;
     let command = format!(
@@ -250,6 +208,20 @@ pub async fn restore(
     std::fs::write(&auto, text).map_err(files(&auto))?;
     std::fs::write(data.join("recovery.signal"), "").map_err(files(data))?;
     Ok(())
+}
+
+/// After a restored server promoted: drop what only its recovery needed (the restore command,
+/// the target, and the settings file holding the source repository's key), so that nothing
+/// copied from it later reads the source's archive.
+pub fn forget_recovery(data: &Path) -> Result<(), RestoreError> {
+    let auto = data.join("postgresql.auto.conf");
+    let kept = without_replaced(&std::fs::read_to_string(&auto).map_err(files(&auto))?);
+    std::fs::write(&auto, kept).map_err(files(&auto))?;
+    let settings = restore_settings_path(data);
+    match std::fs::remove_file(&settings) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(files(&settings)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// How a run of `restore-wal` ended, for PostgreSQL.

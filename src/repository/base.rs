@@ -434,11 +434,7 @@ impl Read for ChunkReader {
     }
 }
 
-/// A WAL position as PostgreSQL prints it (`0/2000028`).
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (high, low) = text.trim().split_once('/')?;
-    Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
-}
+pub use crate::api::bootstrap::parse_lsn;
 
 /// What a `backup_label` and a `backup_manifest` say of the WAL a backup needs: its timeline,
 /// where replay starts (and in which file), and where it ends at the least.

@@ -4,6 +4,7 @@
 //! object and the field, so `replicant validate` output can be acted on line by line.
 
 mod backup;
+mod bootstrap;
 mod bounds;
 mod load;
 pub mod rules;

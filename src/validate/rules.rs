@@ -291,6 +291,7 @@ fn check_cluster(cluster: &ReplicationCluster, out: &mut Out<'_>) {
 
     check_agents(spec, out);
     super::backup::check(spec, out);
+    super::bootstrap::check(cluster, out);
     super::zones::check_cluster(spec, out);
 
     if let Some(creds) = &spec.credentials {

@@ -39,6 +39,8 @@ pub struct PgBed {
     pub spec_extra: String,
     /// The cluster's `failover` policy, as a YAML flow mapping.
     pub failover: String,
+    /// The cluster's name ("orders").
+    pub name: String,
     /// Held until the hosts above are gone (fields drop in order).
     _one_at_a_time: MutexGuard<'static, ()>,
 }
@@ -123,6 +125,7 @@ impl PgBed {
             rw_port: free_port().unwrap(),
             spec_extra: String::new(),
             failover: "{ detectAfter: 1s, cooldown: 1m }".into(),
+            name: "orders".into(),
             _one_at_a_time: one_at_a_time,
         }
     }
@@ -200,13 +203,16 @@ impl PgBed {
             ));
         }
         format!(
-            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: orders}}\nspec:\n  engine: postgres\n  primary: {primary}\n  members:\n{members}  credentials: {{ username: postgres, passwordEnv: PG_PASSWORD }}\n  agentToken: {{ tokenEnv: AGENT_TOKEN }}\n{}  replication: {{ mode: {mode} }}\n  failover: {}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: orders-rw}}\nspec: {{cluster: orders, target: primary, listen: \"127.0.0.1:{}\"}}\n",
-            self.spec_extra, self.failover, self.rw_port
+            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: {name}}}\nspec:\n  engine: postgres\n  primary: {primary}\n  members:\n{members}  credentials: {{ username: postgres, passwordEnv: PG_PASSWORD }}\n  agentToken: {{ tokenEnv: AGENT_TOKEN }}\n{}  replication: {{ mode: {mode} }}\n  failover: {}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: {name}-rw}}\nspec: {{cluster: {name}, target: primary, listen: \"127.0.0.1:{}\"}}\n",
+            self.spec_extra,
+            self.failover,
+            self.rw_port,
+            name = self.name
         )
     }
 
     pub fn write_spec(&self, spec: &str) {
-        std::fs::write(self.specs().join("orders.yaml"), spec).unwrap();
+        std::fs::write(self.specs().join(format!("{}.yaml", self.name)), spec).unwrap();
     }
 
     /// A controller over `spec`, with `env` besides the secrets.
@@ -224,7 +230,7 @@ impl PgBed {
 
     /// The controller's journal of the cluster.
     pub fn journal(&self) -> serde_json::Value {
-        read_journal(&self.state(), "orders")
+        read_journal(&self.state(), &self.name)
     }
 
     /// Wait until the cluster's report satisfies `check`; panics with the last report, the
@@ -236,7 +242,7 @@ impl PgBed {
         secs: u64,
         check: impl Fn(&ClusterReport) -> bool,
     ) -> ClusterReport {
-        match try_wait_for_report(&self.state(), "orders", what, controller, secs, check).await {
+        match try_wait_for_report(&self.state(), &self.name, what, controller, secs, check).await {
             Ok(report) => report,
             Err(timed_out) => panic!("{timed_out}\n{}", self.agent_logs()),
         }

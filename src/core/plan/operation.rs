@@ -107,11 +107,26 @@ impl Planner<'_> {
         let Some(host) = observation(self.observed, wanted).host.agent() else {
             return;
         };
+        let recovery = self
+            .desired
+            .spec
+            .bootstrap
+            .as_ref()
+            .and_then(|b| b.recovery.as_ref());
         if let Some(busy) = &host.busy {
-            return self.note_progress(
-                reason::WAITING,
-                format!("{wanted}'s host is busy: {busy} under way"),
-            );
+            return match recovery {
+                Some(recovery) if busy == "recover" => self.note_progress(
+                    reason::WAITING,
+                    format!(
+                        "{wanted} (spec.primary) recovers the data set {}; the other members are copied from it once it has promoted",
+                        recovery_source(recovery)
+                    ),
+                ),
+                _ => self.note_progress(
+                    reason::WAITING,
+                    format!("{wanted}'s host is busy: {busy} under way"),
+                ),
+            };
         }
         if host.running || self.journal.identity.is_some() {
             return;
@@ -148,12 +163,24 @@ impl Planner<'_> {
                 ),
             );
         }
+        let mut why = match recovery {
+            Some(recovery) => format!(
+                "no member holds data: {wanted} (spec.primary) recovers the data set {} and starts as primary",
+                recovery_source(recovery)
+            ),
+            None => format!(
+                "no member holds data: a new data set is created on {wanted} (spec.primary), which starts as primary"
+            ),
+        };
+        if let Some(error) = &host.error {
+            why.push_str(&format!("; {error}"));
+        }
         self.push(
             Action::Initialize {
                 member: wanted.to_string(),
             },
             true,
-            format!("no member holds data: a new data set is created on {wanted} (spec.primary), which starts as primary"),
+            why,
         );
     }
 
@@ -876,4 +903,29 @@ impl Planner<'_> {
             format!("spec.primary changed from {current} to {wanted}"),
         );
     }
+}
+
+/// Where `spec.bootstrap.recovery` reads from and to what point, in words.
+fn recovery_source(recovery: &crate::api::Recovery) -> String {
+    let source = match &recovery.source.namespace {
+        Some(namespace) => format!("{namespace}/{}", recovery.source.cluster),
+        None => recovery.source.cluster.clone(),
+    };
+    let target = recovery.target.as_ref();
+    let to = match (
+        target.and_then(|t| t.time.as_ref()),
+        target.and_then(|t| t.lsn.as_ref()),
+        target.and_then(|t| t.xid),
+        target.and_then(|t| t.name.as_ref()),
+    ) {
+        (Some(time), ..) => format!("time {time}"),
+        (_, Some(lsn), ..) => format!("position {lsn}"),
+        (_, _, Some(xid), _) => format!("transaction {xid}"),
+        (.., Some(name)) => format!("restore point {name:?}"),
+        _ => "the end of its archived WAL".into(),
+    };
+    format!(
+        "from cluster {source}'s backups in repository {}, to {to}",
+        recovery.repository
+    )
 }

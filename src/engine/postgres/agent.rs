@@ -14,6 +14,7 @@ use tokio_rustls::rustls;
 use super::{
     archive::{
         ArchiveReport, ArchiveSettings, BackupReport, BackupRequest, DrillReport, DrillRequest,
+        RecoveryRequest,
     },
     controldata::ControlData,
     probe::split_address,
@@ -223,8 +224,13 @@ pub trait AgentApi: Send + Sync {
     /// Start postgres as it is. This and the copies below return once begun; `status` tells
     /// when they end (`busy`, then `lastOperation`, `lastError`).
     async fn start(&self, epoch: u64) -> Result<AgentStatus, EngineError>;
-    /// Create a new data set in the empty data directory and start it as a primary.
-    async fn initialize(&self, epoch: u64) -> Result<AgentStatus, EngineError>;
+    /// Create a new data set in the empty data directory and start it as a primary: an empty
+    /// one, or one recovered from a repository as `recovery` asks.
+    async fn initialize(
+        &self,
+        epoch: u64,
+        recovery: Option<&RecoveryRequest>,
+    ) -> Result<AgentStatus, EngineError>;
     /// Stop postgres: fast (clean) or immediate.
     async fn stop(&self, epoch: u64, immediate: bool) -> Result<AgentStatus, EngineError>;
     /// A nonce for the next lease renewal.
@@ -490,8 +496,12 @@ impl AgentApi for AgentClient {
             .await
     }
 
-    async fn initialize(&self, epoch: u64) -> Result<AgentStatus, EngineError> {
-        let body = serde_json::json!({ "epoch": epoch });
+    async fn initialize(
+        &self,
+        epoch: u64,
+        recovery: Option<&RecoveryRequest>,
+    ) -> Result<AgentStatus, EngineError> {
+        let body = serde_json::json!({ "epoch": epoch, "recovery": recovery });
         self.call("initialize", "/v1/initialize", Some(body), self.timeout)
             .await
     }

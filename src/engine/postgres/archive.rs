@@ -196,3 +196,79 @@ pub struct DrillReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<crate::repository::drill::DrillRecord>,
 }
+
+/// Where recovery stops.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RecoveryTarget {
+    /// The end of the archived WAL.
+    Latest,
+    Time(jiff::Timestamp),
+    Lsn(u64),
+    /// Just after this transaction commits.
+    Xid(u64),
+    /// A restore point made with `pg_create_restore_point`.
+    Name(String),
+}
+
+impl std::fmt::Display for RecoveryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Latest => write!(f, "the latest archived WAL"),
+            Self::Time(t) => write!(f, "time {}", t.strftime("%Y-%m-%dT%H:%M:%S%.fZ")),
+            Self::Lsn(lsn) => write!(f, "position {}", crate::repository::window::lsn_text(*lsn)),
+            Self::Xid(xid) => write!(f, "transaction {xid}"),
+            Self::Name(name) => write!(f, "restore point {name:?}"),
+        }
+    }
+}
+
+impl RecoveryTarget {
+    /// The LSN form PostgreSQL takes, from text (`0/3000060`).
+    pub fn lsn(text: &str) -> Option<Self> {
+        crate::repository::base::parse_lsn(text).map(Self::Lsn)
+    }
+
+    /// The `recovery_target_*` setting, if any.
+    pub fn setting(&self) -> Option<(&'static str, String)> {
+        match self {
+            Self::Latest => None,
+            Self::Time(t) => Some((
+                "recovery_target_time",
+                t.strftime("%Y-%m-%d %H:%M:%S%.f+00").to_string(),
+            )),
+            Self::Lsn(lsn) => Some((
+                "recovery_target_lsn",
+                crate::repository::window::lsn_text(*lsn),
+            )),
+            Self::Xid(xid) => Some(("recovery_target_xid", xid.to_string())),
+            Self::Name(name) => Some(("recovery_target_name", name.clone())),
+        }
+    }
+
+    /// The target `spec.bootstrap.recovery.target` names (the latest when none), or why it
+    /// names none: the field and what is wrong with it.
+    pub fn from_spec(
+        spec: Option<&crate::api::RecoveryTargetSpec>,
+    ) -> Result<Self, (&'static str, String)> {
+        use crate::api::bootstrap::TargetPoint;
+        let Some(spec) = spec else {
+            return Ok(Self::Latest);
+        };
+        Ok(match spec.point()? {
+            TargetPoint::Time(t) => Self::Time(t),
+            TargetPoint::Lsn(lsn) => Self::Lsn(lsn),
+            TargetPoint::Xid(xid) => Self::Xid(xid),
+            TargetPoint::Name(name) => Self::Name(name),
+        })
+    }
+}
+
+/// A recovery asked of the desired primary's agent, in place of a new, empty data set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryRequest {
+    /// The source's repository and key, and the source cluster's names in it.
+    pub settings: ArchiveSettings,
+    pub target: RecoveryTarget,
+}

@@ -97,6 +97,8 @@ pub struct PostgresEngine {
     archive: ArchiveKeeper,
     /// The base backups' catalog, when the cluster has a repository.
     backups: Option<BackupKeeper>,
+    /// What a first primary is recovered from, when the spec asks for a recovery.
+    recovery: Option<super::archive::RecoveryRequest>,
     /// Each member's probe session, kept open between rounds: a new one every round would
     /// cost the server a backend and both sides a password exchange.
     probe_sessions: Mutex<HashMap<String, Session>>,
@@ -148,6 +150,7 @@ impl PostgresEngine {
             slots_checked: Mutex::new(HashMap::new()),
             archive: ArchiveKeeper::new(access.archive.clone()),
             backups: access.backup.clone().map(BackupKeeper::new),
+            recovery: access.recovery.clone(),
             leases: Leases::new(peers, addresses, access.ca_pem.clone()),
             probe_sessions: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
@@ -435,7 +438,8 @@ fn host_observation(status: Result<AgentStatus, EngineError>) -> HostObservation
                             status.last_operation.unwrap_or_default()
                         )
                     })
-                    .or(status.control_data_error),
+                    // An empty host has no control file to read: not an error.
+                    .or(status.control_data_error.filter(|_| !status.empty)),
             }
         }
     }
@@ -677,7 +681,10 @@ impl HostOperations for PostgresEngine {
         // No lease yet: the member becomes primary in the controller's eyes only once it
         // answers, and from then on its lease is renewed.
         let agent = self.agent(member, "initialize")?;
-        agent.initialize(epoch).await.map(drop)
+        agent
+            .initialize(epoch, self.recovery.as_ref())
+            .await
+            .map(drop)
     }
 
     fn manual_command(&self, action: &Action, desired: &Desired) -> String {

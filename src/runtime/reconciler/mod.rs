@@ -403,6 +403,7 @@ impl ClusterReconciler {
             ca_pem: secrets.agent_ca.clone(),
             archive: self.repository_settings(spec, &secrets, |b| b.archive_repository()),
             backup: self.repository_settings(spec, &secrets, |b| b.base_repository()),
+            recovery: self.recovery_request(spec, &secrets)?,
         };
         let engine = crate::engine::for_cluster(spec, credentials, agents)?;
         self.engine = Some(EngineSlot {
@@ -431,6 +432,57 @@ impl ClusterReconciler {
                 &secrets.repository_keys,
             ),
         )
+    }
+
+    /// What the desired primary's agent recovers from, when `spec.bootstrap.recovery` asks:
+    /// the source's repository with its key, under the source cluster's names.
+    fn recovery_request(
+        &self,
+        spec: &ReplicationClusterSpec,
+        secrets: &ClusterSecrets,
+    ) -> Result<Option<crate::engine::postgres::archive::RecoveryRequest>, EngineSetupError> {
+        use crate::engine::postgres::archive::{ArchiveSettings, RecoveryRequest, RecoveryTarget};
+        let Some(recovery) = spec.bootstrap.as_ref().and_then(|b| b.recovery.as_ref()) else {
+            return Ok(None);
+        };
+        let field = "spec.bootstrap.recovery";
+        let repository = spec
+            .backup
+            .as_ref()
+            .and_then(|b| {
+                b.repositories
+                    .iter()
+                    .find(|r| r.name == recovery.repository)
+            })
+            .ok_or_else(|| EngineSetupError::Recovery {
+                field: format!("{field}.repository"),
+                reason: format!(
+                    "{:?} names no repository in spec.backup.repositories",
+                    recovery.repository
+                ),
+            })?;
+        let target =
+            RecoveryTarget::from_spec(recovery.target.as_ref()).map_err(|(sub, reason)| {
+                EngineSetupError::Recovery {
+                    field: format!("{field}.target{sub}"),
+                    reason,
+                }
+            })?;
+        let namespace = recovery
+            .source
+            .namespace
+            .as_deref()
+            .unwrap_or(&self.namespace);
+        Ok(Some(RecoveryRequest {
+            settings: ArchiveSettings::for_repository(
+                namespace,
+                &recovery.source.cluster,
+                spec,
+                repository,
+                &secrets.repository_keys,
+            ),
+            target,
+        }))
     }
 
     /// Store `status` when it says something the last stored one did not.
