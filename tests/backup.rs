@@ -680,13 +680,16 @@ async fn a_second_writer_on_a_timeline_is_refused_by_the_archive_and_reported() 
     })
     .await;
     sql(&rw, "INSERT INTO t VALUES (101); SELECT pg_switch_wal()").await;
+    // Every member archives what it has, so a standby may report the conflict before the
+    // primary does; the condition names the primary first once it has.
     let report = bed
-        .wait_for("the second writer reported", &ctl, 60, |r| {
-            condition(r, "ContinuousArchiving").is_some_and(|c| c.reason == "SecondWriter")
+        .wait_for("the second writer reported by the primary", &ctl, 60, |r| {
+            condition(r, "ContinuousArchiving").is_some_and(|c| {
+                c.reason == "SecondWriter" && c.message.starts_with(&format!("{primary}:"))
+            })
         })
         .await;
     let message = &condition(&report, "ContinuousArchiving").unwrap().message;
-    assert!(message.starts_with(&format!("{primary}:")), "{message}");
     assert!(
         message.contains("another server wrote this timeline"),
         "{message}"
@@ -717,6 +720,18 @@ async fn archiving_bed(
     std::path::PathBuf,
     support::Controller,
 ) {
+    archiving_bed_with(archive, "async").await
+}
+
+/// As [`archiving_bed`], with `replication` as `spec.replication` (a flow mapping's inside).
+async fn archiving_bed_with(
+    archive: &str,
+    replication: &str,
+) -> (
+    support::pg_bed::PgBed,
+    std::path::PathBuf,
+    support::Controller,
+) {
     use support::pg_bed::{PgBed, ready_members, streaming_from};
     let mut bed = PgBed::new();
     // The agents run as the database's user: the repository is theirs to write.
@@ -725,7 +740,7 @@ async fn archiving_bed(
         "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {archive}\n",
         repo.display()
     );
-    let ctl = bed.controller(&bed.spec("a", "async"), &[]);
+    let ctl = bed.controller(&bed.spec("a", replication), &[]);
     bed.wait_for("a started, b and c copied and streaming", &ctl, 90, |r| {
         ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
     })
@@ -900,23 +915,31 @@ async fn three_batches(bed: &support::pg_bed::PgBed, repo: &std::path::Path) -> 
     let time = jiff::Timestamp::now();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     sql(&rw, "INSERT INTO t SELECT generate_series(201, 300)").await;
-    let last: String = client
-        .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
-        .await
-        .unwrap()
-        .get(0);
-    sql(&rw, "SELECT pg_switch_wal()").await;
-    eventually_pg("the third batch archived", async || {
-        archived(repo)
-            .iter()
-            .any(|(name, _)| name.starts_with(&format!("{last}-")))
-    })
-    .await;
+    all_archived(&rw, repo, "the third batch").await;
     Batches {
         before_backup,
         lsn,
         time,
     }
+}
+
+/// Switch the WAL of the primary at `rw` to a new segment, and wait until the one that held
+/// everything written so far (`what`) is archived in `repo`.
+async fn all_archived(rw: &str, repo: &std::path::Path, what: &str) {
+    use support::pg::*;
+    let client = connect(rw).await;
+    let last: String = client
+        .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+        .await
+        .unwrap()
+        .get(0);
+    sql(rw, "SELECT pg_switch_wal()").await;
+    eventually_pg(&format!("{what} archived"), async || {
+        archived(repo)
+            .iter()
+            .any(|(name, _)| name.starts_with(&format!("{last}-")))
+    })
+    .await;
 }
 
 /// Point-in-time recovery on real postgres under agents: after a base backup, rows are written
@@ -1312,4 +1335,73 @@ async fn a_new_cluster_recovers_from_another_clusters_backups_with_its_replicas(
             .any(|p| p.display().to_string().contains("restore-settings")),
         "the source's settings (and key) were removed"
     );
+}
+
+/// `spec.replication.copyFrom: Backup`: while the repository holds no backup, new standbys are
+/// copied from their upstream; once it holds one, a member that lost its disk is copied again
+/// from the newest base backup, replays the archived WAL, and streams from the primary after,
+/// with every row.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_replica_is_copied_again_from_the_newest_backup() {
+    use support::pg::*;
+    use support::pg_bed::streaming_from;
+    if !available() {
+        return;
+    }
+    let (mut bed, repo, controller) = archiving_bed_with("{}", "async, copyFrom: Backup").await;
+    let data = bed.host("c").data.clone();
+    let label = || std::fs::read_to_string(data.join("backup_label.old")).unwrap_or_default();
+    assert!(
+        label().contains("LABEL: pg_basebackup"),
+        "no backup yet: c was copied from a: {}",
+        label()
+    );
+    let rw = bed.rw();
+    sql(
+        &rw,
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100)",
+    )
+    .await;
+    let took = backup_command(&bed, &["take"]);
+    assert!(took.status.success(), "{}", said(&took));
+    let id = String::from_utf8_lossy(&took.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    sql(&rw, "INSERT INTO t SELECT generate_series(101, 200)").await;
+    all_archived(&rw, &repo, "the second batch").await;
+
+    // c's host loses its disk.
+    bed.node("c").kill_node();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    bed.node("c").reboot();
+    sql(&rw, "INSERT INTO t SELECT generate_series(201, 300)").await;
+    bed.wait_for(
+        "c copied again and streaming from a",
+        &controller,
+        120,
+        |r| streaming_from(r, "c", "a"),
+    )
+    .await;
+    assert!(
+        label().contains(&format!("LABEL: replicant {id}")),
+        "c was copied from backup {id}: {}",
+        label()
+    );
+    eventually_pg("c holds every row", async || {
+        try_number(&bed.address("c"), "SELECT count(*) FROM t")
+            .await
+            .is_some_and(|n| n == 300)
+    })
+    .await;
+    let auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("restore-wal --standby"), "{auto}");
 }

@@ -246,6 +246,9 @@ pub struct ReplicationPolicy {
     /// else `direct`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology: Option<Topology>,
+    /// Where a member that holds no data gets its copy (PostgreSQL, members with agents).
+    #[serde(default)]
+    pub copy_from: CopySource,
 }
 
 impl Default for ReplicationPolicy {
@@ -254,8 +257,24 @@ impl Default for ReplicationPolicy {
             mode: ReplicationMode::Async,
             min_sync_replicas: default_min_sync_replicas(),
             topology: None,
+            copy_from: CopySource::default(),
         }
     }
+}
+
+/// Where a new replica's data comes from.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum CopySource {
+    /// A copy of the member it will follow (`pg_basebackup`), read from that member's disks.
+    #[default]
+    Upstream,
+    /// The newest base backup in the cluster's repository, replayed from the archived WAL, then
+    /// streaming from the member it follows: nothing is read from another member's disks but
+    /// the WAL not archived yet. From the upstream while the repository holds no backup of the
+    /// data set. Needs `spec.backup.archive`.
+    Backup,
 }
 
 /// Who replicates from whom, apart from explicit upstreams.

@@ -17,10 +17,10 @@ pub use backup::{
 };
 pub use bootstrap::{Bootstrap, Recovery, RecoverySource, RecoveryTargetSpec};
 pub use cluster::{
-    CredentialsRef, EngineKind, FailoverMode, FailoverPolicy, Fork, Member, MemberStatus,
-    OperationKind, Outcome, PromotionRecord, ReplicationCluster, ReplicationClusterSpec,
-    ReplicationClusterStatus, ReplicationMode, ReplicationPolicy, Role, SecretKeyRef, TokenRef,
-    Topology,
+    CopySource, CredentialsRef, EngineKind, FailoverMode, FailoverPolicy, Fork, Member,
+    MemberStatus, OperationKind, Outcome, PromotionRecord, ReplicationCluster,
+    ReplicationClusterSpec, ReplicationClusterStatus, ReplicationMode, ReplicationPolicy, Role,
+    SecretKeyRef, TokenRef, Topology,
 };
 pub use duration::Duration;
 pub use on_demand_backup::{Backup, BackupPhase, BackupSpec, OnDemandBackupStatus};

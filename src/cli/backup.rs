@@ -538,6 +538,11 @@ pub(super) struct RestoreWalArgs {
     /// The repository's settings, beside the data directory (`replicant restore` writes them).
     #[arg(long)]
     settings: PathBuf,
+    /// For a standby: every failure (the repository away, no settings) exits 1, "not there",
+    /// so that the standby streams from its upstream instead; a standby never ends recovery
+    /// on a missing file, so nothing ends early.
+    #[arg(long)]
+    standby: bool,
     /// The WAL file PostgreSQL asks for (`%f`).
     file: String,
     /// Where to write it (`%p`), relative to the data directory, the working directory.
@@ -545,7 +550,8 @@ pub(super) struct RestoreWalArgs {
 }
 
 /// Exit 0 once written, 1 when it was never archived (recovery's end of the archive), and 126
-/// when the repository fails, so that recovery stops instead of ending early.
+/// when the repository fails, so that recovery stops instead of ending early (1 for a
+/// standby, which streams instead).
 pub(super) fn restore_wal(args: RestoreWalArgs) -> Result<ExitCode, CliError> {
     let (runtime, data) = super::in_data_directory()?;
     let fetched = runtime.block_on(restore::fetch(
@@ -559,7 +565,10 @@ pub(super) fn restore_wal(args: RestoreWalArgs) -> Result<ExitCode, CliError> {
         restore::Fetched::NotArchived => Ok(ExitCode::FAILURE),
         restore::Fetched::Failed(why) => {
             eprintln!("replicant restore-wal: {}: {why}", args.file);
-            Ok(ExitCode::from(126))
+            Ok(match args.standby {
+                true => ExitCode::FAILURE,
+                false => ExitCode::from(126),
+            })
         }
     }
 }

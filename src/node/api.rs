@@ -558,6 +558,15 @@ struct FromSource {
     source: Source,
 }
 
+#[derive(Deserialize)]
+struct CloneCommand {
+    epoch: u64,
+    source: Source,
+    /// Copy from the newest base backup in this repository when it holds one.
+    #[serde(default)]
+    seed: Option<ArchiveSettings>,
+}
+
 /// Whether the operation under way on `agent` stopped postgres and starts it as a standby.
 fn standby_operation_under_way(agent: &Agent) -> bool {
     agent
@@ -573,7 +582,7 @@ enum Operation {
     Start,
     Initialize,
     Recover(Box<RecoveryRequest>),
-    Clone(Source),
+    Clone(Source, Option<Box<ArchiveSettings>>),
     Standby(Source),
     Rewind(Source),
 }
@@ -584,7 +593,7 @@ impl Operation {
             Operation::Start => "start",
             Operation::Initialize => "initialize",
             Operation::Recover(_) => "recover",
-            Operation::Clone(_) => "clone",
+            Operation::Clone(..) => "clone",
             Operation::Standby(_) => "standby",
             Operation::Rewind(_) => "rewind",
         }
@@ -606,7 +615,7 @@ impl Operation {
                 super::recover::recover(&agent.options, request).await?;
                 return ensure_running(agent, inner).await.map(|()| None);
             }
-            Operation::Clone(ref source)
+            Operation::Clone(ref source, _)
             | Operation::Standby(ref source)
             | Operation::Rewind(ref source) => source.clone(),
         };
@@ -615,7 +624,9 @@ impl Operation {
         inner.stop_postgres(StopMode::Fast).await;
         let options = &agent.options;
         let rejoined = match self {
-            Operation::Clone(_) => host::clone(options, &source).await.map(|()| None)?,
+            Operation::Clone(_, ref seed) => super::seed::clone(options, &source, seed.as_deref())
+                .await
+                .map(|()| None)?,
             Operation::Standby(_) => host::configure_standby(options, &source).map(|()| None)?,
             Operation::Rewind(_) => Some(host::rewind(options, &source).await?),
             Operation::Start | Operation::Initialize | Operation::Recover(_) => None,
@@ -687,9 +698,15 @@ async fn begin(
 /// Copy another member into the data directory and start as its standby.
 async fn clone(
     State(agent): State<Arc<Agent>>,
-    Json(command): Json<FromSource>,
+    Json(command): Json<CloneCommand>,
 ) -> Result<Json<AgentStatus>, Refusal> {
-    begin(&agent, command.epoch, Operation::Clone(command.source)).await
+    let seed = command.seed.map(Box::new);
+    begin(
+        &agent,
+        command.epoch,
+        Operation::Clone(command.source, seed),
+    )
+    .await
 }
 
 /// Start as a standby of another member, with the data already here.
@@ -724,7 +741,7 @@ mod tests {
         for (operation, standby) in [
             (Operation::Start, false),
             (Operation::Initialize, false),
-            (Operation::Clone(source()), true),
+            (Operation::Clone(source(), None), true),
             (Operation::Standby(source()), true),
             (Operation::Rewind(source()), true),
         ] {

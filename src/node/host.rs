@@ -184,9 +184,8 @@ pub fn timeline_history(data: &Path, timeline: u32) -> Option<String> {
     Some(text)
 }
 
-/// Copy `source` into the data directory, as a standby of it. Refused when the directory holds
-/// another data set than the source's; a copy that fails leaves the directory as it was.
-pub async fn clone(options: &Options, source: &Source) -> Result<(), HostError> {
+/// The source's data set, read from it; refused when this directory holds another.
+pub(super) async fn same_data_set(options: &Options, source: &Source) -> Result<u64, HostError> {
     let replication = &options.replication;
     let theirs = probe::probe(
         &source.address,
@@ -210,7 +209,20 @@ pub async fn clone(options: &Options, source: &Source) -> Result<(), HostError> 
             });
         }
     }
-    let copy = sibling(&options.data, ".replicant-clone");
+    Ok(theirs)
+}
+
+/// Where a copy is made before it is swapped in.
+pub(super) fn copy_dir(options: &Options) -> PathBuf {
+    sibling(&options.data, ".replicant-clone")
+}
+
+/// Copy `source` into the data directory, as a standby of it. Refused when the directory holds
+/// another data set than the source's; a copy that fails leaves the directory as it was.
+pub async fn clone(options: &Options, source: &Source) -> Result<(), HostError> {
+    let replication = &options.replication;
+    same_data_set(options, source).await?;
+    let copy = copy_dir(options);
     let _ = std::fs::remove_dir_all(&copy);
     let (host, port) =
         split_address(&source.address).map_err(|e| HostError::Refused(e.to_string()))?;

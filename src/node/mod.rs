@@ -20,6 +20,7 @@ mod reach;
 mod recover;
 mod replay;
 pub mod restore;
+mod seed;
 mod tls;
 
 pub use backup::{VerifyError, verify_backup};

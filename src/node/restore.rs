@@ -154,16 +154,13 @@ fn without_replaced(text: &str) -> String {
         .collect()
 }
 
-/// Unpack `backup` of `set` into the empty directory `data`, and set it up to replay archived
-/// WAL (through `exe restore-wal`) to `target` and then promote.
-pub async fn restore(
+/// Unpack `backup` of `set` into the empty directory `data` (made if missing, private to its
+/// owner), without the signal files of the member it was taken from.
+pub async fn unpack(
     repository: &Repository,
-    settings: &ArchiveSettings,
     set: &DataSet,
     backup: &BaseBackup,
-    target: &RecoveryTarget,
     data: &Path,
-    exe: &Path,
 ) -> Result<(), RestoreError> {
     std::fs::create_dir_all(data).map_err(files(data))?;
     if std::fs::read_dir(data)
@@ -179,35 +176,76 @@ pub async fn restore(
             .map_err(files(data))?;
     }
     repository.restore_base(set, &backup.id, data).await?;
-    // A backup of a standby is a standby's: it must recover and end, not follow anyone.
+    // A backup of a standby is a standby's: what it becomes is for the caller to set.
     for signal in ["standby.signal", "recovery.signal"] {
         let _ = std::fs::remove_file(data.join(signal));
     }
+    Ok(())
+}
+
+/// Unpack `backup` of `set` into the empty directory `data`, and set it up to replay archived
+/// WAL (through `exe restore-wal`) to `target` and then promote.
+pub async fn restore(
+    repository: &Repository,
+    settings: &ArchiveSettings,
+    set: &DataSet,
+    backup: &BaseBackup,
+    target: &RecoveryTarget,
+    data: &Path,
+    exe: &Path,
+) -> Result<(), RestoreError> {
+    unpack(repository, set, backup, data).await?;
     let settings_path = restore_settings_path(data);
     let bytes = serde_json::to_vec(settings).map_err(|e| RestoreError::Files {
         path: settings_path.display().to_string(),
         source: std::io::Error::other(e),
     })?;
     crate::durable::write_private(&settings_path, &bytes).map_err(files(&settings_path))?;
-    let auto = data.join("postgresql.auto.conf");
-    let kept = without_replaced(&std::fs::read_to_string(&auto).unwrap_or_default());
-    let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
-    let shell = super::archive::shell_quoted;
-    let command = format!(
-        "{} restore-wal --settings {} %f %p",
-        shell(exe),
-        shell(&std::path::absolute(&settings_path).unwrap_or(settings_path.clone()))
-    );
-    let mut text = kept;
-    text.push_str(&format!("restore_command = {}\n", quote(&command)));
+    let mut text = restore_command_setting(data, exe, &settings_path, false)?;
     text.push_str("recovery_target_timeline = 'latest'\n");
     text.push_str("recovery_target_action = 'promote'\n");
     if let Some((name, value)) = target.setting() {
-        text.push_str(&format!("{name} = {}\n", quote(&value)));
+        text.push_str(&format!("{name} = {}\n", quoted(&value)));
     }
+    let auto = data.join("postgresql.auto.conf");
     std::fs::write(&auto, text).map_err(files(&auto))?;
     std::fs::write(data.join("recovery.signal"), "").map_err(files(data))?;
     Ok(())
+}
+
+/// Set the unpacked `data` to fetch archived WAL as a standby does, through
+/// `exe restore-wal --standby` with the settings file `settings` (the agent's own archive
+/// settings, which the controller keeps current). No target: it follows its upstream once
+/// the archive has nothing newer.
+pub fn follow_archive(data: &Path, exe: &Path, settings: &Path) -> Result<(), RestoreError> {
+    let text = restore_command_setting(data, exe, settings, true)?;
+    let auto = data.join("postgresql.auto.conf");
+    std::fs::write(&auto, text).map_err(files(&auto))
+}
+
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// `data`'s `postgresql.auto.conf` without what a restore replaces, and with a
+/// `restore_command` running `exe restore-wal` with `settings`.
+fn restore_command_setting(
+    data: &Path,
+    exe: &Path,
+    settings: &Path,
+    standby: bool,
+) -> Result<String, RestoreError> {
+    let auto = data.join("postgresql.auto.conf");
+    let mut text = without_replaced(&std::fs::read_to_string(&auto).unwrap_or_default());
+    let shell = super::archive::shell_quoted;
+    let command = format!(
+        "{} restore-wal{} --settings {} %f %p",
+        shell(exe),
+        if standby { " --standby" } else { "" },
+        shell(&std::path::absolute(settings).map_err(files(settings))?)
+    );
+    text.push_str(&format!("restore_command = {}\n", quoted(&command)));
+    Ok(text)
 }
 
 /// After a restored server promoted: drop what only its recovery needed (the restore command,

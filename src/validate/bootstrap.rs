@@ -1,13 +1,38 @@
-//! The rules of `spec.bootstrap` a schema cannot express: a recovery names a repository of
-//! the spec and exactly one target, and never reads from the place the cluster writes to.
+//! The rules of where data comes from that a schema cannot express: a recovery
+//! (`spec.bootstrap.recovery`) names a repository of the spec and exactly one target, and never
+//! reads from the place the cluster writes to; replicas copied from backups
+//! (`spec.replication.copyFrom`) need the WAL archived.
 
 use super::Out;
 use crate::{
-    api::{EngineKind, ReplicationCluster},
+    api::{CopySource, EngineKind, ReplicationCluster},
     bounded::quoted,
 };
 
 pub fn check(cluster: &ReplicationCluster, out: &mut Out<'_>) {
+    check_copy_source(&cluster.spec, out);
+    check_recovery(cluster, out);
+}
+
+fn check_copy_source(spec: &crate::api::ReplicationClusterSpec, out: &mut Out<'_>) {
+    if spec.replication.copy_from != CopySource::Backup {
+        return;
+    }
+    let path = "spec.replication.copyFrom";
+    if spec.engine != EngineKind::Postgres {
+        out.fail(
+            path,
+            "only PostgreSQL replicas are copied from backups; Redis replicas copy from their master",
+        );
+    } else if spec.backup.as_ref().is_none_or(|b| b.archive.is_none()) {
+        out.fail(
+            path,
+            "a copy from a backup replays the archived WAL: set spec.backup.archive",
+        );
+    }
+}
+
+fn check_recovery(cluster: &ReplicationCluster, out: &mut Out<'_>) {
     let spec = &cluster.spec;
     let Some(recovery) = spec.bootstrap.as_ref().and_then(|b| b.recovery.as_ref()) else {
         return;

@@ -263,7 +263,12 @@ pub trait AgentApi: Send + Sync {
     /// no credentials): asked of the other members before their primary is failed over.
     async fn reach(&self, address: &str, timeout: Duration) -> Result<Reached, EngineError>;
     /// Copy `source` onto an empty host (or one of the same data set) and follow it.
-    async fn clone_from(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError>;
+    async fn clone_from(
+        &self,
+        epoch: u64,
+        source: &Source,
+        seed: Option<&ArchiveSettings>,
+    ) -> Result<AgentStatus, EngineError>;
     /// Start as a standby of `source` with the data already there.
     async fn follow(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError>;
     /// Bring diverged data back onto `source`'s history and follow it.
@@ -628,8 +633,13 @@ impl AgentApi for AgentClient {
         .await
     }
 
-    async fn clone_from(&self, epoch: u64, source: &Source) -> Result<AgentStatus, EngineError> {
-        let body = serde_json::json!({ "epoch": epoch, "source": source });
+    async fn clone_from(
+        &self,
+        epoch: u64,
+        source: &Source,
+        seed: Option<&ArchiveSettings>,
+    ) -> Result<AgentStatus, EngineError> {
+        let body = serde_json::json!({ "epoch": epoch, "source": source, "seed": seed });
         self.call("clone", "/v1/clone", Some(body), self.timeout)
             .await
     }

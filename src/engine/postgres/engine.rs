@@ -54,6 +54,8 @@ pub struct PostgresSettings {
     /// Every member's name: standbys report it as their `application_name`, and each has a
     /// replication slot on the others.
     pub members: Vec<String>,
+    /// New standbys are copied from the newest base backup (`spec.replication.copyFrom`).
+    pub copy_from_backup: bool,
 }
 
 impl PostgresSettings {
@@ -66,6 +68,7 @@ impl PostgresSettings {
             sync_replicas: (spec.replication.mode == ReplicationMode::Sync)
                 .then_some(spec.replication.min_sync_replicas),
             members: spec.members.iter().map(|m| m.name.clone()).collect(),
+            copy_from_backup: spec.replication.copy_from == crate::api::CopySource::Backup,
         }
     }
 
@@ -99,6 +102,8 @@ pub struct PostgresEngine {
     backups: Option<BackupKeeper>,
     /// What a first primary is recovered from, when the spec asks for a recovery.
     recovery: Option<super::archive::RecoveryRequest>,
+    /// Where new standbys are copied from instead of their upstream, when the spec asks.
+    copy_seed: Option<super::archive::ArchiveSettings>,
     /// Each member's probe session, kept open between rounds: a new one every round would
     /// cost the server a backend and both sides a password exchange.
     probe_sessions: Mutex<HashMap<String, Session>>,
@@ -144,6 +149,7 @@ impl PostgresEngine {
                 agent: address.clone(),
             });
         }
+        let copy_from_backup = settings.copy_from_backup;
         Ok(Self {
             settings,
             agents,
@@ -151,6 +157,7 @@ impl PostgresEngine {
             archive: ArchiveKeeper::new(access.archive.clone()),
             backups: access.backup.clone().map(BackupKeeper::new),
             recovery: access.recovery.clone(),
+            copy_seed: access.backup.clone().filter(|_| copy_from_backup),
             leases: Leases::new(peers, addresses, access.ca_pem.clone()),
             probe_sessions: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
@@ -651,7 +658,7 @@ impl HostOperations for PostgresEngine {
         actions::renew_lost_slot(self.target(from), &member.name).await?;
         self.slots_upstream(from).await?;
         agent
-            .clone_from(epoch, &Self::source(member, from))
+            .clone_from(epoch, &Self::source(member, from), self.copy_seed.as_ref())
             .await
             .map(drop)
     }
