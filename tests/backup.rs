@@ -1048,20 +1048,25 @@ fn files_under(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
 /// Retention keeps the recovery window's base and the newest `minFullBackups`: with three
 /// backups, a one-second window and a minimum of two, the oldest backup and the WAL only it
 /// needed go. The dry run lists exactly what pruning then deletes, and the newest backup still
-/// restores and verifies.
+/// restores and verifies. Then the controller does the same by itself: after a fourth backup,
+/// it lets go the oldest and says so in status.
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_lets_go_exactly_what_the_dry_run_listed() {
     use support::pg::*;
     if !available() {
         return;
     }
-    let (bed, repo, _controller) =
+    let (bed, repo, controller) =
         archiving_bed("{}\n    retention: { window: 1s, minFullBackups: 2 }").await;
-    sql(&bed.rw(), "CREATE TABLE t (v int)").await;
+    // The controller would let go what expires by itself; first, the command does. Without
+    // it, no virtual name: the primary is reached directly.
+    drop(controller);
+    let primary = bed.address("a");
+    sql(&primary, "CREATE TABLE t (v int)").await;
     let mut ids = Vec::new();
     for i in 0..3 {
         sql(
-            &bed.rw(),
+            &primary,
             &format!("INSERT INTO t VALUES ({i}); SELECT pg_switch_wal()"),
         )
         .await;
@@ -1112,6 +1117,32 @@ async fn retention_lets_go_exactly_what_the_dry_run_listed() {
     assert!(listed.contains("\nrecoverable from "), "{listed}");
     let verified = backup_command(&bed, &["verify"]);
     assert!(verified.status.success(), "{}", said(&verified));
+
+    // The controller, back, lets go what a fourth backup makes expire, and says what went.
+    let controller = bed.controller(&bed.spec("a", "async"), &[]);
+    let took = backup_command(&bed, &["take"]);
+    assert!(took.status.success(), "{}", said(&took));
+    let report = bed
+        .wait_for("the controller let the oldest go", &controller, 120, |r| {
+            r.status.backup.as_ref().is_some_and(|b| {
+                b.backup_count == 2
+                    && b.last_prune
+                        .as_ref()
+                        .is_some_and(|p| p.backups == [ids[1].clone()])
+            })
+        })
+        .await;
+    let pruned = report.status.backup.unwrap().last_prune.unwrap();
+    // A standby's backup starts at its last restartpoint, which may be older than the WAL
+    // the one before it needed: how many WAL files go with it varies.
+    assert!(pruned.error.is_none(), "{pruned:?}");
+    assert!(
+        !files_under(&repo)
+            .iter()
+            .any(|f| f.contains(&format!("/base/{}/", ids[1]))),
+        "{} is gone from the repository",
+        ids[1]
+    );
 }
 
 /// Redis: a snapshot read from a streaming replica over the replication protocol (no agent)

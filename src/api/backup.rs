@@ -26,7 +26,9 @@ pub struct BackupPolicy {
     /// timed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillPolicy>,
-    /// What `replicant backup prune` lets go, computed from each repository's own catalog.
+    /// Which base backups and WAL are kept, computed from the repository's own catalog: the
+    /// controller lets go the rest as the catalog shows it expired (after each backup, say),
+    /// and `replicant backup prune [--dry-run]` does the same on demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionPolicy>,
 }
@@ -353,6 +355,24 @@ pub struct BackupStatus {
     /// On-demand backups asked for (`Backup` objects) and how each went.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<RequestOutcome>,
+    /// What the controller last let go under `spec.backup.retention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_prune: Option<PruneSummary>,
+}
+
+/// What retention let go, when.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneSummary {
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// The base backups let go, by id, and how many WAL files only they needed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<String>,
+    pub wal_files: u64,
+    /// Why it stopped short, if it did (it is tried again after 5 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How a restore drill went.

@@ -12,8 +12,8 @@ pub mod virtual_name;
 pub use backup::{
     ArchiveGap, ArchivePolicy, ArchiveStatus, BackupFailure, BackupPolicy, BackupSource,
     BackupStatus, BackupSummary, BaseBackupPolicy, DirectoryRepository, DrillPolicy, DrillSummary,
-    MemberArchive, RecoverableWindow, Repository, RequestOutcome, RetentionPolicy, RunningBackup,
-    S3Credentials, S3Repository, SecretName,
+    MemberArchive, PruneSummary, RecoverableWindow, Repository, RequestOutcome, RetentionPolicy,
+    RunningBackup, S3Credentials, S3Repository, SecretName,
 };
 pub use bootstrap::{Bootstrap, Recovery, RecoverySource, RecoveryTargetSpec};
 pub use cluster::{

@@ -389,10 +389,7 @@ async fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
         .ok_or_else(|| {
             CliError::Invalid("the cluster sets no spec.backup.retention: nothing expires".into())
         })?;
-    let retention = Retention {
-        window: policy.window.into(),
-        min_full_backups: policy.min_full_backups as usize,
-    };
+    let retention = Retention::from(policy);
     let repository = args.which.open(&cluster)?;
     let catalog = repository
         .catalog(&cluster.namespace, &cluster.name)

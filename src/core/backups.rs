@@ -7,8 +7,8 @@ use jiff::Timestamp;
 use crate::{
     api::{
         BackupFailure, BackupPhase, BackupStatus, BackupSummary, DrillSummary,
-        OnDemandBackupStatus, RecoverableWindow, RequestOutcome, RunningBackup, human_bytes,
-        schedule::Schedule,
+        OnDemandBackupStatus, PruneSummary, RecoverableWindow, RequestOutcome, RunningBackup,
+        human_bytes, schedule::Schedule,
     },
     core::{
         desired::Desired,
@@ -122,6 +122,12 @@ pub fn backup_status(
                 ),
             })
             .collect(),
+        last_prune: seen.last_prune.as_ref().map(|p| PruneSummary {
+            at: rfc3339(p.at),
+            backups: p.backups.clone(),
+            wal_files: p.wal_files,
+            error: p.error.clone(),
+        }),
     };
     let found = |ok: bool, reason: &str, message: String| {
         Finding::new(BACKUP_SUCCEEDED, ok, reason, message)
@@ -396,8 +402,8 @@ mod tests {
         Catalog, HostBackups, HostObservation, MemberObservation, Stretch,
     };
     use crate::core::{
-        observed::{BackupsObserved, CatalogEntry, HostAccess},
-        plan::due,
+        observed::{BackupsObserved, CatalogEntry, HostAccess, PruneOutcome},
+        plan::{due, prune_due},
     };
 
     fn at(text: &str) -> Timestamp {
@@ -473,10 +479,63 @@ spec:
             catalog: Some(Catalog {
                 backups,
                 windows: Vec::new(),
+                expired: Vec::new(),
             }),
             ..Default::default()
         });
         observed
+    }
+
+    #[test]
+    fn expired_backups_go_only_under_retention_while_nothing_runs_and_status_says_what_went() {
+        let mut desired = cluster("PreferStandby");
+        let now = at("2026-12-03T12:00:00Z");
+        let mut seen = observed(vec![
+            backup("b1", "2026-11-01T03:00:00Z"),
+            backup("b2", "2026-12-03T03:00:00Z"),
+        ]);
+        let catalog = seen.backups.as_mut().unwrap().catalog.as_mut().unwrap();
+        catalog.expired = vec!["b1".into()];
+        assert_eq!(prune_due(&desired, &seen, now), None, "no retention set");
+        desired.spec.backup.as_mut().unwrap().retention = Some(crate::api::RetentionPolicy {
+            window: std::time::Duration::from_secs(7 * 24 * 3600).into(),
+            min_full_backups: 1,
+        });
+        let asked = prune_due(&desired, &seen, now).unwrap();
+        assert_eq!(asked.backups, vec!["b1".to_string()]);
+        assert!(asked.why.contains("newest 1 backups"), "{}", asked.why);
+        // Not while a backup runs, nor while one runs already.
+        let backups = seen.backups.as_mut().unwrap();
+        backups.hosts.insert(
+            "b".into(),
+            HostBackups {
+                running_since: Some(now),
+                ..Default::default()
+            },
+        );
+        assert_eq!(prune_due(&desired, &seen, now), None);
+        let backups = seen.backups.as_mut().unwrap();
+        backups.hosts.clear();
+        backups.pruning = true;
+        assert_eq!(prune_due(&desired, &seen, now), None);
+        // A failure waits; what went is in status.
+        let backups = seen.backups.as_mut().unwrap();
+        backups.pruning = false;
+        backups.last_prune = Some(PruneOutcome {
+            at: now,
+            backups: vec!["b0".into()],
+            wal_files: 12,
+            error: Some("permission denied".into()),
+        });
+        assert_eq!(prune_due(&desired, &seen, now), None);
+        assert!(prune_due(&desired, &seen, now + jiff::SignedDuration::from_secs(300)).is_some());
+        let (status, _) = backup_status(&desired, &seen, None, None, now).unwrap();
+        let pruned = status.last_prune.unwrap();
+        assert_eq!(
+            (pruned.backups, pruned.wal_files),
+            (vec!["b0".to_string()], 12)
+        );
+        assert_eq!(pruned.error.as_deref(), Some("permission denied"));
     }
 
     #[test]

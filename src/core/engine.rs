@@ -191,6 +191,10 @@ pub trait Backups: Send + Sync {
     /// Begin a restore drill on `member`'s host: the latest backup restored, replayed and
     /// checked there; the next reads report it. Idempotent likewise.
     async fn drill(&self, member: &Member) -> Result<(), EngineError>;
+    /// Let go `backups` (by id, as the last reading listed them as expired) and the WAL only
+    /// they need, in the background; the next reads report how it went. Nothing goes when the
+    /// repository's catalog no longer lists exactly these as expired.
+    fn prune(&self, backups: &[String]);
 }
 
 /// Operations on a member's host rather than through its server: copy it from nothing,

@@ -258,6 +258,11 @@ pub struct BackupsObserved {
     /// What each member's host last said of the backups it runs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hosts: BTreeMap<String, HostBackups>,
+    /// Expired backups are being let go now; how the last letting go went.
+    #[serde(default)]
+    pub pruning: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_prune: Option<PruneOutcome>,
 }
 
 /// The complete base backups of the cluster's current data set, oldest first, and what they
@@ -267,6 +272,22 @@ pub struct BackupsObserved {
 pub struct Catalog {
     pub backups: Vec<CatalogEntry>,
     pub windows: Vec<Stretch>,
+    /// The backups retention (`spec.backup.retention`) lets go as of the reading, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expired: Vec<String>,
+}
+
+/// How the controller's last letting go of expired backups went.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneOutcome {
+    pub at: Timestamp,
+    /// The backups let go, and how many WAL files only they needed.
+    pub backups: Vec<String>,
+    pub wal_files: u64,
+    /// Why it stopped short, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

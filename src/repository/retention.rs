@@ -17,6 +17,15 @@ pub struct Retention {
     pub min_full_backups: usize,
 }
 
+impl From<&crate::api::RetentionPolicy> for Retention {
+    fn from(policy: &crate::api::RetentionPolicy) -> Self {
+        Self {
+            window: policy.window.into(),
+            min_full_backups: policy.min_full_backups as usize,
+        }
+    }
+}
+
 /// What retention lets go, before it goes: the dry run shows exactly this.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Prune {

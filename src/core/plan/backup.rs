@@ -1,5 +1,6 @@
 //! Whether a base backup is due, and from which member: when the schedule says so, or when
 //! WAL was let go unarchived after the newest backup and the repository takes WAL again.
+//! Likewise restore drills, and letting go what retention no longer keeps.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -182,4 +183,45 @@ pub fn drill_due(desired: &Desired, observed: &Observed, now: Timestamp) -> Opti
     };
     let member = source_member(desired, observed, BackupSource::PreferStandby)?;
     Some(DrillDue { member, why })
+}
+
+/// Expired backups to let go now.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneDue {
+    /// By id, oldest first: exactly these, with the WAL only they need.
+    pub backups: Vec<String>,
+    pub why: String,
+}
+
+/// Whether the controller should let go the backups retention no longer keeps, as the last
+/// reading of the catalog found them. Never while an operation is in flight, a backup or a
+/// drill runs, a letting go runs, the catalog is older than a backup that ended, or within
+/// [`RETRY_AFTER`] of one that failed.
+pub fn prune_due(desired: &Desired, observed: &Observed, now: Timestamp) -> Option<PruneDue> {
+    let retention = desired.spec.backup.as_ref()?.retention.as_ref()?;
+    let seen = observed.backups.as_ref()?;
+    let catalog = seen.catalog.as_ref()?;
+    if catalog.expired.is_empty()
+        || observed.journal.operation.is_some()
+        || seen.running().is_some()
+        || seen.drill_running.is_some()
+        || seen.pruning
+        || seen.stale()
+    {
+        return None;
+    }
+    if let Some(last) = &seen.last_prune
+        && last.error.is_some()
+        && now.duration_since(last.at).as_secs() < RETRY_AFTER.as_secs() as i64
+    {
+        return None;
+    }
+    Some(PruneDue {
+        backups: catalog.expired.clone(),
+        why: format!(
+            "retention keeps {} and the newest {} backups",
+            retention.window, retention.min_full_backups
+        ),
+    })
 }

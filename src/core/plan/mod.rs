@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    backup::{BackupDue, DrillDue, RETRY_AFTER, drill_due, due},
+    backup::{BackupDue, DrillDue, PruneDue, RETRY_AFTER, drill_due, due, prune_due},
     candidate::{Assessment, Selection, Verdict, observation, select},
     findings::{Blocker, Finding, human_duration},
     zones::Placement,
@@ -180,6 +180,9 @@ pub struct Plan {
     /// A base backup to begin (it runs on the member's host; the round does not wait).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupDue>,
+    /// Expired backups to let go (in the background; the round does not wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneDue>,
     /// A restore drill to begin (on the member's host, likewise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillDue>,
@@ -225,6 +228,7 @@ struct Planner<'a> {
     /// A base backup and a restore drill to begin this round.
     backup: Option<BackupDue>,
     drill: Option<DrillDue>,
+    prune: Option<PruneDue>,
 }
 
 impl<'a> Planner<'a> {
@@ -247,6 +251,7 @@ impl<'a> Planner<'a> {
             layout: None,
             backup: None,
             drill: None,
+            prune: None,
         }
     }
 
@@ -395,6 +400,7 @@ impl<'a> Planner<'a> {
             requeue_after: self.requeue,
             backup: None,
             drill: None,
+            prune: None,
         }
     }
 
@@ -404,6 +410,7 @@ impl<'a> Planner<'a> {
         if self.journal.operation.is_none() {
             self.backup = due(self.desired, self.observed, self.now);
             self.drill = drill_due(self.desired, self.observed, self.now);
+            self.prune = prune_due(self.desired, self.observed, self.now);
         }
     }
 
@@ -529,6 +536,7 @@ impl<'a> Planner<'a> {
             requeue_after: self.requeue,
             backup: self.backup,
             drill: self.drill,
+            prune: self.prune,
         }
     }
 }

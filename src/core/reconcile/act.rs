@@ -94,6 +94,10 @@ pub async fn act(
         },
         _ => None,
     };
+    if let (Some(backups), Some(due)) = (backups, &plan.prune) {
+        tracing::info!(cluster = %desired.name, backups = ?due.backups, why = %due.why, "letting go expired backups");
+        backups.prune(&due.backups);
+    }
     Ok(Applied {
         journal,
         results,

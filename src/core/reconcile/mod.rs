@@ -182,6 +182,7 @@ impl Round {
                 requeue_after: std::time::Duration::from_secs(1),
                 backup: None,
                 drill: None,
+                prune: None,
             },
             applied: Applied {
                 journal,

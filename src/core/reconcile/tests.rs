@@ -126,6 +126,7 @@ fn failover_plan() -> Plan {
         requeue_after: Duration::from_secs(1),
         backup: None,
         drill: None,
+        prune: None,
     }
 }
 

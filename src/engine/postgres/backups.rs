@@ -1,6 +1,7 @@
 //! The controller's side of base backups: reads the repository's catalog and recoverable
-//! window in the background (never in a round's path), and begins a backup on a member's
-//! host through its node agent. Touches the repository (reading) and the agents.
+//! window in the background (never in a round's path), begins a backup on a member's host
+//! through its node agent, and lets go what retention no longer keeps. Touches the repository
+//! (reading, and deleting expired backups) and the agents.
 
 use std::{
     collections::BTreeMap,
@@ -17,13 +18,14 @@ use crate::{
         engine::EngineError,
         observed::{
             BackupsObserved, Catalog, CatalogEntry, DrillRunning, HostBackups, ObservedDrill,
-            Stretch,
+            PruneOutcome, Stretch,
         },
     },
     repository::{
         Repository,
         base::newest_data_set,
         drill::DrillRecord,
+        retention::{Retention, expired},
         window::{lsn_text, windows},
     },
 };
@@ -35,6 +37,8 @@ const READ_LIMIT: Duration = Duration::from_secs(120);
 
 pub struct BackupKeeper {
     settings: ArchiveSettings,
+    /// What the controller lets go after backups, if anything.
+    retention: Option<Retention>,
     state: Arc<Mutex<State>>,
 }
 
@@ -62,7 +66,7 @@ struct State {
 const REPORT_COMES: Duration = Duration::from_secs(15);
 
 impl BackupKeeper {
-    pub fn new(settings: ArchiveSettings) -> Self {
+    pub fn new(settings: ArchiveSettings, retention: Option<Retention>) -> Self {
         let state = State {
             seen: BackupsObserved {
                 repository: settings.repository.name.clone(),
@@ -72,6 +76,7 @@ impl BackupKeeper {
         };
         Self {
             settings,
+            retention,
             state: Arc::new(Mutex::new(state)),
         }
     }
@@ -166,9 +171,10 @@ impl BackupKeeper {
             state.stale = false;
             state.read_began = Some(Instant::now());
             let (settings, shared) = (self.settings.clone(), self.state.clone());
+            let retention = self.retention;
             tokio::spawn(async move {
                 let began = jiff::Timestamp::now();
-                let read = tokio::time::timeout(READ_LIMIT, read_catalog(&settings))
+                let read = tokio::time::timeout(READ_LIMIT, read_catalog(&settings, retention))
                     .await
                     .unwrap_or_else(|_| Err(format!("no answer within {}s", READ_LIMIT.as_secs())));
                 let mut state = shared.lock().expect("lock");
@@ -188,6 +194,64 @@ impl BackupKeeper {
             });
         }
         state.seen.clone()
+    }
+
+    /// Let go `backups` (and the WAL only they need) in the background, when the catalog still
+    /// lists exactly these as expired; the outcome is in the next observation.
+    pub fn prune(&self, backups: &[String]) {
+        let Some(retention) = self.retention else {
+            return;
+        };
+        {
+            let mut state = self.state.lock().expect("lock");
+            if state.seen.pruning {
+                return;
+            }
+            state.seen.pruning = true;
+        }
+        let (settings, shared, planned) =
+            (self.settings.clone(), self.state.clone(), backups.to_vec());
+        tokio::spawn(async move {
+            let pruned = tokio::time::timeout(PRUNE_LIMIT, prune(&settings, retention, &planned))
+                .await
+                .unwrap_or_else(|_| {
+                    Err((
+                        Vec::new(),
+                        0,
+                        format!("not done within {}s", PRUNE_LIMIT.as_secs()),
+                    ))
+                });
+            let outcome = match pruned {
+                // The catalog moved: nothing went, and the next reading plans again.
+                Ok(None) => None,
+                Ok(Some((backups, wal_files))) => Some(PruneOutcome {
+                    at: jiff::Timestamp::now(),
+                    backups,
+                    wal_files,
+                    error: None,
+                }),
+                Err((backups, wal_files, error)) => {
+                    tracing::warn!(repository = %settings.repository.name, %error, "expired backups not let go");
+                    Some(PruneOutcome {
+                        at: jiff::Timestamp::now(),
+                        backups,
+                        wal_files,
+                        error: Some(error),
+                    })
+                }
+            };
+            let mut state = shared.lock().expect("lock");
+            state.seen.pruning = false;
+            if let Some(outcome) = outcome {
+                tracing::info!(repository = %settings.repository.name, backups = ?outcome.backups, wal_files = outcome.wal_files, "expired backups let go");
+                state.seen.last_prune = Some(outcome);
+            }
+            // What the catalog said is old now: not asked for again before it is read again.
+            if let Some(catalog) = &mut state.seen.catalog {
+                catalog.expired.clear();
+            }
+            state.stale = true;
+        });
     }
 
     /// Begin a restore drill on `member`'s host.
@@ -263,10 +327,46 @@ impl BackupKeeper {
     }
 }
 
-/// The catalog of the cluster's newest data set, the stretches it can recover, and its newest
-/// drill record.
+/// The longest letting go may take.
+const PRUNE_LIMIT: Duration = Duration::from_secs(600);
+
+/// Let go `planned` and the WAL only they need, when retention at this moment lets go exactly
+/// those: the backups gone and how many WAL files, or why not (with what went before that).
+async fn prune(
+    settings: &ArchiveSettings,
+    retention: Retention,
+    planned: &[String],
+) -> Result<Option<(Vec<String>, u64)>, (Vec<String>, u64, String)> {
+    let failed = |e: String| (Vec::new(), 0, e);
+    let repository = Repository::open(&settings.repository, settings.key.as_ref())
+        .map_err(|e| failed(e.to_string()))?;
+    let catalog = repository
+        .catalog(&settings.namespace, &settings.cluster)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let Some((set, backups)) = newest_data_set(&catalog) else {
+        return Ok(None);
+    };
+    let plan = repository
+        .plan_prune(&set, &backups, retention, jiff::Timestamp::now())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let ids: Vec<String> = plan.backups.iter().map(|b| b.id.clone()).collect();
+    if ids != planned {
+        return Ok(None);
+    }
+    repository
+        .prune(&set, &plan)
+        .await
+        .map_err(|e| (Vec::new(), 0, e.to_string()))?;
+    Ok(Some((ids, plan.wal.len() as u64)))
+}
+
+/// The catalog of the cluster's newest data set, the stretches it can recover, what retention
+/// lets go, and its newest drill record.
 async fn read_catalog(
     settings: &ArchiveSettings,
+    retention: Option<Retention>,
 ) -> Result<(Catalog, Option<DrillRecord>), String> {
     let repository =
         Repository::open(&settings.repository, settings.key.as_ref()).map_err(|e| e.to_string())?;
@@ -285,7 +385,14 @@ async fn read_catalog(
         .newest_drill(&set)
         .await
         .map_err(|e| e.to_string())?;
+    let expired = retention
+        .map(|r| expired(&backups, r, jiff::Timestamp::now()))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
     let catalog = Catalog {
+        expired,
         windows: windows(&backups, &segments)
             .into_iter()
             .map(|w| Stretch {

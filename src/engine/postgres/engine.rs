@@ -56,6 +56,8 @@ pub struct PostgresSettings {
     pub members: Vec<String>,
     /// New standbys are copied from the newest base backup (`spec.replication.copyFrom`).
     pub copy_from_backup: bool,
+    /// What the controller lets go after backups (`spec.backup.retention`).
+    pub retention: Option<crate::repository::retention::Retention>,
 }
 
 impl PostgresSettings {
@@ -69,6 +71,11 @@ impl PostgresSettings {
                 .then_some(spec.replication.min_sync_replicas),
             members: spec.members.iter().map(|m| m.name.clone()).collect(),
             copy_from_backup: spec.replication.copy_from == crate::api::CopySource::Backup,
+            retention: spec
+                .backup
+                .as_ref()
+                .and_then(|b| b.retention.as_ref())
+                .map(Into::into),
         }
     }
 
@@ -149,13 +156,16 @@ impl PostgresEngine {
                 agent: address.clone(),
             });
         }
-        let copy_from_backup = settings.copy_from_backup;
+        let (copy_from_backup, retention) = (settings.copy_from_backup, settings.retention);
         Ok(Self {
             settings,
             agents,
             slots_checked: Mutex::new(HashMap::new()),
             archive: ArchiveKeeper::new(access.archive.clone()),
-            backups: access.backup.clone().map(BackupKeeper::new),
+            backups: access
+                .backup
+                .clone()
+                .map(|b| BackupKeeper::new(b, retention)),
             recovery: access.recovery.clone(),
             copy_seed: access.backup.clone().filter(|_| copy_from_backup),
             leases: Leases::new(peers, addresses, access.ca_pem.clone()),
@@ -777,5 +787,11 @@ impl Backups for PostgresEngine {
         keeper
             .drill(&member.name, self.agent(member, "begin a restore drill")?)
             .await
+    }
+
+    fn prune(&self, backups: &[String]) {
+        if let Some(keeper) = &self.backups {
+            keeper.prune(backups);
+        }
     }
 }
