@@ -343,10 +343,23 @@ async fn install_reconcile_fail_over_and_reject_bad_specs() {
         .plane
         .kubectl_ok(&["get", "rcluster", "-n", NS, "-o", "wide"]);
     assert!(wide.contains("EPOCH"), "{wide}");
-    // Every field is documented from the schema.
-    let explained = bed
-        .plane
-        .kubectl_ok(&["explain", "replicationclusters.spec.failover"]);
+    // Every field is documented from the schema, which the API server publishes a while
+    // after the CRD is established (longer on a loaded machine).
+    let mut explained = String::new();
+    for _ in 0..60 {
+        let out = bed
+            .plane
+            .kubectl(&["explain", "replicationclusters.spec.failover"]);
+        explained = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
     assert!(
         explained.contains("detectAfter") && explained.contains("unreachable"),
         "{explained}"

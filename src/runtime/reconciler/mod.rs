@@ -510,6 +510,13 @@ impl ClusterReconciler {
         if previous_error == error.as_ref() && !worth_writing(previous, &status, fresh) {
             return;
         }
+        // Leadership is checked again here, not only when the round began: a process frozen
+        // mid-round wakes with a stale picture, and its status would overwrite the new
+        // leader's.
+        if !adapter.may_act() {
+            tracing::info!(cluster = %self.label, "no longer leading: this round's status is not stored");
+            return;
+        }
         match adapter.store_status(&status, error.as_deref()).await {
             Ok(()) => {
                 self.stored = Some(Stored {
