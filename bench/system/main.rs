@@ -1,17 +1,19 @@
 //! System benchmarks, one command: failover against Redis Sentinel, the virtual-name proxy against
 //! HAProxy, one controller managing many clusters, the controller's host lost with the master
 //! (hosts coordinated through etcd), and PostgreSQL failover against Patroni with pgbench through
-//! the virtual name, and PostgreSQL with the control plane away (replicant's controller, Patroni's
-//! etcd). Prints Markdown tables with ratios.
+//! the virtual name, PostgreSQL with the control plane away (replicant's controller, Patroni's
+//! etcd), and base backups and restores against pgBackRest. Prints Markdown tables with ratios.
 //!
 //! Environment: `BENCH_TRIALS` (default 5), `BENCH_PROXY_ROUNDS` (default 5), `BENCH_SCALE`
-//! (default `10,50,100`), `BENCH_SECTIONS` (default `failover,proxy,scale,hosts,postgres,pgbench,away`),
+//! (default `10,50,100`), `BENCH_SECTIONS` (default `failover,proxy,scale,hosts,postgres,pgbench,away,backup`),
 //! `BENCH_PG_TRIALS` (default 3), `BENCH_PG_FAULTS` (default `kill,freeze,partition`),
 //! `BENCH_PG_SYSTEMS` (default `replicant-1s,replicant-5s,patroni-minimum,patroni-defaults`),
 //! `BENCH_AWAY_SECS` (default 30) and `BENCH_AWAY_TRIALS` (default 1) for the `away` section,
-//! `BENCH_KEEP` (set: the work directory, with every process's log, is kept).
+//! `BENCH_BACKUP_SCALE` (default 100) and `BENCH_BACKUP_TRIALS` (default 2) for the `backup`
+//! section, `BENCH_KEEP` (set: the work directory, with every process's log, is kept).
 
 mod away;
+mod backup;
 #[path = "../../tests/support/etcd.rs"]
 mod etcd;
 mod failover;
@@ -25,7 +27,7 @@ mod support;
 fn main() {
     let trials = support::env_number("BENCH_TRIALS", 5);
     let sections = std::env::var("BENCH_SECTIONS")
-        .unwrap_or_else(|_| "failover,proxy,scale,hosts,postgres,pgbench,away".into());
+        .unwrap_or_else(|_| "failover,proxy,scale,hosts,postgres,pgbench,away,backup".into());
     let scale: Vec<usize> = std::env::var("BENCH_SCALE")
         .unwrap_or_else(|_| "10,50,100".into())
         .split(',')
@@ -107,6 +109,17 @@ fn main() {
                 std::time::Duration::from_secs(support::env_number("BENCH_AWAY_SECS", 30) as u64);
             let trials = support::env_number("BENCH_AWAY_TRIALS", 1);
             let out = away::run(trials, away, &root.join("away")).await;
+            println!("{out}");
+            report.push_str(&out);
+            report.push('\n');
+        }
+        if sections.contains("backup") {
+            let out = backup::run(
+                support::env_number("BENCH_BACKUP_TRIALS", 2),
+                support::env_number("BENCH_BACKUP_SCALE", 100),
+                &root.join("backup"),
+            )
+            .await;
             println!("{out}");
             report.push_str(&out);
         }

@@ -134,6 +134,11 @@ impl Bed {
         self.members[0].direct()
     }
 
+    /// The data directory of member `i` (`a` is 0).
+    pub fn data(&self, i: usize) -> PathBuf {
+        self.members[i].data.clone()
+    }
+
     /// Every member as clients reach it directly.
     pub fn members(&self) -> Vec<String> {
         self.members.iter().map(Member::direct).collect()
@@ -299,6 +304,30 @@ fn spawn_as_server_user(program: &Path, args: &[&str], log: &Path) -> Proc {
 /// replicant over three empty hosts, ready with `a` primary. With `relayed`, the spec names
 /// the relays (for faults); otherwise the servers themselves (for throughput).
 pub async fn replicant(dir: &Path, detect_ms: u64, sync: bool, relayed: bool) -> Bed {
+    replicant_with(dir, detect_ms, sync, relayed, &Extra::default()).await
+}
+
+/// More arguments for a member's agent, given its name, host directory and state file.
+pub type AgentArgs = fn(&str, &Path, &Path) -> Vec<String>;
+
+/// More for [`replicant_with`]'s cluster.
+#[derive(Default)]
+pub struct Extra {
+    /// More of the spec, indented under `spec:`.
+    pub spec: String,
+    /// More arguments for each member's agent, by member, given its host directory and the
+    /// agent's state file.
+    pub agent_args: Option<AgentArgs>,
+}
+
+/// As [`replicant`], with `extra`.
+pub async fn replicant_with(
+    dir: &Path,
+    detect_ms: u64,
+    sync: bool,
+    relayed: bool,
+    extra: &Extra,
+) -> Bed {
     let secrets = dir.join("secrets");
     fs::create_dir_all(&secrets).unwrap();
     fs::write(secrets.join("password"), PASSWORD).unwrap();
@@ -308,15 +337,15 @@ pub async fn replicant(dir: &Path, detect_ms: u64, sync: bool, relayed: bool) ->
     for name in ["a", "b", "c"] {
         let host = owned_dir(dir, &format!("host-{name}")).unwrap();
         let (data, pg_port) = empty_data(&host).unwrap();
-        let node = NodeProcess::start(
-            exe,
-            &host,
-            &data,
-            pg_port,
-            TOKEN,
-            &["--superuser-password-env", "REPLICATION_PASSWORD"],
-        )
-        .unwrap();
+        let mut args = vec![
+            "--superuser-password-env".to_string(),
+            "REPLICATION_PASSWORD".to_string(),
+        ];
+        if let Some(more) = extra.agent_args {
+            args.extend(more(name, &host, &NodeProcess::state_file(&data)));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let node = NodeProcess::start(exe, &host, &data, pg_port, TOKEN, &args).unwrap();
         members.push(Member {
             data,
             pg_port,
@@ -345,9 +374,10 @@ pub async fn replicant(dir: &Path, detect_ms: u64, sync: bool, relayed: bool) ->
     fs::write(
         specs.join("bench.yaml"),
         format!(
-            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: bench}}\nspec:\n  engine: postgres\n  primary: a\n  members:\n{list}  credentials: {{username: postgres, passwordFile: \"{}\"}}\n  agentToken: {{tokenFile: \"{}\"}}\n  replication: {{mode: {mode}}}\n  failover: {{standby: b, detectAfter: {detect_ms}ms, maxLag: 16Mi, cooldown: 1m}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: bench-rw}}\nspec: {{cluster: bench, target: primary, listen: \"127.0.0.1:{rw}\"}}\n",
+            "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: bench}}\nspec:\n  engine: postgres\n  primary: a\n  members:\n{list}  credentials: {{username: postgres, passwordFile: \"{}\"}}\n  agentToken: {{tokenFile: \"{}\"}}\n  replication: {{mode: {mode}}}\n  failover: {{standby: b, detectAfter: {detect_ms}ms, maxLag: 16Mi, cooldown: 1m}}\n{}---\napiVersion: replicant.dev/v1alpha1\nkind: VirtualName\nmetadata: {{name: bench-rw}}\nspec: {{cluster: bench, target: primary, listen: \"127.0.0.1:{rw}\"}}\n",
             secrets.join("password").display(),
-            secrets.join("token").display()
+            secrets.join("token").display(),
+            extra.spec
         ),
     )
     .unwrap();

@@ -17,8 +17,9 @@ pub struct BackupPolicy {
     /// WAL segment and timeline history file to a repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchivePolicy>,
-    /// Base backups the controller takes by itself (PostgreSQL): on a schedule, and as soon as
-    /// the repository is back after WAL was let go unarchived.
+    /// Backups the controller takes by itself: PostgreSQL base backups (on a schedule, and as
+    /// soon as the repository is back after WAL was let go unarchived), Redis snapshots (on a
+    /// schedule, read by the controller over the replication protocol).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseBackupPolicy>,
     /// Restore drills (PostgreSQL): the latest base backup restored on a member's host into a
@@ -68,8 +69,8 @@ pub struct DrillPolicy {
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
 )]
 pub enum BackupSource {
-    /// A streaming standby with a node agent, the least behind; the primary when none
-    /// qualifies.
+    /// A streaming standby (with a node agent, for PostgreSQL), the least behind; the primary
+    /// when none qualifies.
     #[default]
     PreferStandby,
     /// Only a streaming standby: no backup while none qualifies (status says why).

@@ -11,12 +11,9 @@ use super::{
 };
 use crate::{
     api::{Role, human_bytes},
-    engine::{AgentAccess, Credentials, rdb},
+    engine::{AgentAccess, Credentials, redis_snapshots::take_snapshot},
     repository::snapshot::Snapshot,
 };
-
-/// How long the server may stay silent while it sends a snapshot.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn credentials(cluster: &Cluster) -> Credentials {
     Credentials {
@@ -76,43 +73,17 @@ pub(super) async fn take(
         ));
     };
     eprintln!("taking a snapshot from {}", source.name);
-    let started_at = jiff::Timestamp::now();
-    let id = crate::repository::layout::entry_id(started_at);
-    let address = source.address.clone();
-    let (namespace, name) = (cluster.namespace.clone(), cluster.name.clone());
-    let upload = async {
-        let (stream, length) =
-            tokio::task::spawn_blocking(move || rdb::open(&address, &credentials, READ_TIMEOUT))
-                .await
-                .map_err(|e| CliError::Invalid(e.to_string()))?
-                .map_err(|e| CliError::Invalid(e.to_string()))?;
-        let (raw_bytes, stored_bytes) = repository
-            .upload_snapshot(&namespace, &name, &id, stream)
-            .await
-            .map_err(|e| CliError::Invalid(format!("{}: {e}", source.name)))?;
-        if raw_bytes != length {
-            return Err(CliError::Invalid(format!(
-                "{}: the snapshot announced {length} bytes and {raw_bytes} arrived",
-                source.name
-            )));
-        }
-        let snapshot = Snapshot {
-            id: id.clone(),
-            member: source.name.clone(),
-            started_at,
-            finished_at: jiff::Timestamp::now(),
-            raw_bytes,
-            stored_bytes,
-        };
-        repository
-            .record_snapshot(&namespace, &name, &snapshot)
-            .await
-            .map_err(|e| CliError::Invalid(e.to_string()))?;
-        Ok(snapshot)
-    };
-    let snapshot = tokio::time::timeout(timeout, upload).await.map_err(|_| {
-        CliError::Invalid("the snapshot did not finish within the timeout".into())
-    })??;
+    let taken = take_snapshot(
+        &repository,
+        (&cluster.namespace, &cluster.name),
+        (&source.name, &source.address),
+        &credentials,
+        None,
+    );
+    let snapshot = tokio::time::timeout(timeout, taken)
+        .await
+        .map_err(|_| CliError::Invalid("the snapshot did not finish within the timeout".into()))?
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
     println!("{}", describe(&snapshot));
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,9 @@
 
 pub mod postgres;
 pub mod rdb;
+pub mod readings;
 pub mod redis;
+pub mod redis_snapshots;
 
 use std::fmt;
 
@@ -78,9 +80,20 @@ pub fn for_cluster(
     agents: AgentAccess,
 ) -> Result<std::sync::Arc<dyn Engine>, EngineSetupError> {
     match spec.engine {
-        crate::api::EngineKind::Redis => Ok(std::sync::Arc::new(redis::RedisEngine::new(
-            redis::RedisSettings::for_cluster(spec, credentials),
-        ))),
+        crate::api::EngineKind::Redis => {
+            let retention = spec
+                .backup
+                .as_ref()
+                .and_then(|b| b.retention.as_ref())
+                .map(Into::into);
+            let snapshots = agents.backup.map(|settings| {
+                redis_snapshots::SnapshotKeeper::new(settings, credentials.clone(), retention)
+            });
+            Ok(std::sync::Arc::new(
+                redis::RedisEngine::new(redis::RedisSettings::for_cluster(spec, credentials))
+                    .with_snapshots(snapshots),
+            ))
+        }
         crate::api::EngineKind::Postgres => Ok(std::sync::Arc::new(postgres::PostgresEngine::new(
             postgres::PostgresSettings::for_cluster(spec, credentials),
             &spec.members,

@@ -77,6 +77,8 @@ impl RedisSettings {
 pub struct RedisEngine {
     settings: RedisSettings,
     connections: Mutex<HashMap<String, MultiplexedConnection>>,
+    /// Snapshots into the cluster's repository, when it has one.
+    snapshots: Option<super::redis_snapshots::SnapshotKeeper>,
 }
 
 impl RedisEngine {
@@ -84,7 +86,17 @@ impl RedisEngine {
         Self {
             settings,
             connections: Mutex::new(HashMap::new()),
+            snapshots: None,
         }
+    }
+
+    /// The engine, taking snapshots with `snapshots` when given.
+    pub fn with_snapshots(
+        mut self,
+        snapshots: Option<super::redis_snapshots::SnapshotKeeper>,
+    ) -> Self {
+        self.snapshots = snapshots;
+        self
     }
 
     fn connection_info(&self, address: &str) -> Result<redis::ConnectionInfo, EngineError> {
@@ -401,6 +413,12 @@ impl RedisEngine {
 
 #[async_trait]
 impl Engine for RedisEngine {
+    fn backups(&self) -> Option<&dyn crate::core::engine::Backups> {
+        self.snapshots
+            .as_ref()
+            .map(|s| s as &dyn crate::core::engine::Backups)
+    }
+
     async fn observe(&self, member: &Member, _lease: Option<Lease>) -> Observation {
         Observation {
             lease_sent: None,

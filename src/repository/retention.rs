@@ -40,6 +40,17 @@ pub fn expired(
     retention: Retention,
     now: jiff::Timestamp,
 ) -> Vec<BaseBackup> {
+    expired_by(backups, |b| b.finished_at, retention, now)
+}
+
+/// Of `entries` (oldest first, each ending at `finished`), those to let go at `now`: base
+/// backups, and Redis snapshots alike.
+pub fn expired_by<T: Clone>(
+    backups: &[T],
+    finished: impl Fn(&T) -> jiff::Timestamp,
+    retention: Retention,
+    now: jiff::Timestamp,
+) -> Vec<T> {
     let window =
         jiff::SignedDuration::try_from(retention.window).unwrap_or(jiff::SignedDuration::MAX);
     let horizon = now.checked_sub(window).unwrap_or(jiff::Timestamp::MIN);
@@ -47,7 +58,7 @@ pub fn expired(
     // points: it stays, with everything after it.
     let base_of_window = backups
         .iter()
-        .rposition(|b| b.finished_at <= horizon)
+        .rposition(|b| finished(b) <= horizon)
         .unwrap_or(0);
     let keep_newest = backups.len().saturating_sub(retention.min_full_backups);
     let first_kept = base_of_window.min(keep_newest);

@@ -24,6 +24,9 @@ pub struct Snapshot {
     /// The RDB file's size, and as stored.
     pub raw_bytes: u64,
     pub stored_bytes: u64,
+    /// The on-demand request it answered (a `Backup` object's name), if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 fn directory(namespace: &str, cluster: &str, id: &str) -> String {
@@ -91,6 +94,19 @@ impl Repository {
         }
         snapshots.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(snapshots)
+    }
+
+    /// Let snapshot `id` go: its catalog entry first, so that it is never listed without its
+    /// file.
+    pub async fn remove_snapshot(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        id: &str,
+    ) -> Result<(), BaseError> {
+        let directory = directory(namespace, cluster, id);
+        self.delete(&format!("{directory}/snapshot.json")).await?;
+        Ok(self.delete(&format!("{directory}/dump.rdb.zst")).await?)
     }
 
     /// Write snapshot `id`'s RDB file to `target` (a new file), streaming it from the

@@ -85,19 +85,14 @@ pub fn check(spec: &ReplicationClusterSpec, out: &mut Out<'_>) {
         );
     }
     if let Some(base) = &backup.base {
-        if spec.engine != EngineKind::Postgres {
-            out.fail(
-                "spec.backup.base",
-                "scheduled base backups are for PostgreSQL clusters",
-            );
-        }
         if let Err(e) = base.schedule.parse::<crate::api::schedule::Schedule>() {
             out.fail(
                 "spec.backup.base.schedule",
                 format!("{}: {e}", quoted(&base.schedule)),
             );
         }
-        if spec.members.iter().all(|m| m.agent.is_none()) {
+        // Redis snapshots are read over the replication protocol, by the controller.
+        if spec.engine == EngineKind::Postgres && spec.members.iter().all(|m| m.agent.is_none()) {
             out.fail(
                 "spec.backup.base",
                 "base backups are taken by the members' node agents, and no member names one (spec.members[].agent)",

@@ -211,6 +211,17 @@ impl Drop for NodeProcess {
     }
 }
 
+impl NodeProcess {
+    /// The state file of the agent of `data`.
+    pub fn state_file(data: &Path) -> PathBuf {
+        data.with_file_name(format!(
+            "{}.agent",
+            data.file_name().unwrap_or_default().to_string_lossy()
+        ))
+        .join("node.json")
+    }
+}
+
 /// Where the agent of `data` keeps its state: a directory beside it that the server user owns.
 fn state_dir(data: &Path) -> Result<PathBuf, PostgresError> {
     let name = format!(

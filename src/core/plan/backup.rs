@@ -52,7 +52,7 @@ pub fn due(desired: &Desired, observed: &Observed, now: Timestamp) -> Option<Bac
                 .is_none_or(|m| desired.member(m).is_some())
     }) {
         let member = match &request.member {
-            Some(member) => qualifies(observed, member).then(|| member.clone()),
+            Some(member) => qualifies(desired, observed, member).then(|| member.clone()),
             None => source_member(desired, observed, source),
         }?;
         return Some(BackupDue {
@@ -86,11 +86,17 @@ pub fn due(desired: &Desired, observed: &Observed, now: Timestamp) -> Option<Bac
 }
 
 /// A member a request names can give a backup: its server answers and it has an agent.
-fn qualifies(observed: &Observed, member: &str) -> bool {
+fn qualifies(desired: &Desired, observed: &Observed, member: &str) -> bool {
     observed
         .members
         .get(member)
-        .is_some_and(|o| o.reachable && matches!(o.host, HostAccess::Agent(_)))
+        .is_some_and(|o| o.reachable && can_read_from(desired, o))
+}
+
+/// Whether a backup can be read from a member: through its node agent (PostgreSQL), or over
+/// the replication protocol, which needs none (Redis).
+fn can_read_from(desired: &Desired, o: &crate::core::observed::MemberObservation) -> bool {
+    desired.spec.engine == crate::api::EngineKind::Redis || matches!(o.host, HostAccess::Agent(_))
 }
 
 /// A gap declared after `newest` began, by a member whose host archives again.
@@ -109,14 +115,14 @@ fn gap_after(observed: &Observed, newest: Option<&CatalogEntry>) -> Option<Strin
     })
 }
 
-/// The member to read a backup from: a streaming standby with an agent, the least behind,
-/// or the primary as `source` allows.
+/// The member to read a backup from: a streaming standby it can be read from (with an agent,
+/// for PostgreSQL), the least behind, or the primary as `source` allows.
 fn source_member(desired: &Desired, observed: &Observed, source: BackupSource) -> Option<String> {
     let with_agent = |name: &str| {
         observed
             .members
             .get(name)
-            .is_some_and(|o| matches!(o.host, HostAccess::Agent(_)))
+            .is_some_and(|o| can_read_from(desired, o))
     };
     let primary = observed.journal.current_primary.as_deref();
     let standby = desired

@@ -10,6 +10,7 @@ use std::{
 };
 
 use super::{
+    super::readings::{Pruned, Readings, prune_outcome},
     agent::{AgentApi, AgentClient},
     archive::{ArchiveSettings, BackupReport, BackupRequest, DrillReport, DrillRequest},
 };
@@ -18,7 +19,7 @@ use crate::{
         engine::EngineError,
         observed::{
             BackupsObserved, Catalog, CatalogEntry, DrillRunning, HostBackups, ObservedDrill,
-            PruneOutcome, Stretch,
+            Stretch,
         },
     },
     repository::{
@@ -30,8 +31,6 @@ use crate::{
     },
 };
 
-/// How often the catalog is read again while nothing changes.
-pub const CATALOG_READ: Duration = Duration::from_secs(60);
 /// The longest one reading may take (every store call under it has its own timeout).
 const READ_LIMIT: Duration = Duration::from_secs(120);
 
@@ -42,14 +41,8 @@ pub struct BackupKeeper {
     state: Arc<Mutex<State>>,
 }
 
-#[derive(Default)]
 struct State {
-    seen: BackupsObserved,
-    /// When the last reading began, and whether one runs now.
-    read_began: Option<Instant>,
-    reading: bool,
-    /// A backup ended since the last reading: read again at once.
-    stale: bool,
+    readings: Readings,
     /// Backups the controller could not begin, by member (the host never heard of them).
     refused: BTreeMap<String, HostBackups>,
     /// Backups begun, by member, until the host's own report can tell of them.
@@ -68,11 +61,12 @@ const REPORT_COMES: Duration = Duration::from_secs(15);
 impl BackupKeeper {
     pub fn new(settings: ArchiveSettings, retention: Option<Retention>) -> Self {
         let state = State {
-            seen: BackupsObserved {
-                repository: settings.repository.name.clone(),
-                ..Default::default()
-            },
-            ..Default::default()
+            readings: Readings::new(&settings.repository.name),
+            refused: BTreeMap::new(),
+            begun: BTreeMap::new(),
+            read_drill: None,
+            drill_begun: None,
+            drill_refused: None,
         };
         Self {
             settings,
@@ -117,11 +111,12 @@ impl BackupKeeper {
                 && host.last_finished_at.is_none_or(|at| last.finished_at > at)
             {
                 if state
+                    .readings
                     .seen
                     .read_at
                     .is_some_and(|read| last.finished_at > read)
                 {
-                    state.stale = true;
+                    state.readings.stale = true;
                 }
                 host.last_finished_at = Some(last.finished_at);
                 host.last_error = last.error;
@@ -138,7 +133,7 @@ impl BackupKeeper {
                 host.running_request = request.clone();
             }
         }
-        state.seen.hosts = hosts;
+        state.readings.seen.hosts = hosts;
         state.drill_begun = state
             .drill_begun
             .take()
@@ -152,7 +147,7 @@ impl BackupKeeper {
                 since: *since,
             });
         }
-        state.seen.drill_running = drill_running;
+        state.readings.seen.drill_running = drill_running;
         // The newest of the repository's record, a host's word and a drill not begun.
         let newest = [
             state.read_drill.clone(),
@@ -162,14 +157,8 @@ impl BackupKeeper {
         .into_iter()
         .flatten()
         .max_by_key(|d| d.started_at);
-        state.seen.last_drill = newest;
-        let due = state
-            .read_began
-            .is_none_or(|at| at.elapsed() >= CATALOG_READ || state.stale);
-        if due && !state.reading {
-            state.reading = true;
-            state.stale = false;
-            state.read_began = Some(Instant::now());
+        state.readings.seen.last_drill = newest;
+        if state.readings.begin_if_due() {
             let (settings, shared) = (self.settings.clone(), self.state.clone());
             let retention = self.retention;
             tokio::spawn(async move {
@@ -178,22 +167,20 @@ impl BackupKeeper {
                     .await
                     .unwrap_or_else(|_| Err(format!("no answer within {}s", READ_LIMIT.as_secs())));
                 let mut state = shared.lock().expect("lock");
-                state.reading = false;
-                state.seen.read_at = Some(began);
-                match read {
+                let read = match read {
                     Ok((catalog, drill)) => {
-                        state.seen.catalog = Some(catalog);
                         state.read_drill = drill.map(observed_drill);
-                        state.seen.read_error = None;
+                        Ok(catalog)
                     }
                     Err(error) => {
                         tracing::info!(repository = %settings.repository.name, %error, "the backup catalog could not be read");
-                        state.seen.read_error = Some(error);
+                        Err(error)
                     }
-                }
+                };
+                state.readings.finish(began, read);
             });
         }
-        state.seen.clone()
+        state.readings.seen.clone()
     }
 
     /// Let go `backups` (and the WAL only they need) in the background, when the catalog still
@@ -202,12 +189,8 @@ impl BackupKeeper {
         let Some(retention) = self.retention else {
             return;
         };
-        {
-            let mut state = self.state.lock().expect("lock");
-            if state.seen.pruning {
-                return;
-            }
-            state.seen.pruning = true;
+        if !self.state.lock().expect("lock").readings.begin_prune() {
+            return;
         }
         let (settings, shared, planned) =
             (self.settings.clone(), self.state.clone(), backups.to_vec());
@@ -221,36 +204,11 @@ impl BackupKeeper {
                         format!("not done within {}s", PRUNE_LIMIT.as_secs()),
                     ))
                 });
-            let outcome = match pruned {
-                // The catalog moved: nothing went, and the next reading plans again.
-                Ok(None) => None,
-                Ok(Some((backups, wal_files))) => Some(PruneOutcome {
-                    at: jiff::Timestamp::now(),
-                    backups,
-                    wal_files,
-                    error: None,
-                }),
-                Err((backups, wal_files, error)) => {
-                    tracing::warn!(repository = %settings.repository.name, %error, "expired backups not let go");
-                    Some(PruneOutcome {
-                        at: jiff::Timestamp::now(),
-                        backups,
-                        wal_files,
-                        error: Some(error),
-                    })
-                }
-            };
-            let mut state = shared.lock().expect("lock");
-            state.seen.pruning = false;
-            if let Some(outcome) = outcome {
-                tracing::info!(repository = %settings.repository.name, backups = ?outcome.backups, wal_files = outcome.wal_files, "expired backups let go");
-                state.seen.last_prune = Some(outcome);
-            }
-            // What the catalog said is old now: not asked for again before it is read again.
-            if let Some(catalog) = &mut state.seen.catalog {
-                catalog.expired.clear();
-            }
-            state.stale = true;
+            shared
+                .lock()
+                .expect("lock")
+                .readings
+                .finish_prune(prune_outcome(pruned));
         });
     }
 
@@ -332,11 +290,7 @@ const PRUNE_LIMIT: Duration = Duration::from_secs(600);
 
 /// Let go `planned` and the WAL only they need, when retention at this moment lets go exactly
 /// those: the backups gone and how many WAL files, or why not (with what went before that).
-async fn prune(
-    settings: &ArchiveSettings,
-    retention: Retention,
-    planned: &[String],
-) -> Result<Option<(Vec<String>, u64)>, (Vec<String>, u64, String)> {
+async fn prune(settings: &ArchiveSettings, retention: Retention, planned: &[String]) -> Pruned {
     let failed = |e: String| (Vec::new(), 0, e);
     let repository = Repository::open(&settings.repository, settings.key.as_ref())
         .map_err(|e| failed(e.to_string()))?;

@@ -320,15 +320,11 @@ impl KubernetesAdapter<'_> {
     }
 }
 
-/// Why a cluster can never take a base backup as its spec stands.
+/// Why a cluster can never take a backup (a base backup, a Redis snapshot) as its spec stands.
 fn cannot_back_up(spec: &ReplicationClusterSpec) -> Option<String> {
-    match (&spec.engine, &spec.backup) {
-        (crate::api::EngineKind::Postgres, None) => {
-            Some("the cluster has no repository (spec.backup.repositories)".into())
-        }
-        (crate::api::EngineKind::Postgres, Some(_)) => None,
-        _ => Some("base backups are for PostgreSQL clusters".into()),
-    }
+    spec.backup
+        .is_none()
+        .then(|| "the cluster has no repository (spec.backup.repositories)".into())
 }
 
 /// The cluster's `Backup` objects, oldest first.
