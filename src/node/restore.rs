@@ -143,12 +143,12 @@ const REPLACED: &[&str] = &[
     "archive_command",
 ];
 
-/// `postgresql.auto.conf` text without the settings a restore replaces.
-fn without_replaced(text: &str) -> String {
+/// `postgresql.auto.conf` text without the settings `names`.
+fn without(text: &str, names: &[&str]) -> String {
     text.lines()
         .filter(|line| {
             let name = line.split('=').next().unwrap_or_default().trim();
-            !REPLACED.contains(&name)
+            !names.contains(&name)
         })
         .map(|line| format!("{line}\n"))
         .collect()
@@ -236,7 +236,10 @@ fn restore_command_setting(
     standby: bool,
 ) -> Result<String, RestoreError> {
     let auto = data.join("postgresql.auto.conf");
-    let mut text = without_replaced(&std::fs::read_to_string(&auto).unwrap_or_default());
+    let mut text = without(
+        &std::fs::read_to_string(&auto).unwrap_or_default(),
+        REPLACED,
+    );
     let shell = super::archive::shell_quoted;
     let command = format!(
         "{} restore-wal{} --settings {} %f %p",
@@ -248,12 +251,18 @@ fn restore_command_setting(
     Ok(text)
 }
 
-/// After a restored server promoted: drop what only its recovery needed (the restore command,
-/// the target, and the settings file holding the source repository's key), so that nothing
-/// copied from it later reads the source's archive.
+/// What the source cluster's controller set on its primary: its members' names as the
+/// synchronous standbys, and its fence. A recovered cluster gets its own from its controller.
+const SOURCE_GUARD: &[&str] = &["synchronous_standby_names", "default_transaction_read_only"];
+
+/// After a restored server promoted, to make it a new cluster's: drop what only its recovery
+/// needed (the restore command, the target, and the settings file holding the source
+/// repository's key), so that nothing copied from it later reads the source's archive, and
+/// the source's guard and fence, which would hold its commits for members it does not have.
 pub fn forget_recovery(data: &Path) -> Result<(), RestoreError> {
     let auto = data.join("postgresql.auto.conf");
-    let kept = without_replaced(&std::fs::read_to_string(&auto).map_err(files(&auto))?);
+    let text = std::fs::read_to_string(&auto).map_err(files(&auto))?;
+    let kept = without(&without(&text, REPLACED), SOURCE_GUARD);
     std::fs::write(&auto, kept).map_err(files(&auto))?;
     let settings = restore_settings_path(data);
     match std::fs::remove_file(&settings) {
@@ -310,5 +319,31 @@ pub async fn fetch(settings: &Path, data: &Path, name: &str, destination: &Path)
         }
         Ok(None) => Fetched::NotArchived,
         Err(e) => Fetched::Failed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_recovered_data_set_keeps_its_own_settings_and_nothing_of_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(
+            data.join("postgresql.auto.conf"),
+            "work_mem = '64MB'\nrestore_command = 'replicant restore-wal %f %p'\nrecovery_target_lsn = '0/3000060'\nsynchronous_standby_names = 'ANY 1 (b, c)'\ndefault_transaction_read_only = 'on'\n",
+        )
+        .unwrap();
+        let settings = super::restore_settings_path(&data);
+        std::fs::write(&settings, "{}").unwrap();
+        super::forget_recovery(&data).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap(),
+            "work_mem = '64MB'\n"
+        );
+        assert!(
+            !settings.exists(),
+            "the source's key goes with its settings"
+        );
     }
 }
