@@ -29,6 +29,11 @@ pub use virtual_name::{
     Balancing, Fallback, ProxyMode, Target, VirtualName, VirtualNameSpec, VirtualNameStatus,
 };
 
+/// A time as status writes it: RFC 3339 in UTC, whole seconds ("2026-12-03T19:02:17Z").
+pub fn status_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// API group of every replicant resource.
 pub const GROUP: &str = "replicant.dev";
 /// The one served version.

@@ -8,7 +8,7 @@ use crate::{
     api::{
         BackupFailure, BackupPhase, BackupStatus, BackupSummary, DrillSummary,
         OnDemandBackupStatus, PruneSummary, RecoverableWindow, RequestOutcome, RunningBackup,
-        human_bytes, schedule::Schedule,
+        human_bytes, schedule::Schedule, status_time,
     },
     core::{
         desired::Desired,
@@ -37,10 +37,6 @@ pub mod reason {
     pub const OVERDUE: &str = "Overdue";
     /// The repository's catalog cannot be read.
     pub const UNREADABLE: &str = "CatalogUnreadable";
-}
-
-fn rfc3339(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// `status.backup` and the `BackupSucceeded` finding, when the cluster has a repository and
@@ -74,8 +70,8 @@ pub fn backup_status(
         last_backup: newest.map(|b| BackupSummary {
             id: b.id.clone(),
             member: b.member.clone(),
-            started_at: rfc3339(b.started_at),
-            finished_at: rfc3339(b.finished_at),
+            started_at: status_time(b.started_at),
+            finished_at: status_time(b.finished_at),
             duration: human_duration(b.finished_at.duration_since(b.started_at).unsigned_abs()),
             size_bytes: b.raw_bytes,
             stored_bytes: b.stored_bytes,
@@ -85,26 +81,26 @@ pub fn backup_status(
             .windows
             .iter()
             .map(|w| RecoverableWindow {
-                earliest: rfc3339(w.earliest),
+                earliest: status_time(w.earliest),
                 earliest_lsn: w.earliest_lsn.clone(),
-                latest: rfc3339(w.latest),
+                latest: status_time(w.latest),
                 latest_lsn: w.latest_lsn.clone(),
             })
             .collect(),
         running: running.map(|(member, since)| RunningBackup {
             member: member.to_string(),
-            since: rfc3339(since),
+            since: status_time(since),
         }),
         last_failure: failure.map(|(member, at, message)| BackupFailure {
             member: member.to_string(),
-            at: rfc3339(at),
+            at: status_time(at),
             message: message.to_string(),
         }),
         next_scheduled_at: schedule
             .as_ref()
             .and_then(|(s, _)| s.next_after(newest.map_or(now, |b| b.started_at).max(now)))
-            .map(rfc3339),
-        read_at: seen.read_at.map(rfc3339),
+            .map(status_time),
+        read_at: seen.read_at.map(status_time),
         last_drill: None,
         drill_running: None,
         requests: desired
@@ -123,7 +119,7 @@ pub fn backup_status(
             })
             .collect(),
         last_prune: seen.last_prune.as_ref().map(|p| PruneSummary {
-            at: rfc3339(p.at),
+            at: status_time(p.at),
             backups: p.backups.clone(),
             wal_files: p.wal_files,
             error: p.error.clone(),
@@ -134,7 +130,7 @@ pub fn backup_status(
     };
     let repository = &seen.repository;
     let running_note = running
-        .map(|(m, since)| format!("; one runs on {m} since {}", rfc3339(since)))
+        .map(|(m, since)| format!("; one runs on {m} since {}", status_time(since)))
         .unwrap_or_default();
     let finding = if let (Some(error), None) = (&seen.read_error, &seen.catalog) {
         found(
@@ -148,8 +144,8 @@ pub fn backup_status(
             reason::FAILED,
             format!(
                 "the base backup from {member} failed at {}: {message}. Tried again from {} on{running_note}",
-                rfc3339(at),
-                rfc3339(at + RETRY_AFTER)
+                status_time(at),
+                status_time(at + RETRY_AFTER)
             ),
         )
     } else if let Some(b) = newest {
@@ -165,8 +161,8 @@ pub fn backup_status(
                 format!(
                     "the newest base backup, {}, finished at {}; the schedule ({text}) asked for one at {} and since, and none was taken: no member qualifies as spec.backup.base.source asks (a streaming standby, or the primary, with a node agent)",
                     b.id,
-                    rfc3339(b.finished_at),
-                    rfc3339(first)
+                    status_time(b.finished_at),
+                    status_time(first)
                 ),
             ),
             None => found(
@@ -176,7 +172,7 @@ pub fn backup_status(
                     "the newest base backup, {}, from {}, finished at {}: {} ({} stored) in {}{running_note}",
                     b.id,
                     b.member,
-                    rfc3339(b.finished_at),
+                    status_time(b.finished_at),
                     human_bytes(b.raw_bytes),
                     human_bytes(b.stored_bytes),
                     human_duration(b.finished_at.duration_since(b.started_at).unsigned_abs())
@@ -230,8 +226,8 @@ fn request_outcome(
             repository,
             backup_id: Some(b.id.clone()),
             member: Some(b.member.clone()),
-            started_at: Some(rfc3339(b.started_at)),
-            finished_at: Some(rfc3339(b.finished_at)),
+            started_at: Some(status_time(b.started_at)),
+            finished_at: Some(status_time(b.finished_at)),
             size_bytes: Some(b.raw_bytes),
             stored_bytes: Some(b.stored_bytes),
         };
@@ -254,7 +250,7 @@ fn request_outcome(
             message: host.last_error.clone().unwrap_or_default(),
             repository,
             member: Some(member.clone()),
-            finished_at: host.last_finished_at.map(rfc3339),
+            finished_at: host.last_finished_at.map(status_time),
             ..Default::default()
         };
     }
@@ -272,7 +268,7 @@ fn request_outcome(
             message: format!("reading from {member}"),
             repository,
             member: Some(member.to_string()),
-            started_at: Some(rfc3339(since)),
+            started_at: Some(status_time(since)),
             ..Default::default()
         };
     }
@@ -281,13 +277,13 @@ fn request_outcome(
     } else if let Some((member, since)) = running {
         format!(
             "waiting for the backup under way on {member} since {} to end",
-            rfc3339(since)
+            status_time(since)
         )
     } else if let Some((member, at, message)) = failure {
         format!(
             "waiting: the last backup from {member} failed at {} ({message}); the next is tried from {}",
-            rfc3339(at),
-            rfc3339(at + RETRY_AFTER)
+            status_time(at),
+            status_time(at + RETRY_AFTER)
         )
     } else {
         "waiting for a member to read it from: the one the request names, or one spec.backup.base.source allows, must answer and have a node agent; none may be failing over".to_string()
@@ -322,25 +318,25 @@ pub fn drill_status(
     let running = match (began, refused) {
         (Some(due), None) => Some(RunningBackup {
             member: due.member.clone(),
-            since: rfc3339(now),
+            since: status_time(now),
         }),
         _ => seen.drill_running.as_ref().map(|r| RunningBackup {
             member: r.member.clone(),
-            since: rfc3339(r.since),
+            since: status_time(r.since),
         }),
     };
     let last = seen.last_drill.as_ref().map(|d| DrillSummary {
         id: d.id.clone(),
         member: d.member.clone(),
         backup_id: d.backup_id.clone(),
-        started_at: rfc3339(d.started_at),
-        finished_at: rfc3339(d.finished_at),
+        started_at: status_time(d.started_at),
+        finished_at: status_time(d.finished_at),
         restore_duration: d
             .restore_millis
             .map(|ms| human_duration(std::time::Duration::from_millis(ms))),
         restore_seconds: d.restore_millis.map(|ms| ms.div_ceil(1000)),
         reached_lsn: d.reached_lsn.clone(),
-        reached_at: d.reached_at.map(rfc3339),
+        reached_at: d.reached_at.map(status_time),
         passed: d.passed,
         message: d.message.clone(),
     });

@@ -29,9 +29,9 @@ impl std::fmt::Display for Window {
         write!(
             f,
             "from {} ({}) to {} ({})",
-            self.earliest_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            crate::api::status_time(self.earliest_time),
             lsn_text(self.earliest_lsn),
-            self.latest_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            crate::api::status_time(self.latest_time),
             lsn_text(self.latest_lsn)
         )
     }

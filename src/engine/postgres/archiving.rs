@@ -8,7 +8,7 @@ use super::{
     archive::{ArchiveReport, ArchiveSettings, BackupReport, DrillReport},
 };
 use crate::{
-    api::{ArchiveGap, MemberArchive},
+    api::{ArchiveGap, MemberArchive, status_time},
     core::engine::EngineError,
 };
 
@@ -102,10 +102,6 @@ async fn keep(
     ))
 }
 
-fn rfc3339(t: jiff::Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 /// A host's report as status shows it.
 fn member_archive(
     member: &str,
@@ -117,14 +113,14 @@ fn member_archive(
         member: member.to_string(),
         configured: report.settings.as_deref() == Some(settings.fingerprint().as_str()),
         last_archived: record.last_archived.as_ref().map(|a| a.file.clone()),
-        last_archived_at: record.last_archived.as_ref().map(|a| rfc3339(a.at)),
+        last_archived_at: record.last_archived.as_ref().map(|a| status_time(a.at)),
         archived_through: record
             .last_archived
             .as_ref()
             .and_then(|a| segment_end(&a.file)),
         pending_bytes: report.pending_bytes,
-        oldest_pending_at: report.oldest_pending.map(rfc3339),
-        failing_since: record.failing_since.map(rfc3339),
+        oldest_pending_at: report.oldest_pending.map(status_time),
+        failing_since: record.failing_since.map(status_time),
         last_failure: record.last_failure.as_ref().map(|f| f.message.clone()),
         conflict: record.conflict.as_ref().map(|f| f.message.clone()),
         gaps: record
@@ -133,7 +129,7 @@ fn member_archive(
             .map(|g| ArchiveGap {
                 first: g.first.clone(),
                 last: g.last.clone(),
-                declared_at: rfc3339(g.declared_at),
+                declared_at: status_time(g.declared_at),
             })
             .collect(),
         gap_count: record.gap_count,
