@@ -75,41 +75,53 @@ pub(super) fn plan(args: PlanArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-/// Load, validate and assemble the desired state of one cluster from spec files.
-pub fn load_desired(specs: &[PathBuf], cluster: Option<&str>) -> Result<Desired, CliError> {
+/// The spec files' report, or why they are invalid (`refusal`, then every problem).
+pub(super) fn valid_report(specs: &[PathBuf], refusal: &str) -> Result<validate::Report, CliError> {
     let report = validate::validate_files(specs);
     if !report.is_valid() {
         let lines: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
         return Err(CliError::Invalid(format!(
-            "the spec is invalid; nothing planned:\n{}",
+            "{refusal}:\n{}",
             lines.join("\n")
         )));
     }
+    Ok(report)
+}
+
+/// The one ReplicationCluster of `report` named `cluster` (or the only one), with its document.
+pub(super) fn one_cluster<'a>(
+    report: &'a validate::Report,
+    cluster: Option<&str>,
+) -> Result<(&'a validate::Document, &'a crate::api::ReplicationCluster), CliError> {
     let clusters: Vec<_> = report
         .documents
         .iter()
         .filter_map(|d| match &d.resource {
             Resource::Cluster(c) if cluster.is_none_or(|name| d.resource.name() == name) => {
-                Some((d, c))
+                Some((d, &**c))
             }
             _ => None,
         })
         .collect();
-    let (doc, chosen) = match clusters.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(CliError::Invalid(
-                "no matching ReplicationCluster in the spec files".into(),
-            ));
-        }
+    match clusters.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(CliError::Invalid(
+            "no matching ReplicationCluster in the spec files".into(),
+        )),
         many => {
             let names: Vec<&str> = many.iter().map(|(d, _)| d.resource.name()).collect();
-            return Err(CliError::Invalid(format!(
+            Err(CliError::Invalid(format!(
                 "the spec files hold several clusters ({}); choose one with --cluster",
                 names.join(", ")
-            )));
+            )))
         }
-    };
+    }
+}
+
+/// Load, validate and assemble the desired state of one cluster from spec files.
+pub fn load_desired(specs: &[PathBuf], cluster: Option<&str>) -> Result<Desired, CliError> {
+    let report = valid_report(specs, "the spec is invalid; nothing planned")?;
+    let (doc, chosen) = one_cluster(&report, cluster)?;
     let name = doc.resource.name().to_string();
     let namespace = doc.resource.namespace();
     let virtual_names = report.documents.iter().filter_map(|d| match &d.resource {

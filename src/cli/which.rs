@@ -9,7 +9,6 @@ use crate::{
     api::{ReplicationClusterSpec, Repository as RepositorySpec},
     repository::Repository,
     runtime::reconciler::ClusterSecrets,
-    validate::{self, Resource},
 };
 
 /// Which cluster, and which of its repositories.
@@ -46,36 +45,8 @@ impl Which {
                 false => vec![path.clone()],
             })
             .collect();
-        let report = validate::validate_files(&files);
-        if !report.is_valid() {
-            let lines: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
-            return Err(CliError::Invalid(format!(
-                "the spec is invalid:\n{}",
-                lines.join("\n")
-            )));
-        }
-        let clusters: Vec<_> = report
-            .documents
-            .iter()
-            .filter_map(|d| match &d.resource {
-                Resource::Cluster(c)
-                    if self
-                        .cluster
-                        .as_deref()
-                        .is_none_or(|name| d.resource.name() == name) =>
-                {
-                    Some((d, c))
-                }
-                _ => None,
-            })
-            .collect();
-        let [(doc, cluster)] = clusters.as_slice() else {
-            return Err(CliError::Invalid(if clusters.is_empty() {
-                "no matching ReplicationCluster in the spec files".into()
-            } else {
-                "the spec files hold several clusters; choose one with --cluster".into()
-            }));
-        };
+        let report = super::specs::valid_report(&files, "the spec is invalid")?;
+        let (doc, cluster) = super::specs::one_cluster(&report, self.cluster.as_deref())?;
         let secrets = crate::runtime::spec_loop::secrets::local_secrets(&cluster.spec)
             .map_err(|e| CliError::Invalid(e.to_string()))?;
         Ok(Cluster {
