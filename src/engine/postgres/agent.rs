@@ -364,6 +364,21 @@ impl AgentClient {
         }
     }
 
+    /// POST `body` as JSON to `path`, within the quick calls' timeout.
+    async fn post_json<T: DeserializeOwned>(
+        &self,
+        during: &'static str,
+        path: &str,
+        body: impl serde::Serialize,
+    ) -> Result<T, EngineError> {
+        let body = serde_json::to_value(body).map_err(|e| EngineError::Protocol {
+            address: self.address.clone(),
+            during,
+            detail: e.to_string(),
+        })?;
+        self.call(during, path, Some(body), self.timeout).await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         during: &'static str,
@@ -575,48 +590,18 @@ impl AgentApi for AgentClient {
         &self,
         settings: Option<&ArchiveSettings>,
     ) -> Result<ArchiveReport, EngineError> {
-        let body = serde_json::to_value(settings).map_err(|e| EngineError::Protocol {
-            address: self.address.clone(),
-            during: "configure archiving",
-            detail: e.to_string(),
-        })?;
-        self.call(
-            "configure archiving",
-            "/v1/archive",
-            Some(body),
-            self.timeout,
-        )
-        .await
+        self.post_json("configure archiving", "/v1/archive", settings)
+            .await
     }
 
     async fn backup(&self, request: &BackupRequest) -> Result<BackupReport, EngineError> {
-        let body = serde_json::to_value(request).map_err(|e| EngineError::Protocol {
-            address: self.address.clone(),
-            during: "begin a base backup",
-            detail: e.to_string(),
-        })?;
-        self.call(
-            "begin a base backup",
-            "/v1/backup",
-            Some(body),
-            self.timeout,
-        )
-        .await
+        self.post_json("begin a base backup", "/v1/backup", request)
+            .await
     }
 
     async fn drill(&self, request: &DrillRequest) -> Result<DrillReport, EngineError> {
-        let body = serde_json::to_value(request).map_err(|e| EngineError::Protocol {
-            address: self.address.clone(),
-            during: "begin a restore drill",
-            detail: e.to_string(),
-        })?;
-        self.call(
-            "begin a restore drill",
-            "/v1/drill",
-            Some(body),
-            self.timeout,
-        )
-        .await
+        self.post_json("begin a restore drill", "/v1/drill", request)
+            .await
     }
 
     async fn reach(&self, address: &str, timeout: Duration) -> Result<Reached, EngineError> {
