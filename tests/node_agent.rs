@@ -186,6 +186,15 @@ async fn the_agent_creates_a_data_set_only_in_an_empty_directory() {
         "{up}"
     );
     assert_eq!(up["controlData"]["dataChecksums"], true, "{up}");
+    // Callers at once (the controller, peers) each see postgres running: none is told "not
+    // running" because another's report was reading the control file.
+    std::thread::scope(|scope| {
+        let reports: Vec<_> = (0..8).map(|_| scope.spawn(|| node.status())).collect();
+        for report in reports {
+            let report = report.join().unwrap();
+            assert_eq!(report["running"], true, "{report}");
+        }
+    });
     let admin = try_connect_as(&address, "admin").await.unwrap();
     let is_superuser: bool = admin
         .query_one(

@@ -115,6 +115,22 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// The agent's report. `inner` is `None` while an operation holds the data directory: postgres
 /// is then reported as not running, and the data as not readable.
 async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
+    let seen = inner.map(running_now);
+    describe_seen(agent, seen).await
+}
+
+/// Whether postgres runs now, and its PID; a postmaster that exited is let go.
+fn running_now(inner: &mut Inner) -> (bool, Option<u32>) {
+    let running = inner.postmaster.as_mut().is_some_and(Postmaster::running);
+    if !running {
+        inner.postmaster = None;
+    }
+    (running, inner.postmaster.as_ref().and_then(Postmaster::pid))
+}
+
+/// The agent's report, given whether postgres runs (`None`: unknown, an operation holds the
+/// data directory).
+async fn describe_seen(agent: &Agent, seen: Option<(bool, Option<u32>)>) -> AgentStatus {
     let durable = agent.durable();
     let lease = agent.held_lease().map(|held| held.until);
     let (busy, last_operation, failure, rejoined) = {
@@ -153,14 +169,10 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
         backup: Some(agent.backups.lock().expect("lock").clone()),
         drill: Some(agent.drills.lock().expect("lock").clone()),
     };
-    let Some(inner) = inner else {
+    let Some((running, pid)) = seen else {
         return status;
     };
-    status.running = inner.postmaster.as_mut().is_some_and(Postmaster::running);
-    if !status.running {
-        inner.postmaster = None;
-    }
-    status.pid = inner.postmaster.as_ref().and_then(Postmaster::pid);
+    (status.running, status.pid) = (running, pid);
     let (bin, data) = (agent.options.bin.clone(), agent.options.data.clone());
     let control = tokio::task::spawn_blocking(move || controldata::read(&bin, &data))
         .await
@@ -176,12 +188,25 @@ async fn describe(agent: &Agent, inner: Option<&mut Inner>) -> AgentStatus {
     status
 }
 
-/// The agent's report now, without waiting for an operation under way.
+/// How long a report waits for a stop to let go of the data directory before it reports
+/// postgres as unknown (not running): well within the controller's quickest call timeout.
+const REPORT_WAIT: Duration = Duration::from_millis(100);
+
+/// The agent's report now, without waiting for an operation under way. The data directory's
+/// lock is held only to see whether postgres runs, not while its control file is read, so
+/// that two callers at once (the controller and a peer, say) both see it.
 async fn report(agent: &Agent) -> AgentStatus {
-    match agent.inner.clone().try_lock_owned() {
-        Ok(mut inner) => describe(agent, Some(&mut inner)).await,
-        Err(_) => describe(agent, None).await,
-    }
+    let seen = match agent.inner.clone().try_lock_owned() {
+        Ok(mut inner) => Some(running_now(&mut inner)),
+        Err(_) if agent.activity.lock().expect("lock").current.is_none() => {
+            tokio::time::timeout(REPORT_WAIT, agent.inner.clone().lock_owned())
+                .await
+                .ok()
+                .map(|mut inner| running_now(&mut inner))
+        }
+        Err(_) => None,
+    };
+    describe_seen(agent, seen).await
 }
 
 async fn status(State(agent): State<Arc<Agent>>) -> Json<AgentStatus> {
