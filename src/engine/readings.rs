@@ -92,8 +92,25 @@ impl Readings {
 /// ids gone and how many WAL files otherwise; or what went before it stopped short, and why.
 pub type Pruned = Result<Option<(Vec<String>, u64)>, (Vec<String>, u64, String)>;
 
+/// Let go with `prune`, given at most `limit`; how it went, as status shows it.
+pub async fn prune_within(
+    limit: Duration,
+    prune: impl Future<Output = Pruned>,
+) -> Option<PruneOutcome> {
+    let pruned = tokio::time::timeout(limit, prune)
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                Vec::new(),
+                0,
+                format!("not done within {}s", limit.as_secs()),
+            ))
+        });
+    prune_outcome(pruned)
+}
+
 /// How a letting go went, as status shows it.
-pub fn prune_outcome(pruned: Pruned) -> Option<PruneOutcome> {
+fn prune_outcome(pruned: Pruned) -> Option<PruneOutcome> {
     let at = jiff::Timestamp::now();
     match pruned {
         Ok(None) => None,

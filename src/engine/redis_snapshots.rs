@@ -12,7 +12,7 @@ use super::{
     Credentials,
     postgres::archive::ArchiveSettings,
     rdb,
-    readings::{Readings, prune_outcome},
+    readings::{Readings, prune_within},
 };
 use crate::{
     api::Member,
@@ -271,19 +271,8 @@ impl Backups for SnapshotKeeper {
                 }
                 Ok(Some((gone, 0)))
             };
-            let pruned = tokio::time::timeout(STORE_LIMIT, prune)
-                .await
-                .unwrap_or_else(|_| {
-                    Err((
-                        Vec::new(),
-                        0,
-                        format!("not done within {}s", STORE_LIMIT.as_secs()),
-                    ))
-                });
-            shared
-                .lock()
-                .expect("lock")
-                .finish_prune(prune_outcome(pruned));
+            let outcome = prune_within(STORE_LIMIT, prune).await;
+            shared.lock().expect("lock").finish_prune(outcome);
         });
     }
 }

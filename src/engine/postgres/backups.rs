@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    super::readings::{Pruned, Readings, prune_outcome},
+    super::readings::{Pruned, Readings, prune_within},
     agent::{AgentApi, AgentClient},
     archive::{ArchiveSettings, BackupReport, BackupRequest, DrillReport, DrillRequest},
 };
@@ -195,20 +195,8 @@ impl BackupKeeper {
         let (settings, shared, planned) =
             (self.settings.clone(), self.state.clone(), backups.to_vec());
         tokio::spawn(async move {
-            let pruned = tokio::time::timeout(PRUNE_LIMIT, prune(&settings, retention, &planned))
-                .await
-                .unwrap_or_else(|_| {
-                    Err((
-                        Vec::new(),
-                        0,
-                        format!("not done within {}s", PRUNE_LIMIT.as_secs()),
-                    ))
-                });
-            shared
-                .lock()
-                .expect("lock")
-                .readings
-                .finish_prune(prune_outcome(pruned));
+            let outcome = prune_within(PRUNE_LIMIT, prune(&settings, retention, &planned)).await;
+            shared.lock().expect("lock").readings.finish_prune(outcome);
         });
     }
 
