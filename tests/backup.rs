@@ -1283,19 +1283,7 @@ async fn a_new_cluster_recovers_from_another_clusters_backups_with_its_replicas(
         // The source's controller, agents and servers end here.
     };
 
-    // Its hosts create data sets: they know the superuser's password.
-    let secrets = owned_dir(store.path(), "secrets").unwrap();
-    let password_file = secrets.join("superuser-password");
-    std::fs::write(
-        &password_file,
-        format!("{}\n", replicant_testkit::postgres::PASSWORD),
-    )
-    .unwrap();
-    let mut bed = PgBed::build(
-        &[],
-        &["--superuser-password-file", password_file.to_str().unwrap()],
-    );
-    bed.name = "restored".into();
+    let mut bed = PgBed::for_recovery("restored");
     let recovery = |target: String| {
         format!(
             "{repositories}  bootstrap:\n    recovery:\n      repository: local\n      source: {{ cluster: orders }}\n      target: {target}\n"
@@ -1388,12 +1376,10 @@ async fn a_lost_replica_is_copied_again_from_the_newest_backup() {
         return;
     }
     let (mut bed, repo, controller) = archiving_bed_with("{}", "async, copyFrom: Backup").await;
-    let data = bed.host("c").data.clone();
-    let label = || std::fs::read_to_string(data.join("backup_label.old")).unwrap_or_default();
     assert!(
-        label().contains("LABEL: pg_basebackup"),
+        bed.copied_from("c").contains("LABEL: pg_basebackup"),
         "no backup yet: c was copied from a: {}",
-        label()
+        bed.copied_from("c")
     );
     let rw = bed.rw();
     sql(
@@ -1411,17 +1397,7 @@ async fn a_lost_replica_is_copied_again_from_the_newest_backup() {
     sql(&rw, "INSERT INTO t SELECT generate_series(101, 200)").await;
     all_archived(&rw, &repo, "the second batch").await;
 
-    // c's host loses its disk.
-    bed.node("c").kill_node();
-    for entry in std::fs::read_dir(&data).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path).unwrap();
-        } else {
-            std::fs::remove_file(&path).unwrap();
-        }
-    }
-    bed.node("c").reboot();
+    bed.lose_disk("c");
     sql(&rw, "INSERT INTO t SELECT generate_series(201, 300)").await;
     bed.wait_for(
         "c copied again and streaming from a",
@@ -1431,9 +1407,10 @@ async fn a_lost_replica_is_copied_again_from_the_newest_backup() {
     )
     .await;
     assert!(
-        label().contains(&format!("LABEL: replicant {id}")),
+        bed.copied_from("c")
+            .contains(&format!("LABEL: replicant {id}")),
         "c was copied from backup {id}: {}",
-        label()
+        bed.copied_from("c")
     );
     eventually_pg("c holds every row", async || {
         try_number(&bed.address("c"), "SELECT count(*) FROM t")
@@ -1441,7 +1418,7 @@ async fn a_lost_replica_is_copied_again_from_the_newest_backup() {
             .is_some_and(|n| n == 300)
     })
     .await;
-    let auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    let auto = std::fs::read_to_string(bed.host("c").data.join("postgresql.auto.conf")).unwrap();
     assert!(auto.contains("restore-wal --standby"), "{auto}");
 }
 

@@ -13,8 +13,8 @@ use replicant_testkit::postgres::PASSWORD;
 use support::{
     k8s::{ControlPlane, Operator},
     node::TOKEN,
-    pg::{available, eventually_pg, sql, try_number, try_sql},
-    pg_bed::PgBed,
+    pg::{archived_through_now, available, eventually_pg, number, sql, try_number, try_sql},
+    pg_bed::{PgBed, streaming_in},
 };
 
 const NS: &str = "shop";
@@ -40,15 +40,7 @@ impl Bed {
     }
 
     fn cluster_yaml(&self, primary: &str) -> String {
-        let mut members = String::new();
-        for host in &self.hosts.hosts {
-            members.push_str(&format!(
-                "    - {{name: {}, address: \"127.0.0.1:{}\", agent: \"{}\"}}\n",
-                host.name,
-                host.port,
-                host.node.address()
-            ));
-        }
+        let members = members_yaml(&self.hosts);
         format!(
             r#"apiVersion: v1
 kind: Secret
@@ -105,10 +97,23 @@ spec: {{cluster: orders, target: replicas}}
         operator: &Operator,
         check: impl Fn(&ReplicationCluster) -> bool,
     ) -> ReplicationCluster {
+        self.wait_for_cluster("orders", what, secs, operator, check)
+            .await
+    }
+
+    /// As [`Bed::wait_for`], for the cluster `name`.
+    async fn wait_for_cluster(
+        &self,
+        name: &str,
+        what: &str,
+        secs: u64,
+        operator: &Operator,
+        check: impl Fn(&ReplicationCluster) -> bool,
+    ) -> ReplicationCluster {
         support::k8s::wait_for_cluster(
             &self.client().await,
             NS,
-            "orders",
+            name,
             what,
             secs,
             || format!("operator log:\n{}", operator.log_text()),
@@ -132,6 +137,20 @@ spec: {{cluster: orders, target: replicas}}
         )
         .await;
     }
+}
+
+/// The `members` list of a cluster on `hosts`, indented under `spec:`.
+fn members_yaml(hosts: &PgBed) -> String {
+    let mut members = String::new();
+    for host in &hosts.hosts {
+        members.push_str(&format!(
+            "    - {{name: {}, address: \"127.0.0.1:{}\", agent: \"{}\"}}\n",
+            host.name,
+            host.port,
+            host.node.address()
+        ));
+    }
+    members
 }
 
 fn ready(cluster: &ReplicationCluster) -> bool {
@@ -563,13 +582,15 @@ async fn the_statefulset_example_is_accepted_and_runs_the_agent_from_the_copied_
 /// Backups through the operator: the store's key comes from a Secret and every host archives
 /// with it; a `Backup` applied with kubectl is read from a standby into the repository, and
 /// its object and the cluster's status say so; a `Backup` naming no member fails at once,
-/// saying why, and so does one naming a cluster that does not exist. The key is nowhere in
-/// status, Events or the log.
+/// saying why, and so does one naming a cluster that does not exist. With
+/// `copyFrom: Backup`, a member whose host lost its disk is copied again from that backup. A
+/// second cluster applied with `bootstrap.recovery` comes up from the first one's backup and
+/// WAL, with its replicas. The key is nowhere in status, Events or the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_on_demand_backup_through_the_operator_with_the_store_key_from_a_secret() {
+async fn backups_copies_and_recovery_through_the_operator_with_the_store_key_from_a_secret() {
     use replicant::api::{Backup, BackupPhase};
     use replicant_testkit::garage::{self, GarageProcess};
-    let Some(bed) = Bed::new().await else {
+    let Some(mut bed) = Bed::new().await else {
         return;
     };
     let Some(binary) = support::garage_binary() else {
@@ -584,12 +605,15 @@ async fn an_on_demand_backup_through_the_operator_with_the_store_key_from_a_secr
         store.endpoint,
         garage::REGION
     );
+    let copy_from_backup = "  replication: {copyFrom: Backup}\n";
     let yaml = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-s3, namespace: {NS}}}\nstringData: {{accessKeyId: {}, secretAccessKey: {}}}\n---\n{}",
         garage::ACCESS_KEY_ID,
         garage::SECRET_ACCESS_KEY,
-        bed.cluster_yaml("a")
-            .replace(token_line, &format!("{token_line}{backup}"))
+        bed.cluster_yaml("a").replace(
+            token_line,
+            &format!("{token_line}{backup}{copy_from_backup}")
+        )
     );
     let out = bed.plane.apply_text("orders.yaml", &yaml);
     assert!(
@@ -611,6 +635,12 @@ async fn an_on_demand_backup_through_the_operator_with_the_store_key_from_a_secr
                 && condition(c, "ContinuousArchiving").is_some_and(|k| k.status == "True")
                 && condition(c, "BackupSucceeded").is_some_and(|k| k.reason == "NoBackup")
         },
+    )
+    .await;
+    let primary = bed.hosts.address("a");
+    sql(
+        &primary,
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100)",
     )
     .await;
 
@@ -669,9 +699,72 @@ async fn an_on_demand_backup_through_the_operator_with_the_store_key_from_a_secr
         "{listed}"
     );
 
+    // copyFrom: Backup: c's host loses its disk, and c is copied again from that backup.
+    sql(&primary, "INSERT INTO t SELECT generate_series(101, 200)").await;
+    bed.hosts.lose_disk("c");
+    let lost = std::time::Instant::now();
+    let label = format!("LABEL: replicant {id}");
+    bed.wait_for(
+        "c copied again from the backup and streaming from a",
+        120,
+        &op,
+        |c| {
+            c.status.as_ref().is_some_and(|s| streaming_in(s, "c", "a"))
+                && bed.hosts.copied_from("c").contains(&label)
+        },
+    )
+    .await;
+    eprintln!("c copied from {id} and streaming in {:?}", lost.elapsed());
+    eventually_pg("c holds every row", async || {
+        try_number(&bed.hosts.address("c"), "SELECT count(*) FROM t")
+            .await
+            .is_some_and(|n| n == 200)
+    })
+    .await;
+
+    // A new cluster recovered from orders' backup and WAL, to the latest point.
+    archived_through_now(&primary).await;
+    let hosts = bed.hosts.for_recovery_beside("restored");
+    let restored = format!(
+        "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: restored, namespace: {NS}}}\nspec:\n  engine: postgres\n  primary: a\n  members:\n{}  failover: {{detectAfter: 1s, cooldown: 1m}}\n  credentials: {{username: postgres, secretRef: {{name: orders-pg, key: password}}}}\n{token_line}{backup}  bootstrap:\n    recovery: {{repository: offsite, source: {{cluster: orders}}}}\n",
+        members_yaml(&hosts)
+    );
+    let out = bed.plane.apply_text("restored.yaml", &restored);
+    let applied = std::time::Instant::now();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recovered = bed
+        .wait_for_cluster(
+            "restored",
+            "restored recovered, b and c copied from it and streaming",
+            180,
+            &op,
+            |c| {
+                ready(c)
+                    && c.status
+                        .as_ref()
+                        .is_some_and(|s| streaming_in(s, "b", "a") && streaming_in(s, "c", "a"))
+            },
+        )
+        .await;
+    assert_eq!(
+        number(&hosts.address("a"), "SELECT count(*) FROM t").await,
+        200,
+        "every row orders archived"
+    );
+    eprintln!(
+        "restored recovered with its replicas in {:?}",
+        applied.elapsed()
+    );
+
     let secret = garage::SECRET_ACCESS_KEY;
-    let status = serde_json::to_string(&cluster.status).unwrap();
-    assert!(!status.contains(secret));
+    for status in [&cluster.status, &recovered.status] {
+        let status = serde_json::to_string(status).unwrap();
+        assert!(!status.contains(secret));
+    }
     let events = bed
         .plane
         .kubectl_ok(&["get", "events", "-n", NS, "-o", "yaml"]);

@@ -161,3 +161,28 @@ pub async fn stop_receiving(address: &str) {
     })
     .await;
 }
+
+/// Switch the WAL of the primary at `address` to a new segment, and wait until its archiver
+/// has archived the one that held everything written so far.
+pub async fn archived_through_now(address: &str) {
+    let client = connect(address).await;
+    let last: String = client
+        .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+        .await
+        .unwrap()
+        .get(0);
+    sql(address, "SELECT pg_switch_wal()").await;
+    // Segment names of one timeline are fixed-width hexadecimal: they compare as text.
+    eventually_pg(&format!("{last} archived"), async || {
+        let Ok(client) = try_connect(address).await else {
+            return false;
+        };
+        client
+            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
+            .await
+            .ok()
+            .and_then(|row| row.get::<_, Option<String>>(0))
+            .is_some_and(|archived| archived.as_str() >= last.as_str())
+    })
+    .await;
+}

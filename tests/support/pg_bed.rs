@@ -41,8 +41,9 @@ pub struct PgBed {
     pub failover: String,
     /// The cluster's name ("orders").
     pub name: String,
-    /// Held until the hosts above are gone (fields drop in order).
-    _one_at_a_time: MutexGuard<'static, ()>,
+    /// Held until the hosts above are gone (fields drop in order); none in a second bed
+    /// beside one that holds it.
+    _one_at_a_time: Option<MutexGuard<'static, ()>>,
 }
 
 /// One PostgreSQL cluster at a time in a test binary: three servers, three agents and a
@@ -96,8 +97,40 @@ impl PgBed {
         bed
     }
 
-    fn build_with(with_data: &[&str], mut agent_args: impl FnMut(&Path) -> Vec<String>) -> Self {
-        let one_at_a_time = one_at_a_time();
+    /// Three empty hosts for a cluster named `name` recovered from backups: their agents set the
+    /// superuser's password from a file, as hosts that create data sets must.
+    pub fn for_recovery(name: &str) -> Self {
+        Self::recovering(name, Some(one_at_a_time()))
+    }
+
+    /// As [`PgBed::for_recovery`], beside this bed: the second cluster shares its turn, so the
+    /// caller keeps this one until that one is gone.
+    pub fn for_recovery_beside(&self, name: &str) -> Self {
+        Self::recovering(name, None)
+    }
+
+    fn recovering(name: &str, turn: Option<MutexGuard<'static, ()>>) -> Self {
+        let mut bed = Self::assemble(turn, &[], |host| {
+            let file = host.join("superuser-password");
+            std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+            vec![
+                "--superuser-password-file".into(),
+                file.to_str().unwrap().to_string(),
+            ]
+        });
+        bed.name = name.into();
+        bed
+    }
+
+    fn build_with(with_data: &[&str], agent_args: impl FnMut(&Path) -> Vec<String>) -> Self {
+        Self::assemble(Some(one_at_a_time()), with_data, agent_args)
+    }
+
+    fn assemble(
+        one_at_a_time: Option<MutexGuard<'static, ()>>,
+        with_data: &[&str],
+        mut agent_args: impl FnMut(&Path) -> Vec<String>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("specs")).unwrap();
         let mut hosts = Vec::new();
@@ -166,6 +199,27 @@ impl PgBed {
             .find(|h| h.name == member)
             .unwrap()
             .node
+    }
+
+    /// `member`'s host loses its disk: its agent and postgres are killed, its data directory
+    /// emptied, and the agent started again over the empty directory.
+    pub fn lose_disk(&mut self, member: &str) {
+        self.node(member).kill_node();
+        let data = self.host(member).data.clone();
+        for entry in std::fs::read_dir(&data).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        self.node(member).reboot();
+    }
+
+    /// The label of the copy `member`'s data set was made from (empty when it was not copied).
+    pub fn copied_from(&self, member: &str) -> String {
+        std::fs::read_to_string(self.host(member).data.join("backup_label.old")).unwrap_or_default()
     }
 
     pub fn rw(&self) -> String {
@@ -273,7 +327,16 @@ pub fn ready_members(report: &ClusterReport, n: usize) -> bool {
 }
 
 pub fn streaming_from(report: &ClusterReport, member: &str, primary: &str) -> bool {
-    report.status.members.iter().any(|m| {
+    streaming_in(&report.status, member, primary)
+}
+
+/// Whether `status` shows `member` streaming from `primary`.
+pub fn streaming_in(
+    status: &replicant::api::ReplicationClusterStatus,
+    member: &str,
+    primary: &str,
+) -> bool {
+    status.members.iter().any(|m| {
         m.name == member && m.upstream.as_deref() == Some(primary) && m.link_up == Some(true)
     })
 }
