@@ -1467,3 +1467,97 @@ async fn redis_snapshots_are_taken_on_a_schedule_and_expire_under_retention() {
     );
     assert!(backup.last_backup.unwrap().size_bytes > 0);
 }
+
+/// Under hosts coordinated through etcd: the schedule's first base backup is taken at once;
+/// with `copyFrom: Backup`, a member whose host lost its disk is copied again from it; and a
+/// second cluster whose spec asks for `bootstrap.recovery` comes up from the first one's
+/// backup and WAL, with its replicas, on the same hosts.
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_and_recovery_from_backups_under_hosts_coordinated_through_etcd() {
+    use support::hosts::Hosts;
+    use support::pg::*;
+    use support::pg_bed::{PgBed, ready_members, streaming_from};
+    if !available() || !support::etcd::available() {
+        return;
+    }
+    let mut bed = PgBed::new();
+    let repo = replicant_testkit::postgres::owned_dir(bed.dir.path(), "repository").unwrap();
+    let repositories = format!(
+        "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{}}\n",
+        repo.display()
+    );
+    bed.spec_extra = format!("{repositories}    base: {{ schedule: \"0 0 * * *\" }}\n");
+    // One host: the runtime is the coordinated one (lease, journal and status in etcd).
+    let mut hosts = Hosts::new(1).await;
+    hosts
+        .bed
+        .write_spec("orders.yaml", &bed.spec("a", "async, copyFrom: Backup"));
+    hosts.start(
+        0,
+        &[
+            ("PG_PASSWORD", replicant_testkit::postgres::PASSWORD),
+            ("AGENT_TOKEN", support::node::TOKEN),
+        ],
+    );
+    let cluster = |overview: &replicant::runtime::etcd::status::Overview, name: &str| {
+        overview.clusters.iter().find(|r| r.name == name).cloned()
+    };
+    let overview = hosts
+        .wait_for("orders up with its first backup", 120, |o| {
+            cluster(o, "orders").is_some_and(|r| {
+                ready_members(&r, 3)
+                    && condition(&r, "BackupSucceeded").is_some_and(|c| c.status == "True")
+            })
+        })
+        .await;
+    let report = cluster(&overview, "orders").unwrap();
+    let id = report.status.backup.unwrap().last_backup.unwrap().id;
+    let primary = bed.address("a");
+    sql(
+        &primary,
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 200)",
+    )
+    .await;
+
+    bed.lose_disk("c");
+    let label = format!("LABEL: replicant {id}");
+    hosts
+        .wait_for("c copied again from the backup and streaming", 120, |o| {
+            cluster(o, "orders").is_some_and(|r| streaming_from(&r, "c", "a"))
+                && bed.copied_from("c").contains(&label)
+        })
+        .await;
+    eventually_pg("c holds every row", async || {
+        try_number(&bed.address("c"), "SELECT count(*) FROM t")
+            .await
+            .is_some_and(|n| n == 200)
+    })
+    .await;
+
+    archived_through_now(&primary).await;
+    let mut restored = bed.for_recovery_beside("restored");
+    restored.spec_extra = format!(
+        "{repositories}  bootstrap:\n    recovery: {{ repository: local, source: {{ cluster: orders }} }}\n"
+    );
+    hosts
+        .bed
+        .write_spec("restored.yaml", &restored.spec("a", "async"));
+    hosts
+        .wait_for(
+            "restored recovered, b and c copied and streaming",
+            180,
+            |o| {
+                cluster(o, "restored").is_some_and(|r| {
+                    ready_members(&r, 3)
+                        && streaming_from(&r, "b", "a")
+                        && streaming_from(&r, "c", "a")
+                })
+            },
+        )
+        .await;
+    assert_eq!(
+        number(&restored.address("a"), "SELECT count(*) FROM t").await,
+        200,
+        "every row orders archived"
+    );
+}
