@@ -884,13 +884,15 @@ struct Batches {
     before_backup: jiff::Timestamp,
     /// After the second batch (and the restore point `before_three`).
     lsn: String,
+    /// The second batch's transaction.
+    xid: String,
     /// Between the second batch and the third.
     time: jiff::Timestamp,
 }
 
 /// On the bed's primary: table `t` with rows 1..100, a base backup, rows 101..200, a restore
-/// point `before_three`, rows 201..300; returned once the third batch is archived in `repo`.
-async fn three_batches(bed: &support::pg_bed::PgBed, repo: &std::path::Path) -> Batches {
+/// point `before_three`, rows 201..300; returned once the third batch is archived.
+async fn three_batches(bed: &support::pg_bed::PgBed) -> Batches {
     use support::pg::*;
     let rw = bed.rw();
     sql(
@@ -903,8 +905,15 @@ async fn three_batches(bed: &support::pg_bed::PgBed, repo: &std::path::Path) -> 
     let took = backup_command(bed, &["take"]);
     assert!(took.status.success(), "{}", said(&took));
 
-    sql(&rw, "INSERT INTO t SELECT generate_series(101, 200)").await;
     let client = connect(&rw).await;
+    let xid: i64 = client
+        .query_one(
+            "WITH second AS (INSERT INTO t SELECT generate_series(101, 200) RETURNING 1) SELECT txid_current()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let lsn: String = client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await
@@ -915,38 +924,21 @@ async fn three_batches(bed: &support::pg_bed::PgBed, repo: &std::path::Path) -> 
     let time = jiff::Timestamp::now();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     sql(&rw, "INSERT INTO t SELECT generate_series(201, 300)").await;
-    all_archived(&rw, repo, "the third batch").await;
+    archived_through_now(&rw).await;
     Batches {
         before_backup,
         lsn,
+        xid: xid.to_string(),
         time,
     }
 }
 
-/// Switch the WAL of the primary at `rw` to a new segment, and wait until the one that held
-/// everything written so far (`what`) is archived in `repo`.
-async fn all_archived(rw: &str, repo: &std::path::Path, what: &str) {
-    use support::pg::*;
-    let client = connect(rw).await;
-    let last: String = client
-        .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
-        .await
-        .unwrap()
-        .get(0);
-    sql(rw, "SELECT pg_switch_wal()").await;
-    eventually_pg(&format!("{what} archived"), async || {
-        archived(repo)
-            .iter()
-            .any(|(name, _)| name.starts_with(&format!("{last}-")))
-    })
-    .await;
-}
-
 /// Point-in-time recovery on real postgres under agents: after a base backup, rows are written
-/// in three batches; restores to a time, a WAL position and a named restore point taken
-/// between the second and the third each come up holding the first two batches and not the
-/// third. A target before the oldest backup is refused before anything is written, with the
-/// recoverable window in the message.
+/// in three batches; restores to a time, a WAL position, the second batch's transaction and a
+/// named restore point taken between the second and the third each come up holding the first
+/// two batches and not the third. A target before the oldest backup, and a restore point the
+/// archived WAL does not hold, are refused before anything is written, with the recoverable
+/// window in the message.
 #[tokio::test(flavor = "multi_thread")]
 async fn point_in_time_recovery_to_a_time_a_position_and_a_named_point() {
     use replicant_testkit::postgres::{PostgresProcess, owned_dir, server_user};
@@ -954,12 +946,13 @@ async fn point_in_time_recovery_to_a_time_a_position_and_a_named_point() {
     if !available() {
         return;
     }
-    let (bed, repo, _controller) = archiving_bed("{}").await;
+    let (bed, _repo, _controller) = archiving_bed("{}").await;
     let Batches {
         before_backup,
         lsn,
+        xid,
         time,
-    } = three_batches(&bed, &repo).await;
+    } = three_batches(&bed).await;
 
     // Too early: refused, nothing written.
     let early = owned_dir(bed.dir.path(), "restored-early").unwrap();
@@ -971,8 +964,20 @@ async fn point_in_time_recovery_to_a_time_a_position_and_a_named_point() {
         "{message}"
     );
     assert_eq!(std::fs::read_dir(&early).unwrap().count(), 0);
+    // A restore point the archive does not hold: found missing by reading the archived WAL,
+    // refused before anything is written.
+    let refused = backup_restore(&bed, &early, &["--name", "never_made"]);
+    assert!(!refused.status.success());
+    let message = said(&refused);
+    assert!(
+        message.contains("restore point \"never_made\" is outside what the repository can recover")
+            && message.contains("holds no record of it"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read_dir(&early).unwrap().count(), 0);
 
     for (label, target) in [
+        ("xid", vec!["--xid".to_string(), xid.clone()]),
         ("time", vec!["--time".to_string(), time.to_string()]),
         ("lsn", vec!["--lsn".to_string(), lsn.clone()]),
         (
@@ -1278,7 +1283,7 @@ async fn a_new_cluster_recovers_from_another_clusters_backups_with_its_replicas(
             ready_members(r, 3) && streaming_from(r, "b", "a") && streaming_from(r, "c", "a")
         })
         .await;
-        let batches = three_batches(&bed, &repo).await;
+        let batches = three_batches(&bed).await;
         (batches.before_backup, batches.lsn)
         // The source's controller, agents and servers end here.
     };
@@ -1375,7 +1380,7 @@ async fn a_lost_replica_is_copied_again_from_the_newest_backup() {
     if !available() {
         return;
     }
-    let (mut bed, repo, controller) = archiving_bed_with("{}", "async, copyFrom: Backup").await;
+    let (mut bed, _repo, controller) = archiving_bed_with("{}", "async, copyFrom: Backup").await;
     assert!(
         bed.copied_from("c").contains("LABEL: pg_basebackup"),
         "no backup yet: c was copied from a: {}",
@@ -1395,7 +1400,7 @@ async fn a_lost_replica_is_copied_again_from_the_newest_backup() {
         .unwrap()
         .to_string();
     sql(&rw, "INSERT INTO t SELECT generate_series(101, 200)").await;
-    all_archived(&rw, &repo, "the second batch").await;
+    archived_through_now(&rw).await;
 
     bed.lose_disk("c");
     sql(&rw, "INSERT INTO t SELECT generate_series(201, 300)").await;
@@ -1432,7 +1437,7 @@ async fn redis_snapshots_are_taken_on_a_schedule_and_expire_under_retention() {
         return;
     }
     let (bed, _controller) = redis_bed(
-        "    base: { schedule: \"*/2 * * * * *\" }\n    retention: { window: 1s, minFullBackups: 2 }\n",
+        "    base: { schedule: \"*/2 * * * * *\" }\n    retention: { window: 1s, minFullBackups: 2 }\n    compression: Lz4\n",
     )
     .await;
     let repo = bed.dir.path().join("repository");
@@ -1465,11 +1470,25 @@ async fn redis_snapshots_are_taken_on_a_schedule_and_expire_under_retention() {
         backup.recoverable.is_empty(),
         "a snapshot is a point, not a window"
     );
-    assert!(backup.last_backup.unwrap().size_bytes > 0);
+    let last = backup.last_backup.unwrap();
+    assert!(last.size_bytes > 0);
+    // lz4, as the spec asks: the newest reads back as the RDB file it was.
+    let object = files_in(&repo)
+        .into_iter()
+        .find(|p| p.display().to_string().contains(&last.id) && p.ends_with("dump.rdb.lz4"))
+        .expect("the newest snapshot, in lz4");
+    let mut rdb = Vec::new();
+    std::io::Read::read_to_end(
+        &mut lz4_flex::frame::FrameDecoder::new(std::fs::File::open(object).unwrap()),
+        &mut rdb,
+    )
+    .unwrap();
+    assert!(rdb.starts_with(b"REDIS"), "an RDB file");
+    assert_eq!(rdb.len() as u64, last.size_bytes);
 }
 
-/// Under hosts coordinated through etcd: the schedule's first base backup is taken at once;
-/// with `copyFrom: Backup`, a member whose host lost its disk is copied again from it; and a
+/// Under hosts coordinated through etcd: the schedule's first base backup is taken at once
+/// (in lz4); with `copyFrom: Backup`, a member whose host lost its disk is copied again from it; and a
 /// second cluster whose spec asks for `bootstrap.recovery` comes up from the first one's
 /// backup and WAL, with its replicas, on the same hosts.
 #[tokio::test(flavor = "multi_thread")]
@@ -1486,7 +1505,8 @@ async fn copies_and_recovery_from_backups_under_hosts_coordinated_through_etcd()
         "  backup:\n    repositories:\n      - name: local\n        directory: {{ path: \"{}\" }}\n    archive: {{}}\n",
         repo.display()
     );
-    bed.spec_extra = format!("{repositories}    base: {{ schedule: \"0 0 * * *\" }}\n");
+    bed.spec_extra =
+        format!("{repositories}    base: {{ schedule: \"0 0 * * *\" }}\n    compression: Lz4\n");
     // One host: the runtime is the coordinated one (lease, journal and status in etcd).
     let mut hosts = Hosts::new(1).await;
     hosts
@@ -1512,6 +1532,10 @@ async fn copies_and_recovery_from_backups_under_hosts_coordinated_through_etcd()
         .await;
     let report = cluster(&overview, "orders").unwrap();
     let id = report.status.backup.unwrap().last_backup.unwrap().id;
+    assert!(
+        find_file(&repo, "data.tar.lz4").is_some_and(|p| p.display().to_string().contains(&id)),
+        "backup {id} is in lz4, as the spec asks"
+    );
     let primary = bed.address("a");
     sql(
         &primary,

@@ -260,27 +260,7 @@ pub async fn run(trials: usize, scale: usize, root: &Path) -> String {
     tokio::time::sleep(Duration::from_secs(10)).await;
     pgbackrest(&config, &["check"]);
 
-    // Base backups, alternating.
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for trial in 0..trials {
-        // Each goes first in turn: the first after a load finds more of it still settling.
-        let mut ours_now = || {
-            let (s, _) = timed(|| replicant_cli(root, &["backup", "take", "--timeout", "2h"]));
-            ours.push(s);
-        };
-        let mut theirs_now = || {
-            let (s, _) = timed(|| pgbackrest(&config, &["--type=full", "backup"]));
-            theirs.push(s);
-        };
-        if trial % 2 == 0 {
-            ours_now();
-            theirs_now();
-        } else {
-            theirs_now();
-            ours_now();
-        }
-    }
-    let (backup_ours, backup_theirs) = (median(&ours), median(&theirs));
+    let (backup_ours, backup_theirs) = backup_trials(trials, root, &config, "zst");
     let stored_ours = newest_backup_stored(&root.join("repository"));
     let stored_theirs = pgbackrest_stored(&config);
 
@@ -367,29 +347,52 @@ pub async fn run(trials: usize, scale: usize, root: &Path) -> String {
         .and_then(|s| s.parse::<f64>().ok())
         .expect("the drill's restore time");
 
+    // The same in lz4, both: the spec's compression, pgBackRest's compress-type.
+    let spec = root.join("specs").join("bench.yaml");
+    let text = fs::read_to_string(&spec).unwrap();
+    fs::write(
+        &spec,
+        text.replacen(
+            "    archive: {}\n",
+            "    archive: {}\n    compression: Lz4\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let (lz4_ours, lz4_theirs) = backup_trials(trials, root, &config, "lz4");
+    let lz4_stored_ours = newest_backup_stored(&root.join("repository"));
+    let lz4_stored_theirs = pgbackrest_stored(&config);
+
     let mut out = format!(
-        "### Base backup and restore against pgBackRest\n\npgbench scale {scale} ({:.0} MiB database), {trials} trial(s) each (median; each first in turn, after a checkpoint and 10 s of quiet), both into a directory repository on the same disk. replicant: `replicant backup take` (from a streaming standby, zstd, one stream) and `replicant restore` (to the latest point) then replay until the server takes writes. {}: `backup --type=full` (from the primary, zstd, process-max {}) and `restore` (the latest), then the same replay. Ratio: pgBackRest's time over replicant's (above 1: replicant is faster).\n\n| measure | replicant | pgBackRest | ratio |\n|---|---|---|---|\n",
+        "### Base backup and restore against pgBackRest\n\npgbench scale {scale} ({:.0} MiB database), {trials} trial(s) each (median; each first in turn, after a checkpoint and 10 s of quiet), both into a directory repository on the same disk. replicant: `replicant backup take` (from a streaming standby, zstd on every core, one stream) and `replicant restore` (to the latest point) then replay until the server takes writes. {}: `backup --type=full` (from the primary, zstd, process-max {}) and `restore` (the latest), then the same replay. The lz4 rows: both again, in lz4 (replicant's `spec.backup.compression: Lz4`, on one core; pgBackRest's `--compress-type=lz4`, process-max {}). Ratio: pgBackRest's time over replicant's (above 1: replicant is faster).\n\n| measure | replicant | pgBackRest | ratio |\n|---|---|---|---|\n",
         size as f64 / (1 << 20) as f64,
         version("pgbackrest"),
         std::thread::available_parallelism().map_or(2, |n| n.get()),
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
     );
-    let _ = writeln!(
-        out,
-        "| base backup | {backup_ours:.1} s | {backup_theirs:.1} s | {:.2} |",
-        backup_theirs / backup_ours
-    );
-    let _ = writeln!(
-        out,
-        "| stored size | {:.0} MiB | {:.0} MiB | {:.2} |",
-        stored_ours as f64 / (1 << 20) as f64,
-        stored_theirs as f64 / (1 << 20) as f64,
-        stored_theirs as f64 / stored_ours.max(1) as f64
-    );
-    let _ = writeln!(
-        out,
-        "| restore to the latest point, until writable | {restore_ours:.1} s | {restore_theirs:.1} s | {:.2} |",
-        restore_theirs / restore_ours
-    );
+    let seconds = |measure: &str, ours: f64, theirs: f64| {
+        format!(
+            "| {measure} | {ours:.1} s | {theirs:.1} s | {:.2} |\n",
+            theirs / ours
+        )
+    };
+    let mib = |measure: &str, ours: u64, theirs: u64| {
+        format!(
+            "| {measure} | {:.0} MiB | {:.0} MiB | {:.2} |\n",
+            ours as f64 / (1 << 20) as f64,
+            theirs as f64 / (1 << 20) as f64,
+            theirs as f64 / ours.max(1) as f64
+        )
+    };
+    out.push_str(&seconds("base backup", backup_ours, backup_theirs));
+    out.push_str(&mib("stored size", stored_ours, stored_theirs));
+    out.push_str(&seconds(
+        "restore to the latest point, until writable",
+        restore_ours,
+        restore_theirs,
+    ));
+    out.push_str(&seconds("base backup, lz4 (both)", lz4_ours, lz4_theirs));
+    out.push_str(&mib("stored size, lz4", lz4_stored_ours, lz4_stored_theirs));
     let lag_bytes: Vec<f64> = lags.iter().map(|(b, _)| *b as f64).collect();
     let lag_seconds: Vec<f64> = lags.iter().map(|(_, s)| *s as f64).collect();
     let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
@@ -408,6 +411,37 @@ pub async fn run(trials: usize, scale: usize, root: &Path) -> String {
         drilled / restore_ours
     );
     out
+}
+
+/// Base backups by each, alternating, pgBackRest with `compress-type` `theirs_compression`
+/// (replicant's comes from the spec); the median time of each.
+fn backup_trials(
+    trials: usize,
+    root: &Path,
+    config: &Path,
+    theirs_compression: &str,
+) -> (f64, f64) {
+    let compress_type = format!("--compress-type={theirs_compression}");
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for trial in 0..trials {
+        // Each goes first in turn: the first after a load finds more of it still settling.
+        let mut ours_now = || {
+            let (s, _) = timed(|| replicant_cli(root, &["backup", "take", "--timeout", "2h"]));
+            ours.push(s);
+        };
+        let mut theirs_now = || {
+            let (s, _) = timed(|| pgbackrest(config, &["--type=full", &compress_type, "backup"]));
+            theirs.push(s);
+        };
+        if trial % 2 == 0 {
+            ours_now();
+            theirs_now();
+        } else {
+            theirs_now();
+            ours_now();
+        }
+    }
+    (median(&ours), median(&theirs))
 }
 
 /// The size replicant's newest base backup takes in its repository, from its catalog entry.

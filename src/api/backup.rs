@@ -32,6 +32,29 @@ pub struct BackupPolicy {
     /// and `replicant backup prune [--dry-run]` does the same on demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionPolicy>,
+    /// How base backups and Redis snapshots are compressed as they stream into the
+    /// repository, scheduled and on demand alike. WAL is always zstd.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub compression: Compression,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// A compression format for base backups and snapshots. Each backup records its own, so
+/// changing it affects only backups taken after.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum Compression {
+    /// zstd at level 3, on every core of the host that takes the backup: small, and fast
+    /// with cores to spare.
+    #[default]
+    Zstd,
+    /// lz4 on one core: for hosts with no cores to spare while a backup runs; several times
+    /// as large in the repository.
+    Lz4,
 }
 
 /// When and from where the controller takes base backups.

@@ -11,9 +11,9 @@ pub mod virtual_name;
 
 pub use backup::{
     ArchiveGap, ArchivePolicy, ArchiveStatus, BackupFailure, BackupPolicy, BackupSource,
-    BackupStatus, BackupSummary, BaseBackupPolicy, DirectoryRepository, DrillPolicy, DrillSummary,
-    MemberArchive, PruneSummary, RecoverableWindow, Repository, RequestOutcome, RetentionPolicy,
-    RunningBackup, S3Credentials, S3Repository, SecretName,
+    BackupStatus, BackupSummary, BaseBackupPolicy, Compression, DirectoryRepository, DrillPolicy,
+    DrillSummary, MemberArchive, PruneSummary, RecoverableWindow, Repository, RequestOutcome,
+    RetentionPolicy, RunningBackup, S3Credentials, S3Repository, SecretName,
 };
 pub use bootstrap::{Bootstrap, Recovery, RecoverySource, RecoveryTargetSpec};
 pub use cluster::{

@@ -125,13 +125,14 @@ pub(super) fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
 fn describe(backup: &BaseBackup) -> String {
     let took = backup.finished_at.duration_since(backup.started_at);
     format!(
-        "{}  from {}, timeline {}, WAL from {}: {} ({} stored) in {:.1}s",
+        "{}  from {}, timeline {}, WAL from {}: {} ({} stored, {}) in {:.1}s",
         backup.id,
         backup.member,
         backup.timeline,
         backup.start_wal,
         human_bytes(backup.raw_bytes),
         human_bytes(backup.stored_bytes),
+        backup.compression.name(),
         took.as_secs_f64()
     )
 }

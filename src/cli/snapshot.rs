@@ -29,11 +29,12 @@ fn credentials(cluster: &Cluster) -> Credentials {
 fn describe(snapshot: &Snapshot) -> String {
     let took = snapshot.finished_at.duration_since(snapshot.started_at);
     format!(
-        "{} from {}: {} ({} stored) in {:.1}s",
+        "{} from {}: {} ({} stored, {}) in {:.1}s",
         snapshot.id,
         snapshot.member,
         human_bytes(snapshot.raw_bytes),
         human_bytes(snapshot.stored_bytes),
+        snapshot.compression.name(),
         took.as_secs_f64()
     )
 }
@@ -73,8 +74,14 @@ pub(super) async fn take(
         ));
     };
     eprintln!("taking a snapshot from {}", source.name);
+    let codec = cluster
+        .spec
+        .backup
+        .as_ref()
+        .map(|b| b.compression.into())
+        .unwrap_or_default();
     let taken = take_snapshot(
-        &repository,
+        (&repository, codec),
         (&cluster.namespace, &cluster.name),
         (&source.name, &source.address),
         &credentials,
@@ -141,7 +148,7 @@ pub(super) async fn restore(
             })
         })?;
     let written = repository
-        .restore_snapshot(&cluster.namespace, &cluster.name, &chosen.id, to)
+        .restore_snapshot((&cluster.namespace, &cluster.name), chosen, to)
         .await
         .map_err(|e| CliError::Invalid(e.to_string()))?;
     println!(

@@ -22,6 +22,7 @@ use crate::{
     },
     repository::{
         Repository,
+        codec::Codec,
         retention::{Retention, expired_by},
         snapshot::Snapshot,
     },
@@ -58,7 +59,7 @@ pub enum SnapshotError {
 /// answering on-demand `request` if one: uploaded as it arrives, entered in the catalog only
 /// once every announced byte arrived.
 pub async fn take_snapshot(
-    repository: &Repository,
+    (repository, codec): (&Repository, Codec),
     (namespace, cluster): (&str, &str),
     (member, address): (&str, &str),
     credentials: &Credentials,
@@ -76,7 +77,7 @@ pub async fn take_snapshot(
         source: Box::new(source),
     };
     let (raw_bytes, stored_bytes) = repository
-        .upload_snapshot(namespace, cluster, &id, stream)
+        .upload_snapshot((namespace, cluster), &id, codec, stream)
         .await
         .map_err(store)?;
     if raw_bytes != length {
@@ -93,6 +94,7 @@ pub async fn take_snapshot(
         finished_at: jiff::Timestamp::now(),
         raw_bytes,
         stored_bytes,
+        compression: codec,
         request: request.map(str::to_string),
     };
     repository
@@ -194,7 +196,7 @@ impl Backups for SnapshotKeeper {
             let taken = tokio::time::timeout(
                 SNAPSHOT_LIMIT,
                 take_snapshot(
-                    &repository,
+                    (&repository, settings.compression),
                     (&settings.namespace, &settings.cluster),
                     (&name, &address),
                     &credentials,

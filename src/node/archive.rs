@@ -459,6 +459,7 @@ mod tests {
             },
             key: None,
             pending_limit: 1 << 30,
+            compression: Default::default(),
         };
         write_settings(&state, Some(&settings)).unwrap();
         let mode = std::fs::metadata(settings_path(&state))

@@ -74,7 +74,7 @@ pub async fn take(options: &Options, request: &BackupRequest) -> Result<BaseBack
         text
     });
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let uploading = repository.upload_base(&set, &id, stdout, threads);
+    let uploading = repository.upload_base(&set, &id, stdout, (settings.compression, threads));
     let uploaded = match tokio::time::timeout(BACKUP_TIMEOUT, uploading).await {
         Ok(uploaded) => uploaded,
         Err(_) => {
@@ -114,7 +114,7 @@ pub async fn take(options: &Options, request: &BackupRequest) -> Result<BaseBack
         start_wal,
         raw_bytes: uploaded.raw_bytes,
         stored_bytes: uploaded.stored_bytes,
-        compression: "zstd".into(),
+        compression: settings.compression,
         request: request.request.clone(),
     };
     repository.record_base(&set, &backup).await?;
@@ -148,7 +148,7 @@ pub async fn verify_backup(
             source: e,
         })
     })?;
-    repository.restore_base(set, &backup.id, &data).await?;
+    repository.restore_base(set, backup, &data).await?;
     verify_data(bin, &data).await
 }
 

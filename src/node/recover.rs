@@ -33,14 +33,26 @@ pub async fn recover(options: &Options, request: &RecoveryRequest) -> Result<(),
     let source = format!("{}/{}", settings.namespace, settings.cluster);
     let repository = Repository::open(&settings.repository, settings.key.as_ref())
         .map_err(|e| HostError::Refused(format!("repository {}: {e}", settings.repository.name)))?;
-    let (set, backup, _) = restore::plan(
+    if let Some(refused) = unplaced::recent(request) {
+        return Err(HostError::Refused(refused));
+    }
+    let planned = restore::plan(
         &repository,
         &settings.namespace,
         &settings.cluster,
         &request.target,
     )
-    .await
-    .map_err(|e| HostError::Refused(format!("recovering {source}: {e}")))?;
+    .await;
+    let (set, backup, _) = match planned {
+        Ok(planned) => planned,
+        Err(e) => {
+            let refused = format!("recovering {source}: {e}");
+            if matches!(e, restore::RestoreError::NotArchived { .. }) {
+                unplaced::remember(request, &refused);
+            }
+            return Err(HostError::Refused(refused));
+        }
+    };
     let work = host::sibling(&options.data, ".replicant-recovery");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(files("make the recovery's work directory"))?;
@@ -68,6 +80,51 @@ pub async fn recover(options: &Options, request: &RecoveryRequest) -> Result<(),
         tracing::info!(source, backup = %backup.id, target = %request.target, "recovered");
     }
     outcome
+}
+
+/// Targets the archived WAL was read for and did not hold. The controller asks again every
+/// few seconds while the spec stays as it is; reading a large archive that often would cost
+/// more than the answer is worth, so the same request hears the same refusal for a while. A
+/// changed spec is a new request, read at once.
+mod unplaced {
+    use std::{
+        sync::Mutex,
+        time::{Duration, Instant},
+    };
+
+    use crate::engine::postgres::archive::RecoveryRequest;
+
+    /// How long a refusal stands before the archive is read again.
+    const STANDS: Duration = Duration::from_secs(300);
+
+    /// The request, when its archive was read (twice: for the clock and for messages), and
+    /// the refusal.
+    type Read = (RecoveryRequest, Instant, jiff::Timestamp, String);
+
+    static LAST: Mutex<Option<Read>> = Mutex::new(None);
+
+    /// The refusal of `request`, when the archive was read for it within [`STANDS`].
+    pub fn recent(request: &RecoveryRequest) -> Option<String> {
+        let last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        let (asked, at, when, refused) = last.as_ref()?;
+        (asked == request && at.elapsed() < STANDS).then(|| {
+            let again = *when + STANDS;
+            format!(
+                "{refused}; read at {}, again from {} (at once if the spec changes)",
+                crate::api::status_time(*when),
+                crate::api::status_time(again)
+            )
+        })
+    }
+
+    pub fn remember(request: &RecoveryRequest, refused: &str) {
+        *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some((
+            request.clone(),
+            Instant::now(),
+            jiff::Timestamp::now(),
+            refused.to_string(),
+        ));
+    }
 }
 
 fn files(doing: &'static str) -> impl FnOnce(std::io::Error) -> HostError {
@@ -187,5 +244,40 @@ mod tests {
         assert!(statement.ends_with("$r1$;\n\n"), "{statement}");
         assert!(statement.contains("ALTER ROLE \"o\"\"k\" WITH LOGIN PASSWORD 'p''$r0$'"));
         assert!(statement.contains("rolname = 'o\"k'"));
+    }
+
+    #[test]
+    fn a_target_the_archive_lacks_is_refused_from_memory_until_the_spec_changes() {
+        use crate::engine::postgres::archive::{ArchiveSettings, RecoveryRequest, RecoveryTarget};
+        let request = |name: &str| RecoveryRequest {
+            settings: ArchiveSettings {
+                namespace: "default".into(),
+                cluster: "orders".into(),
+                repository: crate::api::Repository {
+                    name: "local".into(),
+                    directory: Some(crate::api::DirectoryRepository {
+                        path: "/nowhere".into(),
+                    }),
+                    s3: None,
+                },
+                key: None,
+                pending_limit: 1 << 30,
+                compression: Default::default(),
+            },
+            target: RecoveryTarget::Name(name.into()),
+        };
+        assert_eq!(super::unplaced::recent(&request("a")), None);
+        super::unplaced::remember(&request("a"), "not there");
+        let again = super::unplaced::recent(&request("a")).expect("remembered");
+        assert!(
+            again.starts_with("not there; read at ")
+                && again.contains("at once if the spec changes"),
+            "{again}"
+        );
+        assert_eq!(
+            super::unplaced::recent(&request("b")),
+            None,
+            "another target is read"
+        );
     }
 }

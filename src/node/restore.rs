@@ -15,6 +15,7 @@ use crate::{
         Repository,
         base::{BaseBackup, BaseError, newest_data_set},
         layout::{DataSet, WalFile},
+        walscan::Sought,
         window::{Window, describe, windows},
     },
 };
@@ -32,6 +33,16 @@ pub enum RestoreError {
         target: RecoveryTarget,
         windows: Vec<Window>,
     },
+    #[error(
+        "{target} is outside what the repository can recover: the archived WAL after every base backup holds no record of it (can recover: {})",
+        describe(windows)
+    )]
+    NotArchived {
+        target: RecoveryTarget,
+        windows: Vec<Window>,
+    },
+    #[error(transparent)]
+    Place(#[from] crate::repository::walscan::PlaceError),
     #[error("{0} is not empty: a restore only fills an empty directory")]
     NotEmpty(String),
     #[error(transparent)]
@@ -70,12 +81,43 @@ pub async fn plan(
     };
     let segments = repository.archived_segments(&set).await?;
     let stretches = windows(&backups, &segments);
-    let (backup, window) =
-        choose(&backups, &stretches, target).ok_or_else(|| RestoreError::OutsideWindow {
-            target: target.clone(),
-            windows: stretches.clone(),
-        })?;
-    Ok((set, backup, window))
+    let sought = match target {
+        RecoveryTarget::Xid(xid) => Sought::Xid(*xid as u32),
+        RecoveryTarget::Name(name) => Sought::RestorePoint(name.clone()),
+        _ => {
+            let (backup, window) = choose(&backups, &stretches, target).ok_or_else(|| {
+                RestoreError::OutsideWindow {
+                    target: target.clone(),
+                    windows: stretches.clone(),
+                }
+            })?;
+            return Ok((set, backup, window));
+        }
+    };
+    // Where a transaction ends or a restore point lies shows only in the WAL: read it,
+    // newest stretch first, before anything is restored.
+    for window in stretches.iter().rev() {
+        let within: Vec<BaseBackup> = backups
+            .iter()
+            .filter(|b| b.end_lsn >= window.earliest_lsn && b.end_lsn <= window.latest_lsn)
+            .cloned()
+            .collect();
+        if let Some((backup, found)) = repository.place(&set, &within, &segments, &sought).await? {
+            tracing::info!(
+                %target,
+                lsn = %crate::repository::window::lsn_text(found.lsn),
+                time = %found.time,
+                committed = found.committed,
+                backup = %backup.id,
+                "the target found in the archived WAL"
+            );
+            return Ok((set, backup, window.clone()));
+        }
+    }
+    Err(RestoreError::NotArchived {
+        target: target.clone(),
+        windows: stretches,
+    })
 }
 
 /// The stretch `target` lies in, and the newest backup in it that ends before the target (the
@@ -106,12 +148,8 @@ fn choose(
                 .find(|w| *lsn >= w.earliest_lsn && *lsn <= w.latest_lsn)?;
             (w, within(w).rfind(|b| b.end_lsn <= *lsn))
         }
-        // Where a transaction or a restore point lies is known only by replaying: from the
-        // oldest backup of the newest stretch, which reaches all of it.
-        RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) => {
-            let w = stretches.last()?;
-            (w, within(w).next())
-        }
+        // Placed by reading the WAL (`plan`).
+        RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) => return None,
         RecoveryTarget::Latest => {
             let w = stretches.last()?;
             (w, within(w).next_back())
@@ -175,7 +213,7 @@ pub async fn unpack(
         std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
             .map_err(files(data))?;
     }
-    repository.restore_base(set, &backup.id, data).await?;
+    repository.restore_base(set, backup, data).await?;
     // A backup of a standby is a standby's: what it becomes is for the caller to set.
     for signal in ["standby.signal", "recovery.signal"] {
         let _ = std::fs::remove_file(data.join(signal));

@@ -1,9 +1,10 @@
-//! Base backups in a repository: the tar stream `pg_basebackup` writes, compressed (zstd, on
-//! several threads) and uploaded in parts while it is taken, then a catalog entry written last,
-//! so a backup without one is incomplete and never restored. Restores stream it back.
+//! Base backups in a repository: the tar stream `pg_basebackup` writes, compressed (zstd on
+//! several threads, or lz4) and uploaded in parts while it is taken, then a catalog entry
+//! written last, so a backup without one is incomplete and never restored. Restores stream it
+//! back.
 //!
 //! ```text
-//! <data set>/base/<id>/data.tar.zst    the backup, its manifest inside (backup_manifest)
+//! <data set>/base/<id>/data.tar.zst    the backup, its manifest inside (data.tar.lz4 in lz4)
 //! <data set>/base/<id>/backup.json     the catalog entry: when, from whom, which WAL it needs
 //! ```
 
@@ -14,14 +15,16 @@ use futures::StreamExt;
 use object_store::{ObjectStoreExt, WriteMultipart};
 use serde::{Deserialize, Serialize};
 
-use super::{Repository, StoreError, layout::DataSet};
+use super::{
+    Repository, StoreError,
+    codec::{Codec, Encoder},
+    layout::DataSet,
+};
 
 /// Parts uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 4;
 /// The size of each uploaded part.
 pub(super) const PART_BYTES: usize = 16 << 20;
-/// zstd level for base backups: fast, and still well ahead of gzip in ratio.
-pub(super) const BASE_COMPRESSION_LEVEL: i32 = 3;
 
 /// One complete base backup, as the catalog records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +45,7 @@ pub struct BaseBackup {
     /// The size of the data as PostgreSQL sent it, and as stored.
     pub raw_bytes: u64,
     pub stored_bytes: u64,
-    pub compression: String,
+    pub compression: Codec,
     /// The on-demand request it answered (a `Backup` object's name), if one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
@@ -81,6 +84,10 @@ pub struct Uploaded {
 impl DataSet {
     fn base_directory(&self, id: &str) -> String {
         format!("{}/base/{id}", self.root())
+    }
+
+    fn base_object(&self, id: &str, codec: Codec) -> String {
+        format!("{}/data.tar.{}", self.base_directory(id), codec.extension())
     }
 }
 
@@ -125,7 +132,7 @@ impl Write for PartSender {
 /// Reads the backup stream, and passes every byte read to the compressor too.
 struct Tee<R, W: Write> {
     source: R,
-    copy: zstd::stream::write::Encoder<'static, W>,
+    copy: Encoder<W>,
     read: u64,
 }
 
@@ -142,14 +149,11 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
 fn compress(
     source: impl Read,
     parts: tokio::sync::mpsc::Sender<Bytes>,
-    threads: u32,
+    (codec, threads): (Codec, u32),
 ) -> Result<(u64, u64, String, Vec<u8>), BaseError> {
-    let sender = PartSender::new(parts);
-    let mut encoder = zstd::stream::write::Encoder::new(sender, BASE_COMPRESSION_LEVEL)
+    let encoder = codec
+        .encoder(PartSender::new(parts), threads)
         .map_err(BaseError::Stream)?;
-    if threads > 1 {
-        encoder.multithread(threads).map_err(BaseError::Stream)?;
-    }
     let mut tee = Tee {
         source,
         copy: encoder,
@@ -195,19 +199,22 @@ fn compress(
 }
 
 impl Repository {
-    /// Upload the tar stream `source` as base backup `id` of `set`, compressed on `threads`
-    /// threads while it is read. Not yet in the catalog: [`Repository::record_base`] makes it
-    /// count, once whoever produced the stream says it is complete.
+    /// Upload the tar stream `source` as base backup `id` of `set`, compressed with `codec`
+    /// (zstd on `threads` threads) while it is read. Not yet in the catalog:
+    /// [`Repository::record_base`] makes it count, once whoever produced the stream says it
+    /// is complete.
     pub async fn upload_base(
         &self,
         set: &DataSet,
         id: &str,
         source: impl Read + Send + 'static,
-        threads: u32,
+        (codec, threads): (Codec, u32),
     ) -> Result<Uploaded, BaseError> {
-        let object = format!("{}/data.tar.zst", set.base_directory(id));
+        let object = set.base_object(id, codec);
         let (raw_bytes, stored_bytes, label, manifest) = self
-            .upload_with(&object, move |parts| compress(source, parts, threads))
+            .upload_with(&object, move |parts| {
+                compress(source, parts, (codec, threads))
+            })
             .await?;
         Ok(Uploaded {
             raw_bytes,
@@ -276,18 +283,23 @@ impl Repository {
     /// Remove backup `id`'s objects (an incomplete upload, or one retention lets go): its
     /// catalog entry first, so it is never listed without its data.
     pub async fn remove_base(&self, set: &DataSet, id: &str) -> Result<(), BaseError> {
-        let directory = set.base_directory(id);
-        for name in ["backup.json", "data.tar.zst"] {
-            match self.delete(&format!("{directory}/{name}")).await {
-                Ok(()) => {}
-                Err(StoreError::Failed {
-                    source: object_store::Error::NotFound { .. },
-                    ..
-                }) => {}
-                Err(e) => return Err(e.into()),
-            }
+        let mut objects = vec![format!("{}/backup.json", set.base_directory(id))];
+        objects.extend([Codec::Zstd, Codec::Lz4].map(|codec| set.base_object(id, codec)));
+        for object in objects {
+            self.delete_if_there(&object).await?;
         }
         Ok(())
+    }
+
+    /// Delete `object`; one that is not there is as good as deleted.
+    pub(super) async fn delete_if_there(&self, object: &str) -> Result<(), StoreError> {
+        match self.delete(object).await {
+            Err(StoreError::Failed {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(()),
+            other => other,
+        }
     }
 
     /// Every complete base backup of cluster `namespace/cluster`, under whichever system
@@ -325,17 +337,17 @@ impl Repository {
         Ok(backups)
     }
 
-    /// Unpack base backup `id` of `set` into the empty directory `target`, streaming it from
-    /// the repository.
+    /// Unpack `backup` of `set` into the empty directory `target`, streaming it from the
+    /// repository.
     pub async fn restore_base(
         &self,
         set: &DataSet,
-        id: &str,
+        backup: &BaseBackup,
         target: &std::path::Path,
     ) -> Result<(), BaseError> {
-        let object = format!("{}/data.tar.zst", set.base_directory(id));
+        let object = set.base_object(&backup.id, backup.compression);
         let target = target.to_path_buf();
-        self.download_with(&object, id, move |decoder| {
+        self.download_with(&object, (&backup.id, backup.compression), move |decoder| {
             let mut archive = tar::Archive::new(decoder);
             archive.set_preserve_permissions(true);
             // Run as root, the files go back to the user that owned them (the database's).
@@ -345,12 +357,12 @@ impl Repository {
         .await
     }
 
-    /// Stream zstd-compressed `object` from the repository into `consume` (on a blocking
-    /// thread), decompressed as it arrives; `id` names it when it is not there.
+    /// Stream `object`, compressed with `codec`, from the repository into `consume` (on a
+    /// blocking thread), decompressed as it arrives; `id` names it when it is not there.
     pub(super) async fn download_with<T: Send + 'static>(
         &self,
         object: &str,
-        id: &str,
+        (id, codec): (&str, Codec),
         consume: impl FnOnce(&mut dyn Read) -> std::io::Result<T> + Send + 'static,
     ) -> Result<T, BaseError> {
         let full = self.full(object);
@@ -367,7 +379,7 @@ impl Repository {
                 chunks: receiver,
                 current: Bytes::new(),
             };
-            let mut decoder = zstd::stream::read::Decoder::new(reader)?;
+            let mut decoder = codec.decoder(reader)?;
             consume(&mut decoder)
         });
         let mut stream = got.into_stream();

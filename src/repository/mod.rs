@@ -8,11 +8,13 @@
 //! side by side under two names, where a reader sees both and refuses to choose.
 
 pub mod base;
+pub mod codec;
 pub mod drill;
 pub mod layout;
 pub mod retention;
 pub mod snapshot;
 pub mod wal;
+pub mod walscan;
 pub mod window;
 
 use std::{sync::Arc, time::Duration};

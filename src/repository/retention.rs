@@ -127,7 +127,7 @@ mod tests {
             start_wal: "000000010000000000000002".into(),
             raw_bytes: 0,
             stored_bytes: 0,
-            compression: "zstd".into(),
+            compression: crate::repository::codec::Codec::Zstd,
             request: None,
         }
     }

@@ -1,6 +1,6 @@
-//! Redis snapshots in a repository: an RDB file, compressed with zstd as it streams in, under
-//! `<namespace>/<cluster>/redis/<id>/dump.rdb.zst`, and its catalog entry (`snapshot.json`),
-//! written only once the whole file arrived.
+//! Redis snapshots in a repository: an RDB file, compressed (zstd or lz4) as it streams in,
+//! under `<namespace>/<cluster>/redis/<id>/dump.rdb.zst` (`.lz4`), and its catalog entry
+//! (`snapshot.json`), written only once the whole file arrived.
 
 use std::io::{Read, Write};
 
@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Repository,
-    base::{BASE_COMPRESSION_LEVEL, BaseError, PartSender},
+    base::{BaseError, PartSender},
+    codec::Codec,
 };
 
 /// One complete Redis snapshot, as the catalog records it.
@@ -24,6 +25,9 @@ pub struct Snapshot {
     /// The RDB file's size, and as stored.
     pub raw_bytes: u64,
     pub stored_bytes: u64,
+    /// How it is compressed (snapshots from before the choice are zstd).
+    #[serde(default)]
+    pub compression: Codec,
     /// The on-demand request it answered (a `Backup` object's name), if one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
@@ -33,22 +37,31 @@ fn directory(namespace: &str, cluster: &str, id: &str) -> String {
     format!("{namespace}/{cluster}/redis/{id}")
 }
 
+fn rdb_object(namespace: &str, cluster: &str, id: &str, codec: Codec) -> String {
+    format!(
+        "{}/dump.rdb.{}",
+        directory(namespace, cluster, id),
+        codec.extension()
+    )
+}
+
 impl Repository {
-    /// Store the RDB file `source` yields (exactly `length` bytes) as snapshot `id` of
-    /// `namespace/cluster`, compressed while it streams; the sizes read and stored. Not in the
+    /// Store the RDB file `source` yields as snapshot `id` of `namespace/cluster`,
+    /// compressed with `codec` while it streams; the sizes read and stored. Not in the
     /// catalog until [`Repository::record_snapshot`].
     pub async fn upload_snapshot(
         &self,
-        namespace: &str,
-        cluster: &str,
+        (namespace, cluster): (&str, &str),
         id: &str,
+        codec: Codec,
         mut source: impl Read + Send + 'static,
     ) -> Result<(u64, u64), BaseError> {
-        let object = format!("{}/dump.rdb.zst", directory(namespace, cluster, id));
+        let object = rdb_object(namespace, cluster, id, codec);
+        // One thread: the RDB stream arrives no faster than the network brings it.
         self.upload_with(&object, move |parts| {
-            let mut encoder =
-                zstd::stream::write::Encoder::new(PartSender::new(parts), BASE_COMPRESSION_LEVEL)
-                    .map_err(BaseError::Stream)?;
+            let mut encoder = codec
+                .encoder(PartSender::new(parts), 1)
+                .map_err(BaseError::Stream)?;
             let raw = std::io::copy(&mut source, &mut encoder).map_err(BaseError::Stream)?;
             let mut sender = encoder.finish().map_err(BaseError::Stream)?;
             sender.flush().map_err(BaseError::Stream)?;
@@ -104,31 +117,41 @@ impl Repository {
         cluster: &str,
         id: &str,
     ) -> Result<(), BaseError> {
-        let directory = directory(namespace, cluster, id);
-        self.delete(&format!("{directory}/snapshot.json")).await?;
-        Ok(self.delete(&format!("{directory}/dump.rdb.zst")).await?)
+        self.delete(&format!(
+            "{}/snapshot.json",
+            directory(namespace, cluster, id)
+        ))
+        .await?;
+        for codec in [Codec::Zstd, Codec::Lz4] {
+            self.delete_if_there(&rdb_object(namespace, cluster, id, codec))
+                .await?;
+        }
+        Ok(())
     }
 
-    /// Write snapshot `id`'s RDB file to `target` (a new file), streaming it from the
+    /// Write `snapshot`'s RDB file to `target` (a new file), streaming it from the
     /// repository; its size.
     pub async fn restore_snapshot(
         &self,
-        namespace: &str,
-        cluster: &str,
-        id: &str,
+        (namespace, cluster): (&str, &str),
+        snapshot: &Snapshot,
         target: &std::path::Path,
     ) -> Result<u64, BaseError> {
-        let object = format!("{}/dump.rdb.zst", directory(namespace, cluster, id));
+        let object = rdb_object(namespace, cluster, &snapshot.id, snapshot.compression);
         let target = target.to_path_buf();
-        self.download_with(&object, id, move |decoder| {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&target)?;
-            let written = std::io::copy(decoder, &mut file)?;
-            file.sync_all()?;
-            Ok(written)
-        })
+        self.download_with(
+            &object,
+            (&snapshot.id, snapshot.compression),
+            move |decoder| {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)?;
+                let written = std::io::copy(decoder, &mut file)?;
+                file.sync_all()?;
+                Ok(written)
+            },
+        )
         .await
     }
 }

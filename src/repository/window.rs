@@ -155,7 +155,7 @@ mod tests {
             start_wal: start_wal.into(),
             raw_bytes: 0,
             stored_bytes: 0,
-            compression: "zstd".into(),
+            compression: crate::repository::codec::Codec::Zstd,
             request: None,
         }
     }

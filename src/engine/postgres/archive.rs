@@ -22,6 +22,9 @@ pub struct ArchiveSettings {
     /// Finished WAL the host keeps waiting for the repository, in bytes, before it lets the
     /// oldest go and declares the gap.
     pub pending_limit: u64,
+    /// How base backups are compressed (WAL is always zstd).
+    #[serde(default)]
+    pub compression: crate::repository::codec::Codec,
 }
 
 impl ArchiveSettings {
@@ -47,6 +50,11 @@ impl ArchiveSettings {
             repository: repository.clone(),
             key: keys.get(&repository.name).cloned(),
             pending_limit,
+            compression: spec
+                .backup
+                .as_ref()
+                .map(|b| b.compression.into())
+                .unwrap_or_default(),
         }
     }
 
