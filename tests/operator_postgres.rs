@@ -585,11 +585,15 @@ async fn the_statefulset_example_is_accepted_and_runs_the_agent_from_the_copied_
 /// saying why, and so does one naming a cluster that does not exist. With
 /// `copyFrom: Backup`, a member whose host lost its disk is copied again from that backup. A
 /// second cluster applied with `bootstrap.recovery` comes up from the first one's backup and
-/// WAL, with its replicas. The key is nowhere in status, Events or the log.
+/// WAL, with its replicas, and archives to an Azure container (Azurite) with its account key
+/// from a Secret. No key is anywhere in status, Events or the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_copies_and_recovery_through_the_operator_with_the_store_key_from_a_secret() {
     use replicant::api::{Backup, BackupPhase};
-    use replicant_testkit::garage::{self, GarageProcess};
+    use replicant_testkit::{
+        azurite::{self, AzuriteProcess},
+        garage::{self, GarageProcess},
+    };
     let Some(mut bed) = Bed::new().await else {
         return;
     };
@@ -725,9 +729,26 @@ async fn backups_copies_and_recovery_through_the_operator_with_the_store_key_fro
     // A new cluster recovered from orders' backup and WAL, to the latest point.
     archived_through_now(&primary).await;
     let hosts = bed.hosts.for_recovery_beside("restored");
+    // It archives to an Azure container of its own (Azurite), its account key in a Secret.
+    let Some(azurite_binary) = support::azurite_binary() else {
+        return;
+    };
+    let blobs = AzuriteProcess::start(
+        &azurite_binary,
+        &bed.hosts.dir.path().join("azurite"),
+        "restored",
+    )
+    .unwrap();
+    let own_archive = format!(
+        "      - name: blobs\n        azure: {{account: {}, container: restored, endpoint: \"{}\", credentials: {{secretRef: {{name: restored-azure}}}}}}\n    archive: {{repository: blobs}}\n",
+        azurite::ACCOUNT,
+        blobs.endpoint
+    );
     let restored = format!(
-        "apiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: restored, namespace: {NS}}}\nspec:\n  engine: postgres\n  primary: a\n  members:\n{}  failover: {{detectAfter: 1s, cooldown: 1m}}\n  credentials: {{username: postgres, secretRef: {{name: orders-pg, key: password}}}}\n{token_line}{backup}  bootstrap:\n    recovery: {{repository: offsite, source: {{cluster: orders}}}}\n",
-        members_yaml(&hosts)
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: restored-azure, namespace: {NS}}}\nstringData: {{accountKey: \"{}\"}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: restored, namespace: {NS}}}\nspec:\n  engine: postgres\n  primary: a\n  members:\n{}  failover: {{detectAfter: 1s, cooldown: 1m}}\n  credentials: {{username: postgres, secretRef: {{name: orders-pg, key: password}}}}\n{token_line}{}  bootstrap:\n    recovery: {{repository: offsite, source: {{cluster: orders}}}}\n",
+        azurite::ACCOUNT_KEY,
+        members_yaml(&hosts),
+        backup.replace("    archive: {}\n", &own_archive)
     );
     let out = bed.plane.apply_text("restored.yaml", &restored);
     let applied = std::time::Instant::now();
@@ -739,7 +760,7 @@ async fn backups_copies_and_recovery_through_the_operator_with_the_store_key_fro
     let recovered = bed
         .wait_for_cluster(
             "restored",
-            "restored recovered, b and c copied from it and streaming",
+            "restored recovered, b and c copied from it and streaming, archiving to Azure",
             180,
             &op,
             |c| {
@@ -747,6 +768,7 @@ async fn backups_copies_and_recovery_through_the_operator_with_the_store_key_fro
                     && c.status
                         .as_ref()
                         .is_some_and(|s| streaming_in(s, "b", "a") && streaming_in(s, "c", "a"))
+                    && condition(c, "ContinuousArchiving").is_some_and(|k| k.status == "True")
             },
         )
         .await;
@@ -760,14 +782,15 @@ async fn backups_copies_and_recovery_through_the_operator_with_the_store_key_fro
         applied.elapsed()
     );
 
-    let secret = garage::SECRET_ACCESS_KEY;
-    for status in [&cluster.status, &recovered.status] {
-        let status = serde_json::to_string(status).unwrap();
-        assert!(!status.contains(secret));
-    }
     let events = bed
         .plane
         .kubectl_ok(&["get", "events", "-n", NS, "-o", "yaml"]);
-    assert!(!events.contains(secret));
-    assert!(!op.log_text().contains(secret));
+    for secret in [garage::SECRET_ACCESS_KEY, azurite::ACCOUNT_KEY] {
+        for status in [&cluster.status, &recovered.status] {
+            let status = serde_json::to_string(status).unwrap();
+            assert!(!status.contains(secret));
+        }
+        assert!(!events.contains(secret));
+        assert!(!op.log_text().contains(secret));
+    }
 }

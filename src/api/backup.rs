@@ -141,6 +141,52 @@ pub struct Repository {
     /// A bucket of an S3-compatible object store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Repository>,
+    /// A container of Azure Blob Storage (or a service that speaks its API, such as Azurite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureRepository>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureRepository {
+    /// The storage account.
+    #[schemars(length(min = 3, max = 24))]
+    pub account: String,
+    #[schemars(length(min = 3, max = 63))]
+    pub container: String,
+    /// Where in the container the repository starts ("prod/eu"); default: its root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub prefix: Option<String>,
+    /// The Blob service's URL, account included, for a service other than Azure's own
+    /// ("http://127.0.0.1:10000/devstoreaccount1"); default:
+    /// `https://<account>.blob.core.windows.net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub endpoint: Option<String>,
+    /// The account's access key: exactly one of `secretRef`, `accountKeyFile`,
+    /// `accountKeyEnv`. Omitted: the host's own identity (`AZURE_*` environment, a managed
+    /// or workload identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<AzureCredentials>,
+}
+
+/// Where an Azure storage account's access key is kept. Never written inline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureCredentials {
+    /// A Kubernetes Secret in the cluster's namespace with the key `accountKey` (operator
+    /// mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretName>,
+    /// A file holding the key (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub account_key_file: Option<String>,
+    /// An environment variable holding the key (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub account_key_env: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]

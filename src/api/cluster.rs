@@ -303,6 +303,27 @@ impl ReplicationClusterSpec {
             })
     }
 
+    /// The Azure repositories whose credentials the spec names: each with its field path
+    /// (`spec.backup.repositories[0].azure.credentials`).
+    pub fn azure_credentials(
+        &self,
+    ) -> impl Iterator<
+        Item = (
+            String,
+            &crate::api::Repository,
+            &crate::api::AzureCredentials,
+        ),
+    > {
+        self.repositories()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, repository)| {
+                let credentials = repository.azure.as_ref()?.credentials.as_ref()?;
+                let path = format!("spec.backup.repositories[{i}].azure.credentials");
+                Some((path, repository, credentials))
+            })
+    }
+
     /// `backup.repositories`, or none.
     pub fn repositories(&self) -> &[crate::api::Repository] {
         self.backup

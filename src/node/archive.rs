@@ -456,6 +456,7 @@ mod tests {
                     path: dir.path().join("repo").display().to_string(),
                 }),
                 s3: None,
+                azure: None,
             },
             key: None,
             pending_limit: 1 << 30,

@@ -259,6 +259,7 @@ mod tests {
                         path: "/nowhere".into(),
                     }),
                     s3: None,
+                    azure: None,
                 },
                 key: None,
                 pending_limit: 1 << 30,

@@ -1,5 +1,5 @@
-//! Repositories: where previous versions of a data set are kept (a directory, an S3 bucket),
-//! opened through `object_store`, and the self-describing layout inside them. Touches only the
+//! Repositories: where previous versions of a data set are kept (a directory, an S3 bucket,
+//! an Azure Blob Storage container), opened through `object_store`, and the self-describing layout inside them. Touches only the
 //! store it is given; every request has a time limit.
 //!
 //! Nothing here overwrites: an object's name carries a digest of its content, so the same name
@@ -22,7 +22,7 @@ use std::{sync::Arc, time::Duration};
 use futures::TryStreamExt;
 use object_store::{
     ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, aws::AmazonS3Builder,
-    local::LocalFileSystem, path::Path as StorePath,
+    azure::MicrosoftAzureBuilder, local::LocalFileSystem, path::Path as StorePath,
 };
 use serde::{Deserialize, Serialize};
 
@@ -33,27 +33,39 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting to a store may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An S3 access key, read from where `spec.backup.repositories[].s3.credentials` points.
+/// A store's key, read from where a repository's `credentials` point. Sent to the agents
+/// and kept in their settings file; never in text.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct S3Key {
-    pub access_key_id: String,
-    pub secret_access_key: String,
+#[serde(untagged)]
+pub enum StoreKey {
+    /// An S3 access key.
+    #[serde(rename_all = "camelCase")]
+    S3 {
+        access_key_id: String,
+        secret_access_key: String,
+    },
+    /// An Azure storage account's access key.
+    #[serde(rename_all = "camelCase")]
+    Azure { account_key: String },
 }
 
-impl std::fmt::Debug for S3Key {
+impl std::fmt::Debug for StoreKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The id names the key; the secret never leaves this struct in text.
-        f.debug_struct("S3Key")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
+        match self {
+            // The id names the key; the secret never leaves this value in text.
+            Self::S3 { access_key_id, .. } => f
+                .debug_struct("S3")
+                .field("access_key_id", access_key_id)
+                .finish_non_exhaustive(),
+            Self::Azure { .. } => f.debug_struct("Azure").finish_non_exhaustive(),
+        }
     }
 }
 
 /// Why a repository could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("repository {name}: neither a directory nor an S3 bucket is set")]
+    #[error("repository {name}: none of a directory, an S3 bucket, an Azure container is set")]
     NoKind { name: String },
     #[error("repository {name}: directory {path}: {source}")]
     Directory {
@@ -81,6 +93,23 @@ pub enum StoreError {
     },
 }
 
+/// Every request's time limits; plain HTTP allowed, for stores on a private network.
+fn client_options() -> ClientOptions {
+    ClientOptions::new()
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_allow_http(true)
+}
+
+/// Two retries, each within the request's time limit.
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        max_retries: 2,
+        retry_timeout: REQUEST_TIMEOUT,
+        ..RetryConfig::default()
+    }
+}
+
 /// One opened repository: a store, and where in it this repository starts.
 #[derive(Clone, Debug)]
 pub struct Repository {
@@ -98,8 +127,8 @@ pub struct Listed {
 }
 
 impl Repository {
-    /// Open what `spec` describes, with the key its credentials resolved to (S3 only).
-    pub fn open(spec: &RepositorySpec, key: Option<&S3Key>) -> Result<Self, OpenError> {
+    /// Open what `spec` describes, with the key its credentials resolved to.
+    pub fn open(spec: &RepositorySpec, key: Option<&StoreKey>) -> Result<Self, OpenError> {
         let name = spec.name.clone();
         if let Some(directory) = &spec.directory {
             std::fs::create_dir_all(&directory.path).map_err(|source| OpenError::Directory {
@@ -121,32 +150,49 @@ impl Repository {
                 root: StorePath::default(),
             });
         }
+        if let Some(azure) = &spec.azure {
+            let mut builder = MicrosoftAzureBuilder::from_env()
+                .with_account(&azure.account)
+                .with_container_name(&azure.container)
+                .with_client_options(client_options())
+                .with_retry(retry_config());
+            if let Some(endpoint) = &azure.endpoint {
+                builder = builder.with_endpoint(endpoint.clone());
+            }
+            if let Some(StoreKey::Azure { account_key }) = key {
+                builder = builder.with_access_key(account_key);
+            }
+            let store = builder.build().map_err(|source| OpenError::Store {
+                name: name.clone(),
+                source,
+            })?;
+            return Ok(Self {
+                name,
+                store: Arc::new(store),
+                root: StorePath::from(azure.prefix.as_deref().unwrap_or("")),
+            });
+        }
         let Some(s3) = &spec.s3 else {
             return Err(OpenError::NoKind { name });
         };
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&s3.bucket)
             .with_region(s3.region.as_deref().unwrap_or("us-east-1"))
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(REQUEST_TIMEOUT)
-                    .with_connect_timeout(CONNECT_TIMEOUT)
-                    .with_allow_http(true),
-            )
-            .with_retry(RetryConfig {
-                max_retries: 2,
-                retry_timeout: REQUEST_TIMEOUT,
-                ..RetryConfig::default()
-            });
+            .with_client_options(client_options())
+            .with_retry(retry_config());
         if let Some(endpoint) = &s3.endpoint {
             builder = builder
                 .with_endpoint(endpoint)
                 .with_virtual_hosted_style_request(false);
         }
-        if let Some(key) = key {
+        if let Some(StoreKey::S3 {
+            access_key_id,
+            secret_access_key,
+        }) = key
+        {
             builder = builder
-                .with_access_key_id(&key.access_key_id)
-                .with_secret_access_key(&key.secret_access_key);
+                .with_access_key_id(access_key_id)
+                .with_secret_access_key(secret_access_key);
         }
         let store = builder.build().map_err(|source| OpenError::Store {
             name: name.clone(),

@@ -10,6 +10,35 @@ use crate::{
 /// The least `pendingLimit` accepted: a few WAL segments.
 pub const MIN_PENDING_LIMIT: u64 = 64 << 20;
 
+/// A store's `endpoint` at `path`, if set, is an http(s) URL.
+fn check_endpoint(endpoint: Option<&String>, path: String, out: &mut Out<'_>) {
+    if let Some(endpoint) = endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        out.fail(
+            path,
+            format!("{} is not an http:// or https:// URL", quoted(endpoint)),
+        );
+    }
+}
+
+fn check_azure(azure: &crate::api::AzureRepository, path: &str, out: &mut Out<'_>) {
+    check_endpoint(azure.endpoint.as_ref(), format!("{path}.endpoint"), out);
+    if let Some(credentials) = &azure.credentials {
+        let sources = [
+            credentials.secret_ref.is_some(),
+            credentials.account_key_file.is_some(),
+            credentials.account_key_env.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            out.fail(
+                format!("{path}.credentials"),
+                "set exactly one of secretRef, accountKeyFile, accountKeyEnv",
+            );
+        }
+    }
+}
+
 pub fn check(spec: &ReplicationClusterSpec, out: &mut Out<'_>) {
     let Some(backup) = &spec.backup else {
         return;
@@ -28,8 +57,16 @@ pub fn check(spec: &ReplicationClusterSpec, out: &mut Out<'_>) {
                 format!("{} is named twice", quoted(&repository.name)),
             );
         }
-        if repository.directory.is_some() == repository.s3.is_some() {
-            out.fail(&path, "set exactly one of directory, s3");
+        let kinds = [
+            repository.directory.is_some(),
+            repository.s3.is_some(),
+            repository.azure.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            out.fail(&path, "set exactly one of directory, s3, azure");
+        }
+        if let Some(azure) = &repository.azure {
+            check_azure(azure, &format!("{path}.azure"), out);
         }
         if let Some(directory) = &repository.directory
             && !directory.path.starts_with('/')
@@ -45,14 +82,7 @@ pub fn check(spec: &ReplicationClusterSpec, out: &mut Out<'_>) {
         let Some(s3) = &repository.s3 else {
             continue;
         };
-        if let Some(endpoint) = &s3.endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            out.fail(
-                format!("{path}.s3.endpoint"),
-                format!("{} is not an http:// or https:// URL", quoted(endpoint)),
-            );
-        }
+        check_endpoint(s3.endpoint.as_ref(), format!("{path}.s3.endpoint"), out);
         if let Some(credentials) = &s3.credentials {
             let files = [
                 &credentials.access_key_id_file,

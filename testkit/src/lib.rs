@@ -2,6 +2,7 @@
 //! benchmarks and demo (start, freeze, kill, always by PID), and a writer that counts acknowledged
 //! writes, and a one-node Garage (S3) store. Not part of replicant's library: it depends on no part of it.
 
+pub mod azurite;
 pub mod garage;
 pub mod node;
 pub mod postgres;

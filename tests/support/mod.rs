@@ -31,6 +31,16 @@ pub fn garage_binary() -> Option<PathBuf> {
     )
 }
 
+/// Azurite's Blob service (`azurite-blob`): `AZURITE`, else on the PATH; where
+/// `scripts/install-azurite` puts it.
+pub fn azurite_binary() -> Option<PathBuf> {
+    tool(
+        "azurite-blob",
+        "AZURITE",
+        "scripts/install-azurite, then AZURITE=<its output>",
+    )
+}
+
 /// A tool the tests run: the file `env` names, else `name` on the PATH. `None` (the test is
 /// skipped, saying so) where it is missing, except under CI, where that fails; `install`
 /// says how to get it.

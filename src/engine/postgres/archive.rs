@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{api::Repository, repository::S3Key};
+use crate::{api::Repository, repository::StoreKey};
 
 /// Where and how a host archives its WAL. Holds a secret (the store's key): the agent keeps it
 /// in a file only its user reads, and reports only its fingerprint.
@@ -18,7 +18,7 @@ pub struct ArchiveSettings {
     pub cluster: String,
     pub repository: Repository,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<S3Key>,
+    pub key: Option<StoreKey>,
     /// Finished WAL the host keeps waiting for the repository, in bytes, before it lets the
     /// oldest go and declares the gap.
     pub pending_limit: u64,
@@ -35,7 +35,7 @@ impl ArchiveSettings {
         cluster: &str,
         spec: &crate::api::ReplicationClusterSpec,
         repository: &Repository,
-        keys: &std::collections::BTreeMap<String, S3Key>,
+        keys: &std::collections::BTreeMap<String, StoreKey>,
     ) -> Self {
         let pending_limit = spec
             .backup

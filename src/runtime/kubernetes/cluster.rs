@@ -458,10 +458,24 @@ async fn secrets(
         let secret_access_key = read("secretAccessKey").await?;
         repository_keys.insert(
             repository.name.clone(),
-            crate::repository::S3Key {
+            crate::repository::StoreKey::S3 {
                 access_key_id,
                 secret_access_key,
             },
+        );
+    }
+    for (path, repository, credentials) in spec.azure_credentials() {
+        let Some(secret) = &credentials.secret_ref else {
+            return Err(SecretsError::unresolved(
+                format!("{name}: {path}"),
+                "the operator reads the key from a Secret; set secretRef (the file and environment variable are for standalone mode)",
+            ));
+        };
+        let field = format!("{path}.secretRef");
+        let account_key = read_secret(ctx, namespace, &field, &secret.name, "accountKey").await?;
+        repository_keys.insert(
+            repository.name.clone(),
+            crate::repository::StoreKey::Azure { account_key },
         );
     }
     Ok(ClusterSecrets {

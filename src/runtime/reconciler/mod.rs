@@ -48,7 +48,7 @@ pub struct ClusterSecrets {
     pub agent_ca: Option<String>,
     /// The access keys of the S3 repositories whose credentials the spec names, by
     /// repository name.
-    pub repository_keys: std::collections::BTreeMap<String, crate::repository::S3Key>,
+    pub repository_keys: std::collections::BTreeMap<String, crate::repository::StoreKey>,
 }
 
 /// What a runtime tells people besides status (Events, log lines).

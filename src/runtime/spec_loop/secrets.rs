@@ -17,52 +17,75 @@ pub fn local_secrets(spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, Se
     })
 }
 
-/// Resolve the standalone S3 credentials references (both files, or both environment
-/// variables) of every repository that has one.
+/// Resolve the standalone store credentials of every repository that names some: both
+/// files or both environment variables for S3, the file or the variable for Azure.
 pub fn repository_keys(
     spec: &ReplicationClusterSpec,
-) -> Result<std::collections::BTreeMap<String, crate::repository::S3Key>, SecretsError> {
+) -> Result<std::collections::BTreeMap<String, crate::repository::StoreKey>, SecretsError> {
+    use crate::repository::StoreKey;
     let mut keys = std::collections::BTreeMap::new();
     for (path, repository, credentials) in spec.s3_credentials() {
-        let read = |env: &Option<String>, file: &Option<String>, name: &str| {
-            if let Some(var) = env {
-                return std::env::var(var).map_err(|_| {
-                    SecretsError::unresolved(
-                        format!("{path}.{name}Env"),
-                        format!("environment variable {var} is not set"),
-                    )
-                });
-            }
-            let file = file.as_deref().unwrap_or_default();
-            std::fs::read_to_string(file)
-                .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| {
-                    SecretsError::unresolved(format!("{path}.{name}File"), format!("{file}: {e}"))
-                })
-        };
         if credentials.secret_ref.is_some() {
             return Err(SecretsError::NeedsKubernetes {
                 field: "spec.backup.repositories[].s3.credentials.secretRef",
                 instead: "accessKeyIdFile and secretAccessKeyFile, or accessKeyIdEnv and secretAccessKeyEnv",
             });
         }
+        let read = |name: &str, env: &Option<String>, file: &Option<String>| {
+            read_local(&format!("{path}.{name}"), env, file)
+        };
         keys.insert(
             repository.name.clone(),
-            crate::repository::S3Key {
+            StoreKey::S3 {
                 access_key_id: read(
+                    "accessKeyId",
                     &credentials.access_key_id_env,
                     &credentials.access_key_id_file,
-                    "accessKeyId",
                 )?,
                 secret_access_key: read(
+                    "secretAccessKey",
                     &credentials.secret_access_key_env,
                     &credentials.secret_access_key_file,
-                    "secretAccessKey",
                 )?,
             },
         );
     }
+    for (path, repository, credentials) in spec.azure_credentials() {
+        if credentials.secret_ref.is_some() {
+            return Err(SecretsError::NeedsKubernetes {
+                field: "spec.backup.repositories[].azure.credentials.secretRef",
+                instead: "accountKeyFile or accountKeyEnv",
+            });
+        }
+        let account_key = read_local(
+            &format!("{path}.accountKey"),
+            &credentials.account_key_env,
+            &credentials.account_key_file,
+        )?;
+        keys.insert(repository.name.clone(), StoreKey::Azure { account_key });
+    }
     Ok(keys)
+}
+
+/// A secret from environment variable `env` if set, else from `file` (its last line break
+/// dropped); `field` is the path without its `Env`/`File` ending, for messages.
+fn read_local(
+    field: &str,
+    env: &Option<String>,
+    file: &Option<String>,
+) -> Result<String, SecretsError> {
+    if let Some(var) = env {
+        return std::env::var(var).map_err(|_| {
+            SecretsError::unresolved(
+                format!("{field}Env"),
+                format!("environment variable {var} is not set"),
+            )
+        });
+    }
+    let file = file.as_deref().unwrap_or_default();
+    std::fs::read_to_string(file)
+        .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|e| SecretsError::unresolved(format!("{field}File"), format!("{file}: {e}")))
 }
 
 /// Resolve a standalone credentials reference (file or environment variable).
@@ -188,10 +211,12 @@ backup:
             secret.display()
         )))
         .unwrap();
-        let key = &keys["offsite"];
         assert_eq!(
-            (key.access_key_id.as_str(), key.secret_access_key.as_str()),
-            ("GK123", "s3cr3t")
+            keys["offsite"],
+            crate::repository::StoreKey::S3 {
+                access_key_id: "GK123".into(),
+                secret_access_key: "s3cr3t".into()
+            }
         );
         // The archive names the second repository: that is the one its settings carry.
         let spec = spec("{ accessKeyIdFile: /x, secretAccessKeyFile: /y }");
@@ -223,5 +248,54 @@ backup:
             .unwrap_err()
             .to_string();
         assert!(kubernetes.contains("secretRef"), "{kubernetes}");
+    }
+
+    #[test]
+    fn an_azure_account_key_is_read_from_a_file_or_the_environment() {
+        let azure = |credentials: &str| -> ReplicationClusterSpec {
+            serde_yaml::from_str(&format!(
+                "engine: postgres\nprimary: a\nmembers: [{{ name: a, address: \"127.0.0.1:5432\" }}]\nbackup:\n  repositories:\n    - name: blobs\n      azure: {{ account: orders, container: archive, credentials: {credentials} }}\n"
+            ))
+            .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("account-key");
+        std::fs::write(&file, "a2V5\n").unwrap();
+        let keys =
+            repository_keys(&azure(&format!("{{ accountKeyFile: {} }}", file.display()))).unwrap();
+        assert_eq!(
+            keys["blobs"],
+            crate::repository::StoreKey::Azure {
+                account_key: "a2V5".into()
+            }
+        );
+        let unset = repository_keys(&azure("{ accountKeyEnv: REPLICANT_TEST_UNSET_AZURE }"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unset.contains("spec.backup.repositories[0].azure.credentials.accountKeyEnv")
+                && unset.contains("REPLICANT_TEST_UNSET_AZURE is not set"),
+            "{unset}"
+        );
+        let kubernetes = repository_keys(&azure("{ secretRef: { name: blobs } }"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            kubernetes.contains("azure.credentials.secretRef"),
+            "{kubernetes}"
+        );
+    }
+
+    #[test]
+    fn store_keys_keep_their_wire_form_and_never_show_their_secret() {
+        // Agents keep the key in their settings file: an S3 key reads as it always did.
+        let s3: crate::repository::StoreKey =
+            serde_json::from_str(r#"{"accessKeyId":"GK1","secretAccessKey":"hidden"}"#).unwrap();
+        let azure: crate::repository::StoreKey =
+            serde_json::from_str(r#"{"accountKey":"hidden"}"#).unwrap();
+        assert!(matches!(azure, crate::repository::StoreKey::Azure { .. }));
+        for key in [s3, azure] {
+            assert!(!format!("{key:?}").contains("hidden"), "{key:?}");
+        }
     }
 }
