@@ -47,7 +47,11 @@ pub async fn recover(options: &Options, request: &RecoveryRequest) -> Result<(),
         Ok(planned) => planned,
         Err(e) => {
             let refused = format!("recovering {source}: {e}");
-            if matches!(e, restore::RestoreError::NotArchived { .. }) {
+            if matches!(
+                e,
+                restore::RestoreError::NotArchived { .. }
+                    | restore::RestoreError::BeforeConsistent { .. }
+            ) {
                 unplaced::remember(request, &refused);
             }
             return Err(HostError::Refused(refused));

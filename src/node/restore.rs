@@ -15,7 +15,7 @@ use crate::{
         Repository,
         base::{BaseBackup, BaseError, newest_data_set},
         layout::{DataSet, WalFile},
-        walscan::Sought,
+        walscan::{Placed, Sought},
         window::{Window, describe, windows},
     },
 };
@@ -39,6 +39,17 @@ pub enum RestoreError {
     )]
     NotArchived {
         target: RecoveryTarget,
+        windows: Vec<Window>,
+    },
+    #[error(
+        "{target} is outside what the repository can recover: its record at {} ({}) comes before the end of every base backup that begins before it, so no restore is consistent there (can recover: {})",
+        crate::repository::window::lsn_text(found.lsn),
+        crate::api::status_time(found.time),
+        describe(windows)
+    )]
+    BeforeConsistent {
+        target: RecoveryTarget,
+        found: crate::repository::walscan::Found,
         windows: Vec<Window>,
     },
     #[error(transparent)]
@@ -96,13 +107,17 @@ pub async fn plan(
     };
     // Where a transaction ends or a restore point lies shows only in the WAL: read it,
     // newest stretch first, before anything is restored.
+    let mut unreachable = None;
     for window in stretches.iter().rev() {
         let within: Vec<BaseBackup> = backups
             .iter()
             .filter(|b| b.end_lsn >= window.earliest_lsn && b.end_lsn <= window.latest_lsn)
             .cloned()
             .collect();
-        if let Some((backup, found)) = repository.place(&set, &within, &segments, &sought).await? {
+        let placed = repository.place(&set, &within, &segments, &sought).await?;
+        if let Placed::Unreachable(found) = placed {
+            unreachable.get_or_insert(found);
+        } else if let Placed::Reached { backup, found } = placed {
             tracing::info!(
                 %target,
                 lsn = %crate::repository::window::lsn_text(found.lsn),
@@ -114,9 +129,16 @@ pub async fn plan(
             return Ok((set, backup, window.clone()));
         }
     }
-    Err(RestoreError::NotArchived {
-        target: target.clone(),
-        windows: stretches,
+    Err(match unreachable {
+        Some(found) => RestoreError::BeforeConsistent {
+            target: target.clone(),
+            found,
+            windows: stretches,
+        },
+        None => RestoreError::NotArchived {
+            target: target.clone(),
+            windows: stretches,
+        },
     })
 }
 

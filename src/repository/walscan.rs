@@ -382,23 +382,38 @@ pub enum PlaceError {
 /// Segments fetched ahead of the one being read.
 const FETCH_AHEAD: usize = 4;
 
+/// Where a target lies in a stretch of the archive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// A backup reaches it: restore that one.
+    Reached {
+        backup: super::base::BaseBackup,
+        found: Found,
+    },
+    /// The archive holds it, but no backup ends before it (after any earlier record of the
+    /// same name): no restore is consistent by then.
+    Unreachable(Found),
+    /// The archive holds no record of it.
+    Absent,
+}
+
 impl super::Repository {
     /// Where `sought` lies in the archived WAL of `set` (`segments`: names, and when each was
     /// archived), read from the start of `backups` (one stretch's, oldest first) for as long
     /// as the archive has no hole: the first record of it that a backup reaches (one that
     /// ends at or before it and began after any earlier record of it), with the newest such
-    /// backup; `None` when the archive holds none.
+    /// backup.
     pub async fn place(
         &self,
         set: &super::layout::DataSet,
         backups: &[super::base::BaseBackup],
         segments: &[(String, jiff::Timestamp)],
         sought: &Sought,
-    ) -> Result<Option<(super::base::BaseBackup, Found)>, PlaceError> {
+    ) -> Result<Placed, PlaceError> {
         use super::window::{SEGMENT_BYTES, segment_number};
         use futures::StreamExt;
         let Some(first) = backups.first().and_then(|b| segment_number(&b.start_wal)) else {
-            return Ok(None);
+            return Ok(Placed::Absent);
         };
         // Per segment number, the copy on the latest timeline (names sort by timeline first).
         let mut by_number = std::collections::BTreeMap::<u64, &str>::new();
@@ -417,20 +432,23 @@ impl super::Repository {
         }))
         .buffered(FETCH_AHEAD);
         let mut scanner = Scanner::default();
-        let mut earlier: Option<u64> = None;
+        let mut earlier: Option<Found> = None;
         while let Some((number, name, content)) = fetched.next().await {
             let content = content?.ok_or_else(|| PlaceError::Missing(name.clone()))?;
             for found in scanner.segment(&name, number * SEGMENT_BYTES, &content, sought)? {
-                let reaching = backups
-                    .iter()
-                    .rfind(|b| b.end_lsn <= found.lsn && earlier.is_none_or(|e| b.start_lsn > e));
+                let reaching = backups.iter().rfind(|b| {
+                    b.end_lsn <= found.lsn && earlier.as_ref().is_none_or(|e| b.start_lsn > e.lsn)
+                });
                 if let Some(backup) = reaching {
-                    return Ok(Some((backup.clone(), found)));
+                    return Ok(Placed::Reached {
+                        backup: backup.clone(),
+                        found,
+                    });
                 }
-                earlier = Some(found.lsn);
+                earlier = Some(found);
             }
         }
-        Ok(None)
+        Ok(earlier.map_or(Placed::Absent, Placed::Unreachable))
     }
 }
 
@@ -445,6 +463,10 @@ mod tests {
     /// WAL laid out as PostgreSQL writes it: pages with headers (a long one first in each
     /// segment), records aligned to 8 bytes and continued across pages and segments.
     struct Wal {
+        page: usize,
+        segment_pages: usize,
+        /// The system identifier the long headers carry.
+        system: u64,
         start: u64,
         bytes: Vec<u8>,
         at: usize,
@@ -452,10 +474,18 @@ mod tests {
     }
 
     impl Wal {
+        /// Small pages and segments, for the parser's own tests.
         fn new(start: u64, segments: usize) -> Self {
+            Self::sized(PAGE, SEGMENT_PAGES, start, segments)
+        }
+
+        fn sized(page: usize, segment_pages: usize, start: u64, segments: usize) -> Self {
             let mut wal = Self {
+                page,
+                segment_pages,
+                system: 7,
                 start,
-                bytes: vec![0; PAGE * SEGMENT_PAGES * segments],
+                bytes: vec![0; page * segment_pages * segments],
                 at: 0,
                 prev: 0,
             };
@@ -465,8 +495,8 @@ mod tests {
 
         /// Write page `page`'s header; where its data begins.
         fn page_header(&mut self, page: usize, continued: usize) -> usize {
-            let at = page * PAGE;
-            let long = page.is_multiple_of(SEGMENT_PAGES);
+            let at = page * self.page;
+            let long = page.is_multiple_of(self.segment_pages);
             let mut info = if continued > 0 {
                 XLP_FIRST_IS_CONTRECORD
             } else {
@@ -475,6 +505,11 @@ mod tests {
             if long {
                 info |= XLP_LONG_HEADER;
             }
+            let (segment, page_size, system) = (
+                (self.page * self.segment_pages) as u32,
+                self.page as u32,
+                self.system,
+            );
             let b = &mut self.bytes[at..at + LONG_PAGE_HEADER];
             b[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
             b[2..4].copy_from_slice(&info.to_le_bytes());
@@ -482,8 +517,9 @@ mod tests {
             b[8..16].copy_from_slice(&(self.start + at as u64).to_le_bytes());
             b[16..20].copy_from_slice(&(continued as u32).to_le_bytes());
             if long {
-                b[32..36].copy_from_slice(&((PAGE * SEGMENT_PAGES) as u32).to_le_bytes());
-                b[36..40].copy_from_slice(&(PAGE as u32).to_le_bytes());
+                b[24..32].copy_from_slice(&system.to_le_bytes());
+                b[32..36].copy_from_slice(&segment.to_le_bytes());
+                b[36..40].copy_from_slice(&page_size.to_le_bytes());
                 at + LONG_PAGE_HEADER
             } else {
                 at + SHORT_PAGE_HEADER
@@ -502,20 +538,20 @@ mod tests {
             record[16] = info;
             record[17] = rmid;
             self.at = align(self.at);
-            if self.at.is_multiple_of(PAGE) {
-                self.at = self.page_header(self.at / PAGE, 0);
+            if self.at.is_multiple_of(self.page) {
+                self.at = self.page_header(self.at / self.page, 0);
             }
             let lsn = self.start + self.at as u64;
             let mut left = record.as_slice();
             loop {
-                let take = (PAGE - self.at % PAGE).min(left.len());
+                let take = (self.page - self.at % self.page).min(left.len());
                 self.bytes[self.at..self.at + take].copy_from_slice(&left[..take]);
                 self.at += take;
                 left = &left[take..];
                 if left.is_empty() {
                     break;
                 }
-                self.at = self.page_header(self.at / PAGE, left.len());
+                self.at = self.page_header(self.at / self.page, left.len());
             }
             self.prev = lsn;
             lsn
@@ -523,7 +559,7 @@ mod tests {
 
         /// Segment `i`: where it starts, and its bytes.
         fn segment(&self, i: usize) -> (u64, &[u8]) {
-            let size = PAGE * SEGMENT_PAGES;
+            let size = self.page * self.segment_pages;
             (
                 self.start + (i * size) as u64,
                 &self.bytes[i * size..(i + 1) * size],
@@ -688,5 +724,99 @@ mod tests {
         record.extend_from_slice(&[0; 16]);
         record.extend_from_slice(&[9, 9, 9]);
         assert_eq!(main_data(&record), Some(&[][..]));
+    }
+
+    /// A base backup of the test data set, from `start` to `end`.
+    fn backup(id: &str, start: u64, end: u64) -> super::super::base::BaseBackup {
+        super::super::base::BaseBackup {
+            id: id.into(),
+            member: "b".into(),
+            started_at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+            finished_at: jiff::Timestamp::from_second(1_800_000_001).unwrap(),
+            timeline: 1,
+            start_lsn: start,
+            end_lsn: end,
+            start_wal: "000000010000000000000001".into(),
+            raw_bytes: 0,
+            stored_bytes: 0,
+            compression: Default::default(),
+            request: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_target_is_placed_by_the_newest_backup_ending_before_it_or_refused() {
+        use super::super::{Repository, layout::DataSet, layout::WalFile};
+        const SEGMENT: u64 = super::super::window::SEGMENT_BYTES;
+        // One real-sized segment (8 KiB pages, 16 MiB) in a directory repository.
+        let mut wal = Wal::sized(8192, (SEGMENT / 8192) as usize, SEGMENT, 1);
+        let early = wal.record(
+            0,
+            RM_XLOG_ID,
+            XLOG_RESTORE_POINT,
+            &restore_point(1_800_000_010, "early"),
+        );
+        for i in 0..50 {
+            wal.record(100 + i, RM_XACT_ID, XLOG_XACT_COMMIT, &at(1_800_000_020));
+        }
+        let late = wal.record(
+            0,
+            RM_XLOG_ID,
+            XLOG_RESTORE_POINT,
+            &restore_point(1_800_000_030, "late"),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let repository = Repository::open(
+            &crate::api::Repository {
+                name: "local".into(),
+                directory: Some(crate::api::DirectoryRepository {
+                    path: dir.path().display().to_string(),
+                }),
+                s3: None,
+                azure: None,
+            },
+            None,
+        )
+        .unwrap();
+        let set = DataSet {
+            namespace: "default".into(),
+            cluster: "orders".into(),
+            system_identifier: 7,
+        };
+        let name = "000000010000000000000001".to_string();
+        let file = WalFile::Segment { name: name.clone() };
+        repository.push_wal(&set, &file, &wal.bytes).await.unwrap();
+        let segments = vec![(name, jiff::Timestamp::now())];
+
+        // Two backups: the first ends just after the early restore point begins, the second
+        // just before the late one.
+        let first = backup("first", SEGMENT, early + 8);
+        let second = backup("second", early + 16, late - 8);
+        let backups = [first.clone(), second];
+        let placed = |sought: Sought| {
+            let (repository, set, segments, backups) = (&repository, &set, &segments, &backups);
+            async move {
+                repository
+                    .place(set, backups, segments, &sought)
+                    .await
+                    .unwrap()
+            }
+        };
+        match placed(Sought::RestorePoint("late".into())).await {
+            Placed::Reached { backup, found } => {
+                assert_eq!((backup.id.as_str(), found.lsn), ("second", late));
+            }
+            other => panic!("{other:?}"),
+        }
+        match placed(Sought::Xid(120)).await {
+            Placed::Reached { backup, .. } => assert_eq!(backup.id, "first"),
+            other => panic!("{other:?}"),
+        }
+        // Before the first backup's end: in the archive, but no restore is consistent there.
+        assert!(matches!(
+            placed(Sought::RestorePoint("early".into())).await,
+            Placed::Unreachable(Found { lsn, .. }) if lsn == early
+        ));
+        assert_eq!(placed(Sought::Xid(999)).await, Placed::Absent);
     }
 }
