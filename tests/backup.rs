@@ -41,6 +41,7 @@ fn directory_spec(path: &std::path::Path) -> RepositorySpec {
         }),
         s3: None,
         azure: None,
+        gcs: None,
     }
 }
 
@@ -151,6 +152,7 @@ async fn an_s3_repository_on_a_real_store_stores_each_wal_file_once() {
             credentials: None,
         }),
         azure: None,
+        gcs: None,
     };
     let key = StoreKey::S3 {
         access_key_id: garage::ACCESS_KEY_ID.into(),
@@ -214,6 +216,7 @@ async fn an_azure_repository_on_azurite_stores_once_and_uploads_in_blocks() {
             endpoint: Some(store.endpoint.clone()),
             credentials: None,
         }),
+        gcs: None,
     };
     let key = StoreKey::Azure {
         account_key: azurite::ACCOUNT_KEY.into(),
@@ -223,37 +226,81 @@ async fn an_azure_repository_on_azurite_stores_once_and_uploads_in_blocks() {
     let listed = repository.list("default/orders").await.unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
 
-    // 40 MiB that compress poorly: three parts of the multipart upload.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let rdb: Vec<u8> = (0..40 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    // Three parts of the multipart upload, in lz4.
+    let rdb = incompressible(40 << 20);
+    comes_back_whole(&repository, &rdb, replicant::repository::codec::Codec::Lz4).await;
+
+    let wrong = StoreKey::Azure {
+        account_key: "eHh4".repeat(22),
+    };
+    refuses_a_wrong_key(&spec, &wrong, "eHh4eHh4").await;
+}
+
+/// Google Cloud Storage through a MOCK of its XML API (no GCS emulator runs here): WAL stored
+/// once, other content refused, and a base-backup-sized upload in parts comes back whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gcs_repository_on_a_mock_stores_once_and_uploads_in_parts() {
+    let store = support::gcs_mock::GcsMock::start("backups").await;
+    let spec = RepositorySpec {
+        name: "gcs".into(),
+        directory: None,
+        s3: None,
+        azure: None,
+        gcs: Some(replicant::api::GcsRepository {
+            bucket: store.bucket.clone(),
+            prefix: Some("prod/eu".into()),
+            endpoint: Some(store.url.clone()),
+            credentials: None,
+        }),
+    };
+    let key = StoreKey::Gcs {
+        service_account_key: r#"{"private_key": "unused", "private_key_id": "unused", "client_email": "tests@example.invalid", "disable_oauth": true}"#.into(),
+    };
+    let repository = Repository::open(&spec, Some(&key)).unwrap();
+    stores_once_and_refuses_another_content(&repository).await;
+    assert_eq!(repository.list("default/orders").await.unwrap().len(), 2);
+    // Two parts, as large as a base backup's.
+    let rdb = incompressible(20 << 20);
+    comes_back_whole(&repository, &rdb, replicant::repository::codec::Codec::Zstd).await;
+    assert!(
+        store
+            .keys()
+            .iter()
+            .any(|k| k == "prod/eu/default/sessions/redis/20261204T000000.000Z/dump.rdb.zst"),
+        "{:?}",
+        store.keys()
+    );
+}
+
+/// `rdb`, uploaded to `repository` as a snapshot compressed with `codec` (in parts, as it
+/// streams), comes back byte for byte.
+async fn comes_back_whole(
+    repository: &Repository,
+    rdb: &[u8],
+    codec: replicant::repository::codec::Codec,
+) {
+    let id = "20261204T000000.000Z";
     let (raw, stored) = repository
         .upload_snapshot(
             ("default", "sessions"),
-            "20261204T000000.000Z",
-            replicant::repository::codec::Codec::Lz4,
-            std::io::Cursor::new(rdb.clone()),
+            id,
+            codec,
+            std::io::Cursor::new(rdb.to_vec()),
         )
         .await
         .unwrap();
     assert_eq!(raw, rdb.len() as u64);
-    assert!(stored > 32 << 20, "{stored}");
     let snapshot = replicant::repository::snapshot::Snapshot {
-        id: "20261204T000000.000Z".into(),
+        id: id.into(),
         member: "b".into(),
         started_at: jiff::Timestamp::now(),
         finished_at: jiff::Timestamp::now(),
         raw_bytes: raw,
         stored_bytes: stored,
-        compression: replicant::repository::codec::Codec::Lz4,
+        compression: codec,
         request: None,
     };
+    let dir = tempfile::tempdir().unwrap();
     let back = dir.path().join("dump.rdb");
     repository
         .restore_snapshot(("default", "sessions"), &snapshot, &back)
@@ -263,11 +310,19 @@ async fn an_azure_repository_on_azurite_stores_once_and_uploads_in_blocks() {
         std::fs::read(&back).unwrap() == rdb,
         "the snapshot comes back whole"
     );
+}
 
-    let wrong = StoreKey::Azure {
-        account_key: "eHh4".repeat(22),
-    };
-    refuses_a_wrong_key(&spec, &wrong, "eHh4eHh4").await;
+/// `length` bytes that compress poorly (xorshift), so that uploads go up in full parts.
+fn incompressible(length: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
 }
 
 /// Every file under `dir`, depth first.
@@ -588,6 +643,7 @@ async fn a_store_away_holds_wal_within_its_bound_then_declares_the_gap() {
             credentials: None,
         }),
         azure: None,
+        gcs: None,
     };
     let listed = Repository::open(&spec, Some(&key))
         .unwrap()
@@ -1696,27 +1752,70 @@ async fn copies_and_recovery_from_backups_under_hosts_coordinated_through_etcd()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cluster_archives_backs_up_and_restores_through_azure_blob_storage() {
     use replicant_testkit::azurite::{self, AzuriteProcess};
-    use support::pg::*;
-    use support::pg_bed::{PgBed, ready_members, streaming_from};
-    if !available() {
+    if !support::pg::available() {
         return;
     }
     let Some(binary) = support::azurite_binary() else {
         return;
     };
-    let mut bed = PgBed::new();
+    let bed = support::pg_bed::PgBed::new();
     let store = AzuriteProcess::start(&binary, &bed.dir.path().join("azurite"), "backups").unwrap();
-    bed.spec_extra = format!(
-        "  backup:\n    repositories:\n      - name: blobs\n        azure: {{ account: {}, container: {}, endpoint: \"{}\", credentials: {{ accountKeyEnv: {AZURE_KEY_ENV} }} }}\n    archive: {{}}\n",
+    let repository = format!(
+        "azure: {{ account: {}, container: {}, endpoint: \"{}\", credentials: {{ accountKeyEnv: {AZURE_KEY_ENV} }} }}",
         azurite::ACCOUNT,
         store.container,
         store.endpoint
     );
+    archives_backs_up_and_restores(bed, &repository).await;
+}
+
+/// The same through Google Cloud Storage, against a MOCK of its XML API (no GCS emulator runs
+/// here: see `support/gcs_mock.rs`), the service account key read from a file: the agents,
+/// the command line and the restore all reach it through the `gcs` repository.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_archives_backs_up_and_restores_through_a_gcs_mock() {
+    if !support::pg::available() {
+        return;
+    }
+    let bed = support::pg_bed::PgBed::new();
+    let store = support::gcs_mock::GcsMock::start("backups").await;
+    // A key that tells the client not to ask Google for a token (the mock takes none).
+    let key = bed.dir.path().join("gcs-key.json");
+    std::fs::write(
+        &key,
+        r#"{"private_key": "unused", "private_key_id": "unused", "client_email": "tests@example.invalid", "disable_oauth": true}"#,
+    )
+    .unwrap();
+    let repository = format!(
+        "gcs: {{ bucket: {}, prefix: prod, endpoint: \"{}\", credentials: {{ serviceAccountKeyFile: \"{}\" }} }}",
+        store.bucket,
+        store.url,
+        key.display()
+    );
+    archives_backs_up_and_restores(bed, &repository).await;
+    let keys = store.keys();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("prod/default/orders/") && k.contains("/base/"))
+            && keys.iter().any(|k| k.contains("/wal/")),
+        "{keys:?}"
+    );
+}
+
+/// On `bed`, with `repository` (a flow mapping naming one store) as its only repository: the
+/// members archive there, a base backup taken on demand goes there, and a restore to the
+/// latest point comes up with every archived row.
+async fn archives_backs_up_and_restores(mut bed: support::pg_bed::PgBed, repository: &str) {
+    use support::pg::*;
+    use support::pg_bed::{ready_members, streaming_from};
+    bed.spec_extra = format!(
+        "  backup:\n    repositories:\n      - name: store\n        {repository}\n    archive: {{}}\n"
+    );
     let controller = bed.controller(
         &bed.spec("a", "async"),
-        &[(AZURE_KEY_ENV, azurite::ACCOUNT_KEY)],
+        &[(AZURE_KEY_ENV, replicant_testkit::azurite::ACCOUNT_KEY)],
     );
-    bed.wait_for("up and archiving to Azure", &controller, 90, |r| {
+    bed.wait_for("up and archiving", &controller, 90, |r| {
         ready_members(r, 3)
             && streaming_from(r, "b", "a")
             && condition(r, "ContinuousArchiving").is_some_and(|c| c.status == "True")
@@ -1738,7 +1837,6 @@ async fn a_cluster_archives_backs_up_and_restores_through_azure_blob_storage() {
         "{}",
         said(&listed)
     );
-
-    let (_server, address) = restored_server(&bed, "azure", &[]).await;
+    let (_server, address) = restored_server(&bed, "store", &[]).await;
     assert_eq!(number(&address, "SELECT count(*) FROM t").await, 200);
 }

@@ -585,8 +585,9 @@ async fn the_statefulset_example_is_accepted_and_runs_the_agent_from_the_copied_
 /// saying why, and so does one naming a cluster that does not exist. With
 /// `copyFrom: Backup`, a member whose host lost its disk is copied again from that backup. A
 /// second cluster applied with `bootstrap.recovery` comes up from the first one's backup and
-/// WAL, with its replicas, and archives to an Azure container (Azurite) with its account key
-/// from a Secret. No key is anywhere in status, Events or the log.
+/// WAL, with its replicas, archives to an Azure container (Azurite) and takes its first base
+/// backup into a GCS bucket (a mock), each key from a Secret. No key is anywhere in status,
+/// Events or the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_copies_and_recovery_through_the_operator_with_the_store_key_from_a_secret() {
     use replicant::api::{Backup, BackupPhase};
@@ -739,13 +740,18 @@ async fn backups_copies_and_recovery_through_the_operator_with_the_store_key_fro
         "restored",
     )
     .unwrap();
+    // Its base backups go to a GCS bucket (a MOCK of GCS's XML API: no emulator runs here),
+    // the service account key in a Secret too.
+    let gcs = support::gcs_mock::GcsMock::start("restored").await;
     let own_archive = format!(
-        "      - name: blobs\n        azure: {{account: {}, container: restored, endpoint: \"{}\", credentials: {{secretRef: {{name: restored-azure}}}}}}\n    archive: {{repository: blobs}}\n",
+        "      - name: blobs\n        azure: {{account: {}, container: restored, endpoint: \"{}\", credentials: {{secretRef: {{name: restored-azure}}}}}}\n      - name: gcs\n        gcs: {{bucket: restored, endpoint: \"{}\", credentials: {{secretRef: {{name: restored-gcs}}}}}}\n    archive: {{repository: blobs}}\n    base: {{schedule: \"0 0 * * *\", repository: gcs}}\n",
         azurite::ACCOUNT,
-        blobs.endpoint
+        blobs.endpoint,
+        gcs.url
     );
+    let gcs_key = r#"{\"private_key\": \"unused\", \"private_key_id\": \"unused\", \"client_email\": \"tests@example.invalid\", \"disable_oauth\": true}"#;
     let restored = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: restored-azure, namespace: {NS}}}\nstringData: {{accountKey: \"{}\"}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: restored, namespace: {NS}}}\nspec:\n  engine: postgres\n  primary: a\n  members:\n{}  failover: {{detectAfter: 1s, cooldown: 1m}}\n  credentials: {{username: postgres, secretRef: {{name: orders-pg, key: password}}}}\n{token_line}{}  bootstrap:\n    recovery: {{repository: offsite, source: {{cluster: orders}}}}\n",
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: restored-gcs, namespace: {NS}}}\nstringData: {{serviceAccountKey: \"{gcs_key}\"}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: restored-azure, namespace: {NS}}}\nstringData: {{accountKey: \"{}\"}}\n---\napiVersion: replicant.dev/v1alpha1\nkind: ReplicationCluster\nmetadata: {{name: restored, namespace: {NS}}}\nspec:\n  engine: postgres\n  primary: a\n  members:\n{}  failover: {{detectAfter: 1s, cooldown: 1m}}\n  credentials: {{username: postgres, secretRef: {{name: orders-pg, key: password}}}}\n{token_line}{}  bootstrap:\n    recovery: {{repository: offsite, source: {{cluster: orders}}}}\n",
         azurite::ACCOUNT_KEY,
         members_yaml(&hosts),
         backup.replace("    archive: {}\n", &own_archive)
@@ -760,7 +766,7 @@ async fn backups_copies_and_recovery_through_the_operator_with_the_store_key_fro
     let recovered = bed
         .wait_for_cluster(
             "restored",
-            "restored recovered, b and c copied from it and streaming, archiving to Azure",
+            "restored recovered, b and c copied from it and streaming, archiving to Azure, its first base backup in GCS",
             180,
             &op,
             |c| {
@@ -769,6 +775,7 @@ async fn backups_copies_and_recovery_through_the_operator_with_the_store_key_fro
                         .as_ref()
                         .is_some_and(|s| streaming_in(s, "b", "a") && streaming_in(s, "c", "a"))
                     && condition(c, "ContinuousArchiving").is_some_and(|k| k.status == "True")
+                    && condition(c, "BackupSucceeded").is_some_and(|k| k.status == "True")
             },
         )
         .await;
@@ -776,6 +783,13 @@ async fn backups_copies_and_recovery_through_the_operator_with_the_store_key_fro
         number(&hosts.address("a"), "SELECT count(*) FROM t").await,
         200,
         "every row orders archived"
+    );
+    assert!(
+        gcs.keys()
+            .iter()
+            .any(|k| k.starts_with("shop/restored/") && k.ends_with("/backup.json")),
+        "{:?}",
+        gcs.keys()
     );
     eprintln!(
         "restored recovered with its replicas in {:?}",

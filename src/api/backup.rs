@@ -144,6 +144,48 @@ pub struct Repository {
     /// A container of Azure Blob Storage (or a service that speaks its API, such as Azurite).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureRepository>,
+    /// A bucket of Google Cloud Storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsRepository>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsRepository {
+    #[schemars(length(min = 3, max = 222))]
+    pub bucket: String,
+    /// Where in the bucket the repository starts ("prod/eu"); default: the bucket's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub prefix: Option<String>,
+    /// The service's URL, for one other than Google's own; default:
+    /// `https://storage.googleapis.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub endpoint: Option<String>,
+    /// A service account's key (its JSON): exactly one of `secretRef`,
+    /// `serviceAccountKeyFile`, `serviceAccountKeyEnv`. Omitted: the host's own
+    /// (`GOOGLE_APPLICATION_CREDENTIALS`, the metadata server, a workload identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<GcsCredentials>,
+}
+
+/// Where a Google service account's key is kept. Never written inline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsCredentials {
+    /// A Kubernetes Secret in the cluster's namespace with the key `serviceAccountKey`
+    /// (operator mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretName>,
+    /// A file holding the key's JSON (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub service_account_key_file: Option<String>,
+    /// An environment variable holding the key's JSON (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub service_account_key_env: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]

@@ -324,6 +324,21 @@ impl ReplicationClusterSpec {
             })
     }
 
+    /// The GCS repositories whose credentials the spec names: each with its field path
+    /// (`spec.backup.repositories[0].gcs.credentials`).
+    pub fn gcs_credentials(
+        &self,
+    ) -> impl Iterator<Item = (String, &crate::api::Repository, &crate::api::GcsCredentials)> {
+        self.repositories()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, repository)| {
+                let credentials = repository.gcs.as_ref()?.credentials.as_ref()?;
+                let path = format!("spec.backup.repositories[{i}].gcs.credentials");
+                Some((path, repository, credentials))
+            })
+    }
+
     /// `backup.repositories`, or none.
     pub fn repositories(&self) -> &[crate::api::Repository] {
         self.backup

@@ -12,9 +12,9 @@ pub mod virtual_name;
 pub use backup::{
     ArchiveGap, ArchivePolicy, ArchiveStatus, AzureCredentials, AzureRepository, BackupFailure,
     BackupPolicy, BackupSource, BackupStatus, BackupSummary, BaseBackupPolicy, Compression,
-    DirectoryRepository, DrillPolicy, DrillSummary, MemberArchive, PruneSummary, RecoverableWindow,
-    Repository, RequestOutcome, RetentionPolicy, RunningBackup, S3Credentials, S3Repository,
-    SecretName,
+    DirectoryRepository, DrillPolicy, DrillSummary, GcsCredentials, GcsRepository, MemberArchive,
+    PruneSummary, RecoverableWindow, Repository, RequestOutcome, RetentionPolicy, RunningBackup,
+    S3Credentials, S3Repository, SecretName,
 };
 pub use bootstrap::{Bootstrap, Recovery, RecoverySource, RecoveryTargetSpec};
 pub use cluster::{

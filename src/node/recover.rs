@@ -264,6 +264,7 @@ mod tests {
                     }),
                     s3: None,
                     azure: None,
+                    gcs: None,
                 },
                 key: None,
                 pending_limit: 1 << 30,

@@ -1,5 +1,6 @@
 //! Repositories: where previous versions of a data set are kept (a directory, an S3 bucket,
-//! an Azure Blob Storage container), opened through `object_store`, and the self-describing layout inside them. Touches only the
+//! an Azure Blob Storage container, a Google Cloud Storage bucket), opened through
+//! `object_store`, and the self-describing layout inside them. Touches only the
 //! store it is given; every request has a time limit.
 //!
 //! Nothing here overwrites: an object's name carries a digest of its content, so the same name
@@ -22,7 +23,8 @@ use std::{sync::Arc, time::Duration};
 use futures::TryStreamExt;
 use object_store::{
     ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, aws::AmazonS3Builder,
-    azure::MicrosoftAzureBuilder, local::LocalFileSystem, path::Path as StorePath,
+    azure::MicrosoftAzureBuilder, gcp::GoogleCloudStorageBuilder, local::LocalFileSystem,
+    path::Path as StorePath,
 };
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +49,9 @@ pub enum StoreKey {
     /// An Azure storage account's access key.
     #[serde(rename_all = "camelCase")]
     Azure { account_key: String },
+    /// A Google service account's key, as its JSON.
+    #[serde(rename_all = "camelCase")]
+    Gcs { service_account_key: String },
 }
 
 impl std::fmt::Debug for StoreKey {
@@ -58,6 +63,7 @@ impl std::fmt::Debug for StoreKey {
                 .field("access_key_id", access_key_id)
                 .finish_non_exhaustive(),
             Self::Azure { .. } => f.debug_struct("Azure").finish_non_exhaustive(),
+            Self::Gcs { .. } => f.debug_struct("Gcs").finish_non_exhaustive(),
         }
     }
 }
@@ -65,7 +71,9 @@ impl std::fmt::Debug for StoreKey {
 /// Why a repository could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("repository {name}: none of a directory, an S3 bucket, an Azure container is set")]
+    #[error(
+        "repository {name}: none of a directory, an S3 bucket, an Azure container, a GCS bucket is set"
+    )]
     NoKind { name: String },
     #[error("repository {name}: directory {path}: {source}")]
     Directory {
@@ -162,15 +170,23 @@ impl Repository {
             if let Some(StoreKey::Azure { account_key }) = key {
                 builder = builder.with_access_key(account_key);
             }
-            let store = builder.build().map_err(|source| OpenError::Store {
-                name: name.clone(),
-                source,
-            })?;
-            return Ok(Self {
-                name,
-                store: Arc::new(store),
-                root: StorePath::from(azure.prefix.as_deref().unwrap_or("")),
-            });
+            return Self::built(name, builder.build(), azure.prefix.as_deref());
+        }
+        if let Some(gcs) = &spec.gcs {
+            let mut builder = GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(&gcs.bucket)
+                .with_client_options(client_options())
+                .with_retry(retry_config());
+            if let Some(endpoint) = &gcs.endpoint {
+                builder = builder.with_base_url(endpoint);
+            }
+            if let Some(StoreKey::Gcs {
+                service_account_key,
+            }) = key
+            {
+                builder = builder.with_service_account_key(service_account_key);
+            }
+            return Self::built(name, builder.build(), gcs.prefix.as_deref());
         }
         let Some(s3) = &spec.s3 else {
             return Err(OpenError::NoKind { name });
@@ -194,15 +210,23 @@ impl Repository {
                 .with_access_key_id(access_key_id)
                 .with_secret_access_key(secret_access_key);
         }
-        let store = builder.build().map_err(|source| OpenError::Store {
-            name: name.clone(),
-            source,
-        })?;
-        Ok(Self {
-            name,
-            store: Arc::new(store),
-            root: StorePath::from(s3.prefix.as_deref().unwrap_or("")),
-        })
+        Self::built(name, builder.build(), s3.prefix.as_deref())
+    }
+
+    /// The repository `name` on the store a builder `built`, starting at `prefix`.
+    fn built(
+        name: String,
+        built: object_store::Result<impl ObjectStore>,
+        prefix: Option<&str>,
+    ) -> Result<Self, OpenError> {
+        match built {
+            Ok(store) => Ok(Self {
+                name,
+                store: Arc::new(store),
+                root: StorePath::from(prefix.unwrap_or("")),
+            }),
+            Err(source) => Err(OpenError::Store { name, source }),
+        }
     }
 
     pub fn name(&self) -> &str {

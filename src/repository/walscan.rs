@@ -774,6 +774,7 @@ mod tests {
                 }),
                 s3: None,
                 azure: None,
+                gcs: None,
             },
             None,
         )

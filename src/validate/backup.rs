@@ -22,20 +22,42 @@ fn check_endpoint(endpoint: Option<&String>, path: String, out: &mut Out<'_>) {
     }
 }
 
+/// Exactly one of a key's sources (`set`: which are) is set, else `path` fails with `reason`.
+fn one_source(set: [bool; 3], path: String, reason: &str, out: &mut Out<'_>) {
+    if set.iter().filter(|s| **s).count() != 1 {
+        out.fail(path, reason);
+    }
+}
+
 fn check_azure(azure: &crate::api::AzureRepository, path: &str, out: &mut Out<'_>) {
     check_endpoint(azure.endpoint.as_ref(), format!("{path}.endpoint"), out);
     if let Some(credentials) = &azure.credentials {
-        let sources = [
-            credentials.secret_ref.is_some(),
-            credentials.account_key_file.is_some(),
-            credentials.account_key_env.is_some(),
-        ];
-        if sources.iter().filter(|s| **s).count() != 1 {
-            out.fail(
-                format!("{path}.credentials"),
-                "set exactly one of secretRef, accountKeyFile, accountKeyEnv",
-            );
-        }
+        one_source(
+            [
+                credentials.secret_ref.is_some(),
+                credentials.account_key_file.is_some(),
+                credentials.account_key_env.is_some(),
+            ],
+            format!("{path}.credentials"),
+            "set exactly one of secretRef, accountKeyFile, accountKeyEnv",
+            out,
+        );
+    }
+}
+
+fn check_gcs(gcs: &crate::api::GcsRepository, path: &str, out: &mut Out<'_>) {
+    check_endpoint(gcs.endpoint.as_ref(), format!("{path}.endpoint"), out);
+    if let Some(credentials) = &gcs.credentials {
+        one_source(
+            [
+                credentials.secret_ref.is_some(),
+                credentials.service_account_key_file.is_some(),
+                credentials.service_account_key_env.is_some(),
+            ],
+            format!("{path}.credentials"),
+            "set exactly one of secretRef, serviceAccountKeyFile, serviceAccountKeyEnv",
+            out,
+        );
     }
 }
 
@@ -61,12 +83,16 @@ pub fn check(spec: &ReplicationClusterSpec, out: &mut Out<'_>) {
             repository.directory.is_some(),
             repository.s3.is_some(),
             repository.azure.is_some(),
+            repository.gcs.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
-            out.fail(&path, "set exactly one of directory, s3, azure");
+            out.fail(&path, "set exactly one of directory, s3, azure, gcs");
         }
         if let Some(azure) = &repository.azure {
             check_azure(azure, &format!("{path}.azure"), out);
+        }
+        if let Some(gcs) = &repository.gcs {
+            check_gcs(gcs, &format!("{path}.gcs"), out);
         }
         if let Some(directory) = &repository.directory
             && !directory.path.starts_with('/')

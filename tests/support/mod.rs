@@ -3,6 +3,7 @@
 
 pub mod away;
 pub mod etcd;
+pub mod gcs_mock;
 pub mod hosts;
 pub mod k8s;
 pub mod node;

@@ -478,6 +478,23 @@ async fn secrets(
             crate::repository::StoreKey::Azure { account_key },
         );
     }
+    for (path, repository, credentials) in spec.gcs_credentials() {
+        let Some(secret) = &credentials.secret_ref else {
+            return Err(SecretsError::unresolved(
+                format!("{name}: {path}"),
+                "the operator reads the key from a Secret; set secretRef (the file and environment variable are for standalone mode)",
+            ));
+        };
+        let field = format!("{path}.secretRef");
+        let service_account_key =
+            read_secret(ctx, namespace, &field, &secret.name, "serviceAccountKey").await?;
+        repository_keys.insert(
+            repository.name.clone(),
+            crate::repository::StoreKey::Gcs {
+                service_account_key,
+            },
+        );
+    }
     Ok(ClusterSecrets {
         password: password.map(Secret::new),
         agent_token: token.map(Secret::new),

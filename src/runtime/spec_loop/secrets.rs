@@ -18,7 +18,7 @@ pub fn local_secrets(spec: &ReplicationClusterSpec) -> Result<ClusterSecrets, Se
 }
 
 /// Resolve the standalone store credentials of every repository that names some: both
-/// files or both environment variables for S3, the file or the variable for Azure.
+/// files or both environment variables for S3, the file or the variable for Azure and GCS.
 pub fn repository_keys(
     spec: &ReplicationClusterSpec,
 ) -> Result<std::collections::BTreeMap<String, crate::repository::StoreKey>, SecretsError> {
@@ -63,6 +63,25 @@ pub fn repository_keys(
             &credentials.account_key_file,
         )?;
         keys.insert(repository.name.clone(), StoreKey::Azure { account_key });
+    }
+    for (path, repository, credentials) in spec.gcs_credentials() {
+        if credentials.secret_ref.is_some() {
+            return Err(SecretsError::NeedsKubernetes {
+                field: "spec.backup.repositories[].gcs.credentials.secretRef",
+                instead: "serviceAccountKeyFile or serviceAccountKeyEnv",
+            });
+        }
+        let service_account_key = read_local(
+            &format!("{path}.serviceAccountKey"),
+            &credentials.service_account_key_env,
+            &credentials.service_account_key_file,
+        )?;
+        keys.insert(
+            repository.name.clone(),
+            StoreKey::Gcs {
+                service_account_key,
+            },
+        );
     }
     Ok(keys)
 }
@@ -287,6 +306,24 @@ backup:
     }
 
     #[test]
+    fn a_gcs_service_account_key_is_read_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key.json");
+        std::fs::write(&file, "{\"client_email\": \"a@b\"}\n").unwrap();
+        let spec: ReplicationClusterSpec = serde_yaml::from_str(&format!(
+            "engine: postgres\nprimary: a\nmembers: [{{ name: a, address: \"127.0.0.1:5432\" }}]\nbackup:\n  repositories:\n    - name: gcs\n      gcs: {{ bucket: pg, credentials: {{ serviceAccountKeyFile: {} }} }}\n",
+            file.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            repository_keys(&spec).unwrap()["gcs"],
+            crate::repository::StoreKey::Gcs {
+                service_account_key: "{\"client_email\": \"a@b\"}".into()
+            }
+        );
+    }
+
+    #[test]
     fn store_keys_keep_their_wire_form_and_never_show_their_secret() {
         // Agents keep the key in their settings file: an S3 key reads as it always did.
         let s3: crate::repository::StoreKey =
@@ -294,7 +331,10 @@ backup:
         let azure: crate::repository::StoreKey =
             serde_json::from_str(r#"{"accountKey":"hidden"}"#).unwrap();
         assert!(matches!(azure, crate::repository::StoreKey::Azure { .. }));
-        for key in [s3, azure] {
+        let gcs: crate::repository::StoreKey =
+            serde_json::from_str(r#"{"serviceAccountKey":"hidden"}"#).unwrap();
+        assert!(matches!(gcs, crate::repository::StoreKey::Gcs { .. }));
+        for key in [s3, azure, gcs] {
             assert!(!format!("{key:?}").contains("hidden"), "{key:?}");
         }
     }
