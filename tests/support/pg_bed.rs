@@ -166,9 +166,10 @@ impl PgBed {
     /// As [`PgBed::new`], every host reached through relays.
     pub async fn relayed() -> Self {
         let mut bed = Self::new();
+        let ports: Vec<u16> = bed.hosts.iter().map(|h| h.port).collect();
         for host in &mut bed.hosts {
-            let postgres = Relay::start(format!("127.0.0.1:{}", host.port)).await;
-            let agent = Relay::start(host.node.address()).await;
+            let postgres = relay_avoiding(format!("127.0.0.1:{}", host.port), &ports).await;
+            let agent = relay_avoiding(host.node.address(), &ports).await;
             host.relays = Some((postgres, agent));
         }
         bed
@@ -319,6 +320,21 @@ impl PgBed {
                 )
             })
             .collect()
+    }
+}
+
+/// A relay to `target` on a port none of `postgres_ports` names: a stopped or empty host's
+/// postgres was given its port but has not bound it yet, and the kernel may hand that port
+/// to the relay (seen once: the postgres then could not start).
+async fn relay_avoiding(target: String, postgres_ports: &[u16]) -> Relay {
+    // Held until a port is found, so that each try gets another.
+    let mut refused = Vec::new();
+    loop {
+        let relay = Relay::start(target.clone()).await;
+        if !postgres_ports.contains(&relay.port) {
+            return relay;
+        }
+        refused.push(relay);
     }
 }
 
